@@ -1,0 +1,222 @@
+"""The system schema ``_buttress``: versions, proposals, dry-run reports, retained data,
+idempotency records, approvals and the audit log. No agent SQL can name it.
+
+Proposals, versions and dry-run reports are written once and never updated; a proposal's status
+is derived (deployed when a version names it, stale when its base is not current).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+
+from runtime.audit import now_iso
+from runtime.engine import Tx
+from runtime.errors import NotFound
+from runtime.plan import Plan, Retention
+from runtime.spec import AppSpec, canonical_json
+
+SCHEMA_VERSION = 1
+
+DDL = (
+    "CREATE SCHEMA IF NOT EXISTS _buttress",
+    "CREATE TABLE IF NOT EXISTS _buttress.meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS _buttress.versions (
+        number INTEGER PRIMARY KEY, hash VARCHAR NOT NULL, spec JSON NOT NULL, kind VARCHAR NOT NULL,
+        parent INTEGER, restores INTEGER, proposal_id VARCHAR, plan JSON, note VARCHAR,
+        deployed_at VARCHAR NOT NULL, deployed_by VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS _buttress.proposals (
+        id VARCHAR PRIMARY KEY, seq INTEGER NOT NULL, base_version INTEGER NOT NULL, operations JSON NOT NULL,
+        target_spec JSON NOT NULL, target_hash VARCHAR NOT NULL, plan JSON NOT NULL, plan_hash VARCHAR NOT NULL,
+        note VARCHAR, created_at VARCHAR NOT NULL, created_by VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS _buttress.dry_runs (
+        id INTEGER PRIMARY KEY, proposal_id VARCHAR NOT NULL, base_version INTEGER NOT NULL,
+        plan_hash VARCHAR NOT NULL, passed BOOLEAN NOT NULL, report JSON NOT NULL, created_at VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS _buttress.retained (
+        table_name VARCHAR PRIMARY KEY, version INTEGER NOT NULL, step INTEGER NOT NULL, kind VARCHAR NOT NULL,
+        entity VARCHAR NOT NULL, field VARCHAR, key JSON NOT NULL, origin VARCHAR NOT NULL,
+        spec_hash VARCHAR NOT NULL, status VARCHAR NOT NULL, created_at VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS _buttress.idempotency (
+        action VARCHAR NOT NULL, key VARCHAR NOT NULL, args_hash VARCHAR NOT NULL, result JSON NOT NULL,
+        version INTEGER NOT NULL, created_at VARCHAR NOT NULL, PRIMARY KEY (action, key))""",
+    """CREATE TABLE IF NOT EXISTS _buttress.approvals (
+        id VARCHAR PRIMARY KEY, proposal_id VARCHAR NOT NULL, plan_hash VARCHAR NOT NULL, hazards JSON NOT NULL,
+        requested_by VARCHAR NOT NULL, requested_at VARCHAR NOT NULL, expires_at VARCHAR NOT NULL,
+        approved_by VARCHAR, approved_at VARCHAR, used_at VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS _buttress.audit (
+        seq BIGINT PRIMARY KEY, time VARCHAR NOT NULL, actor VARCHAR NOT NULL, operation VARCHAR NOT NULL,
+        arguments JSON NOT NULL, outcome VARCHAR NOT NULL, error_code VARCHAR, version_before INTEGER,
+        version_after INTEGER, proposal_id VARCHAR, prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
+)
+
+
+def install(tx: Tx) -> bool:
+    """Create the system schema if needed and seed version 0. Returns True on a fresh database."""
+    for statement in DDL:
+        tx.execute(statement)
+    if tx.scalar("SELECT count(*) FROM _buttress.versions") == 0:
+        empty = AppSpec()
+        tx.execute(
+            "INSERT INTO _buttress.versions (number, hash, spec, kind, deployed_at, deployed_by) VALUES (0, ?, ?, 'init', ?, 'buttress')",
+            [empty.hash(), empty.canonical_json(), now_iso()],
+        )
+        tx.execute("INSERT INTO _buttress.meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------- versions
+
+
+def current_version(cursor: duckdb.DuckDBPyConnection | Tx) -> tuple[int, AppSpec]:
+    row = cursor.execute("SELECT number, spec FROM _buttress.versions ORDER BY number DESC LIMIT 1").fetchone()
+    assert row is not None, "the system schema has no version 0"
+    return int(row[0]), AppSpec.model_validate_json(row[1])
+
+
+def version_row(cursor: duckdb.DuckDBPyConnection | Tx, number: int) -> dict[str, Any]:
+    row = cursor.execute(
+        "SELECT number, hash, spec, kind, parent, restores, proposal_id, plan, note, deployed_at, deployed_by "
+        "FROM _buttress.versions WHERE number = ?",
+        [number],
+    ).fetchone()
+    if row is None:
+        raise NotFound("version", number)
+    keys = ("number", "hash", "spec", "kind", "parent", "restores", "proposal_id", "plan", "note", "deployed_at", "deployed_by")
+    out = dict(zip(keys, row, strict=True))
+    out["spec"] = json.loads(out["spec"])
+    out["plan"] = json.loads(out["plan"]) if out["plan"] else None
+    return out
+
+
+def versions(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    rows = cursor.execute(
+        "SELECT number, hash, kind, parent, restores, proposal_id, note, deployed_at, deployed_by "
+        "FROM _buttress.versions ORDER BY number"
+    ).fetchall()
+    keys = ("number", "hash", "kind", "parent", "restores", "proposal_id", "note", "deployed_at", "deployed_by")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def insert_version(
+    tx: Tx, *, number: int, spec: AppSpec, kind: str, parent: int, restores: int | None, proposal_id: str | None,
+    plan: Plan, note: str | None, actor: str,
+) -> None:
+    tx.execute(
+        "INSERT INTO _buttress.versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [number, spec.hash(), spec.canonical_json(), kind, parent, restores, proposal_id,
+         canonical_json(plan.model_dump(mode="json")), note, now_iso(), actor],
+    )
+
+
+# ---------------------------------------------------------------------------------------- proposals
+
+
+def next_proposal_id(tx: Tx) -> tuple[str, int]:
+    seq = int(tx.scalar("SELECT coalesce(max(seq), 0) + 1 FROM _buttress.proposals"))
+    return f"p{seq}", seq
+
+
+def insert_proposal(
+    tx: Tx, *, proposal_id: str, seq: int, base_version: int, operations: list[dict[str, Any]], target: AppSpec,
+    plan: Plan, note: str | None, actor: str,
+) -> None:
+    tx.execute(
+        "INSERT INTO _buttress.proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [proposal_id, seq, base_version, canonical_json(operations), target.canonical_json(), target.hash(),
+         canonical_json(plan.model_dump(mode="json")), plan.hash(), note, now_iso(), actor],
+    )
+
+
+def proposal(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str) -> dict[str, Any]:
+    row = cursor.execute(
+        "SELECT p.id, p.base_version, p.operations, p.target_spec, p.plan, p.plan_hash, p.note, p.created_at, "
+        "p.created_by, (SELECT min(number) FROM _buttress.versions v WHERE v.proposal_id = p.id) "
+        "FROM _buttress.proposals p WHERE p.id = ?",
+        [proposal_id],
+    ).fetchone()
+    if row is None:
+        raise NotFound("proposal", proposal_id, hint="propose_change returns a proposal_id; describe_app lists pending ones.")
+    return {
+        "id": row[0],
+        "base_version": int(row[1]),
+        "operations": json.loads(row[2]),
+        "target": AppSpec.model_validate_json(row[3]),
+        "plan": Plan.model_validate_json(row[4]),
+        "plan_hash": row[5],
+        "note": row[6],
+        "created_at": row[7],
+        "created_by": row[8],
+        "deployed_as": row[9],
+    }
+
+
+def pending_proposals(cursor: duckdb.DuckDBPyConnection, current: int) -> list[dict[str, Any]]:
+    rows = cursor.execute(
+        "SELECT id, note, created_by, created_at, (SELECT bool_or(passed) FROM _buttress.dry_runs d "
+        "WHERE d.proposal_id = p.id AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash) "
+        "FROM _buttress.proposals p WHERE base_version = ? "
+        "AND NOT EXISTS (SELECT 1 FROM _buttress.versions v WHERE v.proposal_id = p.id) ORDER BY seq",
+        [current],
+    ).fetchall()
+    return [{"proposal_id": r[0], "note": r[1], "created_by": r[2], "created_at": r[3], "dry_run_passed": bool(r[4])}
+            for r in rows]
+
+
+# ----------------------------------------------------------------------------------------- dry runs
+
+
+def insert_dry_run(tx: Tx, *, proposal_id: str, base_version: int, plan_hash: str, passed: bool,
+                   report: dict[str, Any]) -> int:
+    run_id = int(tx.scalar("SELECT coalesce(max(id), 0) + 1 FROM _buttress.dry_runs"))
+    tx.execute(
+        "INSERT INTO _buttress.dry_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [run_id, proposal_id, base_version, plan_hash, passed, canonical_json(report), now_iso()],
+    )
+    return run_id
+
+
+def passed_dry_run(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str, base_version: int,
+                   plan_hash: str) -> dict[str, Any] | None:
+    row = cursor.execute(
+        "SELECT id, passed, report FROM _buttress.dry_runs WHERE proposal_id = ? AND base_version = ? AND plan_hash = ? "
+        "ORDER BY id DESC LIMIT 1",
+        [proposal_id, base_version, plan_hash],
+    ).fetchone()
+    if row is None:
+        return None
+    return {"id": row[0], "passed": bool(row[1]), "report": json.loads(row[2])}
+
+
+# ------------------------------------------------------------------------------------ retained data
+
+
+def record_retention(tx: Tx, retention: Retention, *, version: int, step: int, origin: str, spec_hash: str) -> None:
+    tx.execute(
+        "INSERT INTO _buttress.retained VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+        [retention.table, version, step, retention.kind, retention.entity, retention.field,
+         json.dumps(list(retention.key)), origin, spec_hash, now_iso()],
+    )
+
+
+def retentions(cursor: duckdb.DuckDBPyConnection | Tx, where: str, params: list[Any]) -> list[dict[str, Any]]:
+    rows = cursor.execute(
+        "SELECT table_name, version, step, kind, entity, field, key, origin, spec_hash, status "
+        f"FROM _buttress.retained WHERE {where} ORDER BY version DESC, step",
+        params,
+    ).fetchall()
+    keys = ("table_name", "version", "step", "kind", "entity", "field", "key", "origin", "spec_hash", "status")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def as_retention(row: dict[str, Any]) -> Retention:
+    return Retention(table=row["table_name"], kind=row["kind"], entity=row["entity"], field=row["field"],
+                     key=tuple(json.loads(row["key"])))
+
+
+def consume_retention(tx: Tx, table: str) -> None:
+    """Restored data now lives in the application table: drop the copy."""
+    tx.execute("UPDATE _buttress.retained SET status = 'restored' WHERE table_name = ?", [table])
+    tx.execute(f'DROP TABLE IF EXISTS _buttress."{table}"')

@@ -1,0 +1,198 @@
+"""Spec → DuckDB DDL (pure). The only module that spells DuckDB's CREATE statements.
+
+Application tables live in ``main``; runtime objects (sequences, retained data, catalog) in ``_buttress``.
+
+>>> from runtime.spec import EntitySpec, FieldSpec
+>>> e = EntitySpec(name="slot", primary_key=("id",), fields=(FieldSpec(name="id", type="integer"),))
+>>> create_table(e)
+'CREATE TABLE "slot" ("id" INTEGER NOT NULL, PRIMARY KEY ("id"))'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import sqlglot.expressions as exp
+
+from runtime.spec import AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
+from runtime.types import duckdb_type
+
+SYSTEM_SCHEMA: Final = "_buttress"
+
+
+def q(name: str) -> str:
+    """Quote an identifier (names are validated, but quoting keeps keywords and case safe)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qs(name: str) -> str:
+    """A name in the system schema."""
+    return f"{SYSTEM_SCHEMA}.{q(name)}"
+
+
+def cols(names: Iterable[str]) -> str:
+    return ", ".join(q(n) for n in names)
+
+
+def literal(value: Any, logical: str) -> str:
+    """A constant as a typed SQL literal, built by sqlglot so quoting is never hand-rolled."""
+    if logical == "json":
+        text = exp.Literal.string(json.dumps(value, separators=(",", ":"))).sql(dialect="duckdb")
+        return f"CAST({text} AS JSON)"
+    if isinstance(value, bool):
+        node: exp.Expression = exp.Boolean(this=value)
+    elif isinstance(value, int | float):
+        node = exp.Literal.number(value)
+    else:
+        node = exp.Literal.string(str(value))
+    return f"CAST({node.sql(dialect='duckdb')} AS {duckdb_type(logical)})"
+
+
+def default_sql(field: FieldSpec) -> str | None:
+    expr = field.default_expr
+    if expr is not None:
+        if expr.expr == "autoincrement":
+            assert expr.sequence is not None
+            return f"nextval('{SYSTEM_SCHEMA}.{expr.sequence}')"
+        return expr.expr
+    if field.default is None:
+        return None
+    return literal(field.default, field.type)
+
+
+def column_def(field: FieldSpec, *, with_check: bool = True, force_nullable: bool = False) -> str:
+    parts = [q(field.name), duckdb_type(field.type)]
+    if not field.nullable and not force_nullable:
+        parts.append("NOT NULL")
+    default = default_sql(field)
+    if default is not None:
+        parts.append(f"DEFAULT {default}")
+    if with_check and field.check:
+        parts.append(f"CHECK ({field.check})")
+    return " ".join(parts)
+
+
+def create_table(entity: EntitySpec, name: str | None = None) -> str:
+    """The full table definition: columns, NOT NULL, defaults, checks, keys, unique sets, foreign keys."""
+    parts = [column_def(f) for f in entity.fields]
+    parts.append(f"PRIMARY KEY ({cols(entity.primary_key)})")
+    parts.extend(f"UNIQUE ({cols(u)})" for u in entity.unique)
+    for f in entity.fields:
+        ref = f.reference
+        if ref is not None:
+            parts.append(f"FOREIGN KEY ({q(f.name)}) REFERENCES {q(ref[0])} ({q(ref[1])})")
+    return f"CREATE TABLE {q(name or entity.name)} ({', '.join(parts)})"
+
+
+def create_index(entity: EntitySpec, index: IndexSpec) -> str:
+    return f"CREATE INDEX {q(index.name)} ON {q(entity.name)} ({cols(index.columns)})"
+
+
+def create_view(view: ViewSpec, *, replace: bool = False) -> str:
+    verb = "CREATE OR REPLACE VIEW" if replace else "CREATE VIEW"
+    return f"{verb} {q(view.name)} AS {view.sql.strip().rstrip(';')}"
+
+
+def sequences(entity: EntitySpec) -> list[str]:
+    return [
+        f"CREATE SEQUENCE IF NOT EXISTS {qs(f.default_expr.sequence)}"
+        for f in entity.fields
+        if f.autoincrement and f.default_expr is not None and f.default_expr.sequence
+    ]
+
+
+def entity_order(spec: AppSpec) -> list[EntitySpec]:
+    """Entities with every referenced entity before its referencers."""
+    done: list[EntitySpec] = []
+    names: set[str] = set()
+    pending = list(spec.entities)
+    while pending:
+        progressed = False
+        for entity in list(pending):
+            parents = {f.reference[0] for f in entity.fields if f.reference and f.reference[0] != entity.name}
+            if parents <= names:
+                done.append(entity)
+                names.add(entity.name)
+                pending.remove(entity)
+                progressed = True
+        if not progressed:  # a cycle cannot be created through operations; keep the order given
+            done.extend(pending)
+            break
+    return done
+
+
+def create_entity(entity: EntitySpec) -> list[str]:
+    return [*sequences(entity), create_table(entity), *(create_index(entity, i) for i in entity.indexes)]
+
+
+def spec_ddl(spec: AppSpec) -> list[str]:
+    """Every statement that builds the spec's schema from nothing, in dependency order."""
+    statements = [f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_SCHEMA}"]
+    for entity in entity_order(spec):
+        statements.extend(create_entity(entity))
+    statements.extend(create_view(v) for v in spec.views)
+    return statements
+
+
+def dependents(spec: AppSpec, entity: str) -> list[EntitySpec]:
+    """Entities that reference ``entity`` directly or transitively, parents before children."""
+    found: dict[str, EntitySpec] = {}
+    frontier = [entity]
+    while frontier:
+        name = frontier.pop()
+        for child, _ in spec.referencing(name):
+            if child.name != entity and child.name not in found:
+                found[child.name] = child
+                frontier.append(child.name)
+    order = [e.name for e in entity_order(spec)]
+    return sorted(found.values(), key=lambda e: order.index(e.name))
+
+
+def rebuild(
+    old: AppSpec,
+    new: AppSpec,
+    old_name: str,
+    new_entity: EntitySpec,
+    select: Mapping[str, str | None],
+    source: str | None = None,
+) -> list[str]:
+    """A single-transaction table rebuild that spells out the full new definition.
+
+    ``select`` maps each field of ``new_entity`` to an SQL expression over the old table aliased
+    ``o`` (``source`` may add joins, e.g. to retained data); ``None`` leaves the field to its default. Entities referencing the table are
+    stashed, dropped and recreated around it, as DuckDB refuses to drop a referenced table.
+    Never ``CREATE OR REPLACE TABLE ... AS``: that silently drops constraints and indexes.
+    """
+    children = dependents(old, old_name)
+    temp = f"{new_entity.name}__rebuild"
+    out: list[str] = []
+    for child in children:
+        out.append(f"CREATE TEMP TABLE {q(child.name + '__stash')} AS SELECT * FROM {q(child.name)}")
+    for child in reversed(children):
+        out.append(f"DROP TABLE {q(child.name)}")
+    out.append(create_table(new_entity, temp))
+    filled = [(name, expr) for name, expr in select.items() if expr is not None]
+    out.append(
+        f"INSERT INTO {q(temp)} ({cols(n for n, _ in filled)}) "
+        f"SELECT {', '.join(e for _, e in filled)} FROM {source or q(old_name) + ' AS o'}"
+    )
+    out.append(f"DROP TABLE {q(old_name)}")
+    out.append(f"ALTER TABLE {q(temp)} RENAME TO {q(new_entity.name)}")
+    out.extend(create_index(new_entity, i) for i in new_entity.indexes)
+    for child in children:
+        current = new.entity(child.name) or child
+        out.append(create_table(current))
+        names = [f.name for f in current.fields]
+        out.append(
+            f"INSERT INTO {q(current.name)} ({cols(names)}) SELECT {cols(names)} FROM {q(child.name + '__stash')}"
+        )
+        out.extend(create_index(current, i) for i in current.indexes)
+        out.append(f"DROP TABLE {q(child.name + '__stash')}")
+    return out
+
+
+def is_frozen(spec: AppSpec, entity: EntitySpec) -> bool:
+    """DuckDB refuses most ALTERs on a table with a secondary index or that a foreign key references."""
+    return bool(entity.indexes) or any(True for _ in spec.referencing(entity.name))

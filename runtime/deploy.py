@@ -1,0 +1,487 @@
+"""Propose, dry-run, deploy, rollback and finalize, orchestrated over the pure planner and the engine.
+
+Every function here runs on the writer lane and appends exactly one audit row, in the same
+transaction as its effect; a refusal is audited in its own transaction after the failed one
+rolled back. A dry-run executes the stored plan and rolls back; deploy re-executes the same
+plan and repeats every check inside its own transaction before COMMIT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from runtime import catalog, changes, fingerprint
+from runtime import plan as planner
+from runtime.engine import Tx
+from runtime.errors import (
+    ButtressError,
+    Code,
+    DeployError,
+    PlanError,
+    RollbackError,
+)
+from runtime.hazards import Hazard
+from runtime.plan import Plan, Probe, RestoreKey, Retention, Step
+from runtime.spec import AppSpec
+
+if TYPE_CHECKING:
+    from runtime.runtime import Runtime
+
+Progress = Callable[[int, int, str], None]
+SAMPLE = 5
+
+
+class Loss(BaseModel):
+    code: str
+    message: str
+    count: int
+    sample: list[dict[str, Any]]
+
+
+class StepReport(BaseModel):
+    index: int
+    summary: str
+    strategy: str
+    statements: int
+    rows_affected: int
+    duration_ms: float
+    losses: list[Loss] = []
+
+
+class Check(BaseModel):
+    name: str
+    passed: bool
+    detail: str = ""
+    sample: list[dict[str, Any]] = []
+
+
+class DryRunReport(BaseModel):
+    """What executing the plan on the real data did, before it was rolled back."""
+
+    proposal_id: str | None
+    base_version: int
+    plan_hash: str
+    passed: bool
+    steps: list[StepReport]
+    checks: list[Check]
+    hazards: list[Hazard]
+    error: dict[str, Any] | None = None
+    duration_ms: float
+    dry_run_id: int | None = None
+
+
+class ProposalResult(BaseModel):
+    proposal_id: str
+    base_version: int
+    target_hash: str
+    plan_hash: str
+    steps: list[Step]
+    hazards: list[Hazard]
+    note: str | None = None
+
+
+class DeployResult(BaseModel):
+    version: int
+    previous_version: int
+    hash: str
+    proposal_id: str | None
+    steps: list[StepReport]
+    duration_ms: float
+
+
+class RollbackResult(BaseModel):
+    version: int
+    previous_version: int
+    restored_version: int
+    hash: str
+    steps: list[StepReport]
+    duration_ms: float
+
+
+# ------------------------------------------------------------------------------------------ propose
+
+
+def propose(rt: Runtime, raw_ops: Sequence[Any], *, base_version: int | None, note: str | None,
+            actor: str) -> ProposalResult:
+    """Validate and plan operations on the current version; store the proposal (immutable)."""
+    args = {"operations": list(raw_ops) if _jsonable(raw_ops) else str(raw_ops), "base_version": base_version, "note": note}
+
+    def act(tx: Tx) -> ProposalResult:
+        current, spec = catalog.current_version(tx)
+        base = current if base_version is None else base_version
+        if base != current:
+            raise PlanError(Code.PLAN_STALE_BASE, f"base version {base} is not the current version {current}",
+                            hint="Call describe_app, then propose your change again on the current version.",
+                            details={"base_version": base, "current_version": current})
+        ops = changes.parse_operations(raw_ops)
+        if not ops:
+            raise PlanError(Code.PLAN_EMPTY, "a proposal needs at least one operation", hint="Pass operations: [...].")
+        rt.policy_check_proposal(ops)
+        target = changes.apply(spec, ops)
+        restores = _redeploy_restores(tx, target.hash())
+        target, plan = planner.plan(spec, ops, base_version=current, restores=restores)
+        proposal_id, seq = catalog.next_proposal_id(tx)
+        catalog.insert_proposal(tx, proposal_id=proposal_id, seq=seq, base_version=current,
+                                operations=changes.operations_json(ops), target=target, plan=plan, note=note, actor=actor)
+        rt.audit.append(tx, actor=actor, operation="propose", arguments=args, outcome="ok",
+                        version_before=current, version_after=current, proposal_id=proposal_id)
+        return ProposalResult(proposal_id=proposal_id, base_version=current, target_hash=target.hash(),
+                              plan_hash=plan.hash(), steps=list(plan.steps), hazards=plan.all_hazards(), note=note)
+
+    return rt.audited("propose", actor, args, act)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        import json
+
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _redeploy_restores(tx: Tx, target_hash: str) -> dict[RestoreKey, Retention]:
+    """Data a rollback retained from a version with exactly this spec: deploying it again restores it."""
+    out: dict[RestoreKey, Retention] = {}
+    for row in catalog.retentions(tx, "origin = 'rollback' AND status = 'active' AND spec_hash = ?", [target_hash]):
+        key: RestoreKey = ("entity", row["entity"]) if row["kind"] == "entity" else (row["kind"], row["entity"], row["field"])
+        out.setdefault(key, catalog.as_retention(row))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ execute
+
+
+def _execute(tx: Tx, plan: Plan, *, probes: bool, progress: Progress | None, not_lossless: bool = False) -> list[StepReport]:
+    reports = []
+    total = len(plan.steps)
+    for step in plan.steps:
+        if progress is not None:
+            progress(step.index, total, step.summary)
+        started = time.perf_counter()
+        losses = _run_probes(tx, step, not_lossless=not_lossless) if probes else []
+        affected = 0
+        for statement in step.sql:
+            result = tx.execute(statement)
+            if statement.startswith(("INSERT", "UPDATE")):
+                row = result.fetchone()
+                affected += int(row[0]) if row and isinstance(row[0], int) else 0
+        reports.append(StepReport(index=step.index, summary=step.summary, strategy=step.strategy,
+                                  statements=len(step.sql), rows_affected=affected,
+                                  duration_ms=round((time.perf_counter() - started) * 1000, 3), losses=losses))
+    if progress is not None:
+        progress(total, total, "checks")
+    return reports
+
+
+def _rows(tx: Tx, sql: str) -> list[dict[str, Any]]:
+    result = tx.execute(sql)
+    names = [d[0] for d in result.description or []]
+    return [dict(zip(names, (_plain(v) for v in row), strict=True)) for row in result.fetchall()]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _run_probes(tx: Tx, step: Step, *, not_lossless: bool) -> list[Loss]:
+    losses = []
+    for probe in step.probes:
+        count = int(tx.scalar(f"SELECT count(*) FROM ({probe.sql}) AS probe"))
+        if count == 0:
+            continue
+        sample = _rows(tx, f"{probe.sql} LIMIT {SAMPLE}")
+        if probe.kind == "fail":
+            raise _probe_error(step, probe, count, sample, not_lossless=not_lossless)
+        losses.append(Loss(code=probe.code, message=probe.message, count=count, sample=sample))
+    return losses
+
+
+def _probe_error(step: Step, probe: Probe, count: int, sample: list[dict[str, Any]], *, not_lossless: bool) -> ButtressError:
+    details = {"step": step.index, "summary": step.summary, "probe": probe.code, "count": count, "rows": sample}
+    if not_lossless or probe.code == "rollback.not_lossless":
+        return RollbackError(Code.ROLLBACK_NOT_LOSSLESS,
+                             f"the older version cannot hold current data: {count} {probe.message}",
+                             hint="Fix or remove the rows named in details.rows (e.g. with an action), then roll back again.",
+                             details=details)
+    return DeployError(Code.DEPLOY_DRY_RUN_FAILED, f"step {step.index} ({step.summary}) would fail: {count} {probe.message}",
+                       hint="Fix the data named in details.rows, or change the proposal (e.g. a backfill), then dry-run again.",
+                       details=details)
+
+
+def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
+    """Catalog equals the target's, every view binds, every invariant holds, no action broke."""
+    checks: list[Check] = []
+    problems = fingerprint.diff(rt.expected_catalog(target), fingerprint.read(tx.cursor))
+    checks.append(Check(name="catalog", passed=not problems, detail="; ".join(problems[:10]) or "matches the target spec"))
+    if problems:
+        raise DeployError(Code.DEPLOY_FAILED, "the catalog after the plan does not match the target spec",
+                          hint="This is a planner defect; report it with the proposal id.", details={"differences": problems})
+    for view in target.views:
+        tx.execute(f'SELECT * FROM "{view.name}" LIMIT 0')
+    checks.append(Check(name="views", passed=True, detail=f"{len(target.views)} views bind"))
+    for invariant in target.invariants:
+        rows = _rows(tx, f"SELECT * FROM ({invariant.sql.strip().rstrip(';')}) AS violations LIMIT {SAMPLE}")
+        if rows:
+            raise ButtressError(Code.INVARIANT_VIOLATED, f"invariant {invariant.name!r} is violated: {invariant.description}",
+                                hint="Fix the offending rows, or change the invariant in the proposal.",
+                                details={"invariant": invariant.name, "rows": rows})
+    checks.append(Check(name="invariants", passed=True, detail=f"{len(target.invariants)} invariants hold"))
+    broken = [h for h in plan.hazards if h.code == "action.broken"]
+    if broken:
+        raise DeployError(Code.DEPLOY_DRY_RUN_FAILED, broken[0].message,
+                          hint="Replace the action in the same proposal (replace_action).",
+                          details={"actions": [h.objects for h in broken]})
+    checks.append(Check(name="actions", passed=True, detail=f"{len(target.actions)} actions analyse"))
+    return checks
+
+
+def _check_drift(rt: Runtime, tx: Tx, spec: AppSpec) -> None:
+    problems = fingerprint.diff(rt.expected_catalog(spec), fingerprint.read(tx.cursor))
+    if problems:
+        raise DeployError(Code.CATALOG_DRIFT, "the database schema differs from the active spec (changed outside Buttress)",
+                          hint="An operator must restore the schema or reconcile it; deploys are blocked until then.",
+                          details={"differences": problems})
+
+
+def _stale(prop: dict[str, Any], current: int) -> PlanError:
+    return PlanError(Code.PLAN_STALE_BASE,
+                     f"proposal {prop['id']} was made on version {prop['base_version']}, but the current version is {current}",
+                     hint="Propose the change again on the current version (describe_app shows it).",
+                     details={"base_version": prop["base_version"], "current_version": current})
+
+
+# ------------------------------------------------------------------------------------------ dry run
+
+
+def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | None = None) -> DryRunReport:
+    """Execute the stored plan on the real data inside a transaction, check it, roll it back, store the report."""
+    args = {"proposal_id": proposal_id}
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {}
+
+    def run(tx: Tx) -> None:
+        tx.rollback_only = True
+        prop = catalog.proposal(tx, proposal_id)
+        current, spec = catalog.current_version(tx)
+        if prop["deployed_as"] is not None:
+            raise DeployError(Code.DEPLOY_ALREADY_APPLIED, f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
+                              hint="Nothing to do; describe_app shows the current version.")
+        if prop["base_version"] != current:
+            raise _stale(prop, current)
+        outcome.update(prop=prop, current=current)
+        _check_drift(rt, tx, spec)
+        plan: Plan = prop["plan"]
+        steps: list[StepReport] = []
+        outcome["steps"] = steps
+        try:
+            steps.extend(_execute(tx, plan, probes=True, progress=progress))
+            outcome["checks"] = _checks(rt, tx, plan, prop["target"])
+        except ButtressError as error:
+            outcome["error"] = error
+
+    rt.run_refusable("dry_run", actor, args, run)
+    prop, plan = outcome["prop"], outcome["prop"]["plan"]
+    error: ButtressError | None = outcome.get("error")
+    report = DryRunReport(
+        proposal_id=proposal_id, base_version=outcome["current"], plan_hash=prop["plan_hash"], passed=error is None,
+        steps=outcome.get("steps", []), checks=outcome.get("checks", []), hazards=plan.all_hazards(),
+        error=error.to_dict() if error else None, duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+    def store(tx: Tx) -> DryRunReport:
+        run_id = catalog.insert_dry_run(tx, proposal_id=proposal_id, base_version=outcome["current"],
+                                        plan_hash=prop["plan_hash"], passed=report.passed, report=report.model_dump(mode="json"))
+        rt.audit.append(tx, actor=actor, operation="dry_run", arguments=args, outcome="passed" if report.passed else "failed",
+                        error_code=str(error.code) if error else None, version_before=outcome["current"],
+                        version_after=outcome["current"], proposal_id=proposal_id)
+        return report.model_copy(update={"dry_run_id": run_id})
+
+    with rt.engine.transaction() as tx:
+        return store(tx)
+
+
+# -------------------------------------------------------------------------------------------- deploy
+
+
+def deploy(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | None = None,
+           approval: Callable[[Tx, dict[str, Any]], None] | None = None) -> DeployResult:
+    """Apply a proposal whose dry-run passed on the current version, re-checking everything, in one transaction."""
+    args = {"proposal_id": proposal_id}
+    started = time.perf_counter()
+
+    def act(tx: Tx) -> DeployResult:
+        prop = catalog.proposal(tx, proposal_id)
+        current, spec = catalog.current_version(tx)
+        if prop["deployed_as"] is not None:
+            raise DeployError(Code.DEPLOY_ALREADY_APPLIED, f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
+                              hint="Nothing to do; describe_app shows the current version.")
+        if prop["base_version"] != current:
+            raise _stale(prop, current)
+        ran = catalog.passed_dry_run(tx, proposal_id, current, prop["plan_hash"])
+        if ran is None:
+            raise DeployError(Code.DEPLOY_NOT_DRY_RUN, f"proposal {proposal_id} has not been dry-run on version {current}",
+                              hint="Call dry_run with this proposal_id, read the report, then deploy.")
+        if not ran["passed"]:
+            raise DeployError(Code.DEPLOY_DRY_RUN_FAILED, f"the last dry-run of {proposal_id} failed",
+                              hint="Read the dry-run report's error, fix the data or the proposal, and dry-run again.",
+                              details={"error": ran["report"].get("error")})
+        _check_drift(rt, tx, spec)
+        plan: Plan = prop["plan"]
+        if approval is not None:
+            approval(tx, prop)
+        steps = _execute(tx, plan, probes=False, progress=progress)
+        _checks(rt, tx, plan, prop["target"])
+        version = current + 1
+        for step in plan.steps:
+            for retention in step.retains:
+                catalog.record_retention(tx, retention, version=version, step=step.index, origin="deploy", spec_hash=spec.hash())
+            for table in step.restores:
+                catalog.consume_retention(tx, table)
+        catalog.insert_version(tx, number=version, spec=prop["target"], kind="deploy", parent=current, restores=None,
+                               proposal_id=proposal_id, plan=plan, note=prop["note"], actor=actor)
+        rt.audit.append(tx, actor=actor, operation="deploy", arguments=args, outcome="ok", version_before=current,
+                        version_after=version, proposal_id=proposal_id)
+        target: AppSpec = prop["target"]
+        return DeployResult(version=version, previous_version=current, hash=target.hash(), proposal_id=proposal_id,
+                            steps=steps, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    result = rt.audited("deploy", actor, args, act)
+    rt.after_version_change(result.version)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ rollback
+
+
+def _history(tx: Tx, number: int) -> list[int]:
+    """The deploy versions whose plans, applied from version 0, produce version ``number``."""
+    chain: list[int] = []
+    while number != 0:
+        row = catalog.version_row(tx, number)
+        if row["kind"] == "rollback":
+            number = row["restores"]
+        else:
+            chain.append(number)
+            number = row["parent"]
+    return list(reversed(chain))
+
+
+def _predecessor(tx: Tx, number: int) -> int | None:
+    history = _history(tx, number)
+    if not history:
+        return None
+    return catalog.version_row(tx, history[-1])["parent"]
+
+
+def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, Plan]:
+    """The reverse of every deploy between ``target_version`` and ``current``, using their retained data."""
+    history, target_history = _history(tx, current), _history(tx, target_version)
+    if history[: len(target_history)] != target_history:
+        raise RollbackError(Code.ROLLBACK_NOT_ANCESTOR,
+                            f"version {target_version} is not an ancestor of the current version {current}",
+                            hint="Roll back to a version in the current history (list_versions), or propose the change.",
+                            details={"history": history, "target_history": target_history})
+    _, spec = catalog.current_version(tx)
+    base_hash = spec.hash()
+    steps: list[Step] = []
+    for number in reversed(history[len(target_history):]):
+        row = catalog.version_row(tx, number)
+        forward = Plan.model_validate(row["plan"])
+        restores: dict[RestoreKey, Retention] = {}
+        for found in catalog.retentions(tx, "version = ? AND origin = 'deploy'", [number]):
+            if found["status"] == "finalized":
+                raise RollbackError(Code.ROLLBACK_FINALIZED,
+                                    f"the data retained by version {number} was finalized; it cannot be rolled back losslessly",
+                                    hint="Propose a forward change instead.", details={"version": number})
+            if found["status"] != "active":
+                continue
+            key: RestoreKey = ("entity", found["entity"]) if found["kind"] == "entity" else (found["kind"], found["entity"], found["field"])
+            restores[key] = catalog.as_retention(found)
+        reverse_ops = changes.parse_operations([op for step in reversed(forward.steps) for op in step.reverse])
+        spec, part = planner.plan(spec, reverse_ops, base_version=current, restores=restores, step_offset=len(steps))
+        steps.extend(part.steps)
+    return spec, Plan(base_version=current, target_version=current + 1, base_hash=base_hash, target_hash=spec.hash(),
+                      steps=tuple(steps))
+
+
+def rollback(rt: Runtime, *, to_version: int | None, actor: str, progress: Progress | None = None) -> RollbackResult:
+    """Plan the reverse, dry-run it and apply it in one transaction; refuse if it cannot be lossless."""
+    args = {"to_version": to_version}
+    started = time.perf_counter()
+
+    def act(tx: Tx) -> RollbackResult:
+        current, spec = catalog.current_version(tx)
+        target_version = _predecessor(tx, current) if to_version is None else to_version
+        if target_version is None or target_version == current:
+            raise RollbackError(Code.ROLLBACK_NOTHING, f"version {current} has nothing before it to roll back to",
+                                hint="list_versions shows the history.")
+        if target_version > current or target_version < 0:
+            raise RollbackError(Code.ROLLBACK_NOT_ANCESTOR, f"version {target_version} does not precede {current}",
+                                hint="Pick an earlier version from list_versions.")
+        catalog.version_row(tx, target_version)
+        _check_drift(rt, tx, spec)
+        target, plan = plan_rollback(tx, current, target_version)
+        steps = _execute(tx, plan, probes=True, progress=progress, not_lossless=True)
+        _checks(rt, tx, plan, target)
+        version = current + 1
+        for step in plan.steps:
+            for retention in step.retains:
+                catalog.record_retention(tx, retention, version=version, step=step.index, origin="rollback",
+                                         spec_hash=_spec_before_step(tx, current, target_version, step.index, plan))
+            for table in step.restores:
+                catalog.consume_retention(tx, table)
+        catalog.insert_version(tx, number=version, spec=target, kind="rollback", parent=current,
+                               restores=target_version, proposal_id=None, plan=plan, note=None, actor=actor)
+        rt.audit.append(tx, actor=actor, operation="rollback", arguments=args, outcome="ok", version_before=current,
+                        version_after=version)
+        return RollbackResult(version=version, previous_version=current, restored_version=target_version,
+                              hash=target.hash(), steps=steps, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    result = rt.audited("rollback", actor, args, act)
+    rt.after_version_change(result.version)
+    return result
+
+
+def _spec_before_step(tx: Tx, current: int, target_version: int, index: int, plan: Plan) -> str:
+    """The hash of the deployed version whose reversal produced step ``index`` (redeploying it restores the data)."""
+    history, target_history = _history(tx, current), _history(tx, target_version)
+    offset = 0
+    for number in reversed(history[len(target_history):]):
+        forward = Plan.model_validate(catalog.version_row(tx, number)["plan"])
+        count = sum(len(s.reverse) for s in forward.steps)
+        if index < offset + count:
+            return str(catalog.version_row(tx, number)["hash"])
+        offset += count
+    return plan.base_hash
+
+
+# ------------------------------------------------------------------------------------------ finalize
+
+
+def finalize(rt: Runtime, *, before_version: int, actor: str) -> dict[str, Any]:
+    """Discard data retained by versions older than ``before_version`` (an operator act)."""
+    args = {"before_version": before_version}
+
+    def act(tx: Tx) -> dict[str, Any]:
+        current, _ = catalog.current_version(tx)
+        if before_version > current + 1 or before_version < 0:
+            raise RollbackError(Code.ROLLBACK_NOT_ANCESTOR, f"version {before_version} does not exist",
+                                hint="Use a version number from list_versions.")
+        found = catalog.retentions(tx, "version < ? AND status = 'active'", [before_version])
+        for row in found:
+            tx.execute(f'DROP TABLE IF EXISTS _buttress."{row["table_name"]}"')
+        tx.execute("UPDATE _buttress.retained SET status = 'finalized' WHERE version < ? AND status = 'active'",
+                   [before_version])
+        rt.audit.append(tx, actor=actor, operation="finalize", arguments=args, outcome="ok",
+                        version_before=current, version_after=current)
+        return {"finalized_tables": [r["table_name"] for r in found], "before_version": before_version}
+
+    return rt.audited("finalize", actor, args, act)

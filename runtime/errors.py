@@ -1,0 +1,131 @@
+"""One error tree with stable codes.
+
+    ButtressError                 root; carries code, message, hint, details
+    ├── SpecError                 spec.* — the spec or an operation is invalid
+    ├── SqlError                  sql.* — agent SQL refused or unparsable
+    ├── PlanError                 plan.* — a plan cannot be made or is stale
+    ├── DeployError               deploy.*, dryrun.*, catalog.* — a deploy is refused or failed
+    ├── RollbackError             rollback.* — a rollback is refused
+    ├── ActionError               action.*, invariant.* — running application logic failed
+    ├── PolicyError               policy.*, approval.*, limit.* — the operator's policy refuses
+    ├── NotFound                  not_found — no such proposal, version, action...
+    └── EngineError               engine.* — the database refused (translated DuckDB errors)
+
+Every error crosses the MCP boundary as ``{"error": {"code", "message", "hint", "details"}}``.
+``duckdb.Error`` is translated in exactly one place: ``runtime.engine.translate``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Code(StrEnum):
+    """Stable error codes. Agents branch on these; never rename one."""
+
+    SPEC_INVALID = "spec.invalid"
+    SQL_PARSE = "sql.parse"
+    SQL_FORBIDDEN = "sql.forbidden"
+    SQL_UNKNOWN_TABLE = "sql.unknown_table"
+    SQL_UNKNOWN_COLUMN = "sql.unknown_column"
+    SQL_PARAM = "sql.param"
+    PLAN_STALE_BASE = "plan.stale_base"
+    PLAN_EMPTY = "plan.empty"
+    DEPLOY_NOT_DRY_RUN = "deploy.not_dry_run"
+    DEPLOY_DRY_RUN_FAILED = "deploy.dry_run_failed"
+    DEPLOY_ALREADY_APPLIED = "deploy.already_applied"
+    DEPLOY_FAILED = "deploy.failed"
+    DEPLOY_NEEDS_APPROVAL = "deploy.needs_approval"
+    CATALOG_DRIFT = "catalog.drift"
+    ROLLBACK_NOTHING = "rollback.nothing_to_roll_back"
+    ROLLBACK_NOT_LOSSLESS = "rollback.not_lossless"
+    ROLLBACK_NOT_ANCESTOR = "rollback.not_ancestor"
+    ROLLBACK_FINALIZED = "rollback.finalized"
+    ACTION_INVALID_ARGS = "action.invalid_args"
+    ACTION_IDEMPOTENCY_CONFLICT = "action.idempotency_conflict"
+    ACTION_FAILED = "action.failed"
+    ACTION_CONSTRAINT = "action.constraint_violated"
+    INVARIANT_VIOLATED = "invariant.violated"
+    POLICY_DENIED = "policy.denied"
+    POLICY_PROTECTED = "policy.protected"
+    APPROVAL_INVALID = "approval.invalid"
+    LIMIT_EXCEEDED = "limit.exceeded"
+    QUERY_TIMEOUT = "limit.timeout"
+    NOT_FOUND = "not_found"
+    ENGINE_CONFLICT = "engine.conflict"
+    ENGINE_CONSTRAINT = "engine.constraint"
+    ENGINE_ERROR = "engine.error"
+    ENGINE_LOCKED = "engine.locked"
+    AUDIT_BROKEN = "audit.broken"
+
+
+class ButtressError(Exception):
+    """Root of every error the runtime raises on purpose."""
+
+    default_hint = "Read the message and details, fix the input, and try again."
+
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        *,
+        hint: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint or self.default_hint
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as the structured payload every tool returns."""
+        return {"code": str(self.code), "message": self.message, "hint": self.hint, "details": self.details}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!s}: {self.message})"
+
+
+class SpecError(ButtressError):
+    default_hint = "Fix the operation named in details.path and propose again; describe_app shows the current spec."
+
+
+class SqlError(ButtressError):
+    default_hint = "Use one read-only SELECT over application tables; system schemas, files and settings are off limits."
+
+
+class PlanError(ButtressError):
+    default_hint = "Call describe_app for the current version, then propose again on it."
+
+
+class DeployError(ButtressError):
+    default_hint = "Read the dry-run report, fix the proposal, propose again and dry-run it."
+
+
+class RollbackError(ButtressError):
+    default_hint = "Inspect the rows named in details; fix or remove them with an action, then roll back again."
+
+
+class ActionError(ButtressError):
+    default_hint = "Check the action's parameters with describe_app and call it again."
+
+
+class PolicyError(ButtressError):
+    default_hint = "This is decided by the operator's policy; ask the operator rather than retrying."
+
+
+class NotFound(ButtressError):
+    default_hint = "List what exists (describe_app, list_versions) and use one of those names."
+
+    def __init__(self, what: str, name: object, *, hint: str | None = None) -> None:
+        super().__init__(
+            Code.NOT_FOUND,
+            f"no {what} named {name!r}",
+            hint=hint,
+            details={"kind": what, "name": str(name)},
+        )
+
+
+class EngineError(ButtressError):
+    default_hint = "The database refused the statement; read details.reason. Nothing was committed."

@@ -1,0 +1,100 @@
+"""The live catalog as data, and its comparison with the catalog a spec implies.
+
+The expected catalog is not hand-derived: the spec's DDL is executed in a private in-memory
+database and read back through the same catalog functions, so both sides are spelled by DuckDB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from runtime import ddl
+from runtime.spec import AppSpec
+
+Fingerprint = dict[str, Any]
+
+_TABLES = """
+SELECT table_name FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'main' AND NOT temporary
+"""
+_COLUMNS = """
+SELECT table_name, column_name, column_index, data_type, is_nullable, column_default
+FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main'
+"""
+_CONSTRAINTS = """
+SELECT table_name, constraint_type, constraint_text, constraint_column_names
+FROM duckdb_constraints() WHERE database_name = current_database() AND schema_name = 'main'
+"""
+_INDEXES = """
+SELECT table_name, index_name, sql FROM duckdb_indexes()
+WHERE database_name = current_database() AND schema_name = 'main'
+"""
+_VIEWS = """
+SELECT view_name, sql FROM duckdb_views()
+WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal AND NOT temporary
+"""
+
+
+def read(cursor: duckdb.DuckDBPyConnection) -> Fingerprint:
+    """Tables (columns in order, constraints, indexes) and views of the application schema."""
+    tables: dict[str, dict[str, Any]] = {
+        name: {"columns": [], "constraints": [], "indexes": []} for (name,) in cursor.execute(_TABLES).fetchall()
+    }
+    for table, column, index, data_type, nullable, default in cursor.execute(_COLUMNS).fetchall():
+        if table in tables:
+            tables[table]["columns"].append((index, column, data_type, nullable, default))
+    for table, kind, text, columns in cursor.execute(_CONSTRAINTS).fetchall():
+        if table in tables:
+            tables[table]["constraints"].append(f"{kind} {text} {sorted(columns)}")
+    for table, name, sql in cursor.execute(_INDEXES).fetchall():
+        if table in tables:
+            tables[table]["indexes"].append(f"{name}: {sql}")
+    for table in tables.values():
+        table["columns"] = [list(c[1:]) for c in sorted(table["columns"])]
+        table["constraints"].sort()
+        table["indexes"].sort()
+    views = {name: sql for name, sql in cursor.execute(_VIEWS).fetchall()}
+    return {"tables": tables, "views": views}
+
+
+def expected(spec: AppSpec) -> Fingerprint:
+    """The catalog DuckDB builds for ``spec`` from nothing."""
+    scratch = duckdb.connect(":memory:")
+    try:
+        for statement in ddl.spec_ddl(spec):
+            scratch.execute(statement)
+        return read(scratch)
+    finally:
+        scratch.close()
+
+
+def diff(expected_fp: Fingerprint, live: Fingerprint) -> list[str]:
+    """Human-readable differences, empty when the catalogs agree."""
+    out: list[str] = []
+    want, have = expected_fp["tables"], live["tables"]
+    for name in sorted(set(want) - set(have)):
+        out.append(f"table {name} is missing")
+    for name in sorted(set(have) - set(want)):
+        out.append(f"table {name} exists but is not in the spec")
+    for name in sorted(set(want) & set(have)):
+        w, h = want[name], have[name]
+        if w["columns"] != h["columns"]:
+            wc = {c[0]: c for c in w["columns"]}
+            hc = {c[0]: c for c in h["columns"]}
+            for col in sorted(set(wc) | set(hc)):
+                if wc.get(col) != hc.get(col):
+                    out.append(f"table {name} column {col}: expected {wc.get(col)}, found {hc.get(col)}")
+            if not any(f"table {name} column" in line for line in out):
+                out.append(f"table {name}: column order differs ({[c[0] for c in h['columns']]})")
+        for kind in ("constraints", "indexes"):
+            for item in sorted(set(w[kind]) - set(h[kind])):
+                out.append(f"table {name} is missing {item}")
+            for item in sorted(set(h[kind]) - set(w[kind])):
+                out.append(f"table {name} has unexpected {item}")
+    wv, hv = expected_fp["views"], live["views"]
+    for name in sorted(set(wv) | set(hv)):
+        if wv.get(name) != hv.get(name):
+            out.append(f"view {name}: expected {wv.get(name)!r}, found {hv.get(name)!r}")
+    return out

@@ -1,0 +1,689 @@
+"""The planner (pure): base spec + operations → a Plan of ordered steps.
+
+Each step carries its forward SQL (retention statements first), the operations that reverse it,
+the retained data that makes the reverse lossless, probes that dry-run uses to report losses and
+failing rows, and its hazards. Where DuckDB cannot ALTER, the step is a single-transaction table
+rebuild (``ddl.rebuild``) that spells out the full definition.
+
+Data that a rollback retained can be restored by a later step (``restores``): the deploy layer
+passes the retained tables that apply, so the SQL in a stored plan is always concrete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from runtime import changes, ddl
+from runtime.changes import Operation
+from runtime.ddl import cols, q, qs
+from runtime.errors import ButtressError
+from runtime.hazards import Hazard, HazardCode, hazard
+from runtime.spec import AppSpec, EntitySpec, FieldSpec, canonical_json
+from runtime.types import duckdb_type, is_widening
+
+Strategy = Literal["create", "alter", "rebuild", "drop", "catalog"]
+RestoreKey = tuple[str, ...]  # ("entity", name) | ("field", entity, field) | ("values", entity, field)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Probe(_Frozen):
+    """A query that selects rows of interest before a step runs.
+
+    ``fail``: any row means the step cannot succeed (the rows are the reason);
+    ``loss``: rows whose data the step removes or changes (reported, retained).
+    """
+
+    kind: Literal["fail", "loss"]
+    code: str
+    message: str
+    sql: str
+
+
+class Retention(_Frozen):
+    """Data a step keeps in the system schema so that its reverse is lossless."""
+
+    table: str
+    kind: Literal["entity", "field", "values"]
+    entity: str
+    field: str | None = None
+    key: tuple[str, ...]
+
+
+class Step(_Frozen):
+    index: int
+    op: dict[str, Any]
+    summary: str
+    strategy: Strategy
+    sql: tuple[str, ...]
+    reverse: tuple[dict[str, Any], ...]
+    retains: tuple[Retention, ...] = ()
+    restores: tuple[str, ...] = ()
+    probes: tuple[Probe, ...] = ()
+    hazards: tuple[Hazard, ...] = ()
+
+
+class Plan(_Frozen):
+    base_version: int
+    target_version: int
+    base_hash: str
+    target_hash: str
+    steps: tuple[Step, ...]
+    hazards: tuple[Hazard, ...] = ()  # proposal-wide hazards (e.g. broken actions)
+
+    def hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+
+    def all_hazards(self) -> list[Hazard]:
+        return [h for s in self.steps for h in s.hazards] + list(self.hazards)
+
+
+@dataclass
+class _Context:
+    base: AppSpec
+    target_version: int
+    restores: Mapping[RestoreKey, Retention]
+    index: int = 0
+    created: set[str] = field(default_factory=set)  # entity names created in this proposal
+    created_fields: set[tuple[str, str]] = field(default_factory=set)
+
+    def new_entity(self, name: str) -> bool:
+        return name in self.created
+
+    def new_field(self, entity: str, name: str) -> bool:
+        return name in self.created or (entity, name) in self.created_fields
+
+    def retention_table(self, n: int = 0) -> str:
+        return f"ret_v{self.target_version}_s{self.index}" + (f"_{n}" if n else "")
+
+
+@dataclass
+class _Draft:
+    summary: str
+    strategy: Strategy
+    sql: list[str]
+    reverse: list[dict[str, Any]]
+    retains: list[Retention] = field(default_factory=list)
+    restores: list[str] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    hazards: list[Hazard] = field(default_factory=list)
+
+
+def plan(
+    base: AppSpec,
+    ops: Sequence[Operation],
+    *,
+    base_version: int,
+    restores: Mapping[RestoreKey, Retention] | None = None,
+    step_offset: int = 0,
+) -> tuple[AppSpec, Plan]:
+    """Validate ``ops`` against ``base`` and plan them. Returns the target spec and the plan.
+
+    ``step_offset`` numbers the steps after those of an earlier plan they will be joined to.
+    """
+    target = changes.apply(base, ops)
+    ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {})
+    steps: list[Step] = []
+    current = base
+    for index, op in enumerate(ops, start=step_offset):
+        ctx.index = index
+        after = changes.apply_one(current, op)
+        draft = _PLANNERS[type(op)](current, after, op, ctx)
+        steps.append(
+            Step(
+                index=index,
+                op=op.model_dump(mode="json"),
+                summary=draft.summary,
+                strategy=draft.strategy,
+                sql=tuple(draft.sql),
+                reverse=tuple(draft.reverse),
+                retains=tuple(draft.retains),
+                restores=tuple(draft.restores),
+                probes=tuple(draft.probes),
+                hazards=tuple(draft.hazards),
+            )
+        )
+        current = after
+    return target, Plan(
+        base_version=base_version,
+        target_version=base_version + 1,
+        base_hash=base.hash(),
+        target_hash=target.hash(),
+        steps=tuple(steps),
+        hazards=tuple(broken_actions(base, target, ops)),
+    )
+
+
+def broken_actions(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> list[Hazard]:
+    """Deployed actions that no longer analyse against the target schema and are not replaced."""
+    changed = {op.action.name for op in ops if isinstance(op, changes.AddAction | changes.ReplaceAction)}
+    dropped = {op.name for op in ops if isinstance(op, changes.DropAction)}
+    relations = target.relations()
+    entities = frozenset(e.name for e in target.entities)
+    out = []
+    for action in target.actions:
+        if action.name in changed or action.name in dropped or base.action(action.name) is None:
+            continue
+        try:
+            changes.check_action(action, relations, entities)
+        except ButtressError as error:
+            out.append(
+                hazard(
+                    HazardCode.ACTION_BROKEN,
+                    f"action {action.name!r} breaks under the new schema: {error.message}",
+                    f"action:{action.name}",
+                )
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _key_join(entity: EntitySpec, left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{q(k)} = {right}.{q(k)}" for k in entity.primary_key)
+
+
+def _sample(sql: str) -> str:
+    return f"{sql} LIMIT 5"
+
+
+def _identity_select(entity: EntitySpec) -> dict[str, str | None]:
+    return {f.name: f"o.{q(f.name)}" for f in entity.fields}
+
+
+def _rebuild_hazard(ctx: _Context, old: AppSpec, name: str) -> list[Hazard]:
+    if ctx.new_entity(name):
+        return []
+    children = [c.name for c in ddl.dependents(old, name)]
+    also = f" and its dependents {', '.join(children)}" if children else ""
+    return [hazard(HazardCode.TABLE_REBUILD, f"rebuilds table {name}{also} in one transaction", name, *children)]
+
+
+def _checks_mention(entity: EntitySpec, column: str) -> bool:
+    return any(f.check and f.name != column and column in _check_columns(f.check) for f in entity.fields)
+
+
+def _check_columns(check: str) -> set[str]:
+    import sqlglot
+    import sqlglot.expressions as exp
+
+    return {c.name for c in sqlglot.parse_one(check, dialect="duckdb").find_all(exp.Column)}
+
+
+def _entity(spec: AppSpec, name: str) -> EntitySpec:
+    entity = spec.entity(name)
+    assert entity is not None, name
+    return entity
+
+
+def _field(entity: EntitySpec, name: str) -> FieldSpec:
+    f = entity.field(name)
+    assert f is not None, name
+    return f
+
+
+def _restore_entity_sql(entity: EntitySpec, retention: Retention) -> str:
+    names = cols(entity.field_names)
+    return f"INSERT INTO {q(entity.name)} ({names}) SELECT {names} FROM {qs(retention.table)}"
+
+
+# ----------------------------------------------------------------------------------------- entities
+
+
+def _add_entity(old: AppSpec, new: AppSpec, op: changes.AddEntity, ctx: _Context) -> _Draft:
+    entity = _entity(new, op.entity.name)
+    ctx.created.add(entity.name)
+    sql = ddl.create_entity(entity)
+    restores: list[str] = []
+    retained = ctx.restores.get(("entity", entity.name))
+    if retained is not None:
+        sql.append(_restore_entity_sql(entity, retained))
+        restores.append(retained.table)
+    hazards = [hazard(HazardCode.INDEX_FREEZES, f"{entity.name} gets secondary indexes", entity.name)] if entity.indexes else []
+    return _Draft(
+        summary=f"create entity {entity.name}" + (" and restore its retained rows" if restores else ""),
+        strategy="create",
+        sql=sql,
+        reverse=[{"op": "drop_entity", "entity": entity.name}],
+        restores=restores,
+        hazards=hazards,
+    )
+
+
+def _drop_entity(old: AppSpec, new: AppSpec, op: changes.DropEntity, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    table = ctx.retention_table()
+    retention = Retention(table=table, kind="entity", entity=entity.name, key=entity.primary_key)
+    hazards = [] if ctx.new_entity(entity.name) else [
+        hazard(HazardCode.DROP_ENTITY, f"drops entity {entity.name} and every row in it", entity.name)
+    ]
+    return _Draft(
+        summary=f"drop entity {entity.name} (rows retained in {ddl.SYSTEM_SCHEMA}.{table})",
+        strategy="drop",
+        sql=[f"CREATE TABLE {qs(table)} AS SELECT * FROM {q(entity.name)}", f"DROP TABLE {q(entity.name)}"],
+        reverse=[{"op": "add_entity", "entity": entity.model_dump(mode="json")}],
+        retains=[retention],
+        probes=[Probe(kind="loss", code=HazardCode.DROP_ENTITY, message=f"rows of {entity.name} removed",
+                      sql=f"SELECT * FROM {q(entity.name)}")],
+        hazards=hazards,
+    )
+
+
+def _rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    renamed = _entity(new, op.new_name)
+    if op.entity in ctx.created:
+        ctx.created.add(op.new_name)
+    hazards = [] if ctx.new_entity(op.entity) else [
+        hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)
+    ]
+    if ddl.is_frozen(old, entity):
+        sql = ddl.rebuild(old, new, op.entity, renamed, _identity_select(entity))
+        strategy: Strategy = "rebuild"
+        hazards += _rebuild_hazard(ctx, old, op.entity)
+    else:
+        sql = [f"ALTER TABLE {q(op.entity)} RENAME TO {q(op.new_name)}"]
+        strategy = "alter"
+    return _Draft(
+        summary=f"rename entity {op.entity} to {op.new_name}",
+        strategy=strategy,
+        sql=sql,
+        reverse=[{"op": "rename_entity", "entity": op.new_name, "new_name": op.entity}],
+        hazards=hazards,
+    )
+
+
+# ------------------------------------------------------------------------------------------- fields
+
+
+def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) -> _Draft:
+    before = _entity(old, op.entity)
+    entity = _entity(new, op.entity)
+    f = _field(entity, op.field.name)
+    ctx.created_fields.add((entity.name, f.name))
+    last = entity.fields[-1].name == f.name
+    retained = ctx.restores.get(("field", entity.name, f.name))
+    hazards: list[Hazard] = []
+    probes: list[Probe] = []
+    existing = not ctx.new_entity(entity.name)
+    if existing and not f.nullable and f.default is None:
+        hazards.append(hazard(HazardCode.REQUIRED_FIELD, f"adds required field {entity.name}.{f.name} without a default",
+                              f"{entity.name}.{f.name}"))
+        if retained is None:
+            probes.append(Probe(kind="fail", code=HazardCode.REQUIRED_FIELD,
+                                message=f"existing rows of {entity.name} would have no value for {f.name}",
+                                sql=f"SELECT {cols(before.primary_key)} FROM {q(entity.name)}"))
+    if existing and f.default_expr is not None and f.default_expr.expr in {"now()", "uuid()", "current_date"}:
+        hazards.append(hazard(HazardCode.VOLATILE_DEFAULT, f"existing rows of {entity.name} get {f.default_expr.expr} at deploy time",
+                              f"{entity.name}.{f.name}"))
+    simple = last and not f.check and not f.references and (retained is None or not ddl.is_frozen(old, before))
+    restores = [retained.table] if retained is not None else []
+    if simple and (retained is None or f.nullable or f.default is not None):
+        sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f)}"]
+        if retained is not None:
+            sql.append(
+                f"UPDATE {q(entity.name)} AS o SET {q(f.name)} = r.{q(f.name)} FROM {qs(retained.table)} AS r "
+                f"WHERE {_key_join(entity, 'o', 'r')}"
+            )
+        strategy: Strategy = "alter"
+    else:
+        select = _identity_select(before)
+        source = None
+        if retained is not None:
+            fallback = ddl.default_sql(f) or "NULL"
+            select[f.name] = f"COALESCE(r.{q(f.name)}, {fallback})" if not f.nullable or f.default else f"r.{q(f.name)}"
+            source = f"{q(entity.name)} AS o LEFT JOIN {qs(retained.table)} AS r ON {_key_join(entity, 'o', 'r')}"
+            if not f.nullable and f.default is None:
+                probes.append(Probe(
+                    kind="fail", code="rollback.not_lossless",
+                    message=f"rows of {entity.name} written since have no value for required field {f.name}",
+                    sql=(f"SELECT {', '.join('o.' + q(k) for k in entity.primary_key)} FROM {q(entity.name)} AS o "
+                         f"WHERE NOT EXISTS (SELECT 1 FROM {qs(retained.table)} AS r WHERE {_key_join(entity, 'o', 'r')})"),
+                ))
+        else:
+            select[f.name] = None
+        ordered = {name: select.get(name) for name in entity.field_names}
+        sql = ddl.rebuild(old, new, entity.name, entity, ordered, source)
+        strategy = "rebuild"
+        hazards += _rebuild_hazard(ctx, old, entity.name)
+    return _Draft(
+        summary=f"add field {entity.name}.{f.name}" + (" and restore its retained values" if restores else ""),
+        strategy=strategy,
+        sql=sql,
+        reverse=[{"op": "drop_field", "entity": entity.name, "field": f.name}],
+        restores=restores,
+        probes=probes,
+        hazards=hazards,
+    )
+
+
+def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    f = _field(entity, op.field)
+    after = _entity(new, op.entity)
+    table = ctx.retention_table()
+    keys = cols(entity.primary_key)
+    retain_sql = f"CREATE TABLE {qs(table)} AS SELECT {keys}, {q(f.name)} FROM {q(entity.name)} WHERE {q(f.name)} IS NOT NULL"
+    alterable = not ddl.is_frozen(old, entity) and not f.references and not _checks_mention(entity, f.name)
+    if alterable:
+        sql = [retain_sql, f"ALTER TABLE {q(entity.name)} DROP COLUMN {q(f.name)}"]
+        strategy: Strategy = "alter"
+        hazards: list[Hazard] = []
+    else:
+        select = {n: f"o.{q(n)}" for n in after.field_names}
+        sql = [retain_sql, *ddl.rebuild(old, new, entity.name, after, dict(select))]
+        strategy = "rebuild"
+        hazards = _rebuild_hazard(ctx, old, entity.name)
+    if not ctx.new_field(entity.name, f.name):
+        hazards.insert(0, hazard(HazardCode.DROP_FIELD, f"drops field {entity.name}.{f.name} and its values", f"{entity.name}.{f.name}"))
+    position = entity.field_names.index(f.name)
+    reverse = {"op": "add_field", "entity": entity.name, "field": f.model_dump(mode="json"), "position": position}
+    return _Draft(
+        summary=f"drop field {entity.name}.{f.name} (values retained in {ddl.SYSTEM_SCHEMA}.{table})",
+        strategy=strategy,
+        sql=sql,
+        reverse=[reverse],
+        retains=[Retention(table=table, kind="field", entity=entity.name, field=f.name, key=entity.primary_key)],
+        probes=[Probe(kind="loss", code=HazardCode.DROP_FIELD, message=f"non-null values of {entity.name}.{f.name} removed",
+                      sql=f"SELECT {keys}, {q(f.name)} FROM {q(entity.name)} WHERE {q(f.name)} IS NOT NULL")],
+        hazards=hazards,
+    )
+
+
+def _rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    f = _field(entity, op.field)
+    after = _entity(new, op.entity)
+    if (entity.name, f.name) in ctx.created_fields:
+        ctx.created_fields.add((entity.name, op.new_name))
+    linked = bool(f.references) or any(ref.reference == (entity.name, f.name) for _, ref in old.referencing(entity.name))
+    hazards = [] if ctx.new_field(entity.name, f.name) else [
+        hazard(HazardCode.RENAME_FIELD, f"renames field {entity.name}.{f.name} to {op.new_name}", f"{entity.name}.{f.name}")
+    ]
+    if ddl.is_frozen(old, entity) or linked:
+        select = {n: f"o.{q(op.field if n == op.new_name else n)}" for n in after.field_names}
+        sql = ddl.rebuild(old, new, entity.name, after, dict(select))
+        strategy: Strategy = "rebuild"
+        hazards += _rebuild_hazard(ctx, old, entity.name)
+    else:
+        sql = [f"ALTER TABLE {q(entity.name)} RENAME COLUMN {q(f.name)} TO {q(op.new_name)}"]
+        strategy = "alter"
+    return _Draft(
+        summary=f"rename field {entity.name}.{f.name} to {op.new_name}",
+        strategy=strategy,
+        sql=sql,
+        reverse=[{"op": "rename_field", "entity": entity.name, "field": op.new_name, "new_name": f.name}],
+        hazards=hazards,
+    )
+
+
+def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    before = _field(entity, op.field)
+    after_entity = _entity(new, op.entity)
+    after = _field(after_entity, op.field)
+    name, label, table_q, col = entity.name, f"{entity.name}.{before.name}", q(entity.name), q(before.name)
+    fresh = ctx.new_field(name, before.name)
+    keys = cols(entity.primary_key)
+    hazards: list[Hazard] = []
+    probes: list[Probe] = []
+    retains: list[Retention] = []
+    sql: list[str] = []
+    needs_rebuild = ddl.is_frozen(old, entity)
+    in_key = before.name in entity.primary_key or any(before.name in u for u in entity.unique)
+    alters: list[str] = []
+    expr = f"o.{col}"
+
+    type_changed = after.type != before.type
+    if type_changed:
+        new_type, old_type = duckdb_type(after.type), duckdb_type(before.type)
+        widening = is_widening(before.type, after.type)
+        if not widening or in_key or before.check or after.check:
+            needs_rebuild = True
+        alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} TYPE {new_type}")
+        expr = f"CAST(o.{col} AS {new_type})"
+        if not widening:
+            if not fresh:
+                hazards.append(hazard(HazardCode.LOSSY_TYPE_CHANGE, f"changes {label} from {before.type} to {after.type}", label))
+            probes.append(Probe(kind="fail", code=HazardCode.LOSSY_TYPE_CHANGE,
+                                message=f"values of {label} that do not convert to {after.type}",
+                                sql=f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {new_type}) IS NULL"))
+            probes.append(Probe(kind="loss", code=HazardCode.LOSSY_TYPE_CHANGE,
+                                message=f"values of {label} changed by the conversion (retained)",
+                                sql=(f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND "
+                                     f"CAST(TRY_CAST({col} AS {new_type}) AS {old_type}) IS DISTINCT FROM {col}")))
+            table = ctx.retention_table()
+            sql.append(f"CREATE TABLE {qs(table)} AS SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL")
+            retains.append(Retention(table=table, kind="values", entity=name, field=before.name, key=entity.primary_key))
+
+    retained = ctx.restores.get(("values", name, before.name))
+    restores: list[str] = []
+    source = None
+    if retained is not None and type_changed:
+        needs_rebuild = True
+        restores.append(retained.table)
+        expr = f"CASE WHEN r.{q(entity.primary_key[0])} IS NOT NULL THEN r.{col} ELSE {expr} END"
+        source = f"{table_q} AS o LEFT JOIN {qs(retained.table)} AS r ON {_key_join(entity, 'o', 'r')}"
+
+    if after.nullable and not before.nullable:
+        if before.name in entity.primary_key:
+            needs_rebuild = True
+        alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} DROP NOT NULL")
+        if not fresh:
+            hazards.append(hazard(HazardCode.DROP_NOT_NULL, f"allows NULL in {label}", label))
+    if before.nullable and not after.nullable:
+        if op.backfill is not None:
+            needs_rebuild = True
+            expr = f"COALESCE({expr}, {ddl.literal(op.backfill, after.type)})"
+        else:
+            alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} SET NOT NULL")
+            probes.append(Probe(kind="fail", code=HazardCode.SET_NOT_NULL if restores == [] else "rollback.not_lossless",
+                                message=f"rows with NULL in {label}",
+                                sql=f"SELECT {keys} FROM {table_q} WHERE {col} IS NULL"))
+        if not fresh:
+            hazards.append(hazard(HazardCode.SET_NOT_NULL, f"makes {label} NOT NULL", label))
+    if after.default != before.default:
+        default = ddl.default_sql(after)
+        alters.append(
+            f"ALTER TABLE {table_q} ALTER COLUMN {col} " + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
+        )
+        if not fresh:
+            hazards.append(hazard(HazardCode.DEFAULT_CHANGED, f"changes the default of {label}", label))
+    if after.check != before.check:
+        needs_rebuild = True
+        if after.check:
+            probes.append(Probe(kind="fail", code=HazardCode.ADD_CHECK, message=f"rows violating the new check on {label}",
+                                sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({after.check})"))
+            if not fresh:
+                hazards.append(hazard(HazardCode.ADD_CHECK, f"adds check ({after.check}) to {label}", label))
+        elif not fresh:
+            hazards.append(hazard(HazardCode.DROP_CONSTRAINT, f"drops the check on {label}", label))
+
+    if needs_rebuild:
+        select = _identity_select(after_entity)
+        select[before.name] = expr
+        sql += ddl.rebuild(old, new, name, after_entity, select, source)
+        strategy: Strategy = "rebuild"
+        hazards += _rebuild_hazard(ctx, old, name)
+    else:
+        sql += alters
+        strategy = "alter"
+    reverse: dict[str, Any] = {"op": "alter_field", "entity": name, "field": before.name}
+    if type_changed:
+        reverse["type"] = before.type
+    if after.nullable != before.nullable:
+        reverse["nullable"] = before.nullable
+    if after.default != before.default:
+        if before.default is None:
+            reverse["drop_default"] = True
+        else:
+            reverse["default"] = before.model_dump(mode="json")["default"]
+    if after.check != before.check:
+        if before.check is None:
+            reverse["drop_check"] = True
+        else:
+            reverse["check"] = before.check
+    return _Draft(
+        summary=f"alter field {label}",
+        strategy=strategy,
+        sql=sql,
+        reverse=[reverse],
+        retains=retains,
+        restores=restores,
+        probes=probes,
+        hazards=hazards,
+    )
+
+
+# ------------------------------------------------------------------------------ uniques and indexes
+
+
+def _add_unique(old: AppSpec, new: AppSpec, op: changes.AddUnique, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    after = _entity(new, op.entity)
+    hazards: list[Hazard] = []
+    if ddl.is_frozen(old, entity):
+        sql = ddl.rebuild(old, new, entity.name, after, _identity_select(after))
+        strategy: Strategy = "rebuild"
+        hazards += _rebuild_hazard(ctx, old, entity.name)
+    else:
+        sql = [f"ALTER TABLE {q(entity.name)} ADD UNIQUE ({cols(op.columns)})"]
+        strategy = "alter"
+    fresh = ctx.new_entity(entity.name) or all(ctx.new_field(entity.name, c) for c in op.columns)
+    if not fresh:
+        hazards.insert(0, hazard(HazardCode.ADD_UNIQUE, f"makes ({', '.join(op.columns)}) unique in {entity.name}", entity.name))
+    dupes = (f"SELECT {cols(op.columns)}, count(*) AS copies FROM {q(entity.name)} "
+             f"WHERE {' AND '.join(q(c) + ' IS NOT NULL' for c in op.columns)} GROUP BY ALL HAVING count(*) > 1")
+    return _Draft(
+        summary=f"add unique ({', '.join(op.columns)}) on {entity.name}",
+        strategy=strategy,
+        sql=sql,
+        reverse=[{"op": "drop_unique", "entity": entity.name, "columns": list(op.columns)}],
+        probes=[Probe(kind="fail", code=HazardCode.ADD_UNIQUE, message=f"duplicate ({', '.join(op.columns)}) in {entity.name}", sql=dupes)],
+        hazards=hazards,
+    )
+
+
+def _drop_unique(old: AppSpec, new: AppSpec, op: changes.DropUnique, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    after = _entity(new, op.entity)
+    hazards = [] if ctx.new_entity(entity.name) else [
+        hazard(HazardCode.DROP_CONSTRAINT, f"drops unique ({', '.join(op.columns)}) on {entity.name}", entity.name)
+    ]
+    return _Draft(
+        summary=f"drop unique ({', '.join(op.columns)}) on {entity.name}",
+        strategy="rebuild",
+        sql=ddl.rebuild(old, new, entity.name, after, _identity_select(after)),
+        reverse=[{"op": "add_unique", "entity": entity.name, "columns": list(op.columns)}],
+        hazards=hazards + _rebuild_hazard(ctx, old, entity.name),
+    )
+
+
+def _add_index(old: AppSpec, new: AppSpec, op: changes.AddIndex, ctx: _Context) -> _Draft:
+    entity = _entity(new, op.entity)
+    return _Draft(
+        summary=f"add index {op.index.name} on {entity.name}",
+        strategy="create",
+        sql=[ddl.create_index(entity, op.index)],
+        reverse=[{"op": "drop_index", "entity": entity.name, "name": op.index.name}],
+        hazards=[hazard(HazardCode.INDEX_FREEZES, f"index {op.index.name} freezes ALTERs on {entity.name}", entity.name)],
+    )
+
+
+def _drop_index(old: AppSpec, new: AppSpec, op: changes.DropIndex, ctx: _Context) -> _Draft:
+    entity = _entity(old, op.entity)
+    index = next(i for i in entity.indexes if i.name == op.name)
+    return _Draft(
+        summary=f"drop index {op.name} on {entity.name}",
+        strategy="drop",
+        sql=[f"DROP INDEX {q(op.name)}"],
+        reverse=[{"op": "add_index", "entity": entity.name, "index": index.model_dump(mode="json")}],
+    )
+
+
+# ----------------------------------------------------------------------- views, invariants, actions
+
+
+def _add_view(old: AppSpec, new: AppSpec, op: changes.AddView, ctx: _Context) -> _Draft:
+    return _Draft(f"create view {op.view.name}", "create", [ddl.create_view(op.view)],
+                  [{"op": "drop_view", "name": op.view.name}])
+
+
+def _replace_view(old: AppSpec, new: AppSpec, op: changes.ReplaceView, ctx: _Context) -> _Draft:
+    previous = old.view(op.view.name)
+    assert previous is not None
+    return _Draft(f"replace view {op.view.name}", "create", [ddl.create_view(op.view, replace=True)],
+                  [{"op": "replace_view", "view": previous.model_dump(mode="json")}])
+
+
+def _drop_view(old: AppSpec, new: AppSpec, op: changes.DropView, ctx: _Context) -> _Draft:
+    previous = old.view(op.name)
+    assert previous is not None
+    return _Draft(f"drop view {op.name}", "drop", [f"DROP VIEW {q(op.name)}"],
+                  [{"op": "add_view", "view": previous.model_dump(mode="json")}],
+                  hazards=[hazard(HazardCode.DROP_VIEW, f"drops view {op.name}", op.name)])
+
+
+def _add_invariant(old: AppSpec, new: AppSpec, op: changes.AddInvariant, ctx: _Context) -> _Draft:
+    return _Draft(f"add invariant {op.invariant.name}", "catalog", [],
+                  [{"op": "drop_invariant", "name": op.invariant.name}])
+
+
+def _drop_invariant(old: AppSpec, new: AppSpec, op: changes.DropInvariant, ctx: _Context) -> _Draft:
+    previous = old.invariant(op.name)
+    assert previous is not None
+    return _Draft(f"drop invariant {op.name}", "catalog", [],
+                  [{"op": "add_invariant", "invariant": previous.model_dump(mode="json")}],
+                  hazards=[hazard(HazardCode.DROP_INVARIANT, f"stops enforcing invariant {op.name}", op.name)])
+
+
+def _add_action(old: AppSpec, new: AppSpec, op: changes.AddAction, ctx: _Context) -> _Draft:
+    return _Draft(f"add action {op.action.name}", "catalog", [], [{"op": "drop_action", "name": op.action.name}])
+
+
+def _replace_action(old: AppSpec, new: AppSpec, op: changes.ReplaceAction, ctx: _Context) -> _Draft:
+    previous = old.action(op.action.name)
+    assert previous is not None
+    return _Draft(f"replace action {op.action.name}", "catalog", [],
+                  [{"op": "replace_action", "action": previous.model_dump(mode="json")}])
+
+
+def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Context) -> _Draft:
+    previous = old.action(op.name)
+    assert previous is not None
+    return _Draft(f"drop action {op.name}", "catalog", [],
+                  [{"op": "add_action", "action": previous.model_dump(mode="json")}],
+                  hazards=[hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)])
+
+
+_PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] = {
+    changes.AddEntity: _add_entity,
+    changes.DropEntity: _drop_entity,
+    changes.RenameEntity: _rename_entity,
+    changes.AddField: _add_field,
+    changes.DropField: _drop_field,
+    changes.RenameField: _rename_field,
+    changes.AlterField: _alter_field,
+    changes.AddUnique: _add_unique,
+    changes.DropUnique: _drop_unique,
+    changes.AddIndex: _add_index,
+    changes.DropIndex: _drop_index,
+    changes.AddView: _add_view,
+    changes.ReplaceView: _replace_view,
+    changes.DropView: _drop_view,
+    changes.AddInvariant: _add_invariant,
+    changes.DropInvariant: _drop_invariant,
+    changes.AddAction: _add_action,
+    changes.ReplaceAction: _replace_action,
+    changes.DropAction: _drop_action,
+}
+
+__all__ = ["Plan", "Probe", "Retention", "Step", "broken_actions", "plan"]

@@ -1,0 +1,342 @@
+"""``Runtime``: the public face of the embedded runtime. It knows nothing of MCP.
+
+Each method is one typed operation that the MCP tools and the CLI project; each appends one
+audit row (refusals included) on the writer lane.
+
+>>> import tempfile, pathlib
+>>> rt = Runtime.open(pathlib.Path(tempfile.mkdtemp()) / "app.duckdb")
+>>> rt.describe().version
+0
+>>> rt.close()
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from runtime import audit as audit_log
+from runtime import catalog, deploy, fingerprint, sqlcheck, specdiff
+from runtime.audit import AuditEntry, AuditLog, VerifyResult
+from runtime.changes import Operation
+from runtime.engine import Engine, Tx
+from runtime.errors import ButtressError, Code, EngineError, NotFound, SqlError
+from runtime.spec import AppSpec
+
+T = TypeVar("T")
+
+
+class VersionInfo(BaseModel):
+    number: int
+    hash: str
+    kind: str
+    parent: int | None = None
+    restores: int | None = None
+    proposal_id: str | None = None
+    note: str | None = None
+    deployed_at: str
+    deployed_by: str
+
+
+class AppDescription(BaseModel):
+    version: int
+    hash: str
+    spec: AppSpec
+    actions: list[dict[str, Any]]
+    pending_proposals: list[dict[str, Any]]
+    drift: list[str]
+
+
+class QueryResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+
+
+class SqlCheckResult(BaseModel):
+    ok: bool
+    kind: str | None = None
+    reads: list[str] = []
+    writes: list[str] = []
+    params: list[str] = []
+    output_columns: list[str] = []
+    against_version: int
+    proposal_id: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class Limits(BaseModel):
+    """Operator limits (overridden by the policy file)."""
+
+    max_rows: int = 1000
+    query_timeout_s: float = 10.0
+    action_timeout_s: float = 10.0
+    max_operations: int = 200
+    max_sql_length: int = 100_000
+
+
+def plain(value: Any) -> Any:
+    """A database value as JSON: numbers and strings as they are, the rest as ISO text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)
+
+
+class Runtime:
+    """One application in one DuckDB file, owned by this process."""
+
+    def __init__(self, engine: Engine, *, audit_reads: bool = True, limits: Limits | None = None) -> None:
+        self.engine = engine
+        self.audit = AuditLog()
+        self.audit_reads = audit_reads
+        self.limits = limits or Limits()
+        self._expected: dict[str, fingerprint.Fingerprint] = {}
+        self._listeners: list[Callable[[int], None]] = []
+        self._state_lock = threading.Lock()
+        with engine.transaction() as tx:
+            catalog.install(tx)
+            self._refresh(tx)
+        self.drift = self.check_drift()
+
+    @classmethod
+    def open(cls, path: str | Path, **options: Any) -> Runtime:
+        """Open (or create) the database file and install the system schema."""
+        return cls(Engine(path), **options)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _refresh(self, tx: Tx | None = None) -> None:
+        if tx is None:
+            with self.engine.snapshot() as cursor:
+                number, spec = catalog.current_version(cursor)
+        else:
+            number, spec = catalog.current_version(tx)
+        with self._state_lock:
+            self._current = (number, spec, spec.relations())
+
+    @property
+    def current(self) -> tuple[int, AppSpec]:
+        number, spec, _ = self._current
+        return number, spec
+
+    def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
+        key = spec.hash()
+        if key not in self._expected:
+            self._expected[key] = fingerprint.expected(spec)
+        return self._expected[key]
+
+    def check_drift(self) -> list[str]:
+        """Differences between the live catalog and the active spec (empty when none)."""
+        _, spec = self.current
+        with self.engine.snapshot() as cursor:
+            return fingerprint.diff(self.expected_catalog(spec), fingerprint.read(cursor))
+
+    def on_version_change(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(version)`` after every deploy and rollback (e.g. to announce tools)."""
+        self._listeners.append(listener)
+
+    def after_version_change(self, version: int) -> None:
+        self._refresh()
+        self.drift = self.check_drift()
+        for listener in list(self._listeners):
+            listener(version)
+
+    def policy_check_proposal(self, ops: Sequence[Operation]) -> None:
+        """Hook for the operator policy (protected entities, proposal size)."""
+        if len(ops) > self.limits.max_operations:
+            raise ButtressError(Code.LIMIT_EXCEEDED, f"a proposal may hold at most {self.limits.max_operations} operations",
+                                hint="Split the change into several proposals.", details={"operations": len(ops)})
+
+    def audited(self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], T]) -> T:
+        """Run ``act`` in one writer transaction; audit a refusal in its own transaction."""
+        try:
+            with self.engine.transaction() as tx:
+                return act(tx)
+        except ButtressError as error:
+            self.record_refusal(operation, actor, arguments, error)
+            raise
+        except Exception as error:
+            wrapped = EngineError(Code.ENGINE_ERROR, f"internal error during {operation}",
+                                  hint="Nothing was committed. Report this with the audit sequence number.",
+                                  details={"kind": type(error).__name__})
+            self.record_refusal(operation, actor, arguments, wrapped)
+            raise wrapped from error
+
+    def run_refusable(self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], None]) -> None:
+        self.audited(operation, actor, arguments, act)
+
+    def record_refusal(self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError) -> None:
+        number, _ = self.current
+        with self.engine.transaction() as tx:
+            self.audit.append(tx, actor=actor, operation=operation, arguments=_safe_args(arguments),
+                              outcome="refused", error_code=str(error.code), version_before=number, version_after=number,
+                              proposal_id=arguments.get("proposal_id") if isinstance(arguments.get("proposal_id"), str) else None)
+
+    def record_read(self, operation: str, actor: str, arguments: dict[str, Any]) -> None:
+        if not self.audit_reads:
+            return
+        number, _ = self.current
+        with self.engine.transaction() as tx:
+            self.audit.append(tx, actor=actor, operation=operation, arguments=_safe_args(arguments), outcome="ok",
+                              version_before=number, version_after=number)
+
+    # --------------------------------------------------------------------------------- the read side
+
+    def describe(self) -> AppDescription:
+        number, spec = self.current
+        with self.engine.snapshot() as cursor:
+            pending = catalog.pending_proposals(cursor, number)
+        relations = spec.relations()
+        actions = []
+        for action in spec.actions:
+            reads: set[str] = set()
+            writes: set[str] = set()
+            for statement in action.statements:
+                try:
+                    analysis = sqlcheck.analyze_statement(statement, relations, allow_writes=action.kind == "mutation")
+                except ButtressError:
+                    continue
+                reads |= analysis.reads
+                writes |= analysis.writes
+            actions.append({"name": action.name, "kind": action.kind, "description": action.description,
+                            "params": [p.model_dump() for p in action.params], "reads": sorted(reads), "writes": sorted(writes),
+                            "tool": f"app_{action.name}"})
+        return AppDescription(version=number, hash=spec.hash(), spec=spec, actions=actions, pending_proposals=pending,
+                              drift=self.drift)
+
+    def versions(self) -> list[VersionInfo]:
+        with self.engine.snapshot() as cursor:
+            return [VersionInfo.model_validate(v) for v in catalog.versions(cursor)]
+
+    def version_spec(self, number: int) -> AppSpec:
+        with self.engine.snapshot() as cursor:
+            return AppSpec.model_validate(catalog.version_row(cursor, number)["spec"])
+
+    def diff_versions(self, from_version: int, to_version: int) -> specdiff.SpecDiff:
+        return specdiff.diff(self.version_spec(from_version), self.version_spec(to_version), from_version, to_version)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, *, limit: int | None = None,
+              actor: str = "operator") -> QueryResult:
+        """One read-only SELECT, allow-listed, on a snapshot, with a row limit and a time limit."""
+        args = {"sql": sql[:2000], "params": sorted((params or {}).keys()), "limit": limit}
+        try:
+            result = self._query(sql, params or {}, limit)
+        except ButtressError as error:
+            self.record_refusal("query", actor, args, error)
+            raise
+        self.record_read("query", actor, args)
+        return result
+
+    def _query(self, sql: str, params: dict[str, Any], limit: int | None) -> QueryResult:
+        max_rows = self.limits.max_rows
+        limit = max_rows if limit is None else limit
+        if limit < 1 or limit > max_rows:
+            raise ButtressError(Code.LIMIT_EXCEEDED, f"limit must be between 1 and {max_rows}",
+                                hint=f"Ask for at most {max_rows} rows and page with WHERE/OFFSET.")
+        _, _, relations = self._current
+        analysis = sqlcheck.analyze_query(sql, relations, max_length=self.limits.max_sql_length)
+        missing = [p for p in analysis.params if p not in params]
+        extra = [p for p in params if p not in analysis.params]
+        if missing or extra:
+            raise SqlError(Code.SQL_PARAM, f"parameters do not match: missing {missing}, unexpected {extra}",
+                           hint="Pass exactly the $names the statement uses in params.",
+                           details={"missing": missing, "unexpected": extra})
+        with self.engine.snapshot(timeout=self.limits.query_timeout_s) as cursor:
+            try:
+                result = cursor.execute(analysis.sql, params) if params else cursor.execute(analysis.sql)
+                columns = [d[0] for d in result.description or []]
+                rows = result.fetchmany(limit + 1)
+            except Exception as error:
+                import duckdb
+
+                from runtime.engine import translate
+
+                if isinstance(error, duckdb.Error):
+                    raise translate(error) from None
+                raise
+        truncated = len(rows) > limit
+        rows = rows[:limit]
+        return QueryResult(columns=columns, rows=[[plain(v) for v in row] for row in rows], row_count=len(rows),
+                           truncated=truncated)
+
+    def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = "operator") -> SqlCheckResult:
+        """Analyse a statement against the current spec, or a proposal's target spec, without running it."""
+        number, spec = self.current
+        if proposal_id is not None:
+            with self.engine.snapshot() as cursor:
+                spec = catalog.proposal(cursor, proposal_id)["target"]
+        relations = spec.relations()
+        try:
+            analysis = sqlcheck.analyze_statement(sql, relations, allow_writes=True)
+        except ButtressError as error:
+            return SqlCheckResult(ok=False, against_version=number, proposal_id=proposal_id, error=error.to_dict())
+        self.record_read("check_sql", actor, {"sql": sql[:2000], "proposal_id": proposal_id})
+        return SqlCheckResult(ok=True, kind=analysis.kind, reads=sorted(analysis.reads), writes=sorted(analysis.writes),
+                              params=list(analysis.params), output_columns=list(analysis.output_columns),
+                              against_version=number, proposal_id=proposal_id)
+
+    def read_audit(self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None) -> list[AuditEntry]:
+        with self.engine.snapshot() as cursor:
+            return audit_log.recent(cursor, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation)
+
+    def verify_audit(self) -> VerifyResult:
+        with self.engine.snapshot() as cursor:
+            return audit_log.verify(cursor)
+
+    # ------------------------------------------------------------------------------- the change side
+
+    def propose(self, operations: Sequence[Any], *, base_version: int | None = None, note: str | None = None,
+                actor: str = "operator") -> deploy.ProposalResult:
+        return deploy.propose(self, operations, base_version=base_version, note=note, actor=actor)
+
+    def proposal(self, proposal_id: str) -> dict[str, Any]:
+        with self.engine.snapshot() as cursor:
+            return catalog.proposal(cursor, proposal_id)
+
+    def dry_run(self, proposal_id: str, *, actor: str = "operator",
+                progress: deploy.Progress | None = None) -> deploy.DryRunReport:
+        return deploy.dry_run(self, proposal_id, actor=actor, progress=progress)
+
+    def deploy(self, proposal_id: str, *, actor: str = "operator", progress: deploy.Progress | None = None,
+               approval: Callable[[Tx, dict[str, Any]], None] | None = None) -> deploy.DeployResult:
+        return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=approval)
+
+    def rollback(self, *, to_version: int | None = None, actor: str = "operator",
+                 progress: deploy.Progress | None = None) -> deploy.RollbackResult:
+        return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
+
+    def finalize(self, *, before_version: int, actor: str = "operator") -> dict[str, Any]:
+        return deploy.finalize(self, before_version=before_version, actor=actor)
+
+
+def _safe_args(arguments: dict[str, Any]) -> dict[str, Any]:
+    try:
+        json.dumps(arguments)
+        return arguments
+    except (TypeError, ValueError):
+        return {"unserializable": repr(arguments)[:2000]}
+
+
+__all__ = ["AppDescription", "Limits", "NotFound", "QueryResult", "Runtime", "SqlCheckResult", "VersionInfo", "plain"]

@@ -1,0 +1,247 @@
+"""The AppSpec: the whole application as one frozen, declarative document.
+
+Entities (one table each), invariants (queries that must return no rows), views and actions.
+Canonical JSON of the spec hashes to the version hash; DDL, validators and tool schemas are
+derived from it and never written twice.
+
+>>> spec = AppSpec()
+>>> spec.hash() == AppSpec().hash()
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from runtime.types import parse_type
+
+NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+# DuckDB's reserved keywords (duckdb_keywords(), categories 'reserved' and 'type_function').
+RESERVED_WORDS: Final[frozenset[str]] = frozenset(
+    """all analyse analyze and any anti array as asc asof asymmetric at authorization binary both by case cast
+    check collate collation column columns concurrently constraint create cross default deferrable desc describe
+    distinct do else end except false fetch for foreign freeze from full generated glob group having ilike in
+    initially inner intersect into is isnull join lambda lateral leading left like limit map natural not notnull
+    null offset on only or order outer overlaps pivot pivot_longer pivot_wider placing positional primary qualify
+    references returning right select semi show similar some struct summarize symmetric table tablesample then
+    to trailing true try_cast tuple union unique unpack unpivot using variadic verbose when where window with
+    rowid main temp system information_schema pg_catalog""".split()
+)
+RESERVED_PREFIXES: Final[tuple[str, ...]] = ("duckdb_", "pg_", "sqlite_", "information_schema", "buttress_")
+
+
+def check_name(name: str) -> str:
+    """Validate an identifier for an entity, field, view, invariant, index or action."""
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid name: use 1-63 characters, lowercase ASCII letters, digits and '_', "
+            "starting with a letter"
+        )
+    if name in RESERVED_WORDS:
+        raise ValueError(f"{name!r} is a reserved SQL word; choose another name")
+    if name.startswith(RESERVED_PREFIXES):
+        raise ValueError(f"{name!r} uses a prefix reserved for system objects")
+    return name
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+
+
+def _check_type(raw: str) -> str:
+    return parse_type(raw)
+
+
+LogicalType = Annotated[str, AfterValidator(_check_type)]
+
+DEFAULT_EXPRESSIONS: Final[dict[str, str]] = {
+    "now()": "now()",
+    "current_date": "current_date",
+    "uuid()": "uuid()",
+    "gen_random_uuid()": "uuid()",
+    "autoincrement": "autoincrement",
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DefaultExpr(_Frozen):
+    """A default computed by the database: ``now()``, ``current_date``, ``uuid()`` or ``autoincrement``.
+
+    ``autoincrement`` draws from a sequence in the system schema; its name is fixed when the
+    field is created so that later renames do not change it.
+    """
+
+    expr: str
+    sequence: str | None = None
+
+    @field_validator("expr")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        key = value.strip().lower()
+        if key not in DEFAULT_EXPRESSIONS:
+            raise ValueError(f"default expression {value!r} is not allowed; use one of: {', '.join(DEFAULT_EXPRESSIONS)}")
+        return DEFAULT_EXPRESSIONS[key]
+
+
+JsonScalar = str | int | float | bool
+DefaultValue = DefaultExpr | JsonScalar | list[Any] | dict[str, Any]
+
+
+class FieldSpec(_Frozen):
+    """One column. NOT NULL unless ``nullable``; ``references`` is ``entity.field``."""
+
+    name: Name
+    type: LogicalType
+    nullable: bool = False
+    default: DefaultValue | None = None
+    check: str | None = None
+    references: str | None = None
+    description: str = ""
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _expr_dicts(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) <= {"expr", "sequence"} and "expr" in value:
+            return DefaultExpr.model_validate(value)
+        return value
+
+    @property
+    def default_expr(self) -> DefaultExpr | None:
+        return self.default if isinstance(self.default, DefaultExpr) else None
+
+    @property
+    def autoincrement(self) -> bool:
+        return self.default_expr is not None and self.default_expr.expr == "autoincrement"
+
+    @property
+    def reference(self) -> tuple[str, str] | None:
+        if self.references is None:
+            return None
+        entity, _, field = self.references.partition(".")
+        return entity, field
+
+
+class IndexSpec(_Frozen):
+    """A secondary (non-unique) index. Use unique sets for uniqueness."""
+
+    name: Name
+    columns: tuple[Name, ...] = Field(min_length=1)
+
+
+class EntitySpec(_Frozen):
+    """One entity, stored as one table. Every entity has a primary key (row identity makes rollback lossless)."""
+
+    name: Name
+    fields: tuple[FieldSpec, ...] = Field(min_length=1)
+    primary_key: tuple[Name, ...] = Field(min_length=1)
+    unique: tuple[tuple[Name, ...], ...] = ()
+    indexes: tuple[IndexSpec, ...] = ()
+    description: str = ""
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+class InvariantSpec(_Frozen):
+    """A business rule: ``sql`` selects the violating rows and must return none."""
+
+    name: Name
+    description: str = ""
+    sql: str
+
+
+class ViewSpec(_Frozen):
+    """A derived view: a name and one SELECT."""
+
+    name: Name
+    sql: str
+    description: str = ""
+
+
+class ParamSpec(_Frozen):
+    """A typed action parameter, referenced in statements as ``$name``."""
+
+    name: Name
+    type: LogicalType
+    nullable: bool = False
+    description: str = ""
+
+
+class ActionSpec(_Frozen):
+    """Application logic: named, typed, analysed SQL run by the runtime."""
+
+    name: Name
+    description: str = ""
+    kind: Literal["query", "mutation"]
+    params: tuple[ParamSpec, ...] = ()
+    statements: tuple[str, ...] = Field(min_length=1)
+
+
+class AppSpec(_Frozen):
+    """The whole application. Version 0 is the empty spec."""
+
+    entities: tuple[EntitySpec, ...] = ()
+    invariants: tuple[InvariantSpec, ...] = ()
+    views: tuple[ViewSpec, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+
+    def entity(self, name: str) -> EntitySpec | None:
+        return next((e for e in self.entities if e.name == name), None)
+
+    def view(self, name: str) -> ViewSpec | None:
+        return next((v for v in self.views if v.name == name), None)
+
+    def invariant(self, name: str) -> InvariantSpec | None:
+        return next((i for i in self.invariants if i.name == name), None)
+
+    def action(self, name: str) -> ActionSpec | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+    def relations(self) -> dict[str, tuple[str, ...]]:
+        """Every name agent SQL may read, with its columns: entities and views (views best-effort)."""
+        out: dict[str, tuple[str, ...]] = {e.name: e.field_names for e in self.entities}
+        for view in self.views:
+            out[view.name] = view_columns(view, out)
+        return out
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.model_dump(mode="json"))
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def referencing(self, entity: str) -> Iterator[tuple[EntitySpec, FieldSpec]]:
+        """(child entity, field) pairs whose foreign key points at ``entity``."""
+        for child in self.entities:
+            for f in child.fields:
+                ref = f.reference
+                if ref is not None and ref[0] == entity:
+                    yield child, f
+
+
+def view_columns(view: ViewSpec, relations: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Output columns of a view, as far as static analysis can tell."""
+    from runtime import sqlcheck
+
+    try:
+        return sqlcheck.analyze_query(view.sql, relations).output_columns
+    except Exception:  # an invalid view is reported by validation, not here
+        return ()
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
