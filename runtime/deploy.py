@@ -406,8 +406,10 @@ def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, P
             key: RestoreKey = ("entity", found["entity"]) if found["kind"] == "entity" else (found["kind"], found["entity"], found["field"])
             restores[key] = catalog.as_retention(found)
         reverse_ops = changes.parse_operations([op for step in reversed(forward.steps) for op in step.reverse])
-        spec, part = planner.plan(spec, reverse_ops, base_version=current, restores=restores, step_offset=len(steps))
+        _, part = planner.plan(spec, reverse_ops, base_version=current, restores=restores, step_offset=len(steps))
         steps.extend(part.steps)
+        # The reversed spec equals the parent's up to ordering; continue from the stored one, exactly.
+        spec = AppSpec.model_validate(catalog.version_row(tx, row["parent"])["spec"])
     return spec, Plan(base_version=current, target_version=current + 1, base_hash=base_hash, target_hash=spec.hash(),
                       steps=tuple(steps))
 

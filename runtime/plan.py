@@ -129,6 +129,9 @@ def plan(
     ``step_offset`` numbers the steps after those of an earlier plan they will be joined to.
     """
     target = changes.apply(base, ops)
+    # DuckDB binds a view when it is created: create views after every table change they may read.
+    views = [op for op in ops if isinstance(op, changes.AddView | changes.ReplaceView)]
+    ops = [op for op in ops if not isinstance(op, changes.AddView | changes.ReplaceView)] + views
     ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {})
     steps: list[Step] = []
     current = base
@@ -324,7 +327,9 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
     if existing and f.default_expr is not None and f.default_expr.expr in {"now()", "uuid()", "current_date"}:
         hazards.append(hazard(HazardCode.VOLATILE_DEFAULT, f"existing rows of {entity.name} get {f.default_expr.expr} at deploy time",
                               f"{entity.name}.{f.name}"))
-    simple = last and not f.check and not f.references and (retained is None or not ddl.is_frozen(old, before))
+    frozen = ddl.is_frozen(old, before)
+    # DuckDB adds a nullable column to any table, but a NOT NULL one only to a table nothing depends on.
+    simple = last and not f.check and not f.references and not (frozen and (retained is not None or not f.nullable))
     restores = [retained.table] if retained is not None else []
     if simple and (retained is None or f.nullable or f.default is not None):
         sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f)}"]
@@ -460,14 +465,19 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
                                 message=f"values of {label} changed by the conversion (retained)",
                                 sql=(f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND "
                                      f"CAST(TRY_CAST({col} AS {new_type}) AS {old_type}) IS DISTINCT FROM {col}")))
-            table = ctx.retention_table()
-            sql.append(f"CREATE TABLE {qs(table)} AS SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL")
-            retains.append(Retention(table=table, kind="values", entity=name, field=before.name, key=entity.primary_key))
+    # Keep every value the change overwrites: lossy conversions, and the NULLs a backfill replaces.
+    lossy = [f"{col} IS NOT NULL"] if type_changed and not is_widening(before.type, after.type) else []
+    if op.backfill is not None and before.nullable and not after.nullable:
+        lossy.append(f"{col} IS NULL")
+    if lossy:
+        table = ctx.retention_table()
+        sql.append(f"CREATE TABLE {qs(table)} AS SELECT {keys}, {col} FROM {table_q} WHERE {' OR '.join(lossy)}")
+        retains.append(Retention(table=table, kind="values", entity=name, field=before.name, key=entity.primary_key))
 
     retained = ctx.restores.get(("values", name, before.name))
     restores: list[str] = []
     source = None
-    if retained is not None and type_changed:
+    if retained is not None:
         needs_rebuild = True
         restores.append(retained.table)
         expr = f"CASE WHEN r.{q(entity.primary_key[0])} IS NOT NULL THEN r.{col} ELSE {expr} END"
@@ -490,11 +500,12 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
                                 sql=f"SELECT {keys} FROM {table_q} WHERE {col} IS NULL"))
         if not fresh:
             hazards.append(hazard(HazardCode.SET_NOT_NULL, f"makes {label} NOT NULL", label))
-    if after.default != before.default:
-        default = ddl.default_sql(after)
+    if after.default != before.default or (type_changed and after.default is not None):
+        default = ddl.default_sql(after)  # a constant default is typed, so a type change re-states it
         alters.append(
             f"ALTER TABLE {table_q} ALTER COLUMN {col} " + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
         )
+    if after.default != before.default:
         if not fresh:
             hazards.append(hazard(HazardCode.DEFAULT_CHANGED, f"changes the default of {label}", label))
     if after.check != before.check:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from runtime import audit as audit_log
+from runtime.actions import ActionResult, ActionRunner
 from runtime import catalog, deploy, fingerprint, sqlcheck, specdiff
 from runtime.audit import AuditEntry, AuditLog, VerifyResult
 from runtime.changes import Operation
@@ -112,6 +113,7 @@ class Runtime:
         self._expected: dict[str, fingerprint.Fingerprint] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._state_lock = threading.Lock()
+        self._actions = ActionRunner(self)
         with engine.transaction() as tx:
             catalog.install(tx)
             self._refresh(tx)
@@ -330,6 +332,13 @@ class Runtime:
     def finalize(self, *, before_version: int, actor: str = "operator") -> dict[str, Any]:
         return deploy.finalize(self, before_version=before_version, actor=actor)
 
+    # ------------------------------------------------------------------------------ application logic
+
+    def run_action(self, name: str, args: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
+                   actor: str = "operator") -> ActionResult:
+        """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
+        return self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
+
 
 def _safe_args(arguments: dict[str, Any]) -> dict[str, Any]:
     try:
@@ -339,4 +348,4 @@ def _safe_args(arguments: dict[str, Any]) -> dict[str, Any]:
         return {"unserializable": repr(arguments)[:2000]}
 
 
-__all__ = ["AppDescription", "Limits", "NotFound", "QueryResult", "Runtime", "SqlCheckResult", "VersionInfo", "plain"]
+__all__ = ["ActionResult", "AppDescription", "Limits", "NotFound", "QueryResult", "Runtime", "SqlCheckResult", "VersionInfo", "plain"]
