@@ -93,12 +93,13 @@ class _Context:
     index: int = 0
     created: set[str] = field(default_factory=set)  # entity names created in this proposal
     created_fields: set[tuple[str, str]] = field(default_factory=set)
+    created_other: set[str] = field(default_factory=set)  # "view:x", "invariant:x", "action:x"
 
     def new_entity(self, name: str) -> bool:
         return name in self.created
 
     def new_field(self, entity: str, name: str) -> bool:
-        return name in self.created or (entity, name) in self.created_fields
+        return entity in self.created or (entity, name) in self.created_fields
 
     def retention_table(self, n: int = 0) -> str:
         return f"ret_v{self.target_version}_s{self.index}" + (f"_{n}" if n else "")
@@ -130,8 +131,8 @@ def plan(
     """
     target = changes.apply(base, ops)
     # DuckDB binds a view when it is created: create views after every table change they may read.
-    views = [op for op in ops if isinstance(op, changes.AddView | changes.ReplaceView)]
-    ops = [op for op in ops if not isinstance(op, changes.AddView | changes.ReplaceView)] + views
+    view_ops = changes.AddView | changes.ReplaceView | changes.DropView
+    ops = [op for op in ops if not isinstance(op, view_ops)] + [op for op in ops if isinstance(op, view_ops)]
     ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {})
     steps: list[Step] = []
     current = base
@@ -624,6 +625,7 @@ def _drop_index(old: AppSpec, new: AppSpec, op: changes.DropIndex, ctx: _Context
 
 
 def _add_view(old: AppSpec, new: AppSpec, op: changes.AddView, ctx: _Context) -> _Draft:
+    ctx.created_other.add(f"view:{op.view.name}")
     return _Draft(f"create view {op.view.name}", "create", [ddl.create_view(op.view)],
                   [{"op": "drop_view", "name": op.view.name}])
 
@@ -640,10 +642,12 @@ def _drop_view(old: AppSpec, new: AppSpec, op: changes.DropView, ctx: _Context) 
     assert previous is not None
     return _Draft(f"drop view {op.name}", "drop", [f"DROP VIEW {q(op.name)}"],
                   [{"op": "add_view", "view": previous.model_dump(mode="json")}],
-                  hazards=[hazard(HazardCode.DROP_VIEW, f"drops view {op.name}", op.name)])
+                  hazards=[] if f"view:{op.name}" in ctx.created_other else [
+                      hazard(HazardCode.DROP_VIEW, f"drops view {op.name}", op.name)])
 
 
 def _add_invariant(old: AppSpec, new: AppSpec, op: changes.AddInvariant, ctx: _Context) -> _Draft:
+    ctx.created_other.add(f"invariant:{op.invariant.name}")
     return _Draft(f"add invariant {op.invariant.name}", "catalog", [],
                   [{"op": "drop_invariant", "name": op.invariant.name}])
 
@@ -653,10 +657,12 @@ def _drop_invariant(old: AppSpec, new: AppSpec, op: changes.DropInvariant, ctx: 
     assert previous is not None
     return _Draft(f"drop invariant {op.name}", "catalog", [],
                   [{"op": "add_invariant", "invariant": previous.model_dump(mode="json")}],
-                  hazards=[hazard(HazardCode.DROP_INVARIANT, f"stops enforcing invariant {op.name}", op.name)])
+                  hazards=[] if f"invariant:{op.name}" in ctx.created_other else [
+                      hazard(HazardCode.DROP_INVARIANT, f"stops enforcing invariant {op.name}", op.name)])
 
 
 def _add_action(old: AppSpec, new: AppSpec, op: changes.AddAction, ctx: _Context) -> _Draft:
+    ctx.created_other.add(f"action:{op.action.name}")
     return _Draft(f"add action {op.action.name}", "catalog", [], [{"op": "drop_action", "name": op.action.name}])
 
 
@@ -672,7 +678,8 @@ def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Conte
     assert previous is not None
     return _Draft(f"drop action {op.name}", "catalog", [],
                   [{"op": "add_action", "action": previous.model_dump(mode="json")}],
-                  hazards=[hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)])
+                  hazards=[] if f"action:{op.name}" in ctx.created_other else [
+                      hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)])
 
 
 _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] = {
