@@ -120,8 +120,9 @@ def propose(rt: Runtime, raw_ops: Sequence[Any], *, base_version: int | None, no
         ops = changes.parse_operations(raw_ops)
         if not ops:
             raise PlanError(Code.PLAN_EMPTY, "a proposal needs at least one operation", hint="Pass operations: [...].")
-        rt.policy_check_proposal(ops)
+        rt.policy_check_proposal(ops, actor)
         target = changes.apply(spec, ops)
+        rt.policy_check_actions(target, ops, actor)
         restores = _redeploy_restores(tx, target.hash())
         target, plan = planner.plan(spec, ops, base_version=current, restores=restores)
         proposal_id, seq = catalog.next_proposal_id(tx)

@@ -25,7 +25,9 @@ from pydantic import BaseModel
 
 from runtime import audit as audit_log
 from runtime.actions import ActionResult, ActionRunner
-from runtime import catalog, deploy, fingerprint, sqlcheck, specdiff
+from runtime import approvals, catalog, deploy, fingerprint, sqlcheck, specdiff
+from runtime.changes import AddAction, ReplaceAction, check_action
+from runtime.policy import Policy, check_action_access, check_protected
 from runtime.audit import AuditEntry, AuditLog, VerifyResult
 from runtime.changes import Operation
 from runtime.engine import Engine, Tx
@@ -33,6 +35,8 @@ from runtime.errors import ButtressError, Code, EngineError, NotFound, SqlError
 from runtime.spec import AppSpec
 
 T = TypeVar("T")
+
+OPERATOR = "operator"  # the identity of the CLI; the policy restricts agents, not the operator
 
 
 class VersionInfo(BaseModel):
@@ -105,11 +109,13 @@ def plain(value: Any) -> Any:
 class Runtime:
     """One application in one DuckDB file, owned by this process."""
 
-    def __init__(self, engine: Engine, *, audit_reads: bool = True, limits: Limits | None = None) -> None:
+    def __init__(self, engine: Engine, *, audit_reads: bool = True, limits: Limits | None = None,
+                 policy: Policy | None = None) -> None:
         self.engine = engine
         self.audit = AuditLog()
         self.audit_reads = audit_reads
-        self.limits = limits or Limits()
+        self.policy = policy or Policy()
+        self.limits = limits or Limits(**self.policy.limits.model_dump(exclude={"max_request_bytes"}))
         self._expected: dict[str, fingerprint.Fingerprint] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._state_lock = threading.Lock()
@@ -165,11 +171,26 @@ class Runtime:
         for listener in list(self._listeners):
             listener(version)
 
-    def policy_check_proposal(self, ops: Sequence[Operation]) -> None:
-        """Hook for the operator policy (protected entities, proposal size)."""
+    def policy_check_proposal(self, ops: Sequence[Operation], actor: str = OPERATOR) -> None:
+        """The operator policy's word on an agent's proposal: protected entities and fields, proposal size."""
+        if actor != OPERATOR:
+            check_protected(self.policy, ops)
         if len(ops) > self.limits.max_operations:
             raise ButtressError(Code.LIMIT_EXCEEDED, f"a proposal may hold at most {self.limits.max_operations} operations",
                                 hint="Split the change into several proposals.", details={"operations": len(ops)})
+
+    def policy_check_actions(self, target: AppSpec, ops: Sequence[Operation], actor: str = OPERATOR) -> None:
+        """Actions an agent adds or replaces may not write protected entities."""
+        if actor == OPERATOR:
+            return
+        relations = target.relations()
+        entities = frozenset(e.name for e in target.entities)
+        for op in ops:
+            if isinstance(op, AddAction | ReplaceAction):
+                found = check_action(op.action, relations, entities)
+                reads = frozenset().union(*(a.reads for a in found))
+                writes = frozenset().union(*(a.writes for a in found))
+                check_action_access(self.policy, reads, writes, op.action.name)
 
     def audited(self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], T]) -> T:
         """Run ``act`` in one writer transaction; audit a refusal in its own transaction."""
@@ -322,8 +343,33 @@ class Runtime:
         return deploy.dry_run(self, proposal_id, actor=actor, progress=progress)
 
     def deploy(self, proposal_id: str, *, actor: str = "operator", progress: deploy.Progress | None = None,
-               approval: Callable[[Tx, dict[str, Any]], None] | None = None) -> deploy.DeployResult:
-        return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=approval)
+               require_approval: bool = False) -> deploy.DeployResult:
+        """Deploy a dry-run proposal. With ``require_approval`` (agents), hazards at the policy's severity
+        need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
+        if not require_approval:
+            return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
+        with self.engine.snapshot() as cursor:
+            prop = catalog.proposal(cursor, proposal_id)
+        hazards = self.policy.needs_approval(prop["plan"].all_hazards())
+        if not hazards:
+            return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
+
+        def gate(tx: Tx, found: dict[str, Any]) -> None:
+            request_id = approvals.find_valid(tx, self.engine.path, proposal_id=found["id"], plan_hash=found["plan_hash"])
+            if request_id is None:
+                raise approvals.needs_approval_error({"id": "pending", "expires_at": ""}, hazards)
+            approvals.consume(tx, request_id)
+
+        with self.engine.transaction() as tx:
+            approved = approvals.find_valid(tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"])
+            request = None if approved else approvals.open_request(
+                tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"], hazards=hazards,
+                actor=actor, ttl_minutes=self.policy.approvals.ttl_minutes)
+        if request is not None:
+            error = approvals.needs_approval_error(request, hazards)
+            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
+            raise error
+        return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=gate)
 
     def rollback(self, *, to_version: int | None = None, actor: str = "operator",
                  progress: deploy.Progress | None = None) -> deploy.RollbackResult:

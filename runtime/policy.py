@@ -1,0 +1,232 @@
+"""The operator's policy: identities, capabilities, protected entities, approval rules, limits (pure).
+
+The policy is read from the project's configuration file when the server starts; no tool can
+read its secrets or change it. Decisions are pure functions of (policy, caller, request) and
+unknown means deny: an agent not named in the policy has no capability at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tomllib
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runtime import changes
+from runtime.errors import Code, PolicyError, SpecError
+from runtime.hazards import Hazard, Severity, at_least
+
+
+class Capability(StrEnum):
+    READ = "read"
+    QUERY = "query"
+    RUN_ACTIONS = "run_actions"
+    PROPOSE = "propose"
+    DRY_RUN = "dry_run"
+    DEPLOY = "deploy"
+    DEPLOY_HAZARDOUS = "deploy_hazardous"
+    ROLLBACK = "rollback"
+    FINALIZE = "finalize"
+
+
+ALL: Final[frozenset[Capability]] = frozenset(Capability)
+
+# Which capability each agent-facing tool needs.
+TOOL_CAPABILITY: Final[dict[str, Capability]] = {
+    "describe_app": Capability.READ,
+    "list_versions": Capability.READ,
+    "diff_versions": Capability.READ,
+    "read_audit": Capability.READ,
+    "check_sql": Capability.READ,
+    "query": Capability.QUERY,
+    "run_action": Capability.RUN_ACTIONS,
+    "define_entity": Capability.PROPOSE,
+    "propose_change": Capability.PROPOSE,
+    "dry_run": Capability.DRY_RUN,
+    "deploy": Capability.DEPLOY,
+    "rollback": Capability.ROLLBACK,
+}
+
+DEFAULT_ROLES: Final[dict[str, tuple[Capability, ...]]] = {
+    "reader": (Capability.READ, Capability.QUERY),
+    "operator": (Capability.READ, Capability.QUERY, Capability.RUN_ACTIONS),
+    "developer": tuple(c for c in Capability if c not in {Capability.FINALIZE, Capability.DEPLOY_HAZARDOUS}),
+    "admin": tuple(c for c in Capability if c is not Capability.FINALIZE),
+    "owner": tuple(Capability),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AgentPolicy(_Strict):
+    role: str
+    token_sha256: str | None = Field(default=None, description="sha256 hex of the agent's HTTP bearer token")
+    actions: tuple[str, ...] | None = Field(default=None, description="if set, the only actions it may run")
+
+
+class ProtectedPolicy(_Strict):
+    entities: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()  # "entity.field"
+    actions_may_read: bool = True
+
+
+class LimitsPolicy(_Strict):
+    max_rows: int = Field(default=1000, ge=1, le=1_000_000)
+    query_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    action_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    max_operations: int = Field(default=200, ge=1)
+    max_sql_length: int = Field(default=100_000, ge=100)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class ApprovalPolicy(_Strict):
+    severity: Severity | Literal["none"] = "none"
+    ttl_minutes: int = Field(default=60, ge=1, le=60 * 24 * 7)
+    elicitation: bool = False
+
+
+class Policy(_Strict):
+    """The whole operator policy. The default (no configuration) trusts one local agent as developer."""
+
+    default_agent: str = "local"
+    roles: dict[str, tuple[Capability, ...]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+    agents: dict[str, AgentPolicy] = Field(default_factory=lambda: {"local": AgentPolicy(role="developer")})
+    protected: ProtectedPolicy = ProtectedPolicy()
+    approvals: ApprovalPolicy = ApprovalPolicy()
+    limits: LimitsPolicy = LimitsPolicy()
+
+    def capabilities(self, agent: str) -> frozenset[Capability]:
+        found = self.agents.get(agent)
+        if found is None:
+            return frozenset()
+        return frozenset(self.roles.get(found.role, ()))
+
+    def may(self, agent: str, capability: Capability) -> bool:
+        return capability in self.capabilities(agent)
+
+    def tools_for(self, agent: str, tool_names: Sequence[str]) -> list[str]:
+        """The tools an agent may see: generic tools by capability, ``app_<action>`` tools by action."""
+        out = []
+        for name in tool_names:
+            if name.startswith("app_"):
+                if self.may_run_action(agent, name.removeprefix("app_")):
+                    out.append(name)
+            elif name in TOOL_CAPABILITY and self.may(agent, TOOL_CAPABILITY[name]):
+                out.append(name)
+        return out
+
+    def may_run_action(self, agent: str, action: str) -> bool:
+        found = self.agents.get(agent)
+        if found is None or not self.may(agent, Capability.RUN_ACTIONS):
+            return False
+        return found.actions is None or action in found.actions
+
+    def agent_for_token(self, token: str) -> str | None:
+        """The agent whose stored token hash matches (constant-time comparison)."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for name, agent in self.agents.items():
+            if agent.token_sha256 and hmac.compare_digest(agent.token_sha256, digest):
+                return name
+        return None
+
+    def needs_approval(self, hazards: Sequence[Hazard]) -> list[Hazard]:
+        if self.approvals.severity == "none":
+            return []
+        return at_least(list(hazards), self.approvals.severity)
+
+
+def require(policy: Policy, agent: str, capability: Capability, *, what: str) -> None:
+    """Raise ``policy.denied`` unless the agent holds the capability."""
+    if not policy.may(agent, capability):
+        known = agent in policy.agents
+        raise PolicyError(
+            Code.POLICY_DENIED,
+            f"agent {agent!r} may not {what}" + ("" if known else " (the agent is not named in the policy)"),
+            hint="This is the operator's decision; ask them to grant the capability rather than retrying.",
+            details={"agent": agent, "capability": str(capability)},
+        )
+
+
+def check_protected(policy: Policy, ops: Sequence[changes.Operation]) -> None:
+    """Refuse a proposal that creates, alters or drops a protected entity or field."""
+    entities = set(policy.protected.entities)
+    fields = set(policy.protected.fields)
+    for index, op in enumerate(ops):
+        touched = _touched(op)
+        hit = sorted(t for t in touched if t in entities or t in fields or t.split(".")[0] in entities)
+        if hit:
+            raise PolicyError(
+                Code.POLICY_PROTECTED,
+                f"operation {index} ({op.op}) touches protected {', '.join(hit)}",
+                hint="Protected entities and fields are changed by the operator only.",
+                details={"path": f"operations[{index}]", "protected": hit},
+            )
+
+
+def _touched(op: changes.Operation) -> set[str]:
+    out: set[str] = set()
+    entity = getattr(op, "entity", None)
+    if isinstance(op, changes.AddEntity):
+        out.add(op.entity.name)
+        out.update(f"{op.entity.name}.{f.name}" for f in op.entity.fields)
+    elif isinstance(entity, str):
+        out.add(entity)
+        for attr in ("field", "new_name"):
+            value = getattr(op, attr, None)
+            if isinstance(value, str):
+                out.add(f"{entity}.{value}")
+            elif value is not None and hasattr(value, "name"):
+                out.add(f"{entity}.{value.name}")
+        if isinstance(op, changes.RenameEntity):
+            out.add(op.new_name)
+    return out
+
+
+def check_action_access(policy: Policy, reads: frozenset[str], writes: frozenset[str], action: str) -> None:
+    """Actions may not write protected entities, and read them only if the policy allows."""
+    protected = set(policy.protected.entities)
+    bad_writes = sorted(writes & protected)
+    bad_reads = sorted(reads & protected) if not policy.protected.actions_may_read else []
+    if bad_writes or bad_reads:
+        raise PolicyError(
+            Code.POLICY_PROTECTED,
+            f"action {action!r} touches protected entities {bad_writes or bad_reads}",
+            hint="Actions may not write protected entities.",
+            details={"action": action, "writes": bad_writes, "reads": bad_reads},
+        )
+
+
+def load(path: Path | None) -> Policy:
+    """Read the ``[policy]``-related tables of a project configuration file (TOML)."""
+    if path is None or not path.exists():
+        return Policy()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(Code.SPEC_INVALID, f"{path.name} is not valid TOML: {error}",
+                        hint="Fix the configuration file and start the server again.") from None
+    data: dict[str, Any] = {}
+    for key in ("default_agent",):
+        if key in raw.get("server", {}):
+            data[key] = raw["server"][key]
+    if "roles" in raw:
+        data["roles"] = {**DEFAULT_ROLES, **{k: tuple(v.get("capabilities", ())) for k, v in raw["roles"].items()}}
+    if "agents" in raw:
+        data["agents"] = raw["agents"]
+    for key in ("protected", "approvals", "limits"):
+        if key in raw:
+            data[key] = raw[key]
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SpecError(Code.SPEC_INVALID, f"{path.name}: {where}: {first['msg']}",
+                        hint="Fix the configuration file and start the server again.") from None
