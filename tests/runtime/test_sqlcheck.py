@@ -32,6 +32,7 @@ SCHEMA = {
     "big_spenders": ["user_id", "spent"],
 }
 VIEWS = frozenset({"big_spenders"})
+PARAM_VALUES = {"id": 1, "n": 1, "min": 1, "pattern": "a%", "name": "a", "email": "a@b"}
 
 DDL = """
 CREATE TABLE users (id INTEGER PRIMARY KEY, name VARCHAR, email VARCHAR);
@@ -90,11 +91,12 @@ ALLOWED_QUERIES = [
     "SELECT * FROM generate_series(1, 10) g(n)",
     "SELECT x FROM unnest([1, 2, 3]) AS u(x)",
     "SELECT * FROM users, LATERAL (SELECT users.id * 2 AS k) l",
+    "SELECT * FROM users, LATERAL unnest([users.id, 2]) AS t(v)",
     "SELECT CASE WHEN total > 10 THEN 'big' ELSE 'small' END AS size, CAST(total AS DECIMAL(10, 2)), total::INTEGER FROM orders",
     "SELECT coalesce(name, 'x'), nullif(name, ''), lower(name) || '@' || upper(email), length(name) FROM users",
     "SELECT * FROM orders WHERE total BETWEEN 1 AND 10 AND status IN ('a', 'b') AND created_at IS NOT NULL",
     "SELECT date_trunc('month', created_at), date_part('year', created_at), created_at + INTERVAL 1 DAY FROM orders",
-    "SELECT list_transform([1, 2], x -> x + 1), [x * 2 FOR x IN [1, 2, 3] IF x > 1], {'a': 1}, [1, 2][1]",
+    "SELECT list_transform([1, 2], lambda x: x + 1), [x * 2 FOR x IN [1, 2, 3] IF x > 1], {'a': 1}, [1, 2][1]",
     "SELECT * EXCLUDE (email) FROM users",
     "SELECT u.* FROM users u WHERE u.name ILIKE $pattern",
     "SELECT DISTINCT ON (user_id) user_id, total FROM orders ORDER BY user_id, total DESC",
@@ -129,7 +131,7 @@ def database() -> Iterator[duckdb.DuckDBPyConnection]:
 @pytest.mark.parametrize("sql", ALLOWED_QUERIES)
 def test_allowed_query_runs_on_duckdb(sql: str, database: duckdb.DuckDBPyConnection) -> None:
     analysis = analyze_query(sql, SCHEMA)
-    database.execute(analysis.sql, {name: 1 for name in analysis.params} or None).fetchall()
+    database.execute(analysis.sql, {name: PARAM_VALUES[name] for name in analysis.params} or None).fetchall()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +174,10 @@ REFUSED_QUERIES = [
     ("UPDATE users SET name = 'x'", Code.SQL_FORBIDDEN),
     ("DELETE FROM users", Code.SQL_FORBIDDEN),
     ("PIVOT orders ON status USING sum(total)", Code.SQL_FORBIDDEN),
+    ("OPTIMIZE users", Code.SQL_FORBIDDEN),  # sqlglot's unparsed Command fallback
+    ("LISTEN channel", Code.SQL_FORBIDDEN),  # misparsed as an alias
+    ("WITH gone AS (DELETE FROM users RETURNING *) SELECT * FROM gone", Code.SQL_FORBIDDEN),
+    ("SELECT * FROM users FOR UPDATE", Code.SQL_FORBIDDEN),
     ("SELECT 1 INTO copy_of_one", Code.SQL_FORBIDDEN),
     ("SELECT * FROM users AT (VERSION => 1)", Code.SQL_FORBIDDEN),
     # more than one statement
@@ -200,6 +206,9 @@ REFUSED_QUERIES = [
     ("SELECT * FROM query('SELECT 1')", Code.SQL_FORBIDDEN),
     ("SELECT * FROM query_table('users')", Code.SQL_FORBIDDEN),
     ("SELECT * FROM histogram(users, name)", Code.SQL_FORBIDDEN),
+    ("SELECT * FROM users, LATERAL histogram(users, name)", Code.SQL_FORBIDDEN),
+    ("SELECT * FROM users JOIN histogram(users, name) h ON true", Code.SQL_FORBIDDEN),
+    ("SELECT * FROM users CROSS JOIN LATERAL lower(name)", Code.SQL_FORBIDDEN),
     ("SELECT * FROM _buttress.audit", Code.SQL_FORBIDDEN),
     ('SELECT * FROM "_buttress"."audit"', Code.SQL_FORBIDDEN),
     ('SELECT * FROM "_BUTTRESS".Audit', Code.SQL_FORBIDDEN),
@@ -232,7 +241,7 @@ REFUSED_QUERIES = [
     ("SELECT pg_typeof(1)", Code.SQL_FORBIDDEN),
     ("SELECT system.main.read_text('x')", Code.SQL_FORBIDDEN),
     ("SELECT 'x'.read_text()", Code.SQL_FORBIDDEN),
-    ('SELECT "READ_TEXT"(\'x\')', Code.SQL_FORBIDDEN),
+    ("SELECT \"READ_TEXT\"('x')", Code.SQL_FORBIDDEN),
     ("SELECT my_macro(1)", Code.SQL_FORBIDDEN),
     # identifiers must be ASCII (look-alikes)
     ("SELECT nаme FROM users", Code.SQL_FORBIDDEN),  # Cyrillic a
@@ -252,7 +261,7 @@ REFUSED_QUERIES = [
     ("SELECT k FROM (SELECT id AS key FROM users) s(k2)", Code.SQL_UNKNOWN_COLUMN),
     ("SELECT * EXCLUDE (nope) FROM users", Code.SQL_UNKNOWN_COLUMN),
     ("SELECT id FROM users UNION SELECT id FROM orders ORDER BY nope", Code.SQL_UNKNOWN_COLUMN),
-    ("SELECT list_transform([1], x -> y + 1)", Code.SQL_UNKNOWN_COLUMN),
+    ("SELECT list_transform([1], lambda x: y + 1)", Code.SQL_UNKNOWN_COLUMN),
     ("SELECT spent FROM big_spenders WHERE total > 1", Code.SQL_UNKNOWN_COLUMN),
 ]
 
@@ -304,15 +313,40 @@ EXTRACTION = [
     ("SELECT u.* FROM users u", {"users"}, (), ("id", "name", "email")),
     ("SELECT * EXCLUDE (email) FROM users", {"users"}, (), ("id", "name")),
     ("SELECT * RENAME (name AS full_name) FROM users", {"users"}, (), ("id", "full_name", "email")),
-    ("SELECT * FROM users JOIN orders USING (id)", {"users", "orders"}, (), ("id", "name", "email", "user_id", "total", "status", "created_at")),
-    ("SELECT * FROM users u SEMI JOIN orders o ON o.user_id = u.id", {"users", "orders"}, (), ("id", "name", "email")),
+    (
+        "SELECT * FROM users JOIN orders USING (id)",
+        {"users", "orders"},
+        (),
+        ("id", "name", "email", "user_id", "total", "status", "created_at"),
+    ),
+    (
+        "SELECT * FROM users u SEMI JOIN orders o ON o.user_id = u.id",
+        {"users", "orders"},
+        (),
+        ("id", "name", "email"),
+    ),
     ("SELECT name AS Who, count(*) AS n FROM users GROUP BY name", {"users"}, (), ("Who", "n")),
-    ("WITH s AS (SELECT user_id, sum(total) AS spent FROM orders GROUP BY user_id) SELECT * FROM s", {"orders"}, (), ("user_id", "spent")),
+    (
+        "WITH s AS (SELECT user_id, sum(total) AS spent FROM orders GROUP BY user_id) SELECT * FROM s",
+        {"orders"},
+        (),
+        ("user_id", "spent"),
+    ),
     ("SELECT * FROM (VALUES (1, 'a')) AS v(k, label)", set(), (), ("k", "label")),
     ("SELECT * FROM range(3) r(n)", set(), (), ("n",)),
     ("SELECT name FROM users UNION SELECT sku FROM items", {"users", "items"}, (), ("name",)),
-    ("SELECT * FROM users WHERE name = $name AND (email = $email OR name = $name)", {"users"}, ("name", "email"), ("id", "name", "email")),
-    ("SELECT * FROM users WHERE id IN (SELECT user_id FROM big_spenders WHERE spent > $min)", {"users", "big_spenders"}, ("min",), ("id", "name", "email")),
+    (
+        "SELECT * FROM users WHERE name = $name AND (email = $email OR name = $name)",
+        {"users"},
+        ("name", "email"),
+        ("id", "name", "email"),
+    ),
+    (
+        "SELECT * FROM users WHERE id IN (SELECT user_id FROM big_spenders WHERE spent > $min)",
+        {"users", "big_spenders"},
+        ("min",),
+        ("id", "name", "email"),
+    ),
     ("SELECT 1 AS one", set(), (), ("one",)),
 ]
 
@@ -353,21 +387,91 @@ def test_star_over_a_source_of_unknown_shape_is_reported_as_star() -> None:
 WRITES = [
     # sql, kind, reads, writes, params, output columns
     ("INSERT INTO users (id, name) VALUES ($id, $name)", "insert", set(), {"users"}, ("id", "name"), ()),
-    ("INSERT INTO users VALUES ($id, $name, $email) RETURNING id", "insert", set(), {"users"}, ("id", "name", "email"), ("id",)),
-    ("INSERT INTO users (id, name) SELECT id, sku FROM items RETURNING *", "insert", {"items"}, {"users"}, (), ("id", "name", "email")),
+    (
+        "INSERT INTO users VALUES ($id, $name, $email) RETURNING id",
+        "insert",
+        set(),
+        {"users"},
+        ("id", "name", "email"),
+        ("id",),
+    ),
+    (
+        "INSERT INTO users (id, name) SELECT id, sku FROM items RETURNING *",
+        "insert",
+        {"items"},
+        {"users"},
+        (),
+        ("id", "name", "email"),
+    ),
     ("INSERT INTO main.users BY NAME SELECT 1 AS id", "insert", set(), {"users"}, (), ()),
     ("INSERT OR REPLACE INTO users VALUES (1, 'a', 'b')", "insert", set(), {"users"}, (), ()),
     ("INSERT OR IGNORE INTO users VALUES (1, 'a', 'b')", "insert", set(), {"users"}, (), ()),
     ("INSERT INTO users VALUES (1, 'a', 'b') ON CONFLICT DO NOTHING", "insert", set(), {"users"}, (), ()),
-    ("INSERT INTO users VALUES (1, 'a', 'b') ON CONFLICT (id) DO UPDATE SET name = excluded.name", "insert", set(), {"users"}, (), ()),
-    ("WITH x AS (SELECT 1 AS id) INSERT INTO users (id) SELECT id FROM x", "insert", set(), {"users"}, (), ()),
-    ("UPDATE users SET name = $name WHERE id = $id RETURNING *", "update", set(), {"users"}, ("name", "id"), ("id", "name", "email")),
-    ("UPDATE users SET email = NULL WHERE id IN (SELECT user_id FROM orders)", "update", {"orders"}, {"users"}, (), ()),
-    ("UPDATE users u SET name = o.status FROM orders o WHERE o.user_id = u.id RETURNING u.id", "update", {"orders"}, {"users"}, (), ("id",)),
-    ("UPDATE orders SET total = total * 1.1 RETURNING id, total AS new_total", "update", set(), {"orders"}, (), ("id", "new_total")),
+    (
+        "INSERT INTO users VALUES (1, 'a', 'b') ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+        "insert",
+        set(),
+        {"users"},
+        (),
+        (),
+    ),
+    (
+        "WITH x AS (SELECT 1 AS id) INSERT INTO users (id) SELECT id FROM x",
+        "insert",
+        set(),
+        {"users"},
+        (),
+        (),
+    ),
+    (
+        "UPDATE users SET name = $name WHERE id = $id RETURNING *",
+        "update",
+        set(),
+        {"users"},
+        ("name", "id"),
+        ("id", "name", "email"),
+    ),
+    (
+        "UPDATE users SET email = NULL WHERE id IN (SELECT user_id FROM orders)",
+        "update",
+        {"orders"},
+        {"users"},
+        (),
+        (),
+    ),
+    (
+        "UPDATE users u SET name = o.status FROM orders o WHERE o.user_id = u.id RETURNING u.id",
+        "update",
+        {"orders"},
+        {"users"},
+        (),
+        ("id",),
+    ),
+    (
+        "UPDATE orders SET total = total * 1.1 RETURNING id, total AS new_total",
+        "update",
+        set(),
+        {"orders"},
+        (),
+        ("id", "new_total"),
+    ),
     ("DELETE FROM users WHERE id = $id", "delete", set(), {"users"}, ("id",), ()),
-    ("DELETE FROM orders USING users WHERE users.id = orders.user_id AND users.name = $name", "delete", {"users"}, {"orders"}, ("name",), ()),
-    ("DELETE FROM users WHERE id NOT IN (SELECT user_id FROM orders) RETURNING id", "delete", {"orders"}, {"users"}, (), ("id",)),
+    (
+        "DELETE FROM orders USING users WHERE users.id = orders.user_id AND users.name = $name",
+        "delete",
+        {"users"},
+        {"orders"},
+        ("name",),
+        (),
+    ),
+    (
+        "DELETE FROM users WHERE id NOT IN (SELECT user_id FROM orders) RETURNING id",
+        "delete",
+        {"orders"},
+        {"users"},
+        (),
+        ("id",),
+    ),
     ("SELECT count(*) AS n FROM users", "select", {"users"}, set(), (), ("n",)),
 ]
 
@@ -391,7 +495,7 @@ def test_action_statement_runs_on_duckdb(sql: str) -> None:
     connection = duckdb.connect(":memory:")
     connection.execute(DDL)
     analysis = analyze_statement(sql, SCHEMA, allow_writes=True, views=VIEWS)
-    connection.execute(analysis.sql, {name: 1 for name in analysis.params} or None)
+    connection.execute(analysis.sql, {name: PARAM_VALUES[name] for name in analysis.params} or None)
     connection.close()
 
 
@@ -413,7 +517,10 @@ REFUSED_WRITES = [
     ("UPDATE users SET nope = 1", Code.SQL_UNKNOWN_COLUMN),
     ("INSERT INTO users (id, nope) VALUES (1, 2)", Code.SQL_UNKNOWN_COLUMN),
     ("INSERT INTO users VALUES (1, 'a', 'b') ON CONFLICT (nope) DO NOTHING", Code.SQL_UNKNOWN_COLUMN),
-    ("INSERT INTO users VALUES (1, 'a', 'b') ON CONFLICT (id) DO UPDATE SET nope = 1", Code.SQL_UNKNOWN_COLUMN),
+    (
+        "INSERT INTO users VALUES (1, 'a', 'b') ON CONFLICT (id) DO UPDATE SET nope = 1",
+        Code.SQL_UNKNOWN_COLUMN,
+    ),
     ("UPDATE users SET name = o.nope FROM orders o", Code.SQL_UNKNOWN_COLUMN),
     ("DELETE FROM users WHERE nope = 1", Code.SQL_UNKNOWN_COLUMN),
     ("DELETE FROM users RETURNING nope", Code.SQL_UNKNOWN_COLUMN),
@@ -451,7 +558,7 @@ ALLOWED_EXPRESSIONS = [
 
 @pytest.mark.parametrize(("sql", "columns"), ALLOWED_EXPRESSIONS)
 def test_check_expression_is_accepted(sql: str, columns: Sequence[str]) -> None:
-    assert analyze_expression(sql, columns, context="t.c") is None
+    analyze_expression(sql, columns, context="t.c")
 
 
 REFUSED_EXPRESSIONS = [
@@ -483,7 +590,9 @@ def test_refused_check_expression_raises_its_code(sql: str, code: Code) -> None:
 
 
 def test_check_expression_errors_name_their_context() -> None:
-    error = refused(lambda: analyze_expression("b > 0", ["a"], context="orders.total"), Code.SQL_UNKNOWN_COLUMN)
+    error = refused(
+        lambda: analyze_expression("b > 0", ["a"], context="orders.total"), Code.SQL_UNKNOWN_COLUMN
+    )
     assert error.message.startswith("orders.total:")
     assert error.details["candidates"] == ["a"]
 

@@ -1,0 +1,1391 @@
+"""Static analysis of agent-supplied SQL: one statement in, frozen facts out, or a refusal.
+
+The module never touches a database. Each call tokenizes and parses once with sqlglot
+(DuckDB dialect) and then walks the tree a few times. Anything it does not positively
+recognise is refused: unknown means deny. The text that DuckDB later executes is the
+caller's own; the tree is only ever used for analysis.
+
+Decision flow; the first step that fails raises, with the code on the right:
+
+    _prepare          size, NUL bytes, tokenizer: exactly one statement,       limit.exceeded, sql.parse,
+                      bracket nesting                                          sql.forbidden
+    _refuse_verb      the leading keyword names a refused statement family     sql.forbidden
+    _parse            sqlglot, errors raised, never the Command fallback       sql.parse, limit.exceeded
+    _statement_kind   top node is SELECT, or INSERT/UPDATE/DELETE if allowed   sql.forbidden
+    _inventory        one walk: tree no deeper than max_depth, every node on   limit.exceeded, sql.forbidden
+                      the allow-list, identifiers ASCII, functions allowed
+    _params           placeholders are named ``$lowercase`` only               sql.param
+    _bind_tables      each table is an app table or view (bare or ``main.``),  sql.forbidden, sql.unknown_table
+                      or a CTE visible at that point; no files, table
+                      functions, system or other schemas
+    _Resolver         columns resolve against the sources in scope; lenient    sql.unknown_column
+                      where the shape of a source cannot be known
+    Analysis          kind, reads, writes, params, output columns
+
+``analyze_expression`` shares the preparation step and the depth-limited walk, and checks a
+column CHECK expression against a much smaller allow-list.
+
+>>> schema = {"users": ["id", "name", "email"], "orders": ["id", "user_id", "total"]}
+>>> a = analyze_query(
+...     "SELECT u.name, sum(o.total) AS spent FROM users u JOIN orders o ON o.user_id = u.id"
+...     " WHERE u.id = $id GROUP BY u.name;",
+...     schema,
+... )
+>>> a.kind, sorted(a.reads), a.params, a.output_columns
+('select', ['orders', 'users'], ('id',), ('name', 'spent'))
+>>> w = analyze_statement("UPDATE users SET name = $name WHERE id = $id RETURNING *", schema, allow_writes=True)
+>>> w.kind, sorted(w.writes), w.params, w.output_columns
+('update', ['users'], ('name', 'id'), ('id', 'name', 'email'))
+>>> analyze_query("SELECT * FROM read_csv('/etc/passwd')", schema)
+Traceback (most recent call last):
+    ...
+runtime.errors.SqlError: function read_csv() is not allowed
+>>> analyze_expression("length(name) BETWEEN 1 AND 80", ["name", "email"], context="users.name")
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, NoReturn
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ErrorLevel, ParseError, TokenError
+from sqlglot.tokenizer_core import Token, TokenType
+
+from runtime.errors import Code, PolicyError, SqlError
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SQL_LENGTH",
+    "Analysis",
+    "Schema",
+    "analyze_expression",
+    "analyze_query",
+    "analyze_statement",
+    "split_statements",
+]
+
+Schema = Mapping[str, Sequence[str]]
+"""App table or view name -> its column names, all lowercase."""
+
+_Kind = Literal["select", "insert", "update", "delete"]
+
+MAX_SQL_LENGTH: Final = 100_000
+MAX_DEPTH: Final = 64
+
+_DUCKDB: Final = Dialect.get_or_raise("duckdb")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What one accepted statement does, as far as static analysis can tell."""
+
+    sql: str
+    """The original text, stripped of surrounding whitespace and one trailing ';'."""
+    kind: Literal["select", "insert", "update", "delete"]
+    reads: frozenset[str]
+    """App tables and views read (lowercase). The target of a write is reported in ``writes`` only."""
+    writes: frozenset[str]
+    """App tables written."""
+    params: tuple[str, ...]
+    """Named ``$params`` in order of first appearance, without duplicates."""
+    output_columns: tuple[str, ...]
+    """Best-effort names of the result columns; ``*`` when a star cannot be expanded; RETURNING for writes."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Hints
+# ---------------------------------------------------------------------------------------------
+
+_HINT_ONE_STATEMENT: Final = "send one statement per call"
+_HINT_SCHEMA_CHANGE: Final = "Schema changes are made by proposing a spec change, not by SQL."
+_HINT_TRANSACTION: Final = (
+    "The runtime owns transactions; send the statement alone, without BEGIN/COMMIT/ROLLBACK."
+)
+_HINT_SYSTEM: Final = (
+    "Settings, files, extensions, other databases and catalog inspection are off limits; "
+    "describe_app shows the application schema."
+)
+_HINT_READ_ONLY: Final = "This call is read-only: send a single SELECT. Writes belong in application actions."
+_HINT_WRITES: Final = "Use SELECT, INSERT, UPDATE or DELETE against application tables."
+_HINT_CONSTRUCT: Final = (
+    "Rewrite the statement without this construct; only plain SELECT/INSERT/UPDATE/DELETE syntax is accepted."
+)
+_HINT_MERGE: Final = "MERGE is not supported; use INSERT ... ON CONFLICT or UPDATE."
+_HINT_TABLES: Final = (
+    "Use the application tables and views listed in details.known_tables; describe_app shows their columns."
+)
+_HINT_FUNCTION: Final = (
+    "Use built-in scalar, aggregate or window functions; file, catalog, setting, sequence and "
+    "session functions are off limits."
+)
+_HINT_PARAMS: Final = "Use named parameters such as $customer_id (lowercase letters, digits, underscores)."
+_HINT_LIMIT: Final = (
+    "Simplify the statement: shorten it, flatten nesting, or replace long OR chains with IN (...)."
+)
+_HINT_ASCII: Final = "Identifiers must be plain ASCII; non-ASCII text belongs in string literals."
+_HINT_CHECK: Final = (
+    "A check may use this table's columns, literals, operators, CASE, CAST, IN lists, LIKE, BETWEEN, "
+    "IS NULL and pure scalar functions such as length, lower, regexp_matches or date_part."
+)
+
+# ---------------------------------------------------------------------------------------------
+# Allow-lists and deny-lists
+# ---------------------------------------------------------------------------------------------
+
+_QUERY_NODES: Final[frozenset[type[exp.Expr]]] = frozenset(
+    {
+        # statements and clauses
+        exp.Select,
+        exp.Union,
+        exp.Intersect,
+        exp.Except,
+        exp.Subquery,
+        exp.From,
+        exp.Join,
+        exp.Where,
+        exp.Group,
+        exp.GroupingSets,
+        exp.Cube,
+        exp.Rollup,
+        exp.Having,
+        exp.Qualify,
+        exp.Order,
+        exp.Ordered,
+        exp.Limit,
+        exp.Offset,
+        exp.Fetch,
+        exp.LimitOptions,
+        exp.Distinct,
+        exp.With,
+        exp.CTE,
+        exp.Table,
+        exp.TableAlias,
+        exp.TableSample,
+        exp.Lateral,
+        exp.Values,
+        exp.Window,
+        exp.WindowSpec,
+        # names and literals
+        exp.Alias,
+        exp.Column,
+        exp.Identifier,
+        exp.Star,
+        exp.Literal,
+        exp.Boolean,
+        exp.Null,
+        exp.Var,
+        exp.ByteString,
+        exp.RawString,
+        exp.HexString,
+        exp.BitString,
+        exp.Placeholder,
+        exp.DataType,
+        exp.DataTypeParam,
+        exp.Interval,
+        exp.Tuple,
+        exp.Paren,
+        exp.Dot,
+        exp.Bracket,
+        exp.Slice,
+        exp.PropertyEQ,
+        exp.Kwarg,
+        exp.Lambda,
+        exp.Comprehension,
+        exp.JSONPath,
+        exp.JSONPathKey,
+        exp.JSONPathRoot,
+        exp.JSONPathSubscript,
+        exp.JSONPathSlice,
+        exp.JSONPathWildcard,
+        # operators and predicates
+        exp.Neg,
+        exp.Not,
+        exp.BitwiseNot,
+        exp.Add,
+        exp.Sub,
+        exp.Mul,
+        exp.Div,
+        exp.IntDiv,
+        exp.Mod,
+        exp.Pow,
+        exp.DPipe,
+        exp.BitwiseAnd,
+        exp.BitwiseOr,
+        exp.BitwiseXor,
+        exp.BitwiseLeftShift,
+        exp.BitwiseRightShift,
+        exp.EQ,
+        exp.NEQ,
+        exp.GT,
+        exp.GTE,
+        exp.LT,
+        exp.LTE,
+        exp.NullSafeEQ,
+        exp.NullSafeNEQ,
+        exp.Is,
+        exp.In,
+        exp.Between,
+        exp.Like,
+        exp.ILike,
+        exp.Glob,
+        exp.SimilarTo,
+        exp.Escape,
+        exp.Overlaps,
+        exp.Any,
+        exp.All,
+        exp.AtTimeZone,
+        exp.Filter,
+        exp.WithinGroup,
+        exp.IgnoreNulls,
+        exp.RespectNulls,
+    }
+)
+"""Non-function node types a read-only query may contain. Functions are judged by _check_function."""
+
+_WRITE_NODES: Final[frozenset[type[exp.Expr]]] = _QUERY_NODES | {
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Returning,
+    exp.OnConflict,
+    exp.Schema,
+}
+
+_WRITE_STATEMENTS: Final[frozenset[type[exp.Expr]]] = frozenset({exp.Insert, exp.Update, exp.Delete})
+
+_STATEMENT_CLASSES: Final[Mapping[type[exp.Expr], _Kind]] = {
+    exp.Select: "select",
+    exp.Union: "select",
+    exp.Intersect: "select",
+    exp.Except: "select",
+    exp.Insert: "insert",
+    exp.Update: "update",
+    exp.Delete: "delete",
+}
+
+_DENIED_FUNCTION_CLASSES: Final[frozenset[type[exp.Expr]]] = frozenset(
+    {exp.ReadCSV, exp.ReadParquet, exp.NextValueFor, exp.ToFile, exp.Secret}
+)
+"""Typed sqlglot functions that read files or touch sequences and secrets."""
+
+_DENIED_FUNCTION_NAMES: Final = re.compile(
+    r"""
+    (duckdb_|pragma_|sqlite_|pg_|read_|parquet_|iceberg_|delta_|postgres_|mysql_|icu_|st_|__|
+     enable_|disable_|json_execute|has_\w*_privilege$|
+     (current_setting|getenv|getvariable|glob|query|query_table|nextval|currval|setval|setseed|
+      load_extension|install_extension|system|sleep_ms|write_log|checkpoint|force_checkpoint|
+      sniff_csv|which_secret|current_query|in_search_path)$)
+    """,
+    re.VERBOSE,
+)
+"""Function names refused outright, whatever else is known about them."""
+
+_ANONYMOUS_FUNCTIONS: Final[frozenset[str]] = frozenset(
+    """
+    add age aggregate ago arbitrary arg_max_null arg_max_nulls_last arg_min_null arg_min_nulls_last
+    array_aggr array_aggregate array_apply array_cosine_distance array_cosine_similarity
+    array_cross_product array_distance array_dot_product array_extract array_grade_up array_has_any
+    array_indexof array_inner_product array_negative_dot_product array_negative_inner_product
+    array_pop_back array_pop_front array_push_back array_push_front array_reduce array_resize
+    array_select array_to_json array_transform array_unique array_value array_where array_zip
+    bar base64 bin bit_count bit_position bitstring bitstring_agg cardinality century count_star
+    current_localtime damerau_levenshtein date_part date_sub datepart datesub days_in_month decade
+    divide element_at entropy enum_code enum_first enum_last enum_range enum_range_boundary
+    epoch_ns epoch_us equi_width_bins era error even favg fdiv fill fmod format_bytes
+    formatreadabledecimalsize formatreadablesize from_binary from_json_strict fsum gamma gcd
+    geomean geometric_mean get_current_timestamp grade_up greatest_common_divisor hamming hash
+    histogram histogram_exact ilike_escape isfinite isoyear jaccard jaro_similarity
+    json_array_length json_contains json_exists json_group_array json_group_object
+    json_group_structure json_insert json_merge_patch json_pretty json_quote json_replace
+    json_structure json_transform json_transform_strict json_valid json_value julian kahan_sum
+    kurtosis_pop lcm least_common_multiple left_grapheme length_grapheme lgamma like_escape
+    list_aggr list_aggregate list_any_value list_apply list_approx_count_distinct list_avg
+    list_bit_and list_bit_or list_bit_xor list_bool_and list_bool_or list_cat
+    list_cosine_similarity list_count list_dot_product list_element list_entropy list_extract
+    list_first list_grade_up list_has_all list_histogram list_indexof list_inner_product
+    list_intersect list_kurtosis list_kurtosis_pop list_last list_mad list_median list_mode
+    list_negative_dot_product list_negative_inner_product list_pack list_position list_product
+    list_reduce list_resize list_reverse list_select list_sem list_skewness list_slice
+    list_stddev_pop list_stddev_samp list_string_agg list_sum list_unique list_var_pop
+    list_var_samp list_where list_zip mad make_timestamp_ms make_timestamp_ns make_timestamptz
+    map_concat map_contains map_contains_entry map_contains_value map_entries map_extract
+    map_extract_value map_values md5_number md5_number_lower md5_number_upper mean microsecond
+    millennium millisecond mismatches multiply nanosecond nextafter nfc_normalize
+    normalized_interval not_ilike_escape not_like_escape now octet_length ord prefix printf
+    product rank_dense regexp_escape regexp_split_to_array regexp_split_to_table
+    reservoir_quantile round_even roundbankers row sem set_bit signbit strip_accents strlen
+    struct_concat struct_contains struct_extract_at struct_has struct_indexof struct_insert
+    struct_keys struct_position struct_update struct_values substring_grapheme subtract suffix
+    sum_no_overflow sumkahan timezone timezone_hour timezone_minute to_base to_centuries
+    to_decades to_hours to_json to_microseconds to_millennia to_milliseconds to_minutes
+    to_months to_quarters to_seconds to_weeks to_years transaction_timestamp try_strptime unbin
+    union_extract union_tag union_value url_decode url_encode uuid_extract_timestamp
+    uuid_extract_version uuidv4 uuidv7 wavg weekday weighted_avg yearweek
+    """.split()  # noqa: SIM905 -- a block of words reads better than one line per name
+)
+"""DuckDB functions sqlglot does not type (it parses them as exp.Anonymous) that are pure
+computations over their arguments."""
+
+_TABLE_FUNCTIONS: Final[tuple[type[exp.Expr], ...]] = (exp.GenerateSeries, exp.Explode, exp.Unnest)
+"""The only functions allowed as a FROM source: range, generate_series and unnest."""
+
+_RESERVED_PREFIXES: Final = ("duckdb_", "pg_", "sqlite_", "information_schema", "_buttress")
+
+_EXPRESSION_NODES: Final[frozenset[type[exp.Expr]]] = frozenset(
+    {
+        exp.Column,
+        exp.Identifier,
+        exp.Literal,
+        exp.Boolean,
+        exp.Null,
+        exp.Var,
+        exp.Paren,
+        exp.Tuple,
+        exp.DataType,
+        exp.DataTypeParam,
+        exp.Interval,
+        exp.Neg,
+        exp.Not,
+        exp.And,
+        exp.Or,
+        exp.Add,
+        exp.Sub,
+        exp.Mul,
+        exp.Div,
+        exp.IntDiv,
+        exp.Mod,
+        exp.Pow,
+        exp.DPipe,
+        exp.EQ,
+        exp.NEQ,
+        exp.GT,
+        exp.GTE,
+        exp.LT,
+        exp.LTE,
+        exp.NullSafeEQ,
+        exp.NullSafeNEQ,
+        exp.Is,
+        exp.In,
+        exp.Between,
+        exp.Like,
+        exp.ILike,
+        exp.Glob,
+        exp.SimilarTo,
+        exp.Escape,
+        exp.Case,
+        exp.If,
+        exp.Cast,
+        exp.TryCast,
+    }
+)
+
+_EXPRESSION_FUNCTIONS: Final[frozenset[type[exp.Expr]]] = frozenset(
+    {
+        exp.Length,
+        exp.Lower,
+        exp.Upper,
+        exp.Trim,
+        exp.Abs,
+        exp.Round,
+        exp.Floor,
+        exp.Ceil,
+        exp.Sign,
+        exp.Sqrt,
+        exp.Coalesce,
+        exp.Nullif,
+        exp.Greatest,
+        exp.Least,
+        exp.RegexpLike,
+        exp.RegexpFullMatch,
+        exp.StartsWith,
+        exp.EndsWith,
+        exp.Contains,
+        exp.StrPosition,
+        exp.Substring,
+        exp.Left,
+        exp.Right,
+        exp.Concat,
+        exp.ConcatWs,
+        exp.Replace,
+        exp.Reverse,
+        exp.Extract,
+        exp.Year,
+        exp.Month,
+        exp.Day,
+        exp.Hour,
+        exp.Minute,
+        exp.Second,
+        exp.Quarter,
+        exp.DayOfWeek,
+        exp.DayOfYear,
+        exp.IsNan,
+        exp.IsInf,
+    }
+)
+"""Typed functions a CHECK expression may call: pure and deterministic."""
+
+_EXPRESSION_ANONYMOUS: Final[frozenset[str]] = frozenset(
+    {"date_part", "datepart", "strlen", "octet_length", "length_grapheme", "prefix", "suffix", "isfinite"}
+)
+
+_REFUSED_VERBS: Final[Mapping[str, str]] = {
+    **dict.fromkeys(
+        ("CREATE", "ALTER", "DROP", "TRUNCATE", "COMMENT", "RENAME", "GRANT", "REVOKE"), _HINT_SCHEMA_CHANGE
+    ),
+    **dict.fromkeys(
+        ("BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"), _HINT_TRANSACTION
+    ),
+    **dict.fromkeys(
+        (
+            "PRAGMA",
+            "SET",
+            "RESET",
+            "ATTACH",
+            "DETACH",
+            "COPY",
+            "EXPORT",
+            "IMPORT",
+            "INSTALL",
+            "LOAD",
+            "FORCE",
+            "CALL",
+            "CHECKPOINT",
+            "VACUUM",
+            "ANALYZE",
+            "USE",
+            "DESCRIBE",
+            "DESC",
+            "SHOW",
+            "SUMMARIZE",
+            "EXPLAIN",
+            "PREPARE",
+            "EXECUTE",
+            "DEALLOCATE",
+        ),
+        _HINT_SYSTEM,
+    ),
+    "MERGE": _HINT_MERGE,
+}
+"""Leading keywords of statement families that are refused before parsing."""
+
+_OPENING: Final = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
+_CLOSING: Final = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
+_PARAM_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def analyze_query(
+    sql: str, schema: Schema, *, max_length: int = MAX_SQL_LENGTH, max_depth: int = MAX_DEPTH
+) -> Analysis:
+    """Analyse exactly one read-only SELECT over the tables and views in ``schema``.
+
+    The query may use WITH (also RECURSIVE), subqueries, joins, set operations, window
+    functions, VALUES and ``range``/``generate_series``/``unnest`` as sources, and named
+    ``$params``. Returns the frozen Analysis; raises SqlError (sql.parse, sql.forbidden,
+    sql.unknown_table, sql.unknown_column, sql.param) or PolicyError (limit.exceeded).
+    """
+    return _analyze(
+        sql, schema, writable=False, views=frozenset(), max_length=max_length, max_depth=max_depth
+    )
+
+
+def analyze_statement(
+    sql: str,
+    schema: Schema,
+    *,
+    allow_writes: bool,
+    views: Collection[str] = frozenset(),
+    max_length: int = MAX_SQL_LENGTH,
+    max_depth: int = MAX_DEPTH,
+) -> Analysis:
+    """Analyse one statement of an application action.
+
+    A SELECT is always accepted (as in ``analyze_query``). With ``allow_writes=True``,
+    INSERT (including OR REPLACE / ON CONFLICT), UPDATE and DELETE with RETURNING are
+    accepted against tables in ``schema``; names listed in ``views`` are readable but never
+    writable. Raises the same errors as ``analyze_query``.
+    """
+    return _analyze(
+        sql,
+        schema,
+        writable=allow_writes,
+        views=frozenset(v.lower() for v in views),
+        max_length=max_length,
+        max_depth=max_depth,
+    )
+
+
+def analyze_expression(
+    sql: str,
+    columns: Sequence[str],
+    *,
+    context: str,
+    max_length: int = MAX_SQL_LENGTH,
+    max_depth: int = MAX_DEPTH,
+) -> None:
+    """Check a scalar expression used as a column CHECK; ``context`` names it in messages.
+
+    Allowed: the given columns (bare names), literals, arithmetic, comparison and boolean
+    operators, CASE, CAST, IN lists, LIKE/ILIKE/GLOB/SIMILAR TO, BETWEEN, IS [NOT] NULL and
+    a short list of pure scalar functions (length, lower, upper, trim, abs, round, coalesce,
+    regexp_matches, starts_with, ends_with, contains, date_part, extract, least, greatest,
+    nullif, strlen ...). Refused: subqueries, aggregates, window functions, params and
+    anything volatile. Returns None when the expression is acceptable.
+    """
+    source, tokens, _ = _prepare(sql, max_length=max_length, max_depth=max_depth)
+    tree = _parse_condition(source, tokens, max_depth)
+    known = frozenset(c.lower() for c in columns)
+    for node in _walk(tree, max_depth):
+        _check_expression_node(node, known, context)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split ``sql`` on top-level ';' using sqlglot's tokenizer, so that semicolons inside
+    strings, quoted identifiers and comments never split. Empty statements are dropped."""
+    tokens = _tokenize(sql)
+    statements: list[str] = []
+    start = 0
+    has_tokens = False
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            if has_tokens:
+                statements.append(sql[start : token.start].strip())
+            start, has_tokens = token.end + 1, False
+        else:
+            has_tokens = True
+    if has_tokens:
+        statements.append(sql[start:].strip())
+    return statements
+
+
+# ---------------------------------------------------------------------------------------------
+# Statement analysis
+# ---------------------------------------------------------------------------------------------
+
+
+def _analyze(
+    sql: str, schema: Schema, *, writable: bool, views: frozenset[str], max_length: int, max_depth: int
+) -> Analysis:
+    source, tokens, text = _prepare(sql, max_length=max_length, max_depth=max_depth)
+    _refuse_verb(tokens)
+    tree = _parse(source, tokens, max_depth)
+    kind = _statement_kind(tree, writable=writable)
+    inventory = _inventory(tree, _WRITE_NODES if kind != "select" else _QUERY_NODES, max_depth)
+    params = _params(inventory.placeholders, tokens)
+    target = _write_target(tree, schema, views, source) if kind != "select" else None
+    ctes = _cte_bindings(inventory) if inventory.has_ctes else {}
+    reads = _bind_tables(inventory.tables, schema, source, skip=target, ctes=ctes)
+    output = _Resolver(schema, ctes).statement(tree, target)
+    return Analysis(
+        sql=text,
+        kind=kind,
+        reads=frozenset(reads),
+        writes=frozenset({target.name.lower()}) if target is not None else frozenset(),
+        params=params,
+        output_columns=output,
+    )
+
+
+def _prepare(sql: str, *, max_length: int, max_depth: int) -> tuple[str, list[Token], str]:
+    """Return (text to parse, its tokens, text without its terminator) for exactly one statement."""
+    if len(sql) > max_length:
+        _limit(f"SQL is {len(sql)} characters long; the limit is {max_length}", limit=max_length)
+    if "\x00" in sql:
+        _forbid("SQL must not contain NUL characters")
+    source = sql.strip()
+    tokens = _tokenize(source)
+    semicolons = [i for i, token in enumerate(tokens) if token.token_type == TokenType.SEMICOLON]
+    if semicolons and semicolons != [len(tokens) - 1]:
+        raise SqlError(
+            Code.SQL_FORBIDDEN,
+            "more than one statement (only one statement and one trailing ';' are accepted)",
+            hint=_HINT_ONE_STATEMENT,
+            details={"statements": len(split_statements(source))},
+        )
+    if (not semicolons and not tokens) or semicolons == [0]:
+        raise SqlError(Code.SQL_PARSE, "empty statement", hint="Send one SQL statement.")
+    _check_nesting(tokens, max_depth)
+    text = source
+    if semicolons:
+        terminator = tokens[semicolons[0]]
+        text = (source[: terminator.start] + source[terminator.end + 1 :]).strip()
+    return source, tokens[: semicolons[0]] if semicolons else tokens, text
+
+
+def _tokenize(sql: str) -> list[Token]:
+    try:
+        return _DUCKDB.tokenize(sql)
+    except TokenError as error:
+        line, col = _line_col(sql, getattr(error, "end", len(sql)))
+        raise SqlError(
+            Code.SQL_PARSE,
+            "could not tokenize the SQL (unterminated string, identifier or comment?)",
+            hint="Close every quote and comment.",
+            details={"line": line, "col": col},
+        ) from None
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    before = text[: max(0, offset)]
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
+def _check_nesting(tokens: Sequence[Token], max_depth: int) -> None:
+    """Refuse deep bracket nesting from the tokens alone, before the recursive parser runs."""
+    depth = 0
+    for token in tokens:
+        if token.token_type in _OPENING:
+            depth += 1
+            if depth > max_depth:
+                _limit(f"brackets are nested deeper than {max_depth}", limit=max_depth)
+        elif token.token_type in _CLOSING:
+            depth -= 1
+
+
+def _refuse_verb(tokens: Sequence[Token]) -> None:
+    verb = tokens[0].text.upper()
+    hint = _REFUSED_VERBS.get(verb)
+    if hint is not None:
+        raise SqlError(
+            Code.SQL_FORBIDDEN, f"{verb} statements are not allowed", hint=hint, details={"verb": verb}
+        )
+
+
+def _parse(source: str, tokens: list[Token], max_depth: int) -> exp.Expr:
+    try:
+        trees = _DUCKDB.parser(error_level=ErrorLevel.RAISE).parse(tokens, source)
+    except ParseError as error:
+        _parse_error(error)
+    except RecursionError:
+        _limit("the statement is nested too deeply to parse", limit=max_depth)
+    statements = [tree for tree in trees if tree is not None]
+    if len(statements) != 1:
+        _forbid("expected exactly one statement", hint=_HINT_ONE_STATEMENT)
+    return statements[0]
+
+
+def _parse_condition(source: str, tokens: list[Token], max_depth: int) -> exp.Expr:
+    try:
+        trees = _DUCKDB.parser(error_level=ErrorLevel.RAISE).parse_into(exp.Condition, tokens, source)
+    except ParseError as error:
+        _parse_error(error)
+    except RecursionError:
+        _limit("the expression is nested too deeply to parse", limit=max_depth)
+    if len(trees) != 1 or trees[0] is None:
+        raise SqlError(Code.SQL_PARSE, "expected one expression")
+    return trees[0]
+
+
+def _parse_error(error: ParseError) -> NoReturn:
+    first = error.errors[0] if error.errors else {}
+    description = str(first.get("description") or "syntax error")
+    raise SqlError(
+        Code.SQL_PARSE,
+        f"could not parse the SQL: {description}",
+        hint="Fix the syntax near details.line/details.col (DuckDB dialect).",
+        details={"line": first.get("line"), "col": first.get("col"), "near": first.get("highlight")},
+    ) from None
+
+
+def _walk(tree: exp.Expr, max_depth: int) -> Iterator[exp.Expr]:
+    """Every node, depth first in source order; refuses trees deeper than ``max_depth``."""
+    stack: list[tuple[exp.Expr, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            _limit(f"the expression tree is deeper than {max_depth} levels", limit=max_depth)
+        yield node
+        for child in node.iter_expressions(reverse=True):
+            stack.append((child, depth + 1))
+
+
+def _statement_kind(tree: exp.Expr, *, writable: bool) -> _Kind:
+    kind = _STATEMENT_CLASSES.get(type(tree))
+    if kind is None:
+        if isinstance(tree, exp.Command):
+            _forbid(f"unsupported statement {str(tree.this).upper()!r}", hint=_HINT_WRITES)
+        _forbid(f"{tree.key.upper()} is not a statement this call runs", hint=_HINT_WRITES)
+    if kind != "select" and not writable:
+        _forbid(f"{kind.upper()} is not allowed here", hint=_HINT_READ_ONLY)
+    return kind
+
+
+@dataclass(frozen=True)
+class _Inventory:
+    tables: tuple[exp.Table, ...]
+    placeholders: tuple[exp.Placeholder, ...]
+    has_ctes: bool
+
+
+def _inventory(tree: exp.Expr, allowed: frozenset[type[exp.Expr]], max_depth: int) -> _Inventory:
+    """Walk every node once: refuse what is too deep or not allowed, collect tables and placeholders."""
+    tables: list[exp.Table] = []
+    placeholders: list[exp.Placeholder] = []
+    has_ctes = False
+    for node in _walk(tree, max_depth):
+        kind = type(node)
+        if kind not in allowed:
+            if not isinstance(node, exp.Func):
+                _forbid_node(node)
+            _check_function(node)
+        elif kind is exp.Identifier or kind is exp.Var:
+            _check_ascii(node.name)
+        elif isinstance(node, exp.Table):
+            tables.append(node)
+        elif isinstance(node, exp.Placeholder):
+            placeholders.append(node)
+        elif kind is exp.CTE:
+            has_ctes = True
+        elif kind is exp.From or kind is exp.Join or kind is exp.Lateral:
+            _check_source(node.this)
+        elif kind in _WRITE_STATEMENTS and node is not tree:
+            _forbid(f"{node.key.upper()} is only allowed as the whole statement", hint=_HINT_WRITES)
+        elif kind is exp.Update and not node.expressions:
+            _forbid("UPDATE without SET is not allowed", hint=_HINT_WRITES)
+        elif kind is exp.Returning and node.args.get("into"):
+            _forbid("RETURNING ... INTO is not allowed", hint=_HINT_CONSTRUCT)
+    return _Inventory(tuple(tables), tuple(placeholders), has_ctes)
+
+
+def _check_source(source: exp.Expr) -> None:
+    """What may follow FROM, JOIN or LATERAL: tables, subqueries, VALUES and the allowed table functions."""
+    if isinstance(source, (exp.Table, exp.Subquery, exp.Values, exp.Lateral, *_TABLE_FUNCTIONS)):
+        return
+    _forbid_table_function(source)
+
+
+def _forbid_table_function(function: exp.Expr) -> NoReturn:
+    name = function.sql_name().lower() if isinstance(function, exp.Func) else function.key
+    if isinstance(function, exp.Anonymous):
+        name = function.name.lower()
+    _forbid(f"table function {name}() is not allowed", hint=_HINT_SYSTEM, details={"function": name})
+
+
+def _forbid_node(node: exp.Expr) -> NoReturn:
+    if isinstance(node, exp.Command):
+        _forbid(f"unsupported statement {str(node.this).upper()!r}", hint=_HINT_WRITES)
+    if isinstance(node, (exp.Insert, exp.Update, exp.Delete)):
+        _forbid(f"{node.key.upper()} is not allowed here", hint=_HINT_READ_ONLY)
+    _forbid(f"unsupported SQL construct: {node.key}", hint=_HINT_CONSTRUCT, details={"construct": node.key})
+
+
+def _check_ascii(name: str) -> None:
+    if not name.isascii():
+        _forbid(f"identifier {name!r} is not ASCII", hint=_HINT_ASCII, details={"identifier": name})
+
+
+def _check_function(node: exp.Func) -> None:
+    if isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)):
+        name = node.name.lower()
+        _check_ascii(name)
+        if _function_name_allowed(name):
+            return
+        _forbid(f"function {name}() is not allowed", hint=_HINT_FUNCTION, details={"function": name})
+    if type(node) in _DENIED_FUNCTION_CLASSES:
+        name = node.sql_name().lower()
+        _forbid(f"function {name}() is not allowed", hint=_HINT_FUNCTION, details={"function": name})
+
+
+def _function_name_allowed(name: str) -> bool:
+    """An untyped function is allowed if curated, or if it names a typed function that is allowed
+    (DuckDB's method-call syntax ``x.lower()`` leaves even well-known names untyped)."""
+    if _DENIED_FUNCTION_NAMES.match(name):
+        return False
+    if name in _ANONYMOUS_FUNCTIONS:
+        return True
+    typed = exp.FUNCTION_BY_NAME.get(name.upper())
+    return typed is not None and typed not in _DENIED_FUNCTION_CLASSES
+
+
+def _params(placeholders: Sequence[exp.Placeholder], tokens: Sequence[Token]) -> tuple[str, ...]:
+    """Named ``$params`` in textual order; anything else is refused."""
+    dollar = _dollar_names(tokens)
+    used: set[str] = set()
+    for placeholder in placeholders:
+        name = str(placeholder.this or "")
+        if not name or name.isdigit():
+            label = f"${name}" if name else "?"
+            raise SqlError(Code.SQL_PARAM, f"positional parameter {label} is not allowed", hint=_HINT_PARAMS)
+        if name not in dollar:
+            raise SqlError(Code.SQL_PARAM, f"parameter {name!r} must be written ${name}", hint=_HINT_PARAMS)
+        if not _PARAM_NAME.fullmatch(name):
+            raise SqlError(
+                Code.SQL_PARAM,
+                f"parameter ${name} must be a lowercase identifier",
+                hint=_HINT_PARAMS,
+                details={"param": name},
+            )
+        used.add(name)
+    return tuple(name for name in dollar if name in used)
+
+
+def _dollar_names(tokens: Sequence[Token]) -> dict[str, None]:
+    names: dict[str, None] = {}
+    for current, following in itertools.pairwise(tokens):
+        if current.token_type == TokenType.PARAMETER and following.start == current.end + 1:
+            names.setdefault(following.text, None)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_target(tree: exp.Expr, schema: Schema, views: frozenset[str], source: str) -> exp.Table:
+    target = tree.this
+    if isinstance(target, exp.Schema):
+        target = target.this
+    if not isinstance(target, exp.Table) or not isinstance(target.this, exp.Identifier):
+        _forbid(f"{tree.key.upper()} must target an application table", hint=_HINT_WRITES)
+    name = _table_name(target, source)
+    if name in views:
+        _forbid(f"{name!r} is a view and cannot be written", hint="Write to the underlying table instead.")
+    if name not in schema:
+        _unknown_table(name, schema)
+    return target
+
+
+_CteBindings = dict[int, exp.CTE]
+"""id() of a table reference -> the CTE it names."""
+
+
+def _cte_bindings(inventory: _Inventory) -> _CteBindings:
+    bindings: _CteBindings = {}
+    for table in inventory.tables:
+        if isinstance(table.this, exp.Identifier) and not table.db:
+            cte = _cte_for(table, table.name.lower())
+            if cte is not None:
+                bindings[id(table)] = cte
+    return bindings
+
+
+def _bind_tables(
+    tables: Iterable[exp.Table], schema: Schema, source: str, *, skip: exp.Table | None, ctes: _CteBindings
+) -> set[str]:
+    """Check every table reference; return the app tables and views read."""
+    reads: set[str] = set()
+    for table in tables:
+        if table is skip:
+            continue
+        name = _bind_table(table, schema, source, ctes)
+        if name is not None:
+            reads.add(name)
+    return reads
+
+
+def _bind_table(table: exp.Table, schema: Schema, source: str, ctes: _CteBindings) -> str | None:
+    """The app table a reference reads, None for CTEs and allowed table functions, or a refusal."""
+    this = table.this
+    if not isinstance(this, exp.Identifier):
+        if isinstance(this, _TABLE_FUNCTIONS):
+            return None
+        _forbid_table_function(this)
+    name = _table_name(table, source)
+    if id(table) in ctes:
+        return None
+    if name not in schema:
+        _unknown_table(name, schema)
+    return name
+
+
+def _table_name(table: exp.Table, source: str) -> str:
+    """The lowercase name of an app-table reference; files, other schemas and reserved names are refused."""
+    for part in table.parts:
+        if part.args.get("quoted") and _quote_char(part, source) != '"':
+            _forbid("files cannot be used as tables", hint=_HINT_SYSTEM, details={"table": part.name})
+    parts = [part.name.lower() for part in table.parts]
+    qualified = ".".join(parts)
+    if any(part.startswith(_RESERVED_PREFIXES) for part in parts):
+        _forbid(f"{qualified!r} is a system object", hint=_HINT_SYSTEM, details={"table": qualified})
+    if parts[:-1] not in ([], ["main"]):
+        _forbid(
+            f"{qualified!r} is outside the application schema",
+            hint=_HINT_SYSTEM,
+            details={"table": qualified},
+        )
+    return parts[-1]
+
+
+def _quote_char(identifier: exp.Expr, source: str) -> str:
+    """The character that opens a quoted identifier in the source: '"' for a real identifier,
+    "'" (or anything else) when a string literal was read as a table name."""
+    start = identifier.meta.get("start")
+    return source[start] if isinstance(start, int) and 0 <= start < len(source) else ""
+
+
+def _cte_for(table: exp.Table, name: str) -> exp.CTE | None:
+    """The CTE a bare table name binds to at this point of the statement, if any.
+
+    A CTE sees the CTEs before it in its own WITH (and itself when the WITH is RECURSIVE);
+    the body of a query sees all of its WITH; inner queries see the WITHs around them.
+    """
+    node: exp.Expr = table
+    while node.parent is not None:
+        parent = node.parent
+        if isinstance(parent, exp.With):
+            ctes = parent.expressions
+            position = next((i for i, cte in enumerate(ctes) if cte is node), len(ctes))
+            visible = ctes[: position + 1] if parent.args.get("recursive") else ctes[:position]
+            found = _find_cte(visible, name)
+            if found is not None:
+                return found
+            node = parent.parent if parent.parent is not None else parent
+            continue
+        with_ = parent.args.get("with_")
+        if isinstance(with_, exp.With) and node is not with_:
+            found = _find_cte(with_.expressions, name)
+            if found is not None:
+                return found
+        node = parent
+    return None
+
+
+def _find_cte(ctes: Sequence[exp.Expr], name: str) -> exp.CTE | None:
+    for cte in reversed(ctes):
+        if isinstance(cte, exp.CTE) and cte.alias.lower() == name:
+            return cte
+    return None
+
+
+def _unknown_table(name: str, schema: Schema) -> NoReturn:
+    raise SqlError(
+        Code.SQL_UNKNOWN_TABLE,
+        f"unknown table {name!r}",
+        hint=_HINT_TABLES,
+        details={"table": name, "known_tables": sorted(schema)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns
+# ---------------------------------------------------------------------------------------------
+
+_Columns = tuple[str, ...] | None
+"""The lowercase column names of a source, or None when they cannot be known."""
+
+
+@dataclass
+class _Frame:
+    """The sources one SELECT (or write) can see, and the frame around it."""
+
+    parent: _Frame | None
+    sources: dict[str, _Columns] = field(default_factory=dict)
+    hidden: dict[str, frozenset[str]] = field(default_factory=dict)
+    aliases: frozenset[str] = frozenset()
+
+    def chain(self) -> Iterator[_Frame]:
+        frame: _Frame | None = self
+        while frame is not None:
+            yield frame
+            frame = frame.parent
+
+
+class _Resolver:
+    """Resolves column references against the sources in scope and names the output columns.
+
+    Resolution is lenient wherever a source's columns cannot be derived (table functions
+    without a column list, VALUES, stars over such sources): DuckDB's binder has the last
+    word there. Security never depends on this pass; tables and functions are checked first.
+    """
+
+    def __init__(self, schema: Schema, ctes: _CteBindings) -> None:
+        self._schema = schema
+        self._ctes_of_tables = ctes
+        self._cte_columns: dict[int, _Columns] = {}
+
+    # statements --------------------------------------------------------------------------
+
+    def statement(self, tree: exp.Expr, target: exp.Table | None) -> tuple[str, ...]:
+        if target is None:
+            return self._output_names(tree, None)
+        self._ctes(tree.args.get("with_"), None)
+        columns = tuple(self._schema[target.name.lower()])
+        if isinstance(tree, exp.Insert):
+            frame = self._insert(tree, target, columns)
+        else:
+            frame = self._update_or_delete(tree, target, columns)
+        returning = tree.args.get("returning")
+        if returning is None:
+            return ()
+        only_target = _Frame(None, {target.alias_or_name.lower(): columns})
+        return tuple(name for name, _ in self._projection(returning.expressions, only_target, frame))
+
+    def _insert(self, tree: exp.Insert, target: exp.Table, columns: tuple[str, ...]) -> _Frame:
+        if isinstance(tree.this, exp.Schema):
+            for identifier in tree.this.expressions:
+                _require_target_column(identifier.name.lower(), target, columns)
+        source = tree.expression
+        if source is not None:
+            self.query(source, None)
+        frame = _Frame(None, {target.alias_or_name.lower(): columns, "excluded": columns})
+        conflict = tree.args.get("conflict")
+        if conflict is not None:
+            for key in conflict.args.get("conflict_keys") or []:
+                for column in key.find_all(exp.Column):
+                    _require_target_column(column.name.lower(), target, columns)
+            self._assignments(conflict.expressions, target, columns, frame)
+            self._expressions([conflict.args.get("where")], frame)
+        self._expressions([tree.args.get("returning")], frame)
+        return frame
+
+    def _update_or_delete(self, tree: exp.Expr, target: exp.Table, columns: tuple[str, ...]) -> _Frame:
+        frame = _Frame(None, {target.alias_or_name.lower(): columns})
+        from_ = tree.args.get("from_")
+        if from_ is not None:
+            self._add_source(frame, from_.this)
+        for source in tree.args.get("using") or []:
+            self._add_source(frame, source)
+        for join in tree.args.get("joins") or []:
+            self._add_join(frame, join)
+        if isinstance(tree, exp.Update):
+            self._assignments(tree.expressions, target, columns, frame)
+        self._expressions([tree.args.get("where"), tree.args.get("returning")], frame)
+        return frame
+
+    def _assignments(
+        self, assignments: Sequence[exp.Expr], target: exp.Table, columns: tuple[str, ...], frame: _Frame
+    ) -> None:
+        for assignment in assignments:
+            if isinstance(assignment, exp.EQ) and isinstance(assignment.this, exp.Column):
+                _require_target_column(assignment.this.name.lower(), target, columns)
+                self._expressions([assignment.expression], frame)
+            else:
+                self._expressions([assignment], frame)
+
+    # queries -----------------------------------------------------------------------------
+
+    def _output_names(self, tree: exp.Expr, parent: _Frame | None) -> tuple[str, ...]:
+        named = self._query(tree, parent)
+        return tuple(name for name, _ in named)
+
+    def query(self, node: exp.Expr, parent: _Frame | None) -> _Columns:
+        named = self._query(node, parent)
+        if not all(exact for _, exact in named):
+            return None
+        return tuple(name.lower() for name, _ in named)
+
+    def _query(self, node: exp.Expr, parent: _Frame | None) -> list[tuple[str, bool]]:
+        """Check one query; return its output names, each flagged exact or best-effort."""
+        while isinstance(node, (exp.Subquery, exp.Paren)) and not node.alias:
+            node = node.this
+        self._ctes(node.args.get("with_"), parent)
+        if isinstance(node, exp.Select):
+            return self._select(node, parent)
+        if isinstance(node, exp.SetOperation):
+            left = self._query(node.left, parent)
+            self._query(node.right, parent)
+            exact = all(known for _, known in left)
+            output: dict[str, _Columns] = {"": tuple(name.lower() for name, _ in left) if exact else None}
+            self._expressions(
+                [node.args.get(key) for key in ("order", "limit", "offset")], _Frame(parent, output)
+            )
+            if node.args.get("by_name"):
+                return [("*", False)]
+            return left
+        if isinstance(node, exp.Subquery):
+            columns = self.query(node.this, parent)
+            return _named(_renamed(columns, node.alias_column_names))
+        self._expressions([node], _Frame(parent))
+        if isinstance(node, exp.Values) and node.expressions:
+            width = len(node.expressions[0].expressions) if isinstance(node.expressions[0], exp.Tuple) else 1
+            return [(f"col{i}", True) for i in range(width)]
+        return [("*", False)]
+
+    def _ctes(self, with_: exp.Expr | None, parent: _Frame | None) -> None:
+        if not isinstance(with_, exp.With):
+            return
+        for cte in with_.expressions:
+            declared = [name.lower() for name in cte.alias_column_names]
+            if with_.args.get("recursive"):
+                self._cte_columns[id(cte)] = tuple(declared) if declared else None
+            self._cte_columns[id(cte)] = _renamed(self.query(cte.this, parent), declared)
+
+    def _select(self, select: exp.Select, parent: _Frame | None) -> list[tuple[str, bool]]:
+        frame = _Frame(parent)
+        from_ = select.args.get("from_")
+        if from_ is not None:
+            self._add_source(frame, from_.this)
+        for join in select.args.get("joins") or []:
+            self._add_join(frame, join)
+        output = self._projection(select.expressions, frame, frame)
+        frame.aliases = frozenset(
+            projection.alias.lower() for projection in select.expressions if isinstance(projection, exp.Alias)
+        )
+        rest = [value for key, value in select.args.items() if key not in ("from_", "joins", "with_")]
+        self._expressions(rest, frame)
+        return output
+
+    def _add_join(self, frame: _Frame, join: exp.Join) -> None:
+        before = {column for columns in frame.sources.values() for column in columns or ()}
+        alias = self._add_source(frame, join.this)
+        using = frozenset(identifier.name.lower() for identifier in join.args.get("using") or [])
+        if join.method.upper() == "NATURAL":
+            using = frozenset(frame.sources.get(alias) or ()) & before
+        if join.kind.upper() in ("SEMI", "ANTI"):
+            using = frozenset(frame.sources.get(alias) or ())
+        if using:
+            frame.hidden[alias] = using
+        self._expressions([join.args.get("on")], frame)
+
+    def _add_source(self, frame: _Frame, source: exp.Expr) -> str:
+        """Register one FROM/JOIN source in ``frame``; return the name it is known by."""
+        alias = source.alias.lower()
+        columns: _Columns = None
+        if isinstance(source, exp.Table):
+            alias = alias or source.name.lower()
+            columns = self._table_columns(source, frame)
+        elif isinstance(source, exp.Subquery) and not isinstance(source.this, exp.Query | exp.Values):
+            return self._add_source(frame, source.this)  # a parenthesised join: (a JOIN b ON ...)
+        elif isinstance(source, (exp.Subquery, exp.Lateral)):
+            inner = source.this.this if isinstance(source.this, exp.Subquery) else source.this
+            columns = self.query(inner, frame)
+        elif isinstance(source, exp.Values):
+            columns = self.query(source, frame)
+        elif isinstance(source, exp.Unnest):
+            self._expressions(source.expressions, frame)
+            alias = alias or "unnest"
+            declared = tuple(name.lower() for name in source.alias_column_names)
+            columns = declared or (None if source.alias else ("unnest",))
+        else:
+            self._expressions([source], frame)
+        frame.sources[alias] = _renamed(columns, source.alias_column_names)
+        for join in source.args.get("joins") or []:
+            self._add_join(frame, join)
+        return alias
+
+    def _table_columns(self, table: exp.Table, frame: _Frame) -> _Columns:
+        if not isinstance(table.this, exp.Identifier):
+            self._expressions([table.this], frame)
+            if isinstance(table.this, exp.GenerateSeries):
+                return ("range",) if table.this.args.get("is_end_exclusive") else ("generate_series",)
+            return None
+        cte = self._ctes_of_tables.get(id(table))
+        if cte is not None:
+            return self._cte_columns.get(id(cte))
+        known = self._schema.get(table.name.lower())
+        return tuple(known) if known is not None else None
+
+    # projections and columns -------------------------------------------------------------
+
+    def _projection(
+        self, expressions: Sequence[exp.Expr], frame: _Frame, scope: _Frame
+    ) -> list[tuple[str, bool]]:
+        """Output names of a select list (or RETURNING list); stars expand over ``frame``."""
+        output: list[tuple[str, bool]] = []
+        for expression in expressions:
+            if isinstance(expression, exp.Star):
+                output.extend(_expand_star(expression, frame, None))
+            elif isinstance(expression, exp.Column) and isinstance(expression.this, exp.Star):
+                qualifier = expression.table.lower()
+                if qualifier not in frame.sources:
+                    _unknown_column(f"{qualifier}.*", scope)
+                output.extend(_expand_star(expression.this, frame, qualifier))
+            elif expression.output_name:
+                output.append((expression.output_name, True))
+            else:
+                output.append((expression.sql(dialect=_DUCKDB), False))
+        return output
+
+    def _expressions(self, nodes: Iterable[object], frame: _Frame) -> None:
+        """Resolve every column under ``nodes``; nested queries get their own frame."""
+        stack: list[exp.Expr] = []
+        for node in nodes:
+            if isinstance(node, list):
+                stack.extend(item for item in node if isinstance(item, exp.Expr))
+            elif isinstance(node, exp.Expr):
+                stack.append(node)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (exp.Select, exp.SetOperation)):
+                self.query(node, frame)
+            elif isinstance(node, exp.Column):
+                _resolve_column(node, frame)
+            else:
+                stack.extend(node.iter_expressions())
+
+
+def _expand_star(star: exp.Expr, frame: _Frame, qualifier: str | None) -> list[tuple[str, bool]]:
+    names: list[str] = []
+    for alias, columns in frame.sources.items():
+        if qualifier is not None and alias != qualifier:
+            continue
+        if columns is None:
+            return [("*", False)]
+        hidden = frame.hidden.get(alias, frozenset()) if qualifier is None else frozenset()
+        names.extend(column for column in columns if column not in hidden)
+    excluded = {column.name.lower() for column in star.args.get("except_") or []}
+    renamed = {
+        alias.this.name.lower(): alias.alias
+        for alias in star.args.get("rename") or []
+        if isinstance(alias, exp.Alias)
+    }
+    return [(renamed.get(name, name), True) for name in names if name not in excluded]
+
+
+def _resolve_column(column: exp.Column, frame: _Frame) -> None:
+    if isinstance(column.this, exp.Star):
+        qualifier = column.table.lower()
+        if qualifier and not any(qualifier in f.sources for f in frame.chain()):
+            _unknown_column(f"{qualifier}.*", frame)
+        return
+    parts = [part.name.lower() for part in column.parts]
+    if _is_bound_variable(column, parts[0]):
+        return
+    if len(parts) >= 3 and parts[0] == "main":
+        parts = parts[1:]
+    if len(parts) > 1:
+        found, columns = _lookup_source(frame, parts[0])
+        if found:
+            if columns is not None and parts[1] not in columns and parts[1] != "rowid":
+                _unknown_column(f"{parts[0]}.{parts[1]}", frame)
+            return
+    if not _resolves_unqualified(parts[0], frame):
+        _unknown_column(".".join(parts), frame)
+
+
+def _lookup_source(frame: _Frame, name: str) -> tuple[bool, _Columns]:
+    for scope in frame.chain():
+        if name in scope.sources:
+            return True, scope.sources[name]
+    return False, None
+
+
+def _resolves_unqualified(name: str, frame: _Frame) -> bool:
+    for scope in frame.chain():
+        if name in scope.aliases or name in scope.sources:
+            return True
+        for columns in scope.sources.values():
+            if columns is None or name in columns:
+                return True
+        if scope.sources and name == "rowid":
+            return True
+    return False
+
+
+def _is_bound_variable(column: exp.Column, name: str) -> bool:
+    """True when ``name`` is a lambda parameter or list-comprehension variable around ``column``."""
+    node = column.parent
+    while node is not None and not isinstance(node, exp.Query):
+        if isinstance(node, exp.Lambda) and any(param.name.lower() == name for param in node.expressions):
+            return True
+        if (
+            isinstance(node, exp.Comprehension)
+            and node.expression is not None
+            and node.expression.name.lower() == name
+        ):
+            return True
+        node = node.parent
+    return False
+
+
+def _require_target_column(name: str, target: exp.Table, columns: tuple[str, ...]) -> None:
+    if name not in columns:
+        table = target.name.lower()
+        raise SqlError(
+            Code.SQL_UNKNOWN_COLUMN,
+            f"table {table!r} has no column {name!r}",
+            hint="Use the columns listed in details.candidates.",
+            details={"column": name, "table": table, "candidates": {table: list(columns)}},
+        )
+
+
+def _unknown_column(name: str, frame: _Frame) -> NoReturn:
+    candidates = {
+        alias or "(subquery)": list(columns) if columns is not None else ["*"]
+        for alias, columns in frame.sources.items()
+    }
+    raise SqlError(
+        Code.SQL_UNKNOWN_COLUMN,
+        f"unknown column {name!r}",
+        hint="Use the columns listed in details.candidates, qualified by their table alias when ambiguous.",
+        details={"column": name, "candidates": candidates},
+    )
+
+
+def _renamed(columns: _Columns, names: Sequence[str]) -> _Columns:
+    """Apply a table alias column list, which renames leading columns."""
+    renames = tuple(name.lower() for name in names)
+    if not renames:
+        return columns
+    if columns is None:
+        return None
+    return renames + columns[len(renames) :]
+
+
+def _named(columns: _Columns) -> list[tuple[str, bool]]:
+    return [("*", False)] if columns is None else [(name, True) for name in columns]
+
+
+# ---------------------------------------------------------------------------------------------
+# Expressions (CHECK constraints)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_expression_node(node: exp.Expr, columns: frozenset[str], context: str) -> None:
+    if isinstance(node, exp.Identifier | exp.Var):
+        _check_ascii(node.name)
+    if isinstance(node, exp.Placeholder):
+        raise SqlError(
+            Code.SQL_PARAM,
+            f"{context}: parameters are not allowed in a check",
+            hint=_HINT_CHECK,
+            details={"context": context},
+        )
+    if isinstance(node, exp.Column):
+        _check_expression_column(node, columns, context)
+    if type(node) in _EXPRESSION_NODES or type(node) in _EXPRESSION_FUNCTIONS:
+        return
+    if isinstance(node, exp.Anonymous) and node.name.lower() in _EXPRESSION_ANONYMOUS:
+        return
+    _refuse_in_check(node, context)
+
+
+def _refuse_in_check(node: exp.Expr, context: str) -> NoReturn:
+    details: dict[str, object] = {"context": context}
+    if isinstance(node, (exp.Query, exp.Subquery, exp.Exists)):
+        what = "subqueries are"
+    elif isinstance(node, exp.Window):
+        what = "window functions are"
+    elif isinstance(node, exp.AggFunc):
+        what = "aggregate functions are"
+    elif isinstance(node, exp.Func):
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+        what, details["function"] = f"function {name}() is", name
+    else:
+        what, details["construct"] = f"{node.key} is", node.key
+    _forbid(f"{context}: {what} not allowed in a check", hint=_HINT_CHECK, details=details)
+
+
+def _check_expression_column(column: exp.Column, columns: frozenset[str], context: str) -> None:
+    name = column.name.lower()
+    if column.table or name not in columns:
+        shown = ".".join(part.name for part in column.parts)
+        raise SqlError(
+            Code.SQL_UNKNOWN_COLUMN,
+            f"{context}: unknown column {shown!r}",
+            hint="Refer to this table's columns by bare name.",
+            details={"column": shown, "context": context, "candidates": sorted(columns)},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Raising
+# ---------------------------------------------------------------------------------------------
+
+
+def _forbid(message: str, *, hint: str | None = None, details: dict[str, object] | None = None) -> NoReturn:
+    raise SqlError(Code.SQL_FORBIDDEN, message, hint=hint, details=dict(details or {}))
+
+
+def _limit(message: str, *, limit: int) -> NoReturn:
+    raise PolicyError(Code.LIMIT_EXCEEDED, message, hint=_HINT_LIMIT, details={"limit": limit})
