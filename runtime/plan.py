@@ -378,7 +378,11 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
     table = ctx.retention_table()
     keys = cols(entity.primary_key)
     retain_sql = f"CREATE TABLE {qs(table)} AS SELECT {keys}, {q(f.name)} FROM {q(entity.name)} WHERE {q(f.name)} IS NOT NULL"
-    alterable = not ddl.is_frozen(old, entity) and not f.references and not _checks_mention(entity, f.name)
+    # DuckDB refuses DROP COLUMN when a key's index covers a column after it.
+    keyed = set(entity.primary_key).union(*entity.unique)
+    later = entity.field_names[entity.field_names.index(f.name) + 1 :]
+    alterable = (not ddl.is_frozen(old, entity) and not f.references and not _checks_mention(entity, f.name)
+                 and not keyed.intersection(later))
     if alterable:
         sql = [retain_sql, f"ALTER TABLE {q(entity.name)} DROP COLUMN {q(f.name)}"]
         strategy: Strategy = "alter"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ DROP_AUTHOR = [{"op": "drop_field", "entity": "memo", "field": "author"}]
 
 
 @pytest.fixture
-def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     monkeypatch.setenv("BUTTRESS_OPERATOR_KEY", str(tmp_path / "operator.key"))
     approvals.ensure_operator_key()
     policy = Policy.model_validate({"protected": {"entities": ["customer"], "fields": ["memo.flagged"]},
@@ -25,7 +26,8 @@ def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     rt = Runtime.open(tmp_path / "app.duckdb", policy=policy)
     deploy(rt, BASE_OPERATIONS)
     seed(rt)
-    return rt
+    yield rt
+    rt.close()
 
 
 def approve(rt: Runtime, request_id: str) -> None:

@@ -1,0 +1,282 @@
+"""Hostile input, grouped by attack. Every case must be refused with the right code, leave the schema
+and data unchanged, and leave an audit row recording the refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.errors import ButtressError
+from runtime.policy import Policy
+from runtime.runtime import Runtime
+from tests.runtime.conftest import BASE_OPERATIONS, deploy, seed, state
+
+FORBIDDEN = {"sql.forbidden"}
+PARSE_OR_FORBIDDEN = {"sql.forbidden", "sql.parse"}
+UNKNOWN = {"sql.forbidden", "sql.unknown_table"}
+
+SYSTEM_SCHEMA = [
+    "select * from _buttress.audit",
+    'select * from "_buttress"."audit"',
+    "select * from _BUTTRESS.AUDIT",
+    'select * from "_Buttress".audit',
+    "select * from main._buttress",
+    "with a as (select * from _buttress.versions) select * from a",
+    "select (select count(*) from _buttress.audit)",
+    "select * from memo where id in (select seq from _buttress.audit)",
+    "select id from memo union select seq from _buttress.audit",
+    "select * from memo, lateral (select * from _buttress.proposals) p",
+    "select * from (select * from _buttress.idempotency) t",
+    "select * from information_schema.tables",
+    'select * from "information_schema"."columns"',
+    "select * from pg_catalog.pg_tables",
+    "select * from pg_tables",
+    "select * from sqlite_master",
+    "select * from duckdb_tables()",
+    "select * from duckdb_settings()",
+    "select * from duckdb_functions()",
+    "select * from duckdb_secrets()",
+    "select * from duckdb_databases()",
+    "select * from system.main.duckdb_tables",
+    "select * from temp.main.anything",
+    "select * from app._buttress.audit",
+    "select current_setting('enable_external_access')",
+    "select * from pragma_table_info('memo')",
+    "select * from pragma_database_list()",
+    "select * from query('select * from _buttress.audit')",
+    "select * from query_table('_buttress.audit')",
+    "select getvariable('x')",
+    "select * from memo m join _buttress.retained r on true",
+    "select * from _buttress.approvals",
+]
+
+FILES = [
+    "select * from read_csv('/etc/passwd')",
+    "select * from read_csv_auto('/etc/passwd')",
+    "select * from read_parquet('/tmp/x.parquet')",
+    "select * from read_json('/tmp/x.json')",
+    "select * from read_ndjson('/tmp/x.json')",
+    "select * from read_text('/etc/passwd')",
+    "select * from read_blob('/etc/passwd')",
+    "select * from glob('/etc/*')",
+    "select * from '/etc/passwd'",
+    "select * from 'data.csv'",
+    "select * from parquet_scan('/tmp/x.parquet')",
+    "select * from sniff_csv('/etc/passwd')",
+    "select * from delta_scan('/tmp/x')",
+    "select * from iceberg_scan('/tmp/x')",
+    "select * from read_xlsx('/tmp/x.xlsx')",
+    "select read_text('/etc/passwd')",
+    "copy memo to '/tmp/buttress-leak.csv'",
+    "copy (select 1) to '/tmp/buttress-leak.csv'",
+    "export database '/tmp/buttress-export'",
+    "import database '/tmp/buttress-export'",
+    "select * from memo where body = (select content from read_text('/etc/passwd'))",
+]
+
+EXTENSIONS = [
+    "install httpfs",
+    "load httpfs",
+    "force install httpfs",
+    "install 'x' from 'http://127.0.0.1/x'",
+    "select load_extension('httpfs')",
+    "attach '/tmp/buttress-other.duckdb' as other",
+    "attach ':memory:' as m",
+    "detach memo",
+    "select * from read_csv('https://127.0.0.1/x.csv')",
+    "create secret s (type s3, key_id 'x')",
+]
+
+CONFIGURATION = [
+    "set enable_external_access = true",
+    "set lock_configuration = false",
+    "set threads = 1",
+    "set global memory_limit = '1GB'",
+    "reset lock_configuration",
+    "pragma enable_profiling",
+    "pragma version",
+    "call pragma_version()",
+    "checkpoint",
+    "force checkpoint",
+    "vacuum",
+    "use memory",
+    "begin",
+    "begin transaction",
+    "commit",
+    "rollback",
+    "abort",
+    "start transaction",
+    "create table x (a integer)",
+    "drop table memo",
+    "alter table memo add column x integer",
+    "truncate memo",
+    "create macro m(a) as a + 1",
+    "create view v as select 1",
+    "create sequence s",
+    "describe memo",
+    "show tables",
+    "summarize memo",
+    "explain select 1",
+    "comment on table memo is 'x'",
+    "delete from memo",
+    "update memo set body = 'x'",
+    "insert into memo (id, body) values (99, 'x')",
+]
+
+SMUGGLING = [
+    "select 1; drop table memo",
+    "select 1;drop table memo",
+    "select 1 -- comment\n; drop table memo",
+    "select 1 /* ; */ ; delete from memo",
+    "select ';' ; delete from memo",
+    "select 1;;",
+    "select 1; select 2",
+    "select 'a'; attach '/tmp/x.db' as x",
+    "/* hi */ select 1; checkpoint",
+    "select 1\n;\nupdate memo set body = 'x'",
+    "select $$;$$; delete from memo",
+]
+
+UNICODE = [
+    "select * from m\u0435mo",  # Cyrillic e
+    'select * from "m\u0435mo"',
+    "select * from \uff4d\uff45\uff4d\uff4f",  # fullwidth
+    "select * from _butt\u0433ess.audit",
+    "select b\u043edy from memo",
+    'select "\u0456d" from memo',
+]
+
+OVERSIZED = [
+    "select " + " + ".join(["1"] * 60_000),
+    "select " + "(" * 400 + "1" + ")" * 400,
+    "select * from " + "(select * from " * 100 + "memo" + ") t" * 100,
+    "select " + "coalesce(" * 200 + "1" + ")" * 200,
+]
+
+SQL_CASES = (
+    [("system_schema", s, UNKNOWN) for s in SYSTEM_SCHEMA]
+    + [("files", s, PARSE_OR_FORBIDDEN | {"sql.unknown_table"}) for s in FILES]
+    + [("extensions", s, PARSE_OR_FORBIDDEN) for s in EXTENSIONS]
+    + [("configuration", s, PARSE_OR_FORBIDDEN) for s in CONFIGURATION]
+    + [("smuggling", s, PARSE_OR_FORBIDDEN) for s in SMUGGLING]
+    + [("unicode", s, PARSE_OR_FORBIDDEN | {"sql.unknown_table", "sql.unknown_column"}) for s in UNICODE]
+    + [("oversized", s, {"limit.exceeded"}) for s in OVERSIZED]
+)
+
+BAD_NAMES = ["_buttress", "duckdb_tables", "pg_class", "information_schema", "main", "select", "sqlite_master",
+             "Memo", "m\u0435mo", "a" * 64, "1abc", "memo;drop", "rowid", ""]
+
+MALFORMED_OPERATIONS: list[Any] = [
+    [{}],
+    [{"op": "explode"}],
+    [{"op": "add_entity"}],
+    [{"op": "add_entity", "entity": {"name": "x", "fields": [], "primary_key": ["id"]}}],
+    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "integer"}], "primary_key": []}}],
+    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "varchar(10)"}], "primary_key": ["id"]}}],
+    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "integer"}], "primary_key": ["nope"]}}],
+    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "integer", "surprise": 1}],
+                                     "primary_key": ["id"]}}],
+    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "integer", "default": "not a number"}}],
+    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "integer", "default": {"expr": "random()"}}}],
+    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text", "nullable": True,
+                                                      "check": "x in (select body from memo)"}}],
+    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text", "nullable": True,
+                                                      "references": "nowhere.id"}}],
+    [{"op": "drop_field", "entity": "memo", "field": "id"}],
+    [{"op": "drop_entity", "entity": "customer"}],
+    [{"op": "rename_field", "entity": "memo", "field": "body", "new_name": "author"}],
+    [{"op": "alter_field", "entity": "memo", "field": "body"}],
+    [{"op": "add_view", "view": {"name": "v", "sql": "select * from memo; drop table memo"}}],
+    [{"op": "add_invariant", "invariant": {"name": "i", "sql": "delete from memo"}}],
+    [{"op": "add_action", "action": {"name": "a", "kind": "query", "statements": ["delete from memo"]}}],
+    [{"op": "add_action", "action": {"name": "a", "kind": "mutation", "statements": ["drop table memo"]}}],
+    [{"op": "add_action", "action": {"name": "a", "kind": "mutation", "statements": ["update memo set body = $b"]}}],
+    "not a list",
+    [None],
+    [[1, 2, 3]],
+]
+
+
+@pytest.fixture
+def hostile_app(tmp_path: Path) -> Iterator[Runtime]:
+    rt = Runtime.open(tmp_path / "app.duckdb", policy=Policy.model_validate({"limits": {"max_operations": 50}}))
+    deploy(rt, [*BASE_OPERATIONS, {"op": "add_action", "action": {
+        "name": "add_memo", "kind": "mutation", "params": [{"name": "id", "type": "integer"}, {"name": "body", "type": "text"}],
+        "statements": ["insert into memo (id, body) values ($id, $body)"]}}])
+    seed(rt)
+    yield rt
+    rt.close()
+
+
+def refused(rt: Runtime, call: Any, codes: set[str], operation: str) -> None:
+    before = state(rt)
+    seq = rt.read_audit(limit=1)[-1].seq
+    with pytest.raises(ButtressError) as caught:
+        call()
+    assert str(caught.value.code) in codes, caught.value.to_dict()
+    assert state(rt) == before
+    rows = rt.read_audit(after_seq=seq, limit=10)
+    assert [(r.operation, r.outcome, r.error_code) for r in rows] == [(operation, "refused", str(caught.value.code))]
+    for leaked in ("/tmp/buttress-leak.csv", "/tmp/buttress-other.duckdb", "/tmp/buttress-export"):
+        assert not Path(leaked).exists()
+
+
+@pytest.mark.parametrize(("attack", "sql", "codes"), SQL_CASES, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(SQL_CASES)])
+def test_hostile_sql_is_refused_by_query(hostile_app: Runtime, attack: str, sql: str, codes: set[str]) -> None:
+    refused(hostile_app, lambda: hostile_app.query(sql, actor="agent"), codes, "query")
+
+
+@pytest.mark.parametrize("sql", SYSTEM_SCHEMA[:10] + FILES[:6] + CONFIGURATION[-3:])
+def test_hostile_sql_is_refused_inside_views(hostile_app: Runtime, sql: str) -> None:
+    op = [{"op": "add_view", "view": {"name": "sneaky", "sql": sql}}]
+    refused(hostile_app, lambda: hostile_app.propose(op, actor="agent"), UNKNOWN | PARSE_OR_FORBIDDEN, "propose")
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_names_colliding_with_system_names_are_refused(hostile_app: Runtime, name: str) -> None:
+    op = [{"op": "add_entity", "entity": {"name": name, "primary_key": ["id"], "fields": [{"name": "id", "type": "integer"}]}}]
+    refused(hostile_app, lambda: hostile_app.propose(op, actor="agent"), {"spec.invalid"}, "propose")
+
+
+@pytest.mark.parametrize("ops", MALFORMED_OPERATIONS, ids=[str(i) for i in range(len(MALFORMED_OPERATIONS))])
+def test_malformed_operations_are_refused(hostile_app: Runtime, ops: Any) -> None:
+    codes = {"spec.invalid", "sql.forbidden", "sql.parse", "sql.param", "sql.unknown_table", "sql.unknown_column"}
+    refused(hostile_app, lambda: hostile_app.propose(ops, actor="agent"), codes, "propose")
+
+
+def test_an_oversized_proposal_is_refused(hostile_app: Runtime) -> None:
+    ops = [{"op": "add_view", "view": {"name": f"v{i}", "sql": "select 1"}} for i in range(51)]
+    refused(hostile_app, lambda: hostile_app.propose(ops, actor="agent"), {"limit.exceeded"}, "propose")
+
+
+ACTION_ARGS: list[tuple[Any, str]] = [
+    ({"id": "1; drop table memo", "body": "x"}, "action.invalid_args"),
+    ({"id": 1.5, "body": "x"}, "action.invalid_args"),
+    ({"id": 1, "body": "x", "extra": "drop table memo"}, "action.invalid_args"),
+    ({"id": 1}, "action.invalid_args"),
+    ({"id": {"$ne": 1}, "body": "x"}, "action.invalid_args"),
+    ({"id": [1, 2], "body": "x"}, "action.invalid_args"),
+    ({"id": 1, "body": ["x"]}, "action.invalid_args"),
+    ({"id": 1, "body": None}, "action.invalid_args"),
+    ({"id": 2**40, "body": "x"}, "action.constraint_violated"),
+    ({"id": 1, "body": "duplicate key"}, "action.constraint_violated"),
+]
+
+
+@pytest.mark.parametrize(("args", "code"), ACTION_ARGS, ids=[str(i) for i in range(len(ACTION_ARGS))])
+def test_injection_through_action_arguments_is_refused(hostile_app: Runtime, args: Any, code: str) -> None:
+    refused(hostile_app, lambda: hostile_app.run_action("add_memo", args, actor="agent"), {code, "engine.error"},
+            "run_action")
+
+
+def test_sql_in_a_text_argument_is_stored_as_text_never_run(hostile_app: Runtime) -> None:
+    payload = "x'); drop table memo; --"
+    hostile_app.run_action("add_memo", {"id": 77, "body": payload}, actor="agent")
+    assert hostile_app.query("select body from memo where id = 77").rows == [[payload]]
+
+
+def test_unknown_actions_are_refused(hostile_app: Runtime) -> None:
+    refused(hostile_app, lambda: hostile_app.run_action("_buttress", {}, actor="agent"), {"not_found"}, "run_action")
