@@ -16,6 +16,9 @@ settings. ``translate`` is the one place ``duckdb.Error`` becomes a ``ButtressEr
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +38,65 @@ HARDENED: Final[dict[str, Any]] = {
 }
 
 Params = dict[str, Any] | list[Any] | tuple[Any, ...] | None
+READER_POOL = 16
+
+
+class Watchdog:
+    """One thread that interrupts statements past their deadline (no thread per query)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, duckdb.DuckDBPyConnection]] = []
+        self._live: set[int] = set()
+        self._ids = itertools.count()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> int | None:
+        if timeout is None:
+            return None
+        import time
+
+        token = next(self._ids)
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + timeout, token, cursor))
+            self._live.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="buttress-watchdog", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cv:
+            self._live.discard(token)
+
+    def _run(self) -> None:
+        import time
+
+        with self._cv:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                deadline, token, cursor = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                if token in self._live:
+                    self._live.discard(token)
+                    cursor.interrupt()
+
+
+class _Disarm:
+    def __init__(self, watchdog: Watchdog, token: int) -> None:
+        self._watchdog, self._token = watchdog, token
+
+    def cancel(self) -> None:
+        self._watchdog.disarm(self._token)
 
 
 def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
@@ -115,6 +177,8 @@ class Engine:
         except duckdb.Error as error:
             raise translate(error) from None
         self._writer = self._db.cursor()
+        self._readers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._watchdog = Watchdog()
         self._lane = threading.Lock()
         self._local = threading.local()
         self._closed = False
@@ -180,33 +244,41 @@ class Engine:
     # -------------------------------------------------------------------------------- snapshots
 
     @contextmanager
-    def snapshot(self, *, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only snapshot on its own cursor; runs concurrently with the writer."""
-        cursor = self._db.cursor()
-        timer = None
+    def snapshot(self, *, timeout: float | None = None, single: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only snapshot on a pooled cursor; runs concurrently with the writer.
+
+        ``single``: the caller runs exactly one statement, which DuckDB already runs on its own
+        snapshot, so the explicit READ ONLY transaction (two round trips) is skipped.
+        """
         try:
-            cursor.execute("BEGIN TRANSACTION READ ONLY")
-            timer = self._arm(cursor, timeout)
+            cursor = self._readers.get_nowait()
+        except queue.Empty:
+            cursor = self._db.cursor()
+        token = None
+        healthy = True
+        try:
+            if not single:
+                cursor.execute("BEGIN TRANSACTION READ ONLY")
+            token = self._watchdog.arm(cursor, timeout)
             yield cursor
         except duckdb.Error as error:
             raise translate(error) from None
         finally:
-            if timer is not None:
-                timer.cancel()
+            if token is not None:
+                self._watchdog.disarm(token)
             try:
-                cursor.execute("ROLLBACK")
+                if not single:
+                    cursor.execute("ROLLBACK")
             except duckdb.Error:
-                pass
-            cursor.close()
+                healthy = False
+            if healthy and self._readers.qsize() < READER_POOL:
+                self._readers.put(cursor)
+            else:
+                cursor.close()
 
-    @staticmethod
-    def _arm(cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> threading.Timer | None:
-        if timeout is None:
-            return None
-        timer = threading.Timer(timeout, cursor.interrupt)
-        timer.daemon = True
-        timer.start()
-        return timer
+    def _arm(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> _Disarm | None:
+        token = self._watchdog.arm(cursor, timeout)
+        return None if token is None else _Disarm(self._watchdog, token)
 
     def scratch(self) -> duckdb.DuckDBPyConnection:
         """A private in-memory database (hardened) for deriving expected catalogs."""
@@ -226,4 +298,6 @@ class Engine:
             except duckdb.Error:
                 pass
             self._writer.close()
+            while not self._readers.empty():
+                self._readers.get_nowait().close()
             self._db.close()

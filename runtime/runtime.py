@@ -36,7 +36,8 @@ from runtime.spec import AppSpec
 
 T = TypeVar("T")
 
-OPERATOR = "operator"  # the identity of the CLI; the policy restricts agents, not the operator
+OPERATOR = "operator"
+READ_AUDIT_DELAY = 0.05  # the identity of the CLI; the policy restricts agents, not the operator
 
 
 class VersionInfo(BaseModel):
@@ -120,6 +121,9 @@ class Runtime:
         self._listeners: list[Callable[[int], None]] = []
         self._state_lock = threading.Lock()
         self._actions = ActionRunner(self)
+        self._reads: list[tuple[str, str, dict[str, Any], int]] = []
+        self._reads_lock = threading.Lock()
+        self._flusher: threading.Timer | None = None
         with engine.transaction() as tx:
             catalog.install(tx)
             self._refresh(tx)
@@ -131,6 +135,10 @@ class Runtime:
         return cls(Engine(path), **options)
 
     def close(self) -> None:
+        timer = self._flusher
+        if timer is not None:
+            timer.cancel()
+        self.flush_reads()
         self.engine.close()
 
     # -------------------------------------------------------------------------------- internals
@@ -218,12 +226,28 @@ class Runtime:
                               proposal_id=arguments.get("proposal_id") if isinstance(arguments.get("proposal_id"), str) else None)
 
     def record_read(self, operation: str, actor: str, arguments: dict[str, Any]) -> None:
+        """Audit a successful read. Reads change nothing, so their rows are group-committed shortly
+        after (at most ``READ_AUDIT_DELAY`` seconds later, and always before any audit is read)."""
         if not self.audit_reads:
             return
         number, _ = self.current
+        with self._reads_lock:
+            self._reads.append((operation, actor, _safe_args(arguments), number))
+            if self._flusher is None:
+                self._flusher = threading.Timer(READ_AUDIT_DELAY, self.flush_reads)
+                self._flusher.daemon = True
+                self._flusher.start()
+
+    def flush_reads(self) -> None:
+        """Write buffered read audit rows in one writer transaction."""
+        with self._reads_lock:
+            pending, self._reads, self._flusher = self._reads, [], None
+        if not pending:
+            return
         with self.engine.transaction() as tx:
-            self.audit.append(tx, actor=actor, operation=operation, arguments=_safe_args(arguments), outcome="ok",
-                              version_before=number, version_after=number)
+            for operation, actor, arguments, number in pending:
+                self.audit.append(tx, actor=actor, operation=operation, arguments=arguments, outcome="ok",
+                                  version_before=number, version_after=number)
 
     # --------------------------------------------------------------------------------- the read side
 
@@ -286,7 +310,7 @@ class Runtime:
             raise SqlError(Code.SQL_PARAM, f"parameters do not match: missing {missing}, unexpected {extra}",
                            hint="Pass exactly the $names the statement uses in params.",
                            details={"missing": missing, "unexpected": extra})
-        with self.engine.snapshot(timeout=self.limits.query_timeout_s) as cursor:
+        with self.engine.snapshot(timeout=self.limits.query_timeout_s, single=True) as cursor:
             try:
                 result = cursor.execute(analysis.sql, params) if params else cursor.execute(analysis.sql)
                 columns = [d[0] for d in result.description or []]
@@ -321,10 +345,12 @@ class Runtime:
                               against_version=number, proposal_id=proposal_id)
 
     def read_audit(self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None) -> list[AuditEntry]:
+        self.flush_reads()
         with self.engine.snapshot() as cursor:
             return audit_log.recent(cursor, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation)
 
     def verify_audit(self) -> VerifyResult:
+        self.flush_reads()
         with self.engine.snapshot() as cursor:
             return audit_log.verify(cursor)
 

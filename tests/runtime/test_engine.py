@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,12 @@ from runtime.errors import ButtressError
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
+def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = Engine(tmp_path / "e.duckdb")
     with eng.transaction() as tx:
         tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-    return eng
+    yield eng
+    eng.close()
 
 
 def count(engine: Engine) -> int:
