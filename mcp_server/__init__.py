@@ -1,0 +1,2 @@
+"""The MCP face of Buttress: the server (``server``), its error mapping (``errors``), the project
+configuration (``project``), the ``buttress`` command line (``cli``) and the scripted demo (``demo``)."""

@@ -1,0 +1,270 @@
+"""``buttress demo``: a scripted agent drives a real ``buttress serve`` over stdio with the SDK's
+``Client``, in a throwaway project, and prints what happens.
+
+It builds a small booking app (slot, booking), loads sample rows, makes a destructive change
+(drop ``slot.note``, rename ``booking.who`` to ``guest``), deploys it, rolls it back, shows the data
+intact, and verifies the audit chain after the server exits.
+
+DEMO ONLY: there is no tool that writes rows yet, so the demo server is started with the hidden
+``--demo-seed`` flag, which adds the ``demo_seed_rows`` tool defined here. It is never registered
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from tools.base import ToolContext, ToolSpec, call_runtime, changing
+
+if TYPE_CHECKING:
+    from mcp import Client
+    from mcp.types import CallToolResult
+
+    from runtime.runtime import Runtime
+
+AGENT = "demo-agent"
+
+SLOT: dict[str, Any] = {
+    "name": "slot",
+    "primary_key": ["id"],
+    "fields": [
+        {"name": "id", "type": "integer"},
+        {"name": "starts_at", "type": "timestamp"},
+        {"name": "capacity", "type": "integer", "check": "capacity > 0"},
+        {"name": "note", "type": "text", "nullable": True},
+    ],
+}
+BOOKING: dict[str, Any] = {
+    "name": "booking",
+    "primary_key": ["id"],
+    "fields": [
+        {"name": "id", "type": "integer"},
+        {"name": "slot_id", "type": "integer", "references": "slot.id"},
+        {"name": "who", "type": "text"},
+    ],
+}
+DESTRUCTIVE_CHANGE: list[dict[str, Any]] = [
+    {"op": "drop_field", "entity": "slot", "field": "note"},
+    {"op": "rename_field", "entity": "booking", "field": "who", "new_name": "guest"},
+]
+
+SAMPLE_SLOTS = [
+    (1, "2025-06-02 09:00:00", 12, "morning yoga"),
+    (2, "2025-06-02 18:30:00", 4, None),
+    (3, "2025-06-03 12:00:00", 20, "lunch talk"),
+]
+SAMPLE_BOOKINGS = [(1, 1, "ada"), (2, 1, "grace"), (3, 3, "linus"), (4, 2, "barbara")]
+
+
+# ------------------------------------------------------------------------------ the demo-only tool
+
+
+class SeedOutput(BaseModel):
+    """How many sample rows were inserted."""
+
+    slots: int
+    bookings: int
+
+
+def seed(runtime: Runtime, actor: str) -> SeedOutput:
+    """Insert the sample rows through the writer lane, audited in the same transaction."""
+    version, _ = runtime.current
+    with runtime.engine.transaction() as tx:
+        for slot in SAMPLE_SLOTS:
+            tx.execute("INSERT INTO slot (id, starts_at, capacity, note) VALUES (?, ?, ?, ?)", list(slot))
+        for booking in SAMPLE_BOOKINGS:
+            tx.execute("INSERT INTO booking (id, slot_id, who) VALUES (?, ?, ?)", list(booking))
+        runtime.audit.append(
+            tx,
+            actor=actor,
+            operation="demo_seed_rows",
+            arguments={},
+            outcome="ok",
+            version_before=version,
+            version_after=version,
+        )
+    return SeedOutput(slots=len(SAMPLE_SLOTS), bookings=len(SAMPLE_BOOKINGS))
+
+
+async def demo_seed_rows(ctx: ToolContext) -> SeedOutput:
+    """DEMO ONLY (registered only by `buttress serve --demo-seed`): insert sample rows into the demo's
+    `slot` and `booking` entities. Real applications write rows through actions."""
+    return await call_runtime(ctx, seed)
+
+
+DEMO_TOOLS: tuple[ToolSpec, ...] = (
+    changing(demo_seed_rows, "Seed demo rows (demo only)", destructive=False, idempotent=False),
+)
+
+
+# ------------------------------------------------------------------------------------ the scripted agent
+
+
+class DemoFailed(Exception):
+    """A step of the demo did not go as scripted."""
+
+
+def say(text: str = "") -> None:
+    """Print one transcript line."""
+    print(text, flush=True)
+
+
+def step(title: str) -> None:
+    """Print a step header."""
+    say(f"\n== {title}")
+
+
+async def show_progress(progress: float, total: float | None, message: str | None) -> None:
+    """Print an MCP progress notification."""
+    say(f"     [{progress:g}/{total or 0:g}] {message or ''}")
+
+
+async def call(
+    client: Client, tool: str, arguments: dict[str, Any] | None = None, *, progress: bool = False
+) -> dict[str, Any]:
+    """Call a tool; a tool error stops the demo with its code and message."""
+    result: CallToolResult = await client.call_tool(
+        tool, arguments or {}, progress_callback=show_progress if progress else None
+    )
+    content = result.structured_content or {}
+    if result.is_error:
+        error = content.get("error", {})
+        raise DemoFailed(f"{tool} failed: [{error.get('code')}] {error.get('message')}")
+    return content
+
+
+def show_rows(result: dict[str, Any]) -> None:
+    """Print a query result as a small table."""
+    say("   " + " | ".join(result["columns"]))
+    for row in result["rows"]:
+        say("   " + " | ".join("NULL" if v is None else str(v) for v in row))
+
+
+async def deploy_change(client: Client, proposal: dict[str, Any], *, progress: bool = False) -> int:
+    """Print a proposal's hazards, dry-run it, print the report, deploy it; returns the new version."""
+    pid = proposal["proposal_id"]
+    say(f"   proposal {pid}: " + "; ".join(s["summary"] for s in proposal["steps"]))
+    for hazard in proposal["hazards"]:
+        say(f"   hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
+    dry = await call(client, "dry_run", {"proposal_id": pid}, progress=progress)
+    for report in dry["report"]["steps"]:
+        for loss in report["losses"]:
+            say(f"   dry-run loss {loss['code']}: {loss['count']} {loss['message']} (retained for rollback)")
+    if not dry["passed"]:
+        raise DemoFailed(f"dry-run of {pid} failed: {dry['report']['error']}")
+    say("   dry-run passed: " + ", ".join(f"{c['name']} ok" for c in dry["report"]["checks"]))
+    deployed = await call(client, "deploy", {"proposal_id": pid}, progress=progress)
+    say(f"   deployed: version {deployed['previous_version']} -> {deployed['version']}")
+    return int(deployed["version"])
+
+
+async def script(client: Client) -> None:
+    """The scripted agent's session, start to finish."""
+    step("1. describe_app")
+    app = await call(client, "describe_app")
+    say(f"   version {app['version']}, {len(app['entities'])} entities")
+
+    step("2. define the booking app (define_entity slot, then booking)")
+    for entity in (SLOT, BOOKING):
+        await deploy_change(client, await call(client, "define_entity", {"entity": entity, "note": "demo"}))
+
+    step("3. load sample rows (demo_seed_rows, demo only)")
+    seeded = await call(client, "demo_seed_rows")
+    say(f"   inserted {seeded['slots']} slots and {seeded['bookings']} bookings")
+    show_rows(await call(client, "query", {"sql": "select id, capacity, note from slot order by id"}))
+
+    step("4. propose a destructive change: drop slot.note, rename booking.who -> guest")
+    proposal = await call(
+        client,
+        "propose_change",
+        {"operations": DESTRUCTIVE_CHANGE, "note": "notes are unused; 'guest' reads better"},
+    )
+    await deploy_change(client, proposal, progress=True)
+
+    step("5. query the new shape")
+    show_rows(await call(client, "query", {"sql": "select * from slot order by id"}))
+    show_rows(await call(client, "query", {"sql": "select id, guest from booking order by id"}))
+
+    step("6. roll back")
+    rolled = await call(client, "rollback", progress=True)
+    say(
+        f"   version {rolled['previous_version']} -> {rolled['version']} (spec of version {rolled['restored_version']})"
+    )
+
+    step("7. query: the notes and the old field name are back")
+    notes = await call(client, "query", {"sql": "select id, note from slot order by id"})
+    show_rows(notes)
+    if [row[1] for row in notes["rows"]] != [s[3] for s in SAMPLE_SLOTS]:
+        raise DemoFailed("the notes did not come back intact")
+    show_rows(await call(client, "query", {"sql": "select id, who from booking order by id"}))
+
+    step("8. read_audit")
+    audit = await call(client, "read_audit", {"limit": 200})
+    operations = [e["operation"] for e in audit["entries"] if e["operation"] not in ("query", "check_sql")]
+    say(f"   {len(audit['entries'])} entries; changes: {', '.join(operations)}")
+
+
+def server_parameters(project: Path) -> Any:
+    """``buttress serve --demo-seed`` for ``project`` over stdio, importable from this checkout."""
+    from mcp import StdioServerParameters
+
+    source = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_server", "serve", "--project", str(project), "--agent", AGENT, "--demo-seed"],
+        env={"PYTHONPATH": path},
+    )
+
+
+async def drive(project: Path) -> None:
+    """Connect the SDK client to a spawned server and run the script."""
+    from mcp import Client
+
+    async with Client(server_parameters(project)) as client:
+        say(f"connected to buttress serve (protocol {client.protocol_version})")
+        await script(client)
+
+
+def verify_audit(project: Path) -> None:
+    """After the server exited: reopen the database and recompute the audit chain."""
+    from mcp_server.project import Project
+
+    step("9. verify the audit chain (server stopped, database reopened)")
+    runtime = Project.load(project).open()
+    try:
+        result = runtime.verify_audit()
+    finally:
+        runtime.close()
+    if not result.ok:
+        raise DemoFailed(f"audit chain broken at seq {result.first_bad_seq}: {result.problem}")
+    say(f"   audit chain ok: {result.entries} entries")
+
+
+def run_demo() -> int:
+    """Run the whole demo in a temporary project; 0 on success, 1 with a message otherwise."""
+    import anyio
+
+    from mcp_server.project import init
+    from runtime.errors import ButtressError
+
+    with tempfile.TemporaryDirectory(prefix="buttress-demo-") as tmp:
+        project = init(Path(tmp) / "bookings", agent=AGENT).root
+        say(f"demo project: {project}")
+        try:
+            anyio.run(drive, project)
+            verify_audit(project)
+        except (DemoFailed, ButtressError) as error:
+            print(f"demo failed: {error}", file=sys.stderr)
+            return 1
+        except Exception as error:  # e.g. the server could not start: say so, without a traceback
+            print(f"demo failed: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+    say("\ndemo finished: every change went propose -> dry-run -> deploy, and rollback restored the data.")
+    return 0

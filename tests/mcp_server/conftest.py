@@ -1,0 +1,32 @@
+"""Fixtures for the MCP server tests: a real runtime on a temporary DuckDB file and a server over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mcp_server.demo import DEMO_TOOLS
+from mcp_server.server import ButtressServer, build_server
+from runtime.runtime import Runtime
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    opened = Runtime.open(tmp_path / "app.duckdb")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def server(runtime: Runtime) -> ButtressServer:
+    """The server with every registered tool, plus the demo's row-seeding tool for test data."""
+    return build_server(runtime, agent="test-agent", extra_tools=DEMO_TOOLS)

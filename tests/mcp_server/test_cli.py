@@ -1,0 +1,151 @@
+"""The ``buttress`` command line, run as a subprocess against real project directories."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.mcp_server.helpers import call, serve_command, source_env
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "booking"
+EXAMPLE_FILES = ("entities.json", "room-and-rules.json", "destructive-change.json")  # in the order they apply
+
+
+def buttress(*args: str | Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``buttress ARGS``; assert its exit code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_server", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=source_env(),
+        timeout=120,
+    )
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done
+
+
+def proposal_id(output: str) -> str:
+    found = re.search(r"proposal (p\d+)", output)
+    assert found, output
+    return found.group(1)
+
+
+def ship(project: Path, operations: Path) -> subprocess.CompletedProcess[str]:
+    """propose, dry-run and deploy one operations file; returns the deploy's result."""
+    pid = proposal_id(buttress("propose", "--project", project, operations).stdout)
+    dry = buttress("dry-run", "--project", project, pid)
+    assert "PASSED" in dry.stdout and "[1/" in dry.stderr  # progress goes to stderr
+    return buttress("deploy", "--project", project, pid)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "bookings"
+    buttress("init", root)
+    return root
+
+
+def test_init_creates_a_commented_config_and_a_database(project: Path) -> None:
+    config_text = (project / "buttress.toml").read_text()
+    config = tomllib.loads(config_text)
+    assert config["database"]["path"] == "app.duckdb" and config["server"]["agent"] == "agent"
+    assert set(config["limits"]) >= {"max_rows", "query_timeout_s", "max_operations"}
+    assert "# [agents." in config_text and config_text.count("#") > 10
+    assert (project / "app.duckdb").is_file()
+    assert list((project / ".buttress").glob("tools-*.json"))
+
+
+def test_every_example_file_is_run_here() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.json")) == sorted(EXAMPLE_FILES)
+
+
+def test_the_change_lifecycle_through_the_cli(project: Path) -> None:
+    deployed = ship(project, EXAMPLES / "entities.json")
+    assert "version 0 -> 1" in deployed.stdout
+    assert "version 1 -> 2" in ship(project, EXAMPLES / "room-and-rules.json").stdout
+    proposal = buttress(
+        "propose", "--project", project, EXAMPLES / "destructive-change.json", "--note", "tidy"
+    )
+    assert "hazard data.drop_field [high]" in proposal.stdout and "compat.rename_field" in proposal.stdout
+    pid = proposal_id(proposal.stdout)
+    buttress("dry-run", "--project", project, pid)
+    buttress("deploy", "--project", project, pid)
+    rolled = buttress("rollback", "--project", project)
+    assert "spec of version 2: now version 4" in rolled.stdout
+    versions = buttress("versions", "--project", project).stdout.splitlines()
+    assert [line.split()[:2] for line in versions] == [
+        ["0", "init"],
+        ["1", "deploy"],
+        ["2", "deploy"],
+        ["3", "deploy"],
+        ["4", "rollback"],
+    ]
+    assert "tidy" in versions[3] and "restores 2" in versions[4]
+    assert "audit chain ok" in buttress("audit", "verify", "--project", project).stdout
+    shown = buttress("audit", "show", "--project", project, "--limit", "3").stdout.splitlines()
+    assert len(shown) == 3 and "rollback" in shown[-1] and "v3->v4" in shown[-1]
+
+
+def test_finalize_discards_retained_data_so_rollback_is_refused(project: Path) -> None:
+    ship(project, EXAMPLES / "entities.json")
+    ship(project, EXAMPLES / "destructive-change.json")
+    finalized = buttress("finalize", "--project", project, "--before", "3")
+    assert "finalized versions before 3: 1 retained tables discarded" in finalized.stdout
+    refused = buttress("rollback", "--project", project, expect=1)
+    assert refused.stderr.startswith("error [rollback.finalized]")
+
+
+def test_errors_print_code_and_hint_and_exit_1(project: Path, tmp_path: Path) -> None:
+    missing = buttress("deploy", "--project", project, "p404", expect=1)
+    assert missing.stderr.startswith("error [not_found]: no proposal named 'p404'\n  hint: ")
+    not_dry = buttress(
+        "deploy",
+        "--project",
+        project,
+        proposal_id(buttress("propose", "--project", project, EXAMPLES / "entities.json").stdout),
+        expect=1,
+    )
+    assert not_dry.stderr.startswith("error [deploy.not_dry_run]")
+    bad_file = tmp_path / "bad.json"
+    bad_file.write_text('[{"op": "add_entity", "entity": {"name": "Bad Name"}}]')
+    assert buttress("propose", "--project", project, bad_file, expect=1).stderr.startswith(
+        "error [spec.invalid]"
+    )
+    nowhere = buttress("versions", "--project", tmp_path / "nowhere", expect=1)
+    assert (
+        nowhere.stderr.startswith("error [not_found]: no project named") and "buttress init" in nowhere.stderr
+    )
+
+
+@pytest.mark.anyio
+async def test_commands_against_a_running_server_report_engine_locked(project: Path) -> None:
+    command, *args = serve_command(project)
+    async with Client(StdioServerParameters(command=command, args=args, env=source_env())) as client:
+        await call(client, "describe_app")  # the server has the database open
+        locked = subprocess.run(
+            [sys.executable, "-m", "mcp_server", "versions", "--project", str(project)],
+            capture_output=True,
+            text=True,
+            env=source_env(),
+            timeout=120,
+        )
+    assert locked.returncode == 1
+    assert locked.stderr.startswith("error [engine.locked]")
+    assert "buttress serve" in locked.stderr
+
+
+def test_demo_runs_end_to_end() -> None:
+    demo = buttress("demo")
+    assert "hazard data.drop_field" in demo.stdout
+    assert "audit chain ok" in demo.stdout and "demo finished" in demo.stdout
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,0 +1,118 @@
+"""The tool registry: every tool documented for the model that reads it, output models that match the
+runtime's results field for field, and tool modules that load without the database engine."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import typing
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, TypeAdapter
+
+from runtime import audit, deploy
+from runtime import runtime as rt
+from runtime.changes import Operation
+from tools import change, read
+from tools.registry import REGISTRY
+
+MIRRORS: list[tuple[type[BaseModel], type[BaseModel]]] = [
+    (read.VersionEntry, rt.VersionInfo),
+    (read.QueryOutput, rt.QueryResult),
+    (read.SqlCheck, rt.SqlCheckResult),
+    (read.AuditRecord, audit.AuditEntry),
+    (change.ProposalOutput, deploy.ProposalResult),
+    (change.DryRunReport, deploy.DryRunReport),
+    (change.StepReport, deploy.StepReport),
+    (change.Check, deploy.Check),
+    (change.Loss, deploy.Loss),
+    (change.DeployOutput, deploy.DeployResult),
+    (change.RollbackOutput, deploy.RollbackResult),
+]
+
+ISSUE_OPERATIONS: list[dict[str, Any]] = [
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "slot",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "starts_at", "type": "timestamp"},
+                {"name": "capacity", "type": "integer", "check": "capacity > 0"},
+                {"name": "note", "type": "text", "nullable": True},
+            ],
+        },
+    },
+    {"op": "add_field", "entity": "slot", "field": {"name": "room", "type": "text", "default": "main"}},
+    {"op": "drop_field", "entity": "slot", "field": "note"},
+    {"op": "rename_field", "entity": "slot", "field": "room", "new_name": "location"},
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "capacity_is_sane",
+            "description": "no slot above 500 seats",
+            "sql": "select id from slot where capacity > 500",
+        },
+    },
+    {
+        "op": "add_field",
+        "entity": "slot",
+        "field": {"name": "created", "type": "timestamp", "default": {"expr": "now()"}},
+    },
+]
+
+
+def test_tool_names_are_unique() -> None:
+    names = [spec.name for spec in REGISTRY]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda spec: spec.name)
+def test_every_tool_is_documented_for_the_model(spec: typing.Any) -> None:
+    description = spec.description
+    assert len(description) > 200, "say what it does, when to use it and what comes back"
+    assert spec.title and spec.annotations.title == spec.title
+    hints = spec.annotations
+    assert None not in (hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint)
+    assert hints.open_world_hint is False
+    if not hints.read_only_hint or "Errors:" in description:
+        assert "Errors:" in description, "a tool that can be refused documents its error codes"
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda spec: spec.name)
+def test_every_argument_has_a_description(spec: typing.Any) -> None:
+    hints = typing.get_type_hints(spec.fn, include_extras=True)
+    for name in inspect.signature(spec.fn).parameters:
+        if name == "ctx":
+            continue
+        metadata = getattr(hints[name], "__metadata__", ())
+        assert any(getattr(m, "description", None) for m in metadata), f"{spec.name}.{name}"
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda spec: spec.name)
+def test_every_tool_returns_an_output_model(spec: typing.Any) -> None:
+    returned = typing.get_type_hints(spec.fn)["return"]
+    assert issubclass(returned, BaseModel)
+
+
+@pytest.mark.parametrize(("tool_model", "runtime_model"), MIRRORS, ids=lambda m: m.__name__)
+def test_output_models_match_the_runtime_results(
+    tool_model: type[BaseModel], runtime_model: type[BaseModel]
+) -> None:
+    def shape(model: type[BaseModel]) -> dict[str, bool]:
+        return {name: field.is_required() for name, field in model.model_fields.items()}
+
+    assert shape(tool_model) == shape(runtime_model)
+
+
+def test_the_documented_operation_shapes_validate() -> None:
+    operations = TypeAdapter(list[Operation]).validate_python(ISSUE_OPERATIONS)
+    assert [op.op for op in operations] == [op["op"] for op in ISSUE_OPERATIONS]
+
+
+def test_tool_modules_load_without_the_database_engine() -> None:
+    code = "import sys, tools.registry; assert 'duckdb' not in sys.modules, 'duckdb loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True)

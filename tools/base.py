@@ -1,0 +1,142 @@
+"""What every tool shares: the environment it runs in, its registration record, and the bridge
+from async MCP handlers to the synchronous, thread-safe runtime.
+
+A tool is an ``async`` function whose parameters are the typed arguments the agent sends (plus
+``ctx``), whose return annotation is a pydantic model (so the tool has an ``outputSchema`` and
+every call returns ``structuredContent``), and whose docstring is written for the model that
+reads it. Its body makes exactly one ``Runtime`` call through ``call_runtime``. Runtime errors
+(``ButtressError``) propagate unchanged; ``mcp_server`` turns them into tool error results.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
+
+if TYPE_CHECKING:
+    from runtime.runtime import Runtime
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class LazyRuntime(Protocol):
+    """A runtime that opens in the background (so a server answers ``initialize`` at once)."""
+
+    def start(self) -> None:
+        """Begin opening, if not begun yet; returns at once."""
+
+    def get(self) -> Runtime:
+        """The open runtime: starts opening if needed, waits for it, or raises why it failed."""
+        ...
+
+
+class ToolEnv:
+    """The runtime the tools act on and the agent name written to the audit log."""
+
+    def __init__(self, runtime: Runtime | LazyRuntime, *, agent: str) -> None:
+        self._runtime = runtime
+        self.agent = agent
+
+    def warm_up(self) -> None:
+        """Start opening a lazy runtime in the background (a no-op for an open one)."""
+        if isinstance(self._runtime, LazyRuntime):
+            self._runtime.start()
+
+    async def runtime(self) -> Runtime:
+        """The open runtime, waiting (off the event loop) for it to finish opening if needed."""
+        if isinstance(self._runtime, LazyRuntime):
+            return await anyio.to_thread.run_sync(self._runtime.get)
+        return self._runtime
+
+
+ToolContext = Context[ToolEnv, Any]
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool as the server registers it: the function, a title and its MCP annotations.
+
+    ``changes_version`` marks tools after which the server re-syncs per-action tools and
+    announces ``tools/list_changed``.
+    """
+
+    fn: Callable[..., Awaitable[Any]]
+    title: str
+    annotations: ToolAnnotations
+    changes_version: bool = False
+
+    @property
+    def name(self) -> str:
+        """The tool's name: its function's name."""
+        return self.fn.__name__
+
+    @property
+    def description(self) -> str:
+        """The tool's description: its function's docstring."""
+        return inspect.cleandoc(self.fn.__doc__ or "")
+
+
+def reading(fn: Callable[..., Awaitable[Any]], title: str) -> ToolSpec:
+    """A tool that only reads: read-only, idempotent, closed world."""
+    hints = ToolAnnotations(
+        title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+    )
+    return ToolSpec(fn=fn, title=title, annotations=hints)
+
+
+def changing(
+    fn: Callable[..., Awaitable[Any]],
+    title: str,
+    *,
+    destructive: bool,
+    idempotent: bool,
+    changes_version: bool = False,
+) -> ToolSpec:
+    """A tool that writes to the application's catalog or data (never outside it)."""
+    hints = ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
+    )
+    return ToolSpec(fn=fn, title=title, annotations=hints, changes_version=changes_version)
+
+
+async def call_runtime(ctx: ToolContext, call: Callable[[Runtime, str], T]) -> T:
+    """Run ``call(runtime, agent)`` in a worker thread: the runtime is synchronous and thread-safe.
+
+    Each tool passes a one-line lambda naming the one runtime method it projects, with the agent's
+    name as ``actor`` where the method audits.
+    """
+    env = ctx.request_context.lifespan_context
+    runtime = await env.runtime()
+    return await anyio.to_thread.run_sync(call, runtime, env.agent)
+
+
+def progress_reporter(ctx: ToolContext) -> Progress:
+    """A runtime ``progress(done, total, message)`` callback that reports MCP progress.
+
+    The runtime calls it from the worker thread; the report hops back to the event loop. Progress
+    is best effort: a client that went away must never abort a deploy, so failures are logged.
+    """
+
+    def report(done: int, total: int, message: str) -> None:
+        try:
+            anyio.from_thread.run(functools.partial(ctx.report_progress, done, total, message))
+        except Exception:
+            logger.debug("progress report dropped", exc_info=True)
+
+    return report

@@ -1,0 +1,296 @@
+"""The change tools: propose, dry-run, deploy and roll back changes to the application.
+
+Nothing changes without all three steps: a proposal (typed operations planned against a base
+version), a dry-run of that exact plan on the real data (rolled back), then a deploy of that plan
+onto that version. Each tool projects one ``Runtime`` method; the output models are field by field
+the runtime's results (pinned by ``tests/tools``), kept free of database imports.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from runtime import changes
+from runtime.changes import AddEntity, Operation
+from runtime.hazards import Hazard
+from runtime.plan import Step
+from runtime.spec import EntitySpec
+from tools.base import ToolContext, ToolSpec, call_runtime, changing, progress_reporter
+
+Note = Annotated[
+    str | None,
+    Field(
+        max_length=2000,
+        description="Why this change is made; kept with the proposal and the version it becomes.",
+    ),
+]
+ProposalId = Annotated[
+    str, Field(min_length=1, description="The proposal_id returned by propose_change or define_entity.")
+]
+
+
+# ------------------------------------------------------------------------------------ output models
+
+
+class ProposalOutput(BaseModel):
+    """A stored, immutable proposal: the plan that dry_run will execute and deploy will apply."""
+
+    proposal_id: str
+    base_version: int = Field(description="The version the plan applies to; deploy refuses any other.")
+    target_hash: str = Field(description="Hash of the spec the proposal deploys.")
+    plan_hash: str
+    steps: list[Step] = Field(description="Ordered steps: forward SQL, reverse operations, probes, hazards.")
+    hazards: list[Hazard] = Field(description="Every step's hazards: read them before dry-running.")
+    note: str | None = None
+
+
+class Loss(BaseModel):
+    """Data a step removes or changes (retained, so a rollback restores it)."""
+
+    code: str
+    message: str
+    count: int = Field(description="How many rows lose or change data (it is retained for rollback).")
+    sample: list[dict[str, Any]]
+
+
+class StepReport(BaseModel):
+    """What one step did when it ran."""
+
+    index: int
+    summary: str
+    strategy: str
+    statements: int
+    rows_affected: int
+    duration_ms: float
+    losses: list[Loss] = []
+
+
+class Check(BaseModel):
+    """One check run after the steps."""
+
+    name: str = Field(description="'catalog', 'views', 'invariants' or 'actions'.")
+    passed: bool
+    detail: str = ""
+    sample: list[dict[str, Any]] = []
+
+
+class DryRunReport(BaseModel):
+    """What executing the plan on the real data did, before it was rolled back."""
+
+    proposal_id: str | None
+    base_version: int
+    plan_hash: str
+    passed: bool
+    steps: list[StepReport]
+    checks: list[Check]
+    hazards: list[Hazard]
+    error: dict[str, Any] | None = Field(
+        default=None, description="Why it failed: {code, message, hint, details}."
+    )
+    duration_ms: float
+    dry_run_id: int | None = None
+
+
+class DryRunOutput(BaseModel):
+    """Whether the dry-run passed, and its full report."""
+
+    passed: bool = Field(description="True when every step ran and every check held; deploy is now allowed.")
+    report: DryRunReport
+
+
+class DeployOutput(BaseModel):
+    """The version a deploy created."""
+
+    version: int = Field(description="The new current version.")
+    previous_version: int
+    hash: str
+    proposal_id: str | None
+    steps: list[StepReport]
+    duration_ms: float
+
+
+class RollbackOutput(BaseModel):
+    """The version a rollback created, and the version whose spec it restored."""
+
+    version: int = Field(description="The new current version (a rollback is a new version).")
+    previous_version: int
+    restored_version: int = Field(description="The version whose spec (and data shape) is now current.")
+    hash: str
+    steps: list[StepReport]
+    duration_ms: float
+
+
+# ------------------------------------------------------------------------------------------- tools
+
+
+async def define_entity(
+    entity: Annotated[
+        EntitySpec,
+        Field(
+            description="The entity: name, fields, primary_key (and optionally "
+            "unique sets, indexes, description)."
+        ),
+    ],
+    ctx: ToolContext,
+    note: Note = None,
+) -> ProposalOutput:
+    """Propose a new entity (a table): shorthand for `propose_change` with one `add_entity` operation,
+    on the current version.
+
+    Example `entity`: {"name": "slot", "primary_key": ["id"], "fields": [{"name": "id", "type":
+    "integer"}, {"name": "starts_at", "type": "timestamp"}, {"name": "capacity", "type": "integer",
+    "check": "capacity > 0"}, {"name": "note", "type": "text", "nullable": true}]}. Fields are NOT
+    NULL unless "nullable": true; types: text, integer, bigint, double, boolean, date, timestamp,
+    timestamptz, uuid, json, decimal(p,s); "references": "other_entity.field" adds a foreign key;
+    "default" is a JSON constant or {"expr": "now()"} (also current_date, uuid(), autoincrement).
+
+    Nothing changes yet. Returns `proposal_id`, the plan's `steps` and `hazards`; next call
+    `dry_run(proposal_id)`.
+
+    Errors: spec.invalid (fix what details.problems / details.path names), sql.parse or
+    sql.unknown_column (a check expression is wrong), limit.exceeded.
+    """
+    operations = changes.operations_json([AddEntity(entity=entity)])
+    result = await call_runtime(
+        ctx, lambda runtime, actor: runtime.propose(operations, note=note, actor=actor)
+    )
+    return ProposalOutput.model_validate(result.model_dump())
+
+
+async def propose_change(
+    operations: Annotated[
+        list[Operation],
+        Field(
+            min_length=1,
+            description="Typed operations applied in order, each an object discriminated by 'op'.",
+        ),
+    ],
+    ctx: ToolContext,
+    base_version: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The version you looked at (describe_app's version); default: the current one."
+        ),
+    ] = None,
+    note: Note = None,
+) -> ProposalOutput:
+    """Propose a change to the application as a list of typed operations. Nothing changes yet: the
+    runtime validates the operations, plans them (forward SQL, reverse, hazards) and stores the plan.
+
+    Operations (discriminated by "op"), for example:
+    {"op": "add_entity", "entity": {...same shape as define_entity...}};
+    {"op": "add_field", "entity": "slot", "field": {"name": "room", "type": "text", "default": "main"}}
+    (a NOT NULL field on an existing entity needs a default);
+    {"op": "drop_field", "entity": "slot", "field": "note"} (values retained until finalized);
+    {"op": "rename_field", "entity": "slot", "field": "room", "new_name": "location"};
+    {"op": "alter_field", "entity": "slot", "field": "capacity", "type": "bigint"};
+    {"op": "add_invariant", "invariant": {"name": "capacity_is_sane", "description": "no slot above 500
+    seats", "sql": "select id from slot where capacity > 500"}} (the SQL selects violating rows);
+    also drop_entity, rename_entity, add_unique, drop_unique, add_index, drop_index, drop_invariant,
+    add_view, replace_view, drop_view, add_action, replace_action, drop_action.
+
+    Returns `proposal_id`, the plan's `steps` and `hazards` (data.drop_field, compat.rename_field,
+    ...: read each hazard's message and hint). Next: `dry_run(proposal_id)`.
+
+    Errors: spec.invalid (fix the operation named by details.path / details.problems), sql.parse /
+    sql.forbidden / sql.unknown_table / sql.unknown_column (fix the view, invariant, check or action
+    SQL), plan.stale_base (base_version is not current: call describe_app and propose again),
+    plan.empty, limit.exceeded (split the change), policy.protected (the operator protects that
+    entity: ask the operator).
+    """
+    raw = changes.operations_json(operations)
+    result = await call_runtime(
+        ctx, lambda runtime, actor: runtime.propose(raw, base_version=base_version, note=note, actor=actor)
+    )
+    return ProposalOutput.model_validate(result.model_dump())
+
+
+async def dry_run(proposal_id: ProposalId, ctx: ToolContext) -> DryRunOutput:
+    """Execute a proposal's exact plan on the real data inside a transaction, run every check
+    (catalog, views, invariants, actions), report, and roll everything back. Nothing changes.
+
+    Always dry-run before deploy: deploy only accepts a proposal whose dry-run passed on the current
+    version. Reports progress per step.
+
+    Returns `passed` and the `report`: per-step rows affected and `losses` (data a step removes or
+    changes, with a sample; it is retained so rollback restores it), the checks, the hazards, and
+    when `passed` is false, `report.error` {code, message, hint, details}: deploy.dry_run_failed
+    (rows that block a step are in details.rows: fix the data or the proposal, then propose again),
+    invariant.violated (details.rows), engine.constraint.
+
+    Errors: not_found (unknown proposal_id), plan.stale_base (the version moved since the proposal:
+    propose again on the current version), deploy.already_applied (nothing to do), catalog.drift
+    (the database was changed outside Buttress: tell the operator).
+    """
+    report = await call_runtime(
+        ctx, lambda runtime, actor: runtime.dry_run(proposal_id, actor=actor, progress=progress_reporter(ctx))
+    )
+    return DryRunOutput(passed=report.passed, report=DryRunReport.model_validate(report.model_dump()))
+
+
+async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployOutput:
+    """Deploy a proposal whose dry-run passed: apply its exact plan onto its base version, re-running
+    every check, in one transaction with a new version number and an audit row. Reports progress.
+
+    Data removed by destructive steps is retained, so `rollback` can restore it until the operator
+    finalizes. After a deploy the tool list may change (actions appear as app_<name> tools). Verify
+    the result with `query`.
+
+    Returns the new `version`, `previous_version` and per-step reports.
+
+    Errors: deploy.not_dry_run (call dry_run first), deploy.dry_run_failed (the last dry-run failed:
+    read its report), plan.stale_base (another change was deployed first: propose again on the
+    current version), deploy.already_applied, not_found (unknown proposal_id), invariant.violated,
+    catalog.drift (tell the operator), deploy.needs_approval (the operator must approve hazardous
+    changes; do not retry), deploy.failed (report it with the proposal id).
+    """
+    result = await call_runtime(
+        ctx, lambda runtime, actor: runtime.deploy(proposal_id, actor=actor, progress=progress_reporter(ctx))
+    )
+    return DeployOutput.model_validate(result.model_dump())
+
+
+async def rollback(
+    ctx: ToolContext,
+    to_version: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            description="Return to this earlier version (list_versions); "
+            "default: the version before the current one.",
+        ),
+    ] = None,
+) -> RollbackOutput:
+    """Roll the application back to an earlier version, restoring dropped entities and fields with
+    their data from the retained area. The rollback is planned, dry-run and applied in one
+    transaction and is itself a new version (numbers only grow). Reports progress.
+
+    Use it when a deploy turned out wrong (verify with `query` first). Returns the new `version` and
+    `restored_version`.
+
+    Errors: rollback.not_lossless (rows written since the deploy do not fit the older shape;
+    details.rows names them: fix or remove them, then roll back again), rollback.nothing_to_roll_back,
+    rollback.not_ancestor (pick a version from list_versions in the current history),
+    rollback.finalized (the retained data was discarded by the operator: propose a forward change
+    instead), catalog.drift (tell the operator), not_found (no such version).
+    """
+    result = await call_runtime(
+        ctx,
+        lambda runtime, actor: runtime.rollback(
+            to_version=to_version, actor=actor, progress=progress_reporter(ctx)
+        ),
+    )
+    return RollbackOutput.model_validate(result.model_dump())
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    changing(define_entity, "Define an entity (propose)", destructive=False, idempotent=False),
+    changing(propose_change, "Propose a change", destructive=False, idempotent=False),
+    changing(dry_run, "Dry-run a proposal", destructive=False, idempotent=True),
+    changing(deploy, "Deploy a proposal", destructive=True, idempotent=False, changes_version=True),
+    changing(
+        rollback, "Roll back to an earlier version", destructive=True, idempotent=False, changes_version=True
+    ),
+)

@@ -1,0 +1,8 @@
+"""Every tool the server registers, in the order it lists them."""
+
+from __future__ import annotations
+
+from tools import change, read
+from tools.base import ToolSpec
+
+REGISTRY: tuple[ToolSpec, ...] = (*read.TOOLS, *change.TOOLS)
