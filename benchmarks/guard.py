@@ -19,15 +19,34 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime import sqlcheck  # noqa: E402
-from runtime.runtime import Runtime  # noqa: E402
+from runtime import sqlcheck
+from runtime.runtime import Runtime
 
 OPS = [
-    {"op": "add_entity", "entity": {"name": "customer", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"}, {"name": "name", "type": "text"}, {"name": "region", "type": "text"}]}},
-    {"op": "add_entity", "entity": {"name": "purchase", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"}, {"name": "customer_id", "type": "integer", "references": "customer.id"},
-        {"name": "total", "type": "double"}]}},
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "customer",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "name", "type": "text"},
+                {"name": "region", "type": "text"},
+            ],
+        },
+    },
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "purchase",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "customer_id", "type": "integer", "references": "customer.id"},
+                {"name": "total", "type": "double"},
+            ],
+        },
+    },
 ]
 FILL = [
     "INSERT INTO customer SELECT range, 'c' || range, CASE WHEN range % 2 = 0 THEN 'eu' ELSE 'us' END FROM range({n})",
@@ -35,10 +54,12 @@ FILL = [
 ]
 QUERIES = {
     "point lookup": ("SELECT name FROM customer WHERE id = $id", {"id": 42}),
-    "join + group": ("WITH spent AS (SELECT customer_id, sum(total) AS total FROM purchase GROUP BY customer_id) "
-                     "SELECT c.region, count(*) AS n, sum(s.total) AS total FROM customer c "
-                     "JOIN spent s ON s.customer_id = c.id WHERE c.region = $region GROUP BY c.region",
-                     {"region": "eu"}),
+    "join + group": (
+        "WITH spent AS (SELECT customer_id, sum(total) AS total FROM purchase GROUP BY customer_id) "
+        "SELECT c.region, count(*) AS n, sum(s.total) AS total FROM customer c "
+        "JOIN spent s ON s.customer_id = c.id WHERE c.region = $region GROUP BY c.region",
+        {"region": "eu"},
+    ),
 }
 
 
@@ -65,23 +86,31 @@ def main() -> None:
             for statement in FILL:
                 tx.execute(statement.format(n=args.rows))
         raw = duckdb.connect(str(Path(tmp) / "raw.duckdb"))
-        raw.execute("CREATE TABLE customer (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, region VARCHAR NOT NULL)")
-        raw.execute("CREATE TABLE purchase (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customer (id), "
-                    "total DOUBLE NOT NULL)")
+        raw.execute(
+            "CREATE TABLE customer (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, region VARCHAR NOT NULL)"
+        )
+        raw.execute(
+            "CREATE TABLE purchase (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customer (id), "
+            "total DOUBLE NOT NULL)"
+        )
         for statement in FILL:
             raw.execute(statement.format(n=args.rows))
         relations = rt.current[1].relations()
         print(f"{args.rows:,} customers, {args.rows * 5:,} purchases; median of {args.iterations} calls (ms)")
         print(f"{'query':<14}{'raw':>8}{'guard':>8}{'runtime':>9}{'ratio':>7}{'+audit':>9}{'ratio':>7}")
         for name, (sql, params) in QUERIES.items():
-            raw_ms = median_ms(lambda: raw.execute(sql, params).fetchmany(1001), args.iterations)
-            guard_ms = median_ms(lambda: sqlcheck.analyze_query(sql, relations), args.iterations)
+            raw_ms = median_ms(
+                lambda sql=sql, params=params: raw.execute(sql, params).fetchmany(1001), args.iterations
+            )
+            guard_ms = median_ms(lambda sql=sql: sqlcheck.analyze_query(sql, relations), args.iterations)
             rt.audit_reads = False
-            plain_ms = median_ms(lambda: rt.query(sql, params), args.iterations)
+            plain_ms = median_ms(lambda sql=sql, params=params: rt.query(sql, params), args.iterations)
             rt.audit_reads = True
-            audited_ms = median_ms(lambda: rt.query(sql, params), args.iterations)
-            print(f"{name:<14}{raw_ms:>8.3f}{guard_ms:>8.3f}{plain_ms:>9.3f}{plain_ms / raw_ms:>7.2f}"
-                  f"{audited_ms:>9.3f}{audited_ms / raw_ms:>7.2f}")
+            audited_ms = median_ms(lambda sql=sql, params=params: rt.query(sql, params), args.iterations)
+            print(
+                f"{name:<14}{raw_ms:>8.3f}{guard_ms:>8.3f}{plain_ms:>9.3f}{plain_ms / raw_ms:>7.2f}"
+                f"{audited_ms:>9.3f}{audited_ms / raw_ms:>7.2f}"
+            )
         raw.close()
         rt.close()
 

@@ -69,7 +69,8 @@ def args_model(action: ActionSpec) -> type[BaseModel]:
 def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:
     relations = spec.relations()
     analyses = tuple(
-        sqlcheck.analyze_statement(s, relations, allow_writes=action.kind == "mutation") for s in action.statements
+        sqlcheck.analyze_statement(s, relations, allow_writes=action.kind == "mutation")
+        for s in action.statements
     )
     reads = frozenset().union(*(a.reads for a in analyses))
     writes = frozenset().union(*(a.writes for a in analyses))
@@ -113,7 +114,9 @@ class ActionRunner:
                 self._prepared[key] = found
         return number, found
 
-    def run(self, name: str, args: dict[str, Any] | None, *, idempotency_key: str | None, actor: str) -> ActionResult:
+    def run(
+        self, name: str, args: dict[str, Any] | None, *, idempotency_key: str | None, actor: str
+    ) -> ActionResult:
         audit_args = {"action": name, "args": _jsonable(args or {}), "idempotency_key": idempotency_key}
         try:
             number, prepared = self.prepared(name)
@@ -130,11 +133,25 @@ class ActionRunner:
     def _query(self, number: int, prepared: Prepared, values: dict[str, Any]) -> ActionResult:
         with self.rt.engine.snapshot(timeout=self.rt.limits.action_timeout_s) as cursor:
             columns, rows, affected = _run_statements(cursor, prepared, values)
-        return ActionResult(action=prepared.spec.name, kind="query", columns=columns, rows=rows, row_count=len(rows),
-                            rows_affected=affected, version=number)
+        return ActionResult(
+            action=prepared.spec.name,
+            kind="query",
+            columns=columns,
+            rows=rows,
+            row_count=len(rows),
+            rows_affected=affected,
+            version=number,
+        )
 
-    def _mutate(self, number: int, prepared: Prepared, values: dict[str, Any], key: str | None, actor: str,
-                audit_args: dict[str, Any]) -> ActionResult:
+    def _mutate(
+        self,
+        number: int,
+        prepared: Prepared,
+        values: dict[str, Any],
+        key: str | None,
+        actor: str,
+        audit_args: dict[str, Any],
+    ) -> ActionResult:
         args_hash = hashlib.sha256(canonical_json(_jsonable(values)).encode()).hexdigest()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -144,26 +161,50 @@ class ActionRunner:
                 if error.code == Code.ENGINE_CONFLICT and attempt < MAX_ATTEMPTS:
                     continue
                 if error.code == Code.ENGINE_CONSTRAINT:
-                    raise ActionError(Code.ACTION_CONSTRAINT, f"action {prepared.spec.name!r}: {error.message}",
-                                      hint="The arguments break a key, NOT NULL, CHECK or foreign key; read details.reason.",
-                                      details=error.details) from None
+                    raise ActionError(
+                        Code.ACTION_CONSTRAINT,
+                        f"action {prepared.spec.name!r}: {error.message}",
+                        hint="The arguments break a key, NOT NULL, CHECK or foreign key; read details.reason.",
+                        details=error.details,
+                    ) from None
                 raise
         raise AssertionError("unreachable")
 
-    def _mutate_once(self, tx: Tx, number: int, prepared: Prepared, values: dict[str, Any], key: str | None,
-                     args_hash: str, actor: str, audit_args: dict[str, Any]) -> ActionResult:
+    def _mutate_once(
+        self,
+        tx: Tx,
+        number: int,
+        prepared: Prepared,
+        values: dict[str, Any],
+        key: str | None,
+        args_hash: str,
+        actor: str,
+        audit_args: dict[str, Any],
+    ) -> ActionResult:
         name = prepared.spec.name
         if key is not None:
-            row = tx.fetchone("SELECT args_hash, result FROM _buttress.idempotency WHERE action = ? AND key = ?", [name, key])
+            row = tx.fetchone(
+                "SELECT args_hash, result FROM _buttress.idempotency WHERE action = ? AND key = ?",
+                [name, key],
+            )
             if row is not None:
                 if row[0] != args_hash:
-                    raise ActionError(Code.ACTION_IDEMPOTENCY_CONFLICT,
-                                      f"idempotency key {key!r} was already used for {name} with different arguments",
-                                      hint="Use a new key for a new request; reuse a key only to retry the same call.",
-                                      details={"action": name, "idempotency_key": key})
+                    raise ActionError(
+                        Code.ACTION_IDEMPOTENCY_CONFLICT,
+                        f"idempotency key {key!r} was already used for {name} with different arguments",
+                        hint="Use a new key for a new request; reuse a key only to retry the same call.",
+                        details={"action": name, "idempotency_key": key},
+                    )
                 stored = ActionResult.model_validate_json(row[1]).model_copy(update={"replayed": True})
-                self.rt.audit.append(tx, actor=actor, operation="run_action", arguments=audit_args, outcome="replayed",
-                                     version_before=number, version_after=number)
+                self.rt.audit.append(
+                    tx,
+                    actor=actor,
+                    operation="run_action",
+                    arguments=audit_args,
+                    outcome="replayed",
+                    version_before=number,
+                    version_after=number,
+                )
                 return stored
         columns, rows, affected = _run_statements(tx.cursor, prepared, values, tx=tx)
         for inv_name, description, sql in prepared.invariants:
@@ -171,21 +212,41 @@ class ActionRunner:
             names = [d[0] for d in bad.description or []]
             sample = [dict(zip(names, (_plain(v) for v in r), strict=True)) for r in bad.fetchall()]
             if sample:
-                raise ActionError(Code.INVARIANT_VIOLATED, f"invariant {inv_name!r} would be violated: {description}",
-                                  hint="This is a business rule, not a bug: the call was rolled back and nothing changed.",
-                                  details={"invariant": inv_name, "action": name, "rows": sample})
-        result = ActionResult(action=name, kind="mutation", columns=columns, rows=rows, row_count=len(rows),
-                              rows_affected=affected, version=number)
+                raise ActionError(
+                    Code.INVARIANT_VIOLATED,
+                    f"invariant {inv_name!r} would be violated: {description}",
+                    hint="This is a business rule, not a bug: the call was rolled back and nothing changed.",
+                    details={"invariant": inv_name, "action": name, "rows": sample},
+                )
+        result = ActionResult(
+            action=name,
+            kind="mutation",
+            columns=columns,
+            rows=rows,
+            row_count=len(rows),
+            rows_affected=affected,
+            version=number,
+        )
         if key is not None:
-            tx.execute("INSERT INTO _buttress.idempotency VALUES (?, ?, ?, ?, ?, ?)",
-                       [name, key, args_hash, result.model_dump_json(), number, _now()])
-        self.rt.audit.append(tx, actor=actor, operation="run_action", arguments=audit_args, outcome="ok",
-                             version_before=number, version_after=number)
+            tx.execute(
+                "INSERT INTO _buttress.idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                [name, key, args_hash, result.model_dump_json(), number, _now()],
+            )
+        self.rt.audit.append(
+            tx,
+            actor=actor,
+            operation="run_action",
+            arguments=audit_args,
+            outcome="ok",
+            version_before=number,
+            version_after=number,
+        )
         return result
 
 
-def _run_statements(cursor: duckdb.DuckDBPyConnection, prepared: Prepared, values: dict[str, Any],
-                    tx: Tx | None = None) -> tuple[list[str], list[list[Any]], int]:
+def _run_statements(
+    cursor: duckdb.DuckDBPyConnection, prepared: Prepared, values: dict[str, Any], tx: Tx | None = None
+) -> tuple[list[str], list[list[Any]], int]:
     columns: list[str] = []
     rows: list[list[Any]] = []
     affected = 0
@@ -211,13 +272,23 @@ def _validate(prepared: Prepared, args: dict[str, Any]) -> dict[str, Any]:
     try:
         model = prepared.args_model.model_validate(args)
     except ValidationError as error:
-        problems = [{"param": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in error.errors(include_url=False)]
-        raise ActionError(Code.ACTION_INVALID_ARGS, f"invalid arguments for {prepared.spec.name}: {problems[0]['problem']}"
-                          f" ({problems[0]['param']})",
-                          hint="describe_app lists each parameter with its type.", details={"problems": problems}) from None
+        problems = [
+            {"param": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
+            for e in error.errors(include_url=False)
+        ]
+        raise ActionError(
+            Code.ACTION_INVALID_ARGS,
+            f"invalid arguments for {prepared.spec.name}: {problems[0]['problem']} ({problems[0]['param']})",
+            hint="describe_app lists each parameter with its type.",
+            details={"problems": problems},
+        ) from None
     values = model.model_dump()
     for param in prepared.spec.params:
-        if param.type == "json" and values.get(param.name) is not None and not isinstance(values[param.name], str):
+        if (
+            param.type == "json"
+            and values.get(param.name) is not None
+            and not isinstance(values[param.name], str)
+        ):
             values[param.name] = json.dumps(values[param.name])
     return values
 

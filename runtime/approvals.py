@@ -48,8 +48,11 @@ def ensure_operator_key(path: Path | None = None) -> Path:
 def _key(path: Path | None = None) -> bytes:
     path = path or operator_key_path()
     if not path.exists():
-        raise PolicyError(Code.APPROVAL_INVALID, "no operator secret exists on this machine",
-                          hint="Run `buttress init` (or `buttress approve`) as the operator to create it.")
+        raise PolicyError(
+            Code.APPROVAL_INVALID,
+            "no operator secret exists on this machine",
+            hint="Run `buttress init` (or `buttress approve`) as the operator to create it.",
+        )
     return path.read_text().strip().encode()
 
 
@@ -60,8 +63,12 @@ def _payload(request: dict[str, Any]) -> bytes:
 
 def sign(request: dict[str, Any], approved_by: str, key_path: Path | None = None) -> dict[str, Any]:
     signature = hmac.new(_key(key_path), _payload(request), hashlib.sha256).hexdigest()
-    return {**{k: request[k] for k in ("id", "proposal_id", "plan_hash", "expires_at")},
-            "approved_by": approved_by, "approved_at": now_iso(), "signature": signature}
+    return {
+        **{k: request[k] for k in ("id", "proposal_id", "plan_hash", "expires_at")},
+        "approved_by": approved_by,
+        "approved_at": now_iso(),
+        "signature": signature,
+    }
 
 
 def folder(database: str | Path) -> Path:
@@ -72,8 +79,16 @@ def _expired(expires_at: str) -> bool:
     return datetime.datetime.fromisoformat(expires_at) < datetime.datetime.now(datetime.UTC)
 
 
-def open_request(tx: Tx, database: str, *, proposal_id: str, plan_hash: str, hazards: list[Hazard], actor: str,
-                 ttl_minutes: int) -> dict[str, Any]:
+def open_request(
+    tx: Tx,
+    database: str,
+    *,
+    proposal_id: str,
+    plan_hash: str,
+    hazards: list[Hazard],
+    actor: str,
+    ttl_minutes: int,
+) -> dict[str, Any]:
     """The pending, unexpired request for this plan, or a new one (recorded and written to disk)."""
     row = tx.fetchone(
         "SELECT id, expires_at FROM _buttress.approvals WHERE proposal_id = ? AND plan_hash = ? AND used_at IS NULL "
@@ -90,8 +105,14 @@ def open_request(tx: Tx, database: str, *, proposal_id: str, plan_hash: str, haz
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [request_id, proposal_id, plan_hash, json.dumps(hazards_json), actor, now_iso(), expires],
     )
-    request = {"id": request_id, "proposal_id": proposal_id, "plan_hash": plan_hash, "expires_at": expires,
-               "requested_by": actor, "hazards": hazards_json}
+    request = {
+        "id": request_id,
+        "proposal_id": proposal_id,
+        "plan_hash": plan_hash,
+        "expires_at": expires,
+        "requested_by": actor,
+        "hazards": hazards_json,
+    }
     target = folder(database) / "requests"
     target.mkdir(parents=True, exist_ok=True)
     (target / f"{request_id}.json").write_text(json.dumps(request, indent=2))
@@ -110,8 +131,15 @@ def find_valid(tx: Tx, database: str, *, proposal_id: str, plan_hash: str) -> st
             continue
         try:
             approval = json.loads(path.read_text())
-            expected = sign({"id": request_id, "proposal_id": proposal_id, "plan_hash": plan_hash,
-                             "expires_at": expires_at}, approval.get("approved_by", ""))["signature"]
+            expected = sign(
+                {
+                    "id": request_id,
+                    "proposal_id": proposal_id,
+                    "plan_hash": plan_hash,
+                    "expires_at": expires_at,
+                },
+                approval.get("approved_by", ""),
+            )["signature"]
         except (ValueError, OSError, PolicyError):
             continue
         if hmac.compare_digest(expected, str(approval.get("signature", ""))):
@@ -120,16 +148,23 @@ def find_valid(tx: Tx, database: str, *, proposal_id: str, plan_hash: str) -> st
 
 
 def consume(tx: Tx, request_id: str, approved_by: str = "operator") -> None:
-    tx.execute("UPDATE _buttress.approvals SET approved_by = ?, approved_at = ?, used_at = ? WHERE id = ?",
-               [approved_by, now_iso(), now_iso(), request_id])
+    tx.execute(
+        "UPDATE _buttress.approvals SET approved_by = ?, approved_at = ?, used_at = ? WHERE id = ?",
+        [approved_by, now_iso(), now_iso(), request_id],
+    )
 
 
 def needs_approval_error(request: dict[str, Any], hazards: list[Hazard]) -> DeployError:
     return DeployError(
         Code.DEPLOY_NEEDS_APPROVAL,
         f"this deploy carries {len(hazards)} hazard(s) that need a human approval (request {request['id']})",
-        hint=(f"Ask the operator to run `buttress approve {request['id']} --project <dir>`, then call deploy again. "
-              "The approval is for this exact plan and expires."),
-        details={"approval_request": request["id"], "expires_at": request["expires_at"],
-                 "hazards": [h.model_dump(mode="json") for h in hazards]},
+        hint=(
+            f"Ask the operator to run `buttress approve {request['id']} --project <dir>`, then call deploy again. "
+            "The approval is for this exact plan and expires."
+        ),
+        details={
+            "approval_request": request["id"],
+            "expires_at": request["expires_at"],
+            "hazards": [h.model_dump(mode="json") for h in hazards],
+        },
     )

@@ -95,8 +95,20 @@ class AuditLog:
         fields["hash"] = row_hash(fields)
         tx.execute(
             f"INSERT INTO _buttress.audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [fields["seq"], fields["time"], actor, operation, canonical_json(arguments), outcome, error_code,
-             version_before, version_after, proposal_id, prev, fields["hash"]],
+            [
+                fields["seq"],
+                fields["time"],
+                actor,
+                operation,
+                canonical_json(arguments),
+                outcome,
+                error_code,
+                version_before,
+                version_after,
+                proposal_id,
+                prev,
+                fields["hash"],
+            ],
         )
         head = (fields["seq"], fields["hash"])
         tx.memo["audit_head"] = head
@@ -112,7 +124,9 @@ class AuditLog:
         self._head = None
 
 
-def _entries(cursor: duckdb.DuckDBPyConnection, where: str = "", params: list[Any] | None = None) -> list[AuditEntry]:
+def _entries(
+    cursor: duckdb.DuckDBPyConnection, where: str = "", params: list[Any] | None = None
+) -> list[AuditEntry]:
     import json
 
     rows = cursor.execute(f"SELECT {_COLUMNS} FROM _buttress.audit {where}", params or []).fetchall()
@@ -125,12 +139,16 @@ def _entries(cursor: duckdb.DuckDBPyConnection, where: str = "", params: list[An
     return out
 
 
-def recent(cursor: duckdb.DuckDBPyConnection, *, limit: int = 50, after_seq: int = 0,
-           operation: str | None = None) -> list[AuditEntry]:
+def recent(
+    cursor: duckdb.DuckDBPyConnection, *, limit: int = 50, after_seq: int = 0, operation: str | None = None
+) -> list[AuditEntry]:
+    """The newest ``limit`` entries; with ``after_seq``, the first ``limit`` entries after it (for paging)."""
     where, params = "WHERE seq > ?", [after_seq]
     if operation:
         where += " AND operation = ?"
         params.append(operation)
+    if after_seq > 0:
+        return _entries(cursor, where + " ORDER BY seq LIMIT ?", [*params, limit])
     rows = _entries(cursor, where + " ORDER BY seq DESC LIMIT ?", [*params, limit])
     return list(reversed(rows))
 
@@ -142,13 +160,25 @@ def verify(cursor: duckdb.DuckDBPyConnection) -> VerifyResult:
     for entry in entries:
         fields = entry.model_dump()
         if entry.seq != expected_seq:
-            return VerifyResult(ok=False, entries=len(entries), first_bad_seq=entry.seq,
-                                problem=f"sequence jumps from {expected_seq - 1} to {entry.seq} (row deleted or inserted)")
+            return VerifyResult(
+                ok=False,
+                entries=len(entries),
+                first_bad_seq=entry.seq,
+                problem=f"sequence jumps from {expected_seq - 1} to {entry.seq} (row deleted or inserted)",
+            )
         if entry.prev_hash != prev:
-            return VerifyResult(ok=False, entries=len(entries), first_bad_seq=entry.seq,
-                                problem="prev_hash does not match the previous row (row deleted, inserted or reordered)")
+            return VerifyResult(
+                ok=False,
+                entries=len(entries),
+                first_bad_seq=entry.seq,
+                problem="prev_hash does not match the previous row (row deleted, inserted or reordered)",
+            )
         if row_hash(fields) != entry.hash:
-            return VerifyResult(ok=False, entries=len(entries), first_bad_seq=entry.seq,
-                                problem="row content does not match its hash (row edited)")
+            return VerifyResult(
+                ok=False,
+                entries=len(entries),
+                first_bad_seq=entry.seq,
+                problem="row content does not match its hash (row edited)",
+            )
         prev, expected_seq = entry.hash, expected_seq + 1
     return VerifyResult(ok=True, entries=len(entries))

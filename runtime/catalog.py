@@ -71,7 +71,9 @@ def install(tx: Tx) -> bool:
 
 
 def current_version(cursor: duckdb.DuckDBPyConnection | Tx) -> tuple[int, AppSpec]:
-    row = cursor.execute("SELECT number, spec FROM _buttress.versions ORDER BY number DESC LIMIT 1").fetchone()
+    row = cursor.execute(
+        "SELECT number, spec FROM _buttress.versions ORDER BY number DESC LIMIT 1"
+    ).fetchone()
     assert row is not None, "the system schema has no version 0"
     return int(row[0]), AppSpec.model_validate_json(row[1])
 
@@ -84,7 +86,19 @@ def version_row(cursor: duckdb.DuckDBPyConnection | Tx, number: int) -> dict[str
     ).fetchone()
     if row is None:
         raise NotFound("version", number)
-    keys = ("number", "hash", "spec", "kind", "parent", "restores", "proposal_id", "plan", "note", "deployed_at", "deployed_by")
+    keys = (
+        "number",
+        "hash",
+        "spec",
+        "kind",
+        "parent",
+        "restores",
+        "proposal_id",
+        "plan",
+        "note",
+        "deployed_at",
+        "deployed_by",
+    )
     out = dict(zip(keys, row, strict=True))
     out["spec"] = json.loads(out["spec"])
     out["plan"] = json.loads(out["plan"]) if out["plan"] else None
@@ -96,18 +110,48 @@ def versions(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         "SELECT number, hash, kind, parent, restores, proposal_id, note, deployed_at, deployed_by "
         "FROM _buttress.versions ORDER BY number"
     ).fetchall()
-    keys = ("number", "hash", "kind", "parent", "restores", "proposal_id", "note", "deployed_at", "deployed_by")
+    keys = (
+        "number",
+        "hash",
+        "kind",
+        "parent",
+        "restores",
+        "proposal_id",
+        "note",
+        "deployed_at",
+        "deployed_by",
+    )
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def insert_version(
-    tx: Tx, *, number: int, spec: AppSpec, kind: str, parent: int, restores: int | None, proposal_id: str | None,
-    plan: Plan, note: str | None, actor: str,
+    tx: Tx,
+    *,
+    number: int,
+    spec: AppSpec,
+    kind: str,
+    parent: int,
+    restores: int | None,
+    proposal_id: str | None,
+    plan: Plan,
+    note: str | None,
+    actor: str,
 ) -> None:
     tx.execute(
         "INSERT INTO _buttress.versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [number, spec.hash(), spec.canonical_json(), kind, parent, restores, proposal_id,
-         canonical_json(plan.model_dump(mode="json")), note, now_iso(), actor],
+        [
+            number,
+            spec.hash(),
+            spec.canonical_json(),
+            kind,
+            parent,
+            restores,
+            proposal_id,
+            canonical_json(plan.model_dump(mode="json")),
+            note,
+            now_iso(),
+            actor,
+        ],
     )
 
 
@@ -120,13 +164,32 @@ def next_proposal_id(tx: Tx) -> tuple[str, int]:
 
 
 def insert_proposal(
-    tx: Tx, *, proposal_id: str, seq: int, base_version: int, operations: list[dict[str, Any]], target: AppSpec,
-    plan: Plan, note: str | None, actor: str,
+    tx: Tx,
+    *,
+    proposal_id: str,
+    seq: int,
+    base_version: int,
+    operations: list[dict[str, Any]],
+    target: AppSpec,
+    plan: Plan,
+    note: str | None,
+    actor: str,
 ) -> None:
     tx.execute(
         "INSERT INTO _buttress.proposals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [proposal_id, seq, base_version, canonical_json(operations), target.canonical_json(), target.hash(),
-         canonical_json(plan.model_dump(mode="json")), plan.hash(), note, now_iso(), actor],
+        [
+            proposal_id,
+            seq,
+            base_version,
+            canonical_json(operations),
+            target.canonical_json(),
+            target.hash(),
+            canonical_json(plan.model_dump(mode="json")),
+            plan.hash(),
+            note,
+            now_iso(),
+            actor,
+        ],
     )
 
 
@@ -138,7 +201,11 @@ def proposal(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str) -> dict[s
         [proposal_id],
     ).fetchone()
     if row is None:
-        raise NotFound("proposal", proposal_id, hint="propose_change returns a proposal_id; describe_app lists pending ones.")
+        raise NotFound(
+            "proposal",
+            proposal_id,
+            hint="propose_change returns a proposal_id; describe_app lists pending ones.",
+        )
     return {
         "id": row[0],
         "base_version": int(row[1]),
@@ -161,15 +228,24 @@ def pending_proposals(cursor: duckdb.DuckDBPyConnection, current: int) -> list[d
         "AND NOT EXISTS (SELECT 1 FROM _buttress.versions v WHERE v.proposal_id = p.id) ORDER BY seq",
         [current],
     ).fetchall()
-    return [{"proposal_id": r[0], "note": r[1], "created_by": r[2], "created_at": r[3], "dry_run_passed": bool(r[4])}
-            for r in rows]
+    return [
+        {
+            "proposal_id": r[0],
+            "note": r[1],
+            "created_by": r[2],
+            "created_at": r[3],
+            "dry_run_passed": bool(r[4]),
+        }
+        for r in rows
+    ]
 
 
 # ----------------------------------------------------------------------------------------- dry runs
 
 
-def insert_dry_run(tx: Tx, *, proposal_id: str, base_version: int, plan_hash: str, passed: bool,
-                   report: dict[str, Any]) -> int:
+def insert_dry_run(
+    tx: Tx, *, proposal_id: str, base_version: int, plan_hash: str, passed: bool, report: dict[str, Any]
+) -> int:
     run_id = int(tx.scalar("SELECT coalesce(max(id), 0) + 1 FROM _buttress.dry_runs"))
     tx.execute(
         "INSERT INTO _buttress.dry_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -178,8 +254,9 @@ def insert_dry_run(tx: Tx, *, proposal_id: str, base_version: int, plan_hash: st
     return run_id
 
 
-def passed_dry_run(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str, base_version: int,
-                   plan_hash: str) -> dict[str, Any] | None:
+def passed_dry_run(
+    cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str, base_version: int, plan_hash: str
+) -> dict[str, Any] | None:
     row = cursor.execute(
         "SELECT id, passed, report FROM _buttress.dry_runs WHERE proposal_id = ? AND base_version = ? AND plan_hash = ? "
         "ORDER BY id DESC LIMIT 1",
@@ -193,11 +270,23 @@ def passed_dry_run(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str, bas
 # ------------------------------------------------------------------------------------ retained data
 
 
-def record_retention(tx: Tx, retention: Retention, *, version: int, step: int, origin: str, spec_hash: str) -> None:
+def record_retention(
+    tx: Tx, retention: Retention, *, version: int, step: int, origin: str, spec_hash: str
+) -> None:
     tx.execute(
         "INSERT INTO _buttress.retained VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
-        [retention.table, version, step, retention.kind, retention.entity, retention.field,
-         json.dumps(list(retention.key)), origin, spec_hash, now_iso()],
+        [
+            retention.table,
+            version,
+            step,
+            retention.kind,
+            retention.entity,
+            retention.field,
+            json.dumps(list(retention.key)),
+            origin,
+            spec_hash,
+            now_iso(),
+        ],
     )
 
 
@@ -207,13 +296,29 @@ def retentions(cursor: duckdb.DuckDBPyConnection | Tx, where: str, params: list[
         f"FROM _buttress.retained WHERE {where} ORDER BY version DESC, step",
         params,
     ).fetchall()
-    keys = ("table_name", "version", "step", "kind", "entity", "field", "key", "origin", "spec_hash", "status")
+    keys = (
+        "table_name",
+        "version",
+        "step",
+        "kind",
+        "entity",
+        "field",
+        "key",
+        "origin",
+        "spec_hash",
+        "status",
+    )
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def as_retention(row: dict[str, Any]) -> Retention:
-    return Retention(table=row["table_name"], kind=row["kind"], entity=row["entity"], field=row["field"],
-                     key=tuple(json.loads(row["key"])))
+    return Retention(
+        table=row["table_name"],
+        kind=row["kind"],
+        entity=row["entity"],
+        field=row["field"],
+        key=tuple(json.loads(row["key"])),
+    )
 
 
 def consume_retention(tx: Tx, table: str) -> None:

@@ -72,7 +72,9 @@ class AddField(_Op):
     op: Literal["add_field"] = "add_field"
     entity: Name
     field: FieldSpec
-    position: int | None = Field(default=None, ge=0, description="Insert before this field index (default: last).")
+    position: int | None = Field(
+        default=None, ge=0, description="Insert before this field index (default: last)."
+    )
 
 
 class DropField(_Op):
@@ -195,11 +197,27 @@ Operation = Annotated[
     Field(discriminator="op"),
 ]
 
-OPERATION_NAMES: tuple[str, ...] = (
-    "add_entity drop_entity rename_entity add_field drop_field rename_field alter_field add_unique drop_unique "
-    "add_index drop_index add_invariant drop_invariant add_view replace_view drop_view add_action replace_action "
-    "drop_action"
-).split()
+OPERATION_NAMES: tuple[str, ...] = [
+    "add_entity",
+    "drop_entity",
+    "rename_entity",
+    "add_field",
+    "drop_field",
+    "rename_field",
+    "alter_field",
+    "add_unique",
+    "drop_unique",
+    "add_index",
+    "drop_index",
+    "add_invariant",
+    "drop_invariant",
+    "add_view",
+    "replace_view",
+    "drop_view",
+    "add_action",
+    "replace_action",
+    "drop_action",
+]
 
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
@@ -210,8 +228,10 @@ def parse_operations(raw: Sequence[Any]) -> list[Operation]:
         return _OPERATIONS.validate_python(list(raw))
     except ValidationError as error:
         problems = [
-            {"path": "operations" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]),
-             "problem": e["msg"]}
+            {
+                "path": "operations" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]),
+                "problem": e["msg"],
+            }
             for e in error.errors(include_url=False)
         ]
         first = problems[0] if problems else {"path": "operations", "problem": "invalid"}
@@ -276,7 +296,9 @@ def _field(entity: EntitySpec, name: str) -> FieldSpec:
 
 
 def _replace_entity(spec: AppSpec, old_name: str, new: EntitySpec | None) -> AppSpec:
-    entities = tuple(new if e.name == old_name else e for e in spec.entities if new is not None or e.name != old_name)
+    entities = tuple(
+        new if e.name == old_name else e for e in spec.entities if new is not None or e.name != old_name
+    )
     return spec.model_copy(update={"entities": entities})
 
 
@@ -289,7 +311,12 @@ def _name_taken(spec: AppSpec, name: str) -> bool:
 
 
 def _sequence_names(spec: AppSpec) -> set[str]:
-    return {f.default_expr.sequence for e in spec.entities for f in e.fields if f.default_expr and f.default_expr.sequence}
+    return {
+        f.default_expr.sequence
+        for e in spec.entities
+        for f in e.fields
+        if f.default_expr and f.default_expr.sequence
+    }
 
 
 def _assign_sequence(spec: AppSpec, entity: str, field: FieldSpec) -> FieldSpec:
@@ -374,8 +401,12 @@ def _drop_field(spec: AppSpec, op: DropField) -> AppSpec:
     entity = _entity(spec, op.entity)
     _field(entity, op.field)
     if op.field in entity.primary_key:
-        raise _fail(f"{op.entity}.{op.field} is part of the primary key and cannot be dropped", entity=op.entity)
-    children = [f"{c.name}.{f.name}" for c, f in spec.referencing(op.entity) if f.reference == (op.entity, op.field)]
+        raise _fail(
+            f"{op.entity}.{op.field} is part of the primary key and cannot be dropped", entity=op.entity
+        )
+    children = [
+        f"{c.name}.{f.name}" for c, f in spec.referencing(op.entity) if f.reference == (op.entity, op.field)
+    ]
     if children:
         raise _fail(
             f"{op.entity}.{op.field} is referenced by {', '.join(children)}",
@@ -420,7 +451,9 @@ def _rename_field(spec: AppSpec, op: RenameField) -> AppSpec:
         fields,
         primary_key=tuple(swap(c) for c in entity.primary_key),
         unique=tuple(tuple(swap(c) for c in cols) for cols in entity.unique),
-        indexes=tuple(i.model_copy(update={"columns": tuple(swap(c) for c in i.columns)}) for i in entity.indexes),
+        indexes=tuple(
+            i.model_copy(update={"columns": tuple(swap(c) for c in i.columns)}) for i in entity.indexes
+        ),
     )
     spec = _replace_entity(spec, op.entity, renamed)
     return _rewrite_references(spec, (op.entity, op.field), (op.entity, op.new_name))
@@ -464,13 +497,17 @@ def _alter_field(spec: AppSpec, op: AlterField) -> AppSpec:
     if op.drop_check:
         update["check"] = None
     if op.backfill is not None and (op.nullable is not False or not field.nullable):
-        raise _fail("backfill is only used when making a nullable field NOT NULL", "Set nullable: false with it.")
+        raise _fail(
+            "backfill is only used when making a nullable field NOT NULL", "Set nullable: false with it."
+        )
     if not update:
         raise _fail("alter_field changes nothing", "Give at least one of type, nullable, default, check.")
     new_field = field.model_copy(update=update)
     if new_field == field:
         raise _fail("alter_field changes nothing: the field already has these attributes")
-    children = [f"{c.name}.{f.name}" for c, f in spec.referencing(op.entity) if f.reference == (op.entity, op.field)]
+    children = [
+        f"{c.name}.{f.name}" for c, f in spec.referencing(op.entity) if f.reference == (op.entity, op.field)
+    ]
     if op.type is not None and op.type != field.type and (children or field.reference):
         raise _fail(
             f"the type of {op.entity}.{op.field} cannot change while a foreign key links it",
@@ -487,16 +524,23 @@ def _add_unique(spec: AppSpec, op: AddUnique) -> AppSpec:
     entity = _entity(spec, op.entity)
     if op.columns in entity.unique or op.columns == entity.primary_key:
         raise _fail(f"{op.entity} already has the unique set {list(op.columns)}")
-    return _replace_entity(spec, op.entity, entity.model_copy(update={"unique": (*entity.unique, op.columns)}))
+    return _replace_entity(
+        spec, op.entity, entity.model_copy(update={"unique": (*entity.unique, op.columns)})
+    )
 
 
 def _drop_unique(spec: AppSpec, op: DropUnique) -> AppSpec:
     entity = _entity(spec, op.entity)
     if op.columns not in entity.unique:
-        raise _fail(f"{op.entity} has no unique set {list(op.columns)}", details_unique=[list(u) for u in entity.unique])
+        raise _fail(
+            f"{op.entity} has no unique set {list(op.columns)}",
+            details_unique=[list(u) for u in entity.unique],
+        )
     for child, f in spec.referencing(op.entity):
         if f.reference and (f.reference[1],) == op.columns:
-            raise _fail(f"{child.name}.{f.name} references {op.entity}.{f.reference[1]} through this unique set")
+            raise _fail(
+                f"{child.name}.{f.name} references {op.entity}.{f.reference[1]} through this unique set"
+            )
     unique = tuple(u for u in entity.unique if u != op.columns)
     return _replace_entity(spec, op.entity, entity.model_copy(update={"unique": unique}))
 
@@ -509,7 +553,9 @@ def _add_index(spec: AppSpec, op: AddIndex) -> AppSpec:
     entity = _entity(spec, op.entity)
     if op.index.name in _all_index_names(spec) or _name_taken(spec, op.index.name):
         raise _fail(f"an object named {op.index.name!r} already exists")
-    return _replace_entity(spec, op.entity, entity.model_copy(update={"indexes": (*entity.indexes, op.index)}))
+    return _replace_entity(
+        spec, op.entity, entity.model_copy(update={"indexes": (*entity.indexes, op.index)})
+    )
 
 
 def _drop_index(spec: AppSpec, op: DropIndex) -> AppSpec:
@@ -541,7 +587,9 @@ def _add_view(spec: AppSpec, op: AddView) -> AppSpec:
 def _replace_view(spec: AppSpec, op: ReplaceView) -> AppSpec:
     if spec.view(op.view.name) is None:
         raise _fail(f"no view named {op.view.name!r}", "Use add_view to create it.")
-    return spec.model_copy(update={"views": tuple(op.view if v.name == op.view.name else v for v in spec.views)})
+    return spec.model_copy(
+        update={"views": tuple(op.view if v.name == op.view.name else v for v in spec.views)}
+    )
 
 
 def _drop_view(spec: AppSpec, op: DropView) -> AppSpec:
@@ -559,7 +607,9 @@ def _add_action(spec: AppSpec, op: AddAction) -> AppSpec:
 def _replace_action(spec: AppSpec, op: ReplaceAction) -> AppSpec:
     if spec.action(op.action.name) is None:
         raise _fail(f"no action named {op.action.name!r}", "Use add_action to create it.")
-    return spec.model_copy(update={"actions": tuple(op.action if a.name == op.action.name else a for a in spec.actions)})
+    return spec.model_copy(
+        update={"actions": tuple(op.action if a.name == op.action.name else a for a in spec.actions)}
+    )
 
 
 def _drop_action(spec: AppSpec, op: DropAction) -> AppSpec:
@@ -644,7 +694,9 @@ def _validate_field(spec: AppSpec, entity: EntitySpec, f: FieldSpec) -> None:
             "autoincrement": {"integer", "bigint"},
         }[expr.expr]
         if f.type not in allowed:
-            raise _fail(f"default {expr.expr} does not fit {label} of type {f.type}", f"Use it on: {sorted(allowed)}.")
+            raise _fail(
+                f"default {expr.expr} does not fit {label} of type {f.type}", f"Use it on: {sorted(allowed)}."
+            )
     elif f.default is not None:
         check_constant(f.default, f.type, f"{label} default")
     if f.check is not None:
@@ -654,7 +706,10 @@ def _validate_field(spec: AppSpec, entity: EntitySpec, f: FieldSpec) -> None:
         if ref is None or not ref[1]:
             raise _fail(f"{label} references {f.references!r}; write it as 'entity.field'")
         if ref[0] == entity.name:
-            raise _fail(f"{label} references its own entity", "Self-references are not supported yet; use a link entity.")
+            raise _fail(
+                f"{label} references its own entity",
+                "Self-references are not supported yet; use a link entity.",
+            )
         target = spec.entity(ref[0])
         if target is None:
             raise _fail(f"{label} references unknown entity {ref[0]!r}")
@@ -758,7 +813,9 @@ def check_action(
     used: set[str] = set()
     for index, statement in enumerate(action.statements):
         try:
-            analysis = sqlcheck.analyze_statement(statement, relations, allow_writes=action.kind == "mutation")
+            analysis = sqlcheck.analyze_statement(
+                statement, relations, allow_writes=action.kind == "mutation"
+            )
         except SqlError as error:
             error.details.update(action=action.name, statement=index)
             error.message = f"action {action.name!r} statement {index}: {error.message}"

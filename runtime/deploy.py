@@ -105,33 +105,67 @@ class RollbackResult(BaseModel):
 # ------------------------------------------------------------------------------------------ propose
 
 
-def propose(rt: Runtime, raw_ops: Sequence[Any], *, base_version: int | None, note: str | None,
-            actor: str) -> ProposalResult:
+def propose(
+    rt: Runtime, raw_ops: Sequence[Any], *, base_version: int | None, note: str | None, actor: str
+) -> ProposalResult:
     """Validate and plan operations on the current version; store the proposal (immutable)."""
-    args = {"operations": list(raw_ops) if _jsonable(raw_ops) else str(raw_ops), "base_version": base_version, "note": note}
+    args = {
+        "operations": list(raw_ops) if _jsonable(raw_ops) else str(raw_ops),
+        "base_version": base_version,
+        "note": note,
+    }
 
     def act(tx: Tx) -> ProposalResult:
         current, spec = catalog.current_version(tx)
         base = current if base_version is None else base_version
         if base != current:
-            raise PlanError(Code.PLAN_STALE_BASE, f"base version {base} is not the current version {current}",
-                            hint="Call describe_app, then propose your change again on the current version.",
-                            details={"base_version": base, "current_version": current})
+            raise PlanError(
+                Code.PLAN_STALE_BASE,
+                f"base version {base} is not the current version {current}",
+                hint="Call describe_app, then propose your change again on the current version.",
+                details={"base_version": base, "current_version": current},
+            )
         ops = changes.parse_operations(raw_ops)
         if not ops:
-            raise PlanError(Code.PLAN_EMPTY, "a proposal needs at least one operation", hint="Pass operations: [...].")
+            raise PlanError(
+                Code.PLAN_EMPTY, "a proposal needs at least one operation", hint="Pass operations: [...]."
+            )
         rt.policy_check_proposal(ops, actor)
         target = changes.apply(spec, ops)
         rt.policy_check_actions(target, ops, actor)
         restores = _redeploy_restores(tx, target.hash())
         target, plan = planner.plan(spec, ops, base_version=current, restores=restores)
         proposal_id, seq = catalog.next_proposal_id(tx)
-        catalog.insert_proposal(tx, proposal_id=proposal_id, seq=seq, base_version=current,
-                                operations=changes.operations_json(ops), target=target, plan=plan, note=note, actor=actor)
-        rt.audit.append(tx, actor=actor, operation="propose", arguments=args, outcome="ok",
-                        version_before=current, version_after=current, proposal_id=proposal_id)
-        return ProposalResult(proposal_id=proposal_id, base_version=current, target_hash=target.hash(),
-                              plan_hash=plan.hash(), steps=list(plan.steps), hazards=plan.all_hazards(), note=note)
+        catalog.insert_proposal(
+            tx,
+            proposal_id=proposal_id,
+            seq=seq,
+            base_version=current,
+            operations=changes.operations_json(ops),
+            target=target,
+            plan=plan,
+            note=note,
+            actor=actor,
+        )
+        rt.audit.append(
+            tx,
+            actor=actor,
+            operation="propose",
+            arguments=args,
+            outcome="ok",
+            version_before=current,
+            version_after=current,
+            proposal_id=proposal_id,
+        )
+        return ProposalResult(
+            proposal_id=proposal_id,
+            base_version=current,
+            target_hash=target.hash(),
+            plan_hash=plan.hash(),
+            steps=list(plan.steps),
+            hazards=plan.all_hazards(),
+            note=note,
+        )
 
     return rt.audited("propose", actor, args, act)
 
@@ -149,8 +183,14 @@ def _jsonable(value: Any) -> bool:
 def _redeploy_restores(tx: Tx, target_hash: str) -> dict[RestoreKey, Retention]:
     """Data a rollback retained from a version with exactly this spec: deploying it again restores it."""
     out: dict[RestoreKey, Retention] = {}
-    for row in catalog.retentions(tx, "origin = 'rollback' AND status = 'active' AND spec_hash = ?", [target_hash]):
-        key: RestoreKey = ("entity", row["entity"]) if row["kind"] == "entity" else (row["kind"], row["entity"], row["field"])
+    for row in catalog.retentions(
+        tx, "origin = 'rollback' AND status = 'active' AND spec_hash = ?", [target_hash]
+    ):
+        key: RestoreKey = (
+            ("entity", row["entity"])
+            if row["kind"] == "entity"
+            else (row["kind"], row["entity"], row["field"])
+        )
         out.setdefault(key, catalog.as_retention(row))
     return out
 
@@ -158,7 +198,9 @@ def _redeploy_restores(tx: Tx, target_hash: str) -> dict[RestoreKey, Retention]:
 # ------------------------------------------------------------------------------------------ execute
 
 
-def _execute(tx: Tx, plan: Plan, *, probes: bool, progress: Progress | None, not_lossless: bool = False) -> list[StepReport]:
+def _execute(
+    tx: Tx, plan: Plan, *, probes: bool, progress: Progress | None, not_lossless: bool = False
+) -> list[StepReport]:
     reports = []
     total = len(plan.steps)
     for step in plan.steps:
@@ -172,9 +214,17 @@ def _execute(tx: Tx, plan: Plan, *, probes: bool, progress: Progress | None, not
             if statement.startswith(("INSERT", "UPDATE")):
                 row = result.fetchone()
                 affected += int(row[0]) if row and isinstance(row[0], int) else 0
-        reports.append(StepReport(index=step.index, summary=step.summary, strategy=step.strategy,
-                                  statements=len(step.sql), rows_affected=affected,
-                                  duration_ms=round((time.perf_counter() - started) * 1000, 3), losses=losses))
+        reports.append(
+            StepReport(
+                index=step.index,
+                summary=step.summary,
+                strategy=step.strategy,
+                statements=len(step.sql),
+                rows_affected=affected,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                losses=losses,
+            )
+        )
     if progress is not None:
         progress(total, total, "checks")
     return reports
@@ -205,41 +255,68 @@ def _run_probes(tx: Tx, step: Step, *, not_lossless: bool) -> list[Loss]:
     return losses
 
 
-def _probe_error(step: Step, probe: Probe, count: int, sample: list[dict[str, Any]], *, not_lossless: bool) -> ButtressError:
-    details = {"step": step.index, "summary": step.summary, "probe": probe.code, "count": count, "rows": sample}
+def _probe_error(
+    step: Step, probe: Probe, count: int, sample: list[dict[str, Any]], *, not_lossless: bool
+) -> ButtressError:
+    details = {
+        "step": step.index,
+        "summary": step.summary,
+        "probe": probe.code,
+        "count": count,
+        "rows": sample,
+    }
     if not_lossless or probe.code == "rollback.not_lossless":
-        return RollbackError(Code.ROLLBACK_NOT_LOSSLESS,
-                             f"the older version cannot hold current data: {count} {probe.message}",
-                             hint="Fix or remove the rows named in details.rows (e.g. with an action), then roll back again.",
-                             details=details)
-    return DeployError(Code.DEPLOY_DRY_RUN_FAILED, f"step {step.index} ({step.summary}) would fail: {count} {probe.message}",
-                       hint="Fix the data named in details.rows, or change the proposal (e.g. a backfill), then dry-run again.",
-                       details=details)
+        return RollbackError(
+            Code.ROLLBACK_NOT_LOSSLESS,
+            f"the older version cannot hold current data: {count} {probe.message}",
+            hint="Fix or remove the rows named in details.rows (e.g. with an action), then roll back again.",
+            details=details,
+        )
+    return DeployError(
+        Code.DEPLOY_DRY_RUN_FAILED,
+        f"step {step.index} ({step.summary}) would fail: {count} {probe.message}",
+        hint="Fix the data named in details.rows, or change the proposal (e.g. a backfill), then dry-run again.",
+        details=details,
+    )
 
 
 def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     """Catalog equals the target's, every view binds, every invariant holds, no action broke."""
     checks: list[Check] = []
     problems = fingerprint.diff(rt.expected_catalog(target), fingerprint.read(tx.cursor))
-    checks.append(Check(name="catalog", passed=not problems, detail="; ".join(problems[:10]) or "matches the target spec"))
+    checks.append(
+        Check(
+            name="catalog", passed=not problems, detail="; ".join(problems[:10]) or "matches the target spec"
+        )
+    )
     if problems:
-        raise DeployError(Code.DEPLOY_FAILED, "the catalog after the plan does not match the target spec",
-                          hint="This is a planner defect; report it with the proposal id.", details={"differences": problems})
+        raise DeployError(
+            Code.DEPLOY_FAILED,
+            "the catalog after the plan does not match the target spec",
+            hint="This is a planner defect; report it with the proposal id.",
+            details={"differences": problems},
+        )
     for view in target.views:
         tx.execute(f'SELECT * FROM "{view.name}" LIMIT 0')
     checks.append(Check(name="views", passed=True, detail=f"{len(target.views)} views bind"))
     for invariant in target.invariants:
         rows = _rows(tx, f"SELECT * FROM ({invariant.sql.strip().rstrip(';')}) AS violations LIMIT {SAMPLE}")
         if rows:
-            raise ButtressError(Code.INVARIANT_VIOLATED, f"invariant {invariant.name!r} is violated: {invariant.description}",
-                                hint="Fix the offending rows, or change the invariant in the proposal.",
-                                details={"invariant": invariant.name, "rows": rows})
+            raise ButtressError(
+                Code.INVARIANT_VIOLATED,
+                f"invariant {invariant.name!r} is violated: {invariant.description}",
+                hint="Fix the offending rows, or change the invariant in the proposal.",
+                details={"invariant": invariant.name, "rows": rows},
+            )
     checks.append(Check(name="invariants", passed=True, detail=f"{len(target.invariants)} invariants hold"))
     broken = [h for h in plan.hazards if h.code == "action.broken"]
     if broken:
-        raise DeployError(Code.DEPLOY_DRY_RUN_FAILED, broken[0].message,
-                          hint="Replace the action in the same proposal (replace_action).",
-                          details={"actions": [h.objects for h in broken]})
+        raise DeployError(
+            Code.DEPLOY_DRY_RUN_FAILED,
+            broken[0].message,
+            hint="Replace the action in the same proposal (replace_action).",
+            details={"actions": [h.objects for h in broken]},
+        )
     checks.append(Check(name="actions", passed=True, detail=f"{len(target.actions)} actions analyse"))
     return checks
 
@@ -247,16 +324,21 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
 def _check_drift(rt: Runtime, tx: Tx, spec: AppSpec) -> None:
     problems = fingerprint.diff(rt.expected_catalog(spec), fingerprint.read(tx.cursor))
     if problems:
-        raise DeployError(Code.CATALOG_DRIFT, "the database schema differs from the active spec (changed outside Buttress)",
-                          hint="An operator must restore the schema or reconcile it; deploys are blocked until then.",
-                          details={"differences": problems})
+        raise DeployError(
+            Code.CATALOG_DRIFT,
+            "the database schema differs from the active spec (changed outside Buttress)",
+            hint="An operator must restore the schema or reconcile it; deploys are blocked until then.",
+            details={"differences": problems},
+        )
 
 
 def _stale(prop: dict[str, Any], current: int) -> PlanError:
-    return PlanError(Code.PLAN_STALE_BASE,
-                     f"proposal {prop['id']} was made on version {prop['base_version']}, but the current version is {current}",
-                     hint="Propose the change again on the current version (describe_app shows it).",
-                     details={"base_version": prop["base_version"], "current_version": current})
+    return PlanError(
+        Code.PLAN_STALE_BASE,
+        f"proposal {prop['id']} was made on version {prop['base_version']}, but the current version is {current}",
+        hint="Propose the change again on the current version (describe_app shows it).",
+        details={"base_version": prop["base_version"], "current_version": current},
+    )
 
 
 # ------------------------------------------------------------------------------------------ dry run
@@ -273,8 +355,11 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
         prop = catalog.proposal(tx, proposal_id)
         current, spec = catalog.current_version(tx)
         if prop["deployed_as"] is not None:
-            raise DeployError(Code.DEPLOY_ALREADY_APPLIED, f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
-                              hint="Nothing to do; describe_app shows the current version.")
+            raise DeployError(
+                Code.DEPLOY_ALREADY_APPLIED,
+                f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
+                hint="Nothing to do; describe_app shows the current version.",
+            )
         if prop["base_version"] != current:
             raise _stale(prop, current)
         outcome.update(prop=prop, current=current)
@@ -292,17 +377,37 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
     prop, plan = outcome["prop"], outcome["prop"]["plan"]
     error: ButtressError | None = outcome.get("error")
     report = DryRunReport(
-        proposal_id=proposal_id, base_version=outcome["current"], plan_hash=prop["plan_hash"], passed=error is None,
-        steps=outcome.get("steps", []), checks=outcome.get("checks", []), hazards=plan.all_hazards(),
-        error=error.to_dict() if error else None, duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        proposal_id=proposal_id,
+        base_version=outcome["current"],
+        plan_hash=prop["plan_hash"],
+        passed=error is None,
+        steps=outcome.get("steps", []),
+        checks=outcome.get("checks", []),
+        hazards=plan.all_hazards(),
+        error=error.to_dict() if error else None,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
     )
 
     def store(tx: Tx) -> DryRunReport:
-        run_id = catalog.insert_dry_run(tx, proposal_id=proposal_id, base_version=outcome["current"],
-                                        plan_hash=prop["plan_hash"], passed=report.passed, report=report.model_dump(mode="json"))
-        rt.audit.append(tx, actor=actor, operation="dry_run", arguments=args, outcome="passed" if report.passed else "failed",
-                        error_code=str(error.code) if error else None, version_before=outcome["current"],
-                        version_after=outcome["current"], proposal_id=proposal_id)
+        run_id = catalog.insert_dry_run(
+            tx,
+            proposal_id=proposal_id,
+            base_version=outcome["current"],
+            plan_hash=prop["plan_hash"],
+            passed=report.passed,
+            report=report.model_dump(mode="json"),
+        )
+        rt.audit.append(
+            tx,
+            actor=actor,
+            operation="dry_run",
+            arguments=args,
+            outcome="passed" if report.passed else "failed",
+            error_code=str(error.code) if error else None,
+            version_before=outcome["current"],
+            version_after=outcome["current"],
+            proposal_id=proposal_id,
+        )
         return report.model_copy(update={"dry_run_id": run_id})
 
     with rt.engine.transaction() as tx:
@@ -312,8 +417,14 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
 # -------------------------------------------------------------------------------------------- deploy
 
 
-def deploy(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | None = None,
-           approval: Callable[[Tx, dict[str, Any]], None] | None = None) -> DeployResult:
+def deploy(
+    rt: Runtime,
+    proposal_id: str,
+    *,
+    actor: str,
+    progress: Progress | None = None,
+    approval: Callable[[Tx, dict[str, Any]], None] | None = None,
+) -> DeployResult:
     """Apply a proposal whose dry-run passed on the current version, re-checking everything, in one transaction."""
     args = {"proposal_id": proposal_id}
     started = time.perf_counter()
@@ -322,18 +433,27 @@ def deploy(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | No
         prop = catalog.proposal(tx, proposal_id)
         current, spec = catalog.current_version(tx)
         if prop["deployed_as"] is not None:
-            raise DeployError(Code.DEPLOY_ALREADY_APPLIED, f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
-                              hint="Nothing to do; describe_app shows the current version.")
+            raise DeployError(
+                Code.DEPLOY_ALREADY_APPLIED,
+                f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
+                hint="Nothing to do; describe_app shows the current version.",
+            )
         if prop["base_version"] != current:
             raise _stale(prop, current)
         ran = catalog.passed_dry_run(tx, proposal_id, current, prop["plan_hash"])
         if ran is None:
-            raise DeployError(Code.DEPLOY_NOT_DRY_RUN, f"proposal {proposal_id} has not been dry-run on version {current}",
-                              hint="Call dry_run with this proposal_id, read the report, then deploy.")
+            raise DeployError(
+                Code.DEPLOY_NOT_DRY_RUN,
+                f"proposal {proposal_id} has not been dry-run on version {current}",
+                hint="Call dry_run with this proposal_id, read the report, then deploy.",
+            )
         if not ran["passed"]:
-            raise DeployError(Code.DEPLOY_DRY_RUN_FAILED, f"the last dry-run of {proposal_id} failed",
-                              hint="Read the dry-run report's error, fix the data or the proposal, and dry-run again.",
-                              details={"error": ran["report"].get("error")})
+            raise DeployError(
+                Code.DEPLOY_DRY_RUN_FAILED,
+                f"the last dry-run of {proposal_id} failed",
+                hint="Read the dry-run report's error, fix the data or the proposal, and dry-run again.",
+                details={"error": ran["report"].get("error")},
+            )
         _check_drift(rt, tx, spec)
         plan: Plan = prop["plan"]
         if approval is not None:
@@ -343,16 +463,42 @@ def deploy(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | No
         version = current + 1
         for step in plan.steps:
             for retention in step.retains:
-                catalog.record_retention(tx, retention, version=version, step=step.index, origin="deploy", spec_hash=spec.hash())
+                catalog.record_retention(
+                    tx, retention, version=version, step=step.index, origin="deploy", spec_hash=spec.hash()
+                )
             for table in step.restores:
                 catalog.consume_retention(tx, table)
-        catalog.insert_version(tx, number=version, spec=prop["target"], kind="deploy", parent=current, restores=None,
-                               proposal_id=proposal_id, plan=plan, note=prop["note"], actor=actor)
-        rt.audit.append(tx, actor=actor, operation="deploy", arguments=args, outcome="ok", version_before=current,
-                        version_after=version, proposal_id=proposal_id)
+        catalog.insert_version(
+            tx,
+            number=version,
+            spec=prop["target"],
+            kind="deploy",
+            parent=current,
+            restores=None,
+            proposal_id=proposal_id,
+            plan=plan,
+            note=prop["note"],
+            actor=actor,
+        )
+        rt.audit.append(
+            tx,
+            actor=actor,
+            operation="deploy",
+            arguments=args,
+            outcome="ok",
+            version_before=current,
+            version_after=version,
+            proposal_id=proposal_id,
+        )
         target: AppSpec = prop["target"]
-        return DeployResult(version=version, previous_version=current, hash=target.hash(), proposal_id=proposal_id,
-                            steps=steps, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        return DeployResult(
+            version=version,
+            previous_version=current,
+            hash=target.hash(),
+            proposal_id=proposal_id,
+            steps=steps,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     result = rt.audited("deploy", actor, args, act)
     rt.after_version_change(result.version)
@@ -386,36 +532,56 @@ def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, P
     """The reverse of every deploy between ``target_version`` and ``current``, using their retained data."""
     history, target_history = _history(tx, current), _history(tx, target_version)
     if history[: len(target_history)] != target_history:
-        raise RollbackError(Code.ROLLBACK_NOT_ANCESTOR,
-                            f"version {target_version} is not an ancestor of the current version {current}",
-                            hint="Roll back to a version in the current history (list_versions), or propose the change.",
-                            details={"history": history, "target_history": target_history})
+        raise RollbackError(
+            Code.ROLLBACK_NOT_ANCESTOR,
+            f"version {target_version} is not an ancestor of the current version {current}",
+            hint="Roll back to a version in the current history (list_versions), or propose the change.",
+            details={"history": history, "target_history": target_history},
+        )
     _, spec = catalog.current_version(tx)
     base_hash = spec.hash()
     steps: list[Step] = []
-    for number in reversed(history[len(target_history):]):
+    for number in reversed(history[len(target_history) :]):
         row = catalog.version_row(tx, number)
         forward = Plan.model_validate(row["plan"])
         restores: dict[RestoreKey, Retention] = {}
         for found in catalog.retentions(tx, "version = ? AND origin = 'deploy'", [number]):
             if found["status"] == "finalized":
-                raise RollbackError(Code.ROLLBACK_FINALIZED,
-                                    f"the data retained by version {number} was finalized; it cannot be rolled back losslessly",
-                                    hint="Propose a forward change instead.", details={"version": number})
+                raise RollbackError(
+                    Code.ROLLBACK_FINALIZED,
+                    f"the data retained by version {number} was finalized; it cannot be rolled back losslessly",
+                    hint="Propose a forward change instead.",
+                    details={"version": number},
+                )
             if found["status"] != "active":
                 continue
-            key: RestoreKey = ("entity", found["entity"]) if found["kind"] == "entity" else (found["kind"], found["entity"], found["field"])
+            key: RestoreKey = (
+                ("entity", found["entity"])
+                if found["kind"] == "entity"
+                else (found["kind"], found["entity"], found["field"])
+            )
             restores[key] = catalog.as_retention(found)
-        reverse_ops = changes.parse_operations([op for step in reversed(forward.steps) for op in step.reverse])
-        _, part = planner.plan(spec, reverse_ops, base_version=current, restores=restores, step_offset=len(steps))
+        reverse_ops = changes.parse_operations(
+            [op for step in reversed(forward.steps) for op in step.reverse]
+        )
+        _, part = planner.plan(
+            spec, reverse_ops, base_version=current, restores=restores, step_offset=len(steps)
+        )
         steps.extend(part.steps)
         # The reversed spec equals the parent's up to ordering; continue from the stored one, exactly.
         spec = AppSpec.model_validate(catalog.version_row(tx, row["parent"])["spec"])
-    return spec, Plan(base_version=current, target_version=current + 1, base_hash=base_hash, target_hash=spec.hash(),
-                      steps=tuple(steps))
+    return spec, Plan(
+        base_version=current,
+        target_version=current + 1,
+        base_hash=base_hash,
+        target_hash=spec.hash(),
+        steps=tuple(steps),
+    )
 
 
-def rollback(rt: Runtime, *, to_version: int | None, actor: str, progress: Progress | None = None) -> RollbackResult:
+def rollback(
+    rt: Runtime, *, to_version: int | None, actor: str, progress: Progress | None = None
+) -> RollbackResult:
     """Plan the reverse, dry-run it and apply it in one transaction; refuse if it cannot be lossless."""
     args = {"to_version": to_version}
     started = time.perf_counter()
@@ -424,12 +590,24 @@ def rollback(rt: Runtime, *, to_version: int | None, actor: str, progress: Progr
         current, spec = catalog.current_version(tx)
         target_version = _predecessor(tx, current) if to_version is None else to_version
         if target_version is None or target_version == current:
-            raise RollbackError(Code.ROLLBACK_NOTHING, f"version {current} has nothing before it to roll back to",
-                                hint="list_versions shows the history.")
+            raise RollbackError(
+                Code.ROLLBACK_NOTHING,
+                f"version {current} has nothing before it to roll back to",
+                hint="list_versions shows the history.",
+            )
         if target_version > current or target_version < 0:
-            raise RollbackError(Code.ROLLBACK_NOT_ANCESTOR, f"version {target_version} does not precede {current}",
-                                hint="Pick an earlier version from list_versions.")
+            raise RollbackError(
+                Code.ROLLBACK_NOT_ANCESTOR,
+                f"version {target_version} does not precede {current}",
+                hint="Pick an earlier version from list_versions.",
+            )
         catalog.version_row(tx, target_version)
+        if _history(tx, current) == _history(tx, target_version):
+            raise RollbackError(
+                Code.ROLLBACK_NOTHING,
+                f"version {current} already has the schema of version {target_version}",
+                hint="Nothing to roll back; list_versions shows the history.",
+            )
         _check_drift(rt, tx, spec)
         target, plan = plan_rollback(tx, current, target_version)
         steps = _execute(tx, plan, probes=True, progress=progress, not_lossless=True)
@@ -437,16 +615,45 @@ def rollback(rt: Runtime, *, to_version: int | None, actor: str, progress: Progr
         version = current + 1
         for step in plan.steps:
             for retention in step.retains:
-                catalog.record_retention(tx, retention, version=version, step=step.index, origin="rollback",
-                                         spec_hash=_spec_before_step(tx, current, target_version, step.index, plan))
+                catalog.record_retention(
+                    tx,
+                    retention,
+                    version=version,
+                    step=step.index,
+                    origin="rollback",
+                    spec_hash=_spec_before_step(tx, current, target_version, step.index, plan),
+                )
             for table in step.restores:
                 catalog.consume_retention(tx, table)
-        catalog.insert_version(tx, number=version, spec=target, kind="rollback", parent=current,
-                               restores=target_version, proposal_id=None, plan=plan, note=None, actor=actor)
-        rt.audit.append(tx, actor=actor, operation="rollback", arguments=args, outcome="ok", version_before=current,
-                        version_after=version)
-        return RollbackResult(version=version, previous_version=current, restored_version=target_version,
-                              hash=target.hash(), steps=steps, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        catalog.insert_version(
+            tx,
+            number=version,
+            spec=target,
+            kind="rollback",
+            parent=current,
+            restores=target_version,
+            proposal_id=None,
+            plan=plan,
+            note=None,
+            actor=actor,
+        )
+        rt.audit.append(
+            tx,
+            actor=actor,
+            operation="rollback",
+            arguments=args,
+            outcome="ok",
+            version_before=current,
+            version_after=version,
+        )
+        return RollbackResult(
+            version=version,
+            previous_version=current,
+            restored_version=target_version,
+            hash=target.hash(),
+            steps=steps,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     result = rt.audited("rollback", actor, args, act)
     rt.after_version_change(result.version)
@@ -457,7 +664,7 @@ def _spec_before_step(tx: Tx, current: int, target_version: int, index: int, pla
     """The hash of the deployed version whose reversal produced step ``index`` (redeploying it restores the data)."""
     history, target_history = _history(tx, current), _history(tx, target_version)
     offset = 0
-    for number in reversed(history[len(target_history):]):
+    for number in reversed(history[len(target_history) :]):
         forward = Plan.model_validate(catalog.version_row(tx, number)["plan"])
         count = sum(len(s.reverse) for s in forward.steps)
         if index < offset + count:
@@ -476,15 +683,27 @@ def finalize(rt: Runtime, *, before_version: int, actor: str) -> dict[str, Any]:
     def act(tx: Tx) -> dict[str, Any]:
         current, _ = catalog.current_version(tx)
         if before_version > current + 1 or before_version < 0:
-            raise RollbackError(Code.ROLLBACK_NOT_ANCESTOR, f"version {before_version} does not exist",
-                                hint="Use a version number from list_versions.")
+            raise RollbackError(
+                Code.ROLLBACK_NOT_ANCESTOR,
+                f"version {before_version} does not exist",
+                hint="Use a version number from list_versions.",
+            )
         found = catalog.retentions(tx, "version < ? AND status = 'active'", [before_version])
         for row in found:
             tx.execute(f'DROP TABLE IF EXISTS _buttress."{row["table_name"]}"')
-        tx.execute("UPDATE _buttress.retained SET status = 'finalized' WHERE version < ? AND status = 'active'",
-                   [before_version])
-        rt.audit.append(tx, actor=actor, operation="finalize", arguments=args, outcome="ok",
-                        version_before=current, version_after=current)
+        tx.execute(
+            "UPDATE _buttress.retained SET status = 'finalized' WHERE version < ? AND status = 'active'",
+            [before_version],
+        )
+        rt.audit.append(
+            tx,
+            actor=actor,
+            operation="finalize",
+            arguments=args,
+            outcome="ok",
+            version_before=current,
+            version_after=current,
+        )
         return {"finalized_tables": [r["table_name"] for r in found], "before_version": before_version}
 
     return rt.audited("finalize", actor, args, act)

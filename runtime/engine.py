@@ -16,6 +16,7 @@ settings. ``translate`` is the one place ``duckdb.Error`` becomes a ``ButtressEr
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import queue
@@ -69,6 +70,17 @@ class Watchdog:
     def disarm(self, token: int) -> None:
         with self._cv:
             self._live.discard(token)
+            # Drop finished entries from the top so cursors are not kept alive until their deadline.
+            while self._heap and self._heap[0][1] not in self._live:
+                heapq.heappop(self._heap)
+            if len(self._heap) > 4 * len(self._live) + 64:
+                self._heap = [entry for entry in self._heap if entry[1] in self._live]
+                heapq.heapify(self._heap)
+
+    def clear(self) -> None:
+        with self._cv:
+            self._heap.clear()
+            self._live.clear()
 
     def _run(self) -> None:
         import time
@@ -107,21 +119,40 @@ def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
     if sql is not None:
         details["sql"] = sql[:2000]
     if isinstance(error, duckdb.InterruptException):
-        return EngineError(Code.QUERY_TIMEOUT, "the statement ran past its time limit and was interrupted",
-                           hint="Narrow the query (filters, LIMIT) or ask the operator for a longer limit.", details=details)
+        return EngineError(
+            Code.QUERY_TIMEOUT,
+            "the statement ran past its time limit and was interrupted",
+            hint="Narrow the query (filters, LIMIT) or ask the operator for a longer limit.",
+            details=details,
+        )
     if isinstance(error, duckdb.PermissionException):
-        return SqlError(Code.SQL_FORBIDDEN, "the statement tried to reach files, extensions or settings",
-                        hint="Only application tables are reachable.", details=details)
+        return SqlError(
+            Code.SQL_FORBIDDEN,
+            "the statement tried to reach files, extensions or settings",
+            hint="Only application tables are reachable.",
+            details=details,
+        )
     if isinstance(error, duckdb.TransactionException) and ("onflict" in text):
-        return EngineError(Code.ENGINE_CONFLICT, "a concurrent transaction changed the same data",
-                           hint="Retry the call; it is safe to retry.", details=details)
+        return EngineError(
+            Code.ENGINE_CONFLICT,
+            "a concurrent transaction changed the same data",
+            hint="Retry the call; it is safe to retry.",
+            details=details,
+        )
     if isinstance(error, duckdb.ConstraintException):
-        return EngineError(Code.ENGINE_CONSTRAINT, f"a constraint refused the write: {reason}",
-                           hint="Read details.reason: a key, NOT NULL, CHECK or foreign key was violated.", details=details)
+        return EngineError(
+            Code.ENGINE_CONSTRAINT,
+            f"a constraint refused the write: {reason}",
+            hint="Read details.reason: a key, NOT NULL, CHECK or foreign key was violated.",
+            details=details,
+        )
     if isinstance(error, duckdb.IOException) and "lock" in text.lower():
-        return EngineError(Code.ENGINE_LOCKED, "another process holds the database file",
-                           hint="Stop the other server (or use its MCP tools / `buttress approve`) and try again.",
-                           details=details)
+        return EngineError(
+            Code.ENGINE_LOCKED,
+            "another process holds the database file",
+            hint="Stop the other server (or use its MCP tools / `buttress approve`) and try again.",
+            details=details,
+        )
     return EngineError(Code.ENGINE_ERROR, f"the database refused the statement: {reason}", details=details)
 
 
@@ -139,8 +170,11 @@ class Tx:
     def execute(self, sql: str, params: Params = None) -> duckdb.DuckDBPyConnection:
         """Run one statement; a failure aborts the whole transaction (it will not commit)."""
         if self.failed is not None:
-            raise EngineError(Code.ENGINE_ERROR, "the transaction already failed; nothing more runs in it",
-                              details={"first_error": self.failed.to_dict()})
+            raise EngineError(
+                Code.ENGINE_ERROR,
+                "the transaction already failed; nothing more runs in it",
+                details={"first_error": self.failed.to_dict()},
+            )
         try:
             self.statements += 1
             return self._cursor.execute(sql, params) if params else self._cursor.execute(sql)
@@ -193,8 +227,11 @@ class Engine:
             yield current
             return
         if not self._lane.acquire(timeout=-1 if timeout is None else timeout):
-            raise EngineError(Code.ENGINE_CONFLICT, "the writer lane stayed busy past the time limit",
-                              hint="Retry the call; another write was running.")
+            raise EngineError(
+                Code.ENGINE_CONFLICT,
+                "the writer lane stayed busy past the time limit",
+                hint="Retry the call; another write was running.",
+            )
         tx = Tx(self._writer)
         self._local.tx = tx
         try:
@@ -236,15 +273,16 @@ class Engine:
             raise translate(error, sql="COMMIT") from None
 
     def _rollback_quietly(self) -> None:
-        try:
+        # DuckDB may already have ended the transaction (a failed COMMIT rolls back by itself).
+        with contextlib.suppress(duckdb.Error):
             self._writer.execute("ROLLBACK")
-        except duckdb.Error:
-            pass  # DuckDB already ended the transaction (a failed COMMIT rolls back by itself)
 
     # -------------------------------------------------------------------------------- snapshots
 
     @contextmanager
-    def snapshot(self, *, timeout: float | None = None, single: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def snapshot(
+        self, *, timeout: float | None = None, single: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only snapshot on a pooled cursor; runs concurrently with the writer.
 
         ``single``: the caller runs exactly one statement, which DuckDB already runs on its own
@@ -293,10 +331,9 @@ class Engine:
             return
         self._closed = True
         with self._lane:
-            try:
+            with contextlib.suppress(duckdb.Error):
                 self._writer.execute("CHECKPOINT")
-            except duckdb.Error:
-                pass
+            self._watchdog.clear()
             self._writer.close()
             while not self._readers.empty():
                 self._readers.get_nowait().close()

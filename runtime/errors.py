@@ -88,11 +88,15 @@ class ButtressError(Exception):
 
 
 class SpecError(ButtressError):
-    default_hint = "Fix the operation named in details.path and propose again; describe_app shows the current spec."
+    default_hint = (
+        "Fix the operation named in details.path and propose again; describe_app shows the current spec."
+    )
 
 
 class SqlError(ButtressError):
-    default_hint = "Use one read-only SELECT over application tables; system schemas, files and settings are off limits."
+    default_hint = (
+        "Use one read-only SELECT over application tables; system schemas, files and settings are off limits."
+    )
 
 
 class PlanError(ButtressError):
@@ -104,7 +108,9 @@ class DeployError(ButtressError):
 
 
 class RollbackError(ButtressError):
-    default_hint = "Inspect the rows named in details; fix or remove them with an action, then roll back again."
+    default_hint = (
+        "Inspect the rows named in details; fix or remove them with an action, then roll back again."
+    )
 
 
 class ActionError(ButtressError):

@@ -40,7 +40,8 @@ WHERE database_name = current_database() AND schema_name = 'main' AND NOT intern
 def read(cursor: duckdb.DuckDBPyConnection) -> Fingerprint:
     """Tables (columns in order, constraints, indexes) and views of the application schema."""
     tables: dict[str, dict[str, Any]] = {
-        name: {"columns": [], "constraints": [], "indexes": []} for (name,) in cursor.execute(_TABLES).fetchall()
+        name: {"columns": [], "constraints": [], "indexes": []}
+        for (name,) in cursor.execute(_TABLES).fetchall()
     }
     for table, column, index, data_type, nullable, default in cursor.execute(_COLUMNS).fetchall():
         if table in tables:

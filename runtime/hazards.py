@@ -39,28 +39,55 @@ class HazardCode(StrEnum):
 
 
 ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
-    HazardCode.DROP_ENTITY: ("high", "Its rows are retained until finalize; read the dry-run's row count before deploying."),
-    HazardCode.DROP_FIELD: ("high", "Its values are retained until finalize; check the dry-run's loss report first."),
+    HazardCode.DROP_ENTITY: (
+        "high",
+        "Its rows are retained until finalize; read the dry-run's row count before deploying.",
+    ),
+    HazardCode.DROP_FIELD: (
+        "high",
+        "Its values are retained until finalize; check the dry-run's loss report first.",
+    ),
     HazardCode.LOSSY_TYPE_CHANGE: (
         "high",
         "Values that do not convert fail the deploy; values that convert with loss are retained. Prefer a widening type.",
     ),
-    HazardCode.REQUIRED_FIELD: ("high", "Give the field a default, or add it nullable, backfill, then make it NOT NULL."),
+    HazardCode.REQUIRED_FIELD: (
+        "high",
+        "Give the field a default, or add it nullable, backfill, then make it NOT NULL.",
+    ),
     HazardCode.VOLATILE_DEFAULT: ("info", "Existing rows all get the value computed at deploy time."),
     HazardCode.SET_NOT_NULL: ("medium", "Fails if NULLs exist; pass backfill to fill them in the same step."),
     HazardCode.ADD_UNIQUE: ("medium", "Fails if duplicates exist; the dry-run lists them."),
     HazardCode.ADD_CHECK: ("medium", "Fails if existing rows violate the check; the dry-run lists them."),
     HazardCode.DROP_CONSTRAINT: ("low", "Rows that the constraint kept out can be written afterwards."),
-    HazardCode.RENAME_ENTITY: ("medium", "Readers using the old name (clients, queries) break; views and actions must be updated."),
-    HazardCode.RENAME_FIELD: ("medium", "Readers using the old name (clients, queries) break; views and actions must be updated."),
+    HazardCode.RENAME_ENTITY: (
+        "medium",
+        "Readers using the old name (clients, queries) break; views and actions must be updated.",
+    ),
+    HazardCode.RENAME_FIELD: (
+        "medium",
+        "Readers using the old name (clients, queries) break; views and actions must be updated.",
+    ),
     HazardCode.DROP_NOT_NULL: ("low", "Readers may now see NULLs; rolling back fails if NULLs were written."),
-    HazardCode.DEFAULT_CHANGED: ("low", "Only future rows get the new default; writers relying on the old one change behaviour."),
+    HazardCode.DEFAULT_CHANGED: (
+        "low",
+        "Only future rows get the new default; writers relying on the old one change behaviour.",
+    ),
     HazardCode.DROP_VIEW: ("low", "Readers of the view break."),
     HazardCode.DROP_INVARIANT: ("low", "The rule stops being enforced."),
     HazardCode.DROP_ACTION: ("low", "Callers of the action (and its app_ tool) break."),
-    HazardCode.ACTION_BROKEN: ("high", "Replace the action in the same proposal (replace_action) so it matches the new schema."),
-    HazardCode.TABLE_REBUILD: ("info", "The table is copied in one transaction; writers to it wait for the deploy."),
-    HazardCode.INDEX_FREEZES: ("info", "DuckDB refuses most ALTERs on an indexed table; later changes to it rebuild it."),
+    HazardCode.ACTION_BROKEN: (
+        "high",
+        "Replace the action in the same proposal (replace_action) so it matches the new schema.",
+    ),
+    HazardCode.TABLE_REBUILD: (
+        "info",
+        "The table is copied in one transaction; writers to it wait for the deploy.",
+    ),
+    HazardCode.INDEX_FREEZES: (
+        "info",
+        "DuckDB refuses most ALTERs on an indexed table; later changes to it rebuild it.",
+    ),
 }
 
 

@@ -208,7 +208,9 @@ def _rebuild_hazard(ctx: _Context, old: AppSpec, name: str) -> list[Hazard]:
         return []
     children = [c.name for c in ddl.dependents(old, name)]
     also = f" and its dependents {', '.join(children)}" if children else ""
-    return [hazard(HazardCode.TABLE_REBUILD, f"rebuilds table {name}{also} in one transaction", name, *children)]
+    return [
+        hazard(HazardCode.TABLE_REBUILD, f"rebuilds table {name}{also} in one transaction", name, *children)
+    ]
 
 
 def _checks_mention(entity: EntitySpec, column: str) -> bool:
@@ -251,7 +253,11 @@ def _add_entity(old: AppSpec, new: AppSpec, op: changes.AddEntity, ctx: _Context
     if retained is not None:
         sql.append(_restore_entity_sql(entity, retained))
         restores.append(retained.table)
-    hazards = [hazard(HazardCode.INDEX_FREEZES, f"{entity.name} gets secondary indexes", entity.name)] if entity.indexes else []
+    hazards = (
+        [hazard(HazardCode.INDEX_FREEZES, f"{entity.name} gets secondary indexes", entity.name)]
+        if entity.indexes
+        else []
+    )
     return _Draft(
         summary=f"create entity {entity.name}" + (" and restore its retained rows" if restores else ""),
         strategy="create",
@@ -266,17 +272,25 @@ def _drop_entity(old: AppSpec, new: AppSpec, op: changes.DropEntity, ctx: _Conte
     entity = _entity(old, op.entity)
     table = ctx.retention_table()
     retention = Retention(table=table, kind="entity", entity=entity.name, key=entity.primary_key)
-    hazards = [] if ctx.new_entity(entity.name) else [
-        hazard(HazardCode.DROP_ENTITY, f"drops entity {entity.name} and every row in it", entity.name)
-    ]
+    hazards = (
+        []
+        if ctx.new_entity(entity.name)
+        else [hazard(HazardCode.DROP_ENTITY, f"drops entity {entity.name} and every row in it", entity.name)]
+    )
     return _Draft(
         summary=f"drop entity {entity.name} (rows retained in {ddl.SYSTEM_SCHEMA}.{table})",
         strategy="drop",
         sql=[f"CREATE TABLE {qs(table)} AS SELECT * FROM {q(entity.name)}", f"DROP TABLE {q(entity.name)}"],
         reverse=[{"op": "add_entity", "entity": entity.model_dump(mode="json")}],
         retains=[retention],
-        probes=[Probe(kind="loss", code=HazardCode.DROP_ENTITY, message=f"rows of {entity.name} removed",
-                      sql=f"SELECT * FROM {q(entity.name)}")],
+        probes=[
+            Probe(
+                kind="loss",
+                code=HazardCode.DROP_ENTITY,
+                message=f"rows of {entity.name} removed",
+                sql=f"SELECT * FROM {q(entity.name)}",
+            )
+        ],
         hazards=hazards,
     )
 
@@ -286,9 +300,11 @@ def _rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: _C
     renamed = _entity(new, op.new_name)
     if op.entity in ctx.created:
         ctx.created.add(op.new_name)
-    hazards = [] if ctx.new_entity(op.entity) else [
-        hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)
-    ]
+    hazards = (
+        []
+        if ctx.new_entity(op.entity)
+        else [hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)]
+    )
     if ddl.is_frozen(old, entity):
         sql = ddl.rebuild(old, new, op.entity, renamed, _identity_select(entity))
         strategy: Strategy = "rebuild"
@@ -319,18 +335,38 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
     probes: list[Probe] = []
     existing = not ctx.new_entity(entity.name)
     if existing and not f.nullable and f.default is None:
-        hazards.append(hazard(HazardCode.REQUIRED_FIELD, f"adds required field {entity.name}.{f.name} without a default",
-                              f"{entity.name}.{f.name}"))
+        hazards.append(
+            hazard(
+                HazardCode.REQUIRED_FIELD,
+                f"adds required field {entity.name}.{f.name} without a default",
+                f"{entity.name}.{f.name}",
+            )
+        )
         if retained is None:
-            probes.append(Probe(kind="fail", code=HazardCode.REQUIRED_FIELD,
-                                message=f"existing rows of {entity.name} would have no value for {f.name}",
-                                sql=f"SELECT {cols(before.primary_key)} FROM {q(entity.name)}"))
+            probes.append(
+                Probe(
+                    kind="fail",
+                    code=HazardCode.REQUIRED_FIELD,
+                    message=f"existing rows of {entity.name} would have no value for {f.name}",
+                    sql=f"SELECT {cols(before.primary_key)} FROM {q(entity.name)}",
+                )
+            )
     if existing and f.default_expr is not None and f.default_expr.expr in {"now()", "uuid()", "current_date"}:
-        hazards.append(hazard(HazardCode.VOLATILE_DEFAULT, f"existing rows of {entity.name} get {f.default_expr.expr} at deploy time",
-                              f"{entity.name}.{f.name}"))
+        hazards.append(
+            hazard(
+                HazardCode.VOLATILE_DEFAULT,
+                f"existing rows of {entity.name} get {f.default_expr.expr} at deploy time",
+                f"{entity.name}.{f.name}",
+            )
+        )
     frozen = ddl.is_frozen(old, before)
     # DuckDB adds a nullable column to any table, but a NOT NULL one only to a table nothing depends on.
-    simple = last and not f.check and not f.references and not (frozen and (retained is not None or not f.nullable))
+    simple = (
+        last
+        and not f.check
+        and not f.references
+        and not (frozen and (retained is not None or not f.nullable))
+    )
     restores = [retained.table] if retained is not None else []
     if simple and (retained is None or f.nullable or f.default is not None):
         sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f)}"]
@@ -345,15 +381,24 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
         source = None
         if retained is not None:
             fallback = ddl.default_sql(f) or "NULL"
-            select[f.name] = f"COALESCE(r.{q(f.name)}, {fallback})" if not f.nullable or f.default else f"r.{q(f.name)}"
-            source = f"{q(entity.name)} AS o LEFT JOIN {qs(retained.table)} AS r ON {_key_join(entity, 'o', 'r')}"
+            select[f.name] = (
+                f"COALESCE(r.{q(f.name)}, {fallback})" if not f.nullable or f.default else f"r.{q(f.name)}"
+            )
+            source = (
+                f"{q(entity.name)} AS o LEFT JOIN {qs(retained.table)} AS r ON {_key_join(entity, 'o', 'r')}"
+            )
             if not f.nullable and f.default is None:
-                probes.append(Probe(
-                    kind="fail", code="rollback.not_lossless",
-                    message=f"rows of {entity.name} written since have no value for required field {f.name}",
-                    sql=(f"SELECT {', '.join('o.' + q(k) for k in entity.primary_key)} FROM {q(entity.name)} AS o "
-                         f"WHERE NOT EXISTS (SELECT 1 FROM {qs(retained.table)} AS r WHERE {_key_join(entity, 'o', 'r')})"),
-                ))
+                probes.append(
+                    Probe(
+                        kind="fail",
+                        code="rollback.not_lossless",
+                        message=f"rows of {entity.name} written since have no value for required field {f.name}",
+                        sql=(
+                            f"SELECT {', '.join('o.' + q(k) for k in entity.primary_key)} FROM {q(entity.name)} AS o "
+                            f"WHERE NOT EXISTS (SELECT 1 FROM {qs(retained.table)} AS r WHERE {_key_join(entity, 'o', 'r')})"
+                        ),
+                    )
+                )
         else:
             select[f.name] = None
         ordered = {name: select.get(name) for name in entity.field_names}
@@ -361,7 +406,8 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
         strategy = "rebuild"
         hazards += _rebuild_hazard(ctx, old, entity.name)
     return _Draft(
-        summary=f"add field {entity.name}.{f.name}" + (" and restore its retained values" if restores else ""),
+        summary=f"add field {entity.name}.{f.name}"
+        + (" and restore its retained values" if restores else ""),
         strategy=strategy,
         sql=sql,
         reverse=[{"op": "drop_field", "entity": entity.name, "field": f.name}],
@@ -381,8 +427,12 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
     # DuckDB refuses DROP COLUMN when a key's index covers a column after it.
     keyed = set(entity.primary_key).union(*entity.unique)
     later = entity.field_names[entity.field_names.index(f.name) + 1 :]
-    alterable = (not ddl.is_frozen(old, entity) and not f.references and not _checks_mention(entity, f.name)
-                 and not keyed.intersection(later))
+    alterable = (
+        not ddl.is_frozen(old, entity)
+        and not f.references
+        and not _checks_mention(entity, f.name)
+        and not keyed.intersection(later)
+    )
     if alterable:
         sql = [retain_sql, f"ALTER TABLE {q(entity.name)} DROP COLUMN {q(f.name)}"]
         strategy: Strategy = "alter"
@@ -393,17 +443,37 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
         strategy = "rebuild"
         hazards = _rebuild_hazard(ctx, old, entity.name)
     if not ctx.new_field(entity.name, f.name):
-        hazards.insert(0, hazard(HazardCode.DROP_FIELD, f"drops field {entity.name}.{f.name} and its values", f"{entity.name}.{f.name}"))
+        hazards.insert(
+            0,
+            hazard(
+                HazardCode.DROP_FIELD,
+                f"drops field {entity.name}.{f.name} and its values",
+                f"{entity.name}.{f.name}",
+            ),
+        )
     position = entity.field_names.index(f.name)
-    reverse = {"op": "add_field", "entity": entity.name, "field": f.model_dump(mode="json"), "position": position}
+    reverse = {
+        "op": "add_field",
+        "entity": entity.name,
+        "field": f.model_dump(mode="json"),
+        "position": position,
+    }
     return _Draft(
         summary=f"drop field {entity.name}.{f.name} (values retained in {ddl.SYSTEM_SCHEMA}.{table})",
         strategy=strategy,
         sql=sql,
         reverse=[reverse],
-        retains=[Retention(table=table, kind="field", entity=entity.name, field=f.name, key=entity.primary_key)],
-        probes=[Probe(kind="loss", code=HazardCode.DROP_FIELD, message=f"non-null values of {entity.name}.{f.name} removed",
-                      sql=f"SELECT {keys}, {q(f.name)} FROM {q(entity.name)} WHERE {q(f.name)} IS NOT NULL")],
+        retains=[
+            Retention(table=table, kind="field", entity=entity.name, field=f.name, key=entity.primary_key)
+        ],
+        probes=[
+            Probe(
+                kind="loss",
+                code=HazardCode.DROP_FIELD,
+                message=f"non-null values of {entity.name}.{f.name} removed",
+                sql=f"SELECT {keys}, {q(f.name)} FROM {q(entity.name)} WHERE {q(f.name)} IS NOT NULL",
+            )
+        ],
         hazards=hazards,
     )
 
@@ -414,10 +484,20 @@ def _rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: _Con
     after = _entity(new, op.entity)
     if (entity.name, f.name) in ctx.created_fields:
         ctx.created_fields.add((entity.name, op.new_name))
-    linked = bool(f.references) or any(ref.reference == (entity.name, f.name) for _, ref in old.referencing(entity.name))
-    hazards = [] if ctx.new_field(entity.name, f.name) else [
-        hazard(HazardCode.RENAME_FIELD, f"renames field {entity.name}.{f.name} to {op.new_name}", f"{entity.name}.{f.name}")
-    ]
+    linked = bool(f.references) or any(
+        ref.reference == (entity.name, f.name) for _, ref in old.referencing(entity.name)
+    )
+    hazards = (
+        []
+        if ctx.new_field(entity.name, f.name)
+        else [
+            hazard(
+                HazardCode.RENAME_FIELD,
+                f"renames field {entity.name}.{f.name} to {op.new_name}",
+                f"{entity.name}.{f.name}",
+            )
+        ]
+    )
     if ddl.is_frozen(old, entity) or linked:
         select = {n: f"o.{q(op.field if n == op.new_name else n)}" for n in after.field_names}
         sql = ddl.rebuild(old, new, entity.name, after, dict(select))
@@ -462,22 +542,44 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
         expr = f"CAST(o.{col} AS {new_type})"
         if not widening:
             if not fresh:
-                hazards.append(hazard(HazardCode.LOSSY_TYPE_CHANGE, f"changes {label} from {before.type} to {after.type}", label))
-            probes.append(Probe(kind="fail", code=HazardCode.LOSSY_TYPE_CHANGE,
-                                message=f"values of {label} that do not convert to {after.type}",
-                                sql=f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {new_type}) IS NULL"))
-            probes.append(Probe(kind="loss", code=HazardCode.LOSSY_TYPE_CHANGE,
-                                message=f"values of {label} changed by the conversion (retained)",
-                                sql=(f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND "
-                                     f"CAST(TRY_CAST({col} AS {new_type}) AS {old_type}) IS DISTINCT FROM {col}")))
+                hazards.append(
+                    hazard(
+                        HazardCode.LOSSY_TYPE_CHANGE,
+                        f"changes {label} from {before.type} to {after.type}",
+                        label,
+                    )
+                )
+            probes.append(
+                Probe(
+                    kind="fail",
+                    code=HazardCode.LOSSY_TYPE_CHANGE,
+                    message=f"values of {label} that do not convert to {after.type}",
+                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {new_type}) IS NULL",
+                )
+            )
+            probes.append(
+                Probe(
+                    kind="loss",
+                    code=HazardCode.LOSSY_TYPE_CHANGE,
+                    message=f"values of {label} changed by the conversion (retained)",
+                    sql=(
+                        f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND "
+                        f"CAST(TRY_CAST({col} AS {new_type}) AS {old_type}) IS DISTINCT FROM {col}"
+                    ),
+                )
+            )
     # Keep every value the change overwrites: lossy conversions, and the NULLs a backfill replaces.
     lossy = [f"{col} IS NOT NULL"] if type_changed and not is_widening(before.type, after.type) else []
     if op.backfill is not None and before.nullable and not after.nullable:
         lossy.append(f"{col} IS NULL")
     if lossy:
         table = ctx.retention_table()
-        sql.append(f"CREATE TABLE {qs(table)} AS SELECT {keys}, {col} FROM {table_q} WHERE {' OR '.join(lossy)}")
-        retains.append(Retention(table=table, kind="values", entity=name, field=before.name, key=entity.primary_key))
+        sql.append(
+            f"CREATE TABLE {qs(table)} AS SELECT {keys}, {col} FROM {table_q} WHERE {' OR '.join(lossy)}"
+        )
+        retains.append(
+            Retention(table=table, kind="values", entity=name, field=before.name, key=entity.primary_key)
+        )
 
     retained = ctx.restores.get(("values", name, before.name))
     restores: list[str] = []
@@ -500,24 +602,35 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
             expr = f"COALESCE({expr}, {ddl.literal(op.backfill, after.type)})"
         else:
             alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} SET NOT NULL")
-            probes.append(Probe(kind="fail", code=HazardCode.SET_NOT_NULL if restores == [] else "rollback.not_lossless",
-                                message=f"rows with NULL in {label}",
-                                sql=f"SELECT {keys} FROM {table_q} WHERE {col} IS NULL"))
+            probes.append(
+                Probe(
+                    kind="fail",
+                    code=HazardCode.SET_NOT_NULL if restores == [] else "rollback.not_lossless",
+                    message=f"rows with NULL in {label}",
+                    sql=f"SELECT {keys} FROM {table_q} WHERE {col} IS NULL",
+                )
+            )
         if not fresh:
             hazards.append(hazard(HazardCode.SET_NOT_NULL, f"makes {label} NOT NULL", label))
     if after.default != before.default or (type_changed and after.default is not None):
         default = ddl.default_sql(after)  # a constant default is typed, so a type change re-states it
         alters.append(
-            f"ALTER TABLE {table_q} ALTER COLUMN {col} " + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
+            f"ALTER TABLE {table_q} ALTER COLUMN {col} "
+            + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
         )
-    if after.default != before.default:
-        if not fresh:
-            hazards.append(hazard(HazardCode.DEFAULT_CHANGED, f"changes the default of {label}", label))
+    if after.default != before.default and not fresh:
+        hazards.append(hazard(HazardCode.DEFAULT_CHANGED, f"changes the default of {label}", label))
     if after.check != before.check:
         needs_rebuild = True
         if after.check:
-            probes.append(Probe(kind="fail", code=HazardCode.ADD_CHECK, message=f"rows violating the new check on {label}",
-                                sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({after.check})"))
+            probes.append(
+                Probe(
+                    kind="fail",
+                    code=HazardCode.ADD_CHECK,
+                    message=f"rows violating the new check on {label}",
+                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({after.check})",
+                )
+            )
             if not fresh:
                 hazards.append(hazard(HazardCode.ADD_CHECK, f"adds check ({after.check}) to {label}", label))
         elif not fresh:
@@ -575,15 +688,29 @@ def _add_unique(old: AppSpec, new: AppSpec, op: changes.AddUnique, ctx: _Context
         strategy = "alter"
     fresh = ctx.new_entity(entity.name) or all(ctx.new_field(entity.name, c) for c in op.columns)
     if not fresh:
-        hazards.insert(0, hazard(HazardCode.ADD_UNIQUE, f"makes ({', '.join(op.columns)}) unique in {entity.name}", entity.name))
-    dupes = (f"SELECT {cols(op.columns)}, count(*) AS copies FROM {q(entity.name)} "
-             f"WHERE {' AND '.join(q(c) + ' IS NOT NULL' for c in op.columns)} GROUP BY ALL HAVING count(*) > 1")
+        hazards.insert(
+            0,
+            hazard(
+                HazardCode.ADD_UNIQUE, f"makes ({', '.join(op.columns)}) unique in {entity.name}", entity.name
+            ),
+        )
+    dupes = (
+        f"SELECT {cols(op.columns)}, count(*) AS copies FROM {q(entity.name)} "
+        f"WHERE {' AND '.join(q(c) + ' IS NOT NULL' for c in op.columns)} GROUP BY ALL HAVING count(*) > 1"
+    )
     return _Draft(
         summary=f"add unique ({', '.join(op.columns)}) on {entity.name}",
         strategy=strategy,
         sql=sql,
         reverse=[{"op": "drop_unique", "entity": entity.name, "columns": list(op.columns)}],
-        probes=[Probe(kind="fail", code=HazardCode.ADD_UNIQUE, message=f"duplicate ({', '.join(op.columns)}) in {entity.name}", sql=dupes)],
+        probes=[
+            Probe(
+                kind="fail",
+                code=HazardCode.ADD_UNIQUE,
+                message=f"duplicate ({', '.join(op.columns)}) in {entity.name}",
+                sql=dupes,
+            )
+        ],
         hazards=hazards,
     )
 
@@ -591,9 +718,17 @@ def _add_unique(old: AppSpec, new: AppSpec, op: changes.AddUnique, ctx: _Context
 def _drop_unique(old: AppSpec, new: AppSpec, op: changes.DropUnique, ctx: _Context) -> _Draft:
     entity = _entity(old, op.entity)
     after = _entity(new, op.entity)
-    hazards = [] if ctx.new_entity(entity.name) else [
-        hazard(HazardCode.DROP_CONSTRAINT, f"drops unique ({', '.join(op.columns)}) on {entity.name}", entity.name)
-    ]
+    hazards = (
+        []
+        if ctx.new_entity(entity.name)
+        else [
+            hazard(
+                HazardCode.DROP_CONSTRAINT,
+                f"drops unique ({', '.join(op.columns)}) on {entity.name}",
+                entity.name,
+            )
+        ]
+    )
     return _Draft(
         summary=f"drop unique ({', '.join(op.columns)}) on {entity.name}",
         strategy="rebuild",
@@ -610,7 +745,13 @@ def _add_index(old: AppSpec, new: AppSpec, op: changes.AddIndex, ctx: _Context) 
         strategy="create",
         sql=[ddl.create_index(entity, op.index)],
         reverse=[{"op": "drop_index", "entity": entity.name, "name": op.index.name}],
-        hazards=[hazard(HazardCode.INDEX_FREEZES, f"index {op.index.name} freezes ALTERs on {entity.name}", entity.name)],
+        hazards=[
+            hazard(
+                HazardCode.INDEX_FREEZES,
+                f"index {op.index.name} freezes ALTERs on {entity.name}",
+                entity.name,
+            )
+        ],
     )
 
 
@@ -630,60 +771,93 @@ def _drop_index(old: AppSpec, new: AppSpec, op: changes.DropIndex, ctx: _Context
 
 def _add_view(old: AppSpec, new: AppSpec, op: changes.AddView, ctx: _Context) -> _Draft:
     ctx.created_other.add(f"view:{op.view.name}")
-    return _Draft(f"create view {op.view.name}", "create", [ddl.create_view(op.view)],
-                  [{"op": "drop_view", "name": op.view.name}])
+    return _Draft(
+        f"create view {op.view.name}",
+        "create",
+        [ddl.create_view(op.view)],
+        [{"op": "drop_view", "name": op.view.name}],
+    )
 
 
 def _replace_view(old: AppSpec, new: AppSpec, op: changes.ReplaceView, ctx: _Context) -> _Draft:
     previous = old.view(op.view.name)
     assert previous is not None
-    return _Draft(f"replace view {op.view.name}", "create", [ddl.create_view(op.view, replace=True)],
-                  [{"op": "replace_view", "view": previous.model_dump(mode="json")}])
+    return _Draft(
+        f"replace view {op.view.name}",
+        "create",
+        [ddl.create_view(op.view, replace=True)],
+        [{"op": "replace_view", "view": previous.model_dump(mode="json")}],
+    )
 
 
 def _drop_view(old: AppSpec, new: AppSpec, op: changes.DropView, ctx: _Context) -> _Draft:
     previous = old.view(op.name)
     assert previous is not None
-    return _Draft(f"drop view {op.name}", "drop", [f"DROP VIEW {q(op.name)}"],
-                  [{"op": "add_view", "view": previous.model_dump(mode="json")}],
-                  hazards=[] if f"view:{op.name}" in ctx.created_other else [
-                      hazard(HazardCode.DROP_VIEW, f"drops view {op.name}", op.name)])
+    return _Draft(
+        f"drop view {op.name}",
+        "drop",
+        [f"DROP VIEW {q(op.name)}"],
+        [{"op": "add_view", "view": previous.model_dump(mode="json")}],
+        hazards=[]
+        if f"view:{op.name}" in ctx.created_other
+        else [hazard(HazardCode.DROP_VIEW, f"drops view {op.name}", op.name)],
+    )
 
 
 def _add_invariant(old: AppSpec, new: AppSpec, op: changes.AddInvariant, ctx: _Context) -> _Draft:
     ctx.created_other.add(f"invariant:{op.invariant.name}")
-    return _Draft(f"add invariant {op.invariant.name}", "catalog", [],
-                  [{"op": "drop_invariant", "name": op.invariant.name}])
+    return _Draft(
+        f"add invariant {op.invariant.name}",
+        "catalog",
+        [],
+        [{"op": "drop_invariant", "name": op.invariant.name}],
+    )
 
 
 def _drop_invariant(old: AppSpec, new: AppSpec, op: changes.DropInvariant, ctx: _Context) -> _Draft:
     previous = old.invariant(op.name)
     assert previous is not None
-    return _Draft(f"drop invariant {op.name}", "catalog", [],
-                  [{"op": "add_invariant", "invariant": previous.model_dump(mode="json")}],
-                  hazards=[] if f"invariant:{op.name}" in ctx.created_other else [
-                      hazard(HazardCode.DROP_INVARIANT, f"stops enforcing invariant {op.name}", op.name)])
+    return _Draft(
+        f"drop invariant {op.name}",
+        "catalog",
+        [],
+        [{"op": "add_invariant", "invariant": previous.model_dump(mode="json")}],
+        hazards=[]
+        if f"invariant:{op.name}" in ctx.created_other
+        else [hazard(HazardCode.DROP_INVARIANT, f"stops enforcing invariant {op.name}", op.name)],
+    )
 
 
 def _add_action(old: AppSpec, new: AppSpec, op: changes.AddAction, ctx: _Context) -> _Draft:
     ctx.created_other.add(f"action:{op.action.name}")
-    return _Draft(f"add action {op.action.name}", "catalog", [], [{"op": "drop_action", "name": op.action.name}])
+    return _Draft(
+        f"add action {op.action.name}", "catalog", [], [{"op": "drop_action", "name": op.action.name}]
+    )
 
 
 def _replace_action(old: AppSpec, new: AppSpec, op: changes.ReplaceAction, ctx: _Context) -> _Draft:
     previous = old.action(op.action.name)
     assert previous is not None
-    return _Draft(f"replace action {op.action.name}", "catalog", [],
-                  [{"op": "replace_action", "action": previous.model_dump(mode="json")}])
+    return _Draft(
+        f"replace action {op.action.name}",
+        "catalog",
+        [],
+        [{"op": "replace_action", "action": previous.model_dump(mode="json")}],
+    )
 
 
 def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Context) -> _Draft:
     previous = old.action(op.name)
     assert previous is not None
-    return _Draft(f"drop action {op.name}", "catalog", [],
-                  [{"op": "add_action", "action": previous.model_dump(mode="json")}],
-                  hazards=[] if f"action:{op.name}" in ctx.created_other else [
-                      hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)])
+    return _Draft(
+        f"drop action {op.name}",
+        "catalog",
+        [],
+        [{"op": "add_action", "action": previous.model_dump(mode="json")}],
+        hazards=[]
+        if f"action:{op.name}" in ctx.created_other
+        else [hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)],
+    )
 
 
 _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] = {

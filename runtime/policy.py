@@ -210,14 +210,19 @@ def load(path: Path | None) -> Policy:
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(Code.SPEC_INVALID, f"{path.name} is not valid TOML: {error}",
-                        hint="Fix the configuration file and start the server again.") from None
+        raise SpecError(
+            Code.SPEC_INVALID,
+            f"{path.name} is not valid TOML: {error}",
+            hint="Fix the configuration file and start the server again.",
+        ) from None
     data: dict[str, Any] = {}
-    for key in ("default_agent",):
-        if key in raw.get("server", {}):
-            data[key] = raw["server"][key]
+    if "agent" in raw.get("server", {}):
+        data["default_agent"] = raw["server"]["agent"]
     if "roles" in raw:
-        data["roles"] = {**DEFAULT_ROLES, **{k: tuple(v.get("capabilities", ())) for k, v in raw["roles"].items()}}
+        data["roles"] = {
+            **DEFAULT_ROLES,
+            **{k: tuple(v.get("capabilities", ())) for k, v in raw["roles"].items()},
+        }
     if "agents" in raw:
         data["agents"] = raw["agents"]
     for key in ("protected", "approvals", "limits"):
@@ -228,5 +233,8 @@ def load(path: Path | None) -> Policy:
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise SpecError(Code.SPEC_INVALID, f"{path.name}: {where}: {first['msg']}",
-                        hint="Fix the configuration file and start the server again.") from None
+        raise SpecError(
+            Code.SPEC_INVALID,
+            f"{path.name}: {where}: {first['msg']}",
+            hint="Fix the configuration file and start the server again.",
+        ) from None

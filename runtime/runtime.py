@@ -23,15 +23,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from runtime import approvals, catalog, deploy, fingerprint, specdiff, sqlcheck
 from runtime import audit as audit_log
 from runtime.actions import ActionResult, ActionRunner
-from runtime import approvals, catalog, deploy, fingerprint, sqlcheck, specdiff
-from runtime.changes import AddAction, ReplaceAction, check_action
-from runtime.policy import Policy, check_action_access, check_protected
 from runtime.audit import AuditEntry, AuditLog, VerifyResult
-from runtime.changes import Operation
+from runtime.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.engine import Engine, Tx
 from runtime.errors import ButtressError, Code, EngineError, NotFound, SqlError
+from runtime.policy import Policy, check_action_access, check_protected
 from runtime.spec import AppSpec
 
 T = TypeVar("T")
@@ -110,8 +109,14 @@ def plain(value: Any) -> Any:
 class Runtime:
     """One application in one DuckDB file, owned by this process."""
 
-    def __init__(self, engine: Engine, *, audit_reads: bool = True, limits: Limits | None = None,
-                 policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        audit_reads: bool = True,
+        limits: Limits | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.engine = engine
         self.audit = AuditLog()
         self.audit_reads = audit_reads
@@ -184,8 +189,12 @@ class Runtime:
         if actor != OPERATOR:
             check_protected(self.policy, ops)
         if len(ops) > self.limits.max_operations:
-            raise ButtressError(Code.LIMIT_EXCEEDED, f"a proposal may hold at most {self.limits.max_operations} operations",
-                                hint="Split the change into several proposals.", details={"operations": len(ops)})
+            raise ButtressError(
+                Code.LIMIT_EXCEEDED,
+                f"a proposal may hold at most {self.limits.max_operations} operations",
+                hint="Split the change into several proposals.",
+                details={"operations": len(ops)},
+            )
 
     def policy_check_actions(self, target: AppSpec, ops: Sequence[Operation], actor: str = OPERATOR) -> None:
         """Actions an agent adds or replaces may not write protected entities."""
@@ -209,27 +218,44 @@ class Runtime:
             self.record_refusal(operation, actor, arguments, error)
             raise
         except Exception as error:
-            wrapped = EngineError(Code.ENGINE_ERROR, f"internal error during {operation}",
-                                  hint="Nothing was committed. Report this with the audit sequence number.",
-                                  details={"kind": type(error).__name__})
+            wrapped = EngineError(
+                Code.ENGINE_ERROR,
+                f"internal error during {operation}",
+                hint="Nothing was committed. Report this with the audit sequence number.",
+                details={"kind": type(error).__name__},
+            )
             self.record_refusal(operation, actor, arguments, wrapped)
             raise wrapped from error
 
-    def run_refusable(self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], None]) -> None:
+    def run_refusable(
+        self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], None]
+    ) -> None:
         self.audited(operation, actor, arguments, act)
 
-    def record_refusal(self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError) -> None:
+    def record_refusal(
+        self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
+    ) -> None:
         number, _ = self.current
         with self.engine.transaction() as tx:
-            self.audit.append(tx, actor=actor, operation=operation, arguments=_safe_args(arguments),
-                              outcome="refused", error_code=str(error.code), version_before=number, version_after=number,
-                              proposal_id=arguments.get("proposal_id") if isinstance(arguments.get("proposal_id"), str) else None)
+            self.audit.append(
+                tx,
+                actor=actor,
+                operation=operation,
+                arguments=_safe_args(arguments),
+                outcome="refused",
+                error_code=str(error.code),
+                version_before=number,
+                version_after=number,
+                proposal_id=arguments.get("proposal_id")
+                if isinstance(arguments.get("proposal_id"), str)
+                else None,
+            )
 
     def record_read(self, operation: str, actor: str, arguments: dict[str, Any]) -> None:
         """Audit a successful read. Reads change nothing, so their rows are group-committed shortly
         after (at most ``READ_AUDIT_DELAY`` seconds later, and always before any audit is read)."""
-        if not self.audit_reads:
-            return
+        if not self.audit_reads or actor == OPERATOR:
+            return  # the operator's own reads (CLI) are not agent actions; its changes are audited
         number, _ = self.current
         with self._reads_lock:
             self._reads.append((operation, actor, _safe_args(arguments), number))
@@ -246,12 +272,20 @@ class Runtime:
             return
         with self.engine.transaction() as tx:
             for operation, actor, arguments, number in pending:
-                self.audit.append(tx, actor=actor, operation=operation, arguments=arguments, outcome="ok",
-                                  version_before=number, version_after=number)
+                self.audit.append(
+                    tx,
+                    actor=actor,
+                    operation=operation,
+                    arguments=arguments,
+                    outcome="ok",
+                    version_before=number,
+                    version_after=number,
+                )
 
     # --------------------------------------------------------------------------------- the read side
 
-    def describe(self) -> AppDescription:
+    def describe(self, *, actor: str = OPERATOR) -> AppDescription:
+        self.record_read("describe_app", actor, {})
         number, spec = self.current
         with self.engine.snapshot() as cursor:
             pending = catalog.pending_proposals(cursor, number)
@@ -262,18 +296,35 @@ class Runtime:
             writes: set[str] = set()
             for statement in action.statements:
                 try:
-                    analysis = sqlcheck.analyze_statement(statement, relations, allow_writes=action.kind == "mutation")
+                    analysis = sqlcheck.analyze_statement(
+                        statement, relations, allow_writes=action.kind == "mutation"
+                    )
                 except ButtressError:
                     continue
                 reads |= analysis.reads
                 writes |= analysis.writes
-            actions.append({"name": action.name, "kind": action.kind, "description": action.description,
-                            "params": [p.model_dump() for p in action.params], "reads": sorted(reads), "writes": sorted(writes),
-                            "tool": f"app_{action.name}"})
-        return AppDescription(version=number, hash=spec.hash(), spec=spec, actions=actions, pending_proposals=pending,
-                              drift=self.drift)
+            actions.append(
+                {
+                    "name": action.name,
+                    "kind": action.kind,
+                    "description": action.description,
+                    "params": [p.model_dump() for p in action.params],
+                    "reads": sorted(reads),
+                    "writes": sorted(writes),
+                    "tool": f"app_{action.name}",
+                }
+            )
+        return AppDescription(
+            version=number,
+            hash=spec.hash(),
+            spec=spec,
+            actions=actions,
+            pending_proposals=pending,
+            drift=self.drift,
+        )
 
-    def versions(self) -> list[VersionInfo]:
+    def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:
+        self.record_read("list_versions", actor, {})
         with self.engine.snapshot() as cursor:
             return [VersionInfo.model_validate(v) for v in catalog.versions(cursor)]
 
@@ -281,11 +332,28 @@ class Runtime:
         with self.engine.snapshot() as cursor:
             return AppSpec.model_validate(catalog.version_row(cursor, number)["spec"])
 
-    def diff_versions(self, from_version: int, to_version: int) -> specdiff.SpecDiff:
-        return specdiff.diff(self.version_spec(from_version), self.version_spec(to_version), from_version, to_version)
+    def diff_versions(
+        self, from_version: int, to_version: int, *, actor: str = OPERATOR
+    ) -> specdiff.SpecDiff:
+        args = {"from_version": from_version, "to_version": to_version}
+        try:
+            result = specdiff.diff(
+                self.version_spec(from_version), self.version_spec(to_version), from_version, to_version
+            )
+        except ButtressError as error:
+            self.record_refusal("diff_versions", actor, args, error)
+            raise
+        self.record_read("diff_versions", actor, args)
+        return result
 
-    def query(self, sql: str, params: dict[str, Any] | None = None, *, limit: int | None = None,
-              actor: str = "operator") -> QueryResult:
+    def query(
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        actor: str = "operator",
+    ) -> QueryResult:
         """One read-only SELECT, allow-listed, on a snapshot, with a row limit and a time limit."""
         args = {"sql": sql[:2000], "params": sorted((params or {}).keys()), "limit": limit}
         try:
@@ -300,16 +368,22 @@ class Runtime:
         max_rows = self.limits.max_rows
         limit = max_rows if limit is None else limit
         if limit < 1 or limit > max_rows:
-            raise ButtressError(Code.LIMIT_EXCEEDED, f"limit must be between 1 and {max_rows}",
-                                hint=f"Ask for at most {max_rows} rows and page with WHERE/OFFSET.")
+            raise ButtressError(
+                Code.LIMIT_EXCEEDED,
+                f"limit must be between 1 and {max_rows}",
+                hint=f"Ask for at most {max_rows} rows and page with WHERE/OFFSET.",
+            )
         _, _, relations = self._current
         analysis = sqlcheck.analyze_query(sql, relations, max_length=self.limits.max_sql_length)
         missing = [p for p in analysis.params if p not in params]
         extra = [p for p in params if p not in analysis.params]
         if missing or extra:
-            raise SqlError(Code.SQL_PARAM, f"parameters do not match: missing {missing}, unexpected {extra}",
-                           hint="Pass exactly the $names the statement uses in params.",
-                           details={"missing": missing, "unexpected": extra})
+            raise SqlError(
+                Code.SQL_PARAM,
+                f"parameters do not match: missing {missing}, unexpected {extra}",
+                hint="Pass exactly the $names the statement uses in params.",
+                details={"missing": missing, "unexpected": extra},
+            )
         with self.engine.snapshot(timeout=self.limits.query_timeout_s, single=True) as cursor:
             try:
                 result = cursor.execute(analysis.sql, params) if params else cursor.execute(analysis.sql)
@@ -325,10 +399,16 @@ class Runtime:
                 raise
         truncated = len(rows) > limit
         rows = rows[:limit]
-        return QueryResult(columns=columns, rows=[[plain(v) for v in row] for row in rows], row_count=len(rows),
-                           truncated=truncated)
+        return QueryResult(
+            columns=columns,
+            rows=[[plain(v) for v in row] for row in rows],
+            row_count=len(rows),
+            truncated=truncated,
+        )
 
-    def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = "operator") -> SqlCheckResult:
+    def check_sql(
+        self, sql: str, *, proposal_id: str | None = None, actor: str = "operator"
+    ) -> SqlCheckResult:
         """Analyse a statement against the current spec, or a proposal's target spec, without running it."""
         number, spec = self.current
         if proposal_id is not None:
@@ -338,67 +418,123 @@ class Runtime:
         try:
             analysis = sqlcheck.analyze_statement(sql, relations, allow_writes=True)
         except ButtressError as error:
-            return SqlCheckResult(ok=False, against_version=number, proposal_id=proposal_id, error=error.to_dict())
+            return SqlCheckResult(
+                ok=False, against_version=number, proposal_id=proposal_id, error=error.to_dict()
+            )
         self.record_read("check_sql", actor, {"sql": sql[:2000], "proposal_id": proposal_id})
-        return SqlCheckResult(ok=True, kind=analysis.kind, reads=sorted(analysis.reads), writes=sorted(analysis.writes),
-                              params=list(analysis.params), output_columns=list(analysis.output_columns),
-                              against_version=number, proposal_id=proposal_id)
+        return SqlCheckResult(
+            ok=True,
+            kind=analysis.kind,
+            reads=sorted(analysis.reads),
+            writes=sorted(analysis.writes),
+            params=list(analysis.params),
+            output_columns=list(analysis.output_columns),
+            against_version=number,
+            proposal_id=proposal_id,
+        )
 
-    def read_audit(self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None) -> list[AuditEntry]:
+    def read_audit(
+        self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None, actor: str = OPERATOR
+    ) -> list[AuditEntry]:
+        """The newest ``limit`` entries, or with ``after_seq`` the first ``limit`` after it (paging)."""
         self.flush_reads()
         with self.engine.snapshot() as cursor:
-            return audit_log.recent(cursor, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation)
+            entries = audit_log.recent(
+                cursor, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation
+            )
+        self.record_read(
+            "read_audit", actor, {"limit": limit, "after_seq": after_seq, "operation": operation}
+        )
+        return entries
 
-    def verify_audit(self) -> VerifyResult:
+    def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
         self.flush_reads()
         with self.engine.snapshot() as cursor:
-            return audit_log.verify(cursor)
+            result = audit_log.verify(cursor)
+        self.record_read("verify_audit", actor, {})
+        return result
 
     # ------------------------------------------------------------------------------- the change side
 
-    def propose(self, operations: Sequence[Any], *, base_version: int | None = None, note: str | None = None,
-                actor: str = "operator") -> deploy.ProposalResult:
+    def propose(
+        self,
+        operations: Sequence[Any],
+        *,
+        base_version: int | None = None,
+        note: str | None = None,
+        actor: str = "operator",
+    ) -> deploy.ProposalResult:
         return deploy.propose(self, operations, base_version=base_version, note=note, actor=actor)
 
     def proposal(self, proposal_id: str) -> dict[str, Any]:
         with self.engine.snapshot() as cursor:
             return catalog.proposal(cursor, proposal_id)
 
-    def dry_run(self, proposal_id: str, *, actor: str = "operator",
-                progress: deploy.Progress | None = None) -> deploy.DryRunReport:
+    def dry_run(
+        self, proposal_id: str, *, actor: str = "operator", progress: deploy.Progress | None = None
+    ) -> deploy.DryRunReport:
         return deploy.dry_run(self, proposal_id, actor=actor, progress=progress)
 
-    def deploy(self, proposal_id: str, *, actor: str = "operator", progress: deploy.Progress | None = None,
-               require_approval: bool = False) -> deploy.DeployResult:
+    def deploy(
+        self,
+        proposal_id: str,
+        *,
+        actor: str = "operator",
+        progress: deploy.Progress | None = None,
+        require_approval: bool = False,
+    ) -> deploy.DeployResult:
         """Deploy a dry-run proposal. With ``require_approval`` (agents), hazards at the policy's severity
         need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
         if not require_approval:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
-        with self.engine.snapshot() as cursor:
-            prop = catalog.proposal(cursor, proposal_id)
+        try:
+            with self.engine.snapshot() as cursor:
+                prop = catalog.proposal(cursor, proposal_id)
+        except ButtressError as error:
+            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
+            raise
         hazards = self.policy.needs_approval(prop["plan"].all_hazards())
         if not hazards:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
 
         def gate(tx: Tx, found: dict[str, Any]) -> None:
-            request_id = approvals.find_valid(tx, self.engine.path, proposal_id=found["id"], plan_hash=found["plan_hash"])
+            request_id = approvals.find_valid(
+                tx, self.engine.path, proposal_id=found["id"], plan_hash=found["plan_hash"]
+            )
             if request_id is None:
                 raise approvals.needs_approval_error({"id": "pending", "expires_at": ""}, hazards)
             approvals.consume(tx, request_id)
 
         with self.engine.transaction() as tx:
-            approved = approvals.find_valid(tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"])
-            request = None if approved else approvals.open_request(
-                tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"], hazards=hazards,
-                actor=actor, ttl_minutes=self.policy.approvals.ttl_minutes)
+            approved = approvals.find_valid(
+                tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"]
+            )
+            request = (
+                None
+                if approved
+                else approvals.open_request(
+                    tx,
+                    self.engine.path,
+                    proposal_id=proposal_id,
+                    plan_hash=prop["plan_hash"],
+                    hazards=hazards,
+                    actor=actor,
+                    ttl_minutes=self.policy.approvals.ttl_minutes,
+                )
+            )
         if request is not None:
             error = approvals.needs_approval_error(request, hazards)
             self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
             raise error
         return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=gate)
 
-    def rollback(self, *, to_version: int | None = None, actor: str = "operator",
-                 progress: deploy.Progress | None = None) -> deploy.RollbackResult:
+    def rollback(
+        self,
+        *,
+        to_version: int | None = None,
+        actor: str = "operator",
+        progress: deploy.Progress | None = None,
+    ) -> deploy.RollbackResult:
         return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
 
     def finalize(self, *, before_version: int, actor: str = "operator") -> dict[str, Any]:
@@ -406,8 +542,14 @@ class Runtime:
 
     # ------------------------------------------------------------------------------ application logic
 
-    def run_action(self, name: str, args: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
-                   actor: str = "operator") -> ActionResult:
+    def run_action(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        actor: str = "operator",
+    ) -> ActionResult:
         """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
         return self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
 
@@ -420,4 +562,14 @@ def _safe_args(arguments: dict[str, Any]) -> dict[str, Any]:
         return {"unserializable": repr(arguments)[:2000]}
 
 
-__all__ = ["ActionResult", "AppDescription", "Limits", "NotFound", "QueryResult", "Runtime", "SqlCheckResult", "VersionInfo", "plain"]
+__all__ = [
+    "ActionResult",
+    "AppDescription",
+    "Limits",
+    "NotFound",
+    "QueryResult",
+    "Runtime",
+    "SqlCheckResult",
+    "VersionInfo",
+    "plain",
+]

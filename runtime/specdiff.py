@@ -40,11 +40,21 @@ def diff(old: AppSpec, new: AppSpec, from_version: int = 0, to_version: int = 0)
             if fa[field] != fb[field]:
                 before, after = fa[field].model_dump(mode="json"), fb[field].model_dump(mode="json")
                 changed = {k: {"from": before[k], "to": after[k]} for k in before if before[k] != after[k]}
-                out.append({"change": "changed", "kind": "field", "name": f"{name}.{field}", "attributes": changed})
+                out.append(
+                    {"change": "changed", "kind": "field", "name": f"{name}.{field}", "attributes": changed}
+                )
         for attr in ("primary_key", "unique", "indexes", "description"):
             if getattr(a, attr) != getattr(b, attr):
-                out.append({"change": "changed", "kind": "entity", "name": name, "attribute": attr,
-                            "from": _dump(getattr(a, attr)), "to": _dump(getattr(b, attr))})
+                out.append(
+                    {
+                        "change": "changed",
+                        "kind": "entity",
+                        "name": name,
+                        "attribute": attr,
+                        "from": _dump(getattr(a, attr)),
+                        "to": _dump(getattr(b, attr)),
+                    }
+                )
     for kind, attr in (("invariant", "invariants"), ("view", "views"), ("action", "actions")):
         oa, na = _by_name(getattr(old, attr)), _by_name(getattr(new, attr))
         for name in sorted(set(na) - set(oa)):
@@ -53,7 +63,9 @@ def diff(old: AppSpec, new: AppSpec, from_version: int = 0, to_version: int = 0)
             out.append({"change": "removed", "kind": kind, "name": name})
         for name in sorted(set(oa) & set(na)):
             if oa[name] != na[name]:
-                out.append({"change": "changed", "kind": kind, "name": name, "to": na[name].model_dump(mode="json")})
+                out.append(
+                    {"change": "changed", "kind": kind, "name": name, "to": na[name].model_dump(mode="json")}
+                )
     return SpecDiff(from_version=from_version, to_version=to_version, changes=out)
 
 

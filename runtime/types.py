@@ -49,7 +49,9 @@ def parse_type(raw: str) -> str:
     if match:
         precision, scale = int(match.group(1)), int(match.group(2))
         if not 1 <= precision <= 38 or scale > precision:
-            raise ValueError(f"decimal({precision},{scale}) needs 1 <= precision <= 38 and scale <= precision")
+            raise ValueError(
+                f"decimal({precision},{scale}) needs 1 <= precision <= 38 and scale <= precision"
+            )
         return f"decimal({precision},{scale})"
     raise ValueError(f"unknown type {raw!r}; use one of: {', '.join(TYPE_NAMES)}")
 

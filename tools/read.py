@@ -180,7 +180,7 @@ async def describe_app(ctx: ToolContext) -> AppOverview:
 
     Errors: engine.locked (another process holds the database: tell the operator).
     """
-    description = await call_runtime(ctx, lambda runtime, _: runtime.describe())
+    description = await call_runtime(ctx, lambda runtime, actor: runtime.describe(actor=actor))
     return AppOverview.of(description)
 
 
@@ -191,7 +191,7 @@ async def list_versions(ctx: ToolContext) -> VersionHistory:
     versions too (`kind` 'rollback', `restores` names the version whose spec they restore), so
     version numbers only grow.
     """
-    versions = await call_runtime(ctx, lambda runtime, _: runtime.versions())
+    versions = await call_runtime(ctx, lambda runtime, actor: runtime.versions(actor=actor))
     entries = [VersionEntry.model_validate(v.model_dump()) for v in versions]
     return VersionHistory(current=max((v.number for v in entries), default=0), versions=entries)
 
@@ -208,7 +208,9 @@ async def diff_versions(
 
     Errors: not_found (no such version: call list_versions).
     """
-    return await call_runtime(ctx, lambda runtime, _: runtime.diff_versions(from_version, to_version))
+    return await call_runtime(
+        ctx, lambda runtime, actor: runtime.diff_versions(from_version, to_version, actor=actor)
+    )
 
 
 async def query(
@@ -297,7 +299,10 @@ async def read_audit(
     chain (`prev_hash`, `hash`); the operator verifies it with `buttress audit verify`.
     """
     entries = await call_runtime(
-        ctx, lambda runtime, _: runtime.read_audit(limit=limit, after_seq=after_seq, operation=operation)
+        ctx,
+        lambda runtime, actor: runtime.read_audit(
+            limit=limit, after_seq=after_seq, operation=operation, actor=actor
+        ),
     )
     records = [AuditRecord.model_validate(e.model_dump()) for e in entries]
     return AuditPage(entries=records, last_seq=records[-1].seq if records else None)

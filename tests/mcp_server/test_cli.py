@@ -89,7 +89,8 @@ def test_the_change_lifecycle_through_the_cli(project: Path) -> None:
     assert "tidy" in versions[3] and "restores 2" in versions[4]
     assert "audit chain ok" in buttress("audit", "verify", "--project", project).stdout
     shown = buttress("audit", "show", "--project", project, "--limit", "3").stdout.splitlines()
-    assert len(shown) == 3 and "rollback" in shown[-1] and "v3->v4" in shown[-1]
+    assert len(shown) == 3
+    assert "rollback" in shown[-1] and "v3->v4" in shown[-1]
 
 
 def test_finalize_discards_retained_data_so_rollback_is_refused(project: Path) -> None:

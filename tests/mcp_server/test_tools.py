@@ -194,8 +194,9 @@ async def test_read_audit_filters_and_returns_only_newer_entries(server: Buttres
     assert [e["operation"] for e in proposes["entries"]] == ["propose"]
     assert proposes["entries"][0]["actor"] == "test-agent"
     assert {"propose", "dry_run", "deploy"} <= {e["operation"] for e in everything["entries"]}
-    assert [e["operation"] for e in newer["entries"]] == ["query"]
-    assert newer["last_seq"] == everything["last_seq"] + 1
+    # the agent's own read_audit call is audited too, just before the query
+    assert [e["operation"] for e in newer["entries"]] == ["read_audit", "query"]
+    assert newer["last_seq"] == everything["last_seq"] + 2
 
 
 async def test_diff_versions_of_an_unknown_version_is_not_found(server: ButtressServer) -> None:

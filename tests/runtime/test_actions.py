@@ -14,22 +14,66 @@ from runtime.runtime import Runtime
 from tests.runtime.conftest import deploy
 
 BOOKING: list[dict[str, Any]] = [
-    {"op": "add_entity", "entity": {"name": "slot", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"}, {"name": "capacity", "type": "integer", "check": "capacity > 0"}]}},
-    {"op": "add_entity", "entity": {"name": "booking", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer", "default": {"expr": "autoincrement"}},
-        {"name": "slot_id", "type": "integer", "references": "slot.id"}, {"name": "who", "type": "text"}]}},
-    {"op": "add_invariant", "invariant": {"name": "no_overbooking", "description": "no slot holds more bookings than seats",
-        "sql": "select s.id from slot s join booking b on b.slot_id = s.id group by s.id, s.capacity "
-               "having count(*) > s.capacity"}},
-    {"op": "add_action", "action": {"name": "add_slot", "kind": "mutation", "params": [
-        {"name": "id", "type": "integer"}, {"name": "capacity", "type": "integer"}],
-        "statements": ["insert into slot (id, capacity) values ($id, $capacity)"]}},
-    {"op": "add_action", "action": {"name": "book", "kind": "mutation", "description": "Book a seat on a slot.",
-        "params": [{"name": "slot_id", "type": "integer"}, {"name": "who", "type": "text"}],
-        "statements": ["insert into booking (slot_id, who) values ($slot_id, $who) returning id"]}},
-    {"op": "add_action", "action": {"name": "bookings_of", "kind": "query", "params": [{"name": "slot_id", "type": "integer"}],
-        "statements": ["select who from booking where slot_id = $slot_id order by id"]}},
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "slot",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "capacity", "type": "integer", "check": "capacity > 0"},
+            ],
+        },
+    },
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "booking",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer", "default": {"expr": "autoincrement"}},
+                {"name": "slot_id", "type": "integer", "references": "slot.id"},
+                {"name": "who", "type": "text"},
+            ],
+        },
+    },
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "no_overbooking",
+            "description": "no slot holds more bookings than seats",
+            "sql": "select s.id from slot s join booking b on b.slot_id = s.id group by s.id, s.capacity "
+            "having count(*) > s.capacity",
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "add_slot",
+            "kind": "mutation",
+            "params": [{"name": "id", "type": "integer"}, {"name": "capacity", "type": "integer"}],
+            "statements": ["insert into slot (id, capacity) values ($id, $capacity)"],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "book",
+            "kind": "mutation",
+            "description": "Book a seat on a slot.",
+            "params": [{"name": "slot_id", "type": "integer"}, {"name": "who", "type": "text"}],
+            "statements": ["insert into booking (slot_id, who) values ($slot_id, $who) returning id"],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "bookings_of",
+            "kind": "query",
+            "params": [{"name": "slot_id", "type": "integer"}],
+            "statements": ["select who from booking where slot_id = $slot_id order by id"],
+        },
+    },
 ]
 
 
@@ -87,15 +131,43 @@ def test_an_invariant_violation_names_the_rule_and_the_rows_and_changes_nothing(
 
 
 DOCTORS: list[dict[str, Any]] = [
-    {"op": "add_entity", "entity": {"name": "doctor", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"}, {"name": "on_call", "type": "boolean"}]}},
-    {"op": "add_invariant", "invariant": {"name": "someone_on_call", "description": "at least one doctor stays on call",
-        "sql": "select 1 as nobody from doctor having count(*) > 0 and count(*) filter (where on_call) = 0"}},
-    {"op": "add_action", "action": {"name": "go_off_call", "kind": "mutation", "params": [{"name": "id", "type": "integer"}],
-        "statements": ["select count(*) from doctor where on_call",
-                       "update doctor set on_call = false where id = $id"]}},
-    {"op": "add_action", "action": {"name": "go_on_call", "kind": "mutation", "params": [{"name": "id", "type": "integer"}],
-        "statements": ["update doctor set on_call = true where id = $id"]}},
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "doctor",
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, {"name": "on_call", "type": "boolean"}],
+        },
+    },
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "someone_on_call",
+            "description": "at least one doctor stays on call",
+            "sql": "select 1 as nobody from doctor having count(*) > 0 and count(*) filter (where on_call) = 0",
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "go_off_call",
+            "kind": "mutation",
+            "params": [{"name": "id", "type": "integer"}],
+            "statements": [
+                "select count(*) from doctor where on_call",
+                "update doctor set on_call = false where id = $id",
+            ],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "go_on_call",
+            "kind": "mutation",
+            "params": [{"name": "id", "type": "integer"}],
+            "statements": ["update doctor set on_call = true where id = $id"],
+        },
+    },
 ]
 
 
@@ -106,7 +178,7 @@ def test_write_skew_is_impossible_doctors_stay_on_call(rt: Runtime) -> None:
     for _ in range(30):
         barrier = threading.Barrier(2)
 
-        def off(n: int, k: int) -> None:
+        def off(n: int, k: int, barrier: threading.Barrier = barrier) -> None:
             barrier.wait(timeout=10)
             try:
                 rt.run_action("go_off_call", {"id": n + 1})
@@ -121,14 +193,38 @@ def test_write_skew_is_impossible_doctors_stay_on_call(rt: Runtime) -> None:
 
 
 ACCOUNTS: list[dict[str, Any]] = [
-    {"op": "add_entity", "entity": {"name": "account", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"}, {"name": "balance", "type": "bigint"}]}},
-    {"op": "add_invariant", "invariant": {"name": "no_overdraft", "description": "balances never go negative",
-        "sql": "select id from account where balance < 0"}},
-    {"op": "add_action", "action": {"name": "transfer", "kind": "mutation", "params": [
-        {"name": "source", "type": "integer"}, {"name": "target", "type": "integer"}, {"name": "amount", "type": "bigint"}],
-        "statements": ["update account set balance = balance - $amount where id = $source",
-                       "update account set balance = balance + $amount where id = $target"]}},
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "account",
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, {"name": "balance", "type": "bigint"}],
+        },
+    },
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "no_overdraft",
+            "description": "balances never go negative",
+            "sql": "select id from account where balance < 0",
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "transfer",
+            "kind": "mutation",
+            "params": [
+                {"name": "source", "type": "integer"},
+                {"name": "target", "type": "integer"},
+                {"name": "amount", "type": "bigint"},
+            ],
+            "statements": [
+                "update account set balance = balance - $amount where id = $source",
+                "update account set balance = balance + $amount where id = $target",
+            ],
+        },
+    },
 ]
 
 
@@ -154,16 +250,33 @@ def test_money_is_conserved_under_concurrent_transfers(rt: Runtime) -> None:
 
 
 ORDERS: list[dict[str, Any]] = [
-    {"op": "add_entity", "entity": {"name": "orders", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer", "default": {"expr": "autoincrement"}},
-        {"name": "item", "type": "text"}, {"name": "amount", "type": "decimal(10,2)"}]}},
-    {"op": "add_action", "action": {"name": "place_order", "kind": "mutation", "params": [
-        {"name": "item", "type": "text"}, {"name": "amount", "type": "decimal(10,2)"}],
-        "statements": ["insert into orders (item, amount) values ($item, $amount) returning id, amount"]}},
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "orders",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer", "default": {"expr": "autoincrement"}},
+                {"name": "item", "type": "text"},
+                {"name": "amount", "type": "decimal(10,2)"},
+            ],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "place_order",
+            "kind": "mutation",
+            "params": [{"name": "item", "type": "text"}, {"name": "amount", "type": "decimal(10,2)"}],
+            "statements": ["insert into orders (item, amount) values ($item, $amount) returning id, amount"],
+        },
+    },
 ]
 
 
-def test_a_retried_order_with_the_same_key_is_recorded_once_even_after_a_restart(rt: Runtime, tmp_path: Any) -> None:
+def test_a_retried_order_with_the_same_key_is_recorded_once_even_after_a_restart(
+    rt: Runtime, tmp_path: Any
+) -> None:
     deploy(rt, ORDERS)
     first = rt.run_action("place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1")
     again = rt.run_action("place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1")
@@ -171,7 +284,9 @@ def test_a_retried_order_with_the_same_key_is_recorded_once_even_after_a_restart
     rt.close()
     reopened = Runtime.open(tmp_path / "app.duckdb")
     try:
-        after_restart = reopened.run_action("place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1")
+        after_restart = reopened.run_action(
+            "place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1"
+        )
         assert after_restart.replayed and after_restart.rows == first.rows
         assert reopened.query("select count(*) from orders").rows == [[1]]
         with pytest.raises(ButtressError) as caught:
@@ -185,7 +300,11 @@ def test_a_retried_order_with_the_same_key_is_recorded_once_even_after_a_restart
 
 def test_concurrent_retries_with_one_key_create_exactly_one_order(rt: Runtime) -> None:
     deploy(rt, ORDERS)
-    hammer(8, 5, lambda n, k: rt.run_action("place_order", {"item": "lamp", "amount": "5"}, idempotency_key="same"))
+    hammer(
+        8,
+        5,
+        lambda n, k: rt.run_action("place_order", {"item": "lamp", "amount": "5"}, idempotency_key="same"),
+    )
     assert rt.query("select count(*) from orders").rows == [[1]]
 
 
@@ -196,12 +315,29 @@ def test_a_migration_dropping_a_field_an_action_uses_is_flagged_and_needs_a_repl
     assert "action.broken" in {h.code for h in proposal.hazards}
     report = rt.dry_run(proposal.proposal_id)
     assert not report.passed and report.error is not None and report.error["code"] == "deploy.dry_run_failed"
-    fixed = rt.propose([
-        {"op": "replace_action", "action": {"name": "book", "kind": "mutation", "params": [{"name": "slot_id", "type": "integer"}],
-                                            "statements": ["insert into booking (slot_id) values ($slot_id) returning id"]}},
-        {"op": "replace_action", "action": {"name": "bookings_of", "kind": "query", "params": [{"name": "slot_id", "type": "integer"}],
-                                            "statements": ["select id from booking where slot_id = $slot_id"]}},
-        *drop])
+    fixed = rt.propose(
+        [
+            {
+                "op": "replace_action",
+                "action": {
+                    "name": "book",
+                    "kind": "mutation",
+                    "params": [{"name": "slot_id", "type": "integer"}],
+                    "statements": ["insert into booking (slot_id) values ($slot_id) returning id"],
+                },
+            },
+            {
+                "op": "replace_action",
+                "action": {
+                    "name": "bookings_of",
+                    "kind": "query",
+                    "params": [{"name": "slot_id", "type": "integer"}],
+                    "statements": ["select id from booking where slot_id = $slot_id"],
+                },
+            },
+            *drop,
+        ]
+    )
     assert "action.broken" not in {h.code for h in fixed.hazards}
     assert rt.dry_run(fixed.proposal_id).passed
     rt.deploy(fixed.proposal_id)

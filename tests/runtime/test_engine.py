@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +31,8 @@ def count(engine: Engine) -> int:
 def test_a_failed_statement_means_nothing_commits_even_if_the_caller_swallows_it(engine: Engine) -> None:
     with pytest.raises(ButtressError) as caught, engine.transaction() as tx:
         tx.execute("INSERT INTO t VALUES (1)")
-        try:
+        with contextlib.suppress(ButtressError):  # a careless caller; the transaction must still not commit
             tx.execute("INSERT INTO t VALUES (1)")  # duplicate key
-        except ButtressError:
-            pass  # a careless caller; the transaction must still not commit
     assert caught.value.code == "engine.constraint"
     assert count(engine) == 0
 
@@ -73,14 +72,17 @@ def test_snapshots_are_read_only(engine: Engine) -> None:
     assert count(engine) == 0
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT * FROM read_csv('/etc/passwd')",
-    "COPY t TO '/tmp/buttress-escape.csv'",
-    "ATTACH '/tmp/buttress-other.duckdb' AS other",
-    "INSTALL httpfs",
-    "LOAD httpfs",
-    "SET enable_external_access = true",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY t TO '/tmp/buttress-escape.csv'",
+        "ATTACH '/tmp/buttress-other.duckdb' AS other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+    ],
+)
 def test_the_engine_is_a_second_wall_behind_the_parser(engine: Engine, sql: str) -> None:
     with pytest.raises(ButtressError) as caught, engine.transaction() as tx:
         tx.execute(sql)
@@ -104,7 +106,12 @@ def test_a_second_process_cannot_open_the_file(tmp_path: Path) -> None:
         "import sys; from runtime.engine import Engine\n"
         "try:\n    Engine(sys.argv[1])\nexcept Exception as e:\n    print(e.code)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "locked.duckdb")], capture_output=True, text=True,
-                         cwd=Path(__file__).parent.parent.parent, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "locked.duckdb")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent.parent,
+        timeout=60,
+    )
     assert out.stdout.strip() == "engine.locked"
     holder.close()

@@ -29,14 +29,21 @@ def planned(case: dict[str, Any]) -> tuple[AppSpec, AppSpec, plan.Plan]:
 
 
 def summary(result: plan.Plan) -> list[dict[str, Any]]:
-    return [{"summary": s.summary, "strategy": s.strategy, "sql": list(s.sql),
-             "hazards": [str(h.code) for h in s.hazards]} for s in result.steps]
+    return [
+        {
+            "summary": s.summary,
+            "strategy": s.strategy,
+            "sql": list(s.sql),
+            "hazards": [str(h.code) for h in s.hazards],
+        }
+        for s in result.steps
+    ]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_plan_matches_fixture(path: Path) -> None:
     case = json.loads(path.read_text())
-    base, target, result = planned(case)
+    base, _, result = planned(case)
     got = {"ddl": ddl.spec_ddl(base), "steps": summary(result)}
     if os.environ.get("BUTTRESS_UPDATE_FIXTURES"):
         case["expected"] = got
