@@ -20,13 +20,25 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime.runtime import Runtime  # noqa: E402
+from runtime.runtime import Runtime
 
-ENTITY = {"op": "add_entity", "entity": {"name": "t", "primary_key": ["id"], "fields": [
-    {"name": "id", "type": "integer"}, {"name": "a", "type": "integer"},
-    {"name": "b", "type": "text"}, {"name": "c", "type": "double"}]}}
-CREATE = ('CREATE TABLE "t" ("id" INTEGER NOT NULL, "a" INTEGER NOT NULL, "b" VARCHAR NOT NULL, '
-          '"c" DOUBLE NOT NULL, PRIMARY KEY ("id"))')
+ENTITY = {
+    "op": "add_entity",
+    "entity": {
+        "name": "t",
+        "primary_key": ["id"],
+        "fields": [
+            {"name": "id", "type": "integer"},
+            {"name": "a", "type": "integer"},
+            {"name": "b", "type": "text"},
+            {"name": "c", "type": "double"},
+        ],
+    },
+}
+CREATE = (
+    'CREATE TABLE "t" ("id" INTEGER NOT NULL, "a" INTEGER NOT NULL, "b" VARCHAR NOT NULL, '
+    '"c" DOUBLE NOT NULL, PRIMARY KEY ("id"))'
+)
 FILL = "INSERT INTO t SELECT range, range, 'row ' || range, range / 7.0 FROM range({rows})"
 
 CASES: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
@@ -48,10 +60,13 @@ CASES: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
     ),
     "type change (rebuild)": (
         [{"op": "alter_field", "entity": "t", "field": "c", "type": "decimal(18,4)"}],
-        ['CREATE TABLE "t__new" ("id" INTEGER NOT NULL, "a" INTEGER NOT NULL, "b" VARCHAR NOT NULL, '
-         '"c" DECIMAL(18,4) NOT NULL, PRIMARY KEY ("id"))',
-         'INSERT INTO t__new SELECT id, a, b, CAST(c AS DECIMAL(18,4)) FROM t',
-         "DROP TABLE t", "ALTER TABLE t__new RENAME TO t"],
+        [
+            'CREATE TABLE "t__new" ("id" INTEGER NOT NULL, "a" INTEGER NOT NULL, "b" VARCHAR NOT NULL, '
+            '"c" DECIMAL(18,4) NOT NULL, PRIMARY KEY ("id"))',
+            "INSERT INTO t__new SELECT id, a, b, CAST(c AS DECIMAL(18,4)) FROM t",
+            "DROP TABLE t",
+            "ALTER TABLE t__new RENAME TO t",
+        ],
     ),
 }
 
@@ -101,7 +116,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(f"{args.rows:,} rows, median of {args.repeat} runs (seconds)")
-    print(f"{'case':<24}{'raw':>8}{'dry-run':>9}{'ratio':>7}{'deploy':>8}{'ratio':>7}{'rollback':>10}{'vs fwd':>8}")
+    print(
+        f"{'case':<24}{'raw':>8}{'dry-run':>9}{'ratio':>7}{'deploy':>8}{'ratio':>7}{'rollback':>10}{'vs fwd':>8}"
+    )
     for name, (ops, sql) in CASES.items():
         raw, dry, dep, back = [], [], [], []
         for _ in range(args.repeat):
@@ -113,7 +130,9 @@ def main() -> None:
                 dep.append(p)
                 back.append(r)
         r0, d0, p0, b0 = (statistics.median(x) for x in (raw, dry, dep, back))
-        print(f"{name:<24}{r0:>8.3f}{d0:>9.3f}{d0 / r0:>7.2f}{p0:>8.3f}{p0 / r0:>7.2f}{b0:>10.3f}{b0 / p0:>8.2f}")
+        print(
+            f"{name:<24}{r0:>8.3f}{d0:>9.3f}{d0 / r0:>7.2f}{p0:>8.3f}{p0 / r0:>7.2f}{b0:>10.3f}{b0 / p0:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

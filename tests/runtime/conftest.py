@@ -12,34 +12,76 @@ from runtime import fingerprint
 from runtime.runtime import Runtime
 
 BASE_OPERATIONS: list[dict[str, Any]] = [
-    {"op": "add_entity", "entity": {"name": "customer", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"},
-        {"name": "name", "type": "text"},
-        {"name": "email", "type": "text", "nullable": True},
-        {"name": "tier", "type": "text", "default": "basic"},
-        {"name": "score", "type": "integer", "nullable": True, "check": "score >= 0"},
-    ], "unique": [["email"]]}},
-    {"op": "add_entity", "entity": {"name": "purchase", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"},
-        {"name": "customer_id", "type": "integer", "references": "customer.id"},
-        {"name": "total", "type": "decimal(10,2)"},
-        {"name": "placed_at", "type": "timestamp"},
-    ]}},
-    {"op": "add_entity", "entity": {"name": "tag", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"}, {"name": "label", "type": "text"},
-    ], "indexes": [{"name": "tag_label", "columns": ["label"]}]}},
-    {"op": "add_entity", "entity": {"name": "memo", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer"},
-        {"name": "body", "type": "text"},
-        {"name": "author", "type": "text", "nullable": True},
-        {"name": "priority", "type": "integer", "default": 1},
-        {"name": "flagged", "type": "boolean", "default": False},
-    ]}},
-    {"op": "add_view", "view": {"name": "customer_totals",
-                               "sql": "select c.id, c.name, sum(p.total) as spent from customer c "
-                                      "left join purchase p on p.customer_id = c.id group by c.id, c.name"}},
-    {"op": "add_invariant", "invariant": {"name": "no_negative_totals", "description": "totals are never negative",
-                                          "sql": "select id from purchase where total < 0"}},
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "customer",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "name", "type": "text"},
+                {"name": "email", "type": "text", "nullable": True},
+                {"name": "tier", "type": "text", "default": "basic"},
+                {"name": "score", "type": "integer", "nullable": True, "check": "score >= 0"},
+            ],
+            "unique": [["email"]],
+        },
+    },
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "purchase",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "customer_id", "type": "integer", "references": "customer.id"},
+                {"name": "total", "type": "decimal(10,2)"},
+                {"name": "placed_at", "type": "timestamp"},
+            ],
+        },
+    },
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "tag",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "label", "type": "text"},
+            ],
+            "indexes": [{"name": "tag_label", "columns": ["label"]}],
+        },
+    },
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "memo",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "integer"},
+                {"name": "body", "type": "text"},
+                {"name": "author", "type": "text", "nullable": True},
+                {"name": "priority", "type": "integer", "default": 1},
+                {"name": "flagged", "type": "boolean", "default": False},
+            ],
+        },
+    },
+    {
+        "op": "add_view",
+        "view": {
+            "name": "customer_totals",
+            "sql": "select c.id, c.name, sum(p.total) as spent from customer c "
+            "left join purchase p on p.customer_id = c.id group by c.id, c.name",
+        },
+    },
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "no_negative_totals",
+            "description": "totals are never negative",
+            "sql": "select id from purchase where total < 0",
+        },
+    },
 ]
 
 SEED = [

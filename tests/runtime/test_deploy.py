@@ -53,8 +53,18 @@ def test_dry_run_reports_values_that_would_be_lost(app: Runtime) -> None:
 
 
 def test_deploy_rechecks_invariants_on_data_that_moved_since_the_dry_run(app: Runtime) -> None:
-    proposal = app.propose([{"op": "add_invariant", "invariant": {"name": "short", "description": "bodies are short",
-                                                                  "sql": "select id from memo where length(body) > 10"}}])
+    proposal = app.propose(
+        [
+            {
+                "op": "add_invariant",
+                "invariant": {
+                    "name": "short",
+                    "description": "bodies are short",
+                    "sql": "select id from memo where length(body) > 10",
+                },
+            }
+        ]
+    )
     assert app.dry_run(proposal.proposal_id).passed
     with app.engine.transaction() as tx:
         tx.execute("INSERT INTO memo (id, body) VALUES (50, 'a very long body indeed')")

@@ -12,59 +12,137 @@ from runtime.spec import AppSpec
 from tests.runtime.conftest import BASE_OPERATIONS
 
 BASE = changes.apply(AppSpec(), changes.parse_operations(BASE_OPERATIONS))
-ACTION = {"op": "add_action", "action": {"name": "author_of", "kind": "query", "params": [{"name": "id", "type": "integer"}],
-                                          "statements": ["select author from memo where id = $id"]}}
+ACTION = {
+    "op": "add_action",
+    "action": {
+        "name": "author_of",
+        "kind": "query",
+        "params": [{"name": "id", "type": "integer"}],
+        "statements": ["select author from memo where id = $id"],
+    },
+}
 BASE_WITH_ACTION = changes.apply(BASE, changes.parse_operations([ACTION]))
-NEW_ENTITY = {"op": "add_entity", "entity": {"name": "fresh", "primary_key": ["id"], "fields": [
-    {"name": "id", "type": "integer"}, {"name": "label", "type": "text", "nullable": True}]}}
-NEW_FIELD = {"op": "add_field", "entity": "memo", "field": {"name": "extra", "type": "text", "nullable": True}}
+NEW_ENTITY = {
+    "op": "add_entity",
+    "entity": {
+        "name": "fresh",
+        "primary_key": ["id"],
+        "fields": [{"name": "id", "type": "integer"}, {"name": "label", "type": "text", "nullable": True}],
+    },
+}
+NEW_FIELD = {
+    "op": "add_field",
+    "entity": "memo",
+    "field": {"name": "extra", "type": "text", "nullable": True},
+}
 
 Ops = list[dict[str, Any]]
 CASES: dict[HazardCode, tuple[Ops, Ops]] = {
-    HazardCode.DROP_ENTITY: ([{"op": "drop_entity", "entity": "tag"}], [NEW_ENTITY, {"op": "drop_entity", "entity": "fresh"}]),
-    HazardCode.DROP_FIELD: ([{"op": "drop_field", "entity": "memo", "field": "author"}],
-                            [NEW_FIELD, {"op": "drop_field", "entity": "memo", "field": "extra"}]),
-    HazardCode.LOSSY_TYPE_CHANGE: ([{"op": "alter_field", "entity": "purchase", "field": "total", "type": "integer"}],
-                                   [{"op": "alter_field", "entity": "memo", "field": "priority", "type": "bigint"}]),
-    HazardCode.REQUIRED_FIELD: ([{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text"}}],
-                                [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text", "default": "-"}}]),
+    HazardCode.DROP_ENTITY: (
+        [{"op": "drop_entity", "entity": "tag"}],
+        [NEW_ENTITY, {"op": "drop_entity", "entity": "fresh"}],
+    ),
+    HazardCode.DROP_FIELD: (
+        [{"op": "drop_field", "entity": "memo", "field": "author"}],
+        [NEW_FIELD, {"op": "drop_field", "entity": "memo", "field": "extra"}],
+    ),
+    HazardCode.LOSSY_TYPE_CHANGE: (
+        [{"op": "alter_field", "entity": "purchase", "field": "total", "type": "integer"}],
+        [{"op": "alter_field", "entity": "memo", "field": "priority", "type": "bigint"}],
+    ),
+    HazardCode.REQUIRED_FIELD: (
+        [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text"}}],
+        [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text", "default": "-"}}],
+    ),
     HazardCode.VOLATILE_DEFAULT: (
-        [{"op": "add_field", "entity": "memo", "field": {"name": "seen_at", "type": "timestamptz", "default": {"expr": "now()"}}}],
-        [NEW_ENTITY, {"op": "add_field", "entity": "fresh",
-                      "field": {"name": "seen_at", "type": "timestamptz", "default": {"expr": "now()"}}}]),
-    HazardCode.SET_NOT_NULL: ([{"op": "alter_field", "entity": "memo", "field": "author", "nullable": False}],
-                              [NEW_FIELD, {"op": "alter_field", "entity": "memo", "field": "extra", "nullable": False}]),
-    HazardCode.ADD_UNIQUE: ([{"op": "add_unique", "entity": "memo", "columns": ["body"]}],
-                            [NEW_ENTITY, {"op": "add_unique", "entity": "fresh", "columns": ["label"]}]),
-    HazardCode.ADD_CHECK: ([{"op": "alter_field", "entity": "memo", "field": "priority", "check": "priority < 10"}],
-                           [NEW_FIELD, {"op": "alter_field", "entity": "memo", "field": "extra", "check": "extra <> ''"}]),
-    HazardCode.DROP_CONSTRAINT: ([{"op": "drop_unique", "entity": "customer", "columns": ["email"]}],
-                                 [NEW_ENTITY, {"op": "add_unique", "entity": "fresh", "columns": ["label"]},
-                                  {"op": "drop_unique", "entity": "fresh", "columns": ["label"]}]),
-    HazardCode.RENAME_ENTITY: ([{"op": "rename_entity", "entity": "memo", "new_name": "note"}],
-                               [NEW_ENTITY, {"op": "rename_entity", "entity": "fresh", "new_name": "newer"}]),
-    HazardCode.RENAME_FIELD: ([{"op": "rename_field", "entity": "memo", "field": "body", "new_name": "text"}],
-                              [NEW_FIELD, {"op": "rename_field", "entity": "memo", "field": "extra", "new_name": "more"}]),
-    HazardCode.DROP_NOT_NULL: ([{"op": "alter_field", "entity": "memo", "field": "body", "nullable": True}],
-                               [{"op": "alter_field", "entity": "memo", "field": "author", "default": "x"}]),
-    HazardCode.DEFAULT_CHANGED: ([{"op": "alter_field", "entity": "memo", "field": "priority", "default": 3}],
-                                 [NEW_FIELD, {"op": "alter_field", "entity": "memo", "field": "extra", "default": "y"}]),
-    HazardCode.DROP_VIEW: ([{"op": "drop_view", "name": "customer_totals"}],
-                           [{"op": "add_view", "view": {"name": "v2", "sql": "select id from memo"}},
-                            {"op": "drop_view", "name": "v2"}]),
-    HazardCode.DROP_INVARIANT: ([{"op": "drop_invariant", "name": "no_negative_totals"}],
-                                [{"op": "add_invariant", "invariant": {"name": "i2", "sql": "select id from memo where id < 0"}},
-                                 {"op": "drop_invariant", "name": "i2"}]),
-    HazardCode.DROP_ACTION: ([{"op": "drop_action", "name": "author_of"}],
-                             [{"op": "replace_action", "action": {**ACTION["action"], "description": "who wrote it"}}]),
-    HazardCode.ACTION_BROKEN: ([{"op": "drop_field", "entity": "memo", "field": "author"}],
-                               [{"op": "replace_action", "action": {**ACTION["action"],
-                                                                    "statements": ["select body from memo where id = $id"]}},
-                                {"op": "drop_field", "entity": "memo", "field": "author"}]),
-    HazardCode.TABLE_REBUILD: ([{"op": "drop_field", "entity": "customer", "field": "tier"}],
-                               [{"op": "drop_field", "entity": "memo", "field": "author"}]),
-    HazardCode.INDEX_FREEZES: ([{"op": "add_index", "entity": "memo", "index": {"name": "memo_author", "columns": ["author"]}}],
-                               [{"op": "rename_field", "entity": "memo", "field": "author", "new_name": "writer"}]),
+        [
+            {
+                "op": "add_field",
+                "entity": "memo",
+                "field": {"name": "seen_at", "type": "timestamptz", "default": {"expr": "now()"}},
+            }
+        ],
+        [
+            NEW_ENTITY,
+            {
+                "op": "add_field",
+                "entity": "fresh",
+                "field": {"name": "seen_at", "type": "timestamptz", "default": {"expr": "now()"}},
+            },
+        ],
+    ),
+    HazardCode.SET_NOT_NULL: (
+        [{"op": "alter_field", "entity": "memo", "field": "author", "nullable": False}],
+        [NEW_FIELD, {"op": "alter_field", "entity": "memo", "field": "extra", "nullable": False}],
+    ),
+    HazardCode.ADD_UNIQUE: (
+        [{"op": "add_unique", "entity": "memo", "columns": ["body"]}],
+        [NEW_ENTITY, {"op": "add_unique", "entity": "fresh", "columns": ["label"]}],
+    ),
+    HazardCode.ADD_CHECK: (
+        [{"op": "alter_field", "entity": "memo", "field": "priority", "check": "priority < 10"}],
+        [NEW_FIELD, {"op": "alter_field", "entity": "memo", "field": "extra", "check": "extra <> ''"}],
+    ),
+    HazardCode.DROP_CONSTRAINT: (
+        [{"op": "drop_unique", "entity": "customer", "columns": ["email"]}],
+        [
+            NEW_ENTITY,
+            {"op": "add_unique", "entity": "fresh", "columns": ["label"]},
+            {"op": "drop_unique", "entity": "fresh", "columns": ["label"]},
+        ],
+    ),
+    HazardCode.RENAME_ENTITY: (
+        [{"op": "rename_entity", "entity": "memo", "new_name": "note"}],
+        [NEW_ENTITY, {"op": "rename_entity", "entity": "fresh", "new_name": "newer"}],
+    ),
+    HazardCode.RENAME_FIELD: (
+        [{"op": "rename_field", "entity": "memo", "field": "body", "new_name": "text"}],
+        [NEW_FIELD, {"op": "rename_field", "entity": "memo", "field": "extra", "new_name": "more"}],
+    ),
+    HazardCode.DROP_NOT_NULL: (
+        [{"op": "alter_field", "entity": "memo", "field": "body", "nullable": True}],
+        [{"op": "alter_field", "entity": "memo", "field": "author", "default": "x"}],
+    ),
+    HazardCode.DEFAULT_CHANGED: (
+        [{"op": "alter_field", "entity": "memo", "field": "priority", "default": 3}],
+        [NEW_FIELD, {"op": "alter_field", "entity": "memo", "field": "extra", "default": "y"}],
+    ),
+    HazardCode.DROP_VIEW: (
+        [{"op": "drop_view", "name": "customer_totals"}],
+        [
+            {"op": "add_view", "view": {"name": "v2", "sql": "select id from memo"}},
+            {"op": "drop_view", "name": "v2"},
+        ],
+    ),
+    HazardCode.DROP_INVARIANT: (
+        [{"op": "drop_invariant", "name": "no_negative_totals"}],
+        [
+            {"op": "add_invariant", "invariant": {"name": "i2", "sql": "select id from memo where id < 0"}},
+            {"op": "drop_invariant", "name": "i2"},
+        ],
+    ),
+    HazardCode.DROP_ACTION: (
+        [{"op": "drop_action", "name": "author_of"}],
+        [{"op": "replace_action", "action": {**ACTION["action"], "description": "who wrote it"}}],
+    ),
+    HazardCode.ACTION_BROKEN: (
+        [{"op": "drop_field", "entity": "memo", "field": "author"}],
+        [
+            {
+                "op": "replace_action",
+                "action": {**ACTION["action"], "statements": ["select body from memo where id = $id"]},
+            },
+            {"op": "drop_field", "entity": "memo", "field": "author"},
+        ],
+    ),
+    HazardCode.TABLE_REBUILD: (
+        [{"op": "drop_field", "entity": "customer", "field": "tier"}],
+        [{"op": "drop_field", "entity": "memo", "field": "author"}],
+    ),
+    HazardCode.INDEX_FREEZES: (
+        [{"op": "add_index", "entity": "memo", "index": {"name": "memo_author", "columns": ["author"]}}],
+        [{"op": "rename_field", "entity": "memo", "field": "author", "new_name": "writer"}],
+    ),
 }
 
 
@@ -88,10 +166,13 @@ def test_hazard_is_not_raised_by_a_near_miss(code: HazardCode) -> None:
 
 
 def test_objects_created_in_the_same_proposal_raise_no_data_hazards() -> None:
-    ops = [NEW_ENTITY, {"op": "add_field", "entity": "fresh", "field": {"name": "n", "type": "integer"}},
-           {"op": "alter_field", "entity": "fresh", "field": "label", "nullable": False},
-           {"op": "add_unique", "entity": "fresh", "columns": ["n"]},
-           {"op": "rename_field", "entity": "fresh", "field": "n", "new_name": "m"},
-           {"op": "drop_unique", "entity": "fresh", "columns": ["m"]},
-           {"op": "drop_field", "entity": "fresh", "field": "m"}]
+    ops = [
+        NEW_ENTITY,
+        {"op": "add_field", "entity": "fresh", "field": {"name": "n", "type": "integer"}},
+        {"op": "alter_field", "entity": "fresh", "field": "label", "nullable": False},
+        {"op": "add_unique", "entity": "fresh", "columns": ["n"]},
+        {"op": "rename_field", "entity": "fresh", "field": "n", "new_name": "m"},
+        {"op": "drop_unique", "entity": "fresh", "columns": ["m"]},
+        {"op": "drop_field", "entity": "fresh", "field": "m"},
+    ]
     assert hazard_codes(ops) == set()

@@ -21,8 +21,12 @@ DROP_AUTHOR = [{"op": "drop_field", "entity": "memo", "field": "author"}]
 def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     monkeypatch.setenv("BUTTRESS_OPERATOR_KEY", str(tmp_path / "operator.key"))
     approvals.ensure_operator_key()
-    policy = Policy.model_validate({"protected": {"entities": ["customer"], "fields": ["memo.flagged"]},
-                                    "approvals": {"severity": "high"}})
+    policy = Policy.model_validate(
+        {
+            "protected": {"entities": ["customer"], "fields": ["memo.flagged"]},
+            "approvals": {"severity": "high"},
+        }
+    )
     rt = Runtime.open(tmp_path / "app.duckdb", policy=policy)
     deploy(rt, BASE_OPERATIONS)
     seed(rt)
@@ -37,21 +41,42 @@ def approve(rt: Runtime, request_id: str) -> None:
     (folder / "approvals" / f"{request_id}.json").write_text(json.dumps(approvals.sign(request, "operator")))
 
 
-@pytest.mark.parametrize("ops", [
-    [{"op": "drop_field", "entity": "customer", "field": "tier"}],
-    [{"op": "rename_entity", "entity": "customer", "new_name": "client"}],
-    [{"op": "alter_field", "entity": "memo", "field": "flagged", "default": True}],
-    [{"op": "add_field", "entity": "customer", "field": {"name": "pw", "type": "text", "nullable": True}}],
-    [{"op": "add_action", "action": {"name": "wipe", "kind": "mutation", "statements": ["delete from customer"]}}],
-])
-def test_proposals_touching_protected_entities_are_refused_and_audited(guarded: Runtime, ops: list[dict[str, object]]) -> None:
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [{"op": "drop_field", "entity": "customer", "field": "tier"}],
+        [{"op": "rename_entity", "entity": "customer", "new_name": "client"}],
+        [{"op": "alter_field", "entity": "memo", "field": "flagged", "default": True}],
+        [
+            {
+                "op": "add_field",
+                "entity": "customer",
+                "field": {"name": "pw", "type": "text", "nullable": True},
+            }
+        ],
+        [
+            {
+                "op": "add_action",
+                "action": {"name": "wipe", "kind": "mutation", "statements": ["delete from customer"]},
+            }
+        ],
+    ],
+)
+def test_proposals_touching_protected_entities_are_refused_and_audited(
+    guarded: Runtime, ops: list[dict[str, object]]
+) -> None:
     before = state(guarded)
     with pytest.raises(ButtressError) as caught:
         guarded.propose(ops, actor="agent")
     assert caught.value.code == "policy.protected"
     assert state(guarded) == before
     last = guarded.read_audit(limit=1)[0]
-    assert (last.operation, last.outcome, last.error_code, last.actor) == ("propose", "refused", "policy.protected", "agent")
+    assert (last.operation, last.outcome, last.error_code, last.actor) == (
+        "propose",
+        "refused",
+        "policy.protected",
+        "agent",
+    )
 
 
 def test_a_hazardous_deploy_waits_for_an_operator_approval_bound_to_its_plan(guarded: Runtime) -> None:
@@ -90,15 +115,20 @@ def test_a_forged_approval_is_ignored(guarded: Runtime) -> None:
 
 
 def test_low_hazard_deploys_need_no_approval(guarded: Runtime) -> None:
-    proposal = guarded.propose([{"op": "alter_field", "entity": "memo", "field": "priority", "default": 4}], actor="agent")
+    proposal = guarded.propose(
+        [{"op": "alter_field", "entity": "memo", "field": "priority", "default": 4}], actor="agent"
+    )
     guarded.dry_run(proposal.proposal_id, actor="agent")
     assert guarded.deploy(proposal.proposal_id, actor="agent", require_approval=True).version == 2
 
 
 def test_policy_file_grants_capabilities_by_role(tmp_path: Path) -> None:
     path = tmp_path / "buttress.toml"
-    path.write_text('[agents.bot]\nrole = "reader"\n[agents.dev]\nrole = "developer"\ntoken_sha256 = "'
-                    + __import__("hashlib").sha256(b"s3cret").hexdigest() + '"\n')
+    path.write_text(
+        '[agents.bot]\nrole = "reader"\n[agents.dev]\nrole = "developer"\ntoken_sha256 = "'
+        + __import__("hashlib").sha256(b"s3cret").hexdigest()
+        + '"\n'
+    )
     policy = load(path)
     assert policy.may("bot", Capability.QUERY) and not policy.may("bot", Capability.DEPLOY)
     assert policy.may("dev", Capability.DEPLOY) and not policy.may("dev", Capability.FINALIZE)

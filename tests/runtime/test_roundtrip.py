@@ -11,57 +11,147 @@ from runtime.runtime import Runtime
 from tests.runtime.conftest import deploy, state
 
 CASES: dict[str, list[dict[str, Any]]] = {
-    "add_entity": [{"op": "add_entity", "entity": {"name": "note", "primary_key": ["id"], "fields": [
-        {"name": "id", "type": "integer", "default": {"expr": "autoincrement"}}, {"name": "text", "type": "text"}]}}],
+    "add_entity": [
+        {
+            "op": "add_entity",
+            "entity": {
+                "name": "note",
+                "primary_key": ["id"],
+                "fields": [
+                    {"name": "id", "type": "integer", "default": {"expr": "autoincrement"}},
+                    {"name": "text", "type": "text"},
+                ],
+            },
+        }
+    ],
     "drop_entity": [{"op": "drop_entity", "entity": "tag"}],
-    "drop_entity_child": [{"op": "drop_view", "name": "customer_totals"}, {"op": "drop_invariant", "name": "no_negative_totals"},
-                          {"op": "drop_entity", "entity": "purchase"}],
+    "drop_entity_child": [
+        {"op": "drop_view", "name": "customer_totals"},
+        {"op": "drop_invariant", "name": "no_negative_totals"},
+        {"op": "drop_entity", "entity": "purchase"},
+    ],
     "rename_entity_indexed": [{"op": "rename_entity", "entity": "tag", "new_name": "label_tag"}],
     "rename_entity_plain": [{"op": "rename_entity", "entity": "memo", "new_name": "note"}],
-    "add_field_nullable": [{"op": "add_field", "entity": "memo", "field": {"name": "phone", "type": "text", "nullable": True}}],
-    "add_field_default": [{"op": "add_field", "entity": "customer", "field": {"name": "region", "type": "text", "default": "eu"}}],
-    "add_field_checked": [{"op": "add_field", "entity": "memo", "field": {"name": "stars", "type": "integer", "default": 3,
-                                                                           "check": "stars between 1 and 5"}}],
-    "add_field_position": [{"op": "add_field", "entity": "memo", "position": 1,
-                            "field": {"name": "title", "type": "text", "default": "untitled"}}],
+    "add_field_nullable": [
+        {"op": "add_field", "entity": "memo", "field": {"name": "phone", "type": "text", "nullable": True}}
+    ],
+    "add_field_default": [
+        {
+            "op": "add_field",
+            "entity": "customer",
+            "field": {"name": "region", "type": "text", "default": "eu"},
+        }
+    ],
+    "add_field_checked": [
+        {
+            "op": "add_field",
+            "entity": "memo",
+            "field": {"name": "stars", "type": "integer", "default": 3, "check": "stars between 1 and 5"},
+        }
+    ],
+    "add_field_position": [
+        {
+            "op": "add_field",
+            "entity": "memo",
+            "position": 1,
+            "field": {"name": "title", "type": "text", "default": "untitled"},
+        }
+    ],
     "drop_field_plain": [{"op": "drop_field", "entity": "memo", "field": "author"}],
     "drop_field_middle_required": [{"op": "drop_field", "entity": "memo", "field": "body"}],
     "drop_field_parent": [{"op": "drop_field", "entity": "customer", "field": "tier"}],
-    "rename_field_plain": [{"op": "rename_field", "entity": "memo", "field": "body", "new_name": "text_body"}],
-    "rename_field_parent": [{"op": "replace_view", "view": {"name": "customer_totals", "sql":
-                             "select c.id, c.full_name, sum(p.total) as spent from customer c left join purchase p "
-                             "on p.customer_id = c.id group by c.id, c.full_name"}},
-                            {"op": "rename_field", "entity": "customer", "field": "name", "new_name": "full_name"}],
-    "rename_field_fk": [{"op": "replace_view", "view": {"name": "customer_totals", "sql":
-                         "select c.id, c.name, sum(p.total) as spent from customer c left join purchase p "
-                         "on p.buyer = c.id group by c.id, c.name"}},
-                        {"op": "rename_field", "entity": "purchase", "field": "customer_id", "new_name": "buyer"}],
+    "rename_field_plain": [
+        {"op": "rename_field", "entity": "memo", "field": "body", "new_name": "text_body"}
+    ],
+    "rename_field_parent": [
+        {
+            "op": "replace_view",
+            "view": {
+                "name": "customer_totals",
+                "sql": "select c.id, c.full_name, sum(p.total) as spent from customer c left join purchase p "
+                "on p.customer_id = c.id group by c.id, c.full_name",
+            },
+        },
+        {"op": "rename_field", "entity": "customer", "field": "name", "new_name": "full_name"},
+    ],
+    "rename_field_fk": [
+        {
+            "op": "replace_view",
+            "view": {
+                "name": "customer_totals",
+                "sql": "select c.id, c.name, sum(p.total) as spent from customer c left join purchase p "
+                "on p.buyer = c.id group by c.id, c.name",
+            },
+        },
+        {"op": "rename_field", "entity": "purchase", "field": "customer_id", "new_name": "buyer"},
+    ],
     "alter_type_widening": [{"op": "alter_field", "entity": "memo", "field": "priority", "type": "bigint"}],
-    "alter_type_narrowing": [{"op": "alter_field", "entity": "purchase", "field": "total", "type": "integer"}],
-    "alter_type_to_text": [{"op": "alter_field", "entity": "memo", "field": "priority", "type": "text", "default": "1"}],
-    "alter_set_not_null_backfill": [{"op": "alter_field", "entity": "memo", "field": "author", "nullable": False,
-                                     "backfill": "anonymous"}],
+    "alter_type_narrowing": [
+        {"op": "alter_field", "entity": "purchase", "field": "total", "type": "integer"}
+    ],
+    "alter_type_to_text": [
+        {"op": "alter_field", "entity": "memo", "field": "priority", "type": "text", "default": "1"}
+    ],
+    "alter_set_not_null_backfill": [
+        {"op": "alter_field", "entity": "memo", "field": "author", "nullable": False, "backfill": "anonymous"}
+    ],
     "alter_drop_not_null": [{"op": "alter_field", "entity": "memo", "field": "body", "nullable": True}],
     "alter_default": [{"op": "alter_field", "entity": "memo", "field": "priority", "default": 9}],
-    "alter_drop_default": [{"op": "alter_field", "entity": "memo", "field": "priority", "drop_default": True}],
-    "alter_add_check": [{"op": "alter_field", "entity": "memo", "field": "priority", "check": "priority < 100"}],
-    "alter_drop_check_parent": [{"op": "alter_field", "entity": "customer", "field": "score", "drop_check": True}],
+    "alter_drop_default": [
+        {"op": "alter_field", "entity": "memo", "field": "priority", "drop_default": True}
+    ],
+    "alter_add_check": [
+        {"op": "alter_field", "entity": "memo", "field": "priority", "check": "priority < 100"}
+    ],
+    "alter_drop_check_parent": [
+        {"op": "alter_field", "entity": "customer", "field": "score", "drop_check": True}
+    ],
     "add_unique": [{"op": "add_unique", "entity": "memo", "columns": ["body"]}],
     "add_unique_indexed": [{"op": "add_unique", "entity": "tag", "columns": ["label"]}],
     "drop_unique_parent": [{"op": "drop_unique", "entity": "customer", "columns": ["email"]}],
-    "add_index": [{"op": "add_index", "entity": "memo", "index": {"name": "memo_author", "columns": ["author"]}}],
+    "add_index": [
+        {"op": "add_index", "entity": "memo", "index": {"name": "memo_author", "columns": ["author"]}}
+    ],
     "drop_index": [{"op": "drop_index", "entity": "tag", "name": "tag_label"}],
-    "add_view": [{"op": "add_view", "view": {"name": "gold", "sql": "select id, name from customer where tier = 'gold'"}}],
-    "replace_view": [{"op": "replace_view", "view": {"name": "customer_totals",
-                                                    "sql": "select c.id, count(p.id) as n from customer c "
-                                                           "left join purchase p on p.customer_id = c.id group by c.id"}}],
+    "add_view": [
+        {
+            "op": "add_view",
+            "view": {"name": "gold", "sql": "select id, name from customer where tier = 'gold'"},
+        }
+    ],
+    "replace_view": [
+        {
+            "op": "replace_view",
+            "view": {
+                "name": "customer_totals",
+                "sql": "select c.id, count(p.id) as n from customer c "
+                "left join purchase p on p.customer_id = c.id group by c.id",
+            },
+        }
+    ],
     "drop_view": [{"op": "drop_view", "name": "customer_totals"}],
-    "add_invariant": [{"op": "add_invariant", "invariant": {"name": "named", "description": "names are not empty",
-                                                            "sql": "select id from customer where name = ''"}}],
+    "add_invariant": [
+        {
+            "op": "add_invariant",
+            "invariant": {
+                "name": "named",
+                "description": "names are not empty",
+                "sql": "select id from customer where name = ''",
+            },
+        }
+    ],
     "drop_invariant": [{"op": "drop_invariant", "name": "no_negative_totals"}],
-    "add_action": [{"op": "add_action", "action": {"name": "add_memo", "kind": "mutation", "params": [
-        {"name": "id", "type": "integer"}, {"name": "body", "type": "text"}],
-        "statements": ["insert into memo (id, body) values ($id, $body)"]}}],
+    "add_action": [
+        {
+            "op": "add_action",
+            "action": {
+                "name": "add_memo",
+                "kind": "mutation",
+                "params": [{"name": "id", "type": "integer"}, {"name": "body", "type": "text"}],
+                "statements": ["insert into memo (id, body) values ($id, $body)"],
+            },
+        }
+    ],
 }
 
 

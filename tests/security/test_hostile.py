@@ -166,25 +166,84 @@ SQL_CASES = (
     + [("oversized", s, {"limit.exceeded"}) for s in OVERSIZED]
 )
 
-BAD_NAMES = ["_buttress", "duckdb_tables", "pg_class", "information_schema", "main", "select", "sqlite_master",
-             "Memo", "m\u0435mo", "a" * 64, "1abc", "memo;drop", "rowid", ""]
+BAD_NAMES = [
+    "_buttress",
+    "duckdb_tables",
+    "pg_class",
+    "information_schema",
+    "main",
+    "select",
+    "sqlite_master",
+    "Memo",
+    "m\u0435mo",
+    "a" * 64,
+    "1abc",
+    "memo;drop",
+    "rowid",
+    "",
+]
 
 MALFORMED_OPERATIONS: list[Any] = [
     [{}],
     [{"op": "explode"}],
     [{"op": "add_entity"}],
     [{"op": "add_entity", "entity": {"name": "x", "fields": [], "primary_key": ["id"]}}],
-    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "integer"}], "primary_key": []}}],
-    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "varchar(10)"}], "primary_key": ["id"]}}],
-    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "integer"}], "primary_key": ["nope"]}}],
-    [{"op": "add_entity", "entity": {"name": "x", "fields": [{"name": "id", "type": "integer", "surprise": 1}],
-                                     "primary_key": ["id"]}}],
-    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "integer", "default": "not a number"}}],
-    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "integer", "default": {"expr": "random()"}}}],
-    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text", "nullable": True,
-                                                      "check": "x in (select body from memo)"}}],
-    [{"op": "add_field", "entity": "memo", "field": {"name": "x", "type": "text", "nullable": True,
-                                                      "references": "nowhere.id"}}],
+    [
+        {
+            "op": "add_entity",
+            "entity": {"name": "x", "fields": [{"name": "id", "type": "integer"}], "primary_key": []},
+        }
+    ],
+    [
+        {
+            "op": "add_entity",
+            "entity": {"name": "x", "fields": [{"name": "id", "type": "varchar(10)"}], "primary_key": ["id"]},
+        }
+    ],
+    [
+        {
+            "op": "add_entity",
+            "entity": {"name": "x", "fields": [{"name": "id", "type": "integer"}], "primary_key": ["nope"]},
+        }
+    ],
+    [
+        {
+            "op": "add_entity",
+            "entity": {
+                "name": "x",
+                "fields": [{"name": "id", "type": "integer", "surprise": 1}],
+                "primary_key": ["id"],
+            },
+        }
+    ],
+    [
+        {
+            "op": "add_field",
+            "entity": "memo",
+            "field": {"name": "x", "type": "integer", "default": "not a number"},
+        }
+    ],
+    [
+        {
+            "op": "add_field",
+            "entity": "memo",
+            "field": {"name": "x", "type": "integer", "default": {"expr": "random()"}},
+        }
+    ],
+    [
+        {
+            "op": "add_field",
+            "entity": "memo",
+            "field": {"name": "x", "type": "text", "nullable": True, "check": "x in (select body from memo)"},
+        }
+    ],
+    [
+        {
+            "op": "add_field",
+            "entity": "memo",
+            "field": {"name": "x", "type": "text", "nullable": True, "references": "nowhere.id"},
+        }
+    ],
     [{"op": "drop_field", "entity": "memo", "field": "id"}],
     [{"op": "drop_entity", "entity": "customer"}],
     [{"op": "rename_field", "entity": "memo", "field": "body", "new_name": "author"}],
@@ -193,7 +252,12 @@ MALFORMED_OPERATIONS: list[Any] = [
     [{"op": "add_invariant", "invariant": {"name": "i", "sql": "delete from memo"}}],
     [{"op": "add_action", "action": {"name": "a", "kind": "query", "statements": ["delete from memo"]}}],
     [{"op": "add_action", "action": {"name": "a", "kind": "mutation", "statements": ["drop table memo"]}}],
-    [{"op": "add_action", "action": {"name": "a", "kind": "mutation", "statements": ["update memo set body = $b"]}}],
+    [
+        {
+            "op": "add_action",
+            "action": {"name": "a", "kind": "mutation", "statements": ["update memo set body = $b"]},
+        }
+    ],
     "not a list",
     [None],
     [[1, 2, 3]],
@@ -202,10 +266,24 @@ MALFORMED_OPERATIONS: list[Any] = [
 
 @pytest.fixture
 def hostile_app(tmp_path: Path) -> Iterator[Runtime]:
-    rt = Runtime.open(tmp_path / "app.duckdb", policy=Policy.model_validate({"limits": {"max_operations": 50}}))
-    deploy(rt, [*BASE_OPERATIONS, {"op": "add_action", "action": {
-        "name": "add_memo", "kind": "mutation", "params": [{"name": "id", "type": "integer"}, {"name": "body", "type": "text"}],
-        "statements": ["insert into memo (id, body) values ($id, $body)"]}}])
+    rt = Runtime.open(
+        tmp_path / "app.duckdb", policy=Policy.model_validate({"limits": {"max_operations": 50}})
+    )
+    deploy(
+        rt,
+        [
+            *BASE_OPERATIONS,
+            {
+                "op": "add_action",
+                "action": {
+                    "name": "add_memo",
+                    "kind": "mutation",
+                    "params": [{"name": "id", "type": "integer"}, {"name": "body", "type": "text"}],
+                    "statements": ["insert into memo (id, body) values ($id, $body)"],
+                },
+            },
+        ],
+    )
     seed(rt)
     yield rt
     rt.close()
@@ -219,31 +297,51 @@ def refused(rt: Runtime, call: Any, codes: set[str], operation: str) -> None:
     assert str(caught.value.code) in codes, caught.value.to_dict()
     assert state(rt) == before
     rows = rt.read_audit(after_seq=seq, limit=10)
-    assert [(r.operation, r.outcome, r.error_code) for r in rows] == [(operation, "refused", str(caught.value.code))]
+    assert [(r.operation, r.outcome, r.error_code) for r in rows] == [
+        (operation, "refused", str(caught.value.code))
+    ]
     for leaked in ("/tmp/buttress-leak.csv", "/tmp/buttress-other.duckdb", "/tmp/buttress-export"):
         assert not Path(leaked).exists()
 
 
-@pytest.mark.parametrize(("attack", "sql", "codes"), SQL_CASES, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(SQL_CASES)])
-def test_hostile_sql_is_refused_by_query(hostile_app: Runtime, attack: str, sql: str, codes: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("attack", "sql", "codes"), SQL_CASES, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(SQL_CASES)]
+)
+def test_hostile_sql_is_refused_by_query(
+    hostile_app: Runtime, attack: str, sql: str, codes: set[str]
+) -> None:
     refused(hostile_app, lambda: hostile_app.query(sql, actor="agent"), codes, "query")
 
 
 @pytest.mark.parametrize("sql", SYSTEM_SCHEMA[:10] + FILES[:6] + CONFIGURATION[-3:])
 def test_hostile_sql_is_refused_inside_views(hostile_app: Runtime, sql: str) -> None:
     op = [{"op": "add_view", "view": {"name": "sneaky", "sql": sql}}]
-    refused(hostile_app, lambda: hostile_app.propose(op, actor="agent"), UNKNOWN | PARSE_OR_FORBIDDEN, "propose")
+    refused(
+        hostile_app, lambda: hostile_app.propose(op, actor="agent"), UNKNOWN | PARSE_OR_FORBIDDEN, "propose"
+    )
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_names_colliding_with_system_names_are_refused(hostile_app: Runtime, name: str) -> None:
-    op = [{"op": "add_entity", "entity": {"name": name, "primary_key": ["id"], "fields": [{"name": "id", "type": "integer"}]}}]
+    op = [
+        {
+            "op": "add_entity",
+            "entity": {"name": name, "primary_key": ["id"], "fields": [{"name": "id", "type": "integer"}]},
+        }
+    ]
     refused(hostile_app, lambda: hostile_app.propose(op, actor="agent"), {"spec.invalid"}, "propose")
 
 
 @pytest.mark.parametrize("ops", MALFORMED_OPERATIONS, ids=[str(i) for i in range(len(MALFORMED_OPERATIONS))])
 def test_malformed_operations_are_refused(hostile_app: Runtime, ops: Any) -> None:
-    codes = {"spec.invalid", "sql.forbidden", "sql.parse", "sql.param", "sql.unknown_table", "sql.unknown_column"}
+    codes = {
+        "spec.invalid",
+        "sql.forbidden",
+        "sql.parse",
+        "sql.param",
+        "sql.unknown_table",
+        "sql.unknown_column",
+    }
     refused(hostile_app, lambda: hostile_app.propose(ops, actor="agent"), codes, "propose")
 
 
@@ -268,8 +366,12 @@ ACTION_ARGS: list[tuple[Any, str]] = [
 
 @pytest.mark.parametrize(("args", "code"), ACTION_ARGS, ids=[str(i) for i in range(len(ACTION_ARGS))])
 def test_injection_through_action_arguments_is_refused(hostile_app: Runtime, args: Any, code: str) -> None:
-    refused(hostile_app, lambda: hostile_app.run_action("add_memo", args, actor="agent"), {code, "engine.error"},
-            "run_action")
+    refused(
+        hostile_app,
+        lambda: hostile_app.run_action("add_memo", args, actor="agent"),
+        {code, "engine.error"},
+        "run_action",
+    )
 
 
 def test_sql_in_a_text_argument_is_stored_as_text_never_run(hostile_app: Runtime) -> None:
@@ -279,4 +381,9 @@ def test_sql_in_a_text_argument_is_stored_as_text_never_run(hostile_app: Runtime
 
 
 def test_unknown_actions_are_refused(hostile_app: Runtime) -> None:
-    refused(hostile_app, lambda: hostile_app.run_action("_buttress", {}, actor="agent"), {"not_found"}, "run_action")
+    refused(
+        hostile_app,
+        lambda: hostile_app.run_action("_buttress", {}, actor="agent"),
+        {"not_found"},
+        "run_action",
+    )
