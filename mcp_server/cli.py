@@ -90,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo-seed", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(command=cmd_serve)
 
+    approve = commands.add_parser(
+        "approve", parents=[project, actor], help="approve a pending hazardous deploy (works while serving)"
+    )
+    approve.add_argument("request", metavar="REQUEST", help="the request id from deploy.needs_approval")
+    approve.add_argument("--yes", action="store_true", help="approve without asking")
+    approve.set_defaults(command=cmd_approve)
+
+    token = commands.add_parser("token", parents=[project], help="create an HTTP bearer token for an agent")
+    token.add_argument("agent", metavar="AGENT")
+    token.add_argument("--role", default="developer", help="the agent's role (default: developer)")
+    token.set_defaults(command=cmd_token)
+
     commands.add_parser("demo", help="run a scripted agent against a throwaway project").set_defaults(
         command=cmd_demo
     )
@@ -179,6 +191,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mcp_server.server import build_server
 
     project = projects.Project.load(args.project)
+    policy = project.policy()
+    agent = args.agent or project.agent
+    if not policy.open_to_any_agent and agent not in policy.agents and not args.http:
+        raise SpecError(
+            Code.POLICY_DENIED,
+            f"agent {agent!r} is not named in the policy of {project.root}",
+            hint=f"Add an [agents.{agent}] table with a role to buttress.toml, or pass --agent with a named agent.",
+        )
     runtime = projects.BackgroundRuntime(project)
     extra: tuple[ToolSpec, ...] = ()
     if args.demo_seed:
@@ -186,15 +206,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         extra = DEMO_TOOLS
     server = build_server(
-        runtime, agent=args.agent or project.agent, extra_tools=extra, listing_dir=project.cache_dir
+        runtime,
+        agent=agent,
+        extra_tools=extra,
+        listing_dir=project.cache_dir,
+        policy=policy,
+        require_tokens=args.http,
     )
     try:
         if args.http:
-            server.run("streamable-http", host="127.0.0.1", port=args.port)
+            server.run(
+                "streamable-http",
+                host="127.0.0.1",
+                port=args.port,
+                max_request_body_size=policy.limits.max_request_bytes,
+            )
         else:
             server.run("stdio")
     finally:
         runtime.close()
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """``buttress approve``: sign a pending approval request with the operator secret.
+
+    Works while the server runs: it reads the request the server wrote beside the database and
+    writes the signed approval there; it never opens the database.
+    """
+    import json
+
+    from runtime import approvals
+
+    project = projects.Project.load(args.project)
+    folder = approvals.folder(project.database)
+    path = folder / "requests" / f"{args.request}.json"
+    if not path.is_file():
+        raise SpecError(
+            Code.NOT_FOUND,
+            f"no approval request {args.request!r} in {folder / 'requests'}",
+            hint="The agent's deploy.needs_approval error names the request id.",
+        )
+    request = json.loads(path.read_text())
+    print(
+        f"request {request['id']}: deploy of proposal {request['proposal_id']} by {request['requested_by']}"
+    )
+    print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
+    for hazard in request.get("hazards", []):
+        print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
+    if not args.yes:
+        answer = input("approve this exact plan? [y/N] ") if sys.stdin.isatty() else ""
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("not approved (pass --yes to approve non-interactively)")
+            return 1
+    approvals.ensure_operator_key()
+    (folder / "approvals").mkdir(parents=True, exist_ok=True)
+    signed = approvals.sign(request, approved_by=args.actor)
+    (folder / "approvals" / f"{request['id']}.json").write_text(json.dumps(signed, indent=2))
+    print(
+        f"approved: the agent may now deploy {request['proposal_id']} (once, until {request['expires_at']})"
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """``buttress token``: create an HTTP bearer token for an agent; only its sha256 is stored."""
+    import hashlib
+    import secrets
+
+    project = projects.Project.load(args.project)
+    config = project.root / projects.CONFIG_NAME
+    text = config.read_text(encoding="utf-8")
+    if f"[agents.{args.agent}]" in text:
+        raise SpecError(
+            Code.SPEC_INVALID,
+            f"agent {args.agent!r} already has a table in {config.name}",
+            hint="Edit its token_sha256 by hand, or pick another agent name.",
+        )
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    config.write_text(
+        text.rstrip("\n") + f'\n\n[agents.{args.agent}]\nrole = "{args.role}"\ntoken_sha256 = "{digest}"\n',
+        encoding="utf-8",
+    )
+    print(f"agent {args.agent} ({args.role}) added to {config}")
+    print(f"bearer token (shown once; store it in the client): {token}")
     return 0
 
 

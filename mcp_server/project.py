@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.errors import Code, NotFound, SpecError
 
 if TYPE_CHECKING:
+    from runtime.policy import Policy
     from runtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,13 @@ class Project:
                 f"[limits] in {CONFIG_NAME} is invalid: {error}",
                 hint="Use the keys and number types shown in the file's comments.",
             ) from None
-        return Runtime.open(self.database, limits=limits)
+        return Runtime.open(self.database, limits=limits, policy=self.policy())
+
+    def policy(self) -> Policy:
+        """The operator's policy from ``buttress.toml`` (agents, roles, protected entities, approvals)."""
+        from runtime.policy import load
+
+        return load(self.root / CONFIG_NAME)
 
 
 def init(root: str | Path, *, agent: str = DEFAULT_AGENT) -> Project:
@@ -158,6 +165,12 @@ class BackgroundRuntime:
         except BaseException as error:
             logger.warning("cannot open %s: %s", self.project.database, error)
             self._future.set_exception(error)
+
+    def ready(self) -> Runtime | None:
+        """The runtime if it has opened, else None (never waits)."""
+        if self._future.done() and self._future.exception() is None:
+            return self._future.result()
+        return None
 
     def get(self) -> Runtime:
         """The open runtime, once opened; re-raises the error if opening failed."""

@@ -27,6 +27,7 @@ from runtime.errors import ButtressError, Code
 from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
 
 if TYPE_CHECKING:
+    from runtime.policy import Policy
     from runtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         extra_tools: tuple[ToolSpec, ...] = (),
         listing_dir: Path | None = None,
         log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING",
+        auth: dict[str, Any] | None = None,
     ) -> None:
         @asynccontextmanager
         async def lifespan(_: MCPServer[ToolEnv]) -> AsyncIterator[ToolEnv]:
@@ -83,9 +85,12 @@ class ButtressServer(MCPServer[ToolEnv]):
             instructions=INSTRUCTIONS,
             lifespan=lifespan,
             log_level=log_level,
+            **(auth or {}),
         )
         self.env = env
         self.tool_names: set[str] = set()
+        self._actions: dict[str, Any] = {}
+        self._extra_names = {t.name for t in extra_tools}
         self._extra_tools = extra_tools
         self._version_changing: set[str] = set()
         self._registering: anyio.Lock | None = None
@@ -131,21 +136,59 @@ class ButtressServer(MCPServer[ToolEnv]):
                 self.register_all(await anyio.to_thread.run_sync(_registry))
 
     async def list_tools(self) -> list[MCPTool]:
-        """The tools, from the stored listing until the tool modules are loaded."""
+        """The tools this caller may use: from the stored listing until the tool modules are loaded,
+        plus one ``app_<name>`` tool per deployed action once the database is open."""
         self.env.warm_up()  # a client that lists tools calls one next: open the database meanwhile
+        runtime = self.env.ready()
+        if runtime is not None and (runtime.current[1].actions or self._actions):
+            await self.ensure_registered()
+            await self.sync_action_tools()
         if not self.registered and self._stored_listing is not None:
-            return self._stored_listing
+            return self._visible(self._stored_listing)
         tools = [_admitting_errors(tool) for tool in await super().list_tools()]
         if self._listing_dir is not None and self._stored_listing is None:
             self._stored_listing = [t for t in tools if not t.name.startswith(ACTION_TOOL_PREFIX)]
             listing.save(self._listing_dir, self._listing_key, self._stored_listing)
-        return tools
+        return self._visible(tools)
+
+    def _visible(self, tools: list[MCPTool]) -> list[MCPTool]:
+        policy = self.env.policy
+        if policy is None:
+            return tools
+        allowed = set(policy.tools_for(self.env.caller(), [t.name for t in tools]))
+        return [t for t in tools if t.name in allowed or t.name in self._extra_names]
+
+    async def _denied(self, name: str, arguments: dict[str, Any]) -> CallToolResult | None:
+        """A policy.denied result (audited) when the caller may not use this tool, else None."""
+        policy = self.env.policy
+        if policy is None or name in self._extra_names:
+            return None
+        caller = self.env.caller()
+        if policy.tools_for(caller, [name]):
+            return None
+        from runtime.errors import PolicyError
+
+        error = PolicyError(
+            Code.POLICY_DENIED,
+            f"agent {caller!r} may not call {name}",
+            hint="This is the operator's decision (buttress.toml); ask them rather than retrying.",
+            details={"agent": caller, "tool": name},
+        )
+        runtime = await self.env.runtime()
+        safe = {k: v for k, v in arguments.items() if isinstance(v, str | int | float | bool | type(None))}
+        await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, safe, error))
+        return errors.buttress_error_result(error)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: ToolContext | None = None
     ) -> CallToolResult | InputRequiredResult:
         """Call a tool; every failure comes back as a structured error result, never as Python text."""
         await self.ensure_registered()
+        if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names:
+            await self.sync_action_tools()
+        denied = await self._denied(name, arguments)
+        if denied is not None:
+            return denied
         try:
             result = await super().call_tool(name, arguments, context)
         except ToolError as error:
@@ -168,15 +211,24 @@ class ButtressServer(MCPServer[ToolEnv]):
     async def sync_action_tools(self) -> bool:
         """Make the ``app_<name>`` tools match the current version's actions; True if the set changed.
 
-        Per-action tools are not generated yet, so the wanted set is empty: stale ``app_`` tools
-        are removed and none are added.
+        A replaced action (new parameters) gets a freshly derived tool.
         """
-        wanted: set[str] = set()
-        stale = {name for name in self.tool_names if name.startswith(ACTION_TOOL_PREFIX)} - wanted
+        from tools.logic import action_tool
+
+        runtime = await self.env.runtime()
+        _, spec = runtime.current
+        wanted = {ACTION_TOOL_PREFIX + action.name: action for action in spec.actions}
+        present = {name for name in self.tool_names if name.startswith(ACTION_TOOL_PREFIX)}
+        stale = {name for name in present if name not in wanted or self._actions.get(name) != wanted[name]}
         for name in stale:
             self.remove_tool(name)
             self.tool_names.discard(name)
-        return bool(stale)
+            self._actions.pop(name, None)
+        added = [name for name in wanted if name not in self.tool_names]
+        for name in added:
+            self.register(action_tool(wanted[name]))
+            self._actions[name] = wanted[name]
+        return bool(stale or added)
 
 
 def build_server(
@@ -185,17 +237,48 @@ def build_server(
     agent: str,
     extra_tools: tuple[ToolSpec, ...] = (),
     listing_dir: Path | None = None,
+    policy: Policy | None = None,
+    require_tokens: bool = False,
 ) -> ButtressServer:
     """The Buttress MCP server over ``runtime`` (open, or opening in the background), acting as ``agent``.
 
     With ``listing_dir``, the server answers ``tools/list`` from the listing stored there (written on
-    the first start) and loads the tool modules on the first tool call.
+    the first start) and loads the tool modules on the first tool call. With ``policy``, each caller
+    sees and may call only the tools its role allows. ``require_tokens`` (HTTP) makes every request
+    carry a bearer token whose sha256 the policy maps to an agent; others get HTTP 401.
     """
-    env = ToolEnv(runtime, agent=agent)
-    server = ButtressServer(env, extra_tools=extra_tools, listing_dir=listing_dir)
+    env = ToolEnv(runtime, agent=agent, policy=policy)
+    auth = _token_auth(policy) if require_tokens else None
+    server = ButtressServer(env, extra_tools=extra_tools, listing_dir=listing_dir, auth=auth)
     _add_resources(server, env)
     server.prompt(name="safe_change", title="Change the application safely")(safe_change)
     return server
+
+
+class PolicyTokenVerifier:
+    """Bearer tokens checked against the sha256 hashes in the policy (a TokenVerifier)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    async def verify_token(self, token: str) -> Any:
+        from mcp.server.auth.provider import AccessToken
+
+        agent = self.policy.agent_for_token(token)
+        if agent is None:
+            return None  # HTTP 401
+        return AccessToken(token=token, client_id=agent, scopes=[])
+
+
+def _token_auth(policy: Policy | None) -> dict[str, Any]:
+    from mcp.server.auth.settings import AuthSettings
+
+    from runtime.policy import Policy as PolicyModel
+
+    return {
+        "token_verifier": PolicyTokenVerifier(policy or PolicyModel(open_to_any_agent=False, agents={})),
+        "auth": AuthSettings(issuer_url="https://buttress.invalid", resource_server_url=None),
+    }
 
 
 def store_listing(listing_dir: Path, extra_tools: tuple[ToolSpec, ...] = ()) -> None:

@@ -13,11 +13,13 @@ import tomllib
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtime import changes
+if TYPE_CHECKING:
+    from runtime import changes
+
 from runtime.errors import Code, PolicyError, SpecError
 from runtime.hazards import Hazard, Severity, at_least
 
@@ -55,8 +57,8 @@ TOOL_CAPABILITY: Final[dict[str, Capability]] = {
 DEFAULT_ROLES: Final[dict[str, tuple[Capability, ...]]] = {
     "reader": (Capability.READ, Capability.QUERY),
     "operator": (Capability.READ, Capability.QUERY, Capability.RUN_ACTIONS),
-    "developer": tuple(c for c in Capability if c not in {Capability.FINALIZE, Capability.DEPLOY_HAZARDOUS}),
-    "admin": tuple(c for c in Capability if c is not Capability.FINALIZE),
+    "maintainer": tuple(c for c in Capability if c not in {Capability.FINALIZE, Capability.DEPLOY_HAZARDOUS}),
+    "developer": tuple(c for c in Capability if c is not Capability.FINALIZE),
     "owner": tuple(Capability),
 }
 
@@ -96,6 +98,8 @@ class Policy(_Strict):
     """The whole operator policy. The default (no configuration) trusts one local agent as developer."""
 
     default_agent: str = "local"
+    # With no [agents] table the operator trusts whichever agent it starts the server for, as a developer.
+    open_to_any_agent: bool = True
     roles: dict[str, tuple[Capability, ...]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
     agents: dict[str, AgentPolicy] = Field(default_factory=lambda: {"local": AgentPolicy(role="developer")})
     protected: ProtectedPolicy = ProtectedPolicy()
@@ -105,7 +109,7 @@ class Policy(_Strict):
     def capabilities(self, agent: str) -> frozenset[Capability]:
         found = self.agents.get(agent)
         if found is None:
-            return frozenset()
+            return frozenset(self.roles.get("developer", ())) if self.open_to_any_agent else frozenset()
         return frozenset(self.roles.get(found.role, ()))
 
     def may(self, agent: str, capability: Capability) -> bool:
@@ -123,10 +127,10 @@ class Policy(_Strict):
         return out
 
     def may_run_action(self, agent: str, action: str) -> bool:
-        found = self.agents.get(agent)
-        if found is None or not self.may(agent, Capability.RUN_ACTIONS):
+        if not self.may(agent, Capability.RUN_ACTIONS):
             return False
-        return found.actions is None or action in found.actions
+        found = self.agents.get(agent)
+        return found is None or found.actions is None or action in found.actions
 
     def agent_for_token(self, token: str) -> str | None:
         """The agent whose stored token hash matches (constant-time comparison)."""
@@ -171,6 +175,8 @@ def check_protected(policy: Policy, ops: Sequence[changes.Operation]) -> None:
 
 
 def _touched(op: changes.Operation) -> set[str]:
+    from runtime import changes
+
     out: set[str] = set()
     entity = getattr(op, "entity", None)
     if isinstance(op, changes.AddEntity):
@@ -225,6 +231,7 @@ def load(path: Path | None) -> Policy:
         }
     if "agents" in raw:
         data["agents"] = raw["agents"]
+        data["open_to_any_agent"] = False
     for key in ("protected", "approvals", "limits"):
         if key in raw:
             data[key] = raw[key]

@@ -29,8 +29,8 @@ from runtime.actions import ActionResult, ActionRunner
 from runtime.audit import AuditEntry, AuditLog, VerifyResult
 from runtime.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.engine import Engine, Tx
-from runtime.errors import ButtressError, Code, EngineError, NotFound, SqlError
-from runtime.policy import Policy, check_action_access, check_protected
+from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
+from runtime.policy import Capability, Policy, check_action_access, check_protected
 from runtime.spec import AppSpec
 
 T = TypeVar("T")
@@ -493,7 +493,19 @@ class Runtime:
         except ButtressError as error:
             self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
             raise
-        hazards = self.policy.needs_approval(prop["plan"].all_hazards())
+        planned = prop["plan"].all_hazards()
+        if any(h.severity == "high" for h in planned) and not self.policy.may(
+            actor, Capability.DEPLOY_HAZARDOUS
+        ):
+            error = PolicyError(
+                Code.POLICY_DENIED,
+                f"agent {actor!r} may not deploy plans with high hazards",
+                hint="Ask the operator to deploy it, or to grant deploy_hazardous.",
+                details={"hazards": [str(h.code) for h in planned if h.severity == "high"]},
+            )
+            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
+            raise error
+        hazards = self.policy.needs_approval(planned)
         if not hazards:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
 

@@ -23,6 +23,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 if TYPE_CHECKING:
+    from runtime.policy import Policy
     from runtime.runtime import Runtime
 
 T = TypeVar("T")
@@ -42,11 +43,29 @@ class LazyRuntime(Protocol):
 
 
 class ToolEnv:
-    """The runtime the tools act on and the agent name written to the audit log."""
+    """The runtime the tools act on, the operator's policy, and who is calling.
 
-    def __init__(self, runtime: Runtime | LazyRuntime, *, agent: str) -> None:
+    Over stdio the caller is the agent the operator named when starting the server; over HTTP it
+    is the agent whose bearer token authenticated the request.
+    """
+
+    def __init__(self, runtime: Runtime | LazyRuntime, *, agent: str, policy: Policy | None = None) -> None:
         self._runtime = runtime
         self.agent = agent
+        self.policy = policy
+
+    def caller(self) -> str:
+        """The agent making the current request."""
+        from mcp.server.auth.middleware.auth_context import get_access_token
+
+        token = get_access_token()
+        return token.client_id if token is not None and token.client_id else self.agent
+
+    def ready(self) -> Runtime | None:
+        """The runtime if it is already open, without waiting."""
+        if isinstance(self._runtime, LazyRuntime):
+            return self._runtime.ready() if hasattr(self._runtime, "ready") else None
+        return self._runtime
 
     def warm_up(self) -> None:
         """Start opening a lazy runtime in the background (a no-op for an open one)."""
@@ -123,7 +142,7 @@ async def call_runtime(ctx: ToolContext, call: Callable[[Runtime, str], T]) -> T
     """
     env = ctx.request_context.lifespan_context
     runtime = await env.runtime()
-    return await anyio.to_thread.run_sync(call, runtime, env.agent)
+    return await anyio.to_thread.run_sync(call, runtime, env.caller())
 
 
 def progress_reporter(ctx: ToolContext) -> Progress:

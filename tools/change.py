@@ -247,7 +247,10 @@ async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployOutput:
     changes; do not retry), deploy.failed (report it with the proposal id).
     """
     result = await call_runtime(
-        ctx, lambda runtime, actor: runtime.deploy(proposal_id, actor=actor, progress=progress_reporter(ctx))
+        ctx,
+        lambda runtime, actor: runtime.deploy(
+            proposal_id, actor=actor, progress=progress_reporter(ctx), require_approval=True
+        ),
     )
     return DeployOutput.model_validate(result.model_dump())
 

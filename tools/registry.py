@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools import change, read
+from tools import change, logic, read
 from tools.base import ToolSpec
 
-REGISTRY: tuple[ToolSpec, ...] = (*read.TOOLS, *change.TOOLS)
+REGISTRY: tuple[ToolSpec, ...] = (*read.TOOLS, *change.TOOLS, *logic.TOOLS)

@@ -13,7 +13,7 @@ import sys, anyio
 from mcp_server.server import build_server, _Unopened
 server = build_server(_Unopened(), agent="a", listing_dir=__import__("pathlib").Path(sys.argv[1]))
 tools = anyio.run(server.list_tools)
-assert len(tools) == 11, tools
+assert len(tools) == 12, [t.name for t in tools]
 loaded = sorted(m for m in ("sqlglot", "duckdb", "tools.registry") if m in sys.modules)
 assert not loaded, loaded
 """
