@@ -61,9 +61,7 @@ def args_model(action: ActionSpec) -> type[BaseModel]:
         base = python_type(param.type)
         annotation: Any = base | None if param.nullable else base
         fields[param.name] = (annotation, None if param.nullable else ...)
-    return create_model(  # type: ignore[call-overload, no-any-return]
-        f"{action.name}_args", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    return create_model(f"{action.name}_args", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:

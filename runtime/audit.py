@@ -143,7 +143,8 @@ def recent(
     cursor: duckdb.DuckDBPyConnection, *, limit: int = 50, after_seq: int = 0, operation: str | None = None
 ) -> list[AuditEntry]:
     """The newest ``limit`` entries; with ``after_seq``, the first ``limit`` entries after it (for paging)."""
-    where, params = "WHERE seq > ?", [after_seq]
+    where = "WHERE seq > ?"
+    params: list[Any] = [after_seq]
     if operation:
         where += " AND operation = ?"
         params.append(operation)

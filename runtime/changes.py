@@ -197,7 +197,7 @@ Operation = Annotated[
     Field(discriminator="op"),
 ]
 
-OPERATION_NAMES: tuple[str, ...] = [
+OPERATION_NAMES: list[str] = [
     "add_entity",
     "drop_entity",
     "rename_entity",

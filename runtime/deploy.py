@@ -525,7 +525,8 @@ def _predecessor(tx: Tx, number: int) -> int | None:
     history = _history(tx, number)
     if not history:
         return None
-    return catalog.version_row(tx, history[-1])["parent"]
+    parent = catalog.version_row(tx, history[-1])["parent"]
+    return None if parent is None else int(parent)
 
 
 def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, Plan]:

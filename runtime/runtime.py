@@ -28,6 +28,7 @@ from runtime import audit as audit_log
 from runtime.actions import ActionResult, ActionRunner
 from runtime.audit import AuditEntry, AuditLog, VerifyResult
 from runtime.changes import AddAction, Operation, ReplaceAction, check_action
+from runtime.deploy import Progress, RollbackResult
 from runtime.engine import Engine, Tx
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
 from runtime.policy import Capability, Policy, check_action_access, check_protected
@@ -497,14 +498,14 @@ class Runtime:
         if any(h.severity == "high" for h in planned) and not self.policy.may(
             actor, Capability.DEPLOY_HAZARDOUS
         ):
-            error = PolicyError(
+            denied = PolicyError(
                 Code.POLICY_DENIED,
                 f"agent {actor!r} may not deploy plans with high hazards",
                 hint="Ask the operator to deploy it, or to grant deploy_hazardous.",
                 details={"hazards": [str(h.code) for h in planned if h.severity == "high"]},
             )
-            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
-            raise error
+            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, denied)
+            raise denied
         hazards = self.policy.needs_approval(planned)
         if not hazards:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
@@ -535,9 +536,9 @@ class Runtime:
                 )
             )
         if request is not None:
-            error = approvals.needs_approval_error(request, hazards)
-            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
-            raise error
+            waiting = approvals.needs_approval_error(request, hazards)
+            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, waiting)
+            raise waiting
         return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=gate)
 
     def rollback(
@@ -545,8 +546,8 @@ class Runtime:
         *,
         to_version: int | None = None,
         actor: str = "operator",
-        progress: deploy.Progress | None = None,
-    ) -> deploy.RollbackResult:
+        progress: Progress | None = None,
+    ) -> RollbackResult:
         return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
 
     def finalize(self, *, before_version: int, actor: str = "operator") -> dict[str, Any]:

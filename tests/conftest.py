@@ -22,7 +22,9 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
         runtime.close()
 
 
-def deploy_ops(runtime: Runtime, operations: Sequence[dict[str, Any]], *, note: str | None = None) -> DeployResult:
+def deploy_ops(
+    runtime: Runtime, operations: Sequence[dict[str, Any]], *, note: str | None = None
+) -> DeployResult:
     """Propose, dry-run (which must pass) and deploy ``operations`` on the current version."""
     proposal = runtime.propose(list(operations), note=note)
     report = runtime.dry_run(proposal.proposal_id)

@@ -31,18 +31,28 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from runtime.errors import ButtressError, Code
 from runtime.runtime import Runtime
-
 from tests.conftest import deploy_ops
 
 # ----------------------------------------------------------------------------------------- values
 
-TYPES = ("text", "integer", "bigint", "double", "decimal(10,2)", "boolean", "date", "timestamp", "uuid", "json")
+TYPES = (
+    "text",
+    "integer",
+    "bigint",
+    "double",
+    "decimal(10,2)",
+    "boolean",
+    "date",
+    "timestamp",
+    "uuid",
+    "json",
+)
 PK_TYPES = ("integer", "bigint", "text", "uuid")
 NUMERIC = frozenset({"integer", "bigint", "double", "decimal(10,2)", "decimal(12,2)"})
 
@@ -141,6 +151,22 @@ def cast(value: Any, old: str, new: str) -> Any:
     return row[0]
 
 
+# Runtime defects this suite found (each has a strict xfail test below). The generator and the checks
+# step around them so that the random search keeps finding new problems; a hit is logged.
+KNOWN_REFUSALS = {
+    "an index depends on it": "drop_index then an ALTER of its column in one transaction (test_drop_index_then_drop_field)",
+    "an index depends on a column after it": "ALTER DROP COLUMN before a key column (test_drop_field_before_key_column)",
+    "main key table of the table": "stale foreign key after renaming a child (test_parent_droppable_after_child_rebuild)",
+    "involved in the foreign key constraint": "stale foreign key after renaming a child (test_parent_droppable_after_child_rebuild)",
+    "outstanding updates": "CREATE INDEX after a restoring UPDATE in one transaction (test_rollback_restores_field_then_index)",
+}
+
+
+def known_refusal(error: dict[str, Any] | None) -> str | None:
+    reason = str(((error or {}).get("details") or {}).get("reason", ""))
+    return next((why for text, why in KNOWN_REFUSALS.items() if text in reason), None)
+
+
 def norm(value: Any) -> tuple[str, Any]:
     """Compare values by Python type too (1 != 1.0 != True here)."""
     return type(value).__name__, value
@@ -157,7 +183,7 @@ class Fld:
     nullable: bool = False
     default: int | None = None  # index into DEFAULTS[type]
     check: str | None = None  # "gt0" | "len"
-    ref: int | None = None  # uid of the referenced entity (its primary key)
+    ref: tuple[int, int] | None = None  # (entity uid, field uid) this foreign key references
     lineage: int = 0  # changes whenever the stored values are rewritten (type change, backfill)
 
     def spec(self, model: Model) -> dict[str, Any]:
@@ -167,8 +193,8 @@ class Fld:
         if self.check is not None:
             out["check"] = check_sql(self.check, self.name)
         if self.ref is not None:
-            parent = model.entities[self.ref]
-            out["references"] = f"{parent.name}.{parent.pk.name}"
+            parent = model.entities[self.ref[0]]
+            out["references"] = f"{parent.name}.{parent.by_uid(self.ref[1]).name}"
         return out
 
     def default_value(self) -> Any:
@@ -182,13 +208,11 @@ class Ent:
     fields: list[Fld]
     unique: list[tuple[int, ...]] = field(default_factory=list)
     indexes: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
-    rows: dict[Any, dict[int, Any]] = field(default_factory=dict)  # pk value -> field uid -> value
+    rows: dict[tuple[Any, ...], dict[int, Any]] = field(default_factory=dict)  # key -> field uid -> value
+    pk: tuple[int, ...] = ()  # uids of the primary-key fields
 
-    pk_uid: int = 0
-
-    @property
-    def pk(self) -> Fld:
-        return self.by_uid(self.pk_uid)
+    def key(self, values: dict[int, Any]) -> tuple[Any, ...]:
+        return tuple(values[u] for u in self.pk)
 
     def by_uid(self, uid: int) -> Fld:
         return next(f for f in self.fields if f.uid == uid)
@@ -199,7 +223,7 @@ class Ent:
     def spec(self, model: Model) -> dict[str, Any]:
         return {
             "name": self.name,
-            "primary_key": [self.pk.name],
+            "primary_key": self.names(self.pk),
             "fields": [f.spec(model) for f in self.fields],
             "unique": [self.names(u) for u in self.unique],
             "indexes": [{"name": n, "columns": self.names(c)} for n, c in self.indexes],
@@ -209,7 +233,9 @@ class Ent:
 @dataclass
 class Model:
     entities: dict[int, Ent] = field(default_factory=dict)
-    views: dict[str, tuple[int, tuple[int, ...], bool]] = field(default_factory=dict)  # entity, fields, filtered
+    views: dict[str, tuple[int, tuple[int, ...], bool]] = field(
+        default_factory=dict
+    )  # entity, fields, filtered
     invariants: dict[str, int] = field(default_factory=dict)  # name -> entity uid
 
     def by_name(self, name: str) -> Ent:
@@ -220,35 +246,60 @@ class Model:
         out: set[int] = set()
         for ent, fields, _ in self.views.values():
             if ent == entity:
-                out |= {self.entities[entity].pk_uid, *fields}
+                out |= {*self.entities[entity].pk, *fields}
         for ent in self.invariants.values():
             if ent == entity:
-                out.add(self.entities[entity].pk_uid)
+                out |= set(self.entities[entity].pk)
         return out
 
     def named(self, entity: int) -> bool:
         return any(e == entity for e, _, _ in self.views.values()) or entity in self.invariants.values()
 
     def children(self, entity: int) -> list[Ent]:
-        return [e for e in self.entities.values() if any(f.ref == entity for f in e.fields)]
+        return [e for e in self.entities.values() if any(f.ref and f.ref[0] == entity for f in e.fields)]
+
+    def referenced(self, entity: int) -> set[int]:
+        """Fields of ``entity`` that foreign keys point at."""
+        return {f.ref[1] for e in self.entities.values() for f in e.fields if f.ref and f.ref[0] == entity}
+
+    def targets(self) -> list[tuple[Ent, Fld]]:
+        """What a new foreign key may reference: single-field primary keys and single-field unique sets."""
+        out = []
+        for e in self.entities.values():
+            singles = [cols[0] for cols in [e.pk, *e.unique] if len(cols) == 1]
+            out += [(e, e.by_uid(u)) for u in dict.fromkeys(singles) if e.by_uid(u).type != "json"]
+        return out
+
+    def descendants(self, entity: int) -> set[int]:
+        """Entities referencing ``entity`` directly or transitively."""
+        found: set[int] = set()
+        frontier = [entity]
+        while frontier:
+            for child in self.children(frontier.pop()):
+                if child.uid not in found:
+                    found.add(child.uid)
+                    frontier.append(child.uid)
+        return found
 
     def view_sql(self, name: str) -> str:
         ent_uid, uids, filtered = self.views[name]
         ent = self.entities[ent_uid]
-        columns = ", ".join([ent.pk.name, *ent.names(uids)])
+        columns = ", ".join([*ent.names(ent.pk), *ent.names(uids)])
         where = f" WHERE {ent.by_uid(uids[0]).name} IS NOT NULL" if filtered and uids else ""
         return f"SELECT {columns} FROM {ent.name}{where}"
 
     def invariant_sql(self, name: str) -> str:
         ent = self.entities[self.invariants[name]]
-        return f"SELECT {ent.pk.name} FROM {ent.name} WHERE {ent.pk.name} IS NULL"
+        key = ent.by_uid(ent.pk[0]).name
+        return f"SELECT {key} FROM {ent.name} WHERE {key} IS NULL"
 
     def tables(self) -> dict[str, list[dict[str, tuple[str, Any]]]]:
         """Every table's rows by column name, sorted by primary key."""
         out = {}
         for ent in self.entities.values():
             out[ent.name] = [
-                {f.name: norm(row.get(f.uid)) for f in ent.fields} for _, row in sorted(ent.rows.items(), key=lambda kv: kv[0])
+                {f.name: norm(row.get(f.uid)) for f in ent.fields}
+                for _, row in sorted(ent.rows.items(), key=lambda kv: kv[0])
             ]
         return out
 
@@ -257,9 +308,18 @@ class Model:
         return {
             "entities": {
                 e.name: (
-                    e.pk.name,
-                    [(f.name, f.type, f.nullable, f.spec(self).get("default"), f.check is not None, f.spec(self).get("references"))
-                     for f in e.fields],
+                    tuple(e.names(e.pk)),
+                    [
+                        (
+                            f.name,
+                            f.type,
+                            f.nullable,
+                            f.spec(self).get("default"),
+                            f.check is not None,
+                            f.spec(self).get("references"),
+                        )
+                        for f in e.fields
+                    ],
                     sorted(tuple(e.names(u)) for u in e.unique),
                     sorted((n, tuple(e.names(c))) for n, c in e.indexes),
                 )
@@ -275,10 +335,18 @@ def spec_schema(spec: Any) -> dict[str, Any]:
     return {
         "entities": {
             e.name: (
-                e.primary_key[0],
-                [(f.name, f.type, f.nullable,
-                  f.model_dump(mode="json")["default"] if f.default is not None else None,
-                  f.check is not None, f.references) for f in e.fields],
+                tuple(e.primary_key),
+                [
+                    (
+                        f.name,
+                        f.type,
+                        f.nullable,
+                        f.model_dump(mode="json")["default"] if f.default is not None else None,
+                        f.check is not None,
+                        f.references,
+                    )
+                    for f in e.fields
+                ],
                 sorted(tuple(u) for u in e.unique),
                 sorted((i.name, tuple(i.columns)) for i in e.indexes),
             )
@@ -292,6 +360,33 @@ def spec_schema(spec: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- operation generators
 
 
+def has_null(ent: Ent, fld: Fld) -> bool:
+    return any(row[fld.uid] is None for row in ent.rows.values())
+
+
+def null_with_default(ent: Ent, fld: Fld) -> bool:
+    """NULLs in a field with a default: a retained copy loses them (test_rollback_keeps_null_in_field_with_default)."""
+    return fld.nullable and fld.default is not None and has_null(ent, fld)
+
+
+def alter_kinds(ent: Ent, fld: Fld) -> list[str]:
+    """The attributes of ``fld`` the generator may change (type changes are chosen separately)."""
+    kinds = []
+    keyed = fld.ref is not None or any(fld.uid in cols for cols in ent.unique)
+    if not (fld.nullable and keyed and has_null(ent, fld)):  # a backfill would break the key
+        kinds.append("nullable")
+    if fld.ref is None and not (fld.nullable and fld.default is None and has_null(ent, fld)):
+        kinds.append("default")
+    kind = "len" if fld.type == "text" else "gt0"
+    if (fld.type in NUMERIC or fld.type == "text") and (
+        fld.check is not None
+        or "default" in kinds  # the fallback when the rows do not satisfy the check
+        or all(satisfies(kind, row[fld.uid]) for row in ent.rows.values())
+    ):
+        kinds.append("check")
+    return kinds
+
+
 class Gen:
     """Draws one valid operation against a model, applies it to the model (schema and rows) and returns its JSON."""
 
@@ -299,6 +394,8 @@ class Gen:
         self.m = machine
         self.draw = draw
         self.model = model
+        # Views added by this proposal are not replaced or dropped in it (test_rollback_of_view_replaced_where_added).
+        self.new_views: set[str] = set()
 
     def uid(self) -> int:
         self.m.counter += 1
@@ -320,15 +417,17 @@ class Gen:
             out.append("drop_field")
         if self.alterable_fields():
             out.append("alter_field")
+        if self.type_changes():
+            out.append("change_type")
         if self.unique_candidates():
             out.append("add_unique")
-        if any(e.unique for e in ents):
+        if self.droppable_uniques():
             out.append("drop_unique")
         if any(e.indexes for e in ents):
             out.append("drop_index")
         if any(not m.named(e.uid) and not m.children(e.uid) for e in ents):
             out.append("drop_entity")
-        if m.views:
+        if set(m.views) - self.new_views:
             out += ["replace_view", "drop_view"]
         if m.invariants:
             out.append("drop_invariant")
@@ -346,17 +445,37 @@ class Gen:
         for e in self.model.entities.values():
             used = self.model.used(e.uid)
             keyed = {u for cols in e.unique for u in cols} | {u for _, cols in e.indexes for u in cols}
-            out += [(e, f) for f in e.fields if f.uid != e.pk_uid and f.uid not in used and f.uid not in keyed]
+            out += [
+                (e, f)
+                for f in e.fields
+                if f.uid not in e.pk
+                and f.uid not in used
+                and f.uid not in keyed
+                and not null_with_default(e, f)
+            ]
         return out
 
+    def droppable_uniques(self) -> list[tuple[Ent, tuple[int, ...]]]:
+        return [
+            (e, cols)
+            for e in self.model.entities.values()
+            for cols in e.unique
+            if not (len(cols) == 1 and cols[0] in self.model.referenced(e.uid))
+        ]
+
     def alterable_fields(self) -> list[tuple[Ent, Fld]]:
-        return [(e, f) for e in self.model.entities.values() for f in e.fields if f.uid != e.pk_uid]
+        return [
+            (e, f)
+            for e in self.model.entities.values()
+            for f in e.fields
+            if f.uid not in e.pk and alter_kinds(e, f)
+        ]
 
     def unique_candidates(self) -> list[tuple[Ent, tuple[int, ...]]]:
         out = []
         for e in self.model.entities.values():
-            plain = [f.uid for f in e.fields if f.uid != e.pk_uid and f.type != "json"]
-            sets = [(u,) for u in plain] + [(a, b) for i, a in enumerate(plain) for b in plain[i + 1:]]
+            plain = [f.uid for f in e.fields if f.uid not in e.pk and f.type != "json"]
+            sets = [(u,) for u in plain] + [(a, b) for i, a in enumerate(plain) for b in plain[i + 1 :]]
             for cols in sets:
                 if cols in e.unique:
                     continue
@@ -384,18 +503,31 @@ class Gen:
 
     def add_entity(self) -> dict[str, Any]:
         uid = self.uid()
-        pk = Fld(uid=self.uid(), name="id", type=self.pick(list(PK_TYPES)))
-        ent = Ent(uid=uid, name=f"e{uid}", fields=[pk], pk_uid=pk.uid)
+        ent = Ent(
+            uid=uid, name=f"e{uid}", fields=[Fld(uid=self.uid(), name="id", type=self.pick(list(PK_TYPES)))]
+        )
+        if self.draw(st.integers(0, 3)) == 0:  # a composite key
+            ent.fields.append(Fld(uid=self.uid(), name="k2", type=self.pick(["integer", "text"])))
+        ent.pk = tuple(f.uid for f in ent.fields)
         for _ in range(self.draw(st.integers(1, 4))):
             ent.fields.append(self.new_field(allow_required=True))
-        parents = list(self.model.entities.values())
-        if parents and self.draw(st.booleans()):
-            parent = self.pick(parents)
-            ent.fields.append(Fld(uid=self.uid(), name=f"r{self.m.counter}", type=parent.pk.type,
-                                  nullable=self.draw(st.booleans()), ref=parent.uid))
-        plain = [f.uid for f in ent.fields[1:] if f.type != "json"]
+        targets = self.model.targets()
+        if targets and self.draw(st.booleans()):
+            parent, key = self.pick(targets)
+            ent.fields.append(
+                Fld(
+                    uid=self.uid(),
+                    name=f"r{self.m.counter}",
+                    type=key.type,
+                    nullable=self.draw(st.booleans()),
+                    ref=(parent.uid, key.uid),
+                )
+            )
+        plain = [f.uid for f in ent.fields if f.uid not in ent.pk and f.type != "json"]
         if plain and self.draw(st.booleans()):
-            ent.unique.append(tuple(self.draw(st.lists(st.sampled_from(plain), min_size=1, max_size=2, unique=True))))
+            ent.unique.append(
+                tuple(self.draw(st.lists(st.sampled_from(plain), min_size=1, max_size=2, unique=True)))
+            )
         if plain and self.draw(st.booleans()):
             cols = tuple(self.draw(st.lists(st.sampled_from(plain), min_size=1, max_size=2, unique=True)))
             ent.indexes.append((f"ix{self.uid()}", cols))
@@ -427,10 +559,17 @@ class Gen:
     def add_field(self) -> dict[str, Any]:
         ent = self.pick(list(self.model.entities.values()))
         fld = self.new_field(allow_required=not ent.rows)
-        parents = [e for e in self.model.entities.values() if e.uid != ent.uid]
-        if parents and self.draw(st.integers(0, 3)) == 0:
-            parent = self.pick(parents)
-            fld = Fld(uid=fld.uid, name=f"r{fld.uid}", type=parent.pk.type, nullable=True, ref=parent.uid)
+        # A foreign key to a descendant would close a cycle (test_foreign_key_cycle_is_refused_at_propose).
+        targets = [
+            (e, k)
+            for e, k in self.model.targets()
+            if e.uid != ent.uid and e.uid not in self.model.descendants(ent.uid)
+        ]
+        if targets and self.draw(st.integers(0, 3)) == 0:
+            parent, key = self.pick(targets)
+            fld = Fld(
+                uid=fld.uid, name=f"r{fld.uid}", type=key.type, nullable=True, ref=(parent.uid, key.uid)
+            )
         position = self.draw(st.none() | st.integers(1, len(ent.fields)))
         ent.fields.insert(len(ent.fields) if position is None else position, fld)
         for row in ent.rows.values():
@@ -447,26 +586,35 @@ class Gen:
             row.pop(fld.uid)
         return {"op": "drop_field", "entity": ent.name, "field": fld.name}
 
+    def type_changes(self) -> list[tuple[Ent, Fld, str]]:
+        out = []
+        for ent in self.model.entities.values():
+            referenced = self.model.referenced(ent.uid)
+            for fld in ent.fields:
+                if fld.check is not None or fld.ref is not None or fld.uid in referenced or fld.uid in ent.pk:
+                    continue
+                in_unique = any(fld.uid in cols for cols in ent.unique)
+                out += [
+                    (ent, fld, new) for new, lossless in TYPE_CHANGES[fld.type] if lossless or not in_unique
+                ]
+        return out
+
+    def change_type(self) -> dict[str, Any]:
+        ent, fld, new = self.pick(self.type_changes())
+        op: dict[str, Any] = {"op": "alter_field", "entity": ent.name, "field": fld.name, "type": new}
+        if fld.default is not None:  # the constant may not fit the new type
+            fld.default, op["drop_default"] = None, True
+        for row in ent.rows.values():
+            row[fld.uid] = cast(row[fld.uid], fld.type, new)
+        fld.type, fld.lineage = new, self.uid()
+        return op
+
     def alter_field(self) -> dict[str, Any]:
         ent, fld = self.pick(self.alterable_fields())
         op: dict[str, Any] = {"op": "alter_field", "entity": ent.name, "field": fld.name}
-        in_unique = any(fld.uid in cols for cols in ent.unique)
-        changes = [
-            (new, lossless) for new, lossless in TYPE_CHANGES[fld.type]
-            if fld.default is None and fld.check is None and fld.ref is None and (lossless or not in_unique)
-        ]
-        if changes and self.draw(st.integers(0, 2)) == 0:
-            new, _ = self.pick(changes)
-            for row in ent.rows.values():
-                row[fld.uid] = cast(row[fld.uid], fld.type, new)
-            fld.type, fld.lineage = new, self.uid()
-            op["type"] = new
-            return op
-        stuck_null = fld.nullable and fld.ref is not None and any(row[fld.uid] is None for row in ent.rows.values())
-        kinds = ([] if stuck_null else ["nullable"]) + ([] if fld.ref is not None else ["default"])
-        if fld.type in NUMERIC or fld.type == "text":
-            kinds.append("check")
-        for kind in self.draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=2, unique=True)):
+        for kind in self.draw(
+            st.lists(st.sampled_from(alter_kinds(ent, fld)), min_size=1, max_size=2, unique=True)
+        ):
             getattr(self, f"_alter_{kind}")(ent, fld, op)
         return op
 
@@ -477,7 +625,9 @@ class Gen:
         fld.nullable, op["nullable"] = False, False
         has_null = any(row[fld.uid] is None for row in ent.rows.values())
         if has_null or self.draw(st.booleans()):
-            spec_value, value = DEFAULTS[fld.type][0]
+            spec_value, value = (
+                (5, "5") if fld.type == "json" else DEFAULTS[fld.type][0]
+            )  # a backfill is a scalar
             op["backfill"] = spec_value
             if has_null:
                 fld.lineage = self.uid()
@@ -486,7 +636,9 @@ class Gen:
                     row[fld.uid] = value
 
     def _alter_default(self, ent: Ent, fld: Fld, op: dict[str, Any]) -> None:
-        if fld.default is not None and self.draw(st.booleans()):
+        if "default" in op:  # already changed by the check's fallback
+            return
+        if fld.default is not None and (null_with_default(ent, fld) or self.draw(st.booleans())):
             fld.default, op["drop_default"] = None, True
             return
         fld.default = 1 if fld.default == 0 else 0
@@ -501,7 +653,7 @@ class Gen:
         if all(satisfies(kind, v) for v in values):
             fld.check = kind
             op["check"] = check_sql(kind, fld.name)
-        elif "default" not in op and "drop_default" not in op:  # fall back to another change
+        elif "default" not in op and "drop_default" not in op and "default" in alter_kinds(ent, fld):
             fld.default = 1 if fld.default == 0 else 0
             op["default"] = DEFAULTS[fld.type][fld.default][0]
 
@@ -513,8 +665,7 @@ class Gen:
         return {"op": "add_unique", "entity": ent.name, "columns": ent.names(cols)}
 
     def drop_unique(self) -> dict[str, Any]:
-        ent = self.pick([e for e in self.model.entities.values() if e.unique])
-        cols = self.pick(ent.unique)
+        ent, cols = self.pick(self.droppable_uniques())
         ent.unique.remove(cols)
         return {"op": "drop_unique", "entity": ent.name, "columns": ent.names(cols)}
 
@@ -536,19 +687,24 @@ class Gen:
 
     def _view(self, name: str) -> dict[str, Any]:
         ent = self.pick(list(self.model.entities.values()))
-        others = [f.uid for f in ent.fields if f.uid != ent.pk_uid]
+        others = [f.uid for f in ent.fields if f.uid not in ent.pk]
         uids = tuple(self.draw(st.lists(st.sampled_from(others), max_size=2, unique=True))) if others else ()
         self.model.views[name] = (ent.uid, uids, self.draw(st.booleans()))
         return {"name": name, "sql": self.model.view_sql(name)}
 
     def add_view(self) -> dict[str, Any]:
-        return {"op": "add_view", "view": self._view(f"v{self.uid()}")}
+        name = f"v{self.uid()}"
+        self.new_views.add(name)
+        return {"op": "add_view", "view": self._view(name)}
 
     def replace_view(self) -> dict[str, Any]:
-        return {"op": "replace_view", "view": self._view(self.pick(sorted(self.model.views)))}
+        return {
+            "op": "replace_view",
+            "view": self._view(self.pick(sorted(set(self.model.views) - self.new_views))),
+        }
 
     def drop_view(self) -> dict[str, Any]:
-        name = self.pick(sorted(self.model.views))
+        name = self.pick(sorted(set(self.model.views) - self.new_views))
         del self.model.views[name]
         return {"op": "drop_view", "name": name}
 
@@ -584,16 +740,18 @@ def read_tables(rt: Runtime, model: Model) -> dict[str, list[dict[str, tuple[str
             result = cursor.execute(f'SELECT * FROM "{ent.name}"')
             names = [d[0] for d in result.description or []]
             rows = [dict(zip(names, (norm(v) for v in row), strict=True)) for row in result.fetchall()]
-            out[ent.name] = sorted(rows, key=lambda r: r[ent.pk.name][1])
+            keys = ent.names(ent.pk)
+            out[ent.name] = sorted(rows, key=lambda r: tuple(r[k][1] for k in keys))
     return out
 
 
 def load_rows(model: Model, tables: dict[str, list[dict[str, tuple[str, Any]]]]) -> None:
     """Replace the model's rows with what the database holds (after a step the model cannot predict exactly)."""
     for ent in model.entities.values():
-        ent.rows = {
-            row[ent.pk.name][1]: {f.uid: row[f.name][1] for f in ent.fields} for row in tables[ent.name]
-        }
+        ent.rows = {}
+        for row in tables[ent.name]:
+            values = {f.uid: row[f.name][1] for f in ent.fields}
+            ent.rows[ent.key(values)] = values
 
 
 class Machine(RuleBasedStateMachine):
@@ -652,6 +810,29 @@ class Machine(RuleBasedStateMachine):
     # ---- rules
 
     @rule(data=st.data())
+    def step(self, data: st.DataObject) -> None:
+        """One step, chosen among those that apply (one rule, so that no kind of step crowds out the others)."""
+        steps = [
+            "insert_rows",
+            "rollback",
+            "deploy",
+            "redeploy_reversed",
+            "insert_rows",
+            "deploy",
+            "rollback",
+        ]
+        applies = {
+            "deploy": True,
+            "insert_rows": bool(self.model.entities),
+            "rollback": bool(self.history(self.current)),
+            "redeploy_reversed": self.redeploy is not None,
+        }
+        name = data.draw(st.sampled_from([s for s in steps if applies[s]]), label="step")
+        if name == "redeploy_reversed":
+            self.redeploy_reversed()
+        else:
+            getattr(self, name)(data)
+
     def deploy(self, data: st.DataObject) -> None:
         model = copy.deepcopy(self.model)
         gen = Gen(self, data.draw, model)
@@ -659,11 +840,22 @@ class Machine(RuleBasedStateMachine):
         self.log.append(f"deploy {json.dumps(ops, default=str)}")
         self._deploy(ops, model)
 
-    def _deploy(self, ops: list[dict[str, Any]], model: Model, expected: Any = None) -> None:
+    def _deploy(
+        self, ops: list[dict[str, Any]], model: Model, expected: Any = None, *, predicted: bool = True
+    ) -> bool:
+        """Propose, dry-run and deploy; False when a known defect refused it (nothing changed).
+
+        The tables must then equal ``expected`` if given, else the model's rows if ``predicted`` and
+        nothing was restored from retained data.
+        """
         try:
             proposal = self.rt.propose(ops)
             report = self.rt.dry_run(proposal.proposal_id)
             if not report.passed:
+                why = known_refusal(report.error)
+                if why is not None:
+                    self.log.append(f"  known defect, dry-run refused: {why}")
+                    return False
                 self.fail(f"dry-run of valid operations failed: {report.error}")
             result = self.rt.deploy(proposal.proposal_id)
         except ButtressError as error:
@@ -674,18 +866,22 @@ class Machine(RuleBasedStateMachine):
         self.current = result.version
         if expected is not None:
             self.check_tables(expected, "redeploy after rollback")
-        elif not restored:
+        elif predicted and not restored:
             self.check_tables(model.tables(), "deploy")
         load_rows(self.model, read_tables(self.rt, self.model))
-        self.versions[result.version] = VersionRecord("deploy", parent, None, copy.deepcopy(self.model), self.epoch,
-                                                      result.hash, ops)
+        self.versions[result.version] = VersionRecord(
+            "deploy", parent, None, copy.deepcopy(self.model), self.epoch, result.hash, ops
+        )
         self.redeploy = None
+        return True
 
-    @precondition(lambda self: bool(self.history(self.current)))
-    @rule(data=st.data())
     def rollback(self, data: st.DataObject) -> None:
         history = self.history(self.current)
-        ancestors = [n for n in self.versions if n < self.current and history[: len(self.history(n))] == self.history(n)]
+        ancestors = [
+            n
+            for n in self.versions
+            if n < self.current and history[: len(self.history(n))] == self.history(n)
+        ]
         to_version = data.draw(st.none() | st.sampled_from(ancestors), label="to_version")
         if to_version is None:
             last = self.versions[history[-1]]
@@ -700,13 +896,19 @@ class Machine(RuleBasedStateMachine):
         try:
             result = self.rt.rollback(to_version=to_version)
         except ButtressError as error:
-            if error.code == Code.ROLLBACK_NOT_LOSSLESS and not exact:
-                self.log.append(f"  refused: {error.message}")
+            why = known_refusal(error.to_dict())
+            nothing = error.code == Code.ROLLBACK_NOTHING and self.history(target) == history
+            if (error.code == Code.ROLLBACK_NOT_LOSSLESS and not exact) or nothing or why is not None:
+                self.log.append(f"  refused: {why or error.message}")
                 self.check_tables(before_tables, "refused rollback")
                 return
             self.fail(f"rollback to {target} was refused: {error!r} {error.details}")
         if result.restored_version != target:
             self.fail(f"rollback restored {result.restored_version}, expected {target}")
+        if result.hash != record.hash:
+            self.fail(
+                f"rollback to {target} gave spec {self.rt.current[1]!r}, not the spec of version {target}"
+            )
         previous = self.current
         self.current = result.version
         self.model = copy.deepcopy(record.model)
@@ -714,17 +916,37 @@ class Machine(RuleBasedStateMachine):
             self.check_tables(record.model.tables(), f"rollback to version {target}")
         else:
             self._check_kept(before_model, before_tables)
+            self._check_restored(record.model)
             load_rows(self.model, read_tables(self.rt, self.model))
-        self.versions[result.version] = VersionRecord("rollback", previous, target, copy.deepcopy(self.model),
-                                                      self.epoch, result.hash)
-        reversed_ = history[len(self.history(target)):]
+        self.versions[result.version] = VersionRecord(
+            "rollback", previous, target, copy.deepcopy(self.model), self.epoch, result.hash
+        )
+        reversed_ = history[len(self.history(target)) :]
         first = reversed_[0] if reversed_ else None
         if first is None:
             self.redeploy = None
         elif first == previous:
-            self.redeploy = (first, before_tables)
+            risky = any(null_with_default(e, f) for e in before_model.entities.values() for f in e.fields)
+            self.redeploy = (first, None if risky else before_tables)
         else:
-            self.redeploy = (first, self.versions[first].model.tables() if self.versions[first].epoch == self.epoch else None)
+            self.redeploy = (
+                first,
+                self.versions[first].model.tables() if self.versions[first].epoch == self.epoch else None,
+            )
+
+    def _check_restored(self, target: Model) -> None:
+        """Rows that existed at the target version come back exactly as they were (rows are never updated)."""
+        actual = read_tables(self.rt, self.model)
+        for name, expected_rows in target.tables().items():
+            ent = target.by_name(name)
+            keys = ent.names(ent.pk)
+            found = {tuple(row[k] for k in keys): row for row in actual[name]}
+            for row in expected_rows:
+                got = found.get(tuple(row[k] for k in keys))
+                if got != row:
+                    self.fail(
+                        f"rollback did not restore a row of {name}:\n    expected {row}\n    actual   {got}"
+                    )
 
     def _check_kept(self, before: Model, before_tables: dict[str, Any]) -> None:
         """With rows written since the target version: rows neither lost nor invented, untouched values kept."""
@@ -733,33 +955,34 @@ class Machine(RuleBasedStateMachine):
             old = before.entities.get(ent.uid)
             if old is None:
                 continue
-            old_rows = {row[old.pk.name][1]: row for row in before_tables[old.name]}
-            new_rows = {row[ent.pk.name][1]: row for row in after_tables[ent.name]}
+            old_rows = {tuple(row[k][1] for k in old.names(old.pk)): row for row in before_tables[old.name]}
+            new_rows = {tuple(row[k][1] for k in ent.names(ent.pk)): row for row in after_tables[ent.name]}
             if set(old_rows) != set(new_rows):
-                self.fail(f"rollback changed the rows of {ent.name}: lost {set(old_rows) - set(new_rows)}, "
-                          f"invented {set(new_rows) - set(old_rows)}")
+                self.fail(
+                    f"rollback changed the rows of {ent.name}: lost {set(old_rows) - set(new_rows)}, "
+                    f"invented {set(new_rows) - set(old_rows)}"
+                )
             for fld in ent.fields:
                 same = next((f for f in old.fields if f.uid == fld.uid), None)
                 if same is None or same.type != fld.type or same.lineage != fld.lineage:
                     continue
                 for key, row in new_rows.items():
                     if row[fld.name] != old_rows[key][same.name]:
-                        self.fail(f"rollback changed {ent.name}.{fld.name} of row {key!r}: "
-                                  f"{old_rows[key][same.name]} -> {row[fld.name]}")
+                        self.fail(
+                            f"rollback changed {ent.name}.{fld.name} of row {key!r}: "
+                            f"{old_rows[key][same.name]} -> {row[fld.name]}"
+                        )
 
-    @precondition(lambda self: self.redeploy is not None)
-    @rule()
     def redeploy_reversed(self) -> None:
         assert self.redeploy is not None
         number, expected = self.redeploy
         record = self.versions[number]
         self.log.append(f"redeploy the operations of version {number} (exact={expected is not None})")
-        self._deploy(record.ops, copy.deepcopy(record.model), expected)
-        if self.versions[self.current].hash != record.hash:
+        if not self._deploy(record.ops, copy.deepcopy(record.model), expected, predicted=False):
+            self.redeploy = None
+        elif self.versions[self.current].hash != record.hash:
             self.fail(f"redeploying version {number}'s operations gave a different spec")
 
-    @precondition(lambda self: bool(self.model.entities))
-    @rule(data=st.data())
     def insert_rows(self, data: st.DataObject) -> None:
         ent: Ent = data.draw(st.sampled_from(list(self.model.entities.values())), label="entity")
         model = self.model
@@ -774,29 +997,31 @@ class Machine(RuleBasedStateMachine):
         with self.rt.engine.transaction() as tx:
             for values, given in rows:
                 names = [ent.by_uid(u).name for u in given]
-                tx.execute(f'INSERT INTO "{ent.name}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})',
-                           [values[u] for u in given])
+                tx.execute(
+                    f'INSERT INTO "{ent.name}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})',
+                    [values[u] for u in given],
+                )
         for values, _ in rows:
-            ent.rows[values[ent.pk_uid]] = values
+            ent.rows[ent.key(values)] = values
         self.epoch += 1
         self.redeploy = None
         self.check_tables(model.tables(), f"insert into {ent.name}")
         self.remember()
 
-    def _draw_row(self, data: st.DataObject, ent: Ent, existing: list[dict[int, Any]]) -> tuple[dict[int, Any], list[int]] | None:
+    def _draw_row(
+        self, data: st.DataObject, ent: Ent, existing: list[dict[int, Any]]
+    ) -> tuple[dict[int, Any], list[int]] | None:
         values: dict[int, Any] = {}
         given: list[int] = []
         for fld in ent.fields:
-            if fld.uid == ent.pk_uid:
-                key = data.draw(pk_strategy(fld.type), label="key")
-                if any(row[ent.pk_uid] == key for row in existing):
-                    return None
-                values[fld.uid] = key
+            if fld.uid in ent.pk:
+                values[fld.uid] = data.draw(pk_strategy(fld.type), label=fld.name)
                 given.append(fld.uid)
                 continue
             if fld.ref is not None:
-                parent = self.model.entities[fld.ref]
-                options = sorted(parent.rows, key=str)
+                parent_uid, key_uid = fld.ref
+                keys = {row[key_uid] for row in self.model.entities[parent_uid].rows.values()} - {None}
+                options = sorted((k for k in keys if satisfies(fld.check, k)), key=str)
                 choices = ([None] if fld.nullable else []) + options
                 if not choices:
                     return None
@@ -804,11 +1029,17 @@ class Machine(RuleBasedStateMachine):
             elif fld.default is not None and data.draw(st.booleans(), label=f"{fld.name} omitted"):
                 values[fld.uid] = fld.default_value()
                 continue
-            elif fld.nullable and data.draw(st.integers(0, 3), label=f"{fld.name} null") == 0:
+            elif (
+                fld.nullable
+                and fld.default is None
+                and data.draw(st.integers(0, 3), label=f"{fld.name} null") == 0
+            ):
                 values[fld.uid] = None
             else:
                 values[fld.uid] = data.draw(value_strategy(fld.type, fld.check), label=fld.name)
             given.append(fld.uid)
+        if any(ent.key(row) == ent.key(values) for row in existing):
+            return None
         for cols in ent.unique:
             new = tuple(values[u] for u in cols)
             if None not in new and any(tuple(row[u] for u in cols) == new for row in existing):
@@ -829,23 +1060,312 @@ class Machine(RuleBasedStateMachine):
         if number != self.current:
             self.fail(f"runtime is at version {number}, the model at {self.current}")
         if spec_schema(spec) != self.model.schema():
-            self.fail(f"active spec differs from the model:\n  spec  {spec_schema(spec)}\n  model {self.model.schema()}")
+            self.fail(
+                f"active spec differs from the model:\n  spec  {spec_schema(spec)}\n  model {self.model.schema()}"
+            )
 
 
+# About 25 s on two cores. No shrinking: one step takes ~50 ms and shrinking a long run can take minutes;
+# a failure message carries the last 30 steps, enough to write a minimal reproduction by hand.
 Machine.TestCase.settings = settings(
     max_examples=25,
-    stateful_step_count=20,
+    stateful_step_count=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 TestRandomChanges = Machine.TestCase
 
 
 def test_deploy_ops_helper_refuses_a_failing_dry_run(rt: Runtime) -> None:
     """The shared ``deploy_ops`` helper must not hide a failed dry-run."""
-    deploy_ops(rt, [{"op": "add_entity", "entity": {"name": "t", "primary_key": ["id"],
-                                                    "fields": [{"name": "id", "type": "integer"}]}}])
+    deploy_ops(
+        rt,
+        [
+            {
+                "op": "add_entity",
+                "entity": {"name": "t", "primary_key": ["id"], "fields": [{"name": "id", "type": "integer"}]},
+            }
+        ],
+    )
     with rt.engine.transaction() as tx:
         tx.execute("INSERT INTO t VALUES (1)")
     with pytest.raises(AssertionError):
         deploy_ops(rt, [{"op": "add_field", "entity": "t", "field": {"name": "x", "type": "integer"}}])
+
+
+# ------------------------------------------------------------------ defects found by the machine above
+#
+# Minimal reproductions of what the random search found. Each is a strict xfail until fixed; the
+# machine steps around the same defects (KNOWN_REFUSALS, null_with_default, the cycle guard).
+
+
+def entity(
+    name: str,
+    *fields: dict[str, Any],
+    unique: list[list[str]] | None = None,
+    indexes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "op": "add_entity",
+        "entity": {
+            "name": name,
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, *fields],
+            "unique": unique or [],
+            "indexes": indexes or [],
+        },
+    }
+
+
+def rows(rt: Runtime, table: str) -> list[tuple[Any, ...]]:
+    with rt.engine.snapshot() as cursor:
+        return cursor.execute(f'SELECT * FROM "{table}" ORDER BY id').fetchall()
+
+
+def dry_run_error(rt: Runtime, ops: list[dict[str, Any]]) -> dict[str, Any] | None:
+    report = rt.dry_run(rt.propose(ops).proposal_id)
+    return report.error
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="planner ALTERs a column whose index was dropped earlier in the same "
+    "transaction; DuckDB still refuses (plan._drop_field uses is_frozen of the new spec)",
+)
+def test_drop_index_then_drop_field(rt: Runtime) -> None:
+    deploy_ops(
+        rt,
+        [
+            entity(
+                "a",
+                {"name": "x", "type": "integer", "nullable": True},
+                indexes=[{"name": "a_x", "columns": ["x"]}],
+            )
+        ],
+    )
+    # Exactly what the refusal of a lone drop_field tells the agent to do:
+    assert (
+        dry_run_error(
+            rt,
+            [
+                {"op": "drop_index", "entity": "a", "name": "a_x"},
+                {"op": "drop_field", "entity": "a", "field": "x"},
+            ],
+        )
+        is None
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a rollback spanning add_field and a later add_index on it drops the index "
+    "and then ALTERs the column in one transaction",
+)
+def test_rollback_across_index_on_added_field(rt: Runtime) -> None:
+    deploy_ops(rt, [entity("a")])
+    deploy_ops(
+        rt, [{"op": "add_field", "entity": "a", "field": {"name": "x", "type": "integer", "nullable": True}}]
+    )
+    deploy_ops(rt, [{"op": "add_index", "entity": "a", "index": {"name": "a_x", "columns": ["x"]}}])
+    rt.rollback(to_version=1)
+    assert [f.name for f in rt.current[1].entities[0].fields] == ["id"]
+
+
+def test_drop_field_before_unique_column(rt: Runtime) -> None:
+    deploy_ops(
+        rt,
+        [
+            entity(
+                "a",
+                {"name": "x", "type": "integer", "nullable": True},
+                {"name": "y", "type": "integer", "nullable": True},
+                unique=[["y"]],
+            )
+        ],
+    )
+    assert dry_run_error(rt, [{"op": "drop_field", "entity": "a", "field": "x"}]) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DROP COLUMN is refused when a FOREIGN KEY column comes after it (its index); "
+    "plan._drop_field counts primary-key and unique columns as keys, not FK fields",
+)
+def test_drop_field_before_key_column(rt: Runtime) -> None:
+    deploy_ops(
+        rt,
+        [
+            entity("p"),
+            entity(
+                "c",
+                {"name": "x", "type": "integer", "nullable": True},
+                {"name": "p_id", "type": "integer", "references": "p.id"},
+            ),
+        ],
+    )
+    assert dry_run_error(rt, [{"op": "drop_field", "entity": "c", "field": "x"}]) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the reverse of add_field placed before a FOREIGN KEY field is an ALTER DROP "
+    "COLUMN before it: the rollback is refused",
+)
+def test_rollback_of_field_added_before_the_key(rt: Runtime) -> None:
+    deploy_ops(rt, [entity("p"), entity("c", {"name": "p_id", "type": "integer", "references": "p.id"})])
+    deploy_ops(
+        rt,
+        [
+            {
+                "op": "add_field",
+                "entity": "c",
+                "position": 1,
+                "field": {"name": "x", "type": "integer", "nullable": True},
+            }
+        ],
+    )
+    rt.rollback()
+    assert [f.name for f in rt.current[1].entity("c").fields] == ["id", "p_id"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="retention keeps only non-NULL values and the restore re-adds the column "
+    "WITH its default, so NULLs come back as the default (plan._drop_field/_add_field)",
+)
+def test_rollback_keeps_null_in_field_with_default(rt: Runtime) -> None:
+    deploy_ops(rt, [entity("a", {"name": "x", "type": "integer", "nullable": True})])
+    with rt.engine.transaction() as tx:
+        tx.execute("INSERT INTO a VALUES (1, NULL), (2, 5)")
+    deploy_ops(rt, [{"op": "alter_field", "entity": "a", "field": "x", "default": 9}])
+    before = rows(rt, "a")
+    deploy_ops(rt, [{"op": "drop_field", "entity": "a", "field": "x"}])
+    rt.rollback()
+    assert rows(rt, "a") == before  # observed: [(1, 9), (2, 5)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the same loss when redeploying: an explicit NULL written after add_field "
+    "(nullable, with default) becomes the default",
+)
+def test_redeploy_keeps_null_in_field_with_default(rt: Runtime) -> None:
+    deploy_ops(rt, [entity("a")])
+    ops = [
+        {
+            "op": "add_field",
+            "entity": "a",
+            "field": {"name": "x", "type": "integer", "nullable": True, "default": 9},
+        }
+    ]
+    deploy_ops(rt, ops)
+    with rt.engine.transaction() as tx:
+        tx.execute("INSERT INTO a VALUES (1, NULL), (2, 5)")
+    before = rows(rt, "a")
+    rt.rollback()
+    deploy_ops(rt, ops)
+    assert rows(rt, "a") == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="changes.apply accepts a foreign-key cycle (ddl.entity_order assumes none can "
+    "be built); the dry-run then fails with a raw catalog error",
+)
+def test_foreign_key_cycle_is_refused_at_propose(rt: Runtime) -> None:
+    deploy_ops(rt, [entity("a"), entity("b", {"name": "a_id", "type": "integer", "references": "a.id"})])
+    with pytest.raises(ButtressError) as caught:
+        rt.propose(
+            [
+                {
+                    "op": "add_field",
+                    "entity": "a",
+                    "field": {"name": "b_id", "type": "integer", "nullable": True, "references": "b.id"},
+                }
+            ]
+        )
+    assert caught.value.code == Code.SPEC_INVALID
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ddl.rebuild renames 'c__rebuild' to 'c'; DuckDB keeps the parent's foreign-key "
+    "link under the old name, so the parent can never be dropped or rebuilt",
+)
+def test_parent_droppable_after_child_rebuild(rt: Runtime) -> None:
+    deploy_ops(
+        rt,
+        [
+            entity("p"),
+            entity(
+                "c",
+                {"name": "x", "type": "integer", "nullable": True},
+                {"name": "p_id", "type": "integer", "references": "p.id"},
+            ),
+        ],
+    )
+    deploy_ops(rt, [{"op": "alter_field", "entity": "c", "field": "x", "check": "x > 0"}])  # rebuilds c
+    assert (
+        dry_run_error(rt, [{"op": "drop_entity", "entity": "c"}, {"op": "drop_entity", "entity": "p"}])
+        is None
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="same stale link after rename_entity of a child (ALTER TABLE RENAME)")
+def test_parent_droppable_after_child_rename(rt: Runtime) -> None:
+    deploy_ops(rt, [entity("p"), entity("c", {"name": "p_id", "type": "integer", "references": "p.id"})])
+    deploy_ops(rt, [{"op": "rename_entity", "entity": "c", "new_name": "d"}])
+    assert (
+        dry_run_error(rt, [{"op": "drop_entity", "entity": "d"}, {"op": "drop_entity", "entity": "p"}])
+        is None
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the reverse plan restores the field with ALTER ADD COLUMN + UPDATE and then "
+    "CREATE INDEX on it in the same transaction: 'Cannot create index with outstanding "
+    "updates' (plan._add_field restore path, then plan._add_index)",
+)
+def test_rollback_restores_field_then_index(rt: Runtime) -> None:
+    deploy_ops(
+        rt,
+        [
+            entity(
+                "a",
+                {"name": "x", "type": "integer", "nullable": True},
+                indexes=[{"name": "a_x", "columns": ["x"]}],
+            )
+        ],
+    )
+    with rt.engine.transaction() as tx:
+        tx.execute("INSERT INTO a VALUES (1, 3)")
+    deploy_ops(rt, [{"op": "drop_index", "entity": "a", "name": "a_x"}])
+    deploy_ops(rt, [{"op": "drop_field", "entity": "a", "field": "x"}])
+    rt.rollback(to_version=1)  # rolling back one version at a time works
+    assert rows(rt, "a") == [(1, 3)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="plan.plan moves every view operation after the table operations; the reverse of "
+    "[add_entity e, add_view v, replace_view v] is [replace_view v (old SQL on e), drop_view v, "
+    "drop_entity e], run as drop_entity first, so CREATE OR REPLACE VIEW fails: e does not exist "
+    "(likewise [add_entity e, add_view v, drop_view v], or add_field + add_view + drop_view)",
+)
+def test_rollback_of_view_replaced_where_added(rt: Runtime) -> None:
+    deploy_ops(
+        rt,
+        [
+            entity("e", {"name": "x", "type": "integer"}),
+            {"op": "add_view", "view": {"name": "v", "sql": "SELECT id FROM e"}},
+            {"op": "replace_view", "view": {"name": "v", "sql": "SELECT id, x FROM e"}},
+        ],
+    )
+    rt.rollback()
+    assert rt.current[1].entities == ()
