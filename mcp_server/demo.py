@@ -5,9 +5,10 @@ It builds a small booking app (slot, booking), loads sample rows, makes a destru
 (drop ``slot.note``, rename ``booking.who`` to ``guest``), deploys it, rolls it back, shows the data
 intact, and verifies the audit chain after the server exits.
 
-DEMO ONLY: there is no tool that writes rows yet, so the demo server is started with the hidden
-``--demo-seed`` flag, which adds the ``demo_seed_rows`` tool defined here. It is never registered
-otherwise.
+Rows are written the way an application writes them: through actions (``app_add_slot``,
+``app_book``) deployed with an invariant that no slot is overbooked. The ``demo_seed_rows`` tool
+below is registered only by the hidden ``serve --demo-seed`` flag, for tests that need rows
+without deploying actions first.
 """
 
 from __future__ import annotations
@@ -49,9 +50,82 @@ BOOKING: dict[str, Any] = {
         {"name": "who", "type": "text"},
     ],
 }
+LOGIC: list[dict[str, Any]] = [
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "no_overbooking",
+            "description": "no slot holds more bookings than seats",
+            "sql": "select s.id from slot s join booking b on b.slot_id = s.id group by s.id, s.capacity having count(*) > s.capacity",
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "add_slot",
+            "kind": "mutation",
+            "description": "Open a slot.",
+            "params": [
+                {"name": "id", "type": "integer"},
+                {"name": "starts_at", "type": "timestamp"},
+                {"name": "capacity", "type": "integer"},
+                {"name": "note", "type": "text", "nullable": True},
+            ],
+            "statements": [
+                "insert into slot (id, starts_at, capacity, note) values ($id, $starts_at, $capacity, $note)"
+            ],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "book",
+            "kind": "mutation",
+            "description": "Book a seat on a slot.",
+            "params": [
+                {"name": "id", "type": "integer"},
+                {"name": "slot_id", "type": "integer"},
+                {"name": "who", "type": "text"},
+            ],
+            "statements": [
+                "insert into booking (id, slot_id, who) values ($id, $slot_id, $who) returning id"
+            ],
+        },
+    },
+]
 DESTRUCTIVE_CHANGE: list[dict[str, Any]] = [
     {"op": "drop_field", "entity": "slot", "field": "note"},
     {"op": "rename_field", "entity": "booking", "field": "who", "new_name": "guest"},
+    {
+        "op": "replace_action",
+        "action": {
+            "name": "add_slot",
+            "kind": "mutation",
+            "description": "Open a slot.",
+            "params": [
+                {"name": "id", "type": "integer"},
+                {"name": "starts_at", "type": "timestamp"},
+                {"name": "capacity", "type": "integer"},
+            ],
+            "statements": ["insert into slot (id, starts_at, capacity) values ($id, $starts_at, $capacity)"],
+        },
+    },
+    {
+        "op": "replace_action",
+        "action": {
+            "name": "book",
+            "kind": "mutation",
+            "description": "Book a seat on a slot.",
+            "params": [
+                {"name": "id", "type": "integer"},
+                {"name": "slot_id", "type": "integer"},
+                {"name": "guest", "type": "text"},
+            ],
+            "statements": [
+                "insert into booking (id, slot_id, guest) values ($id, $slot_id, $guest) returning id"
+            ],
+        },
+    },
 ]
 
 SAMPLE_SLOTS = [
@@ -174,12 +248,31 @@ async def script(client: Client) -> None:
     for entity in (SLOT, BOOKING):
         await deploy_change(client, await call(client, "define_entity", {"entity": entity, "note": "demo"}))
 
-    step("3. load sample rows (demo_seed_rows, demo only)")
-    seeded = await call(client, "demo_seed_rows")
-    say(f"   inserted {seeded['slots']} slots and {seeded['bookings']} bookings")
+    step("3. add logic: an invariant (no overbooking) and two actions (add_slot, book)")
+    await deploy_change(client, await call(client, "propose_change", {"operations": LOGIC}))
+    tools = sorted(t.name for t in (await client.list_tools()).tools if t.name.startswith("app_"))
+    say(f"   new tools: {', '.join(tools)}")
+
+    step("4. load sample rows through the actions")
+    for slot_id, starts_at, capacity, note in SAMPLE_SLOTS:
+        await call(
+            client,
+            "app_add_slot",
+            {"id": slot_id, "starts_at": starts_at, "capacity": capacity, "note": note},
+        )
+    for booking_id, slot_id, who in SAMPLE_BOOKINGS:
+        await call(client, "app_book", {"id": booking_id, "slot_id": slot_id, "who": who})
+    say(f"   {len(SAMPLE_SLOTS)} slots, {len(SAMPLE_BOOKINGS)} bookings")
+    for n in range(5, 9):  # slot 2 has 4 seats and one booking: three more fit, the fourth does not
+        result = await client.call_tool("app_book", {"id": n, "slot_id": 2, "who": f"walk-in {n}"})
+        if result.is_error:
+            error = (result.structured_content or {}).get("error", {})
+            say(f"   booking {n} on slot 2 refused: {error.get('code')} ({error.get('message')})")
+            if error.get("code") != "invariant.violated":
+                raise DemoFailed(f"expected invariant.violated, got {error}")
     show_rows(await call(client, "query", {"sql": "select id, capacity, note from slot order by id"}))
 
-    step("4. propose a destructive change: drop slot.note, rename booking.who -> guest")
+    step("5. propose a destructive change: drop slot.note, rename booking.who -> guest")
     proposal = await call(
         client,
         "propose_change",
@@ -187,38 +280,40 @@ async def script(client: Client) -> None:
     )
     await deploy_change(client, proposal, progress=True)
 
-    step("5. query the new shape")
+    step("6. query the new shape")
     show_rows(await call(client, "query", {"sql": "select * from slot order by id"}))
     show_rows(await call(client, "query", {"sql": "select id, guest from booking order by id"}))
 
-    step("6. roll back")
+    step("7. roll back")
     rolled = await call(client, "rollback", progress=True)
     say(
         f"   version {rolled['previous_version']} -> {rolled['version']} (spec of version {rolled['restored_version']})"
     )
 
-    step("7. query: the notes and the old field name are back")
+    step("8. query: the notes and the old field name are back")
     notes = await call(client, "query", {"sql": "select id, note from slot order by id"})
     show_rows(notes)
     if [row[1] for row in notes["rows"]] != [s[3] for s in SAMPLE_SLOTS]:
         raise DemoFailed("the notes did not come back intact")
     show_rows(await call(client, "query", {"sql": "select id, who from booking order by id"}))
 
-    step("8. read_audit")
+    step("9. read_audit")
     audit = await call(client, "read_audit", {"limit": 200})
-    operations = [e["operation"] for e in audit["entries"] if e["operation"] not in ("query", "check_sql")]
-    say(f"   {len(audit['entries'])} entries; changes: {', '.join(operations)}")
+    counts: dict[str, int] = {}
+    for entry in audit["entries"]:
+        counts[entry["operation"]] = counts.get(entry["operation"], 0) + 1
+    say(f"   {len(audit['entries'])} entries: " + ", ".join(f"{op} x{n}" for op, n in counts.items()))
 
 
 def server_parameters(project: Path) -> Any:
-    """``buttress serve --demo-seed`` for ``project`` over stdio, importable from this checkout."""
+    """``buttress serve`` for ``project`` over stdio, importable from this checkout."""
     from mcp import StdioServerParameters
 
     source = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_server", "serve", "--project", str(project), "--agent", AGENT, "--demo-seed"],
+        args=["-m", "mcp_server", "serve", "--project", str(project), "--agent", AGENT],
         env={"PYTHONPATH": path},
     )
 
@@ -236,7 +331,7 @@ def verify_audit(project: Path) -> None:
     """After the server exited: reopen the database and recompute the audit chain."""
     from mcp_server.project import Project
 
-    step("9. verify the audit chain (server stopped, database reopened)")
+    step("10. verify the audit chain (server stopped, database reopened)")
     runtime = Project.load(project).open()
     try:
         result = runtime.verify_audit()
