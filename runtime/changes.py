@@ -656,6 +656,31 @@ def _validate_structure(spec: AppSpec) -> None:
             raise _fail(f"duplicate entity {entity.name!r}")
         seen.add(entity.name)
         _validate_entity(spec, entity)
+    _refuse_reference_cycles(spec)
+
+
+def _refuse_reference_cycles(spec: AppSpec) -> None:
+    """Foreign keys must form no cycle: tables are created parents first, and rebuilt the same way."""
+    parents = {e.name: {f.reference[0] for f in e.fields if f.reference} for e in spec.entities}
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = [*path[path.index(name) :], name]
+            raise _fail(
+                f"foreign keys form a cycle: {' -> '.join(cycle)}",
+                "Break the cycle: make one of the references a plain field, or use a link entity.",
+                cycle=cycle,
+            )
+        state[name] = 1
+        for parent in sorted(parents.get(name, ())):
+            visit(parent, [*path, name])
+        state[name] = 2
+
+    for entity in sorted(parents):
+        visit(entity, [])
 
 
 def _validate_entity(spec: AppSpec, entity: EntitySpec) -> None:

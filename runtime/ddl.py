@@ -174,12 +174,27 @@ def rebuild(
         out.append(f"DROP TABLE {q(child.name)}")
     out.append(create_table(new_entity, temp))
     filled = [(name, expr) for name, expr in select.items() if expr is not None]
-    out.append(
-        f"INSERT INTO {q(temp)} ({cols(n for n, _ in filled)}) "
-        f"SELECT {', '.join(e for _, e in filled)} FROM {source or q(old_name) + ' AS o'}"
-    )
-    out.append(f"DROP TABLE {q(old_name)}")
-    out.append(f"ALTER TABLE {q(temp)} RENAME TO {q(new_entity.name)}")
+    columns, values = cols(n for n, _ in filled), ", ".join(e for _, e in filled)
+
+    def insert(table: str) -> str:
+        return f"INSERT INTO {table} ({columns}) SELECT {values} FROM "
+
+    source = source or q(old_name) + " AS o"
+    if any(f.references for f in new_entity.fields):
+        # DuckDB keeps a stale link from the parent to a renamed child table, so a table with foreign
+        # keys is rebuilt under its final name from a stash instead of being renamed into place.
+        stash = f"{new_entity.name}__old"
+        out.pop()  # the CREATE TABLE of the temporary name
+        out.append(f"CREATE TEMP TABLE {q(stash)} AS SELECT * FROM {q(old_name)}")
+        out.append(f"DROP TABLE {q(old_name)}")
+        out.append(create_table(new_entity))
+        stashed = source.replace(q(old_name) + " AS o", q(stash) + " AS o", 1)
+        out.append(insert(q(new_entity.name)) + stashed)
+        out.append(f"DROP TABLE {q(stash)}")
+    else:
+        out.append(insert(q(temp)) + source)
+        out.append(f"DROP TABLE {q(old_name)}")
+        out.append(f"ALTER TABLE {q(temp)} RENAME TO {q(new_entity.name)}")
     out.extend(create_index(new_entity, i) for i in new_entity.indexes)
     for child in children:
         current = new.entity(child.name) or child

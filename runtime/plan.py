@@ -130,9 +130,6 @@ def plan(
     ``step_offset`` numbers the steps after those of an earlier plan they will be joined to.
     """
     target = changes.apply(base, ops)
-    # DuckDB binds a view when it is created: create views after every table change they may read.
-    view_ops = changes.AddView | changes.ReplaceView | changes.DropView
-    ops = [op for op in ops if not isinstance(op, view_ops)] + [op for op in ops if isinstance(op, view_ops)]
     ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {})
     steps: list[Step] = []
     current = base
@@ -155,6 +152,19 @@ def plan(
             )
         )
         current = after
+    views = _sync_views(base, target, ops)
+    if views:
+        index = step_offset + len(ops)
+        steps.append(
+            Step(
+                index=index,
+                op={"op": "sync_views"},
+                summary="bring views to the target spec",
+                strategy="create",
+                sql=tuple(views),
+                reverse=(),
+            )
+        )
     return target, Plan(
         base_version=base_version,
         target_version=base_version + 1,
@@ -163,6 +173,21 @@ def plan(
         steps=tuple(steps),
         hazards=tuple(broken_actions(base, target, ops)),
     )
+
+
+def _sync_views(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> list[str]:
+    """DuckDB binds a view when it is created, so the views a proposal touches are (re)created once,
+    after every table change, in the target spec's order; removed ones are dropped."""
+    touched = {
+        op.view.name if isinstance(op, changes.AddView | changes.ReplaceView) else op.name
+        for op in ops
+        if isinstance(op, changes.AddView | changes.ReplaceView | changes.DropView)
+    }
+    if not touched:
+        return []
+    out = [f"DROP VIEW IF EXISTS {q(name)}" for name in sorted(touched) if target.view(name) is None]
+    out += [ddl.create_view(view, replace=True) for view in target.views if view.name in touched]
+    return out
 
 
 def broken_actions(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> list[Hazard]:
@@ -201,6 +226,13 @@ def _sample(sql: str) -> str:
 
 def _identity_select(entity: EntitySpec) -> dict[str, str | None]:
     return {f.name: f"o.{q(f.name)}" for f in entity.fields}
+
+
+def _frozen(ctx: _Context, old: AppSpec, entity: EntitySpec) -> bool:
+    """Frozen now, or frozen at the start of the proposal: DuckDB keeps a dropped index's hold on
+    its table's columns until the DROP INDEX commits."""
+    before = ctx.base.entity(entity.name)
+    return ddl.is_frozen(old, entity) or (before is not None and bool(before.indexes))
 
 
 def _rebuild_hazard(ctx: _Context, old: AppSpec, name: str) -> list[Hazard]:
@@ -305,7 +337,7 @@ def _rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: _C
         if ctx.new_entity(op.entity)
         else [hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)]
     )
-    if ddl.is_frozen(old, entity):
+    if _frozen(ctx, old, entity) or any(f.references for f in entity.fields):
         sql = ddl.rebuild(old, new, op.entity, renamed, _identity_select(entity))
         strategy: Strategy = "rebuild"
         hazards += _rebuild_hazard(ctx, old, op.entity)
@@ -359,30 +391,24 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
                 f"{entity.name}.{f.name}",
             )
         )
-    frozen = ddl.is_frozen(old, before)
+    frozen = _frozen(ctx, old, before)
     # DuckDB adds a nullable column to any table, but a NOT NULL one only to a table nothing depends on.
+    # Restoring retained values is a rebuild: an UPDATE would block later index builds in the transaction.
     simple = (
-        last
-        and not f.check
-        and not f.references
-        and not (frozen and (retained is not None or not f.nullable))
+        last and not f.check and not f.references and retained is None and not (frozen and not f.nullable)
     )
     restores = [retained.table] if retained is not None else []
-    if simple and (retained is None or f.nullable or f.default is not None):
+    if simple:
         sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f)}"]
-        if retained is not None:
-            sql.append(
-                f"UPDATE {q(entity.name)} AS o SET {q(f.name)} = r.{q(f.name)} FROM {qs(retained.table)} AS r "
-                f"WHERE {_key_join(entity, 'o', 'r')}"
-            )
         strategy: Strategy = "alter"
     else:
         select = _identity_select(before)
         source = None
         if retained is not None:
             fallback = ddl.default_sql(f) or "NULL"
+            # Retained rows keep their value (NULL included); rows written since get the default.
             select[f.name] = (
-                f"COALESCE(r.{q(f.name)}, {fallback})" if not f.nullable or f.default else f"r.{q(f.name)}"
+                f"CASE WHEN r.{q(entity.primary_key[0])} IS NOT NULL THEN r.{q(f.name)} ELSE {fallback} END"
             )
             source = (
                 f"{q(entity.name)} AS o LEFT JOIN {qs(retained.table)} AS r ON {_key_join(entity, 'o', 'r')}"
@@ -423,12 +449,12 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
     after = _entity(new, op.entity)
     table = ctx.retention_table()
     keys = cols(entity.primary_key)
-    retain_sql = f"CREATE TABLE {qs(table)} AS SELECT {keys}, {q(f.name)} FROM {q(entity.name)} WHERE {q(f.name)} IS NOT NULL"
+    retain_sql = f"CREATE TABLE {qs(table)} AS SELECT {keys}, {q(f.name)} FROM {q(entity.name)}"
     # DuckDB refuses DROP COLUMN when a key's index covers a column after it.
-    keyed = set(entity.primary_key).union(*entity.unique)
+    keyed = set(entity.primary_key).union(*entity.unique, (g.name for g in entity.fields if g.references))
     later = entity.field_names[entity.field_names.index(f.name) + 1 :]
     alterable = (
-        not ddl.is_frozen(old, entity)
+        not _frozen(ctx, old, entity)
         and not f.references
         and not _checks_mention(entity, f.name)
         and not keyed.intersection(later)
@@ -498,7 +524,7 @@ def _rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: _Con
             )
         ]
     )
-    if ddl.is_frozen(old, entity) or linked:
+    if _frozen(ctx, old, entity) or linked:
         select = {n: f"o.{q(op.field if n == op.new_name else n)}" for n in after.field_names}
         sql = ddl.rebuild(old, new, entity.name, after, dict(select))
         strategy: Strategy = "rebuild"
@@ -527,7 +553,7 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
     probes: list[Probe] = []
     retains: list[Retention] = []
     sql: list[str] = []
-    needs_rebuild = ddl.is_frozen(old, entity)
+    needs_rebuild = _frozen(ctx, old, entity)
     in_key = before.name in entity.primary_key or any(before.name in u for u in entity.unique)
     alters: list[str] = []
     expr = f"o.{col}"
@@ -679,7 +705,7 @@ def _add_unique(old: AppSpec, new: AppSpec, op: changes.AddUnique, ctx: _Context
     entity = _entity(old, op.entity)
     after = _entity(new, op.entity)
     hazards: list[Hazard] = []
-    if ddl.is_frozen(old, entity):
+    if _frozen(ctx, old, entity):
         sql = ddl.rebuild(old, new, entity.name, after, _identity_select(after))
         strategy: Strategy = "rebuild"
         hazards += _rebuild_hazard(ctx, old, entity.name)
@@ -772,9 +798,9 @@ def _drop_index(old: AppSpec, new: AppSpec, op: changes.DropIndex, ctx: _Context
 def _add_view(old: AppSpec, new: AppSpec, op: changes.AddView, ctx: _Context) -> _Draft:
     ctx.created_other.add(f"view:{op.view.name}")
     return _Draft(
-        f"create view {op.view.name}",
-        "create",
-        [ddl.create_view(op.view)],
+        f"add view {op.view.name}",
+        "catalog",
+        [],
         [{"op": "drop_view", "name": op.view.name}],
     )
 
@@ -784,8 +810,8 @@ def _replace_view(old: AppSpec, new: AppSpec, op: changes.ReplaceView, ctx: _Con
     assert previous is not None
     return _Draft(
         f"replace view {op.view.name}",
-        "create",
-        [ddl.create_view(op.view, replace=True)],
+        "catalog",
+        [],
         [{"op": "replace_view", "view": previous.model_dump(mode="json")}],
     )
 
@@ -795,8 +821,8 @@ def _drop_view(old: AppSpec, new: AppSpec, op: changes.DropView, ctx: _Context) 
     assert previous is not None
     return _Draft(
         f"drop view {op.name}",
-        "drop",
-        [f"DROP VIEW {q(op.name)}"],
+        "catalog",
+        [],
         [{"op": "add_view", "view": previous.model_dump(mode="json")}],
         hazards=[]
         if f"view:{op.name}" in ctx.created_other
