@@ -529,8 +529,12 @@ def _predecessor(tx: Tx, number: int) -> int | None:
     return None if parent is None else int(parent)
 
 
-def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, Plan]:
-    """The reverse of every deploy between ``target_version`` and ``current``, using their retained data."""
+def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, Plan, dict[int, str]]:
+    """The reverse of every deploy between ``target_version`` and ``current``, using their retained data.
+
+    Also returns, per step, the hash of the deployed version whose reversal the step belongs to:
+    data a step retains is filed under it, so deploying that version again restores the data.
+    """
     history, target_history = _history(tx, current), _history(tx, target_version)
     if history[: len(target_history)] != target_history:
         raise RollbackError(
@@ -542,6 +546,10 @@ def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, P
     _, spec = catalog.current_version(tx)
     base_hash = spec.hash()
     steps: list[Step] = []
+    owners: dict[int, str] = {}
+    # An index dropped earlier in this transaction still holds its columns: every table indexed at
+    # any point of the rollback is planned as frozen.
+    frozen = {e.name for e in spec.entities if e.indexes}
     for number in reversed(history[len(target_history) :]):
         row = catalog.version_row(tx, number)
         forward = Plan.model_validate(row["plan"])
@@ -565,19 +573,27 @@ def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, P
         reverse_ops = changes.parse_operations(
             [op for step in reversed(forward.steps) for op in step.reverse]
         )
+        frozen |= {e.name for e in spec.entities if e.indexes}
         _, part = planner.plan(
-            spec, reverse_ops, base_version=current, restores=restores, step_offset=len(steps)
+            spec,
+            reverse_ops,
+            base_version=current,
+            restores=restores,
+            step_offset=len(steps),
+            frozen=frozenset(frozen),
         )
         steps.extend(part.steps)
+        owners.update({step.index: str(row["hash"]) for step in part.steps})
         # The reversed spec equals the parent's up to ordering; continue from the stored one, exactly.
         spec = AppSpec.model_validate(catalog.version_row(tx, row["parent"])["spec"])
-    return spec, Plan(
+    plan = Plan(
         base_version=current,
         target_version=current + 1,
         base_hash=base_hash,
         target_hash=spec.hash(),
         steps=tuple(steps),
     )
+    return spec, plan, owners
 
 
 def rollback(
@@ -610,7 +626,7 @@ def rollback(
                 hint="Nothing to roll back; list_versions shows the history.",
             )
         _check_drift(rt, tx, spec)
-        target, plan = plan_rollback(tx, current, target_version)
+        target, plan, owners = plan_rollback(tx, current, target_version)
         steps = _execute(tx, plan, probes=True, progress=progress, not_lossless=True)
         _checks(rt, tx, plan, target)
         version = current + 1
@@ -622,7 +638,7 @@ def rollback(
                     version=version,
                     step=step.index,
                     origin="rollback",
-                    spec_hash=_spec_before_step(tx, current, target_version, step.index, plan),
+                    spec_hash=owners.get(step.index, plan.base_hash),
                 )
             for table in step.restores:
                 catalog.consume_retention(tx, table)
@@ -659,19 +675,6 @@ def rollback(
     result = rt.audited("rollback", actor, args, act)
     rt.after_version_change(result.version)
     return result
-
-
-def _spec_before_step(tx: Tx, current: int, target_version: int, index: int, plan: Plan) -> str:
-    """The hash of the deployed version whose reversal produced step ``index`` (redeploying it restores the data)."""
-    history, target_history = _history(tx, current), _history(tx, target_version)
-    offset = 0
-    for number in reversed(history[len(target_history) :]):
-        forward = Plan.model_validate(catalog.version_row(tx, number)["plan"])
-        count = sum(len(s.reverse) for s in forward.steps)
-        if index < offset + count:
-            return str(catalog.version_row(tx, number)["hash"])
-        offset += count
-    return plan.base_hash
 
 
 # ------------------------------------------------------------------------------------------ finalize

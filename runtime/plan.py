@@ -94,6 +94,7 @@ class _Context:
     created: set[str] = field(default_factory=set)  # entity names created in this proposal
     created_fields: set[tuple[str, str]] = field(default_factory=set)
     created_other: set[str] = field(default_factory=set)  # "view:x", "invariant:x", "action:x"
+    frozen: frozenset[str] = frozenset()  # tables indexed earlier in the same transaction
 
     def new_entity(self, name: str) -> bool:
         return name in self.created
@@ -124,13 +125,15 @@ def plan(
     base_version: int,
     restores: Mapping[RestoreKey, Retention] | None = None,
     step_offset: int = 0,
+    frozen: frozenset[str] = frozenset(),
 ) -> tuple[AppSpec, Plan]:
     """Validate ``ops`` against ``base`` and plan them. Returns the target spec and the plan.
 
-    ``step_offset`` numbers the steps after those of an earlier plan they will be joined to.
+    ``step_offset`` numbers the steps after those of an earlier plan they will be joined to;
+    ``frozen`` names tables indexed earlier in the same transaction (DuckDB still refuses their ALTERs).
     """
     target = changes.apply(base, ops)
-    ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {})
+    ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {}, frozen=frozen)
     steps: list[Step] = []
     current = base
     for index, op in enumerate(ops, start=step_offset):
@@ -232,7 +235,11 @@ def _frozen(ctx: _Context, old: AppSpec, entity: EntitySpec) -> bool:
     """Frozen now, or frozen at the start of the proposal: DuckDB keeps a dropped index's hold on
     its table's columns until the DROP INDEX commits."""
     before = ctx.base.entity(entity.name)
-    return ddl.is_frozen(old, entity) or (before is not None and bool(before.indexes))
+    return (
+        ddl.is_frozen(old, entity)
+        or entity.name in ctx.frozen
+        or (before is not None and bool(before.indexes))
+    )
 
 
 def _rebuild_hazard(ctx: _Context, old: AppSpec, name: str) -> list[Hazard]:
