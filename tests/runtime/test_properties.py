@@ -157,23 +157,6 @@ def cast(value: Any, old: str, new: str) -> Any:
     return row[0]
 
 
-# Runtime defects the search still hits (each has a strict xfail test at the end of the module). The
-# machine accepts these refusals, checks that nothing changed, and goes on; the log names the hit.
-KNOWN_REFUSALS = {
-    "an index depends on it": "DROP INDEX then ALTER of its column across versions in one rollback "
-    "(test_rollback_across_index_on_added_field)",
-}
-
-
-def known_refusal(error: dict[str, Any] | None) -> str | None:
-    reason = str(((error or {}).get("details") or {}).get("reason", ""))
-    return next((why for text, why in KNOWN_REFUSALS.items() if text in reason), None)
-
-
-def touches_views(ops: list[dict[str, Any]]) -> bool:
-    return any(op["op"] in {"add_view", "replace_view", "drop_view"} for op in ops)
-
-
 def norm(value: Any) -> tuple[str, Any]:
     """Compare values by Python type too (1 != 1.0 != True here)."""
     return type(value).__name__, value
@@ -884,9 +867,8 @@ class Machine(RuleBasedStateMachine):
             result = self.rt.rollback(to_version=to_version)
         except ButtressError as error:
             nothing = error.code == Code.ROLLBACK_NOTHING and self.history(target) == history
-            why = known_refusal(error.to_dict())
-            if (error.code == Code.ROLLBACK_NOT_LOSSLESS and not exact) or nothing or why is not None:
-                self.log.append(f"  refused: {why or error.message}")
+            if (error.code == Code.ROLLBACK_NOT_LOSSLESS and not exact) or nothing:
+                self.log.append(f"  refused: {error.message}")
                 self.check_tables(before_tables, "refused rollback")
                 return
             self.fail(f"rollback to {target} was refused: {error!r} {error.details}")
@@ -914,9 +896,6 @@ class Machine(RuleBasedStateMachine):
             self.redeploy = None
         elif first == previous:
             self.redeploy = (first, before_tables)
-        elif any(touches_views(self.versions[n].ops) for n in reversed_[1:]):
-            # Retained data is filed under the wrong version (test_redeploy_restores_after_rollback_past_a_view).
-            self.redeploy = (first, None)
         else:
             self.redeploy = (
                 first,
@@ -1141,6 +1120,7 @@ def test_drop_index_then_drop_field(rt: Runtime) -> None:
 
 
 def test_rollback_across_index_on_added_field(rt: Runtime) -> None:
+    """Was: the reversal of a later add_index dropped the index, then an earlier version's reversal ALTERed its column in the same transaction."""
     deploy_ops(rt, [entity("a")])
     deploy_ops(
         rt, [{"op": "add_field", "entity": "a", "field": {"name": "x", "type": "integer", "nullable": True}}]
@@ -1311,6 +1291,7 @@ def test_rollback_of_view_replaced_where_added(rt: Runtime) -> None:
 
 
 def test_redeploy_restores_after_rollback_past_a_view(rt: Runtime) -> None:
+    """Was: a rollback past a version with a sync_views step filed retained rows under the wrong version's hash."""
     ops = [entity("a")]
     deploy_ops(rt, ops)
     with rt.engine.transaction() as tx:
