@@ -23,6 +23,7 @@ from runtime.engine import Tx, translate
 from runtime.errors import ActionError, ButtressError, Code, NotFound
 from runtime.spec import ActionSpec, AppSpec, canonical_json
 from runtime.types import python_type
+from runtime.values import plain, records
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -206,9 +207,7 @@ class ActionRunner:
                 return stored
         columns, rows, affected = _run_statements(tx.cursor, prepared, values, tx=tx)
         for inv_name, description, sql in prepared.invariants:
-            bad = tx.execute(f"SELECT * FROM ({sql}) AS violations LIMIT {SAMPLE}")
-            names = [d[0] for d in bad.description or []]
-            sample = [dict(zip(names, (_plain(v) for v in r), strict=True)) for r in bad.fetchall()]
+            sample = records(tx.execute(f"SELECT * FROM ({sql}) AS violations LIMIT {SAMPLE}"))
             if sample:
                 raise ActionError(
                     Code.INVARIANT_VIOLATED,
@@ -260,7 +259,7 @@ def _run_statements(
         fetched = result.fetchall()
         if analysis.kind == "select" or analysis.output_columns:
             columns = [d[0] for d in result.description or []]
-            rows = [[_plain(v) for v in r] for r in fetched]
+            rows = [[plain(v) for v in r] for r in fetched]
         elif fetched and len(fetched[0]) == 1 and isinstance(fetched[0][0], int):
             affected += int(fetched[0][0])
     return columns, rows, affected
@@ -289,12 +288,6 @@ def _validate(prepared: Prepared, args: dict[str, Any]) -> dict[str, Any]:
         ):
             values[param.name] = json.dumps(values[param.name])
     return values
-
-
-def _plain(value: Any) -> Any:
-    from runtime.runtime import plain
-
-    return plain(value)
 
 
 def _jsonable(value: Any) -> Any:

@@ -27,6 +27,7 @@ from runtime.errors import (
 from runtime.hazards import Hazard
 from runtime.plan import Plan, Probe, RestoreKey, Retention, Step
 from runtime.spec import AppSpec
+from runtime.values import records
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -110,7 +111,7 @@ def propose(
 ) -> ProposalResult:
     """Validate and plan operations on the current version; store the proposal (immutable)."""
     args = {
-        "operations": list(raw_ops) if _jsonable(raw_ops) else str(raw_ops),
+        "operations": list(raw_ops) if isinstance(raw_ops, list | tuple) else repr(raw_ops),
         "base_version": base_version,
         "note": note,
     }
@@ -170,16 +171,6 @@ def propose(
     return rt.audited("propose", actor, args, act)
 
 
-def _jsonable(value: Any) -> bool:
-    try:
-        import json
-
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
 def _redeploy_restores(tx: Tx, target_hash: str) -> dict[RestoreKey, Retention]:
     """Data a rollback retained from a version with exactly this spec: deploying it again restores it."""
     out: dict[RestoreKey, Retention] = {}
@@ -230,25 +221,13 @@ def _execute(
     return reports
 
 
-def _rows(tx: Tx, sql: str) -> list[dict[str, Any]]:
-    result = tx.execute(sql)
-    names = [d[0] for d in result.description or []]
-    return [dict(zip(names, (_plain(v) for v in row), strict=True)) for row in result.fetchall()]
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def _run_probes(tx: Tx, step: Step, *, not_lossless: bool) -> list[Loss]:
     losses = []
     for probe in step.probes:
         count = int(tx.scalar(f"SELECT count(*) FROM ({probe.sql}) AS probe"))
         if count == 0:
             continue
-        sample = _rows(tx, f"{probe.sql} LIMIT {SAMPLE}")
+        sample = records(tx.execute(f"{probe.sql} LIMIT {SAMPLE}"))
         if probe.kind == "fail":
             raise _probe_error(step, probe, count, sample, not_lossless=not_lossless)
         losses.append(Loss(code=probe.code, message=probe.message, count=count, sample=sample))
@@ -300,7 +279,9 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
         tx.execute(f'SELECT * FROM "{view.name}" LIMIT 0')
     checks.append(Check(name="views", passed=True, detail=f"{len(target.views)} views bind"))
     for invariant in target.invariants:
-        rows = _rows(tx, f"SELECT * FROM ({invariant.sql.strip().rstrip(';')}) AS violations LIMIT {SAMPLE}")
+        rows = records(
+            tx.execute(f"SELECT * FROM ({invariant.sql.strip().rstrip(';')}) AS violations LIMIT {SAMPLE}")
+        )
         if rows:
             raise ButtressError(
                 Code.INVARIANT_VIOLATED,

@@ -12,11 +12,7 @@ audit row (refusals included) on the writer lane.
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import json
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +29,7 @@ from runtime.engine import Engine, Tx
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
 from runtime.policy import Capability, Policy, check_action_access, check_protected
 from runtime.spec import AppSpec
+from runtime.values import plain
 
 T = TypeVar("T")
 
@@ -88,23 +85,6 @@ class Limits(BaseModel):
     action_timeout_s: float = 10.0
     max_operations: int = 200
     max_sql_length: int = 100_000
-
-
-def plain(value: Any) -> Any:
-    """A database value as JSON: numbers and strings as they are, the rest as ISO text."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    return str(value)
 
 
 class Runtime:
@@ -242,7 +222,7 @@ class Runtime:
                 tx,
                 actor=actor,
                 operation=operation,
-                arguments=_safe_args(arguments),
+                arguments=arguments,
                 outcome="refused",
                 error_code=str(error.code),
                 version_before=number,
@@ -259,7 +239,7 @@ class Runtime:
             return  # the operator's own reads (CLI) are not agent actions; its changes are audited
         number, _ = self.current
         with self._reads_lock:
-            self._reads.append((operation, actor, _safe_args(arguments), number))
+            self._reads.append((operation, actor, arguments, number))
             if self._flusher is None:
                 self._flusher = threading.Timer(READ_AUDIT_DELAY, self.flush_reads)
                 self._flusher.daemon = True
@@ -565,14 +545,6 @@ class Runtime:
     ) -> ActionResult:
         """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
         return self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
-
-
-def _safe_args(arguments: dict[str, Any]) -> dict[str, Any]:
-    try:
-        json.dumps(arguments)
-        return arguments
-    except (TypeError, ValueError):
-        return {"unserializable": repr(arguments)[:2000]}
 
 
 __all__ = [
