@@ -11,9 +11,9 @@ import logging
 import threading
 import tomllib
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from runtime.errors import Code, NotFound, SpecError
 
@@ -73,7 +73,6 @@ class Project:
     root: Path
     database: Path
     agent: str = DEFAULT_AGENT
-    limits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cache_dir(self) -> Path:
@@ -106,22 +105,14 @@ class Project:
             root=root,
             database=database if database.is_absolute() else root / database,
             agent=str(config.get("server", {}).get("agent", DEFAULT_AGENT)),
-            limits=dict(config.get("limits", {})),
         )
 
     def open(self) -> Runtime:
         """Open (or create) the project's runtime with its configured limits."""
-        from runtime.runtime import Limits, Runtime
+        from runtime.runtime import Runtime
 
-        try:
-            limits = Limits.model_validate(self.limits)
-        except ValueError as error:
-            raise SpecError(
-                Code.SPEC_INVALID,
-                f"[limits] in {CONFIG_NAME} is invalid: {error}",
-                hint="Use the keys and number types shown in the file's comments.",
-            ) from None
-        return Runtime.open(self.database, limits=limits, policy=self.policy())
+        policy = self.policy()
+        return Runtime.open(self.database, limits=policy.limits, policy=policy)
 
     def policy(self) -> Policy:
         """The operator's policy from ``buttress.toml`` (agents, roles, protected entities, approvals)."""

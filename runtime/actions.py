@@ -15,11 +15,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from runtime import sqlcheck
-from runtime.engine import Tx, translate
+from runtime.engine import Session, Tx
 from runtime.errors import ActionError, ButtressError, Code, NotFound
 from runtime.spec import ActionSpec, AppSpec, canonical_json
 from runtime.types import python_type
@@ -77,7 +76,7 @@ def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:
     for invariant in spec.invariants:
         touched = sqlcheck.analyze_query(invariant.sql, relations).reads
         if touched & _expand(spec, writes):
-            invariants.append((invariant.name, invariant.description, invariant.sql.strip().rstrip(";")))
+            invariants.append((invariant.name, invariant.description, sqlcheck.embed(invariant.sql)))
     return Prepared(action, args_model(action), analyses, reads, writes, tuple(invariants))
 
 
@@ -205,9 +204,9 @@ class ActionRunner:
                     version_after=number,
                 )
                 return stored
-        columns, rows, affected = _run_statements(tx.cursor, prepared, values, tx=tx)
+        columns, rows, affected = _run_statements(tx, prepared, values)
         for inv_name, description, sql in prepared.invariants:
-            sample = records(tx.execute(f"SELECT * FROM ({sql}) AS violations LIMIT {SAMPLE}"))
+            sample = records(tx.execute(f"SELECT * FROM {sql} AS violations LIMIT {SAMPLE}"))
             if sample:
                 raise ActionError(
                     Code.INVARIANT_VIOLATED,
@@ -242,20 +241,14 @@ class ActionRunner:
 
 
 def _run_statements(
-    cursor: duckdb.DuckDBPyConnection, prepared: Prepared, values: dict[str, Any], tx: Tx | None = None
+    session: Session, prepared: Prepared, values: dict[str, Any]
 ) -> tuple[list[str], list[list[Any]], int]:
     columns: list[str] = []
     rows: list[list[Any]] = []
     affected = 0
     for analysis in prepared.statements:
         params = {p: values.get(p) for p in analysis.params}
-        if tx is not None:
-            result = tx.execute(analysis.sql, params or None)
-        else:
-            try:
-                result = cursor.execute(analysis.sql, params) if params else cursor.execute(analysis.sql)
-            except duckdb.Error as error:
-                raise translate(error, sql=analysis.sql) from None
+        result = session.execute(analysis.sql, params or None)
         fetched = result.fetchall()
         if analysis.kind == "select" or analysis.output_columns:
             columns = [d[0] for d in result.description or []]

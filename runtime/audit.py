@@ -10,10 +10,9 @@ import datetime
 import hashlib
 from typing import Any
 
-import duckdb
 from pydantic import BaseModel
 
-from runtime.engine import Tx
+from runtime.engine import Session, Tx
 from runtime.spec import canonical_json
 
 GENESIS = "0" * 64
@@ -124,9 +123,7 @@ class AuditLog:
         self._head = None
 
 
-def _entries(
-    cursor: duckdb.DuckDBPyConnection, where: str = "", params: list[Any] | None = None
-) -> list[AuditEntry]:
+def _entries(cursor: Session, where: str = "", params: list[Any] | None = None) -> list[AuditEntry]:
     import json
 
     rows = cursor.execute(f"SELECT {_COLUMNS} FROM _buttress.audit {where}", params or []).fetchall()
@@ -140,7 +137,7 @@ def _entries(
 
 
 def recent(
-    cursor: duckdb.DuckDBPyConnection, *, limit: int = 50, after_seq: int = 0, operation: str | None = None
+    cursor: Session, *, limit: int = 50, after_seq: int = 0, operation: str | None = None
 ) -> list[AuditEntry]:
     """The newest ``limit`` entries; with ``after_seq``, the first ``limit`` entries after it (for paging)."""
     where = "WHERE seq > ?"
@@ -154,7 +151,7 @@ def recent(
     return list(reversed(rows))
 
 
-def verify(cursor: duckdb.DuckDBPyConnection) -> VerifyResult:
+def verify(cursor: Session) -> VerifyResult:
     """Recompute the chain in storage order of ``seq``; report the first row that does not fit."""
     entries = _entries(cursor, "ORDER BY seq")
     prev, expected_seq = GENESIS, 1

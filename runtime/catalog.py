@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import duckdb
-
 from runtime.audit import now_iso
-from runtime.engine import Tx
+from runtime.ddl import qs
+from runtime.engine import Session, Tx
 from runtime.errors import NotFound
 from runtime.plan import Plan, Retention
 from runtime.spec import AppSpec, canonical_json
@@ -70,7 +69,7 @@ def install(tx: Tx) -> bool:
 # ----------------------------------------------------------------------------------------- versions
 
 
-def current_version(cursor: duckdb.DuckDBPyConnection | Tx) -> tuple[int, AppSpec]:
+def current_version(cursor: Session) -> tuple[int, AppSpec]:
     row = cursor.execute(
         "SELECT number, spec FROM _buttress.versions ORDER BY number DESC LIMIT 1"
     ).fetchone()
@@ -78,7 +77,7 @@ def current_version(cursor: duckdb.DuckDBPyConnection | Tx) -> tuple[int, AppSpe
     return int(row[0]), AppSpec.model_validate_json(row[1])
 
 
-def version_row(cursor: duckdb.DuckDBPyConnection | Tx, number: int) -> dict[str, Any]:
+def version_row(cursor: Session, number: int) -> dict[str, Any]:
     row = cursor.execute(
         "SELECT number, hash, spec, kind, parent, restores, proposal_id, plan, note, deployed_at, deployed_by "
         "FROM _buttress.versions WHERE number = ?",
@@ -105,7 +104,7 @@ def version_row(cursor: duckdb.DuckDBPyConnection | Tx, number: int) -> dict[str
     return out
 
 
-def versions(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+def versions(cursor: Session) -> list[dict[str, Any]]:
     rows = cursor.execute(
         "SELECT number, hash, kind, parent, restores, proposal_id, note, deployed_at, deployed_by "
         "FROM _buttress.versions ORDER BY number"
@@ -193,7 +192,7 @@ def insert_proposal(
     )
 
 
-def proposal(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str) -> dict[str, Any]:
+def proposal(cursor: Session, proposal_id: str) -> dict[str, Any]:
     row = cursor.execute(
         "SELECT p.id, p.base_version, p.operations, p.target_spec, p.plan, p.plan_hash, p.note, p.created_at, "
         "p.created_by, (SELECT min(number) FROM _buttress.versions v WHERE v.proposal_id = p.id) "
@@ -220,7 +219,7 @@ def proposal(cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str) -> dict[s
     }
 
 
-def pending_proposals(cursor: duckdb.DuckDBPyConnection, current: int) -> list[dict[str, Any]]:
+def pending_proposals(cursor: Session, current: int) -> list[dict[str, Any]]:
     rows = cursor.execute(
         "SELECT id, note, created_by, created_at, (SELECT bool_or(passed) FROM _buttress.dry_runs d "
         "WHERE d.proposal_id = p.id AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash) "
@@ -255,7 +254,7 @@ def insert_dry_run(
 
 
 def passed_dry_run(
-    cursor: duckdb.DuckDBPyConnection | Tx, proposal_id: str, base_version: int, plan_hash: str
+    cursor: Session, proposal_id: str, base_version: int, plan_hash: str
 ) -> dict[str, Any] | None:
     row = cursor.execute(
         "SELECT id, passed, report FROM _buttress.dry_runs WHERE proposal_id = ? AND base_version = ? AND plan_hash = ? "
@@ -290,7 +289,7 @@ def record_retention(
     )
 
 
-def retentions(cursor: duckdb.DuckDBPyConnection | Tx, where: str, params: list[Any]) -> list[dict[str, Any]]:
+def retentions(cursor: Session, where: str, params: list[Any]) -> list[dict[str, Any]]:
     rows = cursor.execute(
         "SELECT table_name, version, step, kind, entity, field, key, origin, spec_hash, status "
         f"FROM _buttress.retained WHERE {where} ORDER BY version DESC, step",
@@ -324,4 +323,4 @@ def as_retention(row: dict[str, Any]) -> Retention:
 def consume_retention(tx: Tx, table: str) -> None:
     """Restored data now lives in the application table: drop the copy."""
     tx.execute("UPDATE _buttress.retained SET status = 'restored' WHERE table_name = ?", [table])
-    tx.execute(f'DROP TABLE IF EXISTS _buttress."{table}"')
+    tx.execute(f"DROP TABLE IF EXISTS {qs(table)}")

@@ -222,10 +222,14 @@ OPERATION_NAMES: list[str] = [
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
 
-def parse_operations(raw: Sequence[Any]) -> list[Operation]:
-    """Validate raw JSON operations into typed ones, or raise ``spec.invalid`` listing every problem."""
+def parse_operations(raw: Sequence[Any], *, agent: bool = True) -> list[Operation]:
+    """Validate raw JSON operations into typed ones, or raise ``spec.invalid`` listing every problem.
+
+    ``agent``: the operations come from outside (a proposal); names the runtime chooses itself
+    (sequences) are refused in them. Reverse operations the runtime derives pass ``agent=False``.
+    """
     try:
-        return _OPERATIONS.validate_python(list(raw))
+        return _OPERATIONS.validate_python(list(raw), context={"agent": agent})
     except ValidationError as error:
         problems = [
             {

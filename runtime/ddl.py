@@ -16,7 +16,8 @@ from typing import Any, Final
 
 import sqlglot.expressions as exp
 
-from runtime.spec import AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
+from runtime import sqlcheck
+from runtime.spec import DEFAULT_EXPRESSIONS, AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
 from runtime.types import duckdb_type
 
 SYSTEM_SCHEMA: Final = "_buttress"
@@ -50,13 +51,23 @@ def literal(value: Any, logical: str) -> str:
     return f"CAST({node.sql(dialect='duckdb')} AS {duckdb_type(logical)})"
 
 
+def string(text: str) -> str:
+    """A string literal, quoted by sqlglot (never by hand)."""
+    return str(exp.Literal.string(text).sql(dialect="duckdb"))
+
+
+def check(expression: str) -> str:
+    """A CHECK expression as generated SQL: the agent's text parsed and regenerated (never pasted)."""
+    return sqlcheck.render_expression(expression)
+
+
 def default_sql(field: FieldSpec) -> str | None:
     expr = field.default_expr
     if expr is not None:
         if expr.expr == "autoincrement":
             assert expr.sequence is not None
-            return f"nextval('{SYSTEM_SCHEMA}.{expr.sequence}')"
-        return expr.expr
+            return f"nextval({string(f'{SYSTEM_SCHEMA}.{expr.sequence}')})"
+        return DEFAULT_EXPRESSIONS[expr.expr]
     if field.default is None:
         return None
     return literal(field.default, field.type)
@@ -70,7 +81,7 @@ def column_def(field: FieldSpec, *, with_check: bool = True, force_nullable: boo
     if default is not None:
         parts.append(f"DEFAULT {default}")
     if with_check and field.check:
-        parts.append(f"CHECK ({field.check})")
+        parts.append(f"CHECK ({check(field.check)})")
     return " ".join(parts)
 
 
@@ -91,8 +102,9 @@ def create_index(entity: EntitySpec, index: IndexSpec) -> str:
 
 
 def create_view(view: ViewSpec, *, replace: bool = False) -> str:
+    """The view's SELECT on lines of its own, terminator removed (``sqlcheck.statement_body``)."""
     verb = "CREATE OR REPLACE VIEW" if replace else "CREATE VIEW"
-    return f"{verb} {q(view.name)} AS {view.sql.strip().rstrip(';')}"
+    return f"{verb} {q(view.name)} AS\n{sqlcheck.statement_body(view.sql)}\n"
 
 
 def sequences(entity: EntitySpec) -> list[str]:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from runtime import catalog, changes, fingerprint
+from runtime import catalog, changes, fingerprint, sqlcheck
 from runtime import plan as planner
+from runtime.ddl import q, qs
 from runtime.engine import Tx
 from runtime.errors import (
     ButtressError,
@@ -262,7 +263,7 @@ def _probe_error(
 def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     """Catalog equals the target's, every view binds, every invariant holds, no action broke."""
     checks: list[Check] = []
-    problems = fingerprint.diff(rt.expected_catalog(target), fingerprint.read(tx.cursor))
+    problems = fingerprint.diff(rt.expected_catalog(target), fingerprint.read(tx))
     checks.append(
         Check(
             name="catalog", passed=not problems, detail="; ".join(problems[:10]) or "matches the target spec"
@@ -276,11 +277,11 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
             details={"differences": problems},
         )
     for view in target.views:
-        tx.execute(f'SELECT * FROM "{view.name}" LIMIT 0')
+        tx.execute(f"SELECT * FROM {q(view.name)} LIMIT 0")
     checks.append(Check(name="views", passed=True, detail=f"{len(target.views)} views bind"))
     for invariant in target.invariants:
         rows = records(
-            tx.execute(f"SELECT * FROM ({invariant.sql.strip().rstrip(';')}) AS violations LIMIT {SAMPLE}")
+            tx.execute(f"SELECT * FROM {sqlcheck.embed(invariant.sql)} AS violations LIMIT {SAMPLE}")
         )
         if rows:
             raise ButtressError(
@@ -303,7 +304,7 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
 
 
 def _check_drift(rt: Runtime, tx: Tx, spec: AppSpec) -> None:
-    problems = fingerprint.diff(rt.expected_catalog(spec), fingerprint.read(tx.cursor))
+    problems = fingerprint.diff(rt.expected_catalog(spec), fingerprint.read(tx))
     if problems:
         raise DeployError(
             Code.CATALOG_DRIFT,
@@ -552,7 +553,7 @@ def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, P
             )
             restores[key] = catalog.as_retention(found)
         reverse_ops = changes.parse_operations(
-            [op for step in reversed(forward.steps) for op in step.reverse]
+            [op for step in reversed(forward.steps) for op in step.reverse], agent=False
         )
         frozen |= {e.name for e in spec.entities if e.indexes}
         _, part = planner.plan(
@@ -675,7 +676,7 @@ def finalize(rt: Runtime, *, before_version: int, actor: str) -> dict[str, Any]:
             )
         found = catalog.retentions(tx, "version < ? AND status = 'active'", [before_version])
         for row in found:
-            tx.execute(f'DROP TABLE IF EXISTS _buttress."{row["table_name"]}"')
+            tx.execute(f"DROP TABLE IF EXISTS {qs(row['table_name'])}")
         tx.execute(
             "UPDATE _buttress.retained SET status = 'finalized' WHERE version < ? AND status = 'active'",
             [before_version],

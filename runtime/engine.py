@@ -1,17 +1,27 @@
-"""DuckDB behind one door: the writer lane, snapshot readers, transaction ownership, hardening.
+"""DuckDB behind one door: connections, the writer lane, snapshot readers, transaction ownership.
 
-One process owns the database file. Every write goes through ``Engine.transaction()``: one
-writer at a time, one context manager that owns BEGIN/COMMIT/ROLLBACK, checks every statement,
-and never reports success for a transaction DuckDB aborted (DuckDB's COMMIT after a failed
-statement returns OK and silently discards the work). There are no savepoints: a nested
-``transaction()`` on the same thread joins the outer one.
+**Connections.** ``connect`` is the only place in the runtime that opens a DuckDB database, the
+project file and private in-memory scratch databases alike. Every connection it opens is hardened:
+external access (files, network, ATTACH), extension installing and loading, and configuration are
+locked, and memory is bounded (``Settings``), spilling into a directory inside the project. Agent
+SQL that slipped past the SQL guard still cannot read a file, attach a database or change a setting.
 
-Reads use ``Engine.snapshot()``: a fresh cursor in a READ ONLY transaction, concurrent with the
+**Statements.** Every statement runs alone: ``Tx.execute`` and ``Reader.execute`` have DuckDB's own
+parser split the text first and refuse anything that is not exactly one statement, so no string that
+reaches generated SQL can add a statement to it (the Python client would otherwise run each statement
+of a multi-statement string, each autocommitted).
+
+**The writer lane.** One process owns the database file. Every write goes through
+``Engine.transaction()``: one writer at a time, waiting at most ``wait`` seconds for the lane
+(``engine.busy`` otherwise), one context manager that owns BEGIN/COMMIT/ROLLBACK, checks every
+statement, enforces a deadline (``limit.timeout``), and never reports success for a transaction
+DuckDB aborted (DuckDB's COMMIT after a failed statement returns OK and silently discards the work).
+There are no savepoints: a nested ``transaction()`` on the same thread joins the outer one.
+
+**Reads** use ``Engine.snapshot()``: a pooled cursor in a READ ONLY transaction, concurrent with the
 writer, with a time limit enforced by interrupting the query.
 
-The database is opened with external access, extension auto-loading and configuration locked,
-so agent SQL that slips past the parser still cannot read files, attach databases or change
-settings. ``translate`` is the one place ``duckdb.Error`` becomes a ``ButtressError``.
+``translate`` is the one place ``duckdb.Error`` becomes a ``ButtressError``.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ import heapq
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,15 +43,62 @@ import duckdb
 from runtime.errors import ButtressError, Code, EngineError, SqlError
 
 HARDENED: Final[dict[str, Any]] = {
-    "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
-    "lock_configuration": True,
+    "allow_unsigned_extensions": False,
 }
+"""Settings every connection is opened with. External access and the configuration lock are set
+right after opening (``connect``): DuckDB refuses a spill directory once external access is off."""
+
+LOCKS: Final[tuple[str, ...]] = (
+    "SET enable_external_access = false",
+    "SET lock_configuration = true",
+)
 
 Params = dict[str, Any] | list[Any] | tuple[Any, ...] | None
 READER_POOL = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much of the machine one database may use (from the operator's ``[limits]``)."""
+
+    memory_limit_mb: int = 2048
+    """DuckDB's memory limit; larger work spills to ``spill_directory``."""
+    spill_directory: str | None = None
+    """Where DuckDB spills; None: no spilling (in-memory scratch databases)."""
+    max_spill_mb: int = 10240
+    threads: int | None = None
+    """DuckDB's worker threads; None: one per core."""
+
+
+def connect(path: str, settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
+    """Open a hardened DuckDB connection: the only ``duckdb.connect`` in the runtime.
+
+    ``path`` is a database file or ``":memory:"`` (a private scratch database).
+    """
+    settings = settings or Settings()
+    config: dict[str, Any] = {**HARDENED, "memory_limit": f"{settings.memory_limit_mb}MB"}
+    if settings.threads is not None:
+        config["threads"] = settings.threads
+    if settings.spill_directory is not None:
+        Path(settings.spill_directory).mkdir(parents=True, exist_ok=True)
+        config["temp_directory"] = settings.spill_directory
+        config["max_temp_directory_size"] = f"{settings.max_spill_mb}MB"
+    else:
+        config["temp_directory"] = ""  # no spilling: nothing is written outside the database
+    try:
+        connection = duckdb.connect(path, config=config)
+    except duckdb.Error as error:
+        raise translate(error) from None
+    try:
+        for statement in LOCKS:
+            connection.execute(statement)
+    except duckdb.Error as error:
+        connection.close()
+        raise translate(error) from None
+    return connection
 
 
 class Watchdog:
@@ -55,8 +114,6 @@ class Watchdog:
     def arm(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> int | None:
         if timeout is None:
             return None
-        import time
-
         token = next(self._ids)
         with self._cv:
             heapq.heappush(self._heap, (time.monotonic() + timeout, token, cursor))
@@ -83,8 +140,6 @@ class Watchdog:
             self._live.clear()
 
     def _run(self) -> None:
-        import time
-
         with self._cv:
             while True:
                 while self._heap and self._heap[0][1] not in self._live:
@@ -103,14 +158,6 @@ class Watchdog:
                     cursor.interrupt()
 
 
-class _Disarm:
-    def __init__(self, watchdog: Watchdog, token: int) -> None:
-        self._watchdog, self._token = watchdog, token
-
-    def cancel(self) -> None:
-        self._watchdog.disarm(self._token)
-
-
 def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
     """Map a DuckDB exception to the error tree (the only place this happens)."""
     text = str(error).strip()
@@ -119,10 +166,13 @@ def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
     if sql is not None:
         details["sql"] = sql[:2000]
     if isinstance(error, duckdb.InterruptException):
+        return timeout_error(details)
+    if isinstance(error, duckdb.OutOfMemoryException):
         return EngineError(
-            Code.QUERY_TIMEOUT,
-            "the statement ran past its time limit and was interrupted",
-            hint="Narrow the query (filters, LIMIT) or ask the operator for a longer limit.",
+            Code.LIMIT_MEMORY,
+            "the statement needed more memory than the operator's limit allows",
+            hint="Narrow the query (filters, LIMIT, fewer or smaller columns) or ask the operator to raise "
+            "memory_limit_mb.",
             details=details,
         )
     if isinstance(error, duckdb.PermissionException):
@@ -143,7 +193,7 @@ def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
         return EngineError(
             Code.ENGINE_CONSTRAINT,
             f"a constraint refused the write: {reason}",
-            hint="Read details.reason: a key, NOT NULL, CHECK or foreign key was violated.",
+            hint="Read details.reason: a key, NOT NULL or CHECK constraint was violated.",
             details=details,
         )
     if isinstance(error, duckdb.IOException) and "lock" in text.lower():
@@ -156,13 +206,89 @@ def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
     return EngineError(Code.ENGINE_ERROR, f"the database refused the statement: {reason}", details=details)
 
 
-class Tx:
+def timeout_error(details: dict[str, Any] | None = None) -> EngineError:
+    """``limit.timeout``: the work ran past its deadline and was stopped; nothing of it committed."""
+    return EngineError(
+        Code.QUERY_TIMEOUT,
+        "the work ran past its time limit and was interrupted; nothing of it was committed",
+        hint="Narrow the query or the change (filters, LIMIT, fewer rows), or ask the operator for a longer "
+        "limit.",
+        details=details or {},
+    )
+
+
+# One-statement checks of texts already seen; generated SQL repeats, so the parser runs once per text.
+_SINGLE: set[str] = set()
+_SINGLE_MAX = 4096
+
+
+def single_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse ``sql`` unless DuckDB's own parser reads exactly one statement in it."""
+    if sql in _SINGLE:
+        return
+    try:
+        count = len(cursor.extract_statements(sql))
+    except duckdb.Error as error:
+        raise translate(error, sql=sql) from None
+    if count != 1:
+        raise SqlError(
+            Code.SQL_FORBIDDEN,
+            f"refused to run a text holding {count} statements: every statement runs alone",
+            hint="Send exactly one statement.",
+            details={"statements": count, "sql": sql[:2000]},
+        )
+    if len(_SINGLE) >= _SINGLE_MAX:
+        _SINGLE.clear()
+    _SINGLE.add(sql)
+
+
+class Session:
+    """Statements on one cursor: each checked to be one statement, DuckDB errors translated."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, deadline: float | None = None) -> None:
+        self._cursor = cursor
+        self.deadline = deadline
+
+    def execute(self, sql: str, params: Params = None) -> duckdb.DuckDBPyConnection:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise timeout_error({"sql": sql[:2000]})
+        single_statement(self._cursor, sql)
+        try:
+            return self._cursor.execute(sql, params) if params else self._cursor.execute(sql)
+        except duckdb.Error as error:
+            raise translate(error, sql=sql) from None
+
+    def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        return self.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
+        return self.execute(sql, params).fetchone()
+
+    def scalar(self, sql: str, params: Params = None) -> Any:
+        row = self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+    @property
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._cursor
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+class Reader(Session):
+    """A read-only snapshot: statements see the database as of the snapshot's start."""
+
+
+class Tx(Session):
     """One open writer transaction. Every statement goes through ``execute``."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        self._cursor = cursor
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, deadline: float | None = None) -> None:
+        super().__init__(cursor, deadline)
         self.failed: ButtressError | None = None
         self._on_commit: list[Callable[[], None]] = []
+        self._on_commit_locked: list[Callable[[], None]] = []
         self.statements = 0
         self.memo: dict[str, Any] = {}  # bookkeeping that lives and dies with this transaction
         self.rollback_only = False  # set by dry-runs: roll back at the end instead of committing
@@ -175,41 +301,31 @@ class Tx:
                 "the transaction already failed; nothing more runs in it",
                 details={"first_error": self.failed.to_dict()},
             )
+        self.statements += 1
         try:
-            self.statements += 1
-            return self._cursor.execute(sql, params) if params else self._cursor.execute(sql)
-        except duckdb.Error as error:
-            self.failed = translate(error, sql=sql)
-            raise self.failed from None
+            return super().execute(sql, params)
+        except ButtressError as error:
+            self.failed = error
+            raise
 
-    def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
-        return self.execute(sql, params).fetchall()
+    def on_commit(self, callback: Callable[[], None], *, in_lane: bool = False) -> None:
+        """Run ``callback`` after a successful COMMIT (never after a rollback).
 
-    def fetchone(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
-        return self.execute(sql, params).fetchone()
-
-    def scalar(self, sql: str, params: Params = None) -> Any:
-        row = self.fetchone(sql, params)
-        return None if row is None else row[0]
-
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` after a successful COMMIT (never after a rollback)."""
-        self._on_commit.append(callback)
-
-    @property
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self._cursor
+        ``in_lane``: run it before the writer lane is released, so that the next writer already sees
+        its effect (in-memory state derived from what committed, such as the current version).
+        """
+        (self._on_commit_locked if in_lane else self._on_commit).append(callback)
 
 
 class Engine:
     """The process's only handle on the database file."""
 
-    def __init__(self, path: str | Path, *, hardened: bool = True) -> None:
+    def __init__(self, path: str | Path, *, settings: Settings | None = None) -> None:
         self.path = str(path)
-        try:
-            self._db = duckdb.connect(self.path, config=HARDENED if hardened else {})
-        except duckdb.Error as error:
-            raise translate(error) from None
+        self.settings = settings or Settings(
+            spill_directory=str(Path(self.path).parent / ".buttress" / "spill")
+        )
+        self._db = connect(self.path, self.settings)
         self._writer = self._db.cursor()
         self._readers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._watchdog = Watchdog()
@@ -220,42 +336,57 @@ class Engine:
     # ------------------------------------------------------------------------------ writer lane
 
     @contextmanager
-    def transaction(self, *, timeout: float | None = None) -> Iterator[Tx]:
-        """The writer lane: one transaction at a time; COMMIT only if every statement succeeded."""
+    def transaction(self, *, timeout: float | None = None, wait: float | None = None) -> Iterator[Tx]:
+        """The writer lane: one transaction at a time; COMMIT only if every statement succeeded.
+
+        ``wait``: the longest the caller waits for the lane (``engine.busy`` after that; None waits
+        as long as ``timeout``, or without bound when neither is given — for operator tools only).
+        ``timeout``: the transaction's deadline; a statement running past it is interrupted and the
+        transaction rolls back (``limit.timeout``).
+        """
         current: Tx | None = getattr(self._local, "tx", None)
         if current is not None:  # no savepoints in DuckDB: join the outer transaction
             yield current
             return
-        if not self._lane.acquire(timeout=-1 if timeout is None else timeout):
+        bound = wait if wait is not None else timeout
+        if not self._lane.acquire(timeout=-1 if bound is None else bound):
             raise EngineError(
-                Code.ENGINE_CONFLICT,
-                "the writer lane stayed busy past the time limit",
-                hint="Retry the call; another write was running.",
+                Code.ENGINE_BUSY,
+                f"the writer lane stayed busy for {bound:g} s (another change is running)",
+                hint="Retry the call in a moment; it is safe to retry. Nothing was done.",
+                details={"waited_s": bound},
             )
-        tx = Tx(self._writer)
+        tx = Tx(self._writer, None if timeout is None else time.monotonic() + timeout)
         self._local.tx = tx
+        committed = False
         try:
-            self._begin()
-            timer = self._arm(self._writer, timeout)
             try:
-                yield tx
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            if tx.rollback_only:
+                self._begin()
+                token = self._watchdog.arm(self._writer, timeout)
+                try:
+                    yield tx
+                finally:
+                    if token is not None:
+                        self._watchdog.disarm(token)
+                if tx.rollback_only:
+                    self._rollback_quietly()
+                    return
+                if tx.failed is not None:
+                    raise tx.failed
+                self._commit()
+                committed = True
+            except BaseException:
                 self._rollback_quietly()
-                return
-            if tx.failed is not None:
-                raise tx.failed
-            self._commit()
-        except BaseException:
-            self._rollback_quietly()
-            raise
+                raise
+            finally:
+                self._local.tx = None
+            for callback in tx._on_commit_locked:
+                callback()
         finally:
-            self._local.tx = None
             self._lane.release()
-        for callback in tx._on_commit:
-            callback()
+        if committed:
+            for callback in tx._on_commit:
+                callback()
 
     def in_transaction(self) -> bool:
         return getattr(self._local, "tx", None) is not None
@@ -280,9 +411,7 @@ class Engine:
     # -------------------------------------------------------------------------------- snapshots
 
     @contextmanager
-    def snapshot(
-        self, *, timeout: float | None = None, single: bool = False
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
+    def snapshot(self, *, timeout: float | None = None, single: bool = False) -> Iterator[Reader]:
         """A read-only snapshot on a pooled cursor; runs concurrently with the writer.
 
         ``single``: the caller runs exactly one statement, which DuckDB already runs on its own
@@ -298,7 +427,7 @@ class Engine:
             if not single:
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
             token = self._watchdog.arm(cursor, timeout)
-            yield cursor
+            yield Reader(cursor, None if timeout is None else time.monotonic() + timeout)
         except duckdb.Error as error:
             raise translate(error) from None
         finally:
@@ -314,13 +443,9 @@ class Engine:
             else:
                 cursor.close()
 
-    def _arm(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> _Disarm | None:
-        token = self._watchdog.arm(cursor, timeout)
-        return None if token is None else _Disarm(self._watchdog, token)
-
     def scratch(self) -> duckdb.DuckDBPyConnection:
-        """A private in-memory database (hardened) for deriving expected catalogs."""
-        return duckdb.connect(":memory:", config=HARDENED)
+        """A private, hardened in-memory database (for deriving expected catalogs); close it after use."""
+        return connect(":memory:", Settings(memory_limit_mb=256, threads=1))
 
     def checkpoint(self) -> None:
         with self._lane:

@@ -52,11 +52,14 @@ class Code(StrEnum):
     APPROVAL_INVALID = "approval.invalid"
     LIMIT_EXCEEDED = "limit.exceeded"
     QUERY_TIMEOUT = "limit.timeout"
+    LIMIT_MEMORY = "limit.memory"
+    LIMIT_RESULT_BYTES = "limit.result_bytes"
     NOT_FOUND = "not_found"
     ENGINE_CONFLICT = "engine.conflict"
     ENGINE_CONSTRAINT = "engine.constraint"
     ENGINE_ERROR = "engine.error"
     ENGINE_LOCKED = "engine.locked"
+    ENGINE_BUSY = "engine.busy"
     AUDIT_BROKEN = "audit.broken"
 
 

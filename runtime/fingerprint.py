@@ -6,11 +6,13 @@ database and read back through the same catalog functions, so both sides are spe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 
 from runtime import ddl
+from runtime.engine import Session
 from runtime.spec import AppSpec
 
 Fingerprint = dict[str, Any]
@@ -37,7 +39,7 @@ WHERE database_name = current_database() AND schema_name = 'main' AND NOT intern
 """
 
 
-def read(cursor: duckdb.DuckDBPyConnection) -> Fingerprint:
+def read(cursor: duckdb.DuckDBPyConnection | Session) -> Fingerprint:
     """Tables (columns in order, constraints, indexes) and views of the application schema."""
     tables: dict[str, dict[str, Any]] = {
         name: {"columns": [], "constraints": [], "indexes": []}
@@ -60,9 +62,10 @@ def read(cursor: duckdb.DuckDBPyConnection) -> Fingerprint:
     return {"tables": tables, "views": views}
 
 
-def expected(spec: AppSpec) -> Fingerprint:
-    """The catalog DuckDB builds for ``spec`` from nothing."""
-    scratch = duckdb.connect(":memory:")
+def expected(spec: AppSpec, scratch_database: Callable[[], duckdb.DuckDBPyConnection]) -> Fingerprint:
+    """The catalog DuckDB builds for ``spec`` from nothing, in a scratch database from the engine
+    (``Engine.scratch``: hardened like every connection the runtime opens)."""
+    scratch = scratch_database()
     try:
         for statement in ddl.spec_ddl(spec):
             scratch.execute(statement)

@@ -94,7 +94,7 @@ class _Context:
     created: set[str] = field(default_factory=set)  # entity names created in this proposal
     created_fields: set[tuple[str, str]] = field(default_factory=set)
     created_other: set[str] = field(default_factory=set)  # "view:x", "invariant:x", "action:x"
-    frozen: frozenset[str] = frozenset()  # tables indexed earlier in the same transaction
+    indexed: set[str] = field(default_factory=set)  # tables holding a secondary index at any point so far
 
     def new_entity(self, name: str) -> bool:
         return name in self.created
@@ -133,7 +133,12 @@ def plan(
     ``frozen`` names tables indexed earlier in the same transaction (DuckDB still refuses their ALTERs).
     """
     target = changes.apply(base, ops)
-    ctx = _Context(base=base, target_version=base_version + 1, restores=restores or {}, frozen=frozen)
+    ctx = _Context(
+        base=base,
+        target_version=base_version + 1,
+        restores=restores or {},
+        indexed=set(frozen) | {e.name for e in base.entities if e.indexes},
+    )
     steps: list[Step] = []
     current = base
     for index, op in enumerate(ops, start=step_offset):
@@ -232,14 +237,9 @@ def _identity_select(entity: EntitySpec) -> dict[str, str | None]:
 
 
 def _frozen(ctx: _Context, old: AppSpec, entity: EntitySpec) -> bool:
-    """Frozen now, or frozen at the start of the proposal: DuckDB keeps a dropped index's hold on
-    its table's columns until the DROP INDEX commits."""
-    before = ctx.base.entity(entity.name)
-    return (
-        ddl.is_frozen(old, entity)
-        or entity.name in ctx.frozen
-        or (before is not None and bool(before.indexes))
-    )
+    """Frozen now, or indexed at any earlier point of the transaction: DuckDB keeps a dropped index's
+    hold on its table's columns until the DROP INDEX commits."""
+    return ddl.is_frozen(old, entity) or entity.name in ctx.indexed
 
 
 def _rebuild_hazard(ctx: _Context, old: AppSpec, name: str) -> list[Hazard]:
@@ -286,6 +286,8 @@ def _restore_entity_sql(entity: EntitySpec, retention: Retention) -> str:
 def _add_entity(old: AppSpec, new: AppSpec, op: changes.AddEntity, ctx: _Context) -> _Draft:
     entity = _entity(new, op.entity.name)
     ctx.created.add(entity.name)
+    if entity.indexes:
+        ctx.indexed.add(entity.name)
     sql = ddl.create_entity(entity)
     restores: list[str] = []
     retained = ctx.restores.get(("entity", entity.name))
@@ -339,12 +341,15 @@ def _rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: _C
     renamed = _entity(new, op.new_name)
     if op.entity in ctx.created:
         ctx.created.add(op.new_name)
+    was_frozen = _frozen(ctx, old, entity)
+    if op.entity in ctx.indexed:
+        ctx.indexed.add(op.new_name)
     hazards = (
         []
         if ctx.new_entity(op.entity)
         else [hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)]
     )
-    if _frozen(ctx, old, entity) or any(f.references for f in entity.fields):
+    if was_frozen or any(f.references for f in entity.fields):
         sql = ddl.rebuild(old, new, op.entity, renamed, _identity_select(entity))
         strategy: Strategy = "rebuild"
         hazards += _rebuild_hazard(ctx, old, op.entity)
@@ -661,7 +666,7 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
                     kind="fail",
                     code=HazardCode.ADD_CHECK,
                     message=f"rows violating the new check on {label}",
-                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({after.check})",
+                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({ddl.check(after.check)})",
                 )
             )
             if not fresh:
@@ -773,6 +778,7 @@ def _drop_unique(old: AppSpec, new: AppSpec, op: changes.DropUnique, ctx: _Conte
 
 def _add_index(old: AppSpec, new: AppSpec, op: changes.AddIndex, ctx: _Context) -> _Draft:
     entity = _entity(new, op.entity)
+    ctx.indexed.add(entity.name)
     return _Draft(
         summary=f"add index {op.index.name} on {entity.name}",
         strategy="create",

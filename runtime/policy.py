@@ -79,13 +79,30 @@ class ProtectedPolicy(_Strict):
     actions_may_read: bool = True
 
 
-class LimitsPolicy(_Strict):
-    max_rows: int = Field(default=1000, ge=1, le=1_000_000)
-    query_timeout_s: float = Field(default=10.0, gt=0, le=3600)
-    action_timeout_s: float = Field(default=10.0, gt=0, le=3600)
-    max_operations: int = Field(default=200, ge=1)
-    max_sql_length: int = Field(default=100_000, ge=100)
-    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+class Limits(_Strict):
+    """The operator's bounds on time, memory and size (``[limits]`` in ``buttress.toml``)."""
+
+    max_rows: int = Field(default=1000, ge=1, le=1_000_000, description="most rows one query returns")
+    max_result_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="most bytes of values one query or action returns"
+    )
+    query_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="time limit of a query")
+    action_timeout_s: float = Field(default=10.0, gt=0, le=3600, description="time limit of an action")
+    change_timeout_s: float = Field(
+        default=300.0, gt=0, le=86400, description="time limit of a dry-run, deploy, rollback or finalize"
+    )
+    lane_wait_s: float = Field(
+        default=10.0, gt=0, le=3600, description="longest wait for the writer lane before engine.busy"
+    )
+    invariant_budget_ms: float = Field(
+        default=1000.0, gt=0, description="most time one invariant check may take per mutation"
+    )
+    max_operations: int = Field(default=200, ge=1, description="most operations in one proposal")
+    max_sql_length: int = Field(default=100_000, ge=100, description="longest SQL text accepted")
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, description="largest request accepted")
+    memory_limit_mb: int = Field(default=2048, ge=64, description="DuckDB's memory limit; larger work spills")
+    max_spill_mb: int = Field(default=10240, ge=0, description="most disk DuckDB may spill to")
+    threads: int | None = Field(default=None, ge=1, le=256, description="DuckDB threads (default: cores)")
 
 
 class ApprovalPolicy(_Strict):
@@ -104,7 +121,7 @@ class Policy(_Strict):
     agents: dict[str, AgentPolicy] = Field(default_factory=lambda: {"local": AgentPolicy(role="developer")})
     protected: ProtectedPolicy = ProtectedPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
-    limits: LimitsPolicy = LimitsPolicy()
+    limits: Limits = Limits()
 
     def capabilities(self, agent: str) -> frozenset[Capability]:
         found = self.agents.get(agent)

@@ -25,9 +25,9 @@ from runtime.actions import ActionResult, ActionRunner
 from runtime.audit import AuditEntry, AuditLog, VerifyResult
 from runtime.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.deploy import Progress, RollbackResult
-from runtime.engine import Engine, Tx
+from runtime.engine import Engine, Settings, Tx
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
-from runtime.policy import Capability, Policy, check_action_access, check_protected
+from runtime.policy import Capability, Limits, Policy, check_action_access, check_protected
 from runtime.spec import AppSpec
 from runtime.values import plain
 
@@ -77,16 +77,6 @@ class SqlCheckResult(BaseModel):
     error: dict[str, Any] | None = None
 
 
-class Limits(BaseModel):
-    """Operator limits (overridden by the policy file)."""
-
-    max_rows: int = 1000
-    query_timeout_s: float = 10.0
-    action_timeout_s: float = 10.0
-    max_operations: int = 200
-    max_sql_length: int = 100_000
-
-
 class Runtime:
     """One application in one DuckDB file, owned by this process."""
 
@@ -102,7 +92,7 @@ class Runtime:
         self.audit = AuditLog()
         self.audit_reads = audit_reads
         self.policy = policy or Policy()
-        self.limits = limits or Limits(**self.policy.limits.model_dump(exclude={"max_request_bytes"}))
+        self.limits = limits or self.policy.limits
         self._expected: dict[str, fingerprint.Fingerprint] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._state_lock = threading.Lock()
@@ -117,8 +107,20 @@ class Runtime:
 
     @classmethod
     def open(cls, path: str | Path, **options: Any) -> Runtime:
-        """Open (or create) the database file and install the system schema."""
-        return cls(Engine(path), **options)
+        """Open (or create) the database file and install the system schema.
+
+        Memory, spilling and threads come from ``limits`` (else the policy's limits); DuckDB spills
+        into ``.buttress/spill`` beside the database.
+        """
+        policy: Policy = options.get("policy") or Policy()
+        limits: Limits = options.get("limits") or policy.limits
+        settings = Settings(
+            memory_limit_mb=limits.memory_limit_mb,
+            spill_directory=str(Path(path).resolve().parent / ".buttress" / "spill"),
+            max_spill_mb=limits.max_spill_mb,
+            threads=limits.threads,
+        )
+        return cls(Engine(path, settings=settings), **options)
 
     def close(self) -> None:
         timer = self._flusher
@@ -146,7 +148,7 @@ class Runtime:
     def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
         key = spec.hash()
         if key not in self._expected:
-            self._expected[key] = fingerprint.expected(spec)
+            self._expected[key] = fingerprint.expected(spec, self.engine.scratch)
         return self._expected[key]
 
     def check_drift(self) -> list[str]:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from runtime.types import parse_type
 
@@ -187,12 +187,26 @@ class _Frozen(BaseModel):
 class DefaultExpr(_Frozen):
     """A default computed by the database: ``now()``, ``current_date``, ``uuid()`` or ``autoincrement``.
 
-    ``autoincrement`` draws from a sequence in the system schema; its name is fixed when the
-    field is created so that later renames do not change it.
+    ``autoincrement`` draws from a sequence in the system schema. The runtime names it when the
+    field is created (an agent never does), so that later renames do not change it.
     """
 
     expr: str
-    sequence: str | None = None
+    sequence: str | None = Field(
+        default=None, description="Chosen by the runtime when the field is created; omit it."
+    )
+
+    @field_validator("sequence")
+    @classmethod
+    def _runtime_chosen(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        agent = isinstance(info.context, dict) and info.context.get("agent")
+        if agent or not NAME_PATTERN.match(value):
+            raise ValueError(
+                "the sequence of an autoincrement default is chosen by the runtime; omit 'sequence'"
+            )
+        return value
 
     @field_validator("expr")
     @classmethod
@@ -222,9 +236,9 @@ class FieldSpec(_Frozen):
 
     @field_validator("default", mode="before")
     @classmethod
-    def _expr_dicts(cls, value: Any) -> Any:
+    def _expr_dicts(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, dict) and set(value) <= {"expr", "sequence"} and "expr" in value:
-            return DefaultExpr.model_validate(value)
+            return DefaultExpr.model_validate(value, context=info.context)
         return value
 
     @property

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from runtime.deploy import DeployResult
 from runtime.runtime import Runtime
+
+# The suite is deterministic: every property test runs the same derandomized examples on every machine
+# (and keeps no example database). The long exploratory search is one flag away:
+#     pytest --hypothesis-profile=explore
+settings.register_profile("default", derandomize=True, database=None, max_examples=20)
+settings.register_profile("explore", derandomize=False, max_examples=500)
+settings.load_profile("default")
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from runtime import changes, ddl, fingerprint, plan
+from runtime.engine import connect
 from runtime.spec import AppSpec
 
 FIXTURES = sorted((Path(__file__).parent.parent / "fixtures" / "plan").glob("*.json"))
@@ -55,7 +55,7 @@ def test_plan_matches_fixture(path: Path) -> None:
 def test_plan_applied_to_duckdb_gives_the_target_catalog(path: Path) -> None:
     case = json.loads(path.read_text())
     base, target, result = planned(case)
-    db = duckdb.connect(":memory:")
+    db = connect(":memory:")
     for statement in ddl.spec_ddl(base):
         db.execute(statement)
     db.execute("BEGIN")
@@ -63,7 +63,10 @@ def test_plan_applied_to_duckdb_gives_the_target_catalog(path: Path) -> None:
         for statement in step.sql:
             db.execute(statement)
     db.execute("COMMIT")
-    assert fingerprint.diff(fingerprint.expected(target), fingerprint.read(db)) == []
+    assert (
+        fingerprint.diff(fingerprint.expected(target, lambda: connect(":memory:")), fingerprint.read(db))
+        == []
+    )
 
 
 def test_there_are_fixtures() -> None:

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from runtime import sqlcheck
+from runtime.engine import connect
 from runtime.errors import ButtressError, Code
 from runtime.sqlcheck import (
     MAX_DEPTH,
@@ -122,7 +123,7 @@ def test_allowed_query_is_accepted(sql: str) -> None:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(":memory:")
+    connection = connect(":memory:")
     connection.execute(DDL)
     yield connection
     connection.close()
@@ -492,7 +493,7 @@ def test_action_statement_analysis_reports_what_it_does(
 
 @pytest.mark.parametrize("sql", [row[0] for row in WRITES])
 def test_action_statement_runs_on_duckdb(sql: str) -> None:
-    connection = duckdb.connect(":memory:")
+    connection = connect(":memory:")
     connection.execute(DDL)
     analysis = analyze_statement(sql, SCHEMA, allow_writes=True, views=VIEWS)
     connection.execute(analysis.sql, {name: PARAM_VALUES[name] for name in analysis.params} or None)
@@ -692,6 +693,9 @@ def test_public_surface_is_declared() -> None:
         "Schema",
         "analyze_expression",
         "analyze_query",
+        "embed",
+        "render_expression",
+        "statement_body",
         "analyze_statement",
         "split_statements",
     }
