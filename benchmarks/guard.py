@@ -19,8 +19,8 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime import sqlcheck
 from runtime.runtime import Runtime
+from runtime.sql import sqlcheck
 
 OPS = [
     {

@@ -236,7 +236,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     """
     import json
 
-    from runtime import approvals
+    from runtime.boundary import approvals
 
     project = projects.Project.load(args.project)
     folder = approvals.folder(project.database)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from runtime.errors import Code, NotFound, SpecError
 
 if TYPE_CHECKING:
-    from runtime.policy import Policy
+    from runtime.boundary.policy import Policy
     from runtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Project:
 
     def policy(self) -> Policy:
         """The operator's policy from ``buttress.toml`` (agents, roles, protected entities, approvals)."""
-        from runtime.policy import load
+        from runtime.boundary.policy import load
 
         return load(self.root / CONFIG_NAME)
 

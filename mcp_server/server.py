@@ -27,7 +27,7 @@ from runtime.errors import ButtressError, Code
 from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
 
 if TYPE_CHECKING:
-    from runtime.policy import Policy
+    from runtime.boundary.policy import Policy
     from runtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class PolicyTokenVerifier:
 def _token_auth(policy: Policy | None) -> dict[str, Any]:
     from mcp.server.auth.settings import AuthSettings
 
-    from runtime.policy import Policy as PolicyModel
+    from runtime.boundary.policy import Policy as PolicyModel
 
     return {
         "token_verifier": PolicyTokenVerifier(policy or PolicyModel(open_to_any_agent=False, agents={})),

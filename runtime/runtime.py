@@ -19,17 +19,21 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from runtime import approvals, catalog, deploy, fingerprint, specdiff, sqlcheck
-from runtime import audit as audit_log
-from runtime.actions import ActionResult, ActionRunner
-from runtime.audit import AuditEntry, AuditLog, VerifyResult
-from runtime.changes import AddAction, Operation, ReplaceAction, check_action
-from runtime.deploy import Progress, RollbackResult
-from runtime.engine import Engine, Settings, Tx
+from runtime.boundary import approvals
+from runtime.boundary.policy import Capability, Limits, Policy, check_action_access, check_protected
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
-from runtime.policy import Capability, Limits, Policy, check_action_access, check_protected
-from runtime.spec import AppSpec
-from runtime.values import plain
+from runtime.logic.actions import ActionResult, ActionRunner
+from runtime.migrate import deploy
+from runtime.migrate.deploy import Progress, RollbackResult
+from runtime.schema import diff as specdiff
+from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_action
+from runtime.schema.spec import AppSpec
+from runtime.sql import sqlcheck
+from runtime.store import audit as audit_log
+from runtime.store import catalog, fingerprint
+from runtime.store.audit import AuditEntry, AuditLog, VerifyResult
+from runtime.store.engine import Engine, Settings, Tx
+from runtime.store.values import plain
 
 T = TypeVar("T")
 
@@ -375,7 +379,7 @@ class Runtime:
             except Exception as error:
                 import duckdb
 
-                from runtime.engine import translate
+                from runtime.store.engine import translate
 
                 if isinstance(error, duckdb.Error):
                     raise translate(error) from None

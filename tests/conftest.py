@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from runtime.deploy import DeployResult
+from runtime.migrate.deploy import DeployResult
 from runtime.runtime import Runtime
 
 # The suite is deterministic: every property test runs the same derandomized examples on every machine

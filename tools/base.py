@@ -23,7 +23,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 if TYPE_CHECKING:
-    from runtime.policy import Policy
+    from runtime.boundary.policy import Policy
     from runtime.runtime import Runtime
 
 T = TypeVar("T")

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from runtime import changes
-from runtime.changes import AddEntity, Operation
-from runtime.hazards import Hazard
-from runtime.plan import Step
-from runtime.spec import EntitySpec
+from runtime.migrate.hazards import Hazard
+from runtime.migrate.plan import Step
+from runtime.schema import changes
+from runtime.schema.changes import AddEntity, Operation
+from runtime.schema.spec import EntitySpec
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, progress_reporter
 
 Note = Annotated[

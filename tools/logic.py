@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, reading
 
 if TYPE_CHECKING:
-    from runtime.spec import ActionSpec
+    from runtime.schema.spec import ActionSpec
 
 ACTION_TOOL_PREFIX = "app_"
 IdempotencyKey = Annotated[
@@ -82,7 +82,7 @@ async def run_action(
 
 def action_tool(action: ActionSpec) -> ToolSpec:
     """The ``app_<name>`` tool of one action: its parameters become the tool's typed arguments."""
-    from runtime.types import python_type
+    from runtime.schema.types import python_type
 
     async def run(ctx: ToolContext, **arguments: Any) -> ActionOutput:
         key = arguments.pop("idempotency_key", None)

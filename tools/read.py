@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from runtime.spec import EntitySpec, InvariantSpec, ParamSpec, ViewSpec
-from runtime.specdiff import SpecDiff
+from runtime.schema.diff import SpecDiff
+from runtime.schema.spec import EntitySpec, InvariantSpec, ParamSpec, ViewSpec
 from tools.base import ToolContext, ToolSpec, call_runtime, reading
 
 if TYPE_CHECKING:

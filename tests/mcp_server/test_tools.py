@@ -84,7 +84,7 @@ async def test_output_schemas_admit_both_results_and_errors(server: ButtressServ
 
 
 async def test_propose_change_documents_every_operation_in_its_input_schema(server: ButtressServer) -> None:
-    from runtime.changes import OPERATION_NAMES
+    from runtime.schema.changes import OPERATION_NAMES
 
     async with Client(server) as client:
         tool = next(t for t in (await client.list_tools()).tools if t.name == "propose_change")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from runtime import fingerprint
 from runtime.runtime import Runtime
+from runtime.store import fingerprint
 
 BASE_OPERATIONS: list[dict[str, Any]] = [
     {

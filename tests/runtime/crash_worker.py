@@ -33,8 +33,8 @@ from typing import Any
 if __name__ == "__main__":  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runtime.engine import Engine, Tx
 from runtime.runtime import Runtime
+from runtime.store.engine import Engine, Tx
 
 CUSTOMERS, ORDERS, ITEMS = 300, 3000, 5000
 

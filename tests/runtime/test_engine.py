@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.engine import Engine
 from runtime.errors import ButtressError
+from runtime.store.engine import Engine
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_second_process_cannot_open_the_file(tmp_path: Path) -> None:
 
     holder = Engine(tmp_path / "locked.duckdb")
     code = (
-        "import sys; from runtime.engine import Engine\n"
+        "import sys; from runtime.store.engine import Engine\n"
         "try:\n    Engine(sys.argv[1])\nexcept Exception as e:\n    print(e.code)\n"
     )
     out = subprocess.run(

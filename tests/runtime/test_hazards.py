@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from runtime import changes, plan
-from runtime.hazards import HazardCode
-from runtime.spec import AppSpec
+from runtime.migrate import plan
+from runtime.migrate.hazards import HazardCode
+from runtime.schema import changes
+from runtime.schema.spec import AppSpec
 from tests.runtime.conftest import BASE_OPERATIONS
 
 BASE = changes.apply(AppSpec(), changes.parse_operations(BASE_OPERATIONS))

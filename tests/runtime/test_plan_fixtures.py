@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from runtime import changes, ddl, fingerprint, plan
-from runtime.engine import connect
-from runtime.spec import AppSpec
+from runtime.migrate import ddl, plan
+from runtime.schema import changes
+from runtime.schema.spec import AppSpec
+from runtime.store import fingerprint
+from runtime.store.engine import connect
 
 FIXTURES = sorted((Path(__file__).parent.parent / "fixtures" / "plan").glob("*.json"))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime import approvals
+from runtime.boundary import approvals
+from runtime.boundary.policy import Capability, Policy, load
 from runtime.errors import ButtressError
-from runtime.policy import Capability, Policy, load
 from runtime.runtime import Runtime
 from tests.runtime.conftest import BASE_OPERATIONS, deploy, seed, state
 

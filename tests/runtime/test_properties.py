@@ -40,9 +40,9 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from runtime.engine import connect
 from runtime.errors import ButtressError, Code
 from runtime.runtime import Runtime
+from runtime.store.engine import connect
 from tests.conftest import deploy_ops
 
 # ----------------------------------------------------------------------------------------- values

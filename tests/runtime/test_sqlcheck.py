@@ -1,4 +1,4 @@
-"""runtime.sqlcheck: which agent SQL is accepted, what it is found to do, and how the rest is refused.
+"""runtime.sql.sqlcheck: which agent SQL is accepted, what it is found to do, and how the rest is refused.
 
 The cases are tables: each row is one input and its expected outcome. Accepted statements are
 also run on a real DuckDB holding the same schema, so the allow-list never drifts into SQL that
@@ -13,10 +13,9 @@ from collections.abc import Iterator, Sequence
 import duckdb
 import pytest
 
-from runtime import sqlcheck
-from runtime.engine import connect
 from runtime.errors import ButtressError, Code
-from runtime.sqlcheck import (
+from runtime.sql import sqlcheck
+from runtime.sql.sqlcheck import (
     MAX_DEPTH,
     MAX_SQL_LENGTH,
     Analysis,
@@ -25,6 +24,7 @@ from runtime.sqlcheck import (
     analyze_statement,
     split_statements,
 )
+from runtime.store.engine import connect
 
 SCHEMA = {
     "users": ["id", "name", "email"],

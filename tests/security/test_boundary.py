@@ -18,10 +18,10 @@ import pytest
 from mcp import Client
 
 from mcp_server.server import build_server
-from runtime import changes
-from runtime.engine import connect
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from runtime.schema import changes
+from runtime.store.engine import connect
 from tests.mcp_server.helpers import error_of, ok
 from tests.runtime.conftest import BASE_OPERATIONS, deploy, seed
 
@@ -250,7 +250,7 @@ def test_duckdb_is_connected_only_in_the_engine() -> None:
     offenders = []
     for package in ("runtime", "tools", "mcp_server"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "runtime" / "engine.py":
+            if path == ROOT / "runtime" / "store" / "engine.py":
                 continue
             if "duckdb.connect" in path.read_text(encoding="utf-8"):
                 offenders.append(str(path.relative_to(ROOT)))

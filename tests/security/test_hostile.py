@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from runtime.boundary.policy import Policy
 from runtime.errors import ButtressError
-from runtime.policy import Policy
 from runtime.runtime import Runtime
 from tests.runtime.conftest import BASE_OPERATIONS, deploy, seed, state
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, TypeAdapter
 
-from runtime import audit, deploy
 from runtime import runtime as rt
-from runtime.changes import Operation
+from runtime.migrate import deploy
+from runtime.schema.changes import Operation
+from runtime.store import audit
 from tools import change, read
 from tools.registry import REGISTRY
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.audit import now_iso
-from runtime.ddl import qs
-from runtime.engine import Session, Tx
 from runtime.errors import NotFound
-from runtime.plan import Plan, Retention
-from runtime.spec import AppSpec, canonical_json
+from runtime.migrate.ddl import qs
+from runtime.migrate.plan import Plan, Retention
+from runtime.schema.spec import AppSpec, canonical_json
+from runtime.store.audit import now_iso
+from runtime.store.engine import Session, Tx
 
 SCHEMA_VERSION = 1
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runtime.engine import Session, Tx
-from runtime.spec import canonical_json
+from runtime.schema.spec import canonical_json
+from runtime.store.engine import Session, Tx
 
 GENESIS = "0" * 64
 

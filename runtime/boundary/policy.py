@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
-    from runtime import changes
+    from runtime.schema import changes
 
 from runtime.errors import Code, PolicyError, SpecError
-from runtime.hazards import Hazard, Severity, at_least
+from runtime.migrate.hazards import Hazard, Severity, at_least
 
 
 class Capability(StrEnum):
@@ -192,7 +192,7 @@ def check_protected(policy: Policy, ops: Sequence[changes.Operation]) -> None:
 
 
 def _touched(op: changes.Operation) -> set[str]:
-    from runtime import changes
+    from runtime.schema import changes
 
     out: set[str] = set()
     entity = getattr(op, "entity", None)

@@ -11,9 +11,9 @@ from typing import Any
 
 import duckdb
 
-from runtime import ddl
-from runtime.engine import Session
-from runtime.spec import AppSpec
+from runtime.migrate import ddl
+from runtime.schema.spec import AppSpec
+from runtime.store.engine import Session
 
 Fingerprint = dict[str, Any]
 

@@ -20,10 +20,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from runtime.audit import now_iso
-from runtime.engine import Tx
 from runtime.errors import Code, DeployError, PolicyError
-from runtime.hazards import Hazard
+from runtime.migrate.hazards import Hazard
+from runtime.store.audit import now_iso
+from runtime.store.engine import Tx
 
 
 def operator_key_path() -> Path:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from runtime.types import parse_type
+from runtime.schema.types import parse_type
 
 NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -361,7 +361,7 @@ class AppSpec(_Frozen):
 
 def view_columns(view: ViewSpec, relations: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
     """Output columns of a view, as far as static analysis can tell."""
-    from runtime import sqlcheck
+    from runtime.sql import sqlcheck
 
     try:
         return sqlcheck.analyze_query(view.sql, relations).output_columns

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runtime.spec import AppSpec
+from runtime.schema.spec import AppSpec
 
 
 class SpecDiff(BaseModel):

@@ -2,7 +2,7 @@
 
 Application tables live in ``main``; runtime objects (sequences, retained data, catalog) in ``_buttress``.
 
->>> from runtime.spec import EntitySpec, FieldSpec
+>>> from runtime.schema.spec import EntitySpec, FieldSpec
 >>> e = EntitySpec(name="slot", primary_key=("id",), fields=(FieldSpec(name="id", type="integer"),))
 >>> create_table(e)
 'CREATE TABLE "slot" ("id" INTEGER NOT NULL, PRIMARY KEY ("id"))'
@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import sqlglot.expressions as exp
 
-from runtime import sqlcheck
-from runtime.spec import DEFAULT_EXPRESSIONS, AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
-from runtime.types import duckdb_type
+from runtime.schema.spec import DEFAULT_EXPRESSIONS, AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
+from runtime.schema.types import duckdb_type
+from runtime.sql import sqlcheck
 
 SYSTEM_SCHEMA: Final = "_buttress"
 

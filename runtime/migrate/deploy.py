@@ -14,10 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from runtime import catalog, changes, fingerprint, sqlcheck
-from runtime import plan as planner
-from runtime.ddl import q, qs
-from runtime.engine import Tx
 from runtime.errors import (
     ButtressError,
     Code,
@@ -25,10 +21,16 @@ from runtime.errors import (
     PlanError,
     RollbackError,
 )
-from runtime.hazards import Hazard
-from runtime.plan import Plan, Probe, RestoreKey, Retention, Step
-from runtime.spec import AppSpec
-from runtime.values import records
+from runtime.migrate import plan as planner
+from runtime.migrate.ddl import q, qs
+from runtime.migrate.hazards import Hazard
+from runtime.migrate.plan import Plan, Probe, RestoreKey, Retention, Step
+from runtime.schema import changes
+from runtime.schema.spec import AppSpec
+from runtime.sql import sqlcheck
+from runtime.store import catalog, fingerprint
+from runtime.store.engine import Tx
+from runtime.store.values import records
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime

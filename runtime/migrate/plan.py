@@ -18,13 +18,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from runtime import changes, ddl
-from runtime.changes import Operation
-from runtime.ddl import cols, q, qs
 from runtime.errors import ButtressError
-from runtime.hazards import Hazard, HazardCode, hazard
-from runtime.spec import AppSpec, EntitySpec, FieldSpec, canonical_json
-from runtime.types import duckdb_type, is_widening
+from runtime.migrate import ddl
+from runtime.migrate.ddl import cols, q, qs
+from runtime.migrate.hazards import Hazard, HazardCode, hazard
+from runtime.schema import changes
+from runtime.schema.changes import Operation
+from runtime.schema.spec import AppSpec, EntitySpec, FieldSpec, canonical_json
+from runtime.schema.types import duckdb_type, is_widening
 
 Strategy = Literal["create", "alter", "rebuild", "drop", "catalog"]
 RestoreKey = tuple[str, ...]  # ("entity", name) | ("field", entity, field) | ("values", entity, field)

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from runtime import sqlcheck
-from runtime.engine import Session, Tx
 from runtime.errors import ActionError, ButtressError, Code, NotFound
-from runtime.spec import ActionSpec, AppSpec, canonical_json
-from runtime.types import python_type
-from runtime.values import plain, records
+from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
+from runtime.schema.types import python_type
+from runtime.sql import sqlcheck
+from runtime.store.engine import Session, Tx
+from runtime.store.values import plain, records
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -288,6 +288,6 @@ def _jsonable(value: Any) -> Any:
 
 
 def _now() -> str:
-    from runtime.audit import now_iso
+    from runtime.store.audit import now_iso
 
     return now_iso()

@@ -5,7 +5,7 @@ operation against the spec it applies to and the final spec as a whole (names, r
 types, defaults, SQL parsed with sqlglot) and raises a precise ``SpecError`` or ``SqlError``
 whose ``details.path`` points at the offending operation, before any SQL exists.
 
->>> from runtime.spec import AppSpec
+>>> from runtime.schema.spec import AppSpec
 >>> op = parse_operations([{"op": "add_entity", "entity": {"name": "slot", "primary_key": ["id"],
 ...     "fields": [{"name": "id", "type": "integer"}]}}])
 >>> apply(AppSpec(), op).entity("slot").field_names
@@ -24,9 +24,8 @@ import sqlglot
 import sqlglot.expressions as exp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from runtime import sqlcheck
 from runtime.errors import ButtressError, Code, SpecError, SqlError
-from runtime.spec import (
+from runtime.schema.spec import (
     ActionSpec,
     AppSpec,
     DefaultExpr,
@@ -40,6 +39,7 @@ from runtime.spec import (
     Name,
     ViewSpec,
 )
+from runtime.sql import sqlcheck
 
 
 class _Op(BaseModel):

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,36 @@ from sqlglot.errors import ErrorLevel, ParseError, TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from runtime.errors import Code, PolicyError, SqlError
+from runtime.sql.allowlists import (
+    ANONYMOUS_FUNCTIONS,
+    CLOSING,
+    DENIED_FUNCTION_CLASSES,
+    DENIED_FUNCTION_NAMES,
+    EXPRESSION_ANONYMOUS,
+    EXPRESSION_FUNCTIONS,
+    EXPRESSION_NODES,
+    HINT_ASCII,
+    HINT_CHECK,
+    HINT_CONSTRUCT,
+    HINT_FUNCTION,
+    HINT_LIMIT,
+    HINT_ONE_STATEMENT,
+    HINT_PARAMS,
+    HINT_READ_ONLY,
+    HINT_SYSTEM,
+    HINT_TABLES,
+    HINT_WRITES,
+    OPENING,
+    PARAM_NAME,
+    QUERY_NODES,
+    REFUSED_VERBS,
+    RESERVED_PREFIXES,
+    STATEMENT_CLASSES,
+    TABLE_FUNCTIONS,
+    WRITE_NODES,
+    WRITE_STATEMENTS,
+    Kind,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -76,8 +105,6 @@ __all__ = [
 
 Schema = Mapping[str, Sequence[str]]
 """App table or view name -> its column names, all lowercase."""
-
-_Kind = Literal["select", "insert", "update", "delete"]
 
 MAX_SQL_LENGTH: Final = 100_000
 MAX_DEPTH: Final = 64
@@ -100,387 +127,6 @@ class Analysis:
     """Named ``$params`` in order of first appearance, without duplicates."""
     output_columns: tuple[str, ...]
     """Best-effort names of the result columns; ``*`` when a star cannot be expanded; RETURNING for writes."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Hints
-# ---------------------------------------------------------------------------------------------
-
-_HINT_ONE_STATEMENT: Final = "send one statement per call"
-_HINT_SCHEMA_CHANGE: Final = "Schema changes are made by proposing a spec change, not by SQL."
-_HINT_TRANSACTION: Final = (
-    "The runtime owns transactions; send the statement alone, without BEGIN/COMMIT/ROLLBACK."
-)
-_HINT_SYSTEM: Final = (
-    "Settings, files, extensions, other databases and catalog inspection are off limits; "
-    "describe_app shows the application schema."
-)
-_HINT_READ_ONLY: Final = "This call is read-only: send a single SELECT. Writes belong in application actions."
-_HINT_WRITES: Final = "Use SELECT, INSERT, UPDATE or DELETE against application tables."
-_HINT_CONSTRUCT: Final = (
-    "Rewrite the statement without this construct; only plain SELECT/INSERT/UPDATE/DELETE syntax is accepted."
-)
-_HINT_MERGE: Final = "MERGE is not supported; use INSERT ... ON CONFLICT or UPDATE."
-_HINT_TABLES: Final = (
-    "Use the application tables and views listed in details.known_tables; describe_app shows their columns."
-)
-_HINT_FUNCTION: Final = (
-    "Use built-in scalar, aggregate or window functions; file, catalog, setting, sequence and "
-    "session functions are off limits."
-)
-_HINT_PARAMS: Final = "Use named parameters such as $customer_id (lowercase letters, digits, underscores)."
-_HINT_LIMIT: Final = (
-    "Simplify the statement: shorten it, flatten nesting, or replace long OR chains with IN (...)."
-)
-_HINT_ASCII: Final = "Identifiers must be plain ASCII; non-ASCII text belongs in string literals."
-_HINT_CHECK: Final = (
-    "A check may use this table's columns, literals, operators, CASE, CAST, IN lists, LIKE, BETWEEN, "
-    "IS NULL and pure scalar functions such as length, lower, regexp_matches or date_part."
-)
-
-# ---------------------------------------------------------------------------------------------
-# Allow-lists and deny-lists
-# ---------------------------------------------------------------------------------------------
-
-_QUERY_NODES: Final[frozenset[type[exp.Expr]]] = frozenset(
-    {
-        # statements and clauses
-        exp.Select,
-        exp.Union,
-        exp.Intersect,
-        exp.Except,
-        exp.Subquery,
-        exp.From,
-        exp.Join,
-        exp.Where,
-        exp.Group,
-        exp.GroupingSets,
-        exp.Cube,
-        exp.Rollup,
-        exp.Having,
-        exp.Qualify,
-        exp.Order,
-        exp.Ordered,
-        exp.Limit,
-        exp.Offset,
-        exp.Fetch,
-        exp.LimitOptions,
-        exp.Distinct,
-        exp.With,
-        exp.CTE,
-        exp.Table,
-        exp.TableAlias,
-        exp.TableSample,
-        exp.Lateral,
-        exp.Values,
-        exp.Window,
-        exp.WindowSpec,
-        # names and literals
-        exp.Alias,
-        exp.Column,
-        exp.Identifier,
-        exp.Star,
-        exp.Literal,
-        exp.Boolean,
-        exp.Null,
-        exp.Var,
-        exp.ByteString,
-        exp.RawString,
-        exp.HexString,
-        exp.BitString,
-        exp.Placeholder,
-        exp.DataType,
-        exp.DataTypeParam,
-        exp.Interval,
-        exp.Tuple,
-        exp.Paren,
-        exp.Dot,
-        exp.Bracket,
-        exp.Slice,
-        exp.PropertyEQ,
-        exp.Kwarg,
-        exp.Lambda,
-        exp.Comprehension,
-        exp.JSONPath,
-        exp.JSONPathKey,
-        exp.JSONPathRoot,
-        exp.JSONPathSubscript,
-        exp.JSONPathSlice,
-        exp.JSONPathWildcard,
-        # operators and predicates
-        exp.Neg,
-        exp.Not,
-        exp.BitwiseNot,
-        exp.Add,
-        exp.Sub,
-        exp.Mul,
-        exp.Div,
-        exp.IntDiv,
-        exp.Mod,
-        exp.Pow,
-        exp.DPipe,
-        exp.BitwiseAnd,
-        exp.BitwiseOr,
-        exp.BitwiseXor,
-        exp.BitwiseLeftShift,
-        exp.BitwiseRightShift,
-        exp.EQ,
-        exp.NEQ,
-        exp.GT,
-        exp.GTE,
-        exp.LT,
-        exp.LTE,
-        exp.NullSafeEQ,
-        exp.NullSafeNEQ,
-        exp.Is,
-        exp.In,
-        exp.Between,
-        exp.Like,
-        exp.ILike,
-        exp.Glob,
-        exp.SimilarTo,
-        exp.Escape,
-        exp.Overlaps,
-        exp.Any,
-        exp.All,
-        exp.AtTimeZone,
-        exp.Filter,
-        exp.WithinGroup,
-        exp.IgnoreNulls,
-        exp.RespectNulls,
-    }
-)
-"""Non-function node types a read-only query may contain. Functions are judged by _check_function."""
-
-_WRITE_NODES: Final[frozenset[type[exp.Expr]]] = _QUERY_NODES | {
-    exp.Insert,
-    exp.Update,
-    exp.Delete,
-    exp.Returning,
-    exp.OnConflict,
-    exp.Schema,
-}
-
-_WRITE_STATEMENTS: Final[frozenset[type[exp.Expr]]] = frozenset({exp.Insert, exp.Update, exp.Delete})
-
-_STATEMENT_CLASSES: Final[Mapping[type[exp.Expr], _Kind]] = {
-    exp.Select: "select",
-    exp.Union: "select",
-    exp.Intersect: "select",
-    exp.Except: "select",
-    exp.Insert: "insert",
-    exp.Update: "update",
-    exp.Delete: "delete",
-}
-
-_DENIED_FUNCTION_CLASSES: Final[frozenset[type[exp.Expr]]] = frozenset(
-    {exp.ReadCSV, exp.ReadParquet, exp.NextValueFor, exp.ToFile, exp.Secret}
-)
-"""Typed sqlglot functions that read files or touch sequences and secrets."""
-
-_DENIED_FUNCTION_NAMES: Final = re.compile(
-    r"""
-    (duckdb_|pragma_|sqlite_|pg_|read_|parquet_|iceberg_|delta_|postgres_|mysql_|icu_|st_|__|
-     enable_|disable_|json_execute|has_\w*_privilege$|
-     (current_setting|getenv|getvariable|glob|query|query_table|nextval|currval|setval|setseed|
-      load_extension|install_extension|system|sleep_ms|write_log|checkpoint|force_checkpoint|
-      sniff_csv|which_secret|current_query|in_search_path)$)
-    """,
-    re.VERBOSE,
-)
-"""Function names refused outright, whatever else is known about them."""
-
-_ANONYMOUS_FUNCTIONS: Final[frozenset[str]] = frozenset(
-    """
-    add age aggregate ago arbitrary arg_max_null arg_max_nulls_last arg_min_null arg_min_nulls_last
-    array_aggr array_aggregate array_apply array_cosine_distance array_cosine_similarity
-    array_cross_product array_distance array_dot_product array_extract array_grade_up array_has_any
-    array_indexof array_inner_product array_negative_dot_product array_negative_inner_product
-    array_pop_back array_pop_front array_push_back array_push_front array_reduce array_resize
-    array_select array_to_json array_transform array_unique array_value array_where array_zip
-    bar base64 bin bit_count bit_position bitstring bitstring_agg cardinality century count_star
-    current_localtime damerau_levenshtein date_part date_sub datepart datesub days_in_month decade
-    divide element_at entropy enum_code enum_first enum_last enum_range enum_range_boundary
-    epoch_ns epoch_us equi_width_bins era error even favg fdiv fill fmod format_bytes
-    formatreadabledecimalsize formatreadablesize from_binary from_json_strict fsum gamma gcd
-    geomean geometric_mean get_current_timestamp grade_up greatest_common_divisor hamming hash
-    histogram histogram_exact ilike_escape isfinite isoyear jaccard jaro_similarity
-    json_array_length json_contains json_exists json_group_array json_group_object
-    json_group_structure json_insert json_merge_patch json_pretty json_quote json_replace
-    json_structure json_transform json_transform_strict json_valid json_value julian kahan_sum
-    kurtosis_pop lcm least_common_multiple left_grapheme length_grapheme lgamma like_escape
-    list_aggr list_aggregate list_any_value list_apply list_approx_count_distinct list_avg
-    list_bit_and list_bit_or list_bit_xor list_bool_and list_bool_or list_cat
-    list_cosine_similarity list_count list_dot_product list_element list_entropy list_extract
-    list_first list_grade_up list_has_all list_histogram list_indexof list_inner_product
-    list_intersect list_kurtosis list_kurtosis_pop list_last list_mad list_median list_mode
-    list_negative_dot_product list_negative_inner_product list_pack list_position list_product
-    list_reduce list_resize list_reverse list_select list_sem list_skewness list_slice
-    list_stddev_pop list_stddev_samp list_string_agg list_sum list_unique list_var_pop
-    list_var_samp list_where list_zip mad make_timestamp_ms make_timestamp_ns make_timestamptz
-    map_concat map_contains map_contains_entry map_contains_value map_entries map_extract
-    map_extract_value map_values md5_number md5_number_lower md5_number_upper mean microsecond
-    millennium millisecond mismatches multiply nanosecond nextafter nfc_normalize
-    normalized_interval not_ilike_escape not_like_escape now octet_length ord prefix printf
-    product rank_dense regexp_escape regexp_split_to_array regexp_split_to_table
-    reservoir_quantile round_even roundbankers row sem set_bit signbit strip_accents strlen
-    struct_concat struct_contains struct_extract_at struct_has struct_indexof struct_insert
-    struct_keys struct_position struct_update struct_values substring_grapheme subtract suffix
-    sum_no_overflow sumkahan timezone timezone_hour timezone_minute to_base to_centuries
-    to_decades to_hours to_json to_microseconds to_millennia to_milliseconds to_minutes
-    to_months to_quarters to_seconds to_weeks to_years transaction_timestamp try_strptime unbin
-    union_extract union_tag union_value url_decode url_encode uuid_extract_timestamp
-    uuid_extract_version uuidv4 uuidv7 wavg weekday weighted_avg yearweek
-    """.split()  # noqa: SIM905 -- a block of words reads better than one line per name
-)
-"""DuckDB functions sqlglot does not type (it parses them as exp.Anonymous) that are pure
-computations over their arguments."""
-
-_TABLE_FUNCTIONS: Final[tuple[type[exp.Expr], ...]] = (exp.GenerateSeries, exp.Explode, exp.Unnest)
-"""The only functions allowed as a FROM source: range, generate_series and unnest."""
-
-_RESERVED_PREFIXES: Final = ("duckdb_", "pg_", "sqlite_", "information_schema", "_buttress")
-
-_EXPRESSION_NODES: Final[frozenset[type[exp.Expr]]] = frozenset(
-    {
-        exp.Column,
-        exp.Identifier,
-        exp.Literal,
-        exp.Boolean,
-        exp.Null,
-        exp.Var,
-        exp.Paren,
-        exp.Tuple,
-        exp.DataType,
-        exp.DataTypeParam,
-        exp.Interval,
-        exp.Neg,
-        exp.Not,
-        exp.And,
-        exp.Or,
-        exp.Add,
-        exp.Sub,
-        exp.Mul,
-        exp.Div,
-        exp.IntDiv,
-        exp.Mod,
-        exp.Pow,
-        exp.DPipe,
-        exp.EQ,
-        exp.NEQ,
-        exp.GT,
-        exp.GTE,
-        exp.LT,
-        exp.LTE,
-        exp.NullSafeEQ,
-        exp.NullSafeNEQ,
-        exp.Is,
-        exp.In,
-        exp.Between,
-        exp.Like,
-        exp.ILike,
-        exp.Glob,
-        exp.SimilarTo,
-        exp.Escape,
-        exp.Case,
-        exp.If,
-        exp.Cast,
-        exp.TryCast,
-    }
-)
-
-_EXPRESSION_FUNCTIONS: Final[frozenset[type[exp.Expr]]] = frozenset(
-    {
-        exp.Length,
-        exp.Lower,
-        exp.Upper,
-        exp.Trim,
-        exp.Abs,
-        exp.Round,
-        exp.Floor,
-        exp.Ceil,
-        exp.Sign,
-        exp.Sqrt,
-        exp.Coalesce,
-        exp.Nullif,
-        exp.Greatest,
-        exp.Least,
-        exp.RegexpLike,
-        exp.RegexpFullMatch,
-        exp.StartsWith,
-        exp.EndsWith,
-        exp.Contains,
-        exp.StrPosition,
-        exp.Substring,
-        exp.Left,
-        exp.Right,
-        exp.Concat,
-        exp.ConcatWs,
-        exp.Replace,
-        exp.Reverse,
-        exp.Extract,
-        exp.Year,
-        exp.Month,
-        exp.Day,
-        exp.Hour,
-        exp.Minute,
-        exp.Second,
-        exp.Quarter,
-        exp.DayOfWeek,
-        exp.DayOfYear,
-        exp.IsNan,
-        exp.IsInf,
-    }
-)
-"""Typed functions a CHECK expression may call: pure and deterministic."""
-
-_EXPRESSION_ANONYMOUS: Final[frozenset[str]] = frozenset(
-    {"date_part", "datepart", "strlen", "octet_length", "length_grapheme", "prefix", "suffix", "isfinite"}
-)
-
-_REFUSED_VERBS: Final[Mapping[str, str]] = {
-    **dict.fromkeys(
-        ("CREATE", "ALTER", "DROP", "TRUNCATE", "COMMENT", "RENAME", "GRANT", "REVOKE"), _HINT_SCHEMA_CHANGE
-    ),
-    **dict.fromkeys(
-        ("BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"), _HINT_TRANSACTION
-    ),
-    **dict.fromkeys(
-        (
-            "PRAGMA",
-            "SET",
-            "RESET",
-            "ATTACH",
-            "DETACH",
-            "COPY",
-            "EXPORT",
-            "IMPORT",
-            "INSTALL",
-            "LOAD",
-            "FORCE",
-            "CALL",
-            "CHECKPOINT",
-            "VACUUM",
-            "ANALYZE",
-            "USE",
-            "DESCRIBE",
-            "DESC",
-            "SHOW",
-            "SUMMARIZE",
-            "EXPLAIN",
-            "PREPARE",
-            "EXECUTE",
-            "DEALLOCATE",
-        ),
-        _HINT_SYSTEM,
-    ),
-    "MERGE": _HINT_MERGE,
-}
-"""Leading keywords of statement families that are refused before parsing."""
-
-_OPENING: Final = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
-_CLOSING: Final = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
-_PARAM_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,7 +267,7 @@ def _analyze(
     _refuse_verb(tokens)
     tree = _parse(source, tokens, max_depth)
     kind = _statement_kind(tree, writable=writable)
-    inventory = _inventory(tree, _WRITE_NODES if kind != "select" else _QUERY_NODES, max_depth)
+    inventory = _inventory(tree, WRITE_NODES if kind != "select" else QUERY_NODES, max_depth)
     params = _params(inventory.placeholders, tokens)
     target = _write_target(tree, schema, views, source) if kind != "select" else None
     ctes = _cte_bindings(inventory) if inventory.has_ctes else {}
@@ -650,7 +296,7 @@ def _prepare(sql: str, *, max_length: int, max_depth: int) -> tuple[str, list[To
         raise SqlError(
             Code.SQL_FORBIDDEN,
             "more than one statement (only one statement and one trailing ';' are accepted)",
-            hint=_HINT_ONE_STATEMENT,
+            hint=HINT_ONE_STATEMENT,
             details={"statements": len(split_statements(source))},
         )
     if (not semicolons and not tokens) or semicolons == [0]:
@@ -687,12 +333,12 @@ def _check_nesting(tokens: Sequence[Token], max_depth: int) -> None:
     recurses about 40 frames deep per bracket level)."""
     depth = deepest = 0
     for token in tokens:
-        if token.token_type in _OPENING:
+        if token.token_type in OPENING:
             depth += 1
             if depth > max_depth:
                 _limit(f"brackets are nested deeper than {max_depth}", limit=max_depth)
             deepest = max(deepest, depth)
-        elif token.token_type in _CLOSING:
+        elif token.token_type in CLOSING:
             depth -= 1
     _ensure_recursion(deepest)
 
@@ -710,7 +356,7 @@ def _ensure_recursion(depth: int) -> None:
 
 def _refuse_verb(tokens: Sequence[Token]) -> None:
     verb = tokens[0].text.upper()
-    hint = _REFUSED_VERBS.get(verb)
+    hint = REFUSED_VERBS.get(verb)
     if hint is not None:
         raise SqlError(
             Code.SQL_FORBIDDEN, f"{verb} statements are not allowed", hint=hint, details={"verb": verb}
@@ -726,7 +372,7 @@ def _parse(source: str, tokens: list[Token], max_depth: int) -> exp.Expr:
         _limit("the statement is nested too deeply to parse", limit=max_depth)
     statements = [tree for tree in trees if tree is not None]
     if len(statements) != 1:
-        _forbid("expected exactly one statement", hint=_HINT_ONE_STATEMENT)
+        _forbid("expected exactly one statement", hint=HINT_ONE_STATEMENT)
     return statements[0]
 
 
@@ -765,14 +411,14 @@ def _walk(tree: exp.Expr, max_depth: int) -> Iterator[exp.Expr]:
             stack.append((child, depth + 1))
 
 
-def _statement_kind(tree: exp.Expr, *, writable: bool) -> _Kind:
-    kind = _STATEMENT_CLASSES.get(type(tree))
+def _statement_kind(tree: exp.Expr, *, writable: bool) -> Kind:
+    kind = STATEMENT_CLASSES.get(type(tree))
     if kind is None:
         if isinstance(tree, exp.Command):
-            _forbid(f"unsupported statement {str(tree.this).upper()!r}", hint=_HINT_WRITES)
-        _forbid(f"{tree.key.upper()} is not a statement this call runs", hint=_HINT_WRITES)
+            _forbid(f"unsupported statement {str(tree.this).upper()!r}", hint=HINT_WRITES)
+        _forbid(f"{tree.key.upper()} is not a statement this call runs", hint=HINT_WRITES)
     if kind != "select" and not writable:
-        _forbid(f"{kind.upper()} is not allowed here", hint=_HINT_READ_ONLY)
+        _forbid(f"{kind.upper()} is not allowed here", hint=HINT_READ_ONLY)
     return kind
 
 
@@ -804,18 +450,18 @@ def _inventory(tree: exp.Expr, allowed: frozenset[type[exp.Expr]], max_depth: in
             has_ctes = True
         elif kind is exp.From or kind is exp.Join or kind is exp.Lateral:
             _check_source(node.this)
-        elif kind in _WRITE_STATEMENTS and node is not tree:
-            _forbid(f"{node.key.upper()} is only allowed as the whole statement", hint=_HINT_WRITES)
+        elif kind in WRITE_STATEMENTS and node is not tree:
+            _forbid(f"{node.key.upper()} is only allowed as the whole statement", hint=HINT_WRITES)
         elif kind is exp.Update and not node.expressions:
-            _forbid("UPDATE without SET is not allowed", hint=_HINT_WRITES)
+            _forbid("UPDATE without SET is not allowed", hint=HINT_WRITES)
         elif kind is exp.Returning and node.args.get("into"):
-            _forbid("RETURNING ... INTO is not allowed", hint=_HINT_CONSTRUCT)
+            _forbid("RETURNING ... INTO is not allowed", hint=HINT_CONSTRUCT)
     return _Inventory(tuple(tables), tuple(placeholders), has_ctes)
 
 
 def _check_source(source: exp.Expr) -> None:
     """What may follow FROM, JOIN or LATERAL: tables, subqueries, VALUES and the allowed table functions."""
-    if isinstance(source, (exp.Table, exp.Subquery, exp.Values, exp.Lateral, *_TABLE_FUNCTIONS)):
+    if isinstance(source, (exp.Table, exp.Subquery, exp.Values, exp.Lateral, *TABLE_FUNCTIONS)):
         return
     _forbid_table_function(source)
 
@@ -824,20 +470,20 @@ def _forbid_table_function(function: exp.Expr) -> NoReturn:
     name = function.sql_name().lower() if isinstance(function, exp.Func) else function.key
     if isinstance(function, exp.Anonymous):
         name = function.name.lower()
-    _forbid(f"table function {name}() is not allowed", hint=_HINT_SYSTEM, details={"function": name})
+    _forbid(f"table function {name}() is not allowed", hint=HINT_SYSTEM, details={"function": name})
 
 
 def _forbid_node(node: exp.Expr) -> NoReturn:
     if isinstance(node, exp.Command):
-        _forbid(f"unsupported statement {str(node.this).upper()!r}", hint=_HINT_WRITES)
+        _forbid(f"unsupported statement {str(node.this).upper()!r}", hint=HINT_WRITES)
     if isinstance(node, (exp.Insert, exp.Update, exp.Delete)):
-        _forbid(f"{node.key.upper()} is not allowed here", hint=_HINT_READ_ONLY)
-    _forbid(f"unsupported SQL construct: {node.key}", hint=_HINT_CONSTRUCT, details={"construct": node.key})
+        _forbid(f"{node.key.upper()} is not allowed here", hint=HINT_READ_ONLY)
+    _forbid(f"unsupported SQL construct: {node.key}", hint=HINT_CONSTRUCT, details={"construct": node.key})
 
 
 def _check_ascii(name: str) -> None:
     if not name.isascii():
-        _forbid(f"identifier {name!r} is not ASCII", hint=_HINT_ASCII, details={"identifier": name})
+        _forbid(f"identifier {name!r} is not ASCII", hint=HINT_ASCII, details={"identifier": name})
 
 
 def _check_function(node: exp.Func) -> None:
@@ -846,21 +492,21 @@ def _check_function(node: exp.Func) -> None:
         _check_ascii(name)
         if _function_name_allowed(name):
             return
-        _forbid(f"function {name}() is not allowed", hint=_HINT_FUNCTION, details={"function": name})
-    if type(node) in _DENIED_FUNCTION_CLASSES:
+        _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
+    if type(node) in DENIED_FUNCTION_CLASSES:
         name = node.sql_name().lower()
-        _forbid(f"function {name}() is not allowed", hint=_HINT_FUNCTION, details={"function": name})
+        _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
 
 
 def _function_name_allowed(name: str) -> bool:
     """An untyped function is allowed if curated, or if it names a typed function that is allowed
     (DuckDB's method-call syntax ``x.lower()`` leaves even well-known names untyped)."""
-    if _DENIED_FUNCTION_NAMES.match(name):
+    if DENIED_FUNCTION_NAMES.match(name):
         return False
-    if name in _ANONYMOUS_FUNCTIONS:
+    if name in ANONYMOUS_FUNCTIONS:
         return True
     typed = exp.FUNCTION_BY_NAME.get(name.upper())
-    return typed is not None and typed not in _DENIED_FUNCTION_CLASSES
+    return typed is not None and typed not in DENIED_FUNCTION_CLASSES
 
 
 def _params(placeholders: Sequence[exp.Placeholder], tokens: Sequence[Token]) -> tuple[str, ...]:
@@ -871,14 +517,14 @@ def _params(placeholders: Sequence[exp.Placeholder], tokens: Sequence[Token]) ->
         name = str(placeholder.this or "")
         if not name or name.isdigit():
             label = f"${name}" if name else "?"
-            raise SqlError(Code.SQL_PARAM, f"positional parameter {label} is not allowed", hint=_HINT_PARAMS)
+            raise SqlError(Code.SQL_PARAM, f"positional parameter {label} is not allowed", hint=HINT_PARAMS)
         if name not in dollar:
-            raise SqlError(Code.SQL_PARAM, f"parameter {name!r} must be written ${name}", hint=_HINT_PARAMS)
-        if not _PARAM_NAME.fullmatch(name):
+            raise SqlError(Code.SQL_PARAM, f"parameter {name!r} must be written ${name}", hint=HINT_PARAMS)
+        if not PARAM_NAME.fullmatch(name):
             raise SqlError(
                 Code.SQL_PARAM,
                 f"parameter ${name} must be a lowercase identifier",
-                hint=_HINT_PARAMS,
+                hint=HINT_PARAMS,
                 details={"param": name},
             )
         used.add(name)
@@ -903,7 +549,7 @@ def _write_target(tree: exp.Expr, schema: Schema, views: frozenset[str], source:
     if isinstance(target, exp.Schema):
         target = target.this
     if not isinstance(target, exp.Table) or not isinstance(target.this, exp.Identifier):
-        _forbid(f"{tree.key.upper()} must target an application table", hint=_HINT_WRITES)
+        _forbid(f"{tree.key.upper()} must target an application table", hint=HINT_WRITES)
     name = _table_name(target, source)
     if name in views:
         _forbid(f"{name!r} is a view and cannot be written", hint="Write to the underlying table instead.")
@@ -944,7 +590,7 @@ def _bind_table(table: exp.Table, schema: Schema, source: str, ctes: _CteBinding
     """The app table a reference reads, None for CTEs and allowed table functions, or a refusal."""
     this = table.this
     if not isinstance(this, exp.Identifier):
-        if isinstance(this, _TABLE_FUNCTIONS):
+        if isinstance(this, TABLE_FUNCTIONS):
             return None
         _forbid_table_function(this)
     name = _table_name(table, source)
@@ -959,15 +605,15 @@ def _table_name(table: exp.Table, source: str) -> str:
     """The lowercase name of an app-table reference; files, other schemas and reserved names are refused."""
     for part in table.parts:
         if part.args.get("quoted") and _quote_char(part, source) != '"':
-            _forbid("files cannot be used as tables", hint=_HINT_SYSTEM, details={"table": part.name})
+            _forbid("files cannot be used as tables", hint=HINT_SYSTEM, details={"table": part.name})
     parts = [part.name.lower() for part in table.parts]
     qualified = ".".join(parts)
-    if any(part.startswith(_RESERVED_PREFIXES) for part in parts):
-        _forbid(f"{qualified!r} is a system object", hint=_HINT_SYSTEM, details={"table": qualified})
+    if any(part.startswith(RESERVED_PREFIXES) for part in parts):
+        _forbid(f"{qualified!r} is a system object", hint=HINT_SYSTEM, details={"table": qualified})
     if parts[:-1] not in ([], ["main"]):
         _forbid(
             f"{qualified!r} is outside the application schema",
-            hint=_HINT_SYSTEM,
+            hint=HINT_SYSTEM,
             details={"table": qualified},
         )
     return parts[-1]
@@ -1018,7 +664,7 @@ def _unknown_table(name: str, schema: Schema) -> NoReturn:
     raise SqlError(
         Code.SQL_UNKNOWN_TABLE,
         f"unknown table {name!r}",
-        hint=_HINT_TABLES,
+        hint=HINT_TABLES,
         details={"table": name, "known_tables": sorted(schema)},
     )
 
@@ -1395,14 +1041,14 @@ def _check_expression_node(node: exp.Expr, columns: frozenset[str], context: str
         raise SqlError(
             Code.SQL_PARAM,
             f"{context}: parameters are not allowed in a check",
-            hint=_HINT_CHECK,
+            hint=HINT_CHECK,
             details={"context": context},
         )
     if isinstance(node, exp.Column):
         _check_expression_column(node, columns, context)
-    if type(node) in _EXPRESSION_NODES or type(node) in _EXPRESSION_FUNCTIONS:
+    if type(node) in EXPRESSION_NODES or type(node) in EXPRESSION_FUNCTIONS:
         return
-    if isinstance(node, exp.Anonymous) and node.name.lower() in _EXPRESSION_ANONYMOUS:
+    if isinstance(node, exp.Anonymous) and node.name.lower() in EXPRESSION_ANONYMOUS:
         return
     _refuse_in_check(node, context)
 
@@ -1420,7 +1066,7 @@ def _refuse_in_check(node: exp.Expr, context: str) -> NoReturn:
         what, details["function"] = f"function {name}() is", name
     else:
         what, details["construct"] = f"{node.key} is", node.key
-    _forbid(f"{context}: {what} not allowed in a check", hint=_HINT_CHECK, details=details)
+    _forbid(f"{context}: {what} not allowed in a check", hint=HINT_CHECK, details=details)
 
 
 def _check_expression_column(column: exp.Column, columns: frozenset[str], context: str) -> None:
@@ -1445,4 +1091,4 @@ def _forbid(message: str, *, hint: str | None = None, details: dict[str, object]
 
 
 def _limit(message: str, *, limit: int) -> NoReturn:
-    raise PolicyError(Code.LIMIT_EXCEEDED, message, hint=_HINT_LIMIT, details={"limit": limit})
+    raise PolicyError(Code.LIMIT_EXCEEDED, message, hint=HINT_LIMIT, details={"limit": limit})

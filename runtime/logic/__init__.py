@@ -1,0 +1,1 @@
+"""Running the application: actions, invariant and reference checks, workflows, messages, effects."""
