@@ -174,11 +174,8 @@ def progress(done: int, total: int, message: str) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """``buttress init DIR``: create the configuration, the database and the stored tool listing."""
-    from mcp_server.server import store_listing
-
+    """``buttress init DIR``: create the configuration and the database."""
     project = projects.init(args.dir, agent=args.agent)
-    store_listing(project.cache_dir)
     print(
         f"initialised {project.root}\n  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}"
     )
@@ -209,7 +206,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime,
         agent=agent,
         extra_tools=extra,
-        listing_dir=project.cache_dir,
         policy=policy,
         require_tokens=args.http,
     )
@@ -417,6 +413,6 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     """``buttress finalize --before N`` (``Runtime.finalize``): no rollback past N afterwards."""
     with opened(args) as runtime:
         result = runtime.finalize(before_version=args.before, actor=args.actor)
-    tables = result.get("finalized_tables", [])
+    tables = result.finalized_tables
     print(f"finalized versions before {args.before}: {len(tables)} retained tables discarded")
     return 0

@@ -5,8 +5,9 @@ Every failure a tool call can meet becomes ``CallToolResult(is_error=True)`` who
 ``{"error": {"code", "message", "hint", "details"}}``:
 
     ButtressError (the runtime's)          its own code, message, hint and details
-    invalid arguments (pydantic)           spec.invalid, details.problems = [{path, problem}]
-    unknown tool name                      not_found
+    invalid arguments (pydantic)           spec.invalid (action.invalid_args for app_ tools),
+                                           details.problems = [{path, problem}]
+    unknown tool name                      not_found, naming the closest tools
     anything else                          internal; the exception text stays in the server log
 
 Protocol errors (JSON-RPC) are left to the SDK: they mean a malformed request, not a failed call.
@@ -26,11 +27,11 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field, ValidationError
 
-from runtime.errors import ButtressError, Code, NotFound, SpecError
+from runtime.errors import ButtressError, Code, SpecError
 
 logger = logging.getLogger(__name__)
 
-INTERNAL = "internal"
+INTERNAL = str(Code.INTERNAL)
 
 
 class ErrorBody(BaseModel):
@@ -106,33 +107,18 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def internal_error_result(tool: str) -> CallToolResult:
-    """The result of a crash: code ``internal``, and nothing of the exception."""
-    return error_result(
-        error_payload(
-            INTERNAL,
-            f"{tool} failed unexpectedly; nothing was reported about the cause",
-            "Retry once; if it fails again, tell the operator (the server log has the details).",
-        )
-    )
-
-
-def tool_error_result(tool: str, error: ToolError, *, known_tool: bool) -> CallToolResult:
-    """Map what ``MCPServer.call_tool`` raised to the one error shape; log crashes with their traceback."""
+def failure_of(tool: str, error: ToolError) -> ButtressError:
+    """What ``MCPServer.call_tool`` raised, as the runtime error it stands for; crashes are logged
+    with their traceback and reported as ``internal`` without the exception's text."""
     cause = error.__cause__
     if isinstance(cause, ButtressError):
         logger.info("tool %s refused: %s", tool, cause.code)
-        return buttress_error_result(cause)
-    if not known_tool:
-        return buttress_error_result(
-            NotFound(
-                "tool",
-                tool,
-                hint="Call tools/list for the tools that exist now; "
-                "app_<name> tools change with each deploy.",
-            )
-        )
+        return cause
     if isinstance(cause, ValidationError) and not isinstance(error, UnexpectedToolError):
-        return buttress_error_result(invalid_arguments(tool, cause))
+        return invalid_arguments(tool, cause)
     logger.error("tool %s crashed", tool, exc_info=cause or error)
-    return internal_error_result(tool)
+    return ButtressError(
+        Code.INTERNAL,
+        f"{tool} failed unexpectedly; nothing was reported about the cause",
+        hint="Retry once; if it fails again, tell the operator (the server log has the details).",
+    )

@@ -1,16 +1,22 @@
-"""The MCP server: registers the tools of ``tools.registry.REGISTRY``, the resources and the prompt, maps every
-tool failure to one structured error shape, and announces tool list changes after each version
-change. It adapts; the runtime decides.
+"""The MCP server: registers the tools of ``tools.registry.REGISTRY``, one ``app_<name>`` tool per
+deployed action, the resources and the prompt; maps every tool failure to one structured error
+shape; and announces tool list changes after each version change. It adapts; the runtime decides.
+
+Every request reaches one policy decision, whatever its path: ``tools/list`` shows each caller the
+tools its role allows; a call to any other tool is refused (``policy.denied``, or ``not_found`` with
+the closest names when no such tool exists); resources and prompts need the ``read`` capability;
+and the runtime itself checks the capability again for every operation, so no path skips it.
+Refusals here (unknown tools, invalid arguments, oversized requests) are audited like any other.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
@@ -19,16 +25,18 @@ from mcp.server import NotificationOptions
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.models import InitializationOptions
-from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
 from mcp.types import Tool as MCPTool
+from pydantic import ValidationError
 
-from mcp_server import errors, listing
-from runtime.errors import ButtressError, Code
+from mcp_server import errors
+from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError, SpecError
 from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
 
 if TYPE_CHECKING:
     from runtime.boundary.policy import Policy
     from runtime.runtime import Runtime
+    from runtime.schema.spec import ActionSpec, AppSpec
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,23 +62,22 @@ Make this change to the application safely: {goal}
 4. Call dry_run(proposal_id). Read the report: each step's rows_affected and losses, the checks,
    and, if passed is false, report.error with its code, rows and hint. Fix and propose again.
 5. Only when passed is true, call deploy(proposal_id). On plan.stale_base someone deployed first:
-   go back to step 1.
+   go back to step 1. On deploy.needs_approval, tell the operator the request id and wait.
 6. Verify with query (e.g. count rows, select a sample) that the data has the shape you expect.
 7. If it is wrong, call rollback (it restores dropped data); on rollback.not_lossless, fix the rows
    named in details.rows first. Report the final version number."""
 
 
 class ButtressServer(MCPServer[ToolEnv]):
-    """An MCPServer whose tool failures are structured Buttress errors, whose version-changing tools
-    announce ``tools/list_changed`` in both protocol eras, and which can answer ``tools/list`` from a
-    stored listing while it loads the tool modules on first use (see ``mcp_server.listing``)."""
+    """An MCPServer whose tool failures are structured Buttress errors, whose tools follow the policy
+    and the deployed version, and whose version-changing tools announce ``tools/list_changed`` in
+    both protocol eras."""
 
     def __init__(
         self,
         env: ToolEnv,
         *,
         extra_tools: tuple[ToolSpec, ...] = (),
-        listing_dir: Path | None = None,
         log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING",
         auth: dict[str, Any] | None = None,
     ) -> None:
@@ -89,22 +96,14 @@ class ButtressServer(MCPServer[ToolEnv]):
         )
         self.env = env
         self.tool_names: set[str] = set()
-        self._actions: dict[str, Any] = {}
+        self._actions: dict[str, ActionSpec] = {}
         self._extra_names = {t.name for t in extra_tools}
-        self._extra_tools = extra_tools
         self._version_changing: set[str] = set()
-        self._registering: anyio.Lock | None = None
-        self._listing_dir = listing_dir
-        self._listing_key = listing.fingerprint(t.name for t in extra_tools) if listing_dir else ""
-        self._stored_listing = listing.load(listing_dir, self._listing_key) if listing_dir else None
-        if self._stored_listing is None:
-            self.register_all(_registry())
+        self._syncing = anyio.Lock()
+        self._checked_runtimes: set[int] = set()
+        for spec in (*_registry(), *extra_tools):
+            self.register(spec)
         _advertise_list_changed(self)
-
-    @property
-    def registered(self) -> bool:
-        """True once the tool modules are loaded and registered."""
-        return bool(self.tool_names)
 
     def register(self, spec: ToolSpec) -> None:
         """Register one tool (typed input, output model, annotations, docstring as description)."""
@@ -120,36 +119,32 @@ class ButtressServer(MCPServer[ToolEnv]):
         if spec.changes_version:
             self._version_changing.add(spec.name)
 
-    def register_all(self, registry: tuple[ToolSpec, ...]) -> None:
-        """Register the registry and the extra tools."""
-        for spec in (*registry, *self._extra_tools):
-            self.register(spec)
-
-    async def ensure_registered(self) -> None:
-        """Load and register the tools if only the stored listing has been served so far."""
-        if self.registered:
-            return
-        if self._registering is None:
-            self._registering = anyio.Lock()
-        async with self._registering:
-            if not self.registered:
-                self.register_all(await anyio.to_thread.run_sync(_registry))
+    # ------------------------------------------------------------------------------------ listing
 
     async def list_tools(self) -> list[MCPTool]:
-        """The tools this caller may use: from the stored listing until the tool modules are loaded,
-        plus one ``app_<name>`` tool per deployed action once the database is open."""
-        self.env.warm_up()  # a client that lists tools calls one next: open the database meanwhile
-        runtime = self.env.ready()
-        if runtime is not None and (runtime.current[1].actions or self._actions):
-            await self.ensure_registered()
-            await self.sync_action_tools()
-        if not self.registered and self._stored_listing is not None:
-            return self._visible(self._stored_listing)
+        """The tools this caller may use, ``app_<name>`` tools of the deployed version included.
+
+        The first listing of a fresh process waits for the database to open, so that clients that list
+        tools once when they connect (Claude Code, Claude Desktop, the Inspector) see every action.
+        """
+        runtime = await self._open_runtime()
+        if runtime is not None:
+            await self.sync_action_tools(runtime)
         tools = [_admitting_errors(tool) for tool in await super().list_tools()]
-        if self._listing_dir is not None and self._stored_listing is None:
-            self._stored_listing = [t for t in tools if not t.name.startswith(ACTION_TOOL_PREFIX)]
-            listing.save(self._listing_dir, self._listing_key, self._stored_listing)
         return self._visible(tools)
+
+    async def _open_runtime(self) -> Runtime | None:
+        """The runtime once open (None if it cannot open: the static tools are still listed and each
+        call reports why)."""
+        try:
+            runtime = await self.env.runtime()
+        except Exception:
+            logger.warning("the database could not be opened", exc_info=True)
+            return None
+        if id(runtime) not in self._checked_runtimes:
+            self._checked_runtimes.add(id(runtime))
+            runtime.spec_checks.append(check_action_tools)
+        return runtime
 
     def _visible(self, tools: list[MCPTool]) -> list[MCPTool]:
         policy = self.env.policy
@@ -158,48 +153,86 @@ class ButtressServer(MCPServer[ToolEnv]):
         allowed = set(policy.tools_for(self.env.caller(), [t.name for t in tools]))
         return [t for t in tools if t.name in allowed or t.name in self._extra_names]
 
-    async def _denied(self, name: str, arguments: dict[str, Any]) -> CallToolResult | None:
-        """A policy.denied result (audited) when the caller may not use this tool, else None."""
+    # ------------------------------------------------------------------------------------ calling
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: ToolContext | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call a tool; every failure comes back as a structured, audited error result."""
+        runtime = await self._open_runtime()
+        if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names and runtime is not None:
+            await self.sync_action_tools(runtime)
+        refused = self._refusal(name, arguments, runtime)
+        if refused is not None:
+            await self._audit_refusal(runtime, name, arguments, refused)
+            return errors.buttress_error_result(refused)
+        try:
+            result = await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            failure = errors.failure_of(name, error)
+            if failure.code == Code.SPEC_INVALID and name.startswith(ACTION_TOOL_PREFIX):
+                failure = ActionError(
+                    Code.ACTION_INVALID_ARGS,
+                    failure.message.replace("invalid arguments for", "invalid arguments for action"),
+                    hint="describe_app lists each parameter with its type.",
+                    details=failure.details,
+                )
+            if isinstance(error.__cause__, ValidationError) and not isinstance(
+                error.__cause__, ButtressError
+            ):
+                await self._audit_refusal(runtime, name, arguments, failure)
+            return errors.buttress_error_result(failure)
+        if name in self._version_changing and isinstance(result, CallToolResult) and not result.is_error:
+            await self.after_version_change(context)
+        return result
+
+    def _refusal(self, name: str, arguments: dict[str, Any], runtime: Runtime | None) -> ButtressError | None:
+        """Why this call is refused before it runs (unknown tool, policy, size), or None."""
+        if name not in self.tool_names:
+            known = sorted(self.tool_names)
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            return NotFound(
+                "tool",
+                name,
+                hint=(f"Did you mean {', '.join(close)}? " if close else "")
+                + "tools/list shows the tools that exist now; app_<name> tools change with each deploy.",
+            )
+        if runtime is not None:
+            limit = runtime.limits.max_request_bytes
+            size = len(json.dumps(arguments, default=str).encode())
+            if size > limit:
+                return PolicyError(
+                    Code.LIMIT_EXCEEDED,
+                    f"the request's arguments are {size} bytes; the limit is {limit}",
+                    hint="Split the change into smaller proposals, or ask the operator to raise max_request_bytes.",
+                    details={"bytes": size, "max_request_bytes": limit},
+                )
         policy = self.env.policy
         if policy is None or name in self._extra_names:
             return None
         caller = self.env.caller()
         if policy.tools_for(caller, [name]):
             return None
-        from runtime.errors import PolicyError
-
-        error = PolicyError(
+        return PolicyError(
             Code.POLICY_DENIED,
             f"agent {caller!r} may not call {name}",
             hint="This is the operator's decision (buttress.toml); ask them rather than retrying.",
             details={"agent": caller, "tool": name},
         )
-        runtime = await self.env.runtime()
-        safe = {k: v for k, v in arguments.items() if isinstance(v, str | int | float | bool | type(None))}
-        await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, safe, error))
-        return errors.buttress_error_result(error)
 
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: ToolContext | None = None
-    ) -> CallToolResult | InputRequiredResult:
-        """Call a tool; every failure comes back as a structured error result, never as Python text."""
-        await self.ensure_registered()
-        if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names:
-            await self.sync_action_tools()
-        denied = await self._denied(name, arguments)
-        if denied is not None:
-            return denied
-        try:
-            result = await super().call_tool(name, arguments, context)
-        except ToolError as error:
-            return errors.tool_error_result(name, error, known_tool=name in self.tool_names)
-        if name in self._version_changing and isinstance(result, CallToolResult) and not result.is_error:
-            await self.after_version_change(context)
-        return result
+    async def _audit_refusal(
+        self, runtime: Runtime | None, name: str, arguments: dict[str, Any], error: ButtressError
+    ) -> None:
+        if runtime is None:
+            return
+        caller = self.env.caller()
+        await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, arguments, error))
 
     async def after_version_change(self, ctx: ToolContext | None) -> None:
         """Re-sync the per-action tools and announce the tool list change to both protocol eras."""
-        await self.sync_action_tools()
+        runtime = await self._open_runtime()
+        if runtime is not None:
+            await self.sync_action_tools(runtime)
         if ctx is None:
             return
         try:
@@ -208,27 +241,83 @@ class ButtressServer(MCPServer[ToolEnv]):
             logger.debug("legacy tools/list_changed not delivered", exc_info=True)
         await ctx.notify_tools_changed()  # 2026-07-28 clients listening on subscriptions/listen
 
-    async def sync_action_tools(self) -> bool:
+    async def sync_action_tools(self, runtime: Runtime) -> bool:
         """Make the ``app_<name>`` tools match the current version's actions; True if the set changed.
 
-        A replaced action (new parameters) gets a freshly derived tool.
+        A replaced action (new parameters) gets a freshly derived tool. An action whose tool cannot
+        be built is left out and logged: nothing a deploy commits can take the tool list down (and
+        the dry-run refuses such a spec before it is deployed: ``check_action_tools``).
         """
         from tools.logic import action_tool
 
-        runtime = await self.env.runtime()
-        _, spec = runtime.current
-        wanted = {ACTION_TOOL_PREFIX + action.name: action for action in spec.actions}
-        present = {name for name in self.tool_names if name.startswith(ACTION_TOOL_PREFIX)}
-        stale = {name for name in present if name not in wanted or self._actions.get(name) != wanted[name]}
-        for name in stale:
-            self.remove_tool(name)
-            self.tool_names.discard(name)
-            self._actions.pop(name, None)
-        added = [name for name in wanted if name not in self.tool_names]
-        for name in added:
-            self.register(action_tool(wanted[name]))
-            self._actions[name] = wanted[name]
-        return bool(stale or added)
+        async with self._syncing:
+            _, spec = runtime.current
+            wanted = {ACTION_TOOL_PREFIX + action.name: action for action in spec.actions}
+            present = {name for name in self.tool_names if name.startswith(ACTION_TOOL_PREFIX)}
+            stale = {
+                name for name in present if name not in wanted or self._actions.get(name) != wanted[name]
+            }
+            for name in stale:
+                self.remove_tool(name)
+                self.tool_names.discard(name)
+                self._actions.pop(name, None)
+            added = [name for name in wanted if name not in self.tool_names]
+            for name in added:
+                try:
+                    self.register(action_tool(wanted[name]))
+                except Exception:
+                    logger.exception("the tool of action %s cannot be built; it is not listed", name)
+                    continue
+                self._actions[name] = wanted[name]
+            return bool(stale or added)
+
+    # ---------------------------------------------------------------------------------- prompts
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> GetPromptResult | InputRequiredResult:
+        """A prompt, for callers that may read (the policy's ``read`` capability)."""
+        runtime = await self._open_runtime()
+        if runtime is not None:
+            try:
+                from runtime.boundary.policy import Capability
+
+                caller = self.env.caller()
+                await anyio.to_thread.run_sync(
+                    lambda: runtime.authorize(caller, Capability.READ, what="read prompts")
+                )
+            except ButtressError as error:
+                await self._audit_refusal(runtime, f"prompt:{name}", arguments or {}, error)
+                raise ValueError(f"{error.code}: {error.message} — {error.hint}") from None
+        return await super().get_prompt(name, arguments, context)
+
+
+def check_action_tools(spec: AppSpec) -> None:
+    """Build every action's ``app_`` tool exactly as the server will (a dry-run check): a spec whose
+    tools cannot be built is refused before it is deployed, never after."""
+    from mcp.server.mcpserver.tools.base import Tool
+
+    from tools.logic import action_tool
+
+    for action in spec.actions:
+        try:
+            built = action_tool(action)
+            tool = Tool.from_function(
+                built.fn,
+                name=built.name,
+                title=built.title,
+                description=built.description,
+                annotations=built.annotations,
+                structured_output=True,
+            )
+            json.dumps(tool.parameters)
+        except Exception as error:
+            raise SpecError(
+                Code.SPEC_INVALID,
+                f"the tool of action {action.name!r} cannot be built: {error}",
+                hint="Rename the parameters named in the message (ctx and idempotency_key are reserved).",
+                details={"action": action.name},
+            ) from None
 
 
 def build_server(
@@ -236,20 +325,18 @@ def build_server(
     *,
     agent: str,
     extra_tools: tuple[ToolSpec, ...] = (),
-    listing_dir: Path | None = None,
     policy: Policy | None = None,
     require_tokens: bool = False,
 ) -> ButtressServer:
     """The Buttress MCP server over ``runtime`` (open, or opening in the background), acting as ``agent``.
 
-    With ``listing_dir``, the server answers ``tools/list`` from the listing stored there (written on
-    the first start) and loads the tool modules on the first tool call. With ``policy``, each caller
-    sees and may call only the tools its role allows. ``require_tokens`` (HTTP) makes every request
-    carry a bearer token whose sha256 the policy maps to an agent; others get HTTP 401.
+    With ``policy``, each caller sees and may call only the tools its role allows. ``require_tokens``
+    (HTTP) makes every request carry a bearer token whose sha256 the policy maps to an agent; others
+    get HTTP 401.
     """
     env = ToolEnv(runtime, agent=agent, policy=policy)
     auth = _token_auth(policy) if require_tokens else None
-    server = ButtressServer(env, extra_tools=extra_tools, listing_dir=listing_dir, auth=auth)
+    server = ButtressServer(env, extra_tools=extra_tools, auth=auth)
     _add_resources(server, env)
     server.prompt(name="safe_change", title="Change the application safely")(safe_change)
     return server
@@ -281,26 +368,10 @@ def _token_auth(policy: Policy | None) -> dict[str, Any]:
     }
 
 
-def store_listing(listing_dir: Path, extra_tools: tuple[ToolSpec, ...] = ()) -> None:
-    """Write the tool listing for the current code into ``listing_dir`` (``buttress init`` does)."""
-    server = build_server(_Unopened(), agent="", extra_tools=extra_tools, listing_dir=listing_dir)
-    anyio.run(server.list_tools)
-
-
 def _admitting_errors(tool: MCPTool) -> MCPTool:
     if tool.output_schema is None:
         return tool
     return tool.model_copy(update={"output_schema": errors.with_error_alternative(tool.output_schema)})
-
-
-class _Unopened:
-    """A runtime that is never opened: enough to build the server and list its tools."""
-
-    def start(self) -> None:
-        pass
-
-    def get(self) -> Runtime:
-        raise RuntimeError("listing the tools does not open a runtime")
 
 
 def _registry() -> tuple[ToolSpec, ...]:
@@ -318,6 +389,9 @@ def safe_change(goal: str = "the change you were asked to make") -> str:
 
 
 def _add_resources(server: ButtressServer, env: ToolEnv) -> None:
+    """The read side as resources. Each read goes through the runtime as the caller: authorized
+    (``read``) and audited like the tools."""
+
     @server.resource(
         "buttress://spec/current",
         name="current_spec",
@@ -327,7 +401,8 @@ def _add_resources(server: ButtressServer, env: ToolEnv) -> None:
     )
     async def current_spec() -> str:
         runtime = await env.runtime()
-        description = await _read(runtime.describe)
+        caller = env.caller()
+        description = await _read(lambda: runtime.describe(actor=caller))
         return _spec_json(description.version, description.spec.model_dump(mode="json"), description.hash)
 
     @server.resource(
@@ -343,7 +418,8 @@ def _add_resources(server: ButtressServer, env: ToolEnv) -> None:
                 f"not_found: no version named {number!r} — use a number from list_versions"
             )
         runtime = await env.runtime()
-        spec = await _read(functools.partial(runtime.version_spec, int(number)))
+        caller = env.caller()
+        spec = await _read(functools.partial(runtime.version_spec, int(number), actor=caller))
         return _spec_json(int(number), spec.model_dump(mode="json"), spec.hash())
 
     @server.resource(
@@ -355,7 +431,8 @@ def _add_resources(server: ButtressServer, env: ToolEnv) -> None:
     )
     async def recent_audit() -> str:
         runtime = await env.runtime()
-        entries = await _read(functools.partial(runtime.read_audit, limit=50))
+        caller = env.caller()
+        entries = await _read(functools.partial(runtime.read_audit, limit=50, actor=caller))
         return json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2)
 
 

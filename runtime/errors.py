@@ -47,6 +47,7 @@ class Code(StrEnum):
     ACTION_FAILED = "action.failed"
     ACTION_CONSTRAINT = "action.constraint_violated"
     INVARIANT_VIOLATED = "invariant.violated"
+    INVARIANT_TOO_SLOW = "invariant.too_slow"
     POLICY_DENIED = "policy.denied"
     POLICY_PROTECTED = "policy.protected"
     APPROVAL_INVALID = "approval.invalid"
@@ -61,6 +62,7 @@ class Code(StrEnum):
     ENGINE_LOCKED = "engine.locked"
     ENGINE_BUSY = "engine.busy"
     AUDIT_BROKEN = "audit.broken"
+    INTERNAL = "internal"
 
 
 class ButtressError(Exception):

@@ -1,7 +1,14 @@
 """``Runtime``: the public face of the embedded runtime. It knows nothing of MCP.
 
-Each method is one typed operation that the MCP tools and the CLI project; each appends one
-audit row (refusals included) on the writer lane.
+Each method is one typed operation that the MCP tools and the CLI project. Each takes the
+``actor`` it acts for: the operator (the CLI) or an agent, whose capabilities the operator's policy
+decides here, whatever path the request took (a tool, an ``app_`` tool, ``run_action``, a
+resource). Each appends one audit row: changes in the same transaction as their effect, reads and
+refusals shortly after (``Auditor.defer``), so a refusal never waits on a busy writer.
+
+Every writer-lane operation has a deadline from the policy's ``[limits]`` and waits for the lane at
+most ``lane_wait_s``: a stuck change is interrupted (``limit.timeout``), a blocked one answers
+``engine.busy``, and both are audited.
 
 >>> import tempfile, pathlib
 >>> rt = Runtime.open(pathlib.Path(tempfile.mkdtemp()) / "app.duckdb")
@@ -12,73 +19,66 @@ audit row (refusals included) on the writer lane.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 from runtime.boundary import approvals
-from runtime.boundary.policy import Capability, Limits, Policy, check_action_access, check_protected
+from runtime.boundary.policy import (
+    Capability,
+    Limits,
+    Policy,
+    check_action_access,
+    check_protected,
+    require,
+)
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
-from runtime.logic.actions import ActionResult, ActionRunner
+from runtime.logic.actions import ActionRunner
 from runtime.migrate import deploy
-from runtime.migrate.deploy import Progress, RollbackResult
+from runtime.migrate.deploy import Progress
+from runtime.results import (
+    ActionResult,
+    ActionSummary,
+    AppDescription,
+    AuditEntry,
+    DeployResult,
+    DryRunReport,
+    FinalizeResult,
+    PendingProposal,
+    ProposalResult,
+    QueryResult,
+    RollbackResult,
+    SqlCheckResult,
+    VerifyResult,
+    VersionInfo,
+)
 from runtime.schema import diff as specdiff
 from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.schema.spec import AppSpec
 from runtime.sql import sqlcheck
 from runtime.store import audit as audit_log
 from runtime.store import catalog, fingerprint
-from runtime.store.audit import AuditEntry, AuditLog, VerifyResult
+from runtime.store.audit import AnchorFile, Auditor, anchor_path
 from runtime.store.engine import Engine, Settings, Tx
-from runtime.store.values import plain
+from runtime.store.values import fetch
 
 T = TypeVar("T")
 
 OPERATOR = "operator"
-READ_AUDIT_DELAY = 0.05  # the identity of the CLI; the policy restricts agents, not the operator
+"""The identity of the CLI: the policy restricts agents, not the operator."""
+
+SpecCheck = Callable[[AppSpec], None]
 
 
-class VersionInfo(BaseModel):
+@dataclass(frozen=True)
+class Current:
+    """The committed version as the writer lane last left it, with what is derived from its spec."""
+
     number: int
-    hash: str
-    kind: str
-    parent: int | None = None
-    restores: int | None = None
-    proposal_id: str | None = None
-    note: str | None = None
-    deployed_at: str
-    deployed_by: str
-
-
-class AppDescription(BaseModel):
-    version: int
-    hash: str
     spec: AppSpec
-    actions: list[dict[str, Any]]
-    pending_proposals: list[dict[str, Any]]
-    drift: list[str]
-
-
-class QueryResult(BaseModel):
-    columns: list[str]
-    rows: list[list[Any]]
-    row_count: int
-    truncated: bool
-
-
-class SqlCheckResult(BaseModel):
-    ok: bool
-    kind: str | None = None
-    reads: list[str] = []
-    writes: list[str] = []
-    params: list[str] = []
-    output_columns: list[str] = []
-    against_version: int
-    proposal_id: str | None = None
-    error: dict[str, Any] | None = None
+    relations: dict[str, tuple[str, ...]]
 
 
 class Runtime:
@@ -93,20 +93,26 @@ class Runtime:
         policy: Policy | None = None,
     ) -> None:
         self.engine = engine
-        self.audit = AuditLog()
-        self.audit_reads = audit_reads
         self.policy = policy or Policy()
         self.limits = limits or self.policy.limits
+        self.audit = Auditor(
+            engine,
+            anchor=AnchorFile(anchor_path(engine.path), Path(engine.path).name),
+            lane_wait=self.limits.lane_wait_s,
+        )
+        self.audit_reads = audit_reads
+        self.spec_checks: list[SpecCheck] = []
+        """Checks a target spec must pass at dry-run and deploy besides the runtime's own (the MCP
+        server adds one: every action's tool can be built)."""
         self._expected: dict[str, fingerprint.Fingerprint] = {}
         self._listeners: list[Callable[[int], None]] = []
-        self._state_lock = threading.Lock()
         self._actions = ActionRunner(self)
-        self._reads: list[tuple[str, str, dict[str, Any], int]] = []
-        self._reads_lock = threading.Lock()
-        self._flusher: threading.Timer | None = None
         with engine.transaction() as tx:
             catalog.install(tx)
-            self._refresh(tx)
+            number, spec = catalog.current_version(tx)
+        self._current = Current(number, spec, spec.relations())
+        with engine.snapshot() as reader:
+            self.audit.check_anchor(reader)
         self.drift = self.check_drift()
 
     @classmethod
@@ -114,7 +120,8 @@ class Runtime:
         """Open (or create) the database file and install the system schema.
 
         Memory, spilling and threads come from ``limits`` (else the policy's limits); DuckDB spills
-        into ``.buttress/spill`` beside the database.
+        into ``.buttress/spill`` beside the database. The audit anchor is signed with the operator
+        secret, created on first use.
         """
         policy: Policy = options.get("policy") or Policy()
         limits: Limits = options.get("limits") or policy.limits
@@ -124,30 +131,36 @@ class Runtime:
             max_spill_mb=limits.max_spill_mb,
             threads=limits.threads,
         )
+        from runtime.boundary.secret import ensure_operator_key
+
+        ensure_operator_key()
         return cls(Engine(path, settings=settings), **options)
 
     def close(self) -> None:
-        timer = self._flusher
-        if timer is not None:
-            timer.cancel()
-        self.flush_reads()
+        self.audit.close()
         self.engine.close()
 
-    # -------------------------------------------------------------------------------- internals
-
-    def _refresh(self, tx: Tx | None = None) -> None:
-        if tx is None:
-            with self.engine.snapshot() as cursor:
-                number, spec = catalog.current_version(cursor)
-        else:
-            number, spec = catalog.current_version(tx)
-        with self._state_lock:
-            self._current = (number, spec, spec.relations())
+    # ------------------------------------------------------------------------------------ state
 
     @property
     def current(self) -> tuple[int, AppSpec]:
-        number, spec, _ = self._current
-        return number, spec
+        """The committed version and its spec (what the next writer will see)."""
+        state = self._current
+        return state.number, state.spec
+
+    @property
+    def state(self) -> Current:
+        return self._current
+
+    def publish(self, tx: Tx, number: int, spec: AppSpec) -> None:
+        """Make ``number`` current the moment ``tx`` commits, before the writer lane is released: the
+        next writer (a mutation waiting behind a deploy) already runs against it."""
+        state = Current(number, spec, spec.relations())
+
+        def apply() -> None:
+            self._current = state
+
+        tx.on_commit(apply, in_lane=True)
 
     def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
         key = spec.hash()
@@ -158,23 +171,45 @@ class Runtime:
     def check_drift(self) -> list[str]:
         """Differences between the live catalog and the active spec (empty when none)."""
         _, spec = self.current
-        with self.engine.snapshot() as cursor:
-            return fingerprint.diff(self.expected_catalog(spec), fingerprint.read(cursor))
+        with self.engine.snapshot() as reader:
+            return fingerprint.diff(self.expected_catalog(spec), fingerprint.read(reader))
 
     def on_version_change(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(version)`` after every deploy and rollback (e.g. to announce tools)."""
         self._listeners.append(listener)
 
     def after_version_change(self, version: int) -> None:
-        self._refresh()
         self.drift = self.check_drift()
         for listener in list(self._listeners):
             listener(version)
 
+    # ----------------------------------------------------------------------------------- policy
+
+    def authorize(self, actor: str, capability: Capability, *, what: str) -> None:
+        """The policy's one decision for a request: the operator may do anything; an agent only what
+        its role grants (``policy.denied`` otherwise)."""
+        if actor != OPERATOR:
+            require(self.policy, actor, capability, what=what)
+
+    def authorize_action(self, actor: str, action: str) -> None:
+        """May ``actor`` run ``action`` (its role runs actions, and ``actions = [...]`` names it)?"""
+        if actor == OPERATOR:
+            return
+        require(self.policy, actor, Capability.RUN_ACTIONS, what="run actions")
+        if not self.policy.may_run_action(actor, action):
+            raise PolicyError(
+                Code.POLICY_DENIED,
+                f"agent {actor!r} may not run action {action!r}",
+                hint="This is the operator's decision (buttress.toml: actions = [...]); ask them rather than "
+                "retrying.",
+                details={"agent": actor, "action": action},
+            )
+
     def policy_check_proposal(self, ops: Sequence[Operation], actor: str = OPERATOR) -> None:
         """The operator policy's word on an agent's proposal: protected entities and fields, proposal size."""
         if actor != OPERATOR:
-            check_protected(self.policy, ops)
+            _, spec = self.current
+            check_protected(self.policy, spec, ops)
         if len(ops) > self.limits.max_operations:
             raise ButtressError(
                 Code.LIMIT_EXCEEDED,
@@ -196,10 +231,22 @@ class Runtime:
                 writes = frozenset().union(*(a.writes for a in found))
                 check_action_access(self.policy, reads, writes, op.action.name)
 
-    def audited(self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], T]) -> T:
-        """Run ``act`` in one writer transaction; audit a refusal in its own transaction."""
+    # ---------------------------------------------------------------------------------- auditing
+
+    def audited(
+        self,
+        operation: str,
+        actor: str,
+        arguments: dict[str, Any],
+        act: Callable[[Tx], T],
+        *,
+        timeout: float | None = None,
+    ) -> T:
+        """Run ``act`` in one writer transaction with the change deadline; audit a refusal."""
         try:
-            with self.engine.transaction() as tx:
+            with self.engine.transaction(
+                timeout=timeout or self.limits.change_timeout_s, wait=self.limits.lane_wait_s
+            ) as tx:
                 return act(tx)
         except ButtressError as error:
             self.record_refusal(operation, actor, arguments, error)
@@ -222,60 +269,52 @@ class Runtime:
     def record_refusal(
         self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
     ) -> None:
+        """Audit a refused call. It changed nothing, so its row is group-committed shortly after and
+        the caller never waits for the writer lane."""
         number, _ = self.current
-        with self.engine.transaction() as tx:
-            self.audit.append(
-                tx,
-                actor=actor,
-                operation=operation,
-                arguments=arguments,
-                outcome="refused",
-                error_code=str(error.code),
-                version_before=number,
-                version_after=number,
-                proposal_id=arguments.get("proposal_id")
-                if isinstance(arguments.get("proposal_id"), str)
-                else None,
-            )
+        proposal_id = arguments.get("proposal_id")
+        self.audit.defer(
+            actor=actor,
+            operation=operation,
+            arguments=arguments,
+            outcome="refused",
+            error_code=str(error.code),
+            version=number,
+            proposal_id=proposal_id if isinstance(proposal_id, str) else None,
+        )
 
     def record_read(self, operation: str, actor: str, arguments: dict[str, Any]) -> None:
-        """Audit a successful read. Reads change nothing, so their rows are group-committed shortly
-        after (at most ``READ_AUDIT_DELAY`` seconds later, and always before any audit is read)."""
+        """Audit a successful read (group-committed shortly after, and before any audit is read)."""
         if not self.audit_reads or actor == OPERATOR:
             return  # the operator's own reads (CLI) are not agent actions; its changes are audited
         number, _ = self.current
-        with self._reads_lock:
-            self._reads.append((operation, actor, arguments, number))
-            if self._flusher is None:
-                self._flusher = threading.Timer(READ_AUDIT_DELAY, self.flush_reads)
-                self._flusher.daemon = True
-                self._flusher.start()
+        self.audit.defer(actor=actor, operation=operation, arguments=arguments, outcome="ok", version=number)
 
     def flush_reads(self) -> None:
-        """Write buffered read audit rows in one writer transaction."""
-        with self._reads_lock:
-            pending, self._reads, self._flusher = self._reads, [], None
-        if not pending:
-            return
-        with self.engine.transaction() as tx:
-            for operation, actor, arguments, number in pending:
-                self.audit.append(
-                    tx,
-                    actor=actor,
-                    operation=operation,
-                    arguments=arguments,
-                    outcome="ok",
-                    version_before=number,
-                    version_after=number,
-                )
+        """Write the queued read and refusal rows now (waiting at most ``lane_wait_s``)."""
+        self.audit.flush(wait=self.limits.lane_wait_s)
+
+    def _reading(self, operation: str, actor: str, arguments: dict[str, Any], call: Callable[[], T]) -> T:
+        """A read: authorized, run, audited (refusals included)."""
+        try:
+            self.authorize(actor, Capability.READ, what=operation.replace("_", " "))
+            result = call()
+        except ButtressError as error:
+            self.record_refusal(operation, actor, arguments, error)
+            raise
+        self.record_read(operation, actor, arguments)
+        return result
 
     # --------------------------------------------------------------------------------- the read side
 
     def describe(self, *, actor: str = OPERATOR) -> AppDescription:
-        self.record_read("describe_app", actor, {})
+        """The application at its current version: spec, actions, pending proposals, drift."""
+        return self._reading("describe_app", actor, {}, self._describe)
+
+    def _describe(self) -> AppDescription:
         number, spec = self.current
-        with self.engine.snapshot() as cursor:
-            pending = catalog.pending_proposals(cursor, number)
+        with self.engine.snapshot() as reader:
+            pending = catalog.pending_proposals(reader, number)
         relations = spec.relations()
         actions = []
         for action in spec.actions:
@@ -291,47 +330,57 @@ class Runtime:
                 reads |= analysis.reads
                 writes |= analysis.writes
             actions.append(
-                {
-                    "name": action.name,
-                    "kind": action.kind,
-                    "description": action.description,
-                    "params": [p.model_dump() for p in action.params],
-                    "reads": sorted(reads),
-                    "writes": sorted(writes),
-                    "tool": f"app_{action.name}",
-                }
+                ActionSummary(
+                    name=action.name,
+                    kind=action.kind,
+                    description=action.description,
+                    params=list(action.params),
+                    reads=sorted(reads),
+                    writes=sorted(writes),
+                    tool=f"app_{action.name}",
+                )
             )
         return AppDescription(
             version=number,
             hash=spec.hash(),
             spec=spec,
             actions=actions,
-            pending_proposals=pending,
+            pending_proposals=[PendingProposal.model_validate(p) for p in pending],
             drift=self.drift,
+            audit_problem=self.audit.problem,
         )
 
     def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:
-        self.record_read("list_versions", actor, {})
-        with self.engine.snapshot() as cursor:
-            return [VersionInfo.model_validate(v) for v in catalog.versions(cursor)]
+        """Every version, oldest first."""
 
-    def version_spec(self, number: int) -> AppSpec:
-        with self.engine.snapshot() as cursor:
-            return AppSpec.model_validate(catalog.version_row(cursor, number)["spec"])
+        def read() -> list[VersionInfo]:
+            with self.engine.snapshot() as reader:
+                return [VersionInfo.model_validate(v) for v in catalog.versions(reader)]
+
+        return self._reading("list_versions", actor, {}, read)
+
+    def version_spec(self, number: int, *, actor: str = OPERATOR) -> AppSpec:
+        """The spec deployed as version ``number``."""
+
+        def read() -> AppSpec:
+            with self.engine.snapshot() as reader:
+                return AppSpec.model_validate(catalog.version_row(reader, number)["spec"])
+
+        return self._reading("read_version", actor, {"version": number}, read)
 
     def diff_versions(
         self, from_version: int, to_version: int, *, actor: str = OPERATOR
     ) -> specdiff.SpecDiff:
+        """A structural diff between the specs of two versions."""
         args = {"from_version": from_version, "to_version": to_version}
-        try:
-            result = specdiff.diff(
-                self.version_spec(from_version), self.version_spec(to_version), from_version, to_version
-            )
-        except ButtressError as error:
-            self.record_refusal("diff_versions", actor, args, error)
-            raise
-        self.record_read("diff_versions", actor, args)
-        return result
+
+        def read() -> specdiff.SpecDiff:
+            with self.engine.snapshot() as reader:
+                old = AppSpec.model_validate(catalog.version_row(reader, from_version)["spec"])
+                new = AppSpec.model_validate(catalog.version_row(reader, to_version)["spec"])
+            return specdiff.diff(old, new, from_version, to_version)
+
+        return self._reading("diff_versions", actor, args, read)
 
     def query(
         self,
@@ -339,11 +388,12 @@ class Runtime:
         params: dict[str, Any] | None = None,
         *,
         limit: int | None = None,
-        actor: str = "operator",
+        actor: str = OPERATOR,
     ) -> QueryResult:
-        """One read-only SELECT, allow-listed, on a snapshot, with a row limit and a time limit."""
-        args = {"sql": sql[:2000], "params": sorted((params or {}).keys()), "limit": limit}
+        """One read-only SELECT, allow-listed, on a snapshot, within the row, byte and time limits."""
+        args = {"sql": sql, "params": sorted((params or {}).keys()), "limit": limit}
         try:
+            self.authorize(actor, Capability.QUERY, what="query data")
             result = self._query(sql, params or {}, limit)
         except ButtressError as error:
             self.record_refusal("query", actor, args, error)
@@ -360,8 +410,7 @@ class Runtime:
                 f"limit must be between 1 and {max_rows}",
                 hint=f"Ask for at most {max_rows} rows and page with WHERE/OFFSET.",
             )
-        _, _, relations = self._current
-        analysis = sqlcheck.analyze_query(sql, relations, max_length=self.limits.max_sql_length)
+        analysis = sqlcheck.analyze_query(sql, self._current.relations, max_length=self.limits.max_sql_length)
         missing = [p for p in analysis.params if p not in params]
         extra = [p for p in params if p not in analysis.params]
         if missing or extra:
@@ -371,44 +420,40 @@ class Runtime:
                 hint="Pass exactly the $names the statement uses in params.",
                 details={"missing": missing, "unexpected": extra},
             )
-        with self.engine.snapshot(timeout=self.limits.query_timeout_s, single=True) as cursor:
-            try:
-                result = cursor.execute(analysis.sql, params) if params else cursor.execute(analysis.sql)
-                columns = [d[0] for d in result.description or []]
-                rows = result.fetchmany(limit + 1)
-            except Exception as error:
-                import duckdb
+        timeout = self.limits.query_timeout_s
+        with self.engine.snapshot(timeout=timeout, single=True) as reader:
+            result = reader.execute(analysis.sql, params or None)
+            columns = [d[0] for d in result.description or []]
+            rows, truncated = fetch(
+                result, max_rows=limit, max_bytes=self.limits.max_result_bytes, deadline=reader.deadline
+            )
+        return QueryResult(columns=columns, rows=rows, row_count=len(rows), truncated=truncated)
 
-                from runtime.store.engine import translate
+    def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR) -> SqlCheckResult:
+        """Analyse a statement against the current spec, or a proposal's target spec, without running it.
 
-                if isinstance(error, duckdb.Error):
-                    raise translate(error) from None
-                raise
-        truncated = len(rows) > limit
-        rows = rows[:limit]
-        return QueryResult(
-            columns=columns,
-            rows=[[plain(v) for v in row] for row in rows],
-            row_count=len(rows),
-            truncated=truncated,
-        )
-
-    def check_sql(
-        self, sql: str, *, proposal_id: str | None = None, actor: str = "operator"
-    ) -> SqlCheckResult:
-        """Analyse a statement against the current spec, or a proposal's target spec, without running it."""
+        A statement the guard refuses is an answer (``ok`` false), and audited as a refusal with its code.
+        """
+        args = {"sql": sql, "proposal_id": proposal_id}
         number, spec = self.current
-        if proposal_id is not None:
-            with self.engine.snapshot() as cursor:
-                spec = catalog.proposal(cursor, proposal_id)["target"]
-        relations = spec.relations()
         try:
-            analysis = sqlcheck.analyze_statement(sql, relations, allow_writes=True)
+            self.authorize(actor, Capability.READ, what="check SQL")
+            if proposal_id is not None:
+                with self.engine.snapshot() as reader:
+                    spec = catalog.proposal(reader, proposal_id)["target"]
         except ButtressError as error:
+            self.record_refusal("check_sql", actor, args, error)
+            raise
+        try:
+            analysis = sqlcheck.analyze_statement(
+                sql, spec.relations(), allow_writes=True, max_length=self.limits.max_sql_length
+            )
+        except ButtressError as error:
+            self.record_refusal("check_sql", actor, args, error)
             return SqlCheckResult(
                 ok=False, against_version=number, proposal_id=proposal_id, error=error.to_dict()
             )
-        self.record_read("check_sql", actor, {"sql": sql[:2000], "proposal_id": proposal_id})
+        self.record_read("check_sql", actor, args)
         return SqlCheckResult(
             ok=True,
             kind=analysis.kind,
@@ -424,22 +469,58 @@ class Runtime:
         self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None, actor: str = OPERATOR
     ) -> list[AuditEntry]:
         """The newest ``limit`` entries, or with ``after_seq`` the first ``limit`` after it (paging)."""
-        self.flush_reads()
-        with self.engine.snapshot() as cursor:
-            entries = audit_log.recent(
-                cursor, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation
-            )
-        self.record_read(
-            "read_audit", actor, {"limit": limit, "after_seq": after_seq, "operation": operation}
-        )
-        return entries
+        args = {"limit": limit, "after_seq": after_seq, "operation": operation}
+
+        def read() -> list[AuditEntry]:
+            with contextlib.suppress(ButtressError):  # a busy lane: read what committed; the rest follows
+                self.flush_reads()
+            with self.engine.snapshot() as reader:
+                return audit_log.recent(
+                    reader, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation
+                )
+
+        return self._reading("read_audit", actor, args, read)
 
     def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
-        self.flush_reads()
-        with self.engine.snapshot() as cursor:
-            result = audit_log.verify(cursor)
-        self.record_read("verify_audit", actor, {})
-        return result
+        """Recompute the hash chain and check it against the anchor."""
+
+        def read() -> VerifyResult:
+            self.flush_reads()
+            with self.engine.snapshot() as reader:
+                return audit_log.verify(reader, self.audit.anchor)
+
+        return self._reading("verify_audit", actor, {}, read)
+
+    def reanchor_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
+        """Anchor the audit chain as it is now, after the operator read why the old anchor disagreed.
+
+        The operator only; the previous problem is kept in the audit log itself.
+        """
+        if actor != OPERATOR:
+            raise PolicyError(Code.POLICY_DENIED, "only the operator re-anchors the audit log")
+        problem = self.audit.problem
+        with self.engine.snapshot() as reader:
+            before = audit_log.verify(reader)
+        if not before.ok:
+            raise ButtressError(
+                Code.AUDIT_BROKEN,
+                f"the chain itself is broken ({before.problem}); it cannot be re-anchored",
+                hint="Restore the database from a backup; a broken chain cannot be made whole.",
+                details=before.model_dump(),
+            )
+        with self.engine.transaction(wait=self.limits.lane_wait_s) as tx:
+            self.audit.append(
+                tx,
+                actor=actor,
+                operation="reanchor_audit",
+                arguments={"previous_problem": problem},
+                outcome="ok",
+                version_before=self.current[0],
+                version_after=self.current[0],
+            )
+        with self.engine.snapshot() as reader:
+            self.audit.reanchor(reader)
+        return self.verify_audit(actor=actor)
 
     # ------------------------------------------------------------------------------- the change side
 
@@ -449,49 +530,51 @@ class Runtime:
         *,
         base_version: int | None = None,
         note: str | None = None,
-        actor: str = "operator",
-    ) -> deploy.ProposalResult:
+        actor: str = OPERATOR,
+    ) -> ProposalResult:
+        """Validate and plan operations on the current version; store the proposal."""
         return deploy.propose(self, operations, base_version=base_version, note=note, actor=actor)
 
     def proposal(self, proposal_id: str) -> dict[str, Any]:
-        with self.engine.snapshot() as cursor:
-            return catalog.proposal(cursor, proposal_id)
+        with self.engine.snapshot() as reader:
+            return catalog.proposal(reader, proposal_id)
 
     def dry_run(
-        self, proposal_id: str, *, actor: str = "operator", progress: deploy.Progress | None = None
-    ) -> deploy.DryRunReport:
+        self, proposal_id: str, *, actor: str = OPERATOR, progress: deploy.Progress | None = None
+    ) -> DryRunReport:
+        """Execute a proposal's plan on the real data, check it, roll it back; store the report."""
         return deploy.dry_run(self, proposal_id, actor=actor, progress=progress)
 
     def deploy(
         self,
         proposal_id: str,
         *,
-        actor: str = "operator",
+        actor: str = OPERATOR,
         progress: deploy.Progress | None = None,
         require_approval: bool = False,
-    ) -> deploy.DeployResult:
+    ) -> DeployResult:
         """Deploy a dry-run proposal. With ``require_approval`` (agents), hazards at the policy's severity
         need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
+        args = {"proposal_id": proposal_id}
         if not require_approval:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
         try:
-            with self.engine.snapshot() as cursor:
-                prop = catalog.proposal(cursor, proposal_id)
+            self.authorize(actor, Capability.DEPLOY, what="deploy")
+            with self.engine.snapshot() as reader:
+                prop = catalog.proposal(reader, proposal_id)
+            planned = prop["plan"].all_hazards()
+            if any(h.severity == "high" for h in planned) and not self.policy.may(
+                actor, Capability.DEPLOY_HAZARDOUS
+            ):
+                raise PolicyError(
+                    Code.POLICY_DENIED,
+                    f"agent {actor!r} may not deploy plans with high hazards",
+                    hint="Ask the operator to deploy it, or to grant deploy_hazardous.",
+                    details={"hazards": [str(h.code) for h in planned if h.severity == "high"]},
+                )
         except ButtressError as error:
-            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, error)
+            self.record_refusal("deploy", actor, args, error)
             raise
-        planned = prop["plan"].all_hazards()
-        if any(h.severity == "high" for h in planned) and not self.policy.may(
-            actor, Capability.DEPLOY_HAZARDOUS
-        ):
-            denied = PolicyError(
-                Code.POLICY_DENIED,
-                f"agent {actor!r} may not deploy plans with high hazards",
-                hint="Ask the operator to deploy it, or to grant deploy_hazardous.",
-                details={"hazards": [str(h.code) for h in planned if h.severity == "high"]},
-            )
-            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, denied)
-            raise denied
         hazards = self.policy.needs_approval(planned)
         if not hazards:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
@@ -504,26 +587,30 @@ class Runtime:
                 raise approvals.needs_approval_error({"id": "pending", "expires_at": ""}, hazards)
             approvals.consume(tx, request_id)
 
-        with self.engine.transaction() as tx:
-            approved = approvals.find_valid(
-                tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"]
-            )
-            request = (
-                None
-                if approved
-                else approvals.open_request(
-                    tx,
-                    self.engine.path,
-                    proposal_id=proposal_id,
-                    plan_hash=prop["plan_hash"],
-                    hazards=hazards,
-                    actor=actor,
-                    ttl_minutes=self.policy.approvals.ttl_minutes,
+        try:
+            with self.engine.transaction(wait=self.limits.lane_wait_s) as tx:
+                approved = approvals.find_valid(
+                    tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"]
                 )
-            )
+                request = (
+                    None
+                    if approved
+                    else approvals.open_request(
+                        tx,
+                        self.engine.path,
+                        proposal_id=proposal_id,
+                        plan_hash=prop["plan_hash"],
+                        hazards=hazards,
+                        actor=actor,
+                        ttl_minutes=self.policy.approvals.ttl_minutes,
+                    )
+                )
+        except ButtressError as error:
+            self.record_refusal("deploy", actor, args, error)
+            raise
         if request is not None:
             waiting = approvals.needs_approval_error(request, hazards)
-            self.record_refusal("deploy", actor, {"proposal_id": proposal_id}, waiting)
+            self.record_refusal("deploy", actor, args, waiting)
             raise waiting
         return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=gate)
 
@@ -531,12 +618,14 @@ class Runtime:
         self,
         *,
         to_version: int | None = None,
-        actor: str = "operator",
+        actor: str = OPERATOR,
         progress: Progress | None = None,
     ) -> RollbackResult:
+        """Roll back to the previous (or a named) version, losslessly."""
         return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
 
-    def finalize(self, *, before_version: int, actor: str = "operator") -> dict[str, Any]:
+    def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult:
+        """Discard data retained by versions older than ``before_version`` (irreversible)."""
         return deploy.finalize(self, before_version=before_version, actor=actor)
 
     # ------------------------------------------------------------------------------ application logic
@@ -547,7 +636,7 @@ class Runtime:
         args: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
-        actor: str = "operator",
+        actor: str = OPERATOR,
     ) -> ActionResult:
         """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
         return self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
@@ -556,11 +645,11 @@ class Runtime:
 __all__ = [
     "ActionResult",
     "AppDescription",
+    "Current",
     "Limits",
     "NotFound",
     "QueryResult",
     "Runtime",
     "SqlCheckResult",
     "VersionInfo",
-    "plain",
 ]

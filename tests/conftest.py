@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,12 @@ from hypothesis import settings
 
 from runtime.migrate.deploy import DeployResult
 from runtime.runtime import Runtime
+
+# The operator secret of the test session: never the real one in the home directory. Subprocesses
+# (servers, the CLI, crash workers) inherit it.
+os.environ["BUTTRESS_OPERATOR_KEY"] = str(
+    Path(tempfile.mkdtemp(prefix="buttress-operator-")) / "operator.key"
+)
 
 # The suite is deterministic: every property test runs the same derandomized examples on every machine
 # (and keeps no example database). The long exploratory search is one flag away:

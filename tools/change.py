@@ -2,18 +2,17 @@
 
 Nothing changes without all three steps: a proposal (typed operations planned against a base
 version), a dry-run of that exact plan on the real data (rolled back), then a deploy of that plan
-onto that version. Each tool projects one ``Runtime`` method; the output models are field by field
-the runtime's results (pinned by ``tests/tools``), kept free of database imports.
+onto that version. Each tool projects one ``Runtime`` method and returns its result model
+(``runtime.results``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from runtime.migrate.hazards import Hazard
-from runtime.migrate.plan import Step
+from runtime.results import DeployResult, DryRunReport, ProposalResult, RollbackResult
 from runtime.schema import changes
 from runtime.schema.changes import AddEntity, Operation
 from runtime.schema.spec import EntitySpec
@@ -34,92 +33,11 @@ ProposalId = Annotated[
 # ------------------------------------------------------------------------------------ output models
 
 
-class ProposalOutput(BaseModel):
-    """A stored, immutable proposal: the plan that dry_run will execute and deploy will apply."""
-
-    proposal_id: str
-    base_version: int = Field(description="The version the plan applies to; deploy refuses any other.")
-    target_hash: str = Field(description="Hash of the spec the proposal deploys.")
-    plan_hash: str
-    steps: list[Step] = Field(description="Ordered steps: forward SQL, reverse operations, probes, hazards.")
-    hazards: list[Hazard] = Field(description="Every step's hazards: read them before dry-running.")
-    note: str | None = None
-
-
-class Loss(BaseModel):
-    """Data a step removes or changes (retained, so a rollback restores it)."""
-
-    code: str
-    message: str
-    count: int = Field(description="How many rows lose or change data (it is retained for rollback).")
-    sample: list[dict[str, Any]]
-
-
-class StepReport(BaseModel):
-    """What one step did when it ran."""
-
-    index: int
-    summary: str
-    strategy: str
-    statements: int
-    rows_affected: int
-    duration_ms: float
-    losses: list[Loss] = []
-
-
-class Check(BaseModel):
-    """One check run after the steps."""
-
-    name: str = Field(description="'catalog', 'views', 'invariants' or 'actions'.")
-    passed: bool
-    detail: str = ""
-    sample: list[dict[str, Any]] = []
-
-
-class DryRunReport(BaseModel):
-    """What executing the plan on the real data did, before it was rolled back."""
-
-    proposal_id: str | None
-    base_version: int
-    plan_hash: str
-    passed: bool
-    steps: list[StepReport]
-    checks: list[Check]
-    hazards: list[Hazard]
-    error: dict[str, Any] | None = Field(
-        default=None, description="Why it failed: {code, message, hint, details}."
-    )
-    duration_ms: float
-    dry_run_id: int | None = None
-
-
 class DryRunOutput(BaseModel):
     """Whether the dry-run passed, and its full report."""
 
     passed: bool = Field(description="True when every step ran and every check held; deploy is now allowed.")
     report: DryRunReport
-
-
-class DeployOutput(BaseModel):
-    """The version a deploy created."""
-
-    version: int = Field(description="The new current version.")
-    previous_version: int
-    hash: str
-    proposal_id: str | None
-    steps: list[StepReport]
-    duration_ms: float
-
-
-class RollbackOutput(BaseModel):
-    """The version a rollback created, and the version whose spec it restored."""
-
-    version: int = Field(description="The new current version (a rollback is a new version).")
-    previous_version: int
-    restored_version: int = Field(description="The version whose spec (and data shape) is now current.")
-    hash: str
-    steps: list[StepReport]
-    duration_ms: float
 
 
 # ------------------------------------------------------------------------------------------- tools
@@ -135,7 +53,7 @@ async def define_entity(
     ],
     ctx: ToolContext,
     note: Note = None,
-) -> ProposalOutput:
+) -> ProposalResult:
     """Propose a new entity (a table): shorthand for `propose_change` with one `add_entity` operation,
     on the current version.
 
@@ -153,10 +71,7 @@ async def define_entity(
     sql.unknown_column (a check expression is wrong), limit.exceeded.
     """
     operations = changes.operations_json([AddEntity(entity=entity)])
-    result = await call_runtime(
-        ctx, lambda runtime, actor: runtime.propose(operations, note=note, actor=actor)
-    )
-    return ProposalOutput.model_validate(result.model_dump())
+    return await call_runtime(ctx, lambda runtime, actor: runtime.propose(operations, note=note, actor=actor))
 
 
 async def propose_change(
@@ -175,7 +90,7 @@ async def propose_change(
         ),
     ] = None,
     note: Note = None,
-) -> ProposalOutput:
+) -> ProposalResult:
     """Propose a change to the application as a list of typed operations. Nothing changes yet: the
     runtime validates the operations, plans them (forward SQL, reverse, hazards) and stores the plan.
 
@@ -201,10 +116,9 @@ async def propose_change(
     entity: ask the operator).
     """
     raw = changes.operations_json(operations)
-    result = await call_runtime(
+    return await call_runtime(
         ctx, lambda runtime, actor: runtime.propose(raw, base_version=base_version, note=note, actor=actor)
     )
-    return ProposalOutput.model_validate(result.model_dump())
 
 
 async def dry_run(proposal_id: ProposalId, ctx: ToolContext) -> DryRunOutput:
@@ -227,10 +141,10 @@ async def dry_run(proposal_id: ProposalId, ctx: ToolContext) -> DryRunOutput:
     report = await call_runtime(
         ctx, lambda runtime, actor: runtime.dry_run(proposal_id, actor=actor, progress=progress_reporter(ctx))
     )
-    return DryRunOutput(passed=report.passed, report=DryRunReport.model_validate(report.model_dump()))
+    return DryRunOutput(passed=report.passed, report=report)
 
 
-async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployOutput:
+async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployResult:
     """Deploy a proposal whose dry-run passed: apply its exact plan onto its base version, re-running
     every check, in one transaction with a new version number and an audit row. Reports progress.
 
@@ -246,13 +160,12 @@ async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployOutput:
     catalog.drift (tell the operator), deploy.needs_approval (the operator must approve hazardous
     changes; do not retry), deploy.failed (report it with the proposal id).
     """
-    result = await call_runtime(
+    return await call_runtime(
         ctx,
         lambda runtime, actor: runtime.deploy(
             proposal_id, actor=actor, progress=progress_reporter(ctx), require_approval=True
         ),
     )
-    return DeployOutput.model_validate(result.model_dump())
 
 
 async def rollback(
@@ -265,7 +178,7 @@ async def rollback(
             "default: the version before the current one.",
         ),
     ] = None,
-) -> RollbackOutput:
+) -> RollbackResult:
     """Roll the application back to an earlier version, restoring dropped entities and fields with
     their data from the retained area. The rollback is planned, dry-run and applied in one
     transaction and is itself a new version (numbers only grow). Reports progress.
@@ -279,13 +192,12 @@ async def rollback(
     rollback.finalized (the retained data was discarded by the operator: propose a forward change
     instead), catalog.drift (tell the operator), not_found (no such version).
     """
-    result = await call_runtime(
+    return await call_runtime(
         ctx,
         lambda runtime, actor: runtime.rollback(
             to_version=to_version, actor=actor, progress=progress_reporter(ctx)
         ),
     )
-    return RollbackOutput.model_validate(result.model_dump())
 
 
 TOOLS: tuple[ToolSpec, ...] = (

@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from runtime.results import ActionResult
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, reading
 
 if TYPE_CHECKING:
@@ -31,21 +32,6 @@ IdempotencyKey = Annotated[
 ]
 
 
-class ActionOutput(BaseModel):
-    """The result of an action: the rows of its last row-producing statement."""
-
-    action: str
-    kind: str = Field(description="'query' or 'mutation'.")
-    columns: list[str]
-    rows: list[list[Any]]
-    row_count: int
-    rows_affected: int = Field(
-        description="Rows inserted, updated or deleted by statements without RETURNING."
-    )
-    replayed: bool = Field(description="True when an idempotency key returned the stored first result.")
-    version: int = Field(description="The application version the action ran under.")
-
-
 async def run_action(
     ctx: ToolContext,
     name: Annotated[
@@ -53,7 +39,7 @@ async def run_action(
     ],
     args: Annotated[dict[str, Any] | None, Field(description="The action's parameters by name.")] = None,
     idempotency_key: IdempotencyKey = None,
-) -> ActionOutput:
+) -> ActionResult:
     """Run a deployed action of the application by name.
 
     Use it to read or change application data the way the application defines (describe_app lists
@@ -71,31 +57,29 @@ async def run_action(
     write), action.idempotency_conflict (the key was used with other arguments: use a new key),
     not_found (no such action: call describe_app), limit.timeout, policy.denied.
     """
-    result = await call_runtime(
+    return await call_runtime(
         ctx,
         lambda runtime, actor: runtime.run_action(
             name, args or {}, idempotency_key=idempotency_key, actor=actor
         ),
     )
-    return ActionOutput.model_validate(result.model_dump())
 
 
 def action_tool(action: ActionSpec) -> ToolSpec:
     """The ``app_<name>`` tool of one action: its parameters become the tool's typed arguments."""
     from runtime.schema.types import python_type
 
-    async def run(ctx: ToolContext, **arguments: Any) -> ActionOutput:
+    async def run(ctx: ToolContext, **arguments: Any) -> ActionResult:
         key = arguments.pop("idempotency_key", None)
-        result = await call_runtime(
+        return await call_runtime(
             ctx,
             lambda runtime, actor: runtime.run_action(
                 action.name, arguments, idempotency_key=key, actor=actor
             ),
         )
-        return ActionOutput.model_validate(result.model_dump())
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=ToolContext)]
-    annotations: dict[str, Any] = {"ctx": ToolContext, "return": ActionOutput}
+    annotations: dict[str, Any] = {"ctx": ToolContext, "return": ActionResult}
     for param in action.params:
         base: Any = python_type(param.type)
         if base is object:
@@ -119,7 +103,7 @@ def action_tool(action: ActionSpec) -> ToolSpec:
             )
         )
         annotations["idempotency_key"] = IdempotencyKey
-    run.__signature__ = inspect.Signature(parameters, return_annotation=ActionOutput)  # type: ignore[attr-defined]
+    run.__signature__ = inspect.Signature(parameters, return_annotation=ActionResult)  # type: ignore[attr-defined]
     run.__annotations__ = annotations
     run.__name__ = ACTION_TOOL_PREFIX + action.name
     run.__doc__ = (

@@ -1,52 +1,34 @@
 """The read tools: look at the application, its history, its data and its audit log. None of them
 changes anything.
 
-Each tool projects one ``Runtime`` method; the output models below are the tools' contract with
-the agent (field by field the runtime's result models, which ``tests/tools`` pins), kept free of
-database imports so that the server lists its tools without loading the engine.
+Each tool projects one ``Runtime`` method and returns its result model (``runtime.results``, free of
+database imports, so the server lists its tools without loading the engine); the few models below
+only shape several results into one answer.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from runtime.results import (
+    ActionSummary,
+    AppDescription,
+    AuditEntry,
+    PendingProposal,
+    QueryResult,
+    SqlCheckResult,
+    VersionInfo,
+)
 from runtime.schema.diff import SpecDiff
-from runtime.schema.spec import EntitySpec, InvariantSpec, ParamSpec, ViewSpec
+from runtime.schema.spec import EntitySpec, InvariantSpec, ViewSpec
 from tools.base import ToolContext, ToolSpec, call_runtime, reading
-
-if TYPE_CHECKING:
-    from runtime.runtime import AppDescription
 
 JsonScalar = str | int | float | bool | None
 
 
 # ------------------------------------------------------------------------------------ output models
-
-
-class ActionSummary(BaseModel):
-    """A deployed action: typed, analysed SQL the runtime runs on the agent's behalf."""
-
-    name: str
-    kind: str = Field(description="'query' (reads) or 'mutation' (writes through the writer lane).")
-    description: str
-    params: list[ParamSpec]
-    reads: list[str] = Field(description="Entities and views the action reads.")
-    writes: list[str] = Field(description="Entities the action writes.")
-    tool: str = Field(description="The name of the action's own tool (app_<name>).")
-
-
-class PendingProposal(BaseModel):
-    """A proposal made on the current version that is not deployed yet."""
-
-    proposal_id: str
-    note: str | None = None
-    created_by: str
-    created_at: str
-    dry_run_passed: bool = Field(
-        description="True once a dry-run of this proposal passed on the current version."
-    )
 
 
 class AppOverview(BaseModel):
@@ -66,6 +48,11 @@ class AppOverview(BaseModel):
     drift: list[str] = Field(
         description="Differences between the database and the spec; non-empty blocks deploys."
     )
+    audit_problem: str | None = Field(
+        default=None,
+        description="Set when the audit log disagrees with its anchor (rows deleted or rewritten): tell the "
+        "operator.",
+    )
 
     @classmethod
     def of(cls, description: AppDescription) -> AppOverview:
@@ -77,87 +64,24 @@ class AppOverview(BaseModel):
             entities=list(spec.entities),
             invariants=list(spec.invariants),
             views=list(spec.views),
-            actions=[ActionSummary.model_validate(a) for a in description.actions],
-            pending_proposals=[PendingProposal.model_validate(p) for p in description.pending_proposals],
+            actions=description.actions,
+            pending_proposals=description.pending_proposals,
             drift=list(description.drift),
+            audit_problem=description.audit_problem,
         )
-
-
-class VersionEntry(BaseModel):
-    """One deployed version: a deploy of a proposal, or a rollback restoring an earlier version."""
-
-    number: int
-    hash: str
-    kind: str = Field(description="'init' (version 0), 'deploy' or 'rollback'.")
-    parent: int | None = Field(default=None, description="The version this one was deployed on.")
-    restores: int | None = Field(
-        default=None, description="For a rollback: the version whose spec it restores."
-    )
-    proposal_id: str | None = None
-    note: str | None = None
-    deployed_at: str
-    deployed_by: str
 
 
 class VersionHistory(BaseModel):
     """Every version, and which one is current."""
 
     current: int = Field(description="The current version number.")
-    versions: list[VersionEntry] = Field(description="Every version, oldest first.")
-
-
-class QueryOutput(BaseModel):
-    """The rows a query returned."""
-
-    columns: list[str]
-    rows: list[list[Any]] = Field(
-        description="Rows as lists in column order; times and decimals as ISO/text strings."
-    )
-    row_count: int = Field(description="Number of rows returned (after the limit).")
-    truncated: bool = Field(
-        description="True when more rows matched than the limit; narrow the query or page."
-    )
-
-
-class SqlCheck(BaseModel):
-    """What a statement would do, as far as analysis can tell without running it."""
-
-    ok: bool = Field(description="True when the statement is allowed and binds against the spec.")
-    kind: str | None = Field(
-        default=None, description="The statement kind, e.g. 'select', 'insert', 'update'."
-    )
-    reads: list[str] = []
-    writes: list[str] = []
-    params: list[str] = Field(default=[], description="The $names the statement expects.")
-    output_columns: list[str] = []
-    against_version: int
-    proposal_id: str | None = None
-    error: dict[str, Any] | None = Field(
-        default=None, description="When ok is false: {code, message, hint, details}."
-    )
-
-
-class AuditRecord(BaseModel):
-    """One row of the hash-chained audit log."""
-
-    seq: int
-    time: str = Field(description="When, as ISO 8601 UTC.")
-    actor: str
-    operation: str
-    arguments: dict[str, Any]
-    outcome: str = Field(description="'ok', 'refused', 'passed' or 'failed'.")
-    error_code: str | None = None
-    version_before: int | None = None
-    version_after: int | None = None
-    proposal_id: str | None = None
-    prev_hash: str
-    hash: str
+    versions: list[VersionInfo] = Field(description="Every version, oldest first.")
 
 
 class AuditPage(BaseModel):
     """Audit entries, oldest first."""
 
-    entries: list[AuditRecord] = Field(description="Oldest first.")
+    entries: list[AuditEntry] = Field(description="Oldest first.")
     last_seq: int | None = Field(
         description="The highest seq returned; pass it as after_seq to read only what happens next."
     )
@@ -192,8 +116,7 @@ async def list_versions(ctx: ToolContext) -> VersionHistory:
     version numbers only grow.
     """
     versions = await call_runtime(ctx, lambda runtime, actor: runtime.versions(actor=actor))
-    entries = [VersionEntry.model_validate(v.model_dump()) for v in versions]
-    return VersionHistory(current=max((v.number for v in entries), default=0), versions=entries)
+    return VersionHistory(current=max((v.number for v in versions), default=0), versions=versions)
 
 
 async def diff_versions(
@@ -235,7 +158,7 @@ async def query(
             "operator's max_rows, 1000 unless configured).",
         ),
     ] = None,
-) -> QueryOutput:
+) -> QueryResult:
     """Run one read-only SQL query against the application's data, on a consistent snapshot.
 
     Use it to look at data and to verify a deploy or rollback. Only SELECT over the application's
@@ -251,10 +174,9 @@ async def query(
     not match the $names), limit.exceeded (lower `limit`), limit.timeout (narrow the query),
     engine.error (the database refused it: read details.reason).
     """
-    result = await call_runtime(
+    return await call_runtime(
         ctx, lambda runtime, actor: runtime.query(sql, params, limit=limit, actor=actor)
     )
-    return QueryOutput.model_validate(result.model_dump())
 
 
 async def check_sql(
@@ -264,7 +186,7 @@ async def check_sql(
         str | None,
         Field(description="Check against this proposal's target spec instead of the current version."),
     ] = None,
-) -> SqlCheck:
+) -> SqlCheckResult:
     """Analyse a SQL statement without running it: is it allowed, which entities does it read and
     write, which $params does it expect, which columns does it return.
 
@@ -276,10 +198,9 @@ async def check_sql(
 
     Errors: not_found (no such proposal: propose_change returns proposal ids).
     """
-    result = await call_runtime(
+    return await call_runtime(
         ctx, lambda runtime, actor: runtime.check_sql(sql, proposal_id=proposal_id, actor=actor)
     )
-    return SqlCheck.model_validate(result.model_dump())
 
 
 async def read_audit(
@@ -304,8 +225,7 @@ async def read_audit(
             limit=limit, after_seq=after_seq, operation=operation, actor=actor
         ),
     )
-    records = [AuditRecord.model_validate(e.model_dump()) for e in entries]
-    return AuditPage(entries=records, last_seq=records[-1].seq if records else None)
+    return AuditPage(entries=entries, last_seq=entries[-1].seq if entries else None)
 
 
 TOOLS: tuple[ToolSpec, ...] = (

@@ -15,45 +15,19 @@ import datetime
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
+from runtime.boundary.secret import ensure_operator_key, operator_key, operator_key_path
 from runtime.errors import Code, DeployError, PolicyError
 from runtime.migrate.hazards import Hazard
 from runtime.store.audit import now_iso
 from runtime.store.engine import Tx
 
 
-def operator_key_path() -> Path:
-    """Where the operator secret lives: ``$BUTTRESS_OPERATOR_KEY`` or ``~/.config/buttress/operator.key``."""
-    override = os.environ.get("BUTTRESS_OPERATOR_KEY")
-    if override:
-        return Path(override)
-    return Path.home() / ".config" / "buttress" / "operator.key"
-
-
-def ensure_operator_key(path: Path | None = None) -> Path:
-    """Create the operator secret (0600) if it does not exist yet."""
-    path = path or operator_key_path()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path
-
-
 def _key(path: Path | None = None) -> bytes:
-    path = path or operator_key_path()
-    if not path.exists():
-        raise PolicyError(
-            Code.APPROVAL_INVALID,
-            "no operator secret exists on this machine",
-            hint="Run `buttress init` (or `buttress approve`) as the operator to create it.",
-        )
-    return path.read_text().strip().encode()
+    return operator_key(path)
 
 
 def _payload(request: dict[str, Any]) -> bytes:
@@ -168,3 +142,15 @@ def needs_approval_error(request: dict[str, Any], hazards: list[Hazard]) -> Depl
             "hazards": [h.model_dump(mode="json") for h in hazards],
         },
     )
+
+
+__all__ = [
+    "consume",
+    "ensure_operator_key",
+    "find_valid",
+    "folder",
+    "needs_approval_error",
+    "open_request",
+    "operator_key_path",
+    "sign",
+]

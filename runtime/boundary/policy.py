@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     from runtime.schema import changes
+    from runtime.schema.spec import AppSpec
 
-from runtime.errors import Code, PolicyError, SpecError
+from runtime.errors import ButtressError, Code, PolicyError, SpecError
 from runtime.migrate.hazards import Hazard, Severity, at_least
 
 
@@ -175,40 +176,74 @@ def require(policy: Policy, agent: str, capability: Capability, *, what: str) ->
         )
 
 
-def check_protected(policy: Policy, ops: Sequence[changes.Operation]) -> None:
-    """Refuse a proposal that creates, alters or drops a protected entity or field."""
+def check_protected(policy: Policy, spec: AppSpec, ops: Sequence[changes.Operation]) -> None:
+    """Refuse a proposal any of whose operations touches a protected entity or field.
+
+    An operation touches what it creates, alters, drops, renames, indexes or constrains: a protected
+    field is touched by dropping or renaming its entity too, so no sequence of operations in one
+    proposal (rename the entity, then drop the field) gets around the protection; renames of what is
+    protected are refused, so protection cannot be shed between proposals either.
+    """
+    from runtime.schema import changes
+
     entities = set(policy.protected.entities)
     fields = set(policy.protected.fields)
+    current = spec
     for index, op in enumerate(ops):
-        touched = _touched(op)
+        touched = touched_objects(op, current)
         hit = sorted(t for t in touched if t in entities or t in fields or t.split(".")[0] in entities)
         if hit:
             raise PolicyError(
                 Code.POLICY_PROTECTED,
                 f"operation {index} ({op.op}) touches protected {', '.join(hit)}",
-                hint="Protected entities and fields are changed by the operator only.",
+                hint="Protected entities and fields are changed by the operator only (buttress.toml "
+                "[protected]); leave them out of the proposal.",
                 details={"path": f"operations[{index}]", "protected": hit},
             )
+        try:
+            current = changes.apply_one(current, op)
+        except ButtressError:
+            return  # invalid: apply() reports it with its path; nothing after it is reached
 
 
-def _touched(op: changes.Operation) -> set[str]:
+def touched_objects(op: changes.Operation, spec: AppSpec) -> set[str]:
+    """The entities (``name``) and fields (``entity.field``) an operation creates, changes or removes."""
     from runtime.schema import changes
 
     out: set[str] = set()
-    entity = getattr(op, "entity", None)
+
+    def whole(name: str) -> None:
+        out.add(name)
+        entity = spec.entity(name)
+        if entity is not None:
+            out.update(f"{name}.{f}" for f in entity.field_names)
+
     if isinstance(op, changes.AddEntity):
-        out.add(op.entity.name)
+        whole(op.entity.name)
         out.update(f"{op.entity.name}.{f.name}" for f in op.entity.fields)
-    elif isinstance(entity, str):
-        out.add(entity)
-        for attr in ("field", "new_name"):
-            value = getattr(op, attr, None)
-            if isinstance(value, str):
-                out.add(f"{entity}.{value}")
-            elif value is not None and hasattr(value, "name"):
-                out.add(f"{entity}.{value.name}")
-        if isinstance(op, changes.RenameEntity):
-            out.add(op.new_name)
+    elif isinstance(op, changes.DropEntity):
+        whole(op.entity)
+    elif isinstance(op, changes.RenameEntity):
+        whole(op.entity)
+        out.add(op.new_name)
+    elif isinstance(op, changes.AddField):
+        out.update({op.entity, f"{op.entity}.{op.field.name}"})
+    elif isinstance(op, changes.DropField | changes.AlterField):
+        out.update({op.entity, f"{op.entity}.{op.field}"})
+    elif isinstance(op, changes.RenameField):
+        out.update({op.entity, f"{op.entity}.{op.field}", f"{op.entity}.{op.new_name}"})
+    elif isinstance(op, changes.AddUnique | changes.DropUnique):
+        out.add(op.entity)
+        out.update(f"{op.entity}.{c}" for c in op.columns)
+    elif isinstance(op, changes.AddIndex):
+        out.add(op.entity)
+        out.update(f"{op.entity}.{c}" for c in op.index.columns)
+    elif isinstance(op, changes.DropIndex):
+        out.add(op.entity)
+        entity = spec.entity(op.entity)
+        index = next((i for i in entity.indexes if i.name == op.name), None) if entity else None
+        if index is not None:
+            out.update(f"{op.entity}.{c}" for c in index.columns)
     return out
 
 

@@ -18,28 +18,19 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from runtime.errors import ActionError, ButtressError, Code, NotFound
+from runtime.results import ActionResult
 from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
 from runtime.schema.types import python_type
 from runtime.sql import sqlcheck
+from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
-from runtime.store.values import plain, records
+from runtime.store.values import fetch, records
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
 
 MAX_ATTEMPTS = 3
 SAMPLE = 5
-
-
-class ActionResult(BaseModel):
-    action: str
-    kind: str
-    columns: list[str]
-    rows: list[list[Any]]
-    row_count: int
-    rows_affected: int
-    replayed: bool = False
-    version: int
 
 
 @dataclass(frozen=True)
@@ -91,7 +82,12 @@ def _expand(spec: AppSpec, tables: frozenset[str]) -> frozenset[str]:
 
 
 class ActionRunner:
-    """Caches prepared actions per spec version and runs them."""
+    """Caches prepared actions per spec version and runs them.
+
+    A mutation is prepared again inside its own transaction, against the version committed when the
+    writer lane let it in: a deploy that committed while it waited (a new invariant, a replaced
+    action) is what it runs against, and the version in its result is that version.
+    """
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -99,6 +95,7 @@ class ActionRunner:
         self._lock = threading.Lock()
 
     def prepared(self, name: str) -> tuple[int, Prepared]:
+        """The action as the committed version defines it (cached by spec hash)."""
         number, spec = self.rt.current
         action = spec.action(name)
         if action is None:
@@ -109,6 +106,8 @@ class ActionRunner:
         if found is None:
             found = prepare(spec, action)
             with self._lock:
+                if len(self._prepared) > 1024:
+                    self._prepared.clear()
                 self._prepared[key] = found
         return number, found
 
@@ -117,20 +116,28 @@ class ActionRunner:
     ) -> ActionResult:
         audit_args = {"action": name, "args": _jsonable(args or {}), "idempotency_key": idempotency_key}
         try:
+            self.rt.authorize_action(actor, name)
             number, prepared = self.prepared(name)
             values = _validate(prepared, args or {})
             if prepared.spec.kind == "query":
+                if idempotency_key is not None:
+                    raise ActionError(
+                        Code.ACTION_INVALID_ARGS,
+                        f"action {name!r} is a query: it changes nothing, so an idempotency_key means nothing",
+                        hint="Call it again without idempotency_key; retrying a query is always safe.",
+                        details={"action": name},
+                    )
                 result = self._query(number, prepared, values)
                 self.rt.record_read("run_action", actor, audit_args)
                 return result
-            return self._mutate(number, prepared, values, idempotency_key, actor, audit_args)
+            return self._mutate(name, args or {}, idempotency_key, actor, audit_args)
         except ButtressError as error:
             self.rt.record_refusal("run_action", actor, audit_args, error)
             raise
 
     def _query(self, number: int, prepared: Prepared, values: dict[str, Any]) -> ActionResult:
-        with self.rt.engine.snapshot(timeout=self.rt.limits.action_timeout_s) as cursor:
-            columns, rows, affected = _run_statements(cursor, prepared, values)
+        with self.rt.engine.snapshot(timeout=self.rt.limits.action_timeout_s) as reader:
+            columns, rows, affected, truncated = self._statements(reader, prepared, values)
         return ActionResult(
             action=prepared.spec.name,
             kind="query",
@@ -138,31 +145,37 @@ class ActionRunner:
             rows=rows,
             row_count=len(rows),
             rows_affected=affected,
+            truncated=truncated,
             version=number,
         )
 
     def _mutate(
-        self,
-        number: int,
-        prepared: Prepared,
-        values: dict[str, Any],
-        key: str | None,
-        actor: str,
-        audit_args: dict[str, Any],
+        self, name: str, args: dict[str, Any], key: str | None, actor: str, audit_args: dict[str, Any]
     ) -> ActionResult:
-        args_hash = hashlib.sha256(canonical_json(_jsonable(values)).encode()).hexdigest()
+        limits = self.rt.limits
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                with self.rt.engine.transaction(timeout=self.rt.limits.action_timeout_s) as tx:
-                    return self._mutate_once(tx, number, prepared, values, key, args_hash, actor, audit_args)
+                with self.rt.engine.transaction(
+                    timeout=limits.action_timeout_s, wait=limits.lane_wait_s
+                ) as tx:
+                    number, prepared = self.prepared(name)  # the version committed as the lane let us in
+                    if prepared.spec.kind != "mutation":
+                        raise ActionError(
+                            Code.ACTION_INVALID_ARGS,
+                            f"action {name!r} became a query in version {number} while this call waited",
+                            hint="Call it again; it now only reads.",
+                            details={"action": name, "version": number},
+                        )
+                    values = _validate(prepared, args)
+                    return self._mutate_once(tx, number, prepared, values, key, actor, audit_args)
             except ButtressError as error:
                 if error.code == Code.ENGINE_CONFLICT and attempt < MAX_ATTEMPTS:
                     continue
                 if error.code == Code.ENGINE_CONSTRAINT:
                     raise ActionError(
                         Code.ACTION_CONSTRAINT,
-                        f"action {prepared.spec.name!r}: {error.message}",
-                        hint="The arguments break a key, NOT NULL, CHECK or foreign key; read details.reason.",
+                        f"action {name!r}: {error.message}",
+                        hint="The arguments break a key, NOT NULL or CHECK constraint; read details.reason.",
                         details=error.details,
                     ) from None
                 raise
@@ -175,11 +188,11 @@ class ActionRunner:
         prepared: Prepared,
         values: dict[str, Any],
         key: str | None,
-        args_hash: str,
         actor: str,
         audit_args: dict[str, Any],
     ) -> ActionResult:
         name = prepared.spec.name
+        args_hash = hashlib.sha256(canonical_json(_jsonable(values)).encode()).hexdigest()
         if key is not None:
             row = tx.fetchone(
                 "SELECT args_hash, result FROM _buttress.idempotency WHERE action = ? AND key = ?",
@@ -204,7 +217,7 @@ class ActionRunner:
                     version_after=number,
                 )
                 return stored
-        columns, rows, affected = _run_statements(tx, prepared, values)
+        columns, rows, affected, truncated = self._statements(tx, prepared, values)
         for inv_name, description, sql in prepared.invariants:
             sample = records(tx.execute(f"SELECT * FROM {sql} AS violations LIMIT {SAMPLE}"))
             if sample:
@@ -212,7 +225,7 @@ class ActionRunner:
                     Code.INVARIANT_VIOLATED,
                     f"invariant {inv_name!r} would be violated: {description}",
                     hint="This is a business rule, not a bug: the call was rolled back and nothing changed.",
-                    details={"invariant": inv_name, "action": name, "rows": sample},
+                    details={"invariant": inv_name, "action": name, "rows": sample, "version": number},
                 )
         result = ActionResult(
             action=name,
@@ -221,12 +234,13 @@ class ActionRunner:
             rows=rows,
             row_count=len(rows),
             rows_affected=affected,
+            truncated=truncated,
             version=number,
         )
         if key is not None:
             tx.execute(
                 "INSERT INTO _buttress.idempotency VALUES (?, ?, ?, ?, ?, ?)",
-                [name, key, args_hash, result.model_dump_json(), number, _now()],
+                [name, key, args_hash, result.model_dump_json(), number, now_iso()],
             )
         self.rt.audit.append(
             tx,
@@ -239,23 +253,41 @@ class ActionRunner:
         )
         return result
 
+    def _statements(
+        self, session: Session, prepared: Prepared, values: dict[str, Any]
+    ) -> tuple[list[str], list[list[Any]], int, bool]:
+        """Run every statement; the rows of the last row-producing one, within the result limits."""
+        columns: list[str] = []
+        rows: list[list[Any]] = []
+        affected = 0
+        truncated = False
+        limits = self.rt.limits
+        for analysis in prepared.statements:
+            params = {p: values.get(p) for p in analysis.params}
+            result = session.execute(analysis.sql, params or None)
+            if analysis.kind == "select" or analysis.output_columns:
+                columns = [d[0] for d in result.description or []]
+                rows, truncated = fetch(
+                    result,
+                    max_rows=limits.max_rows,
+                    max_bytes=limits.max_result_bytes,
+                    deadline=session.deadline,
+                )
+                if analysis.kind != "select":
+                    affected += len(rows) + _count_rest(result)
+            else:
+                counted = result.fetchone()
+                if counted is not None and isinstance(counted[0], int):
+                    affected += int(counted[0])
+        return columns, rows, affected, truncated
 
-def _run_statements(
-    session: Session, prepared: Prepared, values: dict[str, Any]
-) -> tuple[list[str], list[list[Any]], int]:
-    columns: list[str] = []
-    rows: list[list[Any]] = []
-    affected = 0
-    for analysis in prepared.statements:
-        params = {p: values.get(p) for p in analysis.params}
-        result = session.execute(analysis.sql, params or None)
-        fetched = result.fetchall()
-        if analysis.kind == "select" or analysis.output_columns:
-            columns = [d[0] for d in result.description or []]
-            rows = [[plain(v) for v in r] for r in fetched]
-        elif fetched and len(fetched[0]) == 1 and isinstance(fetched[0][0], int):
-            affected += int(fetched[0][0])
-    return columns, rows, affected
+
+def _count_rest(result: Any) -> int:
+    """Rows left in a result, counted a chunk at a time (never all held at once)."""
+    count = 0
+    while chunk := result.fetchmany(4096):
+        count += len(chunk)
+    return count
 
 
 def _validate(prepared: Prepared, args: dict[str, Any]) -> dict[str, Any]:
@@ -285,9 +317,3 @@ def _validate(prepared: Prepared, args: dict[str, Any]) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(canonical_json(value))
-
-
-def _now() -> str:
-    from runtime.store.audit import now_iso
-
-    return now_iso()

@@ -12,19 +12,30 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
+from runtime.boundary.policy import Capability
 from runtime.errors import (
+    ActionError,
     ButtressError,
     Code,
     DeployError,
+    NotFound,
     PlanError,
     RollbackError,
 )
 from runtime.migrate import plan as planner
 from runtime.migrate.ddl import q, qs
-from runtime.migrate.hazards import Hazard
+from runtime.migrate.hazards import HazardCode, hazard
 from runtime.migrate.plan import Plan, Probe, RestoreKey, Retention, Step
+from runtime.results import (
+    Check,
+    DeployResult,
+    DryRunReport,
+    FinalizeResult,
+    Loss,
+    ProposalResult,
+    RollbackResult,
+    StepReport,
+)
 from runtime.schema import changes
 from runtime.schema.spec import AppSpec
 from runtime.sql import sqlcheck
@@ -37,73 +48,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int, str], None]
 SAMPLE = 5
-
-
-class Loss(BaseModel):
-    code: str
-    message: str
-    count: int
-    sample: list[dict[str, Any]]
-
-
-class StepReport(BaseModel):
-    index: int
-    summary: str
-    strategy: str
-    statements: int
-    rows_affected: int
-    duration_ms: float
-    losses: list[Loss] = []
-
-
-class Check(BaseModel):
-    name: str
-    passed: bool
-    detail: str = ""
-    sample: list[dict[str, Any]] = []
-
-
-class DryRunReport(BaseModel):
-    """What executing the plan on the real data did, before it was rolled back."""
-
-    proposal_id: str | None
-    base_version: int
-    plan_hash: str
-    passed: bool
-    steps: list[StepReport]
-    checks: list[Check]
-    hazards: list[Hazard]
-    error: dict[str, Any] | None = None
-    duration_ms: float
-    dry_run_id: int | None = None
-
-
-class ProposalResult(BaseModel):
-    proposal_id: str
-    base_version: int
-    target_hash: str
-    plan_hash: str
-    steps: list[Step]
-    hazards: list[Hazard]
-    note: str | None = None
-
-
-class DeployResult(BaseModel):
-    version: int
-    previous_version: int
-    hash: str
-    proposal_id: str | None
-    steps: list[StepReport]
-    duration_ms: float
-
-
-class RollbackResult(BaseModel):
-    version: int
-    previous_version: int
-    restored_version: int
-    hash: str
-    steps: list[StepReport]
-    duration_ms: float
 
 
 # ------------------------------------------------------------------------------------------ propose
@@ -120,6 +64,7 @@ def propose(
     }
 
     def act(tx: Tx) -> ProposalResult:
+        rt.authorize(actor, Capability.PROPOSE, what="propose changes")
         current, spec = catalog.current_version(tx)
         base = current if base_version is None else base_version
         if base != current:
@@ -281,10 +226,21 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     for view in target.views:
         tx.execute(f"SELECT * FROM {q(view.name)} LIMIT 0")
     checks.append(Check(name="views", passed=True, detail=f"{len(target.views)} views bind"))
+    budget = rt.limits.invariant_budget_ms
+    costs: list[str] = []
     for invariant in target.invariants:
-        rows = records(
-            tx.execute(f"SELECT * FROM {sqlcheck.embed(invariant.sql)} AS violations LIMIT {SAMPLE}")
-        )
+        sql = f"SELECT * FROM {sqlcheck.embed(invariant.sql)} AS violations LIMIT {SAMPLE}"
+        started = time.perf_counter()
+        try:
+            rows = records(tx.execute(sql, timeout=budget / 1000))
+        except ButtressError as error:
+            if error.code != Code.QUERY_TIMEOUT or (time.perf_counter() - started) * 1000 < budget:
+                raise
+            raise _too_slow(invariant.name, None, budget) from None
+        took = (time.perf_counter() - started) * 1000
+        if took > budget:
+            raise _too_slow(invariant.name, took, budget)
+        costs.append(f"{invariant.name} {took:.1f} ms")
         if rows:
             raise ButtressError(
                 Code.INVARIANT_VIOLATED,
@@ -292,7 +248,14 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
                 hint="Fix the offending rows, or change the invariant in the proposal.",
                 details={"invariant": invariant.name, "rows": rows},
             )
-    checks.append(Check(name="invariants", passed=True, detail=f"{len(target.invariants)} invariants hold"))
+    checks.append(
+        Check(
+            name="invariants",
+            passed=True,
+            detail=f"{len(target.invariants)} invariants hold"
+            + (f" (checked in {', '.join(costs)}; budget {budget:g} ms each)" if costs else ""),
+        )
+    )
     broken = [h for h in plan.hazards if h.code == "action.broken"]
     if broken:
         raise DeployError(
@@ -302,7 +265,28 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
             details={"actions": [h.objects for h in broken]},
         )
     checks.append(Check(name="actions", passed=True, detail=f"{len(target.actions)} actions analyse"))
+    for check in rt.spec_checks:
+        check(target)
+    if rt.spec_checks:
+        checks.append(Check(name="tools", passed=True, detail=f"{len(target.actions)} action tools build"))
     return checks
+
+
+def _too_slow(name: str, took: float | None, budget: float) -> ActionError:
+    measured = f"{took:.0f} ms" if took is not None else f"more than {budget:g} ms (interrupted)"
+    found = hazard(
+        HazardCode.INVARIANT_TOO_SLOW,
+        f"invariant {name} takes {measured} to check on the current data; the budget is {budget:g} ms",
+        f"invariant:{name}",
+    )
+    return ActionError(
+        Code.INVARIANT_TOO_SLOW,
+        f"invariant {name!r} takes {measured} to check; every mutation it meets would pay that "
+        f"(budget: {budget:g} ms per invariant)",
+        hint="Rewrite it so its check touches few rows (filter on keys, avoid scanning whole tables), or "
+        "ask the operator to raise invariant_budget_ms.",
+        details={"invariant": name, "measured_ms": took, "budget_ms": budget, "hazard": found.model_dump()},
+    )
 
 
 def _check_drift(rt: Runtime, tx: Tx, spec: AppSpec) -> None:
@@ -336,6 +320,7 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
 
     def run(tx: Tx) -> None:
         tx.rollback_only = True
+        rt.authorize(actor, Capability.DRY_RUN, what="dry-run proposals")
         prop = catalog.proposal(tx, proposal_id)
         current, spec = catalog.current_version(tx)
         if prop["deployed_as"] is not None:
@@ -394,8 +379,7 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
         )
         return report.model_copy(update={"dry_run_id": run_id})
 
-    with rt.engine.transaction() as tx:
-        return store(tx)
+    return rt.audited("dry_run", actor, args, store)
 
 
 # -------------------------------------------------------------------------------------------- deploy
@@ -414,6 +398,7 @@ def deploy(
     started = time.perf_counter()
 
     def act(tx: Tx) -> DeployResult:
+        rt.authorize(actor, Capability.DEPLOY, what="deploy")
         prop = catalog.proposal(tx, proposal_id)
         current, spec = catalog.current_version(tx)
         if prop["deployed_as"] is not None:
@@ -475,6 +460,7 @@ def deploy(
             proposal_id=proposal_id,
         )
         target: AppSpec = prop["target"]
+        rt.publish(tx, version, target)
         return DeployResult(
             version=version,
             previous_version=current,
@@ -588,9 +574,17 @@ def rollback(
     started = time.perf_counter()
 
     def act(tx: Tx) -> RollbackResult:
+        rt.authorize(actor, Capability.ROLLBACK, what="roll back")
         current, spec = catalog.current_version(tx)
         target_version = _predecessor(tx, current) if to_version is None else to_version
-        if target_version is None or target_version == current:
+        if target_version == current:
+            raise RollbackError(
+                Code.ROLLBACK_NOTHING,
+                f"version {current} is already the current version",
+                hint="Pass an earlier version from list_versions, or omit to_version for the previous one.",
+                details={"current_version": current},
+            )
+        if target_version is None:
             raise RollbackError(
                 Code.ROLLBACK_NOTHING,
                 f"version {current} has nothing before it to roll back to",
@@ -647,6 +641,7 @@ def rollback(
             version_before=current,
             version_after=version,
         )
+        rt.publish(tx, version, target)
         return RollbackResult(
             version=version,
             previous_version=current,
@@ -664,17 +659,19 @@ def rollback(
 # ------------------------------------------------------------------------------------------ finalize
 
 
-def finalize(rt: Runtime, *, before_version: int, actor: str) -> dict[str, Any]:
+def finalize(rt: Runtime, *, before_version: int, actor: str) -> FinalizeResult:
     """Discard data retained by versions older than ``before_version`` (an operator act)."""
     args = {"before_version": before_version}
 
-    def act(tx: Tx) -> dict[str, Any]:
+    def act(tx: Tx) -> FinalizeResult:
+        rt.authorize(actor, Capability.FINALIZE, what="finalize retained data")
         current, _ = catalog.current_version(tx)
         if before_version > current + 1 or before_version < 0:
-            raise RollbackError(
-                Code.ROLLBACK_NOT_ANCESTOR,
-                f"version {before_version} does not exist",
-                hint="Use a version number from list_versions.",
+            raise NotFound(
+                "version",
+                before_version,
+                hint=f"Versions run from 0 to {current}; finalize --before N discards what versions below N "
+                "retained (N at most current + 1).",
             )
         found = catalog.retentions(tx, "version < ? AND status = 'active'", [before_version])
         for row in found:
@@ -692,6 +689,8 @@ def finalize(rt: Runtime, *, before_version: int, actor: str) -> dict[str, Any]:
             version_before=current,
             version_after=current,
         )
-        return {"finalized_tables": [r["table_name"] for r in found], "before_version": before_version}
+        return FinalizeResult(
+            finalized_tables=[r["table_name"] for r in found], before_version=before_version
+        )
 
     return rt.audited("finalize", actor, args, act)

@@ -36,6 +36,7 @@ class HazardCode(StrEnum):
     ACTION_BROKEN = "action.broken"
     TABLE_REBUILD = "rebuild.table_copy"  # H37, H43
     INDEX_FREEZES = "index.freezes_alters"  # H48
+    INVARIANT_TOO_SLOW = "invariant.too_slow"
 
 
 ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
@@ -84,11 +85,19 @@ ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
         "info",
         "The table is copied in one transaction; writers to it wait for the deploy.",
     ),
+    HazardCode.INVARIANT_TOO_SLOW: (
+        "high",
+        "Every mutation it meets would pay this check; rewrite it to touch few rows, or raise the budget.",
+    ),
     HazardCode.INDEX_FREEZES: (
         "info",
         "DuckDB refuses most ALTERs on an indexed table; later changes to it rebuild it.",
     ),
 }
+
+
+MEASURED: Final[frozenset[HazardCode]] = frozenset({HazardCode.INVARIANT_TOO_SLOW})
+"""Hazards the dry-run raises from what it measures on the real data, not the planner from the plan."""
 
 
 class Hazard(BaseModel):

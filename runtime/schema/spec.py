@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal
@@ -148,6 +149,27 @@ RESERVED_WORDS: Final[frozenset[str]] = frozenset(
 RESERVED_PREFIXES: Final[tuple[str, ...]] = ("duckdb_", "pg_", "sqlite_", "information_schema", "buttress_")
 
 
+RESERVED_PARAMS: Final[frozenset[str]] = frozenset(
+    {"ctx", "context", "idempotency_key", "self", "cls", "args", "kwargs"}
+    | set(keyword.kwlist)
+    | set(keyword.softkwlist)
+    | {name for name in dir(BaseModel) if not name.startswith("_")}
+)
+"""Names an action parameter may not take: each parameter becomes an argument of the action's own
+tool (``app_<name>``), beside ``ctx`` and ``idempotency_key``, and a field of a pydantic model."""
+
+
+def check_param_name(name: str) -> str:
+    """A valid name that is also free to be an action parameter."""
+    check_name(name)
+    if name in RESERVED_PARAMS or name.startswith("model_"):
+        raise ValueError(
+            f"{name!r} is reserved and cannot name an action parameter (ctx, idempotency_key, Python "
+            "keywords and model_* are taken); choose another name"
+        )
+    return name
+
+
 def check_name(name: str) -> str:
     """Validate an identifier for an entity, field, view, invariant, index or action."""
     if not NAME_PATTERN.match(name):
@@ -163,6 +185,7 @@ def check_name(name: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
+ParamName = Annotated[str, AfterValidator(check_param_name)]
 
 
 def _check_type(raw: str) -> str:
@@ -301,7 +324,7 @@ class ViewSpec(_Frozen):
 class ParamSpec(_Frozen):
     """A typed action parameter, referenced in statements as ``$name``."""
 
-    name: Name
+    name: ParamName
     type: LogicalType
     nullable: bool = False
     description: str = ""

@@ -396,3 +396,24 @@ REFUSED_VERBS: Final[Mapping[str, str]] = {
 OPENING: Final = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 CLOSING: Final = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
 PARAM_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*")
+
+MAX_AMPLIFY: Final = 100_000
+"""The largest size a query may ask one amplifying function for (characters or list elements)."""
+
+AMPLIFYING_ARGUMENTS: Final[Mapping[type[exp.Expr], tuple[str, ...]]] = {
+    exp.Repeat: ("times",),
+    exp.Pad: ("expression",),
+    exp.Space: ("this",),
+}
+"""Typed functions that build a value whose size an argument chooses, and that argument."""
+
+AMPLIFYING_ANONYMOUS: Final[Mapping[str, int]] = {"list_resize": 1, "array_resize": 1, "to_base": 2}
+"""Untyped functions that build a value whose size an argument chooses: the argument's position."""
+
+FORMATTING_ANONYMOUS: Final[frozenset[str]] = frozenset({"printf"})
+"""Untyped functions whose format string chooses field widths."""
+
+HINT_AMPLIFY: Final = (
+    "Values this large are refused before they are built: DuckDB builds them outside its memory limit "
+    "and cannot interrupt them. Use a literal size (a constant), or build rows with range() in FROM."
+)

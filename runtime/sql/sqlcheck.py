@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from runtime.errors import Code, PolicyError, SqlError
 from runtime.sql.allowlists import (
+    AMPLIFYING_ANONYMOUS,
+    AMPLIFYING_ARGUMENTS,
     ANONYMOUS_FUNCTIONS,
     CLOSING,
     DENIED_FUNCTION_CLASSES,
@@ -66,6 +69,8 @@ from runtime.sql.allowlists import (
     EXPRESSION_ANONYMOUS,
     EXPRESSION_FUNCTIONS,
     EXPRESSION_NODES,
+    FORMATTING_ANONYMOUS,
+    HINT_AMPLIFY,
     HINT_ASCII,
     HINT_CHECK,
     HINT_CONSTRUCT,
@@ -77,6 +82,7 @@ from runtime.sql.allowlists import (
     HINT_SYSTEM,
     HINT_TABLES,
     HINT_WRITES,
+    MAX_AMPLIFY,
     OPENING,
     PARAM_NAME,
     QUERY_NODES,
@@ -193,7 +199,15 @@ def analyze_expression(
     anything volatile. Returns None when the expression is acceptable.
     """
     source, tokens, _ = _prepare(sql, max_length=max_length, max_depth=max_depth)
-    tree = _parse_condition(source, tokens, max_depth)
+    try:
+        tree = _parse_condition(source, tokens, max_depth)
+    except TokenError as error:
+        raise SqlError(
+            Code.SQL_PARSE,
+            f"{context}: could not tokenize part of the expression",
+            hint="Close every quote.",
+            details={"near": str(error)[:200], "context": context},
+        ) from None
     known = frozenset(c.lower() for c in columns)
     for node in _walk(tree, max_depth):
         _check_expression_node(node, known, context)
@@ -261,6 +275,22 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _analyze(
+    sql: str, schema: Schema, *, writable: bool, views: frozenset[str], max_length: int, max_depth: int
+) -> Analysis:
+    try:
+        return _analyze_parsed(
+            sql, schema, writable=writable, views=views, max_length=max_length, max_depth=max_depth
+        )
+    except TokenError as error:  # sqlglot tokenizes again inside the parser (type names, strings)
+        raise SqlError(
+            Code.SQL_PARSE,
+            "could not tokenize part of the SQL (a quoted name or string that does not close?)",
+            hint="Close every quote; write type names plainly (e.g. ::VARCHAR).",
+            details={"near": str(error)[:200]},
+        ) from None
+
+
+def _analyze_parsed(
     sql: str, schema: Schema, *, writable: bool, views: frozenset[str], max_length: int, max_depth: int
 ) -> Analysis:
     source, tokens, text = _prepare(sql, max_length=max_length, max_depth=max_depth)
@@ -388,9 +418,47 @@ def _parse_condition(source: str, tokens: list[Token], max_depth: int) -> exp.Ex
     return trees[0]
 
 
+_SYMBOLS: Final = {
+    "Add": "+",
+    "Sub": "-",
+    "Mul": "*",
+    "Div": "/",
+    "Mod": "%",
+    "Pow": "**",
+    "DPipe": "||",
+    "And": "AND",
+    "Or": "OR",
+    "EQ": "=",
+    "NEQ": "<>",
+    "GT": ">",
+    "GTE": ">=",
+    "LT": "<",
+    "LTE": "<=",
+    "Where": "WHERE",
+    "Having": "HAVING",
+    "Is": "IS",
+    "In": "IN",
+    "Like": "LIKE",
+    "Between": "BETWEEN",
+    "Not": "NOT",
+}
+
+
+def _describe_parse_problem(description: str) -> str:
+    """sqlglot's parser messages without its internals: ``Required keyword: 'expression' missing for
+    <class 'sqlglot.expressions.core.Mul'>`` becomes ``* is missing an operand``."""
+    missing = re.match(r"Required keyword: '(\w+)' missing for <class '[\w.]*\.(\w+)'>", description)
+    if missing:
+        name = missing.group(2)
+        return f"{_SYMBOLS.get(name, name.upper())} is missing an operand or expression"
+    return re.sub(
+        r"<class '[\w.]*\.(\w+)'>", lambda m: _SYMBOLS.get(m.group(1), m.group(1).upper()), description
+    )
+
+
 def _parse_error(error: ParseError) -> NoReturn:
     first = error.errors[0] if error.errors else {}
-    description = str(first.get("description") or "syntax error")
+    description = _describe_parse_problem(str(first.get("description") or "syntax error"))
     raise SqlError(
         Code.SQL_PARSE,
         f"could not parse the SQL: {description}",
@@ -490,12 +558,82 @@ def _check_function(node: exp.Func) -> None:
     if isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)):
         name = node.name.lower()
         _check_ascii(name)
-        if _function_name_allowed(name):
-            return
-        _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
+        if not _function_name_allowed(name):
+            _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
+        if name in AMPLIFYING_ANONYMOUS:
+            _bounded(
+                name,
+                node.expressions[AMPLIFYING_ANONYMOUS[name]]
+                if len(node.expressions) > AMPLIFYING_ANONYMOUS[name]
+                else None,
+            )
+        elif name in FORMATTING_ANONYMOUS:
+            _bounded_format(name, node.expressions[0] if node.expressions else None)
+        return
     if type(node) in DENIED_FUNCTION_CLASSES:
         name = node.sql_name().lower()
         _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
+    _check_amplifier(node)
+
+
+def _check_amplifier(node: exp.Func) -> None:
+    """Functions that build one value whose size an argument chooses (``repeat('x', n)``, ``lpad``, a
+    ``range(n)`` list) allocate it outside DuckDB's memory limit and cannot be interrupted: their size
+    argument must be a literal no larger than ``MAX_AMPLIFY``."""
+    kind = type(node)
+    if kind in AMPLIFYING_ARGUMENTS:
+        name = (
+            ("lpad" if node.args.get("is_left") else "rpad") if kind is exp.Pad else node.sql_name().lower()
+        )
+        for key in AMPLIFYING_ARGUMENTS[kind]:
+            _bounded(name, node.args.get(key))
+    elif kind is exp.Format:
+        _bounded_format("format", node.this)
+    elif isinstance(node, exp.GenerateSeries) and not isinstance(node.parent, exp.Table):
+        bounds = [node.args.get(key) for key in ("start", "end", "step")]
+        values = [_literal_number(b) if b is not None else 1.0 for b in bounds]
+        if any(v is None for v in values):
+            _amplifies("range", "its bounds must be numeric literals when it builds a list")
+        start, end, step = (float(v) for v in values if v is not None)
+        if step == 0 or (end - start) / step > MAX_AMPLIFY:
+            _amplifies("range", f"a list of at most {MAX_AMPLIFY} elements")
+
+
+def _literal_number(node: exp.Expr) -> float | None:
+    negative = isinstance(node, exp.Neg)
+    inner = node.this if negative else node
+    if isinstance(inner, exp.Literal) and not inner.is_string:
+        try:
+            value = float(inner.this)
+        except ValueError:
+            return None
+        return -value if negative else value
+    return None
+
+
+def _bounded(name: str, argument: exp.Expr | None) -> None:
+    if argument is None:
+        return
+    value = _literal_number(argument)
+    if value is None or value > MAX_AMPLIFY:
+        _amplifies(name, f"its size argument must be a number literal of at most {MAX_AMPLIFY}")
+
+
+def _bounded_format(name: str, template: exp.Expr | None) -> None:
+    if not (isinstance(template, exp.Literal) and template.is_string):
+        _amplifies(name, "its format must be a string literal")
+    text = str(template.this)
+    widths = [int(digits) for digits in re.findall(r"\d+", text)]
+    if "*" in text or any(width > MAX_AMPLIFY for width in widths):
+        _amplifies(name, f"widths in its format must be literal numbers of at most {MAX_AMPLIFY}")
+
+
+def _amplifies(name: str, rule: str) -> NoReturn:
+    _forbid(
+        f"{name}() builds a value whose size its arguments choose: {rule}",
+        hint=HINT_AMPLIFY,
+        details={"function": name, "max": MAX_AMPLIFY},
+    )
 
 
 def _function_name_allowed(name: str) -> bool:

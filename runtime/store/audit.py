@@ -1,45 +1,54 @@
-"""The hash-chained audit log: append (inside the caller's transaction) and verify.
+"""The hash-chained audit log: append, defer, anchor and verify.
 
-Each row's hash covers its own fields and the previous row's hash, so an edited, deleted,
-inserted or reordered row breaks the chain at that point.
+Each row's hash covers its own fields and the previous row's hash, so an edited, inserted or
+reordered row breaks the chain at that point. A row deleted from the *end* leaves a shorter chain
+that still verifies; the **anchor** catches that: a small file beside the database
+(``.buttress/<database>.audit-anchor.json``) holding the newest sequence number and hash the
+runtime committed, signed with the operator secret. ``verify`` requires the row at the anchored
+sequence to exist with the anchored hash, and reports the missing range otherwise. The anchor is
+checked when the runtime opens; while it disagrees with the database it is not moved, so the
+evidence stays until the operator re-anchors (``buttress audit reanchor``).
+
+Rows are appended in three ways:
+
+* ``Auditor.append(tx, ...)`` inside the caller's transaction: the row commits with the effect;
+* ``Auditor.defer(...)`` for reads and refusals, which change nothing: rows are group-committed
+  by a background thread within ``DEFER_DELAY`` seconds (and before any audit read, and on close),
+  so a refused call never waits for a busy writer lane;
+* either way, arguments are capped (``cap``): a refused call with megabytes of arguments stores a
+  preview, the size and a sha256, never the megabytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
-from typing import Any
+import hmac
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
 
-from pydantic import BaseModel
-
+from runtime.boundary import secret
+from runtime.errors import ButtressError, PolicyError
+from runtime.results import AuditEntry, VerifyResult
 from runtime.schema.spec import canonical_json
-from runtime.store.engine import Session, Tx
+from runtime.store.engine import Engine, Session, Tx
+
+logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+DEFER_DELAY: Final = 0.05
+ANCHOR_DELAY: Final = 0.05
+MAX_STRING: Final = 2000
+MAX_ITEMS: Final = 100
+MAX_ARGUMENTS_BYTES: Final = 16_384
 
 _COLUMNS = "seq, time, actor, operation, arguments, outcome, error_code, version_before, version_after, proposal_id, prev_hash, hash"
-
-
-class AuditEntry(BaseModel):
-    seq: int
-    time: str
-    actor: str
-    operation: str
-    arguments: dict[str, Any]
-    outcome: str
-    error_code: str | None = None
-    version_before: int | None = None
-    version_after: int | None = None
-    proposal_id: str | None = None
-    prev_hash: str
-    hash: str
-
-
-class VerifyResult(BaseModel):
-    ok: bool
-    entries: int
-    first_bad_seq: int | None = None
-    problem: str | None = None
 
 
 def row_hash(fields: dict[str, Any]) -> str:
@@ -51,11 +60,155 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
 
-class AuditLog:
-    """Appends rows on the writer lane; remembers the chain head only once a commit succeeds."""
+# ------------------------------------------------------------------------------------------ capping
 
-    def __init__(self) -> None:
+
+def cap(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as stored in the audit log: long strings and lists shortened, the whole bounded.
+
+    >>> cap({"sql": "x" * 5000})["sql"][-40:]
+    '… [5000 characters, sha256 c59d3c0480cc]'
+    """
+    capped = _cap(arguments)
+    assert isinstance(capped, dict)
+    text = canonical_json(capped)
+    if len(text) <= MAX_ARGUMENTS_BYTES:
+        return capped
+    full = canonical_json(arguments)
+    return {
+        "_capped": True,
+        "bytes": len(full.encode()),
+        "sha256": hashlib.sha256(full.encode()).hexdigest(),
+        "preview": text[:MAX_STRING],
+    }
+
+
+def _cap(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) <= MAX_STRING + 64:  # a string capped once stays as it is
+            return value
+        digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+        return f"{value[:MAX_STRING]}… [{len(value)} characters, sha256 {digest}]"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k): _cap(v) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            out["_more_keys"] = len(items) - MAX_ITEMS
+        return out
+    if isinstance(value, list | tuple):
+        out_list = [_cap(v) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            out_list.append(f"… [{len(value) - MAX_ITEMS} more items]")
+        return out_list
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _cap(str(value))
+
+
+# ------------------------------------------------------------------------------------------- anchor
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The newest committed head of the chain, kept beside the database and signed."""
+
+    seq: int
+    hash: str
+    time: str
+
+    def payload(self) -> bytes:
+        return canonical_json({"seq": self.seq, "hash": self.hash}).encode()
+
+
+class AnchorFile:
+    """Reads and writes one database's anchor; the signature uses the operator secret."""
+
+    def __init__(self, path: Path, database: str, key_path: Path | None = None) -> None:
+        self.path = path
+        self.database = database
+        self.key_path = key_path
+
+    def read(self) -> tuple[Anchor | None, str | None]:
+        """The anchor and None, or None and why it cannot be trusted (None, None when absent)."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            anchor = Anchor(seq=int(raw["seq"]), hash=str(raw["hash"]), time=str(raw["time"]))
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, f"the audit anchor {self.path} is unreadable"
+        try:
+            expected = secret.mac(anchor.payload(), self.key_path)
+        except PolicyError:
+            return None, "the operator secret that signs the audit anchor is missing on this machine"
+        if not hmac.compare_digest(expected, str(raw.get("mac", ""))):
+            return None, f"the audit anchor {self.path} is not signed by this machine's operator secret"
+        return anchor, None
+
+    def write(self, anchor: Anchor) -> None:
+        """Replace the anchor atomically (write, then rename)."""
+        record = {
+            "database": self.database,
+            "seq": anchor.seq,
+            "hash": anchor.hash,
+            "time": anchor.time,
+            "mac": secret.mac(anchor.payload(), self.key_path),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        temporary.replace(self.path)
+
+
+def anchor_path(database: str | Path) -> Path:
+    """Where the anchor of ``database`` lives: ``.buttress/<name>.audit-anchor.json`` beside it."""
+    database = Path(database).resolve()
+    return database.parent / ".buttress" / f"{database.name}.audit-anchor.json"
+
+
+# ------------------------------------------------------------------------------------------ auditor
+
+
+@dataclass
+class _Deferred:
+    time: str
+    actor: str
+    operation: str
+    arguments: dict[str, Any]
+    outcome: str
+    error_code: str | None
+    version: int | None
+    proposal_id: str | None
+
+
+class Auditor:
+    """Appends rows on the writer lane, group-commits deferred rows, and keeps the anchor current.
+
+    The chain head is remembered only once a commit succeeds.
+    """
+
+    def __init__(self, engine: Engine, *, anchor: AnchorFile | None = None, lane_wait: float = 10.0) -> None:
+        self._engine = engine
+        self._anchor = anchor
+        self._lane_wait = lane_wait
         self._head: tuple[int, str] | None = None
+        self._deferred: list[_Deferred] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._anchored: tuple[int, str] | None = None  # the head the anchor file holds
+        self._anchoring = anchor is not None
+        self._anchor_lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.problem: str | None = None
+        """Why the anchor disagrees with the database (set at open); the anchor is then left as is."""
+
+    @property
+    def anchor(self) -> AnchorFile | None:
+        return self._anchor
+
+    # appending ----------------------------------------------------------------------------
 
     def _load_head(self, tx: Tx) -> tuple[int, str]:
         if self._head is None:
@@ -75,15 +228,16 @@ class AuditLog:
         version_before: int | None = None,
         version_after: int | None = None,
         proposal_id: str | None = None,
+        time: str | None = None,
     ) -> int:
         """Append one row in ``tx``; it commits (or not) with the caller's effect."""
         seq, prev = tx.memo.get("audit_head") or self._load_head(tx)
         fields: dict[str, Any] = {
             "seq": seq + 1,
-            "time": now_iso(),
+            "time": time or now_iso(),
             "actor": actor,
             "operation": operation,
-            "arguments": arguments,
+            "arguments": cap(arguments),
             "outcome": outcome,
             "error_code": error_code,
             "version_before": version_before,
@@ -99,7 +253,7 @@ class AuditLog:
                 fields["time"],
                 actor,
                 operation,
-                canonical_json(arguments),
+                canonical_json(fields["arguments"]),
                 outcome,
                 error_code,
                 version_before,
@@ -111,21 +265,171 @@ class AuditLog:
         )
         head = (fields["seq"], fields["hash"])
         tx.memo["audit_head"] = head
-        tx.on_commit(lambda: self._advance(head))
+        tx.on_commit(lambda: self._advance(head), in_lane=True)
         return int(fields["seq"])
 
     def _advance(self, head: tuple[int, str]) -> None:
         if self._head is None or head[0] > self._head[0]:
             self._head = head
+        if self._anchoring:
+            self._start()
+            with self._lock:
+                self._wake.notify()
 
     def forget(self) -> None:
         """Drop the cached head (after an external change, e.g. in tests)."""
         self._head = None
 
+    # deferring ----------------------------------------------------------------------------
+
+    def defer(
+        self,
+        *,
+        actor: str,
+        operation: str,
+        arguments: dict[str, Any],
+        outcome: str,
+        error_code: str | None = None,
+        version: int | None = None,
+        proposal_id: str | None = None,
+    ) -> None:
+        """Queue a row for a call that changed nothing (a read or a refusal); it commits shortly."""
+        item = _Deferred(
+            now_iso(), actor, operation, cap(arguments), outcome, error_code, version, proposal_id
+        )
+        self._start()
+        with self._lock:
+            self._deferred.append(item)
+            self._wake.notify()
+
+    def flush(self, *, wait: float | None = None) -> None:
+        """Write the queued rows now, in one writer transaction (waiting at most ``wait`` for the lane).
+
+        Returns once every row queued before the call has committed, also those another thread was
+        writing at the time.
+        """
+        with self._flushing:
+            self._flush(wait)
+
+    def _flush(self, wait: float | None) -> None:
+        with self._lock:
+            pending, self._deferred = self._deferred, []
+        if not pending:
+            return
+        try:
+            with self._engine.transaction(wait=wait) as tx:
+                for item in pending:
+                    self.append(
+                        tx,
+                        actor=item.actor,
+                        operation=item.operation,
+                        arguments=item.arguments,
+                        outcome=item.outcome,
+                        error_code=item.error_code,
+                        version_before=item.version,
+                        version_after=item.version,
+                        proposal_id=item.proposal_id,
+                        time=item.time,
+                    )
+        except BaseException:
+            with self._lock:  # keep them, in order, for the next attempt
+                self._deferred[:0] = pending
+            raise
+
+    # the background thread ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(target=self._run, name="buttress-audit", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._deferred and not self._anchor_due():
+                    self._wake.wait()
+                if self._closed:
+                    return
+            self._wake_after(DEFER_DELAY)
+            try:
+                self.flush(wait=self._lane_wait)
+            except ButtressError:
+                logger.debug("deferred audit rows wait for the writer lane", exc_info=True)
+            except Exception:
+                logger.exception("deferred audit rows could not be written")
+            self._write_anchor()
+
+    def _wake_after(self, delay: float) -> None:
+        with self._lock:
+            self._wake.wait(delay)
+
+    def _anchor_due(self) -> bool:
+        return self._anchoring and self._head is not None and self._head != self._anchored
+
+    # the anchor -----------------------------------------------------------------------------
+
+    def check_anchor(self, reader: Session) -> None:
+        """At open: compare the anchor with the database. On agreement the anchor follows the chain
+        from now on; otherwise ``problem`` says why and the anchor is left untouched."""
+        if self._anchor is None:
+            return
+        anchored = reader.scalar("SELECT value FROM _buttress.meta WHERE key = 'audit_anchored'") == "yes"
+        result = verify(reader, self._anchor if anchored else None)
+        if result.ok:
+            row = reader.fetchone("SELECT seq, hash FROM _buttress.audit ORDER BY seq DESC LIMIT 1")
+            self._head = (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+            self._anchoring = True
+            self._write_anchor()
+            if not anchored:
+                with contextlib.suppress(ButtressError), self._engine.transaction(wait=self._lane_wait) as tx:
+                    tx.execute("INSERT OR REPLACE INTO _buttress.meta VALUES ('audit_anchored', 'yes')")
+        else:
+            self.problem = result.problem
+            self._anchoring = False
+            logger.warning("audit log: %s", result.problem)
+
+    def reanchor(self, reader: Session) -> Anchor | None:
+        """Anchor the chain as it is now (an operator's decision after reading ``problem``)."""
+        if self._anchor is None:
+            return None
+        row = reader.fetchone("SELECT seq, hash, time FROM _buttress.audit ORDER BY seq DESC LIMIT 1")
+        anchor = (
+            Anchor(0, GENESIS, now_iso()) if row is None else Anchor(int(row[0]), str(row[1]), str(row[2]))
+        )
+        with self._anchor_lock:
+            self._anchor.write(anchor)
+            self._head, self._anchored = (anchor.seq, anchor.hash), (anchor.seq, anchor.hash)
+        self.problem = None
+        self._anchoring = True
+        return anchor
+
+    def _write_anchor(self) -> None:
+        with self._anchor_lock:
+            head = self._head
+            if not self._anchoring or self._anchor is None or head is None or head == self._anchored:
+                return
+            try:
+                self._anchor.write(Anchor(head[0], head[1], now_iso()))
+                self._anchored = head
+            except (OSError, ButtressError):
+                logger.warning("the audit anchor could not be written", exc_info=True)
+
+    def close(self) -> None:
+        """Write every queued row and the final anchor; stop the background thread."""
+        with contextlib.suppress(ButtressError):
+            self.flush()
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        self._write_anchor()
+
+
+# ---------------------------------------------------------------------------------------- reading
+
 
 def _entries(cursor: Session, where: str = "", params: list[Any] | None = None) -> list[AuditEntry]:
-    import json
-
     rows = cursor.execute(f"SELECT {_COLUMNS} FROM _buttress.audit {where}", params or []).fetchall()
     names = [c.strip() for c in _COLUMNS.split(",")]
     out = []
@@ -137,7 +441,11 @@ def _entries(cursor: Session, where: str = "", params: list[Any] | None = None) 
 
 
 def recent(
-    cursor: Session, *, limit: int = 50, after_seq: int = 0, operation: str | None = None
+    cursor: Session,
+    *,
+    limit: int = 50,
+    after_seq: int = 0,
+    operation: str | None = None,
 ) -> list[AuditEntry]:
     """The newest ``limit`` entries; with ``after_seq``, the first ``limit`` entries after it (for paging)."""
     where = "WHERE seq > ?"
@@ -151,8 +459,9 @@ def recent(
     return list(reversed(rows))
 
 
-def verify(cursor: Session) -> VerifyResult:
-    """Recompute the chain in storage order of ``seq``; report the first row that does not fit."""
+def verify(cursor: Session, anchor_file: AnchorFile | None = None) -> VerifyResult:
+    """Recompute the chain in storage order of ``seq``; report the first row that does not fit, and
+    (with an anchor) rows that the anchor proves were committed but are gone."""
     entries = _entries(cursor, "ORDER BY seq")
     prev, expected_seq = GENESIS, 1
     for entry in entries:
@@ -163,6 +472,7 @@ def verify(cursor: Session) -> VerifyResult:
                 entries=len(entries),
                 first_bad_seq=entry.seq,
                 problem=f"sequence jumps from {expected_seq - 1} to {entry.seq} (row deleted or inserted)",
+                missing=[expected_seq, entry.seq - 1] if entry.seq > expected_seq else None,
             )
         if entry.prev_hash != prev:
             return VerifyResult(
@@ -179,4 +489,37 @@ def verify(cursor: Session) -> VerifyResult:
                 problem="row content does not match its hash (row edited)",
             )
         prev, expected_seq = entry.hash, expected_seq + 1
-    return VerifyResult(ok=True, entries=len(entries))
+    if anchor_file is None:
+        return VerifyResult(ok=True, entries=len(entries))
+    anchor, distrust = anchor_file.read()
+    if distrust is not None:
+        return VerifyResult(ok=False, entries=len(entries), problem=distrust)
+    if anchor is None:
+        if entries:
+            return VerifyResult(
+                ok=False,
+                entries=len(entries),
+                problem=f"the audit anchor {anchor_file.path} is missing: the newest rows cannot be checked",
+            )
+        return VerifyResult(ok=True, entries=0)
+    shown = {"seq": anchor.seq, "hash": anchor.hash, "time": anchor.time}
+    last = entries[-1].seq if entries else 0
+    if anchor.seq > last:
+        return VerifyResult(
+            ok=False,
+            entries=len(entries),
+            first_bad_seq=last + 1,
+            problem=f"rows {last + 1} to {anchor.seq} were committed (the anchor of {anchor.time} says so) "
+            "and are gone: the end of the log was deleted",
+            missing=[last + 1, anchor.seq],
+            anchor=shown,
+        )
+    if anchor.seq > 0 and entries[anchor.seq - 1].hash != anchor.hash:
+        return VerifyResult(
+            ok=False,
+            entries=len(entries),
+            first_bad_seq=anchor.seq,
+            problem=f"row {anchor.seq} differs from the anchored one: the log was rewritten",
+            anchor=shown,
+        )
+    return VerifyResult(ok=True, entries=len(entries), anchor=shown)

@@ -245,18 +245,34 @@ def single_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
 class Session:
     """Statements on one cursor: each checked to be one statement, DuckDB errors translated."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        deadline: float | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self._cursor = cursor
         self.deadline = deadline
+        self._watchdog = watchdog
 
-    def execute(self, sql: str, params: Params = None) -> duckdb.DuckDBPyConnection:
+    def execute(
+        self, sql: str, params: Params = None, *, timeout: float | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Run one statement. ``timeout``: interrupt this statement after so many seconds (on top of
+        the session's own deadline)."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise timeout_error({"sql": sql[:2000]})
         single_statement(self._cursor, sql)
+        token = None
+        if timeout is not None and self._watchdog is not None:
+            token = self._watchdog.arm(self._cursor, timeout)
         try:
             return self._cursor.execute(sql, params) if params else self._cursor.execute(sql)
         except duckdb.Error as error:
             raise translate(error, sql=sql) from None
+        finally:
+            if token is not None and self._watchdog is not None:
+                self._watchdog.disarm(token)
 
     def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         return self.execute(sql, params).fetchall()
@@ -284,8 +300,13 @@ class Reader(Session):
 class Tx(Session):
     """One open writer transaction. Every statement goes through ``execute``."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, deadline: float | None = None) -> None:
-        super().__init__(cursor, deadline)
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        deadline: float | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
+        super().__init__(cursor, deadline, watchdog)
         self.failed: ButtressError | None = None
         self._on_commit: list[Callable[[], None]] = []
         self._on_commit_locked: list[Callable[[], None]] = []
@@ -293,7 +314,9 @@ class Tx(Session):
         self.memo: dict[str, Any] = {}  # bookkeeping that lives and dies with this transaction
         self.rollback_only = False  # set by dry-runs: roll back at the end instead of committing
 
-    def execute(self, sql: str, params: Params = None) -> duckdb.DuckDBPyConnection:
+    def execute(
+        self, sql: str, params: Params = None, *, timeout: float | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """Run one statement; a failure aborts the whole transaction (it will not commit)."""
         if self.failed is not None:
             raise EngineError(
@@ -303,7 +326,7 @@ class Tx(Session):
             )
         self.statements += 1
         try:
-            return super().execute(sql, params)
+            return super().execute(sql, params, timeout=timeout)
         except ButtressError as error:
             self.failed = error
             raise
@@ -356,7 +379,7 @@ class Engine:
                 hint="Retry the call in a moment; it is safe to retry. Nothing was done.",
                 details={"waited_s": bound},
             )
-        tx = Tx(self._writer, None if timeout is None else time.monotonic() + timeout)
+        tx = Tx(self._writer, None if timeout is None else time.monotonic() + timeout, self._watchdog)
         self._local.tx = tx
         committed = False
         try:
@@ -427,7 +450,7 @@ class Engine:
             if not single:
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
             token = self._watchdog.arm(cursor, timeout)
-            yield Reader(cursor, None if timeout is None else time.monotonic() + timeout)
+            yield Reader(cursor, None if timeout is None else time.monotonic() + timeout, self._watchdog)
         except duckdb.Error as error:
             raise translate(error) from None
         finally:

@@ -1,23 +1,39 @@
-"""Database values as JSON: one conversion for query results, action results and dry-run samples."""
+"""Database values as JSON: one conversion for query results, action results and dry-run samples,
+and the bounded fetch that stops at a row limit, a byte limit and a deadline.
+
+The encoding, which the tools document: numbers and strings as they are; decimals, UUIDs and
+anything else exact as text; dates and times in ISO 8601; NaN and the infinities as the strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (JSON has no literal for them, and ``null`` means NULL).
+"""
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import math
+import time
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import duckdb
+
+from runtime.errors import Code, EngineError
+
+CHUNK: Final = 256
 
 
 def plain(value: Any) -> Any:
     """A database value as JSON: numbers and strings as they are, the rest as ISO or plain text.
 
-    >>> plain(decimal.Decimal("1.50")), plain(datetime.date(2026, 1, 2))
-    ('1.50', '2026-01-02')
+    >>> plain(decimal.Decimal("1.50")), plain(datetime.date(2026, 1, 2)), plain(float("-inf"))
+    ('1.50', '2026-01-02', '-Infinity')
     """
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, decimal.Decimal | uuid.UUID):
         return str(value)
     if isinstance(value, datetime.datetime | datetime.date | datetime.time):
@@ -26,10 +42,69 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
     return str(value)
+
+
+def size(value: Any) -> int:
+    """About how many bytes ``value`` (already ``plain``) takes as JSON."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, list):
+        return 2 + sum(size(v) + 1 for v in value)
+    if isinstance(value, dict):
+        return 2 + sum(len(k) + 4 + size(v) for k, v in value.items())
+    return 8
 
 
 def records(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The remaining rows of an executed statement as column-named, JSON-ready dicts."""
     names = [d[0] for d in result.description or []]
     return [dict(zip(names, (plain(v) for v in row), strict=True)) for row in result.fetchall()]
+
+
+def fetch(
+    result: duckdb.DuckDBPyConnection,
+    *,
+    max_rows: int,
+    max_bytes: int,
+    deadline: float | None = None,
+) -> tuple[list[list[Any]], bool]:
+    """Up to ``max_rows`` converted rows of an executed statement, and whether more were left.
+
+    Rows are fetched and converted a chunk at a time: the byte limit stops the result once the
+    converted rows pass ``max_bytes`` (``limit.result_bytes`` when even the first row is larger),
+    and the deadline is checked between chunks, so the time limit holds while results are produced
+    and converted, not only while DuckDB executes.
+    """
+    rows: list[list[Any]] = []
+    used = 0
+    while len(rows) <= max_rows:
+        if deadline is not None and time.monotonic() > deadline:
+            raise EngineError(
+                Code.QUERY_TIMEOUT,
+                "the results took longer than the time limit to produce; nothing more is returned",
+                hint="Narrow the query (filters, LIMIT, fewer columns) or ask the operator for a longer limit.",
+            )
+        chunk = result.fetchmany(min(CHUNK, max_rows + 1 - len(rows)))
+        if not chunk:
+            return rows, False
+        for raw in chunk:
+            row = [plain(v) for v in raw]
+            used += size(row)
+            if used > max_bytes:
+                if not rows:
+                    raise EngineError(
+                        Code.LIMIT_RESULT_BYTES,
+                        f"the first row alone is larger than the result limit of {max_bytes} bytes",
+                        hint="Select fewer or shorter columns (e.g. left(text, 200)), or ask the operator to "
+                        "raise max_result_bytes.",
+                        details={"max_result_bytes": max_bytes},
+                    )
+                return rows, True
+            rows.append(row)
+            if len(rows) > max_rows:
+                rows.pop()
+                return rows, True
+    return rows, True

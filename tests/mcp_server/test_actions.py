@@ -59,7 +59,7 @@ async def test_app_tools_appear_and_disappear_with_deploys_and_rollbacks(server:
         booked = await call(client, "app_book", slot_id=1, who="ann")
         assert booked["columns"] == ["id"] and booked["rows"] == [[1]]
         assert await code_of(client, "app_book", slot_id=1, who="bob") == "invariant.violated"
-        assert await code_of(client, "app_book", slot_id="x", who="bob") == "spec.invalid"
+        assert await code_of(client, "app_book", slot_id="x", who="bob") == "action.invalid_args"
         assert (await call(client, "run_action", name="bookings_of", args={"slot_id": 1}))["rows"] == [
             ["ann"]
         ]

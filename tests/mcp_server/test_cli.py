@@ -58,7 +58,6 @@ def test_init_creates_a_commented_config_and_a_database(project: Path) -> None:
     assert set(config["limits"]) >= {"max_rows", "query_timeout_s", "max_operations"}
     assert "# [agents." in config_text and config_text.count("#") > 10
     assert (project / "app.duckdb").is_file()
-    assert list((project / ".buttress").glob("tools-*.json"))
 
 
 def test_every_example_file_is_run_here() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from runtime.runtime import Runtime
+from runtime.store.audit import anchor_path
 from tests.runtime import crash_worker
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -121,7 +122,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hashes(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[bool, str]:
     """Spec hash of BASE and CHANGED, read from the template and one deploy."""
     path = tmp_path_factory.mktemp("hashes") / "db.duckdb"
-    shutil.copy(template, path)
+    copy_database(template, path)
     rt = Runtime.open(path, audit_reads=False)
     try:
         base = rt.current[1].hash()
@@ -135,11 +136,20 @@ def hashes(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[boo
 def calibration(template: Path, tmp_path_factory: pytest.TempPathFactory, hashes: dict[bool, str]) -> Run:
     """Four operations without a crash: their statement counts and durations pick the kill points."""
     path = tmp_path_factory.mktemp("calibration") / "db.duckdb"
-    shutil.copy(template, path)
+    copy_database(template, path)
     run = run_worker(path, ops=4)
     assert run.returncode == 0 and [d[2] for d in run.done] == [2, 3, 4, 5]
     check_recovered(path, run, expected=5, hashes=hashes)
     return run
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a database file with its audit anchor, as a backup would."""
+    shutil.copy(source, target)
+    anchor = anchor_path(source)
+    if anchor.exists():
+        anchor_path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(anchor, anchor_path(target))
 
 
 def check_recovered(db: Path, run: Run, *, expected: int | None, hashes: dict[bool, str]) -> None:
@@ -203,7 +213,7 @@ def test_kill_at_a_point(
         count = calibration.statements[at, op]
         point = f"{op}:{where}:{ {'1': 1, 'mid': count // 2, 'last': count}[k[0]] }"
     db = tmp_path / "db.duckdb"
-    shutil.copy(template, db)
+    copy_database(template, db)
     run = run_worker(db, crash=point, at=at)
     assert run.returncode == -signal.SIGKILL, f"the kill point {point} was never reached: {run.lines}"
     check_recovered(db, run, expected=expected, hashes=hashes)
@@ -215,7 +225,7 @@ def test_kill_after_a_delay(
 ) -> None:
     """Kill anywhere in the first few operations (the delays span four calibrated operations)."""
     db = tmp_path / "db.duckdb"
-    shutil.copy(template, db)
+    copy_database(template, db)
     run = run_worker(db, kill_after=fraction * sum(calibration.op_ms) / 1000)
     assert run.returncode == -signal.SIGKILL
     check_recovered(db, run, expected=None, hashes=hashes)

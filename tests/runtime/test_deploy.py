@@ -88,7 +88,7 @@ def test_drift_is_reported_on_open_and_blocks_deploys(app: Runtime, tmp_path: Pa
 def test_finalize_discards_retained_data_and_then_rollback_is_refused(app: Runtime) -> None:
     version = deploy(app, DROP_AUTHOR)
     result = app.finalize(before_version=version + 1)
-    assert result["finalized_tables"]
+    assert result.finalized_tables
     before = state(app)
     assert code_of(lambda: app.rollback()) == "rollback.finalized"
     assert state(app) == before
@@ -102,7 +102,7 @@ def test_proposals_are_immutable_and_their_status_is_derived(app: Runtime) -> No
     proposal = app.propose(DROP_AUTHOR, note="remove author")
     stored = app.proposal(proposal.proposal_id)
     assert stored["plan"].hash() == proposal.plan_hash
-    assert [p["proposal_id"] for p in app.describe().pending_proposals] == [proposal.proposal_id]
+    assert [p.proposal_id for p in app.describe().pending_proposals] == [proposal.proposal_id]
     app.dry_run(proposal.proposal_id)
     app.deploy(proposal.proposal_id)
     assert app.proposal(proposal.proposal_id)["deployed_as"] == app.current[0]

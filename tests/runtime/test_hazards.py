@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from runtime.migrate import plan
-from runtime.migrate.hazards import HazardCode
+from runtime.migrate.hazards import MEASURED, HazardCode
 from runtime.schema import changes
 from runtime.schema.spec import AppSpec
 from tests.runtime.conftest import BASE_OPERATIONS
@@ -153,7 +153,7 @@ def hazard_codes(ops: Ops) -> set[str]:
 
 
 def test_every_hazard_code_has_a_case() -> None:
-    assert set(CASES) == set(HazardCode)
+    assert set(CASES) == set(HazardCode) - MEASURED
 
 
 @pytest.mark.parametrize("code", sorted(CASES, key=str))
