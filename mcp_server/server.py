@@ -25,7 +25,8 @@ from mcp.server import NotificationOptions
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.models import InitializationOptions
-from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR, CallToolResult, GetPromptResult, InputRequiredResult
 from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 
@@ -288,7 +289,11 @@ class ButtressServer(MCPServer[ToolEnv]):
                 )
             except ButtressError as error:
                 await self._audit_refusal(runtime, f"prompt:{name}", arguments or {}, error)
-                raise ValueError(f"{error.code}: {error.message} — {error.hint}") from None
+                raise MCPError(
+                    code=INTERNAL_ERROR,
+                    message=f"{error.code}: {error.message} — {error.hint}",
+                    data=error.to_dict(),
+                ) from None
         return await super().get_prompt(name, arguments, context)
 
 

@@ -479,15 +479,30 @@ def deploy(
 
 
 def _history(tx: Tx, number: int) -> list[int]:
-    """The deploy versions whose plans, applied from version 0, produce version ``number``."""
+    """The deploy versions whose plans, applied from version 0, produce version ``number``.
+
+    One read of the lineage columns (no spec or plan is parsed): a rollback's cost does not grow
+    with the length of the history.
+    """
+    lineage = tx.memo.get("lineage")
+    if lineage is None:
+        lineage = {
+            int(n): (str(kind), parent, restores)
+            for n, kind, parent, restores in tx.fetchall(
+                "SELECT number, kind, parent, restores FROM _buttress.versions"
+            )
+        }
+        tx.memo["lineage"] = lineage
+    if number not in lineage:
+        raise NotFound("version", number, hint="list_versions shows the history.")
     chain: list[int] = []
     while number != 0:
-        row = catalog.version_row(tx, number)
-        if row["kind"] == "rollback":
-            number = row["restores"]
+        kind, parent, restores = lineage[number]
+        if kind == "rollback":
+            number = int(restores)
         else:
             chain.append(number)
-            number = row["parent"]
+            number = int(parent)
     return list(reversed(chain))
 
 
