@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", parents=[project], help="create an HTTP bearer token for an agent")
     token.add_argument("agent", metavar="AGENT")
     token.add_argument("--role", default="developer", help="the agent's role (default: developer)")
+    token.add_argument("--rotate", action="store_true", help="replace the agent's existing token")
     token.set_defaults(command=cmd_token)
 
     commands.add_parser("demo", help="run a scripted agent against a throwaway project").set_defaults(
@@ -266,27 +267,15 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """``buttress token``: create an HTTP bearer token for an agent; only its sha256 is stored."""
-    import hashlib
-    import secrets
+    """``buttress token AGENT``: create an HTTP bearer token for an agent; only its sha256 is stored."""
+    from runtime.boundary.policy import add_agent
 
     project = projects.Project.load(args.project)
     config = project.root / projects.CONFIG_NAME
-    text = config.read_text(encoding="utf-8")
-    if f"[agents.{args.agent}]" in text:
-        raise SpecError(
-            Code.SPEC_INVALID,
-            f"agent {args.agent!r} already has a table in {config.name}",
-            hint="Edit its token_sha256 by hand, or pick another agent name.",
-        )
-    token = secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    config.write_text(
-        text.rstrip("\n") + f'\n\n[agents.{args.agent}]\nrole = "{args.role}"\ntoken_sha256 = "{digest}"\n',
-        encoding="utf-8",
-    )
-    print(f"agent {args.agent} ({args.role}) added to {config}")
+    token = add_agent(config, args.agent, args.role, rotate=args.rotate)
+    print(f"agent {args.agent} ({args.role}) {'token replaced' if args.rotate else 'added'} in {config}")
     print(f"bearer token (shown once; store it in the client): {token}")
+    print("the server reads tokens when it starts: restart `buttress serve --http` for it to take effect")
     return 0
 
 

@@ -220,8 +220,26 @@ def show_rows(result: dict[str, Any]) -> None:
         say("   " + " | ".join("NULL" if v is None else str(v) for v in row))
 
 
-async def deploy_change(client: Client, proposal: dict[str, Any], *, progress: bool = False) -> int:
-    """Print a proposal's hazards, dry-run it, print the report, deploy it; returns the new version."""
+def operator_approves(project: Path, request: str) -> None:
+    """The operator, in another terminal: ``buttress approve REQUEST --project DIR --yes``."""
+    import subprocess
+
+    command = [sys.executable, "-m", "mcp_server", "approve", request, "--project", str(project), "--yes"]
+    say(f"   operator (another process): buttress approve {request} --project {project.name} --yes")
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=_source_env(), timeout=60, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        raise DemoFailed(f"buttress approve failed: {done.stderr.strip()}")
+    for line in done.stdout.strip().splitlines():
+        say(f"     {line}")
+
+
+async def deploy_change(
+    client: Client, proposal: dict[str, Any], *, progress: bool = False, project: Path | None = None
+) -> int:
+    """Print a proposal's hazards, dry-run it, print the report, deploy it (with the operator's approval
+    when its hazards need one); returns the new version."""
     pid = proposal["proposal_id"]
     say(f"   proposal {pid}: " + "; ".join(s["summary"] for s in proposal["steps"]))
     for hazard in proposal["hazards"]:
@@ -233,12 +251,23 @@ async def deploy_change(client: Client, proposal: dict[str, Any], *, progress: b
     if not dry["passed"]:
         raise DemoFailed(f"dry-run of {pid} failed: {dry['report']['error']}")
     say("   dry-run passed: " + ", ".join(f"{c['name']} ok" for c in dry["report"]["checks"]))
-    deployed = await call(client, "deploy", {"proposal_id": pid}, progress=progress)
+    first = await client.call_tool("deploy", {"proposal_id": pid})
+    if first.is_error:
+        error = (first.structured_content or {}).get("error", {})
+        if error.get("code") != "deploy.needs_approval" or project is None:
+            raise DemoFailed(f"deploy failed: [{error.get('code')}] {error.get('message')}")
+        say(f"   deploy refused: {error['code']} (request {error['details']['approval_request']})")
+        operator_approves(project, error["details"]["approval_request"])
+    deployed = (
+        await call(client, "deploy", {"proposal_id": pid}, progress=progress)
+        if first.is_error
+        else (first.structured_content or {})
+    )
     say(f"   deployed: version {deployed['previous_version']} -> {deployed['version']}")
     return int(deployed["version"])
 
 
-async def script(client: Client) -> None:
+async def script(client: Client, project: Path) -> None:
     """The scripted agent's session, start to finish."""
     step("1. describe_app")
     app = await call(client, "describe_app")
@@ -278,7 +307,7 @@ async def script(client: Client) -> None:
         "propose_change",
         {"operations": DESTRUCTIVE_CHANGE, "note": "notes are unused; 'guest' reads better"},
     )
-    await deploy_change(client, proposal, progress=True)
+    await deploy_change(client, proposal, progress=True, project=project)
 
     step("6. query the new shape")
     show_rows(await call(client, "query", {"sql": "select * from slot order by id"}))
@@ -305,16 +334,21 @@ async def script(client: Client) -> None:
     say(f"   {len(audit['entries'])} entries: " + ", ".join(f"{op} x{n}" for op, n in counts.items()))
 
 
+def _source_env() -> dict[str, str]:
+    """The environment of a child process: this checkout importable, whatever is installed."""
+    source = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def server_parameters(project: Path) -> Any:
     """``buttress serve`` for ``project`` over stdio, importable from this checkout."""
     from mcp import StdioServerParameters
 
-    source = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcp_server", "serve", "--project", str(project), "--agent", AGENT],
-        env={"PYTHONPATH": path},
+        env=_source_env(),
     )
 
 
@@ -324,7 +358,7 @@ async def drive(project: Path) -> None:
 
     async with Client(server_parameters(project)) as client:
         say(f"connected to buttress serve (protocol {client.protocol_version})")
-        await script(client)
+        await script(client, project)
 
 
 def verify_audit(project: Path) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.errors import Code, NotFound, SpecError
+from runtime.errors import Code, ConfigError, NotFound
 
 if TYPE_CHECKING:
     from runtime.boundary.policy import Policy
@@ -27,42 +27,65 @@ CONFIG_NAME = "buttress.toml"
 DEFAULT_AGENT = "agent"
 
 CONFIG_TEMPLATE = """\
-# Buttress project configuration, read by every `buttress` command run with --project {root}.
-# Relative paths are resolved against this file's directory.
+# Buttress project configuration. Every `buttress` command run with --project {root} reads it, and
+# `buttress serve` reads it when it starts: everything below is enforced. Relative paths are resolved
+# against this file's directory.
 
 [database]
-# The DuckDB file holding the application's data, its versions and its audit log.
-# DuckDB lets one process open it at a time: while `buttress serve` runs, other commands
-# on this project fail with engine.locked.
+# The DuckDB file holding the application's data, its versions and its audit log. One process owns it
+# (the first `buttress serve`, or a command when none runs); other serves and commands on this project
+# attach to that process over .buttress/buttress.sock, readable by this OS user only.
 path = "app.duckdb"
 
 [server]
-# The agent named in the audit log when `buttress serve` runs without --agent.
+# The agent named in the audit log when `buttress serve` runs over stdio without --agent.
 agent = "{agent}"
 
-[limits]
-# Most rows one query may return (the query tool's limit cannot exceed it).
-max_rows = 1000
-# Seconds before a query or an action is interrupted.
-query_timeout_s = 10.0
-action_timeout_s = 10.0
-# Most operations in one proposal, and the longest SQL text accepted.
-max_operations = 200
-max_sql_length = 100000
+# Who may do what. Each agent has a role; a role is a list of capabilities: read, query, run_actions,
+# propose, dry_run, deploy, deploy_hazardous, rollback, finalize. Built-in roles:
+#   reader      read, query
+#   operator    read, query, run_actions
+#   maintainer  everything but deploy_hazardous and finalize
+#   developer   everything but finalize
+#   owner       everything
+# An agent not listed here has no capability at all. Over HTTP an agent is known by its bearer token:
+# `buttress token NAME --role ROLE` adds one (only its sha256 is stored) and keeps the entries below.
+#
+# [agents.ci-bot]
+# role = "reader"
+# token_sha256 = "..."              # written by `buttress token ci-bot --role reader`
+# actions = ["book"]                # optional: the only actions this agent may run
+#
+# [roles.reviewer]                  # a role of your own
+# capabilities = ["read", "query", "dry_run"]
 
-# Operator policy: who may do what. A placeholder: these tables show the intended shape and are
-# not enforced yet. Uncomment and adapt them when they are.
-#
-# [agents.{agent}]
-# role = "developer"              # reader | operator | developer | admin | owner
-#
+[agents.{agent}]
+role = "developer"
+
+[approvals]
+# Agent deploys and rollbacks whose hazards reach this severity wait for a human: the agent gets
+# deploy.needs_approval with a request id, and you run `buttress approve ID`. Severities: info, low,
+# medium, high; "none" turns approvals off (for throwaway projects only).
+severity = "high"
+ttl_minutes = 60
+
 # [protected]
-# entities = ["payment"]          # no proposal may create, alter or drop these
-# fields = ["customer.email"]
-#
-# [approvals]
-# severity = "high"               # hazardous deploys at or above wait for a human approval
-# ttl_minutes = 60
+# entities = ["payment"]            # no agent proposal may create, alter, rename or drop these
+# fields = ["customer.email"]       # ...or touch these fields (drop, rename, retype, index, drop entity)
+
+[limits]
+max_rows = 1000                     # most rows one query or action returns
+max_result_bytes = 8388608          # most bytes of values one query or action returns
+query_timeout_s = 10.0              # time limit of a query
+action_timeout_s = 10.0             # time limit of an action
+change_timeout_s = 300.0            # time limit of a dry-run, deploy, rollback or finalize
+lane_wait_s = 10.0                  # longest a write waits for another write before engine.busy
+invariant_budget_ms = 1000.0        # most time one invariant check may add to a mutation
+max_operations = 200                # most operations in one proposal
+max_sql_length = 100000             # longest SQL text accepted
+max_request_bytes = 1048576         # largest request accepted, over stdio and HTTP
+memory_limit_mb = 2048              # DuckDB's memory; larger work spills to .buttress/spill
+max_spill_mb = 10240                # most disk DuckDB may spill to
 """
 
 
@@ -94,8 +117,8 @@ class Project:
         try:
             config = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as error:
-            raise SpecError(
-                Code.SPEC_INVALID,
+            raise ConfigError(
+                Code.CONFIG_INVALID,
                 f"{config_path} cannot be read: {error}",
                 hint=f"Fix {CONFIG_NAME}; `buttress init` in an empty directory shows the expected shape.",
                 details={"path": str(config_path)},
@@ -122,13 +145,31 @@ class Project:
 
 
 def init(root: str | Path, *, agent: str = DEFAULT_AGENT) -> Project:
-    """Create ``root`` with a commented ``buttress.toml`` and an empty application database."""
+    """Create ``root`` with a commented ``buttress.toml``, an empty application database and the
+    operator secret (if this machine has none). On an existing project it changes nothing."""
+    from runtime.boundary.secret import ensure_operator_key
+    from runtime.schema.spec import check_name
+
     root = Path(root).resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            f"{root} exists and is not a directory",
+            hint="Pass a new or existing directory: buttress init creates buttress.toml and app.duckdb in it.",
+        )
+    try:
+        check_name(agent.replace("-", "_"))
+    except ValueError as error:
+        raise ConfigError(
+            Code.CONFIG_INVALID, f"--agent: {error}", hint="Pick a simple agent name."
+        ) from None
     root.mkdir(parents=True, exist_ok=True)
     config_path = root / CONFIG_NAME
     if not config_path.exists():
         config_path.write_text(CONFIG_TEMPLATE.format(root=root, agent=agent), encoding="utf-8")
+    ensure_operator_key()
     project = Project.load(root)
+    project.policy()  # a configuration the server would refuse is reported now, not at serve
     project.open().close()
     return project
 

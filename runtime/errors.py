@@ -8,6 +8,7 @@
     ├── RollbackError             rollback.* — a rollback is refused
     ├── ActionError               action.*, invariant.* — running application logic failed
     ├── PolicyError               policy.*, approval.*, limit.* — the operator's policy refuses
+    ├── ConfigError               config.* — the operator's configuration file is invalid
     ├── NotFound                  not_found — no such proposal, version, action...
     └── EngineError               engine.* — the database refused (translated DuckDB errors)
 
@@ -62,6 +63,8 @@ class Code(StrEnum):
     ENGINE_LOCKED = "engine.locked"
     ENGINE_BUSY = "engine.busy"
     AUDIT_BROKEN = "audit.broken"
+    CONFIG_INVALID = "config.invalid"
+    ENGINE_OWNER_GONE = "engine.owner_gone"
     INTERNAL = "internal"
 
 
@@ -124,6 +127,10 @@ class ActionError(ButtressError):
 
 class PolicyError(ButtressError):
     default_hint = "This is decided by the operator's policy; ask the operator rather than retrying."
+
+
+class ConfigError(ButtressError):
+    default_hint = "Fix buttress.toml (the message names the key) and run the command again."
 
 
 class NotFound(ButtressError):

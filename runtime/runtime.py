@@ -579,6 +579,76 @@ class Runtime:
         if not hazards:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
 
+        try:
+            request = self._approval_request(proposal_id, prop["plan_hash"], hazards, actor)
+        except ButtressError as error:
+            self.record_refusal("deploy", actor, args, error)
+            raise
+        if request is not None:
+            waiting = approvals.needs_approval_error(request, hazards)
+            self.record_refusal("deploy", actor, args, waiting)
+            raise waiting
+        return deploy.deploy(
+            self, proposal_id, actor=actor, progress=progress, approval=self._approval_gate(hazards)
+        )
+
+    def rollback(
+        self,
+        *,
+        to_version: int | None = None,
+        actor: str = OPERATOR,
+        progress: Progress | None = None,
+        require_approval: bool = False,
+    ) -> RollbackResult:
+        """Roll back to the previous (or a named) version, losslessly.
+
+        With ``require_approval`` (agents), a rollback that would drop data present now (an entity
+        holding rows, a field holding values) at the policy's severity needs an operator approval
+        bound to its plan, like a hazardous deploy.
+        """
+        if not require_approval:
+            return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
+        args = {"to_version": to_version}
+        try:
+            self.authorize(actor, Capability.ROLLBACK, what="roll back")
+            with self.engine.snapshot() as reader:
+                current, target, plan, at_risk = deploy.preview_rollback(reader, to_version)
+            hazards = self.policy.needs_approval(at_risk)
+            if not hazards:
+                return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
+            request_id = deploy.rollback_request_id(current, target)
+            request = self._approval_request(request_id, plan.hash(), hazards, actor)
+        except ButtressError as error:
+            self.record_refusal("rollback", actor, args, error)
+            raise
+        if request is not None:
+            waiting = approvals.needs_approval_error(request, hazards, what="rollback")
+            self.record_refusal("rollback", actor, args, waiting)
+            raise waiting
+        return deploy.rollback(
+            self, to_version=to_version, actor=actor, progress=progress, approval=self._approval_gate(hazards)
+        )
+
+    def _approval_request(
+        self, subject: str, plan_hash: str, hazards: list[Any], actor: str
+    ) -> dict[str, Any] | None:
+        """None when an approval for exactly this plan is on file; else the pending request (new or open)."""
+        with self.engine.transaction(wait=self.limits.lane_wait_s) as tx:
+            if approvals.find_valid(tx, self.engine.path, proposal_id=subject, plan_hash=plan_hash):
+                return None
+            return approvals.open_request(
+                tx,
+                self.engine.path,
+                proposal_id=subject,
+                plan_hash=plan_hash,
+                hazards=hazards,
+                actor=actor,
+                ttl_minutes=self.policy.approvals.ttl_minutes,
+            )
+
+    def _approval_gate(self, hazards: list[Any]) -> Callable[[Tx, dict[str, Any]], None]:
+        """Inside the change's own transaction: the approval must match the plan about to run."""
+
         def gate(tx: Tx, found: dict[str, Any]) -> None:
             request_id = approvals.find_valid(
                 tx, self.engine.path, proposal_id=found["id"], plan_hash=found["plan_hash"]
@@ -587,42 +657,7 @@ class Runtime:
                 raise approvals.needs_approval_error({"id": "pending", "expires_at": ""}, hazards)
             approvals.consume(tx, request_id)
 
-        try:
-            with self.engine.transaction(wait=self.limits.lane_wait_s) as tx:
-                approved = approvals.find_valid(
-                    tx, self.engine.path, proposal_id=proposal_id, plan_hash=prop["plan_hash"]
-                )
-                request = (
-                    None
-                    if approved
-                    else approvals.open_request(
-                        tx,
-                        self.engine.path,
-                        proposal_id=proposal_id,
-                        plan_hash=prop["plan_hash"],
-                        hazards=hazards,
-                        actor=actor,
-                        ttl_minutes=self.policy.approvals.ttl_minutes,
-                    )
-                )
-        except ButtressError as error:
-            self.record_refusal("deploy", actor, args, error)
-            raise
-        if request is not None:
-            waiting = approvals.needs_approval_error(request, hazards)
-            self.record_refusal("deploy", actor, args, waiting)
-            raise waiting
-        return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=gate)
-
-    def rollback(
-        self,
-        *,
-        to_version: int | None = None,
-        actor: str = OPERATOR,
-        progress: Progress | None = None,
-    ) -> RollbackResult:
-        """Roll back to the previous (or a named) version, losslessly."""
-        return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
+        return gate
 
     def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult:
         """Discard data retained by versions older than ``before_version`` (irreversible)."""

@@ -190,12 +190,14 @@ async def rollback(
     details.rows names them: fix or remove them, then roll back again), rollback.nothing_to_roll_back,
     rollback.not_ancestor (pick a version from list_versions in the current history),
     rollback.finalized (the retained data was discarded by the operator: propose a forward change
-    instead), catalog.drift (tell the operator), not_found (no such version).
+    instead), deploy.needs_approval (the rollback would drop data present now: tell the operator the
+    request id, wait for `buttress approve`, then call rollback again), catalog.drift (tell the
+    operator), not_found (no such version).
     """
     return await call_runtime(
         ctx,
         lambda runtime, actor: runtime.rollback(
-            to_version=to_version, actor=actor, progress=progress_reporter(ctx)
+            require_approval=True, to_version=to_version, actor=actor, progress=progress_reporter(ctx)
         ),
     )
 

@@ -128,13 +128,15 @@ def consume(tx: Tx, request_id: str, approved_by: str = "operator") -> None:
     )
 
 
-def needs_approval_error(request: dict[str, Any], hazards: list[Hazard]) -> DeployError:
+def needs_approval_error(
+    request: dict[str, Any], hazards: list[Hazard], *, what: str = "deploy"
+) -> DeployError:
     return DeployError(
         Code.DEPLOY_NEEDS_APPROVAL,
-        f"this deploy carries {len(hazards)} hazard(s) that need a human approval (request {request['id']})",
+        f"this {what} carries {len(hazards)} hazard(s) that need a human approval (request {request['id']})",
         hint=(
-            f"Ask the operator to run `buttress approve {request['id']} --project <dir>`, then call deploy again. "
-            "The approval is for this exact plan and expires."
+            f"Ask the operator to run `buttress approve {request['id']} --project <dir>`, then call {what} "
+            "again. The approval is for this exact plan and expires."
         ),
         details={
             "approval_request": request["id"],

@@ -15,13 +15,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
     from runtime.schema import changes
     from runtime.schema.spec import AppSpec
 
-from runtime.errors import ButtressError, Code, PolicyError, SpecError
+from runtime.errors import ButtressError, Code, ConfigError, PolicyError
 from runtime.migrate.hazards import Hazard, Severity, at_least
 
 
@@ -107,7 +107,12 @@ class Limits(_Strict):
 
 
 class ApprovalPolicy(_Strict):
-    severity: Severity | Literal["none"] = "none"
+    """Which agent deploys and rollbacks wait for a human (``buttress approve``)."""
+
+    severity: Severity | Literal["none"] = Field(
+        default="high",
+        description="hazards at or above this severity need an approval ('none': never)",
+    )
     ttl_minutes: int = Field(default=60, ge=1, le=60 * 24 * 7)
     elicitation: bool = False
 
@@ -123,6 +128,16 @@ class Policy(_Strict):
     protected: ProtectedPolicy = ProtectedPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
     limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _known_roles(self) -> Policy:
+        unknown = {name: agent.role for name, agent in self.agents.items() if agent.role not in self.roles}
+        if unknown:
+            name, role = next(iter(unknown.items()))
+            raise ValueError(
+                f"agent {name!r} has role {role!r}, which does not exist; roles: {', '.join(sorted(self.roles))}"
+            )
+        return self
 
     def capabilities(self, agent: str) -> frozenset[Capability]:
         found = self.agents.get(agent)
@@ -262,17 +277,24 @@ def check_action_access(policy: Policy, reads: frozenset[str], writes: frozenset
 
 
 def load(path: Path | None) -> Policy:
-    """Read the ``[policy]``-related tables of a project configuration file (TOML)."""
+    """Read the policy tables of a project configuration file (TOML); ``config.invalid`` names the key
+    at fault (an unknown role, a misspelt limit) when the file is wrong."""
     if path is None or not path.exists():
         return Policy()
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(
-            Code.SPEC_INVALID,
+        raise ConfigError(
+            Code.CONFIG_INVALID,
             f"{path.name} is not valid TOML: {error}",
             hint="Fix the configuration file and start the server again.",
+            details={"path": str(path)},
         ) from None
+    return from_config(raw, path.name)
+
+
+def from_config(raw: dict[str, Any], name: str = "buttress.toml") -> Policy:
+    """The policy of a parsed configuration file."""
     data: dict[str, Any] = {}
     if "agent" in raw.get("server", {}):
         data["default_agent"] = raw["server"]["agent"]
@@ -292,8 +314,65 @@ def load(path: Path | None) -> Policy:
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise SpecError(
-            Code.SPEC_INVALID,
-            f"{path.name}: {where}: {first['msg']}",
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            f"{name}: {where + ': ' if where else ''}{str(first['msg']).removeprefix('Value error, ')}",
             hint="Fix the configuration file and start the server again.",
+            details={"key": where},
         ) from None
+
+
+def add_agent(path: Path, agent: str, role: str, *, rotate: bool = False) -> str:
+    """Give ``agent`` an HTTP bearer token in the configuration file; returns the token (shown once).
+
+    Only the token's sha256 is stored. The file is edited in place, comments and layout kept. When the
+    file had no ``[agents]`` table (every local agent trusted), the server's own agent is written into
+    it with its implicit role first, so that adding a token never locks out an agent that worked.
+    """
+    import secrets
+
+    import tomlkit
+
+    text = path.read_text(encoding="utf-8")
+    document = tomlkit.parse(text)
+    current = load(path)
+    if role not in current.roles:
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            f"role {role!r} does not exist",
+            hint=f"Use one of: {', '.join(sorted(current.roles))} (or define it under [roles.{role}]).",
+            details={"roles": sorted(current.roles)},
+        )
+    agents = document.get("agents")
+    if agents is None:
+        agents = tomlkit.table(is_super_table=True)
+        document["agents"] = agents
+        default = current.default_agent
+        if default != agent:
+            entry = tomlkit.table()
+            entry["role"] = "developer"
+            agents[default] = entry  # it worked before the first token: it keeps working after
+    existing = agents.get(agent)
+    if existing is not None and existing.get("token_sha256") and not rotate:
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            f"agent {agent!r} already has a token",
+            hint="Pass --rotate to replace it (the old token stops working), or pick another agent name.",
+        )
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if existing is None:
+        created = tomlkit.table()
+        created["role"] = role
+        created["token_sha256"] = digest
+        created.add(tomlkit.nl())
+        agents[agent] = created
+    else:
+        existing["role"] = role
+        existing["token_sha256"] = digest
+    updated = tomlkit.dumps(document)
+    from_config(tomllib.loads(updated), path.name)  # never write a file the server would refuse
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(updated, encoding="utf-8")
+    temporary.replace(path)
+    return token

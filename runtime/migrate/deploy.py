@@ -24,7 +24,7 @@ from runtime.errors import (
 )
 from runtime.migrate import plan as planner
 from runtime.migrate.ddl import q, qs
-from runtime.migrate.hazards import HazardCode, hazard
+from runtime.migrate.hazards import Hazard, HazardCode, hazard
 from runtime.migrate.plan import Plan, Probe, RestoreKey, Retention, Step
 from runtime.results import (
     Check,
@@ -40,7 +40,7 @@ from runtime.schema import changes
 from runtime.schema.spec import AppSpec
 from runtime.sql import sqlcheck
 from runtime.store import catalog, fingerprint
-from runtime.store.engine import Tx
+from runtime.store.engine import Session, Tx
 from runtime.store.values import records
 
 if TYPE_CHECKING:
@@ -478,7 +478,7 @@ def deploy(
 # ------------------------------------------------------------------------------------------ rollback
 
 
-def _history(tx: Tx, number: int) -> list[int]:
+def _history(tx: Session, number: int) -> list[int]:
     """The deploy versions whose plans, applied from version 0, produce version ``number``.
 
     One read of the lineage columns (no spec or plan is parsed): a rollback's cost does not grow
@@ -506,7 +506,7 @@ def _history(tx: Tx, number: int) -> list[int]:
     return list(reversed(chain))
 
 
-def _predecessor(tx: Tx, number: int) -> int | None:
+def _predecessor(tx: Session, number: int) -> int | None:
     history = _history(tx, number)
     if not history:
         return None
@@ -514,7 +514,7 @@ def _predecessor(tx: Tx, number: int) -> int | None:
     return None if parent is None else int(parent)
 
 
-def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, Plan, dict[int, str]]:
+def plan_rollback(tx: Session, current: int, target_version: int) -> tuple[AppSpec, Plan, dict[int, str]]:
     """The reverse of every deploy between ``target_version`` and ``current``, using their retained data.
 
     Also returns, per step, the hash of the deployed version whose reversal the step belongs to:
@@ -581,8 +581,72 @@ def plan_rollback(tx: Tx, current: int, target_version: int) -> tuple[AppSpec, P
     return spec, plan, owners
 
 
+def resolve_rollback(session: Session, current: int, to_version: int | None) -> int:
+    """The version a rollback from ``current`` goes to (the previous one by default), or why not."""
+    target_version = _predecessor(session, current) if to_version is None else to_version
+    if target_version == current:
+        raise RollbackError(
+            Code.ROLLBACK_NOTHING,
+            f"version {current} is already the current version",
+            hint="Pass an earlier version from list_versions, or omit to_version for the previous one.",
+            details={"current_version": current},
+        )
+    if target_version is None:
+        raise RollbackError(
+            Code.ROLLBACK_NOTHING,
+            f"version {current} has nothing before it to roll back to",
+            hint="list_versions shows the history.",
+        )
+    if target_version > current or target_version < 0:
+        raise RollbackError(
+            Code.ROLLBACK_NOT_ANCESTOR,
+            f"version {target_version} does not precede {current}",
+            hint="Pick an earlier version from list_versions.",
+        )
+    catalog.version_row(session, target_version)
+    if _history(session, current) == _history(session, target_version):
+        raise RollbackError(
+            Code.ROLLBACK_NOTHING,
+            f"version {current} already has the schema of version {target_version}",
+            hint="Nothing to roll back; list_versions shows the history.",
+        )
+    return target_version
+
+
+def rollback_request_id(current: int, target: int) -> str:
+    """The name approvals give a rollback (it has no proposal): bound to its versions and plan hash."""
+    return f"rollback:{current}:{target}"
+
+
+def preview_rollback(session: Session, to_version: int | None) -> tuple[int, int, Plan, list[Hazard]]:
+    """The rollback's plan, computed on a snapshot, and the hazards that would destroy data present now
+    (a dropped entity or field that holds values; the rows counted by the steps' loss probes)."""
+    current, _ = catalog.current_version(session)
+    target = resolve_rollback(session, current, to_version)
+    _, plan, _ = plan_rollback(session, current, target)
+    at_risk: list[Hazard] = []
+    for step in plan.steps:
+        destructive = [h for h in step.hazards if h.severity == "high"]
+        if not destructive:
+            continue
+        losses = 0
+        for probe in step.probes:
+            try:
+                losses += int(session.scalar(f"SELECT count(*) FROM ({probe.sql}) AS probe"))
+            except ButtressError:
+                losses += 1  # a probe over a table an earlier step creates: assume data is at stake
+        if losses or not step.probes:
+            at_risk.extend(destructive)
+    return current, target, plan, at_risk
+
+
 def rollback(
-    rt: Runtime, *, to_version: int | None, actor: str, progress: Progress | None = None
+    rt: Runtime,
+    *,
+    to_version: int | None,
+    actor: str,
+    progress: Progress | None = None,
+    approval: Callable[[Tx, dict[str, Any]], None] | None = None,
 ) -> RollbackResult:
     """Plan the reverse, dry-run it and apply it in one transaction; refuse if it cannot be lossless."""
     args = {"to_version": to_version}
@@ -591,35 +655,11 @@ def rollback(
     def act(tx: Tx) -> RollbackResult:
         rt.authorize(actor, Capability.ROLLBACK, what="roll back")
         current, spec = catalog.current_version(tx)
-        target_version = _predecessor(tx, current) if to_version is None else to_version
-        if target_version == current:
-            raise RollbackError(
-                Code.ROLLBACK_NOTHING,
-                f"version {current} is already the current version",
-                hint="Pass an earlier version from list_versions, or omit to_version for the previous one.",
-                details={"current_version": current},
-            )
-        if target_version is None:
-            raise RollbackError(
-                Code.ROLLBACK_NOTHING,
-                f"version {current} has nothing before it to roll back to",
-                hint="list_versions shows the history.",
-            )
-        if target_version > current or target_version < 0:
-            raise RollbackError(
-                Code.ROLLBACK_NOT_ANCESTOR,
-                f"version {target_version} does not precede {current}",
-                hint="Pick an earlier version from list_versions.",
-            )
-        catalog.version_row(tx, target_version)
-        if _history(tx, current) == _history(tx, target_version):
-            raise RollbackError(
-                Code.ROLLBACK_NOTHING,
-                f"version {current} already has the schema of version {target_version}",
-                hint="Nothing to roll back; list_versions shows the history.",
-            )
+        target_version = resolve_rollback(tx, current, to_version)
         _check_drift(rt, tx, spec)
         target, plan, owners = plan_rollback(tx, current, target_version)
+        if approval is not None:
+            approval(tx, {"id": rollback_request_id(current, target_version), "plan_hash": plan.hash()})
         steps = _execute(tx, plan, probes=True, progress=progress, not_lossless=True)
         _checks(rt, tx, plan, target)
         version = current + 1

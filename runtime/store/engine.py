@@ -254,6 +254,7 @@ class Session:
         self._cursor = cursor
         self.deadline = deadline
         self._watchdog = watchdog
+        self.memo: dict[str, Any] = {}  # bookkeeping that lives and dies with this session
 
     def execute(
         self, sql: str, params: Params = None, *, timeout: float | None = None
@@ -311,7 +312,6 @@ class Tx(Session):
         self._on_commit: list[Callable[[], None]] = []
         self._on_commit_locked: list[Callable[[], None]] = []
         self.statements = 0
-        self.memo: dict[str, Any] = {}  # bookkeeping that lives and dies with this transaction
         self.rollback_only = False  # set by dry-runs: roll back at the end instead of committing
 
     def execute(

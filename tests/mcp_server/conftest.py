@@ -9,6 +9,7 @@ import pytest
 
 from mcp_server.demo import DEMO_TOOLS
 from mcp_server.server import ButtressServer, build_server
+from runtime.boundary.policy import ApprovalPolicy, Policy
 from runtime.runtime import Runtime
 
 
@@ -19,7 +20,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    opened = Runtime.open(tmp_path / "app.duckdb")
+    """A runtime with approvals off: these tests are about the tools. The defaults a new user gets
+    (hazardous changes wait for `buttress approve`) are tested in test_approvals.py and test_stdio.py."""
+    opened = Runtime.open(tmp_path / "app.duckdb", policy=Policy(approvals=ApprovalPolicy(severity="none")))
     try:
         yield opened
     finally:

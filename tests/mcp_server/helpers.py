@@ -63,7 +63,10 @@ def source_env() -> dict[str, str]:
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[2])
-    return {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    if "BUTTRESS_OPERATOR_KEY" in os.environ:  # the test session's operator secret, not the real one
+        env["BUTTRESS_OPERATOR_KEY"] = os.environ["BUTTRESS_OPERATOR_KEY"]
+    return env
 
 
 def serve_command(project: Any, *extra: str) -> list[str]:
@@ -71,3 +74,53 @@ def serve_command(project: Any, *extra: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "mcp_server", "serve", "--project", str(project), *extra]
+
+
+def configure(project: Any, **sections: dict[str, Any]) -> None:
+    """Set keys of ``buttress.toml`` the way an operator edits it (tables merged, comments kept)."""
+    from pathlib import Path
+
+    import tomlkit
+
+    path = Path(project) / "buttress.toml"
+    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    for name, values in sections.items():
+        table = document.get(name)
+        if table is None:
+            table = tomlkit.table()
+            document[name] = table
+        for key, value in values.items():
+            table[key] = value
+    path.write_text(tomlkit.dumps(document), encoding="utf-8")
+
+
+def approve(project: Any, request: str) -> str:
+    """``buttress approve REQUEST --yes`` as the operator, from another process; returns its output."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mcp_server", "approve", request, "--project", str(project), "--yes"]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **source_env()},
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def ship_approved(client: Client, project: Any, operations: list[dict[str, Any]]) -> int:
+    """Propose, dry-run and deploy a hazardous change: the deploy waits for the operator, who approves
+    from another process, and the agent deploys again. Returns the new version."""
+    proposal = await call(client, "propose_change", operations=operations)
+    report = await call(client, "dry_run", proposal_id=proposal["proposal_id"])
+    assert report["passed"], report["report"]["error"]
+    waiting = error_of(await client.call_tool("deploy", {"proposal_id": proposal["proposal_id"]}))
+    assert waiting["code"] == "deploy.needs_approval", waiting
+    approve(project, waiting["details"]["approval_request"])
+    return int((await call(client, "deploy", proposal_id=proposal["proposal_id"]))["version"])

@@ -139,8 +139,7 @@ async def test_a_hazardous_deploy_waits_for_the_operator_who_approves_from_anoth
     monkeypatch.setenv("BUTTRESS_OPERATOR_KEY", str(key))
     project = init(tmp_path / "proj").root
     tokens = with_agents(project)
-    config = project / "buttress.toml"
-    config.write_text(config.read_text() + '\n[approvals]\nseverity = "high"\n')
+    # the default: hazards of severity high wait for the operator
     headers = {"Authorization": f"Bearer {tokens['dev-agent']}"}
     drop = [
         {"op": "drop_field", "entity": "booking", "field": "who"},

@@ -11,7 +11,7 @@ from mcp.types import ToolListChangedNotification
 
 from mcp_server.demo import BOOKING, SLOT
 from mcp_server.project import Project, init
-from tests.mcp_server.helpers import call, code_of, serve_command, ship, source_env
+from tests.mcp_server.helpers import call, code_of, serve_command, ship, ship_approved, source_env
 
 pytestmark = pytest.mark.anyio
 
@@ -22,8 +22,8 @@ def parameters(project: Path, *extra: str) -> StdioServerParameters:
 
 
 async def test_the_whole_lifecycle_over_stdio(tmp_path: Path) -> None:
-    project = init(tmp_path / "proj").root
-    async with Client(parameters(project, "--agent", "stdio-agent", "--demo-seed")) as client:
+    project = init(tmp_path / "proj", agent="stdio-agent").root
+    async with Client(parameters(project, "--demo-seed")) as client:
         assert (await call(client, "describe_app"))["version"] == 0
         assert (
             await ship(
@@ -32,7 +32,11 @@ async def test_the_whole_lifecycle_over_stdio(tmp_path: Path) -> None:
             == 1
         )
         await call(client, "demo_seed_rows")
-        assert await ship(client, [{"op": "drop_field", "entity": "slot", "field": "note"}]) == 2
+        # The defaults a new user gets: dropping data waits for the operator's approval.
+        assert (
+            await ship_approved(client, project, [{"op": "drop_field", "entity": "slot", "field": "note"}])
+            == 2
+        )
         assert await code_of(client, "query", sql="select note from slot") == "sql.unknown_column"
         rolled = await call(client, "rollback")
         notes = await call(client, "query", sql="select note from slot order by id")

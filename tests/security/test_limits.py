@@ -25,7 +25,7 @@ from mcp_server.project import init
 from mcp_server.server import build_server
 from runtime.boundary.policy import Limits, Policy
 from runtime.runtime import Runtime
-from tests.mcp_server.helpers import call, error_of, ok, serve_command, source_env
+from tests.mcp_server.helpers import call, configure, error_of, ok, serve_command, source_env
 from tests.mcp_server.test_http import client_for, free_port, wait_for_port, with_agents
 
 pytestmark = pytest.mark.anyio
@@ -191,14 +191,8 @@ async def test_hostile_queries_answer_in_time_with_codes_within_memory_while_ano
 ) -> None:
     project = init(tmp_path / "project").root
     tokens = with_agents(project)
-    config = project / "buttress.toml"
-    config.write_text(
-        config.read_text()
-        .replace(
-            "[limits]",
-            f"[limits]\nmemory_limit_mb = {MEMORY_LIMIT_MB}\nthreads = 2",
-        )
-        .replace("query_timeout_s = 10.0", f"query_timeout_s = {TIME_LIMIT_S}")
+    configure(
+        project, limits={"memory_limit_mb": MEMORY_LIMIT_MB, "threads": 2, "query_timeout_s": TIME_LIMIT_S}
     )
     port = free_port()
     command = serve_command(project, "--http", "--port", str(port))
