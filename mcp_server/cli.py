@@ -1,16 +1,23 @@
 """The ``buttress`` command line: the operator's projection of the same runtime operations the tools
-project for agents. Each command opens the project's runtime, calls one ``Runtime`` method, prints
-a human-readable result and exits 0, or prints ``error [code]: message`` with a hint and exits 1.
+project for agents. Each command resolves the project's runtime (through the running server when one
+owns the project, else by opening the database itself), calls one runtime method, prints a readable
+result (or JSON with ``--json``) and exits 0; or prints ``error [code]: message`` with a hint and
+exits 1.
 
-    buttress init DIR                      create a project (buttress.toml + app.duckdb)
-    buttress serve --project DIR           serve the MCP tools (stdio, or --http --port N)
-    buttress demo                          run the scripted agent demo in a throwaway project
-    buttress versions --project DIR        list versions
-    buttress audit verify|show --project DIR
-    buttress propose --project DIR FILE.json
-    buttress dry-run|deploy --project DIR ID
-    buttress rollback --project DIR [--to N]
-    buttress finalize --project DIR --before N
+    buttress init DIR                          create a project (buttress.toml + app.duckdb)
+    buttress serve [--http --port N]           serve the MCP tools (stdio by default)
+    buttress demo                              the scripted agent demo in a throwaway project
+    buttress describe | versions | proposals   look at the application
+    buttress diff A B                          compare the specs of two versions
+    buttress query SQL [--param k=v]           one read-only SELECT
+    buttress run ACTION [--arg k=v]            run a deployed action
+    buttress propose FILE.json                 plan a change
+    buttress dry-run ID | deploy ID            execute a plan (rolled back) | apply it
+    buttress rollback [--to N]                 roll back, losslessly
+    buttress finalize --before N               discard retained data (irreversible)
+    buttress approve REQUEST                   approve an agent's hazardous deploy or rollback
+    buttress token AGENT [--role R]            an HTTP bearer token for an agent
+    buttress audit verify | show | reanchor    the hash-chained audit log
 """
 
 from __future__ import annotations
@@ -18,16 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, TypeAdapter
+
 from mcp_server import project as projects
-from runtime.errors import ButtressError, Code, SpecError
+from runtime.errors import ButtressError, Code, ConfigError
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.api import RuntimeAPI
     from tools.base import ToolSpec
 
 Command = Callable[[argparse.Namespace], int]
@@ -35,8 +45,12 @@ Command = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``buttress`` command; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    command: Command = args.command
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Command | None = getattr(args, "command", None)
+    if command is None:  # a bare `buttress`
+        parser.print_help()
+        return 0
     try:
         return command(args)
     except ButtressError as error:
@@ -49,14 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_error(error: ButtressError) -> None:
     """Print ``error [code]: message`` and its hint (and details) on stderr."""
     lines = [f"error [{error.code}]: {error.message}", f"  hint: {error.hint}"]
-    if error.code == Code.ENGINE_LOCKED:
-        lines.append(
-            "  note: DuckDB lets one process open a database file at a time; a `buttress serve` for this "
-            "project is probably running. Stop it, or make the change through its MCP tools."
-        )
-    elif error.details:
+    if error.details:
         lines.append("  details: " + json.dumps(error.details, default=str)[:2000])
     print("\n".join(lines), file=sys.stderr)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("buttress")
+    except PackageNotFoundError:
+        return "0.0.0"
 
 
 # -------------------------------------------------------------------------------------------- parser
@@ -66,103 +85,142 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``buttress`` argument parser; each command sets ``command`` to its function."""
     parser = argparse.ArgumentParser(
         prog="buttress",
-        description="Typed, transactional tools for coding agents over an embedded DuckDB runtime.",
+        description="A transactional runtime for agent-built applications, served over MCP, on DuckDB. "
+        "Every command works whether or not a `buttress serve` owns the project.",
     )
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"buttress {version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     project = argparse.ArgumentParser(add_help=False)
     project.add_argument("--project", default=".", metavar="DIR", help="the project directory (default: .)")
     actor = argparse.ArgumentParser(add_help=False)
     actor.add_argument(
         "--actor", default="operator", help="name written to the audit log (default: operator)"
     )
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    init = commands.add_parser("init", help="create a project: DIR/buttress.toml and DIR/app.duckdb")
+    def add(
+        name: str, command: Command, text: str, *parents: argparse.ArgumentParser
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=list(parents), help=text, description=text)
+        sub.set_defaults(command=command)
+        return sub
+
+    init = add("init", cmd_init, "create a project: DIR/buttress.toml and DIR/app.duckdb")
     init.add_argument("dir", metavar="DIR")
-    init.add_argument("--agent", default=projects.DEFAULT_AGENT, help="default agent name for `serve`")
-    init.set_defaults(command=cmd_init)
+    init.add_argument(
+        "--agent", default=projects.DEFAULT_AGENT, help="the agent `serve` speaks for over stdio"
+    )
 
-    serve = commands.add_parser("serve", parents=[project], help="serve the MCP tools (stdio by default)")
-    serve.add_argument("--agent", help="agent name for the audit log (default: from buttress.toml)")
+    serve = add(
+        "serve", cmd_serve, "serve the MCP tools (stdio by default); attaches if a server runs", project
+    )
+    serve.add_argument(
+        "--agent", help="agent name for the audit log (default: [server] agent in buttress.toml)"
+    )
     serve.add_argument(
         "--http", action="store_true", help="serve streamable HTTP on 127.0.0.1 instead of stdio"
     )
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP port (default: 8765)")
     serve.add_argument("--demo-seed", action="store_true", help=argparse.SUPPRESS)
-    serve.set_defaults(command=cmd_serve)
 
-    approve = commands.add_parser(
-        "approve", parents=[project, actor], help="approve a pending hazardous deploy (works while serving)"
+    add("demo", cmd_demo, "run a scripted agent against a throwaway project")
+    add(
+        "describe",
+        cmd_describe,
+        "the current version: entities, invariants, views, actions, drift",
+        project,
+        output,
     )
-    approve.add_argument("request", metavar="REQUEST", help="the request id from deploy.needs_approval")
-    approve.add_argument("--yes", action="store_true", help="approve without asking")
-    approve.set_defaults(command=cmd_approve)
+    add("versions", cmd_versions, "list versions", project, output)
+    proposals = add("proposals", cmd_proposals, "list proposals and where each stands", project, output)
+    proposals.add_argument("--pending", action="store_true", help="only those on the current version")
+    diff = add("diff", cmd_diff, "compare the specs of two versions", project, output)
+    diff.add_argument("from_version", type=int, metavar="A")
+    diff.add_argument("to_version", type=int, metavar="B")
 
-    token = commands.add_parser("token", parents=[project], help="create an HTTP bearer token for an agent")
-    token.add_argument("agent", metavar="AGENT")
-    token.add_argument("--role", default="developer", help="the agent's role (default: developer)")
-    token.add_argument("--rotate", action="store_true", help="replace the agent's existing token")
-    token.set_defaults(command=cmd_token)
+    query = add("query", cmd_query, "run one read-only SELECT", project, output)
+    query.add_argument("sql", metavar="SQL")
+    query.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a $NAME value (JSON or text)"
+    )
+    query.add_argument("--limit", type=int, help="most rows (default and ceiling: max_rows)")
 
-    commands.add_parser("demo", help="run a scripted agent against a throwaway project").set_defaults(
-        command=cmd_demo
+    run = add("run", cmd_run, "run a deployed action", project, actor, output)
+    run.add_argument("action", metavar="ACTION")
+    run.add_argument(
+        "--arg", action="append", default=[], metavar="NAME=VALUE", help="an argument (JSON or text)"
+    )
+    run.add_argument(
+        "--key", dest="idempotency_key", help="an idempotency key (a retry returns the first result)"
     )
 
-    commands.add_parser("versions", parents=[project], help="list versions").set_defaults(
-        command=cmd_versions
-    )
-
-    audit = commands.add_parser("audit", help="verify or show the audit log")
-    audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
-    audit_commands.add_parser("verify", parents=[project], help="recompute the hash chain").set_defaults(
-        command=cmd_audit_verify
-    )
-    show = audit_commands.add_parser("show", parents=[project], help="print recent entries")
-    show.add_argument("--limit", type=int, default=50)
-    show.set_defaults(command=cmd_audit_show)
-
-    propose = commands.add_parser(
-        "propose", parents=[project, actor], help="propose operations from a JSON file"
-    )
+    propose = add("propose", cmd_propose, "propose operations from a JSON file", project, actor, output)
     propose.add_argument(
         "file", metavar="FILE.json", help='a JSON list of operations (or {"operations": [...]})'
     )
     propose.add_argument("--base-version", type=int)
     propose.add_argument("--note")
-    propose.set_defaults(command=cmd_propose)
-
     for name, command, text in (
         ("dry-run", cmd_dry_run, "dry-run a proposal (nothing changes)"),
         ("deploy", cmd_deploy, "deploy a proposal whose dry-run passed"),
     ):
-        sub = commands.add_parser(name, parents=[project, actor], help=text)
-        sub.add_argument("proposal_id", metavar="ID")
-        sub.set_defaults(command=command)
-
-    rollback = commands.add_parser(
-        "rollback", parents=[project, actor], help="roll back to an earlier version"
+        add(name, command, text, project, actor, output).add_argument("proposal_id", metavar="ID")
+    rollback = add(
+        "rollback", cmd_rollback, "roll back to an earlier version, losslessly", project, actor, output
     )
     rollback.add_argument(
         "--to", type=int, dest="to_version", metavar="N", help="default: the previous version"
     )
-    rollback.set_defaults(command=cmd_rollback)
-
-    finalize = commands.add_parser(
+    finalize = add(
         "finalize",
-        parents=[project, actor],
-        help="discard data retained by versions before N (no rollback past it)",
+        cmd_finalize,
+        "discard data retained by versions before N: rollbacks that need it are refused afterwards",
+        project,
+        actor,
+        output,
     )
     finalize.add_argument("--before", type=int, required=True, metavar="N")
-    finalize.set_defaults(command=cmd_finalize)
+    finalize.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    approve = add(
+        "approve", cmd_approve, "approve an agent's pending hazardous deploy or rollback", project, actor
+    )
+    approve.add_argument("request", metavar="REQUEST", help="the request id from deploy.needs_approval")
+    approve.add_argument("--yes", action="store_true", help="approve without asking")
+    token = add("token", cmd_token, "create (or --rotate) an HTTP bearer token for an agent", project)
+    token.add_argument("agent", metavar="AGENT")
+    token.add_argument("--role", default="developer", help="the agent's role (default: developer)")
+    token.add_argument("--rotate", action="store_true", help="replace the agent's existing token")
+
+    audit = commands.add_parser("audit", help="verify, show or re-anchor the audit log")
+    audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
+    audit_commands.add_parser(
+        "verify",
+        parents=[project, output],
+        help="recompute the hash chain and check the anchor; exit 1 if broken",
+    ).set_defaults(command=cmd_audit_verify)
+    show = audit_commands.add_parser("show", parents=[project, output], help="print recent entries")
+    show.add_argument("--limit", type=int, default=50)
+    show.add_argument("--operation", help="only this operation")
+    show.add_argument("--follow", action="store_true", help="keep printing new entries until interrupted")
+    show.set_defaults(command=cmd_audit_show)
+    reanchor = audit_commands.add_parser(
+        "reanchor", parents=[project], help="anchor the chain as it is now, after reading why verify failed"
+    )
+    reanchor.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reanchor.set_defaults(command=cmd_audit_reanchor)
     return parser
 
 
-# ------------------------------------------------------------------------------------------ commands
+# ---------------------------------------------------------------------------------------- plumbing
 
 
 @contextmanager
-def opened(args: argparse.Namespace) -> Iterator[Runtime]:
-    """The project's runtime, closed (and checkpointed) when the command is done."""
-    runtime = projects.Project.load(args.project).open()
+def opened(args: argparse.Namespace) -> Iterator[RuntimeAPI]:
+    """The project's runtime for one command: through the server that owns the project when one runs,
+    else opened here (and closed, checkpointed, when the command is done)."""
+    runtime, _ = projects.connect(projects.Project.load(args.project))
     try:
         yield runtime
     finally:
@@ -174,8 +232,58 @@ def progress(done: int, total: int, message: str) -> None:
     print(f"  [{done}/{total}] {message}", file=sys.stderr, flush=True)
 
 
+def emit(args: argparse.Namespace, result: Any) -> bool:
+    """With ``--json``, print ``result`` as JSON and return True (the caller prints nothing else)."""
+    if not getattr(args, "json", False):
+        return False
+    data: Any = (
+        result.model_dump(mode="json")
+        if isinstance(result, BaseModel)
+        else [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in result]
+        if isinstance(result, list)
+        else TypeAdapter(Any).dump_python(result, mode="json")
+    )
+    print(json.dumps(data, indent=2, default=str))
+    return True
+
+
+def pairs(items: list[str], what: str) -> dict[str, Any]:
+    """``NAME=VALUE`` arguments: the value read as JSON when it parses (5, true, null, "x"), else as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(
+                Code.SPEC_INVALID, f"{what} {item!r} is not NAME=VALUE", hint=f"Write --{what} name=value."
+            )
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
+def confirm(args: argparse.Namespace, question: str) -> bool:
+    if getattr(args, "yes", False):
+        return True
+    answer = input(f"{question} [y/N] ") if sys.stdin.isatty() else ""
+    return answer.strip().lower() in {"y", "yes"}
+
+
+def table(columns: list[str], rows: list[list[Any]]) -> None:
+    """Rows as an aligned text table."""
+    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    """``buttress init DIR``: create the configuration and the database."""
+    """``buttress init DIR``: create the configuration, the database and (once per machine) the operator secret."""
     project = projects.init(args.dir, agent=args.agent)
     print(
         f"initialised {project.root}\n  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}"
@@ -185,33 +293,36 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """``buttress serve``: serve the tools over stdio or streamable HTTP; the database opens in the background."""
+    """``buttress serve``: serve the tools over stdio or streamable HTTP. The first server on a project
+    owns its database; later ones (and CLI commands) attach to it over the project's socket."""
     from mcp_server.server import build_server
 
     project = projects.Project.load(args.project)
     policy = project.policy()
     agent = args.agent or project.agent
     if not policy.open_to_any_agent and agent not in policy.agents and not args.http:
-        raise SpecError(
+        raise ConfigError(
             Code.POLICY_DENIED,
             f"agent {agent!r} is not named in the policy of {project.root}",
             hint=f"Add an [agents.{agent}] table with a role to buttress.toml, or pass --agent with a named agent.",
         )
     runtime = projects.BackgroundRuntime(project)
+    runtime.start()
     extra: tuple[ToolSpec, ...] = ()
     if args.demo_seed:
         from mcp_server.demo import DEMO_TOOLS
 
         extra = DEMO_TOOLS
-    server = build_server(
-        runtime,
-        agent=agent,
-        extra_tools=extra,
-        policy=policy,
-        require_tokens=args.http,
-    )
+    server = build_server(runtime, agent=agent, extra_tools=extra, policy=policy, require_tokens=args.http)
     try:
         if args.http:
+            print(
+                f"buttress: serving MCP on http://127.0.0.1:{args.port}/mcp\n"
+                f"  agents authenticate with a bearer token: buttress token NAME --project {project.root}\n"
+                f"  (restart this server after adding a token)",
+                file=sys.stderr,
+                flush=True,
+            )
             server.run(
                 "streamable-http",
                 host="127.0.0.1",
@@ -225,60 +336,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    """``buttress approve``: sign a pending approval request with the operator secret.
-
-    Works while the server runs: it reads the request the server wrote beside the database and
-    writes the signed approval there; it never opens the database.
-    """
-    import json
-
-    from runtime.boundary import approvals
-
-    project = projects.Project.load(args.project)
-    folder = approvals.folder(project.database)
-    path = folder / "requests" / f"{args.request}.json"
-    if not path.is_file():
-        raise SpecError(
-            Code.NOT_FOUND,
-            f"no approval request {args.request!r} in {folder / 'requests'}",
-            hint="The agent's deploy.needs_approval error names the request id.",
-        )
-    request = json.loads(path.read_text())
-    print(
-        f"request {request['id']}: deploy of proposal {request['proposal_id']} by {request['requested_by']}"
-    )
-    print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
-    for hazard in request.get("hazards", []):
-        print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
-    if not args.yes:
-        answer = input("approve this exact plan? [y/N] ") if sys.stdin.isatty() else ""
-        if answer.strip().lower() not in {"y", "yes"}:
-            print("not approved (pass --yes to approve non-interactively)")
-            return 1
-    approvals.ensure_operator_key()
-    (folder / "approvals").mkdir(parents=True, exist_ok=True)
-    signed = approvals.sign(request, approved_by=args.actor)
-    (folder / "approvals" / f"{request['id']}.json").write_text(json.dumps(signed, indent=2))
-    print(
-        f"approved: the agent may now deploy {request['proposal_id']} (once, until {request['expires_at']})"
-    )
-    return 0
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    """``buttress token AGENT``: create an HTTP bearer token for an agent; only its sha256 is stored."""
-    from runtime.boundary.policy import add_agent
-
-    project = projects.Project.load(args.project)
-    config = project.root / projects.CONFIG_NAME
-    token = add_agent(config, args.agent, args.role, rotate=args.rotate)
-    print(f"agent {args.agent} ({args.role}) {'token replaced' if args.rotate else 'added'} in {config}")
-    print(f"bearer token (shown once; store it in the client): {token}")
-    print("the server reads tokens when it starts: restart `buttress serve --http` for it to take effect")
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``buttress demo``: the scripted agent demo."""
     from mcp_server.demo import run_demo
@@ -286,10 +343,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def cmd_describe(args: argparse.Namespace) -> int:
+    """``buttress describe`` (``describe_app``)."""
+    with opened(args) as runtime:
+        app = runtime.describe()
+    if emit(args, app):
+        return 0
+    print(f"version {app.version} ({app.hash[:16]})")
+    for entity in app.spec.entities:
+        fields = ", ".join(
+            f"{f.name} {f.type}{'' if not f.nullable else '?'}"
+            + (f" -> {f.references}" if f.references else "")
+            for f in entity.fields
+        )
+        print(f"  entity {entity.name} (key {', '.join(entity.primary_key)}): {fields}")
+    for invariant in app.spec.invariants:
+        print(f"  invariant {invariant.name}: {invariant.description or invariant.sql}")
+    for view in app.spec.views:
+        print(f"  view {view.name}")
+    for action in app.actions:
+        params = ", ".join(f"{p.name} {p.type}" for p in action.params)
+        print(f"  action {action.name}({params}) [{action.kind}] writes {', '.join(action.writes) or '-'}")
+    for pending in app.pending_proposals:
+        print(
+            f"  pending proposal {pending.proposal_id} ({'dry-run passed' if pending.dry_run_passed else 'not dry-run'})"
+        )
+    for line in app.drift:
+        print(f"  DRIFT: {line}")
+    if app.audit_problem:
+        print(f"  AUDIT: {app.audit_problem}")
+    return 0
+
+
 def cmd_versions(args: argparse.Namespace) -> int:
-    """``buttress versions``: one line per version (``Runtime.versions``)."""
+    """``buttress versions`` (``list_versions``)."""
     with opened(args) as runtime:
         versions = runtime.versions()
+    if emit(args, versions):
+        return 0
     for v in versions:
         origin = f"restores {v.restores}" if v.kind == "rollback" else (v.proposal_id or "")
         print(
@@ -298,37 +389,92 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """``buttress audit verify``: recompute the hash chain (``Runtime.verify_audit``); exit 1 if broken."""
+def cmd_proposals(args: argparse.Namespace) -> int:
+    """``buttress proposals`` (``Runtime.proposals``)."""
     with opened(args) as runtime:
-        result = runtime.verify_audit()
-    if result.ok:
-        print(f"audit chain ok: {result.entries} entries")
+        found = runtime.proposals(pending=args.pending)
+    if emit(args, found):
         return 0
-    print(f"audit chain BROKEN at seq {result.first_bad_seq}: {result.problem}", file=sys.stderr)
-    return 1
-
-
-def cmd_audit_show(args: argparse.Namespace) -> int:
-    """``buttress audit show``: recent entries (``Runtime.read_audit``)."""
-    with opened(args) as runtime:
-        entries = runtime.read_audit(limit=args.limit)
-    for e in entries:
-        versions = (
-            f"v{e.version_before}->v{e.version_after}"
-            if e.version_before != e.version_after
-            else f"v{e.version_after}"
-        )
-        code = f" [{e.error_code}]" if e.error_code else ""
-        print(f"{e.seq:>5}  {e.time[:19]}  {e.actor:<12}  {e.operation:<12}  {e.outcome}{code}  {versions}")
+    for p in found:
+        state = f"deployed as {p.deployed_as}" if p.status == "deployed" else p.status
+        checked = "dry-run passed" if p.dry_run_passed else "not dry-run"
+        hazards = f"  hazards: {', '.join(p.hazards)}" if p.hazards else ""
+        print(f"{p.proposal_id:<6} on v{p.base_version:<4} {state:<16} {checked:<15} {p.created_by}{hazards}")
+        if p.note:
+            print(f"       {p.note}")
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """``buttress diff A B`` (``diff_versions``)."""
+    with opened(args) as runtime:
+        result = runtime.diff_versions(args.from_version, args.to_version)
+    if emit(args, result):
+        return 0
+    print(f"version {result.from_version} -> {result.to_version}: {len(result.changes)} change(s)")
+    for change in result.changes:
+        detail = change.get("attributes") or change.get("attribute") or ""
+        print(
+            f"  {change['change']:<8} {change['kind']:<9} {change['name']}  {json.dumps(detail) if detail else ''}".rstrip()
+        )
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """``buttress query SQL`` (``query``)."""
+    with opened(args) as runtime:
+        result = runtime.query(args.sql, pairs(args.param, "param") or None, limit=args.limit)
+    if emit(args, result):
+        return 0
+    table(result.columns, result.rows)
+    print(
+        f"({result.row_count} row{'s' if result.row_count != 1 else ''}{', truncated' if result.truncated else ''})"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``buttress run ACTION --arg k=v`` (``run_action``)."""
+    with opened(args) as runtime:
+        result = runtime.run_action(
+            args.action, pairs(args.arg, "arg"), idempotency_key=args.idempotency_key, actor=args.actor
+        )
+    if emit(args, result):
+        return 0
+    if result.columns:
+        table(result.columns, result.rows)
+    replayed = " (replayed: the first result of this idempotency key)" if result.replayed else ""
+    print(f"{result.action}: {result.rows_affected} row(s) affected at version {result.version}{replayed}")
+    return 0
+
+
+def read_operations(path: Path) -> list[Any]:
+    """The operations in a JSON file: a list, or an object with an ``operations`` list."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            Code.SPEC_INVALID,
+            f"{path} is not a readable JSON file: {error}",
+            hint="Pass a JSON file holding a list of operations.",
+        ) from None
+    operations = data.get("operations") if isinstance(data, dict) else data
+    if not isinstance(operations, list):
+        raise ConfigError(
+            Code.SPEC_INVALID,
+            f"{path} holds no list of operations",
+            hint='Write [{"op": "add_entity", ...}, ...] or {"operations": [...]}.',
+        )
+    return operations
+
+
 def cmd_propose(args: argparse.Namespace) -> int:
-    """``buttress propose FILE.json``: plan and store a proposal (``Runtime.propose``)."""
+    """``buttress propose FILE.json`` (``propose_change``)."""
     operations = read_operations(Path(args.file))
     with opened(args) as runtime:
         result = runtime.propose(operations, base_version=args.base_version, note=args.note, actor=args.actor)
+    if emit(args, result):
+        return 0
     print(f"proposal {result.proposal_id} on version {result.base_version}")
     for step in result.steps:
         print(f"  step {step.index}: {step.summary} ({step.strategy})")
@@ -338,30 +484,12 @@ def cmd_propose(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_operations(path: Path) -> list[Any]:
-    """The operations in a JSON file: a list, or an object with an ``operations`` list."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise SpecError(
-            Code.SPEC_INVALID,
-            f"{path} is not a readable JSON file: {error}",
-            hint="Pass a JSON file holding a list of operations.",
-        ) from None
-    operations = data.get("operations") if isinstance(data, dict) else data
-    if not isinstance(operations, list):
-        raise SpecError(
-            Code.SPEC_INVALID,
-            f"{path} holds no list of operations",
-            hint='Write [{"op": "add_entity", ...}, ...] or {"operations": [...]}.',
-        )
-    return operations
-
-
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    """``buttress dry-run ID`` (``Runtime.dry_run``); exit 1 when the dry-run fails."""
+    """``buttress dry-run ID`` (``dry_run``); exit 1 when the dry-run fails."""
     with opened(args) as runtime:
         report = runtime.dry_run(args.proposal_id, actor=args.actor, progress=progress)
+    if emit(args, report):
+        return 0 if report.passed else 1
     print(
         f"dry-run of {args.proposal_id} on version {report.base_version}: {'PASSED' if report.passed else 'FAILED'}"
     )
@@ -383,25 +511,134 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """``buttress deploy ID`` (``Runtime.deploy``)."""
+    """``buttress deploy ID`` (``deploy``; the operator needs no approval)."""
     with opened(args) as runtime:
         result = runtime.deploy(args.proposal_id, actor=args.actor, progress=progress)
+    if emit(args, result):
+        return 0
     print(f"deployed {args.proposal_id}: version {result.previous_version} -> {result.version}")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """``buttress rollback [--to N]`` (``Runtime.rollback``)."""
+    """``buttress rollback [--to N]`` (``rollback``)."""
     with opened(args) as runtime:
         result = runtime.rollback(to_version=args.to_version, actor=args.actor, progress=progress)
+    if emit(args, result):
+        return 0
     print(f"rolled back to the spec of version {result.restored_version}: now version {result.version}")
     return 0
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    """``buttress finalize --before N`` (``Runtime.finalize``): no rollback past N afterwards."""
+    """``buttress finalize --before N``: irreversible, so it asks first (``--yes`` does not)."""
+    if not confirm(
+        args,
+        f"discard the data retained by versions before {args.before}? rollbacks that need it will be refused",
+    ):
+        print("nothing finalized (pass --yes to confirm non-interactively)")
+        return 1
     with opened(args) as runtime:
         result = runtime.finalize(before_version=args.before, actor=args.actor)
-    tables = result.finalized_tables
-    print(f"finalized versions before {args.before}: {len(tables)} retained tables discarded")
+    if emit(args, result):
+        return 0
+    print(
+        f"finalized versions before {args.before}: {len(result.finalized_tables)} retained tables discarded"
+    )
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """``buttress approve REQUEST``: sign a pending approval request with the operator secret.
+
+    It never opens the database: it reads the request the server wrote beside it and files the
+    signed approval there, so it works while the server runs.
+    """
+    from runtime.boundary import approvals
+
+    project = projects.Project.load(args.project)
+    request = approvals.pending(project.database, args.request)
+    print(f"request {request['id']}: {approvals.subject(request)} by {request['requested_by']}")
+    print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
+    for hazard in request.get("hazards", []):
+        print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
+    if not confirm(args, "approve this exact plan?"):
+        print("not approved (pass --yes to approve non-interactively)")
+        return 1
+    approvals.approve(project.database, request, approved_by=args.actor)
+    print(
+        f"approved: the agent may now retry the {approvals.subject(request)} (once, until {request['expires_at']})"
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """``buttress token AGENT``: create an HTTP bearer token for an agent; only its sha256 is stored."""
+    from runtime.boundary.policy import add_agent
+
+    project = projects.Project.load(args.project)
+    config = project.root / projects.CONFIG_NAME
+    token = add_agent(config, args.agent, args.role, rotate=args.rotate)
+    print(f"agent {args.agent} ({args.role}) {'token replaced' if args.rotate else 'added'} in {config}")
+    print(f"bearer token (shown once; store it in the client): {token}")
+    print("the server reads tokens when it starts: restart `buttress serve --http` for it to take effect")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """``buttress audit verify``: recompute the hash chain and check the anchor; exit 1 if broken."""
+    with opened(args) as runtime:
+        result = runtime.verify_audit()
+    if emit(args, result):
+        return 0 if result.ok else 1
+    if result.ok:
+        anchored = f", anchored at {result.anchor['seq']}" if result.anchor else ""
+        print(f"audit chain ok: {result.entries} entries{anchored}")
+        return 0
+    missing = f" (missing rows {result.missing[0]} to {result.missing[1]})" if result.missing else ""
+    where = f" at seq {result.first_bad_seq}" if result.first_bad_seq else ""
+    print(f"audit chain BROKEN{where}: {result.problem}{missing}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """``buttress audit show [--follow]`` (``read_audit``)."""
+    with opened(args) as runtime:
+        entries = runtime.read_audit(limit=args.limit, operation=args.operation)
+        if emit(args, entries) and not args.follow:
+            return 0
+        for entry in entries:
+            _print_entry(entry)
+        last = entries[-1].seq if entries else 0
+        while args.follow:
+            time.sleep(0.5)
+            for entry in runtime.read_audit(limit=1000, after_seq=last, operation=args.operation):
+                _print_entry(entry)
+                last = entry.seq
+    return 0
+
+
+def _print_entry(e: Any) -> None:
+    versions = (
+        f"v{e.version_before}->v{e.version_after}"
+        if e.version_before != e.version_after
+        else f"v{e.version_after}"
+    )
+    code = f" [{e.error_code}]" if e.error_code else ""
+    print(
+        f"{e.seq:>5}  {e.time[:19]}  {e.actor:<12}  {e.operation:<14}  {e.outcome}{code}  {versions}",
+        flush=True,
+    )
+
+
+def cmd_audit_reanchor(args: argparse.Namespace) -> int:
+    """``buttress audit reanchor``: accept the chain as it is now (the problem stays on record)."""
+    if not confirm(
+        args, "anchor the audit log as it is now? (the problem verify reports is written into it)"
+    ):
+        print("not re-anchored (pass --yes to confirm non-interactively)")
+        return 1
+    with opened(args) as runtime:
+        result = runtime.reanchor_audit()
+    print(f"audit chain re-anchored: {result.entries} entries")
     return 0

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mcp import Client
     from mcp.types import CallToolResult
 
-    from runtime.runtime import Runtime
+    from runtime.api import RuntimeAPI
 
 AGENT = "demo-agent"
 
@@ -146,8 +146,13 @@ class SeedOutput(BaseModel):
     bookings: int
 
 
-def seed(runtime: Runtime, actor: str) -> SeedOutput:
+def seed(api: RuntimeAPI, actor: str) -> SeedOutput:
     """Insert the sample rows through the writer lane, audited in the same transaction."""
+    from runtime.runtime import Runtime
+
+    if not isinstance(api, Runtime):
+        raise RuntimeError("demo_seed_rows needs the process that owns the database")
+    runtime = api
     version, _ = runtime.current
     with runtime.engine.transaction() as tx:
         for slot in SAMPLE_SLOTS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import tomllib
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 from runtime.errors import Code, ConfigError, NotFound
 
 if TYPE_CHECKING:
+    from mcp_server.channel import ChannelServer
+    from runtime.api import RuntimeAPI
     from runtime.boundary.policy import Policy
     from runtime.runtime import Runtime
 
@@ -86,6 +89,7 @@ max_sql_length = 100000             # longest SQL text accepted
 max_request_bytes = 1048576         # largest request accepted, over stdio and HTTP
 memory_limit_mb = 2048              # DuckDB's memory; larger work spills to .buttress/spill
 max_spill_mb = 10240                # most disk DuckDB may spill to
+# threads = 4                       # DuckDB worker threads (default: one per core)
 """
 
 
@@ -135,7 +139,7 @@ class Project:
         from runtime.runtime import Runtime
 
         policy = self.policy()
-        return Runtime.open(self.database, limits=policy.limits, policy=policy)
+        return Runtime.open(self.database, limits=policy.limits, policy=policy, audit_operator_reads=True)
 
     def policy(self) -> Policy:
         """The operator's policy from ``buttress.toml`` (agents, roles, protected entities, approvals)."""
@@ -174,43 +178,99 @@ def init(root: str | Path, *, agent: str = DEFAULT_AGENT) -> Project:
     return project
 
 
+ATTACH_PATIENCE_S = 15.0
+"""How long a process keeps trying to open the project or attach to its owner (an owner starting, or a
+short command holding the file, is waited out)."""
+
+
+def connect(project: Project, *, listen: bool = False) -> tuple[RuntimeAPI, ChannelServer | None]:
+    """The project's runtime: attached to the process that owns the database, or, when none does,
+    opened here (and, with ``listen``, served to the project's other processes over its socket)."""
+    from mcp_server.channel import ChannelServer, RemoteRuntime, socket_path
+    from runtime.errors import ButtressError, EngineError
+
+    path = socket_path(project.database)
+    deadline = time.monotonic() + ATTACH_PATIENCE_S
+    while True:
+        if path.exists():
+            try:
+                return RemoteRuntime.attach(path), None
+            except ButtressError as error:
+                if error.code != Code.ENGINE_OWNER_GONE:
+                    raise
+        try:
+            runtime = project.open()
+        except ButtressError as error:
+            if error.code != Code.ENGINE_LOCKED:
+                raise
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    Code.ENGINE_LOCKED,
+                    "another process holds the database file and does not serve it",
+                    hint="A process that is not `buttress serve` holds it (another command, or a DuckDB "
+                    "client): wait for it to finish, or stop it.",
+                    details={"database": str(project.database)},
+                ) from None
+            time.sleep(0.1)
+            continue
+        channel = ChannelServer(runtime, path) if listen else None
+        return runtime, channel
+
+
 class BackgroundRuntime:
-    """Opens a project's runtime in a background thread (a ``tools.base.LazyRuntime``)."""
+    """A project's runtime, resolved in a background thread (a ``tools.base.LazyRuntime``): opened
+    here and served to the project's other processes, or attached to the process that owns it.
+
+    When the owner goes away, the next call resolves again: attaching to the new owner, or opening
+    the database here and becoming the owner.
+    """
 
     def __init__(self, project: Project) -> None:
         self.project = project
-        self._future: Future[Runtime] = Future()
+        self._future: Future[RuntimeAPI] = Future()
+        self._channel: ChannelServer | None = None
         self._started = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Begin opening in a background thread, once."""
+        """Begin resolving in a background thread, once."""
         with self._lock:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._open, name="buttress-open", daemon=True).start()
+        threading.Thread(target=self._open, args=(self._future,), name="buttress-open", daemon=True).start()
 
-    def _open(self) -> None:
+    def _open(self, future: Future[RuntimeAPI]) -> None:
         try:
-            self._future.set_result(self.project.open())
+            runtime, self._channel = connect(self.project, listen=True)
+            future.set_result(runtime)
         except BaseException as error:
             logger.warning("cannot open %s: %s", self.project.database, error)
-            self._future.set_exception(error)
+            future.set_exception(error)
 
-    def ready(self) -> Runtime | None:
-        """The runtime if it has opened, else None (never waits)."""
+    def ready(self) -> RuntimeAPI | None:
+        """The runtime if it has resolved, else None (never waits)."""
         if self._future.done() and self._future.exception() is None:
             return self._future.result()
         return None
 
-    def get(self) -> Runtime:
-        """The open runtime, once opened; re-raises the error if opening failed."""
+    def get(self) -> RuntimeAPI:
+        """The runtime, once resolved; re-raises the error if it could not be; resolves again when the
+        owner it was attached to has gone."""
         self.start()
-        return self._future.result()
+        runtime = self._future.result()
+        if getattr(runtime, "broken", False):
+            with self._lock:
+                if self._future.done() and getattr(self._future.result(), "broken", False):
+                    self._future = Future()
+                    self._open(self._future)
+            runtime = self._future.result()
+        return runtime
 
     def close(self) -> None:
-        """Close the runtime once it has opened (checkpointing the database); nothing if it failed to open."""
-        if not self._started or self._future.exception() is not None:
+        """Stop serving and close the runtime (checkpointing the database); nothing if it never opened."""
+        if not self._started or not self._future.done() or self._future.exception() is not None:
             return
+        if self._channel is not None:
+            self._channel.close()
         self._future.result().close()

@@ -11,6 +11,7 @@ Refusals here (unknown tools, invalid arguments, oversized requests) are audited
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import functools
 import json
@@ -25,6 +26,7 @@ from mcp.server import NotificationOptions
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, CallToolResult, GetPromptResult, InputRequiredResult
 from mcp.types import Tool as MCPTool
@@ -35,8 +37,8 @@ from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyErr
 from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
 
 if TYPE_CHECKING:
+    from runtime.api import RuntimeAPI
     from runtime.boundary.policy import Policy
-    from runtime.runtime import Runtime
     from runtime.schema.spec import ActionSpec, AppSpec
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         self._version_changing: set[str] = set()
         self._syncing = anyio.Lock()
         self._checked_runtimes: set[int] = set()
+        self._announced: set[int] = set()
         for spec in (*_registry(), *extra_tools):
             self.register(spec)
         _advertise_list_changed(self)
@@ -134,7 +137,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         tools = [_admitting_errors(tool) for tool in await super().list_tools()]
         return self._visible(tools)
 
-    async def _open_runtime(self) -> Runtime | None:
+    async def _open_runtime(self) -> RuntimeAPI | None:
         """The runtime once open (None if it cannot open: the static tools are still listed and each
         call reports why)."""
         try:
@@ -145,7 +148,21 @@ class ButtressServer(MCPServer[ToolEnv]):
         if id(runtime) not in self._checked_runtimes:
             self._checked_runtimes.add(id(runtime))
             runtime.spec_checks.append(check_action_tools)
+            loop = asyncio.get_running_loop()
+
+            def changed(number: int) -> None:  # called from the thread that deployed or watched
+                loop.call_soon_threadsafe(lambda: loop.create_task(self._publish(runtime, number)))
+
+            runtime.on_version_change(changed)
         return runtime
+
+    async def _publish(self, runtime: RuntimeAPI, number: int) -> None:
+        """Tell every 2026-era session that the tools changed (once per version, whoever deployed)."""
+        if number in self._announced:
+            return
+        self._announced.add(number)
+        await self.sync_action_tools(runtime)
+        await self._subscriptions.publish(ToolsListChanged())
 
     def _visible(self, tools: list[MCPTool]) -> list[MCPTool]:
         policy = self.env.policy
@@ -187,7 +204,9 @@ class ButtressServer(MCPServer[ToolEnv]):
             await self.after_version_change(context)
         return result
 
-    def _refusal(self, name: str, arguments: dict[str, Any], runtime: Runtime | None) -> ButtressError | None:
+    def _refusal(
+        self, name: str, arguments: dict[str, Any], runtime: RuntimeAPI | None
+    ) -> ButtressError | None:
         """Why this call is refused before it runs (unknown tool, policy, size), or None."""
         if name not in self.tool_names:
             known = sorted(self.tool_names)
@@ -222,7 +241,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         )
 
     async def _audit_refusal(
-        self, runtime: Runtime | None, name: str, arguments: dict[str, Any], error: ButtressError
+        self, runtime: RuntimeAPI | None, name: str, arguments: dict[str, Any], error: ButtressError
     ) -> None:
         if runtime is None:
             return
@@ -230,19 +249,22 @@ class ButtressServer(MCPServer[ToolEnv]):
         await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, arguments, error))
 
     async def after_version_change(self, ctx: ToolContext | None) -> None:
-        """Re-sync the per-action tools and announce the tool list change to both protocol eras."""
+        """Re-sync the per-action tools and announce the tool list change to both protocol eras: every
+        2026-era session hears it on the subscription bus (also when another session or process
+        deployed); a handshake-era client hears it on the session that deployed."""
         runtime = await self._open_runtime()
-        if runtime is not None:
-            await self.sync_action_tools(runtime)
+        if runtime is None:
+            return
+        await self.sync_action_tools(runtime)
+        await self._publish(runtime, runtime.current[0])
         if ctx is None:
             return
         try:
             await ctx.session.send_tool_list_changed()  # handshake-era clients (2025-11-25 and older)
         except Exception:
             logger.debug("legacy tools/list_changed not delivered", exc_info=True)
-        await ctx.notify_tools_changed()  # 2026-07-28 clients listening on subscriptions/listen
 
-    async def sync_action_tools(self, runtime: Runtime) -> bool:
+    async def sync_action_tools(self, runtime: RuntimeAPI) -> bool:
         """Make the ``app_<name>`` tools match the current version's actions; True if the set changed.
 
         A replaced action (new parameters) gets a freshly derived tool. An action whose tool cannot
@@ -326,7 +348,7 @@ def check_action_tools(spec: AppSpec) -> None:
 
 
 def build_server(
-    runtime: Runtime | LazyRuntime,
+    runtime: RuntimeAPI | LazyRuntime,
     *,
     agent: str,
     extra_tools: tuple[ToolSpec, ...] = (),

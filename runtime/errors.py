@@ -147,3 +147,44 @@ class NotFound(ButtressError):
 
 class EngineError(ButtressError):
     default_hint = "The database refused the statement; read details.reason. Nothing was committed."
+
+
+_FAMILIES: dict[str, type[ButtressError]] = {
+    "spec": SpecError,
+    "sql": SqlError,
+    "plan": PlanError,
+    "deploy": DeployError,
+    "dryrun": DeployError,
+    "catalog": DeployError,
+    "rollback": RollbackError,
+    "action": ActionError,
+    "invariant": ActionError,
+    "policy": PolicyError,
+    "approval": PolicyError,
+    "limit": PolicyError,
+    "config": ConfigError,
+    "engine": EngineError,
+}
+
+
+def from_dict(payload: dict[str, Any]) -> ButtressError:
+    """An error read back from its structured form (``to_dict``), as the class its code belongs to.
+
+    >>> from_dict({"code": "plan.stale_base", "message": "m", "hint": "h", "details": {}}).__class__.__name__
+    'PlanError'
+    """
+    raw = str(payload.get("code", "internal"))
+    try:
+        code = Code(raw)
+    except ValueError:
+        code = Code.INTERNAL
+    family = _FAMILIES.get(raw.split(".", 1)[0], ButtressError)
+    error = ButtressError.__new__(family)
+    ButtressError.__init__(
+        error,
+        code,
+        str(payload.get("message", "")),
+        hint=payload.get("hint") or None,
+        details=dict(payload.get("details") or {}),
+    )
+    return error

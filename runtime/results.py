@@ -42,6 +42,23 @@ class PendingProposal(BaseModel):
     )
 
 
+class ProposalSummary(BaseModel):
+    """A stored proposal and where it stands."""
+
+    proposal_id: str
+    base_version: int
+    note: str | None = None
+    created_by: str
+    created_at: str
+    status: str = Field(
+        description="'deployed' (as deployed_as), 'pending' (on the current version) or 'stale' (its base "
+        "is no longer current: propose again)."
+    )
+    deployed_as: int | None = None
+    dry_run_passed: bool = Field(description="True once a dry-run of it passed on its base version.")
+    hazards: list[str] = Field(default=[], description="The codes of its plan's hazards.")
+
+
 class AppDescription(BaseModel):
     """The whole application at its current version."""
 

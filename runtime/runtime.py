@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runtime.api import OPERATOR, SpecCheck
 from runtime.boundary import approvals
 from runtime.boundary.policy import (
     Capability,
@@ -48,6 +49,7 @@ from runtime.results import (
     FinalizeResult,
     PendingProposal,
     ProposalResult,
+    ProposalSummary,
     QueryResult,
     RollbackResult,
     SqlCheckResult,
@@ -65,11 +67,6 @@ from runtime.store.engine import Engine, Settings, Tx
 from runtime.store.values import fetch
 
 T = TypeVar("T")
-
-OPERATOR = "operator"
-"""The identity of the CLI: the policy restricts agents, not the operator."""
-
-SpecCheck = Callable[[AppSpec], None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +86,7 @@ class Runtime:
         engine: Engine,
         *,
         audit_reads: bool = True,
+        audit_operator_reads: bool = False,
         limits: Limits | None = None,
         policy: Policy | None = None,
     ) -> None:
@@ -101,6 +99,7 @@ class Runtime:
             lane_wait=self.limits.lane_wait_s,
         )
         self.audit_reads = audit_reads
+        self.audit_operator_reads = audit_operator_reads
         self.spec_checks: list[SpecCheck] = []
         """Checks a target spec must pass at dry-run and deploy besides the runtime's own (the MCP
         server adds one: every action's tool can be built)."""
@@ -284,9 +283,12 @@ class Runtime:
         )
 
     def record_read(self, operation: str, actor: str, arguments: dict[str, Any]) -> None:
-        """Audit a successful read (group-committed shortly after, and before any audit is read)."""
-        if not self.audit_reads or actor == OPERATOR:
-            return  # the operator's own reads (CLI) are not agent actions; its changes are audited
+        """Audit a successful read (group-committed shortly after, and before any audit is read).
+
+        The operator's reads are audited when the runtime serves a project (``buttress`` opens it with
+        ``audit_operator_reads``); a library user's own reads are not."""
+        if not self.audit_reads or (actor == OPERATOR and not self.audit_operator_reads):
+            return
         number, _ = self.current
         self.audit.defer(actor=actor, operation=operation, arguments=arguments, outcome="ok", version=number)
 
@@ -381,6 +383,17 @@ class Runtime:
             return specdiff.diff(old, new, from_version, to_version)
 
         return self._reading("diff_versions", actor, args, read)
+
+    def proposals(self, *, actor: str = OPERATOR, pending: bool = False) -> list[ProposalSummary]:
+        """Every stored proposal, newest first (``pending``: only those on the current version)."""
+
+        def read() -> list[ProposalSummary]:
+            number, _ = self.current
+            with self.engine.snapshot() as reader:
+                found = [ProposalSummary.model_validate(p) for p in catalog.proposal_list(reader, number)]
+            return [p for p in found if p.status == "pending"] if pending else found
+
+        return self._reading("list_proposals", actor, {"pending": pending}, read)
 
     def query(
         self,

@@ -23,8 +23,8 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 
 if TYPE_CHECKING:
+    from runtime.api import RuntimeAPI
     from runtime.boundary.policy import Policy
-    from runtime.runtime import Runtime
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class LazyRuntime(Protocol):
     def start(self) -> None:
         """Begin opening, if not begun yet; returns at once."""
 
-    def get(self) -> Runtime:
+    def get(self) -> RuntimeAPI:
         """The open runtime: starts opening if needed, waits for it, or raises why it failed."""
         ...
 
@@ -49,7 +49,9 @@ class ToolEnv:
     is the agent whose bearer token authenticated the request.
     """
 
-    def __init__(self, runtime: Runtime | LazyRuntime, *, agent: str, policy: Policy | None = None) -> None:
+    def __init__(
+        self, runtime: RuntimeAPI | LazyRuntime, *, agent: str, policy: Policy | None = None
+    ) -> None:
         self._runtime = runtime
         self.agent = agent
         self.policy = policy
@@ -61,7 +63,7 @@ class ToolEnv:
         token = get_access_token()
         return token.client_id if token is not None and token.client_id else self.agent
 
-    def ready(self) -> Runtime | None:
+    def ready(self) -> RuntimeAPI | None:
         """The runtime if it is already open, without waiting."""
         if isinstance(self._runtime, LazyRuntime):
             return self._runtime.ready() if hasattr(self._runtime, "ready") else None
@@ -72,7 +74,7 @@ class ToolEnv:
         if isinstance(self._runtime, LazyRuntime):
             self._runtime.start()
 
-    async def runtime(self) -> Runtime:
+    async def runtime(self) -> RuntimeAPI:
         """The open runtime, waiting (off the event loop) for it to finish opening if needed."""
         if isinstance(self._runtime, LazyRuntime):
             return await anyio.to_thread.run_sync(self._runtime.get)
@@ -134,7 +136,7 @@ def changing(
     return ToolSpec(fn=fn, title=title, annotations=hints, changes_version=changes_version)
 
 
-async def call_runtime(ctx: ToolContext, call: Callable[[Runtime, str], T]) -> T:
+async def call_runtime(ctx: ToolContext, call: Callable[[RuntimeAPI, str], T]) -> T:
     """Run ``call(runtime, agent)`` in a worker thread: the runtime is synchronous and thread-safe.
 
     Each tool passes a one-line lambda naming the one runtime method it projects, with the agent's

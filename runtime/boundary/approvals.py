@@ -147,6 +147,7 @@ def needs_approval_error(
 
 
 __all__ = [
+    "approve",
     "consume",
     "ensure_operator_key",
     "find_valid",
@@ -154,5 +155,42 @@ __all__ = [
     "needs_approval_error",
     "open_request",
     "operator_key_path",
+    "pending",
     "sign",
+    "subject",
 ]
+
+
+def pending(database: str | Path, request_id: str) -> dict[str, Any]:
+    """The request an agent's ``deploy.needs_approval`` named, as the server wrote it beside the database."""
+    path = folder(database) / "requests" / f"{request_id}.json"
+    if not path.is_file():
+        raise PolicyError(
+            Code.NOT_FOUND,
+            f"no approval request {request_id!r} in {path.parent}",
+            hint="The agent's deploy.needs_approval error names the request id (details.approval_request).",
+        )
+    request: dict[str, Any] = json.loads(path.read_text())
+    return request
+
+
+def approve(database: str | Path, request: dict[str, Any], *, approved_by: str) -> dict[str, Any]:
+    """Sign ``request`` with the operator secret and file the approval where the server looks for it.
+
+    Never opens the database, so it works while a server owns it.
+    """
+    ensure_operator_key()
+    target = folder(database) / "approvals"
+    target.mkdir(parents=True, exist_ok=True)
+    signed = sign(request, approved_by=approved_by)
+    (target / f"{request['id']}.json").write_text(json.dumps(signed, indent=2))
+    return signed
+
+
+def subject(request: dict[str, Any]) -> str:
+    """What a request asks to do, in words: a deploy of a proposal, or a rollback between versions."""
+    name = str(request["proposal_id"])
+    if name.startswith("rollback:"):
+        _, current, target = name.split(":")
+        return f"rollback from version {current} to version {target}"
+    return f"deploy of proposal {name}"

@@ -202,9 +202,23 @@ def _probe_error(
     return DeployError(
         Code.DEPLOY_DRY_RUN_FAILED,
         f"step {step.index} ({step.summary}) would fail: {count} {probe.message}",
-        hint="Fix the data named in details.rows, or change the proposal (e.g. a backfill), then dry-run again.",
+        hint=PROBE_HINTS.get(
+            probe.code, "Fix the data named in details.rows, or change the proposal, then dry-run again."
+        ),
         details=details,
     )
+
+
+PROBE_HINTS: dict[str, str] = {
+    HazardCode.REQUIRED_FIELD: "Give the new field a default (existing rows get it), or add it nullable, fill it "
+    "with an action, then make it NOT NULL with alter_field and a backfill.",
+    HazardCode.SET_NOT_NULL: "Pass backfill in the same alter_field to fill the NULLs, or fix the rows named in "
+    "details.rows first.",
+    HazardCode.ADD_UNIQUE: "Remove or change the duplicates named in details.rows (with an action), then dry-run again.",
+    HazardCode.ADD_CHECK: "Fix the rows named in details.rows so that they satisfy the check, or loosen the check.",
+    HazardCode.LOSSY_TYPE_CHANGE: "Fix the values named in details.rows, or choose a type they all convert to.",
+}
+"""What to do when a step's probe finds rows that make it fail, by the probe's code."""
 
 
 def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:

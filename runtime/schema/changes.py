@@ -231,20 +231,48 @@ def parse_operations(raw: Sequence[Any], *, agent: bool = True) -> list[Operatio
     try:
         return _OPERATIONS.validate_python(list(raw), context={"agent": agent})
     except ValidationError as error:
-        problems = [
-            {
-                "path": "operations" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]),
-                "problem": e["msg"],
-            }
-            for e in error.errors(include_url=False)
-        ]
+        problems = _problems(error)
         first = problems[0] if problems else {"path": "operations", "problem": "invalid"}
         raise SpecError(
             Code.SPEC_INVALID,
             f"invalid operation at {first['path']}: {first['problem']}",
-            hint="Each operation is an object with an 'op' field; see the propose_change description for shapes.",
+            hint=_hint_for(first),
             details={"problems": problems[:20]},
         ) from None
+
+
+def _problems(error: ValidationError) -> list[dict[str, str]]:
+    """Pydantic's errors as ``{path, problem}``, without the errors a container reports only because
+    one of its items failed (a field with a bad type also made its ``fields`` tuple "too short")."""
+    found = []
+    for e in error.errors(include_url=False):
+        path = "operations" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
+        found.append({"path": path, "problem": str(e["msg"]).removeprefix("Value error, ")})
+    paths = [p["path"] for p in found]
+    return [
+        p
+        for p in found
+        if not any(
+            (other != p["path"] and other.startswith(p["path"] + ".")) or other.startswith(p["path"] + "[")
+            for other in paths
+        )
+    ]
+
+
+def _hint_for(problem: dict[str, str]) -> str:
+    """What to do about the first problem of a malformed operation."""
+    path, text = problem["path"], problem["problem"]
+    if path.endswith(".type") and "unknown type" in text:
+        return "Use one of the types the message lists (e.g. integer, text, decimal(10,2))."
+    if path.endswith(".op") or "discriminator" in text or "tag" in text:
+        return "Each operation is an object whose 'op' names one of the operation types (add_entity, add_field, ...)."
+    if "Extra inputs" in text:
+        return "Remove the key named at the end of details.problems[0].path; propose_change describes each shape."
+    if "Field required" in text:
+        return (
+            "Add the key named at the end of details.problems[0].path; propose_change describes each shape."
+        )
+    return "Fix the value at details.problems[0].path; propose_change describes each operation's shape."
 
 
 def operations_json(ops: Sequence[Operation]) -> list[dict[str, Any]]:
@@ -264,7 +292,7 @@ def apply(spec: AppSpec, ops: Sequence[Operation]) -> AppSpec:
             error.details.setdefault("path", f"operations[{index}]")
             error.details.setdefault("op", op.op)
             raise
-    validate(current, changed_actions=_changed_actions(ops))
+    validate(current, changed_actions=_changed_actions(ops), changed=_changed_objects(ops))
     return current
 
 
@@ -645,6 +673,17 @@ _APPLY: dict[type[Any], Callable[[AppSpec, Any], AppSpec]] = {
 }
 
 
+def _changed_objects(ops: Sequence[Operation]) -> frozenset[str]:
+    """``view:x`` / ``invariant:x`` for the views and invariants the operations add or replace."""
+    out = set()
+    for op in ops:
+        if isinstance(op, AddView | ReplaceView):
+            out.add(f"view:{op.view.name}")
+        elif isinstance(op, AddInvariant):
+            out.add(f"invariant:{op.invariant.name}")
+    return frozenset(out)
+
+
 def _changed_actions(ops: Sequence[Operation]) -> frozenset[str]:
     return frozenset(op.action.name for op in ops if isinstance(op, AddAction | ReplaceAction))
 
@@ -792,42 +831,94 @@ def _parses(value: Any, parse: Callable[[Any], object], kinds: tuple[type, ...])
     return True
 
 
-def validate(spec: AppSpec, *, changed_actions: frozenset[str] | None = None) -> None:
+def validate(
+    spec: AppSpec,
+    *,
+    changed_actions: frozenset[str] | None = None,
+    changed: frozenset[str] = frozenset(),
+) -> None:
     """Validate a whole spec: structure, then views, invariants and (changed) actions against it.
 
-    Actions not changed by a proposal are not validated here: a schema change that breaks them
-    is reported by the planner as a hazard instead. ``changed_actions=None`` validates all.
+    Every object that no longer fits is reported at once, in one error (``details.problems``), so an
+    agent fixes a dropped entity's view, invariant and actions in one proposal, not one per attempt.
+    Actions not changed by a proposal are not validated here: a schema change that breaks them is
+    reported by the planner as a hazard instead (and listed beside the other problems when there are
+    some). ``changed_actions=None`` validates all. ``changed`` names the objects the proposal itself
+    writes (``view:x``, ``invariant:x``), whose hint is to fix their SQL rather than to replace them.
     """
     _validate_structure(spec)
     names: set[str] = {e.name for e in spec.entities}
     relations: dict[str, tuple[str, ...]] = {e.name: e.field_names for e in spec.entities}
+    entities = frozenset(e.name for e in spec.entities)
+    problems: list[tuple[str, str, ButtressError]] = []
     for view in spec.views:
         if view.name in names:
             raise _fail(f"view {view.name!r} collides with another entity or view")
         try:
-            analysis = sqlcheck.analyze_query(view.sql, relations)
+            relations[view.name] = sqlcheck.analyze_query(view.sql, relations).output_columns
         except SqlError as error:
-            error.details.update(view=view.name)
-            error.message = f"view {view.name!r}: {error.message}"
-            error.hint = "Replace or drop the view in the same proposal. " + error.hint
-            raise
-        relations[view.name] = analysis.output_columns
+            problems.append(("view", view.name, error))
         names.add(view.name)
     for invariant in spec.invariants:
         try:
             sqlcheck.analyze_query(invariant.sql, relations)
         except SqlError as error:
-            error.details.update(invariant=invariant.name)
-            error.message = f"invariant {invariant.name!r}: {error.message}"
-            error.hint = "Drop and re-add the invariant in the same proposal. " + error.hint
-            raise
+            problems.append(("invariant", invariant.name, error))
     for action in spec.actions:
         if changed_actions is None or action.name in changed_actions:
-            check_action(action, relations, frozenset(e.name for e in spec.entities))
+            try:
+                check_action(action, relations, entities)
+            except ButtressError as error:
+                problems.append(("action", action.name, error))
+    if problems:
+        if changed_actions is not None:  # the unchanged actions this schema breaks too, all at once
+            for action in spec.actions:
+                if action.name not in changed_actions:
+                    try:
+                        check_action(action, relations, entities)
+                    except ButtressError as error:
+                        problems.append(("action", action.name, error))
+        raise _objects_misfit(problems, changed | {f"action:{a}" for a in changed_actions or ()})
     if len({a.name for a in spec.actions}) != len(spec.actions):
         raise _fail("duplicate action names")
     if len({i.name for i in spec.invariants}) != len(spec.invariants):
         raise _fail("duplicate invariant names")
+
+
+def _objects_misfit(problems: list[tuple[str, str, ButtressError]], changed: frozenset[str]) -> ButtressError:
+    """One error for every view, invariant and action that does not fit the proposed schema."""
+    kind, name, first = problems[0]
+    listed = [
+        {
+            "kind": k,
+            "name": n,
+            "code": str(e.code),
+            "problem": e.message,
+            "written_by_this_proposal": f"{k}:{n}" in changed,
+        }
+        for k, n, e in problems
+    ]
+    own = [p for p in listed if p["written_by_this_proposal"]]
+    existing = [f"{p['kind']} {p['name']}" for p in listed if not p["written_by_this_proposal"]]
+    advice = []
+    if own:
+        advice.append("Fix the SQL of the objects this proposal adds or replaces.")
+    if existing:
+        advice.append(
+            f"The change breaks {', '.join(existing)}: replace or drop them in the same proposal "
+            "(replace_view, drop_invariant + add_invariant, replace_action)."
+        )
+    advice.append(first.hint)
+    label = f"{kind} {name!r}: {first.message}"
+    message = (
+        label
+        if len(problems) == 1
+        else f"{len(problems)} objects do not fit: "
+        + "; ".join(f"{k} {n!r}: {e.message}" for k, n, e in problems)
+    )
+    error = type(first)(first.code, message, hint=" ".join(advice), details={**first.details, kind: name})
+    error.details["problems"] = listed
+    return error
 
 
 def check_action(

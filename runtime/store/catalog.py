@@ -239,6 +239,35 @@ def pending_proposals(cursor: Session, current: int) -> list[dict[str, Any]]:
     ]
 
 
+def proposal_list(cursor: Session, current: int) -> list[dict[str, Any]]:
+    """Every proposal, newest first, with its status derived (deployed, pending, stale)."""
+    rows = cursor.execute(
+        "SELECT p.id, p.base_version, p.note, p.created_by, p.created_at, p.plan, "
+        "(SELECT min(number) FROM _buttress.versions v WHERE v.proposal_id = p.id), "
+        "(SELECT bool_or(passed) FROM _buttress.dry_runs d WHERE d.proposal_id = p.id "
+        "AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash) "
+        "FROM _buttress.proposals p ORDER BY p.seq DESC"
+    ).fetchall()
+    out = []
+    for pid, base, note, by, at, plan, deployed, passed in rows:
+        status = "deployed" if deployed is not None else ("pending" if base == current else "stale")
+        hazards = sorted({h["code"] for step in json.loads(plan)["steps"] for h in step["hazards"]})
+        out.append(
+            {
+                "proposal_id": pid,
+                "base_version": int(base),
+                "note": note,
+                "created_by": by,
+                "created_at": at,
+                "status": status,
+                "deployed_as": deployed,
+                "dry_run_passed": bool(passed),
+                "hazards": hazards,
+            }
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------------------- dry runs
 
 

@@ -89,13 +89,17 @@ def test_the_change_lifecycle_through_the_cli(project: Path) -> None:
     assert "audit chain ok" in buttress("audit", "verify", "--project", project).stdout
     shown = buttress("audit", "show", "--project", project, "--limit", "3").stdout.splitlines()
     assert len(shown) == 3
-    assert "rollback" in shown[-1] and "v3->v4" in shown[-1]
+    assert "verify_audit" in shown[-1] and "operator" in shown[-1]  # the operator's reads are audited too
+    rollbacks = buttress("audit", "show", "--project", project, "--operation", "rollback").stdout.splitlines()
+    assert len(rollbacks) == 1 and "v3->v4" in rollbacks[0]
 
 
 def test_finalize_discards_retained_data_so_rollback_is_refused(project: Path) -> None:
     ship(project, EXAMPLES / "entities.json")
     ship(project, EXAMPLES / "destructive-change.json")
-    finalized = buttress("finalize", "--project", project, "--before", "3")
+    refused = buttress("finalize", "--project", project, "--before", "3", expect=1)  # asks first
+    assert "nothing finalized" in refused.stdout
+    finalized = buttress("finalize", "--project", project, "--before", "3", "--yes")
     assert "finalized versions before 3: 1 retained tables discarded" in finalized.stdout
     refused = buttress("rollback", "--project", project, expect=1)
     assert refused.stderr.startswith("error [rollback.finalized]")
@@ -124,20 +128,22 @@ def test_errors_print_code_and_hint_and_exit_1(project: Path, tmp_path: Path) ->
 
 
 @pytest.mark.anyio
-async def test_commands_against_a_running_server_report_engine_locked(project: Path) -> None:
+async def test_commands_against_a_running_server_attach_to_it_and_are_audited(project: Path) -> None:
     command, *args = serve_command(project)
     async with Client(StdioServerParameters(command=command, args=args, env=source_env())) as client:
-        await call(client, "describe_app")  # the server has the database open
-        locked = subprocess.run(
+        await call(client, "describe_app")  # the server owns the database
+        attached = subprocess.run(
             [sys.executable, "-m", "mcp_server", "versions", "--project", str(project)],
             capture_output=True,
             text=True,
             env=source_env(),
             timeout=120,
+            stdin=subprocess.DEVNULL,
         )
-    assert locked.returncode == 1
-    assert locked.stderr.startswith("error [engine.locked]")
-    assert "buttress serve" in locked.stderr
+        audit = await call(client, "read_audit", limit=10)
+    assert attached.returncode == 0, attached.stderr
+    assert attached.stdout.split()[:2] == ["0", "init"]
+    assert ("operator", "list_versions") in {(e["actor"], e["operation"]) for e in audit["entries"]}
 
 
 def test_demo_runs_end_to_end() -> None:

@@ -127,3 +127,28 @@ async def test_a_known_agent_lacking_a_capability_gets_policy_denied_and_sees_on
         audit = await call(client, "read_audit")
     refused = [(e["operation"], e["error_code"]) for e in audit["entries"] if e["outcome"] == "refused"]
     assert refused == [("propose_change", "policy.denied"), ("deploy", "policy.denied")]
+
+
+async def test_a_restarted_http_server_lists_every_deployed_action_in_its_first_tools_list(
+    tmp_path: Path,
+) -> None:
+    from tests.mcp_server.test_stdio import SETTLE
+
+    project = init(tmp_path / "proj").root
+    tokens = with_agents(project)
+    headers = {"Authorization": f"Bearer {tokens['dev-agent']}"}
+    async with (
+        http_server(project) as url,
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        client_for(url, http) as client,
+    ):
+        await ship(client, SETTLE)
+    async with (
+        http_server(project) as url,
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        client_for(url, http) as client,
+    ):
+        first = {t.name for t in (await client.list_tools()).tools}
+        settled = await call(client, "app_settle_up")
+    assert "app_settle_up" in first
+    assert settled["rows"] == [[0]]

@@ -86,3 +86,43 @@ def test_an_erroring_call_reports_its_code(inspector: list[str], project: Path) 
     assert result["isError"] is True
     assert result["structuredContent"]["error"]["code"] == "sql.forbidden"
     assert code != 0 and "tool_is_error" in stderr  # not a schema-validation failure
+
+
+def test_after_a_restart_the_first_tools_list_has_every_deployed_action(
+    inspector: list[str], tmp_path: Path
+) -> None:
+    """Each Inspector run starts a fresh server: the action deployed by an earlier process is listed
+    (and callable) by the next one's first tools/list."""
+    from runtime.runtime import Runtime
+
+    project = init(tmp_path / "restarted").root
+    runtime = Runtime.open(project / "app.duckdb")
+    try:
+        proposal = runtime.propose(
+            [
+                {
+                    "op": "add_entity",
+                    "entity": {
+                        "name": "ledger",
+                        "primary_key": ["id"],
+                        "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "integer"}],
+                    },
+                },
+                {
+                    "op": "add_action",
+                    "action": {
+                        "name": "settle_up",
+                        "kind": "query",
+                        "statements": ["select coalesce(sum(amount), 0) as total from ledger"],
+                    },
+                },
+            ]
+        )
+        assert runtime.dry_run(proposal.proposal_id).passed
+        runtime.deploy(proposal.proposal_id)
+    finally:
+        runtime.close()
+    code, listed, _ = inspect(inspector, project, "--method", "tools/list")
+    assert code == 0 and "app_settle_up" in {tool["name"] for tool in listed["tools"]}
+    code, result, _ = inspect(inspector, project, "--method", "tools/call", "--tool-name", "app_settle_up")
+    assert code == 0 and result["structuredContent"]["rows"] == [[0]]

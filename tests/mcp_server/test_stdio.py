@@ -75,3 +75,34 @@ async def test_handshake_era_clients_get_list_changed_over_stdio(tmp_path: Path)
             while not notices:
                 await anyio.sleep(0.01)
     assert notices == ["notifications/tools/list_changed"]
+
+
+SETTLE = [
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "ledger",
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "integer"}],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "settle_up",
+            "kind": "query",
+            "statements": ["select coalesce(sum(amount), 0) as total from ledger"],
+        },
+    },
+]
+
+
+async def test_a_restarted_server_lists_every_deployed_action_in_its_first_tools_list(tmp_path: Path) -> None:
+    project = init(tmp_path / "proj").root
+    async with Client(parameters(project)) as client:
+        await ship(client, SETTLE)
+    async with Client(parameters(project)) as client:  # a fresh process
+        first = {t.name for t in (await client.list_tools()).tools}
+        settled = await call(client, "app_settle_up")
+    assert "app_settle_up" in first
+    assert settled["rows"] == [[0]]

@@ -1,0 +1,508 @@
+"""Several clients, one project: the process that owns the database serves the others over a socket.
+
+DuckDB lets one process open a database file. The first ``buttress serve`` on a project opens it and
+listens on a Unix socket only the project's OS user can open (mode 0600 in a 0700 directory, and the
+peer's uid checked); a second ``buttress serve`` and every CLI command attach to it instead of opening
+the file, and act through it with their own identity (each call names its actor, so the audit log
+shows who did what). With no server running, a command opens the file itself.
+
+The protocol is newline-delimited JSON. A request names one runtime method, its actor and its
+parameters; the owner answers with ``{"progress": [done, total, message]}`` lines (for dry-runs,
+deploys and rollbacks), then one ``{"result": ...}`` or ``{"error": {code, message, hint, details}}``.
+A ``watch`` request stays open and receives ``{"event": "version", "number": n}`` after every deploy
+and rollback. If the owner dies, a waiting client gets ``engine.owner_gone`` at once (the connection
+closes), never a hang; its next call attaches to the new owner or opens the file itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from runtime.api import OPERATOR, Progress, RuntimeAPI, SpecCheck
+from runtime.boundary.policy import Capability, Limits
+from runtime.errors import ButtressError, Code, EngineError, from_dict
+from runtime.results import (
+    ActionResult,
+    AppDescription,
+    AuditEntry,
+    DeployResult,
+    DryRunReport,
+    FinalizeResult,
+    ProposalResult,
+    ProposalSummary,
+    QueryResult,
+    RollbackResult,
+    SqlCheckResult,
+    VerifyResult,
+    VersionInfo,
+)
+from runtime.schema.diff import SpecDiff
+from runtime.schema.spec import AppSpec
+
+logger = logging.getLogger(__name__)
+
+MAX_PATH = 100  # sun_path holds 108 bytes
+CONNECT_TIMEOUT = 2.0
+MAX_LINE = 256 * 1024 * 1024
+
+RESULTS: dict[str, TypeAdapter[Any]] = {
+    "describe": TypeAdapter(AppDescription),
+    "versions": TypeAdapter(list[VersionInfo]),
+    "version_spec": TypeAdapter(AppSpec),
+    "diff_versions": TypeAdapter(SpecDiff),
+    "proposals": TypeAdapter(list[ProposalSummary]),
+    "query": TypeAdapter(QueryResult),
+    "check_sql": TypeAdapter(SqlCheckResult),
+    "read_audit": TypeAdapter(list[AuditEntry]),
+    "verify_audit": TypeAdapter(VerifyResult),
+    "reanchor_audit": TypeAdapter(VerifyResult),
+    "propose": TypeAdapter(ProposalResult),
+    "dry_run": TypeAdapter(DryRunReport),
+    "deploy": TypeAdapter(DeployResult),
+    "rollback": TypeAdapter(RollbackResult),
+    "finalize": TypeAdapter(FinalizeResult),
+    "run_action": TypeAdapter(ActionResult),
+}
+"""The runtime methods the channel carries, and how each result is read back."""
+
+PROGRESSING = frozenset({"dry_run", "deploy", "rollback"})
+
+
+def socket_path(database: str | Path) -> Path:
+    """Where the owner of ``database`` listens: ``.buttress/<name>.sock`` beside it, or, when that path
+    is too long for a Unix socket, a per-user directory under the temporary directory."""
+    database = Path(database).resolve()
+    local = database.parent / ".buttress" / f"{database.name}.sock"
+    if len(str(local)) <= MAX_PATH:
+        return local
+    digest = hashlib.sha256(str(database).encode()).hexdigest()[:20]
+    return Path("/tmp") / f"buttress-{os.getuid()}" / f"{digest}.sock"
+
+
+def _owner_gone(why: str) -> EngineError:
+    return EngineError(
+        Code.ENGINE_OWNER_GONE,
+        f"the process that owned the project stopped or did not answer ({why})",
+        hint="Call again: the next call attaches to the new owner, or opens the project itself.",
+    )
+
+
+# ------------------------------------------------------------------------------------------- owner
+
+
+class ChannelServer:
+    """Serves one owned runtime to the project's other processes (a thread per connection)."""
+
+    def __init__(self, runtime: RuntimeAPI, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+        self._watchers: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # we own the database: any socket left here is a dead owner's
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)
+        try:
+            self._listener.bind(str(path))
+        finally:
+            os.umask(previous)
+        os.chmod(path, 0o600)
+        self._listener.listen(64)
+        runtime.on_version_change(self._announce)
+        self._thread = threading.Thread(target=self._accept, name="buttress-channel", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            if not _same_user(connection):
+                connection.close()
+                continue
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rwb") as stream:
+            line = stream.readline(MAX_LINE)
+            if not line:
+                return
+            try:
+                request = json.loads(line)
+                method = str(request["method"])
+            except (ValueError, KeyError, TypeError):
+                _write(
+                    stream,
+                    {
+                        "error": {
+                            "code": "internal",
+                            "message": "malformed request",
+                            "hint": "",
+                            "details": {},
+                        }
+                    },
+                )
+                return
+            if method == "watch":
+                with self._lock:
+                    self._watchers.append(connection)
+                _write(stream, {"result": {"number": self.runtime.current[0]}})
+                while stream.read(1):  # held open until the watcher goes away
+                    pass
+                with self._lock, contextlib.suppress(ValueError):
+                    self._watchers.remove(connection)
+                return
+            try:
+                result = self._call(
+                    method, request.get("actor", OPERATOR), request.get("params") or {}, stream
+                )
+            except ButtressError as error:
+                _write(stream, {"error": error.to_dict()})
+            except Exception:
+                logger.exception("channel request %s failed", method)
+                _write(
+                    stream,
+                    {"error": {"code": "internal", "message": f"{method} failed", "hint": "", "details": {}}},
+                )
+            else:
+                _write(stream, {"result": result})
+
+    def _call(self, method: str, actor: str, params: dict[str, Any], stream: Any) -> Any:
+        runtime = self.runtime
+        if method == "state":
+            number, spec = runtime.current
+            known = params.get("hash")
+            return {
+                "number": number,
+                "hash": spec.hash(),
+                "spec": None if known == spec.hash() else spec.model_dump(mode="json"),
+            }
+        if method == "limits":
+            return runtime.limits.model_dump(mode="json")
+        if method == "authorize":
+            runtime.authorize(actor, Capability(params["capability"]), what=str(params["what"]))
+            return None
+        if method == "record_refusal":
+            runtime.record_refusal(
+                str(params["operation"]), actor, dict(params["arguments"]), from_dict(params["error"])
+            )
+            return None
+        if method not in RESULTS:
+            raise EngineError(Code.NOT_FOUND, f"no runtime method {method!r}")
+        call: Callable[..., Any] = getattr(runtime, method)
+        if method in PROGRESSING:
+            params = {
+                **params,
+                "progress": lambda done, total, message: _write(stream, {"progress": [done, total, message]}),
+            }
+        result = call(**params, actor=actor)
+        return RESULTS[method].dump_python(result, mode="json")
+
+    def _announce(self, number: int) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for connection in watchers:
+            with contextlib.suppress(OSError):
+                connection.sendall(json.dumps({"event": "version", "number": number}).encode() + b"\n")
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with self._lock:
+            for connection in self._watchers:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
+def _same_user(connection: socket.socket) -> bool:
+    """The peer runs as this process's user (Linux checks it; elsewhere the socket's mode does)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return True
+    raw = connection.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", raw)
+    return bool(uid == os.getuid())
+
+
+def _write(stream: Any, message: dict[str, Any]) -> None:
+    stream.write(json.dumps(message, default=str).encode() + b"\n")
+    stream.flush()
+
+
+# ------------------------------------------------------------------------------------------ client
+
+
+class RemoteRuntime:
+    """The runtime of a project another process owns, reached over its socket (a ``RuntimeAPI``)."""
+
+    def __init__(self, path: Path, limits: Limits) -> None:
+        self.path = path
+        self._limits = limits
+        self.spec_checks: list[SpecCheck] = []  # the owner runs its own
+        self.broken = False
+        self._spec: AppSpec | None = None
+        self._number = -1
+        self._watch: socket.socket | None = None
+
+    @classmethod
+    def attach(cls, path: Path) -> RemoteRuntime:
+        """Attach to the owner listening at ``path``; ``engine.owner_gone`` when nobody listens."""
+        probe = cls(path, Limits())
+        limits = Limits.model_validate(probe._request("limits", {}, actor=OPERATOR, timeout=10))
+        return cls(path, limits)
+
+    # transport ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[socket.socket]:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(CONNECT_TIMEOUT)
+        try:
+            connection.connect(str(self.path))
+        except OSError as error:
+            connection.close()
+            self.broken = True
+            raise _owner_gone(type(error).__name__) from None
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        actor: str,
+        timeout: float,
+        progress: Progress | None = None,
+    ) -> Any:
+        with self._connection() as connection:
+            connection.settimeout(timeout)
+            stream = connection.makefile("rwb")
+            try:
+                stream.write(
+                    json.dumps({"method": method, "actor": actor, "params": params}).encode() + b"\n"
+                )
+                stream.flush()
+                while True:
+                    line = stream.readline(MAX_LINE)
+                    if not line:
+                        self.broken = True
+                        raise _owner_gone("the connection closed")
+                    message = json.loads(line)
+                    if "progress" in message:
+                        if progress is not None:
+                            progress(*message["progress"])
+                        continue
+                    if "error" in message:
+                        raise from_dict(message["error"])
+                    return message["result"]
+            except TimeoutError:
+                self.broken = True
+                raise _owner_gone(f"no answer within {timeout:g} s") from None
+            except (ConnectionError, OSError) as error:
+                self.broken = True
+                raise _owner_gone(type(error).__name__) from None
+            finally:
+                stream.close()
+
+    def _call(self, method: str, actor: str, progress: Progress | None = None, **params: Any) -> Any:
+        limits = self._limits
+        timeout = {
+            "query": limits.query_timeout_s,
+            "run_action": limits.action_timeout_s + limits.lane_wait_s,
+        }.get(method, limits.change_timeout_s + limits.lane_wait_s) + 30
+        raw = self._request(method, params, actor=actor, timeout=timeout, progress=progress)
+        return RESULTS[method].validate_python(raw)
+
+    # state ------------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> tuple[int, AppSpec]:
+        known = self._spec.hash() if self._spec is not None else None
+        state = self._request("state", {"hash": known}, actor=OPERATOR, timeout=30)
+        if state["spec"] is not None:
+            self._spec = AppSpec.model_validate(state["spec"])
+        self._number = int(state["number"])
+        assert self._spec is not None
+        return self._number, self._spec
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def on_version_change(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(version)`` whenever the owner deploys or rolls back (a watch connection)."""
+
+        def watch() -> None:
+            try:
+                with self._connection() as connection:
+                    connection.settimeout(None)
+                    stream = connection.makefile("rwb")
+                    stream.write(json.dumps({"method": "watch"}).encode() + b"\n")
+                    stream.flush()
+                    for line in stream:
+                        message = json.loads(line)
+                        if message.get("event") == "version":
+                            listener(int(message["number"]))
+            except (ButtressError, OSError, ValueError):
+                logger.debug("watch of %s ended", self.path, exc_info=True)
+
+        threading.Thread(target=watch, name="buttress-watch", daemon=True).start()
+
+    def authorize(self, actor: str, capability: Capability, *, what: str) -> None:
+        self._request("authorize", {"capability": str(capability), "what": what}, actor=actor, timeout=30)
+
+    def record_refusal(
+        self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
+    ) -> None:
+        self._request(
+            "record_refusal",
+            {
+                "operation": operation,
+                "arguments": json.loads(json.dumps(arguments, default=str)),
+                "error": error.to_dict(),
+            },
+            actor=actor,
+            timeout=30,
+        )
+
+    # the facade -------------------------------------------------------------------------------
+
+    def describe(self, *, actor: str = OPERATOR) -> AppDescription:
+        result: AppDescription = self._call("describe", actor)
+        return result
+
+    def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:
+        result: list[VersionInfo] = self._call("versions", actor)
+        return result
+
+    def version_spec(self, number: int, *, actor: str = OPERATOR) -> AppSpec:
+        result: AppSpec = self._call("version_spec", actor, number=number)
+        return result
+
+    def diff_versions(self, from_version: int, to_version: int, *, actor: str = OPERATOR) -> SpecDiff:
+        result: SpecDiff = self._call(
+            "diff_versions", actor, from_version=from_version, to_version=to_version
+        )
+        return result
+
+    def proposals(self, *, actor: str = OPERATOR, pending: bool = False) -> list[ProposalSummary]:
+        result: list[ProposalSummary] = self._call("proposals", actor, pending=pending)
+        return result
+
+    def query(
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        actor: str = OPERATOR,
+    ) -> QueryResult:
+        result: QueryResult = self._call("query", actor, sql=sql, params=params, limit=limit)
+        return result
+
+    def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR) -> SqlCheckResult:
+        result: SqlCheckResult = self._call("check_sql", actor, sql=sql, proposal_id=proposal_id)
+        return result
+
+    def read_audit(
+        self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None, actor: str = OPERATOR
+    ) -> list[AuditEntry]:
+        result: list[AuditEntry] = self._call(
+            "read_audit", actor, limit=limit, after_seq=after_seq, operation=operation
+        )
+        return result
+
+    def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
+        result: VerifyResult = self._call("verify_audit", actor)
+        return result
+
+    def reanchor_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
+        result: VerifyResult = self._call("reanchor_audit", actor)
+        return result
+
+    def propose(
+        self,
+        operations: Sequence[Any],
+        *,
+        base_version: int | None = None,
+        note: str | None = None,
+        actor: str = OPERATOR,
+    ) -> ProposalResult:
+        result: ProposalResult = self._call(
+            "propose", actor, operations=list(operations), base_version=base_version, note=note
+        )
+        return result
+
+    def dry_run(
+        self, proposal_id: str, *, actor: str = OPERATOR, progress: Progress | None = None
+    ) -> DryRunReport:
+        result: DryRunReport = self._call("dry_run", actor, progress, proposal_id=proposal_id)
+        return result
+
+    def deploy(
+        self,
+        proposal_id: str,
+        *,
+        actor: str = OPERATOR,
+        progress: Progress | None = None,
+        require_approval: bool = False,
+    ) -> DeployResult:
+        result: DeployResult = self._call(
+            "deploy", actor, progress, proposal_id=proposal_id, require_approval=require_approval
+        )
+        return result
+
+    def rollback(
+        self,
+        *,
+        to_version: int | None = None,
+        actor: str = OPERATOR,
+        progress: Progress | None = None,
+        require_approval: bool = False,
+    ) -> RollbackResult:
+        result: RollbackResult = self._call(
+            "rollback", actor, progress, to_version=to_version, require_approval=require_approval
+        )
+        return result
+
+    def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult:
+        result: FinalizeResult = self._call("finalize", actor, before_version=before_version)
+        return result
+
+    def run_action(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        actor: str = OPERATOR,
+    ) -> ActionResult:
+        result: ActionResult = self._call(
+            "run_action", actor, name=name, args=args, idempotency_key=idempotency_key
+        )
+        return result
+
+    def close(self) -> None:
+        """Nothing to release: the owner keeps the database."""

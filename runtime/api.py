@@ -1,0 +1,132 @@
+"""The runtime's public surface as a protocol: what the MCP tools, the server and the CLI may call.
+
+``runtime.runtime.Runtime`` implements it over the database file it owns; ``mcp_server.channel.
+RemoteRuntime`` implements it by asking the process that owns the file, over the project's socket.
+Everything above the runtime is typed against this protocol, so it works the same either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from runtime.boundary.policy import Capability, Limits
+from runtime.errors import ButtressError
+from runtime.results import (
+    ActionResult,
+    AppDescription,
+    AuditEntry,
+    DeployResult,
+    DryRunReport,
+    FinalizeResult,
+    ProposalResult,
+    ProposalSummary,
+    QueryResult,
+    RollbackResult,
+    SqlCheckResult,
+    VerifyResult,
+    VersionInfo,
+)
+from runtime.schema.diff import SpecDiff
+from runtime.schema.spec import AppSpec
+
+Progress = Callable[[int, int, str], None]
+SpecCheck = Callable[[AppSpec], None]
+
+OPERATOR = "operator"
+"""The identity of the operator (the CLI): the policy restricts agents, not the operator."""
+
+
+class RuntimeAPI(Protocol):
+    """One application, whichever process owns its database file."""
+
+    @property
+    def current(self) -> tuple[int, AppSpec]: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    spec_checks: list[SpecCheck]
+
+    def on_version_change(self, listener: Callable[[int], None]) -> None: ...
+
+    def authorize(self, actor: str, capability: Capability, *, what: str) -> None: ...
+
+    def record_refusal(
+        self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
+    ) -> None: ...
+
+    def describe(self, *, actor: str = OPERATOR) -> AppDescription: ...
+
+    def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]: ...
+
+    def version_spec(self, number: int, *, actor: str = OPERATOR) -> AppSpec: ...
+
+    def diff_versions(self, from_version: int, to_version: int, *, actor: str = OPERATOR) -> SpecDiff: ...
+
+    def proposals(self, *, actor: str = OPERATOR, pending: bool = False) -> list[ProposalSummary]: ...
+
+    def query(
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        actor: str = OPERATOR,
+    ) -> QueryResult: ...
+
+    def check_sql(
+        self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR
+    ) -> SqlCheckResult: ...
+
+    def read_audit(
+        self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None, actor: str = OPERATOR
+    ) -> list[AuditEntry]: ...
+
+    def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult: ...
+
+    def reanchor_audit(self, *, actor: str = OPERATOR) -> VerifyResult: ...
+
+    def propose(
+        self,
+        operations: Sequence[Any],
+        *,
+        base_version: int | None = None,
+        note: str | None = None,
+        actor: str = OPERATOR,
+    ) -> ProposalResult: ...
+
+    def dry_run(
+        self, proposal_id: str, *, actor: str = OPERATOR, progress: Progress | None = None
+    ) -> DryRunReport: ...
+
+    def deploy(
+        self,
+        proposal_id: str,
+        *,
+        actor: str = OPERATOR,
+        progress: Progress | None = None,
+        require_approval: bool = False,
+    ) -> DeployResult: ...
+
+    def rollback(
+        self,
+        *,
+        to_version: int | None = None,
+        actor: str = OPERATOR,
+        progress: Progress | None = None,
+        require_approval: bool = False,
+    ) -> RollbackResult: ...
+
+    def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult: ...
+
+    def run_action(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        actor: str = OPERATOR,
+    ) -> ActionResult: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,29 @@
+"""CI installs exactly what the README's test command installs, so a green CI never hides a missing
+install step on a fresh machine."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_installs_nothing_python_side_beyond_the_readme_command() -> None:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    installs = [
+        line.strip()
+        for line in script.splitlines()
+        if re.search(r"pip\d?\s+install", line) and not line.strip().startswith("#")
+    ]
+    allowed = {
+        "python -m pip install --quiet --upgrade pip",
+        "python -m pip install --quiet -e '.[test]'",
+    }
+    assert installs and set(installs) <= allowed, installs
+    assert "pip install -e '.[test]' && pytest" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_ci_fails_when_pytest_collects_nothing() -> None:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert '"$status" -eq 5' in script
