@@ -59,6 +59,19 @@ class ProposalSummary(BaseModel):
     hazards: list[str] = Field(default=[], description="The codes of its plan's hazards.")
 
 
+class InvariantCheck(BaseModel):
+    """How an invariant is checked after each mutation."""
+
+    name: str
+    incremental: bool = Field(
+        description="True: checked only on the keys a mutation touched, so its cost stays flat as data grows."
+    )
+    reason: str = Field(
+        description="Incremental: the key ('by slot.id'). Otherwise why it is checked in full, and how to "
+        "make it incremental."
+    )
+
+
 class AppDescription(BaseModel):
     """The whole application at its current version."""
 
@@ -66,6 +79,7 @@ class AppDescription(BaseModel):
     hash: str
     spec: AppSpec
     actions: list[ActionSummary]
+    invariant_checks: list[InvariantCheck] = []
     pending_proposals: list[PendingProposal]
     drift: list[str]
     audit_problem: str | None = None
@@ -115,6 +129,11 @@ class SqlCheckResult(BaseModel):
     output_columns: list[str] = []
     against_version: int
     proposal_id: str | None = None
+    as_invariant: str | None = Field(
+        default=None,
+        description="For a SELECT: how it would be checked as an invariant ('incremental, by slot.id', or "
+        "'in full: <why>').",
+    )
     error: dict[str, Any] | None = Field(
         default=None, description="When ok is false: {code, message, hint, details}."
     )

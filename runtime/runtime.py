@@ -36,7 +36,8 @@ from runtime.boundary.policy import (
     require,
 )
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
-from runtime.logic.actions import ActionRunner
+from runtime.logic import invariants
+from runtime.logic.actions import ActionRunner, invariant_checks
 from runtime.migrate import deploy
 from runtime.migrate.deploy import Progress
 from runtime.results import (
@@ -47,6 +48,7 @@ from runtime.results import (
     DeployResult,
     DryRunReport,
     FinalizeResult,
+    InvariantCheck,
     PendingProposal,
     ProposalResult,
     ProposalSummary,
@@ -342,11 +344,16 @@ class Runtime:
                     tool=f"app_{action.name}",
                 )
             )
+        checks = [
+            InvariantCheck(name=c.name, incremental=c.incremental, reason=c.reason)
+            for c in invariant_checks(spec)
+        ]
         return AppDescription(
             version=number,
             hash=spec.hash(),
             spec=spec,
             actions=actions,
+            invariant_checks=checks,
             pending_proposals=[PendingProposal.model_validate(p) for p in pending],
             drift=self.drift,
             audit_problem=self.audit.problem,
@@ -476,6 +483,7 @@ class Runtime:
             output_columns=list(analysis.output_columns),
             against_version=number,
             proposal_id=proposal_id,
+            as_invariant=invariants.explain(sql, spec) if analysis.kind == "select" else None,
         )
 
     def read_audit(

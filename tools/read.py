@@ -16,6 +16,7 @@ from runtime.results import (
     ActionSummary,
     AppDescription,
     AuditEntry,
+    InvariantCheck,
     PendingProposal,
     QueryResult,
     SqlCheckResult,
@@ -42,6 +43,11 @@ class AppOverview(BaseModel):
     invariants: list[InvariantSpec] = Field(
         description="Queries selecting violating rows; they must return none."
     )
+    invariant_checks: list[InvariantCheck] = Field(
+        default=[],
+        description="For each invariant: checked incrementally (on the keys a mutation touched) or in full, "
+        "and why.",
+    )
     views: list[ViewSpec]
     actions: list[ActionSummary]
     pending_proposals: list[PendingProposal]
@@ -63,6 +69,7 @@ class AppOverview(BaseModel):
             hash=description.hash,
             entities=list(spec.entities),
             invariants=list(spec.invariants),
+            invariant_checks=description.invariant_checks,
             views=list(spec.views),
             actions=description.actions,
             pending_proposals=description.pending_proposals,

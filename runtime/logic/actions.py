@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from runtime.errors import ActionError, ButtressError, Code, NotFound
+from runtime.logic import capture, invariants, references
 from runtime.results import ActionResult
 from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
 from runtime.schema.types import python_type
 from runtime.sql import sqlcheck
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
-from runtime.store.values import fetch, records
+from runtime.store.values import fetch, plain, records
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -35,14 +36,19 @@ SAMPLE = 5
 
 @dataclass(frozen=True)
 class Prepared:
-    """An action analysed against one spec: its argument model, statements and the checks it needs."""
+    """An action analysed against one spec: its argument model, its statements as they run, and the
+    checks its writes need (invariants, references)."""
 
     spec: ActionSpec
     args_model: type[BaseModel]
-    statements: tuple[sqlcheck.Analysis, ...]
+    statements: tuple[capture.Statement, ...]
     reads: frozenset[str]
     writes: frozenset[str]
-    invariants: tuple[tuple[str, str, str], ...]  # (name, description, sql) meeting the write set
+    checks: tuple[invariants.Check, ...]
+    """Every invariant reading a table the action can write (directly or by cascade)."""
+    references: tuple[references.Reference, ...]
+    capture: dict[str, set[str]]
+    """Per table: the columns whose values the checks need from touched rows."""
 
 
 def args_model(action: ActionSpec) -> type[BaseModel]:
@@ -63,22 +69,43 @@ def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:
     )
     reads = frozenset().union(*(a.reads for a in analyses))
     writes = frozenset().union(*(a.writes for a in analyses))
-    invariants = []
-    for invariant in spec.invariants:
-        touched = sqlcheck.analyze_query(invariant.sql, relations).reads
-        if touched & _expand(spec, writes):
-            invariants.append((invariant.name, invariant.description, sqlcheck.embed(invariant.sql)))
-    return Prepared(action, args_model(action), analyses, reads, writes, tuple(invariants))
+    refs = references.references_of(spec)
+    reachable = references.reachable(refs, writes)
+    checks = tuple(
+        check
+        for check in (invariant_checks(spec) if writes else ())
+        if check.reads & reachable or not check.reads
+    )
+    needed = references.columns_needed(refs)
+    for check in checks:
+        if check.incremental:
+            for table, columns in check.keys.items():
+                needed.setdefault(table, set()).update(columns)
+    statements = tuple(
+        capture.plan(a, needed.get(next(iter(a.writes)), set()) if a.writes else set(), _key(spec, a))
+        for a in analyses
+    )
+    return Prepared(action, args_model(action), statements, reads, writes, checks, refs, needed)
 
 
-def _expand(spec: AppSpec, tables: frozenset[str]) -> frozenset[str]:
-    """Tables plus the views that read them (an invariant over a view meets writes to its tables)."""
-    out = set(tables)
-    relations = spec.relations()
-    for view in spec.views:
-        if sqlcheck.analyze_query(view.sql, relations).reads & out:
-            out.add(view.name)
-    return frozenset(out)
+def invariant_checks(spec: AppSpec) -> tuple[invariants.Check, ...]:
+    """How each invariant of ``spec`` is checked after a mutation (cached per spec)."""
+    key = spec.hash()
+    found = _CHECKS.get(key)
+    if found is None:
+        found = tuple(invariants.analyze(i.name, i.description, i.sql, spec) for i in spec.invariants)
+        if len(_CHECKS) > 64:
+            _CHECKS.clear()
+        _CHECKS[key] = found
+    return found
+
+
+_CHECKS: dict[str, tuple[invariants.Check, ...]] = {}
+
+
+def _key(spec: AppSpec, analysis: sqlcheck.Analysis) -> tuple[str, ...]:
+    entity = spec.entity(next(iter(analysis.writes))) if analysis.writes else None
+    return entity.primary_key if entity is not None else ()
 
 
 class ActionRunner:
@@ -217,16 +244,10 @@ class ActionRunner:
                     version_after=number,
                 )
                 return stored
-        columns, rows, affected, truncated = self._statements(tx, prepared, values)
-        for inv_name, description, sql in prepared.invariants:
-            sample = records(tx.execute(f"SELECT * FROM {sql} AS violations LIMIT {SAMPLE}"))
-            if sample:
-                raise ActionError(
-                    Code.INVARIANT_VIOLATED,
-                    f"invariant {inv_name!r} would be violated: {description}",
-                    hint="This is a business rule, not a bug: the call was rolled back and nothing changed.",
-                    details={"invariant": inv_name, "action": name, "rows": sample, "version": number},
-                )
+        touched = references.Touched()
+        columns, rows, affected, truncated = self._statements(tx, prepared, values, touched)
+        references.enforce(tx, prepared.references, touched, prepared.capture)
+        check_invariants(tx, prepared.checks, touched, action=name, version=number)
         result = ActionResult(
             action=name,
             kind="mutation",
@@ -254,17 +275,55 @@ class ActionRunner:
         return result
 
     def _statements(
-        self, session: Session, prepared: Prepared, values: dict[str, Any]
+        self,
+        session: Session,
+        prepared: Prepared,
+        values: dict[str, Any],
+        touched: references.Touched | None = None,
     ) -> tuple[list[str], list[list[Any]], int, bool]:
-        """Run every statement; the rows of the last row-producing one, within the result limits."""
+        """Run every statement; the rows of the last row-producing one, within the result limits.
+
+        Statements that return captured columns (``capture.plan``) add the values of the rows they
+        touched to ``touched``; the agent's own output columns come first and are what it gets back.
+        """
         columns: list[str] = []
         rows: list[list[Any]] = []
         affected = 0
         truncated = False
         limits = self.rt.limits
-        for analysis in prepared.statements:
-            params = {p: values.get(p) for p in analysis.params}
-            result = session.execute(analysis.sql, params or None)
+        for statement in prepared.statements:
+            analysis = statement.analysis
+            params = {p: values.get(p) for p in analysis.params} or None
+            if statement.captured and touched is not None:
+                if not statement.exact:
+                    touched.inexact.add(statement.table or "")
+                if statement.before is not None:
+                    before = {p: values.get(p) for p in statement.before_params} or None
+                    old = session.fetchall(statement.before, before)
+                    touched.add(statement.table or "", _images(statement.captured, old), old=True)
+                result = session.execute(statement.sql, params)
+                raw = result.fetchall()
+                width = len(result.description or [])
+                own = width - len(statement.captured)
+                if len(raw) > MAX_CAPTURED:
+                    touched.inexact.add(statement.table or "")
+                else:
+                    touched.add(
+                        statement.table or "",
+                        _images(statement.captured, [r[own:] for r in raw]),
+                        old=statement.deletes,
+                    )
+                affected += len(raw)
+                if statement.outputs != -1:
+                    columns = [d[0] for d in (result.description or [])[:own]]
+                    converted = [[plain(v) for v in r[:own]] for r in raw[: limits.max_rows]]
+                    truncated = len(raw) > limits.max_rows
+                    rows = converted
+                continue
+            result = session.execute(statement.sql, params)
+            if touched is not None:
+                for table in analysis.writes:  # written; no check needs its rows' values
+                    touched.new.setdefault(table, [])
             if analysis.kind == "select" or analysis.output_columns:
                 columns = [d[0] for d in result.description or []]
                 rows, truncated = fetch(
@@ -280,6 +339,51 @@ class ActionRunner:
                 if counted is not None and isinstance(counted[0], int):
                     affected += int(counted[0])
         return columns, rows, affected, truncated
+
+
+MAX_CAPTURED = 10_000
+"""More rows touched by one statement than this, and its checks run in full."""
+
+
+def _images(columns: tuple[str, ...], rows: list[Any]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def check_invariants(
+    session: Session,
+    checks: tuple[invariants.Check, ...],
+    touched: references.Touched,
+    *,
+    action: str,
+    version: int,
+) -> None:
+    """Every invariant the transaction's writes can affect, restricted to the keys it touched where the
+    invariant allows (``invariants.analyze``), else in full; the first violation refuses it all."""
+    tables = touched.tables
+    for check in checks:
+        met = check.reads & tables
+        if check.reads and not met:
+            continue
+        restricted = None
+        if check.incremental and not (met & touched.inexact):
+            keys: list[Any] = []
+            for table in met:
+                keys.extend(touched.values(table, check.keys.get(table, ())))
+            restricted = check.restricted(keys)
+        if restricted is None:
+            sample = records(session.execute(f"SELECT * FROM {check.sql} AS violations LIMIT {SAMPLE}"))
+        else:
+            sql, params = restricted
+            sample = records(
+                session.execute(f"SELECT * FROM {sql} AS violations LIMIT {SAMPLE}", params or None)
+            )
+        if sample:
+            raise ActionError(
+                Code.INVARIANT_VIOLATED,
+                f"invariant {check.name!r} would be violated: {check.description}",
+                hint="This is a business rule, not a bug: the call was rolled back and nothing changed.",
+                details={"invariant": check.name, "action": action, "rows": sample, "version": version},
+            )
 
 
 def _count_rest(result: Any) -> int:

@@ -10,6 +10,7 @@ Application tables live in ``main``; runtime objects (sequences, retained data, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -85,16 +86,42 @@ def column_def(field: FieldSpec, *, with_check: bool = True, force_nullable: boo
     return " ".join(parts)
 
 
-def create_table(entity: EntitySpec, name: str | None = None) -> str:
-    """The full table definition: columns, NOT NULL, defaults, checks, keys, unique sets, foreign keys."""
+def create_table(entity: EntitySpec, name: str | None = None, *, foreign_keys: bool = True) -> str:
+    """The full table definition: columns, NOT NULL, defaults, checks, keys, unique sets, and (when
+    DuckDB enforces references) foreign keys."""
     parts = [column_def(f) for f in entity.fields]
     parts.append(f"PRIMARY KEY ({cols(entity.primary_key)})")
     parts.extend(f"UNIQUE ({cols(u)})" for u in entity.unique)
     for f in entity.fields:
         ref = f.reference
-        if ref is not None:
+        if ref is not None and foreign_keys:
             parts.append(f"FOREIGN KEY ({q(f.name)}) REFERENCES {q(ref[0])} ({q(ref[1])})")
     return f"CREATE TABLE {q(name or entity.name)} ({', '.join(parts)})"
+
+
+REFERENCE_INDEX = "buttress_ref_"
+"""Prefix of the indexes the runtime keeps on reference fields (agents cannot use it)."""
+
+
+def indexes_of(spec: AppSpec, entity: EntitySpec) -> tuple[IndexSpec, ...]:
+    """The entity's indexes: its own, and, when the runtime checks references, one per reference
+    field (the lookups of ``on_delete`` and of the reference checks use it)."""
+    if spec.reference_checks != "buttress":
+        return entity.indexes
+    implicit = tuple(
+        IndexSpec.model_construct(name=reference_index(entity.name, f.name), columns=(f.name,))
+        for f in entity.fields
+        if f.references is not None
+    )
+    return entity.indexes + implicit
+
+
+def reference_index(entity: str, field: str) -> str:
+    """The runtime's name for the index of a reference field (a prefix agents cannot use)."""
+    name = f"{REFERENCE_INDEX}{entity}_{field}"
+    if len(name) > 63:
+        name = REFERENCE_INDEX + hashlib.sha256(f"{entity}.{field}".encode()).hexdigest()[:16]
+    return name
 
 
 def create_index(entity: EntitySpec, index: IndexSpec) -> str:
@@ -135,21 +162,28 @@ def entity_order(spec: AppSpec) -> list[EntitySpec]:
     return done
 
 
-def create_entity(entity: EntitySpec) -> list[str]:
-    return [*sequences(entity), create_table(entity), *(create_index(entity, i) for i in entity.indexes)]
+def create_entity(entity: EntitySpec, spec: AppSpec) -> list[str]:
+    return [
+        *sequences(entity),
+        create_table(entity, foreign_keys=spec.reference_checks == "duckdb"),
+        *(create_index(entity, i) for i in indexes_of(spec, entity)),
+    ]
 
 
 def spec_ddl(spec: AppSpec) -> list[str]:
     """Every statement that builds the spec's schema from nothing, in dependency order."""
     statements = [f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_SCHEMA}"]
     for entity in entity_order(spec):
-        statements.extend(create_entity(entity))
+        statements.extend(create_entity(entity, spec))
     statements.extend(create_view(v) for v in spec.views)
     return statements
 
 
 def dependents(spec: AppSpec, entity: str) -> list[EntitySpec]:
-    """Entities that reference ``entity`` directly or transitively, parents before children."""
+    """Entities whose DuckDB foreign keys hold ``entity`` (directly or transitively), parents before
+    children; none when the runtime checks references."""
+    if spec.reference_checks != "duckdb":
+        return []
     found: dict[str, EntitySpec] = {}
     frontier = [entity]
     while frontier:
@@ -178,13 +212,14 @@ def rebuild(
     Never ``CREATE OR REPLACE TABLE ... AS``: that silently drops constraints and indexes.
     """
     children = dependents(old, old_name)
+    fks = new.reference_checks == "duckdb"
     temp = f"{new_entity.name}__rebuild"
     out: list[str] = []
     for child in children:
         out.append(f"CREATE TEMP TABLE {q(child.name + '__stash')} AS SELECT * FROM {q(child.name)}")
     for child in reversed(children):
         out.append(f"DROP TABLE {q(child.name)}")
-    out.append(create_table(new_entity, temp))
+    out.append(create_table(new_entity, temp, foreign_keys=fks))
     filled = [(name, expr) for name, expr in select.items() if expr is not None]
     columns, values = cols(n for n, _ in filled), ", ".join(e for _, e in filled)
 
@@ -192,14 +227,14 @@ def rebuild(
         return f"INSERT INTO {table} ({columns}) SELECT {values} FROM "
 
     source = source or q(old_name) + " AS o"
-    if any(f.references for f in new_entity.fields):
+    if fks and any(f.references for f in new_entity.fields):
         # DuckDB keeps a stale link from the parent to a renamed child table, so a table with foreign
         # keys is rebuilt under its final name from a stash instead of being renamed into place.
         stash = f"{new_entity.name}__old"
         out.pop()  # the CREATE TABLE of the temporary name
         out.append(f"CREATE TEMP TABLE {q(stash)} AS SELECT * FROM {q(old_name)}")
         out.append(f"DROP TABLE {q(old_name)}")
-        out.append(create_table(new_entity))
+        out.append(create_table(new_entity, foreign_keys=fks))
         stashed = source.replace(q(old_name) + " AS o", q(stash) + " AS o", 1)
         out.append(insert(q(new_entity.name)) + stashed)
         out.append(f"DROP TABLE {q(stash)}")
@@ -207,19 +242,21 @@ def rebuild(
         out.append(insert(q(temp)) + source)
         out.append(f"DROP TABLE {q(old_name)}")
         out.append(f"ALTER TABLE {q(temp)} RENAME TO {q(new_entity.name)}")
-    out.extend(create_index(new_entity, i) for i in new_entity.indexes)
+    out.extend(create_index(new_entity, i) for i in indexes_of(new, new_entity))
     for child in children:
         current = new.entity(child.name) or child
-        out.append(create_table(current))
+        out.append(create_table(current, foreign_keys=fks))
         names = [f.name for f in current.fields]
         out.append(
             f"INSERT INTO {q(current.name)} ({cols(names)}) SELECT {cols(names)} FROM {q(child.name + '__stash')}"
         )
-        out.extend(create_index(current, i) for i in current.indexes)
+        out.extend(create_index(current, i) for i in indexes_of(new, current))
         out.append(f"DROP TABLE {q(child.name + '__stash')}")
     return out
 
 
 def is_frozen(spec: AppSpec, entity: EntitySpec) -> bool:
-    """DuckDB refuses most ALTERs on a table with a secondary index or that a foreign key references."""
-    return bool(entity.indexes) or any(True for _ in spec.referencing(entity.name))
+    """DuckDB refuses most ALTERs on a table with a secondary index (reference indexes included) or
+    that a DuckDB foreign key references."""
+    referenced = spec.reference_checks == "duckdb" and any(True for _ in spec.referencing(entity.name))
+    return bool(indexes_of(spec, entity)) or referenced

@@ -138,7 +138,7 @@ def plan(
         base=base,
         target_version=base_version + 1,
         restores=restores or {},
-        indexed=set(frozen) | {e.name for e in base.entities if e.indexes},
+        indexed=set(frozen) | {e.name for e in base.entities if ddl.indexes_of(base, e)},
     )
     steps: list[Step] = []
     current = base
@@ -287,9 +287,9 @@ def _restore_entity_sql(entity: EntitySpec, retention: Retention) -> str:
 def _add_entity(old: AppSpec, new: AppSpec, op: changes.AddEntity, ctx: _Context) -> _Draft:
     entity = _entity(new, op.entity.name)
     ctx.created.add(entity.name)
-    if entity.indexes:
+    if ddl.indexes_of(new, entity):
         ctx.indexed.add(entity.name)
-    sql = ddl.create_entity(entity)
+    sql = ddl.create_entity(entity, new)
     restores: list[str] = []
     retained = ctx.restores.get(("entity", entity.name))
     if retained is not None:
@@ -350,7 +350,7 @@ def _rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: _C
         if ctx.new_entity(op.entity)
         else [hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)]
     )
-    if was_frozen or any(f.references for f in entity.fields):
+    if was_frozen or (old.reference_checks == "duckdb" and any(f.references for f in entity.fields)):
         sql = ddl.rebuild(old, new, op.entity, renamed, _identity_select(entity))
         strategy: Strategy = "rebuild"
         hazards += _rebuild_hazard(ctx, old, op.entity)
@@ -407,12 +407,22 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
     frozen = _frozen(ctx, old, before)
     # DuckDB adds a nullable column to any table, but a NOT NULL one only to a table nothing depends on.
     # Restoring retained values is a rebuild: an UPDATE would block later index builds in the transaction.
+    # A reference needs a rebuild only when DuckDB's FOREIGN KEY enforces it; the runtime's check
+    # needs just the new column and its index.
+    duckdb_reference = bool(f.references) and new.reference_checks == "duckdb"
     simple = (
-        last and not f.check and not f.references and retained is None and not (frozen and not f.nullable)
+        last and not f.check and not duckdb_reference and retained is None and not (frozen and not f.nullable)
     )
     restores = [retained.table] if retained is not None else []
     if simple:
         sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f)}"]
+        sql += [
+            ddl.create_index(entity, i)
+            for i in ddl.indexes_of(new, entity)
+            if i not in ddl.indexes_of(old, before)
+        ]
+        if f.references:
+            ctx.indexed.add(entity.name)
         strategy: Strategy = "alter"
     else:
         select = _identity_select(before)
@@ -468,7 +478,7 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
     later = entity.field_names[entity.field_names.index(f.name) + 1 :]
     alterable = (
         not _frozen(ctx, old, entity)
-        and not f.references
+        and not (f.references and old.reference_checks == "duckdb")
         and not _checks_mention(entity, f.name)
         and not keyed.intersection(later)
     )
@@ -523,8 +533,9 @@ def _rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: _Con
     after = _entity(new, op.entity)
     if (entity.name, f.name) in ctx.created_fields:
         ctx.created_fields.add((entity.name, op.new_name))
-    linked = bool(f.references) or any(
-        ref.reference == (entity.name, f.name) for _, ref in old.referencing(entity.name)
+    linked = old.reference_checks == "duckdb" and (
+        bool(f.references)
+        or any(ref.reference == (entity.name, f.name) for _, ref in old.referencing(entity.name))
     )
     hazards = (
         []
@@ -900,6 +911,49 @@ def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Conte
     )
 
 
+def _set_reference_checks(
+    old: AppSpec, new: AppSpec, op: changes.SetReferenceChecks, ctx: _Context
+) -> _Draft:
+    """Rebuild every table that holds a reference: without DuckDB FOREIGN KEYs and with the runtime's
+    reference indexes (``buttress``: children first, so no table is dropped while a FOREIGN KEY holds
+    it), or with FOREIGN KEYs again (``duckdb``: parents first, each built under its final name)."""
+    order = [e for e in ddl.entity_order(old) if any(f.references for f in e.fields)]
+    sql: list[str] = []
+    to_duckdb = op.by == "duckdb"
+    for entity in order if to_duckdb else reversed(order):
+        name, columns = entity.name, ddl.cols(entity.field_names)
+        if to_duckdb:
+            stash = q(f"{name}__old")
+            sql += [
+                f"CREATE TEMP TABLE {stash} AS SELECT * FROM {q(name)}",
+                f"DROP TABLE {q(name)}",
+                ddl.create_table(entity, foreign_keys=True),
+                f"INSERT INTO {q(name)} ({columns}) SELECT {columns} FROM {stash}",
+                f"DROP TABLE {stash}",
+            ]
+        else:
+            temp = q(f"{name}__rebuild")
+            sql += [
+                ddl.create_table(entity, f"{name}__rebuild", foreign_keys=False),
+                f"INSERT INTO {temp} ({columns}) SELECT {columns} FROM {q(name)}",
+                f"DROP TABLE {q(name)}",
+                f"ALTER TABLE {temp} RENAME TO {q(name)}",
+            ]
+        sql += [ddl.create_index(entity, index) for index in ddl.indexes_of(new, entity)]
+        ctx.indexed.add(name)
+    return _Draft(
+        summary=f"check references by {op.by}"
+        + (f" (rebuilds {', '.join(e.name for e in order)})" if order else ""),
+        strategy="rebuild" if order else "catalog",
+        sql=sql,
+        reverse=[{"op": "set_reference_checks", "by": old.reference_checks}],
+        hazards=[
+            hazard(HazardCode.TABLE_REBUILD, f"rebuilds table {e.name} in one transaction", e.name)
+            for e in order
+        ],
+    )
+
+
 _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] = {
     changes.AddEntity: _add_entity,
     changes.DropEntity: _drop_entity,
@@ -920,6 +974,7 @@ _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] 
     changes.AddAction: _add_action,
     changes.ReplaceAction: _replace_action,
     changes.DropAction: _drop_action,
+    changes.SetReferenceChecks: _set_reference_checks,
 }
 
 __all__ = ["Plan", "Probe", "Retention", "Step", "broken_actions", "plan"]

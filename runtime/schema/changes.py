@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import typing
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -37,6 +38,8 @@ from runtime.schema.spec import (
     JsonScalar,
     LogicalType,
     Name,
+    OnDelete,
+    ReferenceChecks,
     ViewSpec,
 )
 from runtime.sql import sqlcheck
@@ -108,6 +111,7 @@ class AlterField(_Op):
     check: str | None = None
     drop_check: bool = False
     backfill: JsonScalar | None = None
+    on_delete: OnDelete | None = None
 
 
 class AddUnique(_Op):
@@ -174,6 +178,15 @@ class DropAction(_Op):
     name: Name
 
 
+class SetReferenceChecks(_Op):
+    """Move who enforces ``references``: ``buttress`` (the runtime, at the end of each transaction,
+    with ``on_delete``) or ``duckdb`` (FOREIGN KEY constraints). Rebuilds the tables that hold
+    references; reversible."""
+
+    op: Literal["set_reference_checks"] = "set_reference_checks"
+    by: ReferenceChecks
+
+
 Operation = Annotated[
     AddEntity
     | DropEntity
@@ -193,31 +206,15 @@ Operation = Annotated[
     | DropView
     | AddAction
     | ReplaceAction
-    | DropAction,
+    | DropAction
+    | SetReferenceChecks,
     Field(discriminator="op"),
 ]
 
 OPERATION_NAMES: list[str] = [
-    "add_entity",
-    "drop_entity",
-    "rename_entity",
-    "add_field",
-    "drop_field",
-    "rename_field",
-    "alter_field",
-    "add_unique",
-    "drop_unique",
-    "add_index",
-    "drop_index",
-    "add_invariant",
-    "drop_invariant",
-    "add_view",
-    "replace_view",
-    "drop_view",
-    "add_action",
-    "replace_action",
-    "drop_action",
+    str(kind.model_fields["op"].default) for kind in typing.get_args(typing.get_args(Operation)[0])
 ]
+"""Every operation's ``op``, in the order of the ``Operation`` union."""
 
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
@@ -528,12 +525,18 @@ def _alter_field(spec: AppSpec, op: AlterField) -> AppSpec:
         update["check"] = op.check
     if op.drop_check:
         update["check"] = None
+    if op.on_delete is not None:
+        if field.references is None:
+            raise _fail(f"{op.entity}.{op.field} references nothing: on_delete has no meaning for it")
+        update["on_delete"] = op.on_delete
     if op.backfill is not None and (op.nullable is not False or not field.nullable):
         raise _fail(
             "backfill is only used when making a nullable field NOT NULL", "Set nullable: false with it."
         )
     if not update:
-        raise _fail("alter_field changes nothing", "Give at least one of type, nullable, default, check.")
+        raise _fail(
+            "alter_field changes nothing", "Give at least one of type, nullable, default, check, on_delete."
+        )
     new_field = field.model_copy(update=update)
     if new_field == field:
         raise _fail("alter_field changes nothing: the field already has these attributes")
@@ -650,6 +653,12 @@ def _drop_action(spec: AppSpec, op: DropAction) -> AppSpec:
     return spec.model_copy(update={"actions": tuple(a for a in spec.actions if a.name != op.name)})
 
 
+def _set_reference_checks(spec: AppSpec, op: SetReferenceChecks) -> AppSpec:
+    if spec.reference_checks == op.by:
+        raise _fail(f"references are already checked by {op.by}", "Nothing to change.")
+    return spec.model_copy(update={"reference_checks": op.by})
+
+
 _APPLY: dict[type[Any], Callable[[AppSpec, Any], AppSpec]] = {
     AddEntity: _add_entity,
     DropEntity: _drop_entity,
@@ -670,6 +679,7 @@ _APPLY: dict[type[Any], Callable[[AppSpec, Any], AppSpec]] = {
     AddAction: _add_action,
     ReplaceAction: _replace_action,
     DropAction: _drop_action,
+    SetReferenceChecks: _set_reference_checks,
 }
 
 
@@ -791,6 +801,16 @@ def _validate_field(spec: AppSpec, entity: EntitySpec, f: FieldSpec) -> None:
             )
         if target_field.type != f.type:
             raise _fail(f"{label} is {f.type} but references {f.references} of type {target_field.type}")
+    if f.on_delete != "restrict":
+        if f.references is None:
+            raise _fail(f"{label} references nothing: on_delete has no meaning for it")
+        if spec.reference_checks != "buttress":
+            raise _fail(
+                f"{label}: on_delete {f.on_delete} needs references checked by buttress",
+                'Add {"op": "set_reference_checks", "by": "buttress"} first (DuckDB constraints only restrict).',
+            )
+        if f.on_delete == "set_null" and not f.nullable:
+            raise _fail(f"{label}: on_delete set_null needs a nullable field", "Make the field nullable.")
 
 
 def check_constant(value: Any, logical: str, label: str) -> None:

@@ -246,8 +246,13 @@ JsonScalar = str | int | float | bool
 DefaultValue = DefaultExpr | JsonScalar | list[Any] | dict[str, Any]
 
 
+OnDelete = Literal["restrict", "cascade", "set_null"]
+
+
 class FieldSpec(_Frozen):
-    """One column. NOT NULL unless ``nullable``; ``references`` is ``entity.field``."""
+    """One column. NOT NULL unless ``nullable``; ``references`` is ``entity.field``, and ``on_delete``
+    says what deleting the referenced row does to rows pointing at it: ``restrict`` (refused while
+    they exist), ``cascade`` (they are deleted too) or ``set_null`` (the field becomes NULL)."""
 
     name: Name
     type: LogicalType
@@ -255,6 +260,7 @@ class FieldSpec(_Frozen):
     default: DefaultValue | None = None
     check: str | None = None
     references: str | None = None
+    on_delete: OnDelete = "restrict"
     description: str = ""
 
     @field_validator("default", mode="before")
@@ -340,13 +346,24 @@ class ActionSpec(_Frozen):
     statements: tuple[str, ...] = Field(min_length=1)
 
 
+ReferenceChecks = Literal["duckdb", "buttress"]
+
+
 class AppSpec(_Frozen):
-    """The whole application. Version 0 is the empty spec."""
+    """The whole application. Version 0 is the empty spec.
+
+    ``reference_checks`` says who enforces ``references``: ``buttress`` (new projects) checks them
+    at the end of each transaction on the rows it touched, with ``on_delete`` behaviours, so rows can
+    be deleted in any order and a parent can be altered without rebuilding its children; ``duckdb``
+    (projects made before) keeps DuckDB FOREIGN KEY constraints. A ``set_reference_checks``
+    operation moves a project between them, planned, dry-run and reversible like any change.
+    """
 
     entities: tuple[EntitySpec, ...] = ()
     invariants: tuple[InvariantSpec, ...] = ()
     views: tuple[ViewSpec, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
+    reference_checks: ReferenceChecks = "duckdb"
 
     def entity(self, name: str) -> EntitySpec | None:
         return next((e for e in self.entities if e.name == name), None)
@@ -368,7 +385,16 @@ class AppSpec(_Frozen):
         return out
 
     def canonical_json(self) -> str:
-        return canonical_json(self.model_dump(mode="json"))
+        """Deterministic JSON of the spec. Keys added after the first release are written only when
+        they differ from their default, so every spec stored before keeps its hash."""
+        data = self.model_dump(mode="json")
+        if data.get("reference_checks") == "duckdb":
+            del data["reference_checks"]
+        for entity in data["entities"]:
+            for field_ in entity["fields"]:
+                if field_.get("on_delete") == "restrict":
+                    del field_["on_delete"]
+        return canonical_json(data)
 
     def hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
