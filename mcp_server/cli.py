@@ -23,6 +23,7 @@ exits 1.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -306,7 +307,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"agent {agent!r} is not named in the policy of {project.root}",
             hint=f"Add an [agents.{agent}] table with a role to buttress.toml, or pass --agent with a named agent.",
         )
-    runtime = projects.BackgroundRuntime(project)
+    # The heap as it stands once loaded is frozen out of the cyclic collector (``gc.freeze``), again
+    # when the database has opened: otherwise each full collection rescans every module, model
+    # and parser table (~70 ms) and lands on a random call — the p90 of a 2,000-row query was 10x
+    # its median. Frozen objects are still freed by reference counting.
+    runtime = projects.BackgroundRuntime(project, on_open=gc.freeze)
     runtime.start()
     extra: tuple[ToolSpec, ...] = ()
     if args.demo_seed:
@@ -314,6 +319,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         extra = DEMO_TOOLS
     server = build_server(runtime, agent=agent, extra_tools=extra, policy=policy, require_tokens=args.http)
+    gc.freeze()
     try:
         if args.http:
             print(

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,8 +226,9 @@ class BackgroundRuntime:
     the database here and becoming the owner.
     """
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, *, on_open: Callable[[], None] | None = None) -> None:
         self.project = project
+        self._on_open = on_open
         self._future: Future[RuntimeAPI] = Future()
         self._channel: ChannelServer | None = None
         self._started = False
@@ -243,6 +245,8 @@ class BackgroundRuntime:
     def _open(self, future: Future[RuntimeAPI]) -> None:
         try:
             runtime, self._channel = connect(self.project, listen=True)
+            if self._on_open is not None:
+                self._on_open()
             future.set_result(runtime)
         except BaseException as error:
             logger.warning("cannot open %s: %s", self.project.database, error)

@@ -28,9 +28,10 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
-from mcp.types import INTERNAL_ERROR, CallToolResult, GetPromptResult, InputRequiredResult
+from mcp.types import INTERNAL_ERROR, CallToolResult, GetPromptResult, InputRequiredResult, TextContent
 from mcp.types import Tool as MCPTool
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from mcp_server import errors
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError, SpecError
@@ -112,7 +113,7 @@ class ButtressServer(MCPServer[ToolEnv]):
     def register(self, spec: ToolSpec) -> None:
         """Register one tool (typed input, output model, annotations, docstring as description)."""
         self.add_tool(
-            spec.fn,
+            _lean(spec.fn),
             name=spec.name,
             title=spec.title,
             description=spec.description,
@@ -317,6 +318,25 @@ class ButtressServer(MCPServer[ToolEnv]):
                     data=error.to_dict(),
                 ) from None
         return await super().get_prompt(name, arguments, context)
+
+
+def _lean(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The tool function, returning its model as a finished result: the structured content dumped
+    once, and the text content (for clients that read only text) as compact JSON of the same data.
+    The SDK's own conversion dumps the model twice and indents the text, which for a 2,000-row
+    result costs more than the query, and costs the agent's context the indentation."""
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        result = await fn(*args, **kwargs)
+        if not isinstance(result, BaseModel):
+            return result
+        data = result.model_dump(mode="json")
+        return CallToolResult(
+            content=[TextContent(type="text", text=to_json(data).decode())], structured_content=data
+        )
+
+    return call
 
 
 def check_action_tools(spec: AppSpec) -> None:

@@ -7,13 +7,26 @@ engine lets the server list its tools without loading DuckDB.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from runtime.migrate.hazards import Hazard
 from runtime.migrate.plan import Step
 from runtime.schema.spec import AppSpec, ParamSpec
+
+Rows = Annotated[
+    list[list[Any]],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "description": "Rows, each an array of values in column order.",
+        }
+    ),
+]
+"""Result rows. The schema stops at "an array": clients validate ``structuredContent`` against the
+output schema, and a schema that reaches every cell costs them a validation step per value (most
+of the time of a 2,000-row result through the Python SDK's client)."""
 
 # ------------------------------------------------------------------------------------------ reading
 
@@ -105,7 +118,7 @@ class QueryResult(BaseModel):
     """The rows a query returned."""
 
     columns: list[str]
-    rows: list[list[Any]] = Field(
+    rows: Rows = Field(
         description="Rows as lists in column order; times and decimals as ISO/text strings; "
         "NaN and infinities as the strings 'NaN', 'Infinity' and '-Infinity'."
     )
@@ -272,7 +285,7 @@ class ActionResult(BaseModel):
     action: str
     kind: str = Field(description="'query' or 'mutation'.")
     columns: list[str]
-    rows: list[list[Any]]
+    rows: Rows
     row_count: int
     rows_affected: int = Field(description="Rows inserted, updated or deleted (RETURNING rows count too).")
     replayed: bool = Field(

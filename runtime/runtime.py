@@ -78,6 +78,11 @@ class Current:
     number: int
     spec: AppSpec
     relations: dict[str, tuple[str, ...]]
+    hash: str
+
+    @classmethod
+    def of(cls, number: int, spec: AppSpec) -> Current:
+        return cls(number, spec, spec.relations(), spec.hash())
 
 
 class Runtime:
@@ -111,7 +116,7 @@ class Runtime:
         with engine.transaction() as tx:
             catalog.install(tx)
             number, spec = catalog.current_version(tx)
-        self._current = Current(number, spec, spec.relations())
+        self._current = Current.of(number, spec)
         with engine.snapshot() as reader:
             self.audit.check_anchor(reader)
         self.drift = self.check_drift()
@@ -156,7 +161,7 @@ class Runtime:
     def publish(self, tx: Tx, number: int, spec: AppSpec) -> None:
         """Make ``number`` current the moment ``tx`` commits, before the writer lane is released: the
         next writer (a mutation waiting behind a deploy) already runs against it."""
-        state = Current(number, spec, spec.relations())
+        state = Current.of(number, spec)
 
         def apply() -> None:
             self._current = state
@@ -447,7 +452,10 @@ class Runtime:
             rows, truncated = fetch(
                 result, max_rows=limit, max_bytes=self.limits.max_result_bytes, deadline=reader.deadline
             )
-        return QueryResult(columns=columns, rows=rows, row_count=len(rows), truncated=truncated)
+        # built from values the runtime just converted: validating 2,000 rows again would only copy them
+        return QueryResult.model_construct(
+            columns=columns, rows=rows, row_count=len(rows), truncated=truncated
+        )
 
     def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR) -> SqlCheckResult:
         """Analyse a statement against the current spec, or a proposal's target spec, without running it.

@@ -123,11 +123,12 @@ class ActionRunner:
 
     def prepared(self, name: str) -> tuple[int, Prepared]:
         """The action as the committed version defines it (cached by spec hash)."""
-        number, spec = self.rt.current
+        state = self.rt.state
+        number, spec = state.number, state.spec
         action = spec.action(name)
         if action is None:
             raise NotFound("action", name, hint="describe_app lists the deployed actions.")
-        key = (spec.hash(), name)
+        key = (state.hash, name)
         with self._lock:
             found = self._prepared.get(key)
         if found is None:
@@ -219,8 +220,9 @@ class ActionRunner:
         audit_args: dict[str, Any],
     ) -> ActionResult:
         name = prepared.spec.name
-        args_hash = hashlib.sha256(canonical_json(_jsonable(values)).encode()).hexdigest()
+        args_hash = ""
         if key is not None:
+            args_hash = hashlib.sha256(canonical_json(_jsonable(values)).encode()).hexdigest()
             row = tx.fetchone(
                 "SELECT args_hash, result FROM _buttress.idempotency WHERE action = ? AND key = ?",
                 [name, key],

@@ -31,6 +31,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 from typing import Any, Final
 
 from runtime.boundary import secret
@@ -200,6 +201,7 @@ class Auditor:
         self._anchor_lock = threading.Lock()
         self._flushing = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._idle = False  # the thread waits for work: only then does a commit need to wake it
         self._closed = False
         self.problem: str | None = None
         """Why the anchor disagrees with the database (set at open); the anchor is then left as is."""
@@ -273,7 +275,14 @@ class Auditor:
             self._head = head
         if self._anchoring:
             self._start()
-            with self._lock:
+            self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake the thread if it is idle; while it gathers a batch, new work waits for that batch
+        (waking it per commit costs every caller a GIL hand-off)."""
+        with self._lock:
+            if self._idle:
+                self._idle = False
                 self._wake.notify()
 
     def forget(self) -> None:
@@ -300,7 +309,7 @@ class Auditor:
         self._start()
         with self._lock:
             self._deferred.append(item)
-            self._wake.notify()
+        self._nudge()
 
     def flush(self, *, wait: float | None = None) -> None:
         """Write the queued rows now, in one writer transaction (waiting at most ``wait`` for the lane).
@@ -349,7 +358,9 @@ class Auditor:
         while True:
             with self._lock:
                 while not self._closed and not self._deferred and not self._anchor_due():
+                    self._idle = True
                     self._wake.wait()
+                self._idle = False
                 if self._closed:
                     return
             self._wake_after(DEFER_DELAY)
@@ -362,8 +373,11 @@ class Auditor:
             self._write_anchor()
 
     def _wake_after(self, delay: float) -> None:
+        """Gather a batch for ``delay`` seconds (cut short only by ``close``)."""
+        deadline = monotonic() + delay
         with self._lock:
-            self._wake.wait(delay)
+            while not self._closed and (left := deadline - monotonic()) > 0:
+                self._wake.wait(left)
 
     def _anchor_due(self) -> bool:
         return self._anchoring and self._head is not None and self._head != self._anchored
