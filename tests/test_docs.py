@@ -63,3 +63,11 @@ def test_the_generated_configuration_states_the_enforced_defaults() -> None:
     assert "placeholder" not in text and "not enforced" not in text
     for role in DEFAULT_ROLES:
         assert role in text
+
+
+def test_readme_documents_every_operation() -> None:
+    from runtime.schema.changes import OPERATION_NAMES
+
+    assert "set_checked_by" in OPERATION_NAMES
+    missing = [f"operation `{name}`" for name in OPERATION_NAMES if f"`{name}`" not in TEXT]
+    assert not missing, f"{README.name} does not mention: " + ", ".join(missing)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from runtime.errors import ActionError, ButtressError, Code, NotFound
-from runtime.logic import capture, invariants, references
+from runtime.logic import capture, fieldchecks, invariants, references
 from runtime.results import ActionResult
 from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
 from runtime.schema.types import python_type
@@ -49,6 +49,8 @@ class Prepared:
     references: tuple[references.Reference, ...]
     capture: dict[str, set[str]]
     """Per table: the columns whose values the checks need from touched rows."""
+    field_checks: dict[str, tuple[fieldchecks.FieldCheck, ...]]
+    """Per table: the field checks the runtime enforces (also on rows ``on_delete set_null`` changes)."""
 
 
 def args_model(action: ActionSpec) -> type[BaseModel]:
@@ -81,11 +83,14 @@ def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:
         if check.incremental:
             for table, columns in check.keys.items():
                 needed.setdefault(table, set()).update(columns)
+    checked = fieldchecks.of(spec)
     statements = tuple(
-        capture.plan(a, needed.get(next(iter(a.writes)), set()) if a.writes else set(), _key(spec, a))
+        capture.plan(a, needed.get(written, set()), _key(spec, a), checked.get(written, ()))
+        if (written := next(iter(a.writes), None)) is not None
+        else capture.plan(a, set(), ())
         for a in analyses
     )
-    return Prepared(action, args_model(action), statements, reads, writes, checks, refs, needed)
+    return Prepared(action, args_model(action), statements, reads, writes, checks, refs, needed, checked)
 
 
 def invariant_checks(spec: AppSpec) -> tuple[invariants.Check, ...]:
@@ -248,7 +253,7 @@ class ActionRunner:
                 return stored
         touched = references.Touched()
         columns, rows, affected, truncated = self._statements(tx, prepared, values, touched)
-        references.enforce(tx, prepared.references, touched, prepared.capture)
+        references.enforce(tx, prepared.references, touched, prepared.capture, prepared.field_checks)
         check_invariants(tx, prepared.checks, touched, action=name, version=number)
         result = ActionResult(
             action=name,
@@ -296,7 +301,7 @@ class ActionRunner:
         for statement in prepared.statements:
             analysis = statement.analysis
             params = {p: values.get(p) for p in analysis.params} or None
-            if statement.captured and touched is not None:
+            if (statement.captured or statement.checks) and touched is not None:
                 if not statement.exact:
                     touched.inexact.add(statement.table or "")
                 if statement.before is not None:
@@ -306,13 +311,16 @@ class ActionRunner:
                 result = session.execute(statement.sql, params)
                 raw = result.fetchall()
                 width = len(result.description or [])
-                own = width - len(statement.captured)
+                own = width - statement.tail
+                verdicts = own + len(statement.captured)
+                if statement.checks:
+                    fieldchecks.refuse(statement.checks, statement.report, (r[verdicts:] for r in raw))
                 if len(raw) > MAX_CAPTURED:
                     touched.inexact.add(statement.table or "")
                 else:
                     touched.add(
                         statement.table or "",
-                        _images(statement.captured, [r[own:] for r in raw]),
+                        _images(statement.captured, [r[own:verdicts] for r in raw]),
                         old=statement.deletes,
                     )
                 affected += len(raw)

@@ -11,16 +11,21 @@ serial, so it sees exactly the rows the UPDATE will change).
 
 An upsert that may replace a row's captured columns cannot say what they were, so it is marked
 inexact: the checks it affects run in full.
+
+When the runtime enforces field checks (``fieldchecks``), an INSERT or UPDATE also returns one flag
+per check of its entity and the columns that name a failing row, after the captured columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
 
+from runtime.logic import fieldchecks
+from runtime.logic.fieldchecks import FieldCheck
 from runtime.sql import sqlcheck
 
 PREFIX = "__bt_"
@@ -45,18 +50,35 @@ class Statement:
     """The parameters that SELECT uses (a subset of the statement's)."""
     exact: bool = True
     """False when what the statement replaced cannot be known (the affected checks run in full)."""
+    checks: tuple[FieldCheck, ...] = ()
+    """Field checks whose flags are returned after the captured columns (then ``report``)."""
+    report: tuple[str, ...] = ()
+    """Columns returned after the flags, naming a row whose check failed."""
+
+    @property
+    def tail(self) -> int:
+        """How many trailing result columns are the runtime's (captured, flags, report)."""
+        return len(self.captured) + len(self.checks) + len(self.report)
 
     @property
     def deletes(self) -> bool:
         return self.analysis.kind == "delete"
 
 
-def plan(analysis: sqlcheck.Analysis, columns: Collection[str], key: Collection[str]) -> Statement:
-    """The statement, returning ``columns`` of the rows it writes (nothing to add: it runs as written).
+def plan(
+    analysis: sqlcheck.Analysis,
+    columns: Collection[str],
+    key: Sequence[str],
+    checks: Sequence[FieldCheck] = (),
+) -> Statement:
+    """The statement, returning ``columns`` of the rows it writes and the verdict of the written
+    entity's ``checks`` (nothing to add: it runs as written).
 
     ``key`` is the written entity's primary key (an upsert keeps it, so it never changes it).
     """
-    if analysis.kind == "select" or not columns:
+    if analysis.kind == "delete":
+        checks = ()  # a deleted row breaks no check of its own
+    if analysis.kind == "select" or not (columns or checks):
         return Statement(
             analysis, analysis.sql, len(analysis.output_columns) if analysis.output_columns else -1
         )
@@ -78,6 +100,8 @@ def plan(analysis: sqlcheck.Analysis, columns: Collection[str], key: Collection[
         )
         for i, name in enumerate(wanted)
     ]
+    report = fieldchecks.report_columns(key, checks) if checks else ()
+    extra += fieldchecks.returning(checks, report, qualifier)
     returning = exp.Returning(expressions=[*(own.expressions if own is not None else []), *extra])
     tree.set("returning", returning)
     exact = True
@@ -106,6 +130,8 @@ def plan(analysis: sqlcheck.Analysis, columns: Collection[str], key: Collection[
         before=before,
         before_params=before_params,
         exact=exact,
+        checks=tuple(checks),
+        report=report,
     )
 
 

@@ -2,7 +2,7 @@
 
 DuckDB checks FOREIGN KEYs statement by statement against indexes that do not see the transaction's
 own deletes, so deleting child rows and then their parent fails, and a referenced table cannot be
-altered without rebuilding its children. When a spec has ``reference_checks = "buttress"`` the
+altered without rebuilding its children. When a spec has ``checked_by = "buttress"`` the
 tables carry no FOREIGN KEY; instead, after an action's statements ran:
 
 1. every referenced key that the transaction removed (deleted, or changed) and that no longer exists
@@ -19,11 +19,12 @@ touched rows could not be captured.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from runtime.errors import ActionError, Code, DeployError
+from runtime.logic import fieldchecks
 from runtime.migrate.ddl import cols, q
 from runtime.schema.spec import AppSpec
 from runtime.store.engine import Session
@@ -51,7 +52,7 @@ class Reference:
 
 def references_of(spec: AppSpec) -> tuple[Reference, ...]:
     """The references the runtime enforces (none when DuckDB does)."""
-    if spec.reference_checks != "buttress":
+    if spec.checked_by != "buttress":
         return ()
     out = []
     for child in spec.entities:
@@ -109,9 +110,16 @@ class Touched:
 
 
 def enforce(
-    session: Session, references: Sequence[Reference], touched: Touched, capture: dict[str, set[str]]
+    session: Session,
+    references: Sequence[Reference],
+    touched: Touched,
+    capture: dict[str, set[str]],
+    checks: Mapping[str, Sequence[fieldchecks.FieldCheck]] | None = None,
 ) -> None:
-    """Follow removed keys (restrict, cascade, set null), then require every written reference to exist."""
+    """Follow removed keys (restrict, cascade, set null), then require every written reference to exist.
+
+    ``checks``: the field checks the runtime enforces, per entity; rows ``set_null`` changes meet them.
+    """
     if not references:
         return
     followed: set[tuple[str, Any]] = set()
@@ -120,7 +128,7 @@ def enforce(
         if not removed:
             break
         for ref, keys in removed:
-            _follow(session, ref, keys, touched, capture)
+            _follow(session, ref, keys, touched, capture, (checks or {}).get(ref.child, ()))
     for ref in references:
         if ref.child in touched.inexact or ref.parent in touched.inexact:
             _raise_orphans(session, ref)
@@ -170,7 +178,12 @@ def _removed_keys(
 
 
 def _follow(
-    session: Session, ref: Reference, keys: list[Any], touched: Touched, capture: dict[str, set[str]]
+    session: Session,
+    ref: Reference,
+    keys: list[Any],
+    touched: Touched,
+    capture: dict[str, set[str]],
+    checks: Sequence[fieldchecks.FieldCheck] = (),
 ) -> None:
     wanted = sorted(capture.get(ref.child, set()) | {ref.field, *ref.child_key})
     if ref.on_delete == "restrict":
@@ -200,9 +213,14 @@ def _follow(
     select, params = _lookup(f"SELECT {cols(wanted)} FROM {q(ref.child)}", ref.field, keys)
     before = session.fetchall(select, params)
     update, params = _lookup(f"UPDATE {q(ref.child)} SET {q(ref.field)} = NULL", ref.field, keys)
-    after = session.execute(f"{update} RETURNING {cols(wanted)}", params).fetchall()
+    report = fieldchecks.report_columns(ref.child_key, checks) if checks else ()
+    verdicts = ", ".join(e.sql(dialect="duckdb") for e in fieldchecks.returning(checks, report, None))
+    after = session.execute(
+        f"{update} RETURNING {cols(wanted)}" + (f", {verdicts}" if verdicts else ""), params
+    ).fetchall()
+    fieldchecks.refuse(checks, report, (row[len(wanted) :] for row in after))
     touched.add(ref.child, [dict(zip(wanted, row, strict=True)) for row in before], old=True)
-    touched.add(ref.child, [dict(zip(wanted, row, strict=True)) for row in after], old=False)
+    touched.add(ref.child, [dict(zip(wanted, row[: len(wanted)], strict=True)) for row in after], old=False)
 
 
 def _lookup(prefix: str, column: str, keys: Sequence[Any]) -> tuple[str, dict[str, Any] | list[Any]]:

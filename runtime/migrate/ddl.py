@@ -75,6 +75,7 @@ def default_sql(field: FieldSpec) -> str | None:
 
 
 def column_def(field: FieldSpec, *, with_check: bool = True, force_nullable: bool = False) -> str:
+    """One column's definition; its CHECK only when DuckDB enforces checks (``with_check``)."""
     parts = [q(field.name), duckdb_type(field.type)]
     if not field.nullable and not force_nullable:
         parts.append("NOT NULL")
@@ -86,15 +87,15 @@ def column_def(field: FieldSpec, *, with_check: bool = True, force_nullable: boo
     return " ".join(parts)
 
 
-def create_table(entity: EntitySpec, name: str | None = None, *, foreign_keys: bool = True) -> str:
-    """The full table definition: columns, NOT NULL, defaults, checks, keys, unique sets, and (when
-    DuckDB enforces references) foreign keys."""
-    parts = [column_def(f) for f in entity.fields]
+def create_table(entity: EntitySpec, name: str | None = None, *, duckdb_checks: bool = True) -> str:
+    """The full table definition: columns, NOT NULL, defaults, keys, unique sets, and, when DuckDB
+    enforces them (``duckdb_checks``: a spec ``checked_by`` duckdb), CHECKs and foreign keys."""
+    parts = [column_def(f, with_check=duckdb_checks) for f in entity.fields]
     parts.append(f"PRIMARY KEY ({cols(entity.primary_key)})")
     parts.extend(f"UNIQUE ({cols(u)})" for u in entity.unique)
     for f in entity.fields:
         ref = f.reference
-        if ref is not None and foreign_keys:
+        if ref is not None and duckdb_checks:
             parts.append(f"FOREIGN KEY ({q(f.name)}) REFERENCES {q(ref[0])} ({q(ref[1])})")
     return f"CREATE TABLE {q(name or entity.name)} ({', '.join(parts)})"
 
@@ -106,7 +107,7 @@ REFERENCE_INDEX = "buttress_ref_"
 def indexes_of(spec: AppSpec, entity: EntitySpec) -> tuple[IndexSpec, ...]:
     """The entity's indexes: its own, and, when the runtime checks references, one per reference
     field (the lookups of ``on_delete`` and of the reference checks use it)."""
-    if spec.reference_checks != "buttress":
+    if spec.checked_by != "buttress":
         return entity.indexes
     implicit = tuple(
         IndexSpec.model_construct(name=reference_index(entity.name, f.name), columns=(f.name,))
@@ -165,7 +166,7 @@ def entity_order(spec: AppSpec) -> list[EntitySpec]:
 def create_entity(entity: EntitySpec, spec: AppSpec) -> list[str]:
     return [
         *sequences(entity),
-        create_table(entity, foreign_keys=spec.reference_checks == "duckdb"),
+        create_table(entity, duckdb_checks=spec.checked_by == "duckdb"),
         *(create_index(entity, i) for i in indexes_of(spec, entity)),
     ]
 
@@ -182,7 +183,7 @@ def spec_ddl(spec: AppSpec) -> list[str]:
 def dependents(spec: AppSpec, entity: str) -> list[EntitySpec]:
     """Entities whose DuckDB foreign keys hold ``entity`` (directly or transitively), parents before
     children; none when the runtime checks references."""
-    if spec.reference_checks != "duckdb":
+    if spec.checked_by != "duckdb":
         return []
     found: dict[str, EntitySpec] = {}
     frontier = [entity]
@@ -212,14 +213,14 @@ def rebuild(
     Never ``CREATE OR REPLACE TABLE ... AS``: that silently drops constraints and indexes.
     """
     children = dependents(old, old_name)
-    fks = new.reference_checks == "duckdb"
+    fks = new.checked_by == "duckdb"
     temp = f"{new_entity.name}__rebuild"
     out: list[str] = []
     for child in children:
         out.append(f"CREATE TEMP TABLE {q(child.name + '__stash')} AS SELECT * FROM {q(child.name)}")
     for child in reversed(children):
         out.append(f"DROP TABLE {q(child.name)}")
-    out.append(create_table(new_entity, temp, foreign_keys=fks))
+    out.append(create_table(new_entity, temp, duckdb_checks=fks))
     filled = [(name, expr) for name, expr in select.items() if expr is not None]
     columns, values = cols(n for n, _ in filled), ", ".join(e for _, e in filled)
 
@@ -234,7 +235,7 @@ def rebuild(
         out.pop()  # the CREATE TABLE of the temporary name
         out.append(f"CREATE TEMP TABLE {q(stash)} AS SELECT * FROM {q(old_name)}")
         out.append(f"DROP TABLE {q(old_name)}")
-        out.append(create_table(new_entity, foreign_keys=fks))
+        out.append(create_table(new_entity, duckdb_checks=fks))
         stashed = source.replace(q(old_name) + " AS o", q(stash) + " AS o", 1)
         out.append(insert(q(new_entity.name)) + stashed)
         out.append(f"DROP TABLE {q(stash)}")
@@ -245,7 +246,7 @@ def rebuild(
     out.extend(create_index(new_entity, i) for i in indexes_of(new, new_entity))
     for child in children:
         current = new.entity(child.name) or child
-        out.append(create_table(current, foreign_keys=fks))
+        out.append(create_table(current, duckdb_checks=fks))
         names = [f.name for f in current.fields]
         out.append(
             f"INSERT INTO {q(current.name)} ({cols(names)}) SELECT {cols(names)} FROM {q(child.name + '__stash')}"
@@ -258,5 +259,5 @@ def rebuild(
 def is_frozen(spec: AppSpec, entity: EntitySpec) -> bool:
     """DuckDB refuses most ALTERs on a table with a secondary index (reference indexes included) or
     that a DuckDB foreign key references."""
-    referenced = spec.reference_checks == "duckdb" and any(True for _ in spec.referencing(entity.name))
+    referenced = spec.checked_by == "duckdb" and any(True for _ in spec.referencing(entity.name))
     return bool(indexes_of(spec, entity)) or referenced

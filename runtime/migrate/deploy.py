@@ -22,7 +22,7 @@ from runtime.errors import (
     PlanError,
     RollbackError,
 )
-from runtime.logic import invariants, references
+from runtime.logic import fieldchecks, invariants, references
 from runtime.logic.actions import invariant_checks
 from runtime.migrate import ddl
 from runtime.migrate import plan as planner
@@ -277,8 +277,9 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
             + (f" (a mutation pays: {', '.join(costs)}; budget {budget:g} ms each)" if costs else ""),
         )
     )
-    if target.reference_checks == "buttress":
+    if target.checked_by == "buttress":
         references.check_all(tx, _changed_references(plan, target))
+        _check_fields(tx, plan, target)
     broken = [h for h in plan.hazards if h.code == "action.broken"]
     if broken:
         raise DeployError(
@@ -320,15 +321,43 @@ def _restricted_cost(tx: Tx, check: invariants.Check, budget: float) -> float:
     return 0.0
 
 
-def _changed_references(plan: Plan, target: AppSpec) -> list[references.Reference]:
-    """The references whose rows the plan may have moved: those of entities a step touched."""
+def _touched(plan: Plan) -> tuple[set[str], bool]:
+    """The entities a step of the plan touched, and whether the plan moved every constraint (a
+    ``set_checked_by``)."""
     touched = {str(step.op.get("entity", "")) for step in plan.steps} | {
         str((step.op.get("entity") or {}).get("name", ""))
         for step in plan.steps
         if isinstance(step.op.get("entity"), dict)
     }
-    every = any(step.op.get("op") == "set_reference_checks" for step in plan.steps)
+    touched |= {
+        str(step.op.get("new_name", "")) for step in plan.steps if step.op.get("op") == "rename_entity"
+    }
+    return touched, any(step.op.get("op") == "set_checked_by" for step in plan.steps)
+
+
+def _changed_references(plan: Plan, target: AppSpec) -> list[references.Reference]:
+    """The references whose rows the plan may have moved: those of entities a step touched."""
+    touched, every = _touched(plan)
     return [r for r in references.references_of(target) if every or r.child in touched or r.parent in touched]
+
+
+def _check_fields(tx: Tx, plan: Plan, target: AppSpec) -> None:
+    """Every row of the entities the plan touched satisfies the field checks the runtime enforces
+    (the rows a backfill, a type change or a new field's default wrote; a new check's old rows)."""
+    touched, every = _touched(plan)
+    for entity, checks in fieldchecks.of(target).items():
+        if not every and entity not in touched:
+            continue
+        for check in checks:
+            rows = records(tx.execute(fieldchecks.violations_sql(target, entity, check, SAMPLE)))
+            if rows:
+                raise DeployError(
+                    Code.DEPLOY_DRY_RUN_FAILED,
+                    f"rows of {entity} would break the check of {check.field} ({check.check})",
+                    hint="Fix the rows named in details.rows (a backfill, an update action), or change the "
+                    "check in the proposal, then dry-run again.",
+                    details={"entity": entity, "field": check.field, "check": check.check, "rows": rows},
+                )
 
 
 def _too_slow(name: str, took: float | None, budget: float) -> ActionError:

@@ -253,8 +253,11 @@ def _rebuild_hazard(ctx: _Context, old: AppSpec, name: str) -> list[Hazard]:
     ]
 
 
-def _checks_mention(entity: EntitySpec, column: str) -> bool:
-    return any(f.check and f.name != column and column in _check_columns(f.check) for f in entity.fields)
+def _checks_mention(spec: AppSpec, entity: EntitySpec, column: str) -> bool:
+    """A DuckDB CHECK of another field names ``column`` (DuckDB then refuses to drop it)."""
+    return spec.checked_by == "duckdb" and any(
+        f.check and f.name != column and column in _check_columns(f.check) for f in entity.fields
+    )
 
 
 def _check_columns(check: str) -> set[str]:
@@ -350,7 +353,7 @@ def _rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: _C
         if ctx.new_entity(op.entity)
         else [hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)]
     )
-    if was_frozen or (old.reference_checks == "duckdb" and any(f.references for f in entity.fields)):
+    if was_frozen or (old.checked_by == "duckdb" and any(f.references for f in entity.fields)):
         sql = ddl.rebuild(old, new, op.entity, renamed, _identity_select(entity))
         strategy: Strategy = "rebuild"
         hazards += _rebuild_hazard(ctx, old, op.entity)
@@ -409,13 +412,13 @@ def _add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: _Context) 
     # Restoring retained values is a rebuild: an UPDATE would block later index builds in the transaction.
     # A reference needs a rebuild only when DuckDB's FOREIGN KEY enforces it; the runtime's check
     # needs just the new column and its index.
-    duckdb_reference = bool(f.references) and new.reference_checks == "duckdb"
-    simple = (
-        last and not f.check and not duckdb_reference and retained is None and not (frozen and not f.nullable)
-    )
+    # Likewise a check: DuckDB cannot add a column with a CHECK, the runtime checks it at deploy.
+    duckdb_checks = new.checked_by == "duckdb"
+    duckdb_constraint = duckdb_checks and bool(f.references or f.check)
+    simple = last and not duckdb_constraint and retained is None and not (frozen and not f.nullable)
     restores = [retained.table] if retained is not None else []
     if simple:
-        sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f)}"]
+        sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f, with_check=duckdb_checks)}"]
         sql += [
             ddl.create_index(entity, i)
             for i in ddl.indexes_of(new, entity)
@@ -478,8 +481,8 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
     later = entity.field_names[entity.field_names.index(f.name) + 1 :]
     alterable = (
         not _frozen(ctx, old, entity)
-        and not (f.references and old.reference_checks == "duckdb")
-        and not _checks_mention(entity, f.name)
+        and not (f.references and old.checked_by == "duckdb")
+        and not _checks_mention(old, entity, f.name)
         and not keyed.intersection(later)
     )
     if alterable:
@@ -533,7 +536,7 @@ def _rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: _Con
     after = _entity(new, op.entity)
     if (entity.name, f.name) in ctx.created_fields:
         ctx.created_fields.add((entity.name, op.new_name))
-    linked = old.reference_checks == "duckdb" and (
+    linked = old.checked_by == "duckdb" and (
         bool(f.references)
         or any(ref.reference == (entity.name, f.name) for _, ref in old.referencing(entity.name))
     )
@@ -578,6 +581,7 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
     retains: list[Retention] = []
     sql: list[str] = []
     needs_rebuild = _frozen(ctx, old, entity)
+    duckdb_checks = new.checked_by == "duckdb"
     in_key = before.name in entity.primary_key or any(before.name in u for u in entity.unique)
     alters: list[str] = []
     expr = f"o.{col}"
@@ -586,7 +590,7 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
     if type_changed:
         new_type, old_type = duckdb_type(after.type), duckdb_type(before.type)
         widening = is_widening(before.type, after.type)
-        if not widening or in_key or before.check or after.check:
+        if not widening or in_key or (duckdb_checks and (before.check or after.check)):
             needs_rebuild = True
         alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} TYPE {new_type}")
         expr = f"CAST(o.{col} AS {new_type})"
@@ -671,7 +675,8 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
     if after.default != before.default and not fresh:
         hazards.append(hazard(HazardCode.DEFAULT_CHANGED, f"changes the default of {label}", label))
     if after.check != before.check:
-        needs_rebuild = True
+        # DuckDB can neither add nor drop a CHECK in place; the runtime's checks are only the spec's
+        needs_rebuild = needs_rebuild or duckdb_checks
         if after.check:
             probes.append(
                 Probe(
@@ -694,7 +699,7 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
         hazards += _rebuild_hazard(ctx, old, name)
     else:
         sql += alters
-        strategy = "alter"
+        strategy = "alter" if sql else "catalog"
     reverse: dict[str, Any] = {"op": "alter_field", "entity": name, "field": before.name}
     if type_changed:
         reverse["type"] = before.type
@@ -911,13 +916,12 @@ def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Conte
     )
 
 
-def _set_reference_checks(
-    old: AppSpec, new: AppSpec, op: changes.SetReferenceChecks, ctx: _Context
-) -> _Draft:
-    """Rebuild every table that holds a reference: without DuckDB FOREIGN KEYs and with the runtime's
-    reference indexes (``buttress``: children first, so no table is dropped while a FOREIGN KEY holds
-    it), or with FOREIGN KEYs again (``duckdb``: parents first, each built under its final name)."""
-    order = [e for e in ddl.entity_order(old) if any(f.references for f in e.fields)]
+def _set_checked_by(old: AppSpec, new: AppSpec, op: changes.SetCheckedBy, ctx: _Context) -> _Draft:
+    """Rebuild every table that holds a reference or a check: without DuckDB FOREIGN KEYs and CHECKs
+    and with the runtime's reference indexes (``buttress``: children first, so no table is dropped
+    while a FOREIGN KEY holds it), or with them again (``duckdb``: parents first, each built under
+    its final name)."""
+    order = [e for e in ddl.entity_order(old) if any(f.references or f.check for f in e.fields)]
     sql: list[str] = []
     to_duckdb = op.by == "duckdb"
     for entity in order if to_duckdb else reversed(order):
@@ -927,14 +931,14 @@ def _set_reference_checks(
             sql += [
                 f"CREATE TEMP TABLE {stash} AS SELECT * FROM {q(name)}",
                 f"DROP TABLE {q(name)}",
-                ddl.create_table(entity, foreign_keys=True),
+                ddl.create_table(entity, duckdb_checks=True),
                 f"INSERT INTO {q(name)} ({columns}) SELECT {columns} FROM {stash}",
                 f"DROP TABLE {stash}",
             ]
         else:
             temp = q(f"{name}__rebuild")
             sql += [
-                ddl.create_table(entity, f"{name}__rebuild", foreign_keys=False),
+                ddl.create_table(entity, f"{name}__rebuild", duckdb_checks=False),
                 f"INSERT INTO {temp} ({columns}) SELECT {columns} FROM {q(name)}",
                 f"DROP TABLE {q(name)}",
                 f"ALTER TABLE {temp} RENAME TO {q(name)}",
@@ -942,11 +946,11 @@ def _set_reference_checks(
         sql += [ddl.create_index(entity, index) for index in ddl.indexes_of(new, entity)]
         ctx.indexed.add(name)
     return _Draft(
-        summary=f"check references by {op.by}"
+        summary=f"references and checks checked by {op.by}"
         + (f" (rebuilds {', '.join(e.name for e in order)})" if order else ""),
         strategy="rebuild" if order else "catalog",
         sql=sql,
-        reverse=[{"op": "set_reference_checks", "by": old.reference_checks}],
+        reverse=[{"op": "set_checked_by", "by": old.checked_by}],
         hazards=[
             hazard(HazardCode.TABLE_REBUILD, f"rebuilds table {e.name} in one transaction", e.name)
             for e in order
@@ -974,7 +978,7 @@ _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] 
     changes.AddAction: _add_action,
     changes.ReplaceAction: _replace_action,
     changes.DropAction: _drop_action,
-    changes.SetReferenceChecks: _set_reference_checks,
+    changes.SetCheckedBy: _set_checked_by,
 }
 
 __all__ = ["Plan", "Probe", "Retention", "Step", "broken_actions", "plan"]

@@ -29,6 +29,7 @@ from runtime.errors import ButtressError, Code, SpecError, SqlError
 from runtime.schema.spec import (
     ActionSpec,
     AppSpec,
+    CheckedBy,
     DefaultExpr,
     DefaultValue,
     EntitySpec,
@@ -39,7 +40,6 @@ from runtime.schema.spec import (
     LogicalType,
     Name,
     OnDelete,
-    ReferenceChecks,
     ViewSpec,
 )
 from runtime.sql import sqlcheck
@@ -178,13 +178,13 @@ class DropAction(_Op):
     name: Name
 
 
-class SetReferenceChecks(_Op):
-    """Move who enforces ``references``: ``buttress`` (the runtime, at the end of each transaction,
-    with ``on_delete``) or ``duckdb`` (FOREIGN KEY constraints). Rebuilds the tables that hold
-    references; reversible."""
+class SetCheckedBy(_Op):
+    """Move who enforces ``references`` and field ``check`` expressions: ``buttress`` (the runtime, on
+    the rows each transaction wrote, with ``on_delete``) or ``duckdb`` (FOREIGN KEY and CHECK
+    constraints). Rebuilds the tables that hold references or checks; reversible."""
 
-    op: Literal["set_reference_checks"] = "set_reference_checks"
-    by: ReferenceChecks
+    op: Literal["set_checked_by"] = "set_checked_by"
+    by: CheckedBy
 
 
 Operation = Annotated[
@@ -207,7 +207,7 @@ Operation = Annotated[
     | AddAction
     | ReplaceAction
     | DropAction
-    | SetReferenceChecks,
+    | SetCheckedBy,
     Field(discriminator="op"),
 ]
 
@@ -653,10 +653,10 @@ def _drop_action(spec: AppSpec, op: DropAction) -> AppSpec:
     return spec.model_copy(update={"actions": tuple(a for a in spec.actions if a.name != op.name)})
 
 
-def _set_reference_checks(spec: AppSpec, op: SetReferenceChecks) -> AppSpec:
-    if spec.reference_checks == op.by:
-        raise _fail(f"references are already checked by {op.by}", "Nothing to change.")
-    return spec.model_copy(update={"reference_checks": op.by})
+def _set_checked_by(spec: AppSpec, op: SetCheckedBy) -> AppSpec:
+    if spec.checked_by == op.by:
+        raise _fail(f"references and checks are already checked by {op.by}", "Nothing to change.")
+    return spec.model_copy(update={"checked_by": op.by})
 
 
 _APPLY: dict[type[Any], Callable[[AppSpec, Any], AppSpec]] = {
@@ -679,7 +679,7 @@ _APPLY: dict[type[Any], Callable[[AppSpec, Any], AppSpec]] = {
     AddAction: _add_action,
     ReplaceAction: _replace_action,
     DropAction: _drop_action,
-    SetReferenceChecks: _set_reference_checks,
+    SetCheckedBy: _set_checked_by,
 }
 
 
@@ -804,10 +804,10 @@ def _validate_field(spec: AppSpec, entity: EntitySpec, f: FieldSpec) -> None:
     if f.on_delete != "restrict":
         if f.references is None:
             raise _fail(f"{label} references nothing: on_delete has no meaning for it")
-        if spec.reference_checks != "buttress":
+        if spec.checked_by != "buttress":
             raise _fail(
                 f"{label}: on_delete {f.on_delete} needs references checked by buttress",
-                'Add {"op": "set_reference_checks", "by": "buttress"} first (DuckDB constraints only restrict).',
+                'Add {"op": "set_checked_by", "by": "buttress"} first (DuckDB constraints only restrict).',
             )
         if f.on_delete == "set_null" and not f.nullable:
             raise _fail(f"{label}: on_delete set_null needs a nullable field", "Make the field nullable.")

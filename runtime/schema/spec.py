@@ -346,24 +346,26 @@ class ActionSpec(_Frozen):
     statements: tuple[str, ...] = Field(min_length=1)
 
 
-ReferenceChecks = Literal["duckdb", "buttress"]
+CheckedBy = Literal["duckdb", "buttress"]
 
 
 class AppSpec(_Frozen):
     """The whole application. Version 0 is the empty spec.
 
-    ``reference_checks`` says who enforces ``references``: ``buttress`` (new projects) checks them
-    at the end of each transaction on the rows it touched, with ``on_delete`` behaviours, so rows can
-    be deleted in any order and a parent can be altered without rebuilding its children; ``duckdb``
-    (projects made before) keeps DuckDB FOREIGN KEY constraints. A ``set_reference_checks``
-    operation moves a project between them, planned, dry-run and reversible like any change.
+    ``checked_by`` says who enforces ``references`` and field ``check`` expressions: ``buttress``
+    (new projects) checks them on the rows each transaction wrote — references at its end, with
+    ``on_delete`` behaviours, so rows can be deleted in any order, and checks on the rows each
+    statement returns — so a parent is altered without rebuilding its children and a check is
+    added or dropped without rebuilding its table; ``duckdb`` (projects made before) keeps DuckDB
+    FOREIGN KEY and CHECK constraints. A ``set_checked_by`` operation moves a project between
+    them, planned, dry-run and reversible like any change. Unique keys stay on DuckDB's index.
     """
 
     entities: tuple[EntitySpec, ...] = ()
     invariants: tuple[InvariantSpec, ...] = ()
     views: tuple[ViewSpec, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
-    reference_checks: ReferenceChecks = "duckdb"
+    checked_by: CheckedBy = "duckdb"
 
     def entity(self, name: str) -> EntitySpec | None:
         return next((e for e in self.entities if e.name == name), None)
@@ -388,8 +390,8 @@ class AppSpec(_Frozen):
         """Deterministic JSON of the spec. Keys added after the first release are written only when
         they differ from their default, so every spec stored before keeps its hash."""
         data = self.model_dump(mode="json")
-        if data.get("reference_checks") == "duckdb":
-            del data["reference_checks"]
+        if data.get("checked_by") == "duckdb":
+            del data["checked_by"]
         for entity in data["entities"]:
             for field_ in entity["fields"]:
                 if field_.get("on_delete") == "restrict":

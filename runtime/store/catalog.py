@@ -56,7 +56,7 @@ def install(tx: Tx) -> bool:
     for statement in DDL:
         tx.execute(statement)
     if tx.scalar("SELECT count(*) FROM _buttress.versions") == 0:
-        empty = AppSpec(reference_checks="buttress")  # new projects: references checked by the runtime
+        empty = AppSpec(checked_by="buttress")  # new projects: references checked by the runtime
         tx.execute(
             "INSERT INTO _buttress.versions (number, hash, spec, kind, deployed_at, deployed_by) VALUES (0, ?, ?, 'init', ?, 'buttress')",
             [empty.hash(), empty.canonical_json(), now_iso()],

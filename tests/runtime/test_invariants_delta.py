@@ -124,7 +124,7 @@ def spec_with(sql: str) -> AppSpec:
         *ACTIONS,
         {"op": "add_invariant", "invariant": {"name": "rule", "description": "d", "sql": sql}},
     ]
-    return changes.apply(AppSpec(reference_checks="buttress"), changes.parse_operations(ops))
+    return changes.apply(AppSpec(checked_by="buttress"), changes.parse_operations(ops))
 
 
 @pytest.mark.parametrize(("sql", "incremental"), INVARIANTS, ids=range(len(INVARIANTS)))

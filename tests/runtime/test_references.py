@@ -104,7 +104,7 @@ def code(call: Any) -> str:
 
 def test_new_projects_check_references_in_the_runtime_without_duckdb_foreign_keys(rt: Runtime) -> None:
     seeded(rt)
-    assert rt.current[1].reference_checks == "buttress"
+    assert rt.current[1].checked_by == "buttress"
     with rt.engine.snapshot() as reader:
         kinds = {
             row[0]
@@ -227,15 +227,15 @@ def test_an_existing_project_moves_to_runtime_checks_by_a_deploy_and_back_by_a_r
             tx.execute("UPDATE _buttress.versions SET spec = '{}', hash = ? WHERE number = 0", [_old_hash()])
         rt.close()
         rt = Runtime.open(tmp_path / "old.duckdb")
-        assert rt.current[1].reference_checks == "duckdb"
+        assert rt.current[1].checked_by == "duckdb"
         seeded(rt)
         assert code(lambda: rt.run_action("delete_expense", {"id": 1})) == "action.constraint_violated"
-        deploy(rt, [{"op": "set_reference_checks", "by": "buttress"}])
+        deploy(rt, [{"op": "set_checked_by", "by": "buttress"}])
         assert rt.check_drift() == []
         rt.run_action("delete_expense", {"id": 1})
         assert count(rt, "select count(*) from share") == 1
         rt.rollback()
-        assert rt.current[1].reference_checks == "duckdb" and rt.check_drift() == []
+        assert rt.current[1].checked_by == "duckdb" and rt.check_drift() == []
         with rt.engine.snapshot() as reader:
             kinds = {
                 row[0]

@@ -145,7 +145,7 @@ TEMPLATES: list[dict[str, Any]] = [
     {"op": "add_action", "action": {**ACTION, "name": "memo_again"}},
     {"op": "replace_action", "action": {**ACTION, "description": "Write a memo, again."}},
     {"op": "drop_action", "name": "note_memo"},
-    {"op": "set_reference_checks", "by": "duckdb"},
+    {"op": "set_checked_by", "by": "duckdb"},
 ]
 
 
