@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reanchor.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reanchor.set_defaults(command=cmd_audit_reanchor)
+    for name in FEATURE_COMMANDS:
+        importlib.import_module(name).register(commands, Parents(project, actor, output))
     return parser
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The shared option groups a feature's commands may inherit (``--project``, ``--actor``, ``--json``)."""
+
+    project: argparse.ArgumentParser
+    actor: argparse.ArgumentParser
+    output: argparse.ArgumentParser
+
+
+FEATURE_COMMANDS: tuple[str, ...] = ("mcp_server.ui.cli", "mcp_server.evals.cli")
+"""Modules whose ``register(commands, parents)`` adds the commands that live with their feature (they
+import what they need only when run, so building the parser stays cheap)."""
 
 
 # ---------------------------------------------------------------------------------------- plumbing
