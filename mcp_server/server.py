@@ -16,8 +16,9 @@ import difflib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
@@ -149,12 +150,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         if id(runtime) not in self._checked_runtimes:
             self._checked_runtimes.add(id(runtime))
             runtime.spec_checks.append(check_action_tools)
-            loop = asyncio.get_running_loop()
-
-            def changed(number: int) -> None:  # called from the thread that deployed or watched
-                loop.call_soon_threadsafe(lambda: loop.create_task(self._publish(runtime, number)))
-
-            runtime.on_version_change(changed)
+            runtime.on_version_change(_soon_in_this_loop(lambda number: self._publish(runtime, number)))
         return runtime
 
     async def _publish(self, runtime: RuntimeAPI, number: int) -> None:
@@ -528,3 +524,37 @@ def _version() -> str:
         return version("buttress")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def _soon_in_this_loop(start: Callable[[int], Coroutine[Any, Any, None]]) -> Callable[[int], None]:
+    """A callback any thread may call that runs ``start(number)`` as a task in the calling event loop
+    (asyncio or trio), without blocking the thread that calls it."""
+    trio = sys.modules.get("trio")
+    token = _trio_token(trio)
+    if trio is not None and token is not None:
+
+        def on_trio(number: int) -> None:
+            async def run() -> None:
+                await start(number)
+
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(lambda: trio.lowlevel.spawn_system_task(run))
+
+        return on_trio
+    loop = asyncio.get_running_loop()
+
+    def on_asyncio(number: int) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: loop.create_task(start(number)))
+
+    return on_asyncio
+
+
+def _trio_token(trio: Any) -> Any:
+    """The running trio loop's token, or None when this is not a trio loop."""
+    if trio is None:
+        return None
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
