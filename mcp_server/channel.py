@@ -34,19 +34,35 @@ from runtime.api import OPERATOR, Progress, RuntimeAPI, SpecCheck
 from runtime.boundary.policy import Capability, Limits
 from runtime.errors import ButtressError, Code, EngineError, from_dict
 from runtime.results import (
+    AckResult,
     ActionResult,
+    ActivityHead,
     AppDescription,
+    ApprovalRequest,
     AuditEntry,
+    AuditPage,
+    ClaimResult,
     DeployResult,
     DryRunReport,
+    EffectInfo,
     FinalizeResult,
+    MessageInfo,
+    Overview,
+    ProposalDetail,
+    ProposalPage,
     ProposalResult,
     ProposalSummary,
+    PublishResult,
     QueryResult,
     RollbackResult,
+    RunDetail,
+    RunInfo,
     SqlCheckResult,
     VerifyResult,
+    VersionComparison,
     VersionInfo,
+    VersionPage,
+    WorkflowSummary,
 )
 from runtime.schema.diff import SpecDiff
 from runtime.schema.spec import AppSpec
@@ -74,6 +90,31 @@ RESULTS: dict[str, TypeAdapter[Any]] = {
     "rollback": TypeAdapter(RollbackResult),
     "finalize": TypeAdapter(FinalizeResult),
     "run_action": TypeAdapter(ActionResult),
+    # workflows and messages
+    "start_workflow": TypeAdapter(RunInfo),
+    "get_run": TypeAdapter(RunDetail),
+    "list_runs": TypeAdapter(list[RunInfo]),
+    "cancel_run": TypeAdapter(RunInfo),
+    "signal_run": TypeAdapter(RunInfo),
+    "retry_run": TypeAdapter(RunInfo),
+    "resolve_effect": TypeAdapter(EffectInfo),
+    "list_effects": TypeAdapter(list[EffectInfo]),
+    "publish_message": TypeAdapter(PublishResult),
+    "claim_messages": TypeAdapter(ClaimResult),
+    "ack_messages": TypeAdapter(AckResult),
+    "list_messages": TypeAdapter(list[MessageInfo]),
+    # control room
+    "overview": TypeAdapter(Overview),
+    "workflow_summary": TypeAdapter(WorkflowSummary),
+    "version_page": TypeAdapter(VersionPage),
+    "compare_versions": TypeAdapter(VersionComparison),
+    "proposal_page": TypeAdapter(ProposalPage),
+    "proposal_detail": TypeAdapter(ProposalDetail),
+    "approval_requests": TypeAdapter(list[ApprovalRequest]),
+    "approve_request": TypeAdapter(ApprovalRequest),
+    "refuse_request": TypeAdapter(ApprovalRequest),
+    "audit_page": TypeAdapter(AuditPage),
+    "activity_head": TypeAdapter(ActivityHead),
 }
 """The runtime methods the channel carries, and how each result is read back."""
 
@@ -506,3 +547,177 @@ class RemoteRuntime:
 
     def close(self) -> None:
         """Nothing to release: the owner keeps the database."""
+
+    # workflows and messages
+
+    def start_workflow(
+        self,
+        workflow: str,
+        args: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        actor: str = OPERATOR,
+    ) -> RunInfo:
+        result: RunInfo = self._call("start_workflow", actor, workflow=workflow, args=args, run_id=run_id)
+        return result
+
+    def get_run(self, run_id: str, *, actor: str = OPERATOR) -> RunDetail:
+        result: RunDetail = self._call("get_run", actor, run_id=run_id)
+        return result
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        actor: str = OPERATOR,
+    ) -> list[RunInfo]:
+        result: list[RunInfo] = self._call("list_runs", actor, workflow=workflow, status=status, limit=limit)
+        return result
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None, actor: str = OPERATOR) -> RunInfo:
+        result: RunInfo = self._call("cancel_run", actor, run_id=run_id, reason=reason)
+        return result
+
+    def signal_run(
+        self, run_id: str, name: str, payload: dict[str, Any] | None = None, *, actor: str = OPERATOR
+    ) -> RunInfo:
+        result: RunInfo = self._call("signal_run", actor, run_id=run_id, name=name, payload=payload)
+        return result
+
+    def retry_run(self, run_id: str, *, actor: str = OPERATOR) -> RunInfo:
+        result: RunInfo = self._call("retry_run", actor, run_id=run_id)
+        return result
+
+    def resolve_effect(
+        self, effect_id: str, outcome: str, *, response: Any = None, actor: str = OPERATOR
+    ) -> EffectInfo:
+        result: EffectInfo = self._call(
+            "resolve_effect", actor, effect_id=effect_id, outcome=outcome, response=response
+        )
+        return result
+
+    def list_effects(
+        self, *, state: str | None = None, run_id: str | None = None, limit: int = 100, actor: str = OPERATOR
+    ) -> list[EffectInfo]:
+        result: list[EffectInfo] = self._call("list_effects", actor, state=state, run_id=run_id, limit=limit)
+        return result
+
+    def publish_message(
+        self, topic: str, payload: dict[str, Any], *, message_id: str | None = None, actor: str = OPERATOR
+    ) -> PublishResult:
+        result: PublishResult = self._call(
+            "publish_message", actor, topic=topic, payload=payload, message_id=message_id
+        )
+        return result
+
+    def claim_messages(
+        self,
+        topic: str,
+        *,
+        consumer: str | None = None,
+        limit: int = 10,
+        lease_s: float = 30.0,
+        actor: str = OPERATOR,
+    ) -> ClaimResult:
+        result: ClaimResult = self._call(
+            "claim_messages", actor, topic=topic, consumer=consumer, limit=limit, lease_s=lease_s
+        )
+        return result
+
+    def ack_messages(
+        self, message_ids: Sequence[str], *, consumer: str | None = None, actor: str = OPERATOR
+    ) -> AckResult:
+        result: AckResult = self._call(
+            "ack_messages", actor, message_ids=list(message_ids), consumer=consumer
+        )
+        return result
+
+    def list_messages(
+        self, *, topic: str | None = None, undelivered: bool = False, limit: int = 100, actor: str = OPERATOR
+    ) -> list[MessageInfo]:
+        result: list[MessageInfo] = self._call(
+            "list_messages", actor, topic=topic, undelivered=undelivered, limit=limit
+        )
+        return result
+
+    # control room
+
+    def overview(self, *, actor: str = OPERATOR) -> Overview:
+        result: Overview = self._call("overview", actor)
+        return result
+
+    def workflow_summary(self, *, actor: str = OPERATOR) -> WorkflowSummary:
+        result: WorkflowSummary = self._call("workflow_summary", actor)
+        return result
+
+    def version_page(
+        self, *, before: int | None = None, limit: int = 100, actor: str = OPERATOR
+    ) -> VersionPage:
+        result: VersionPage = self._call("version_page", actor, before=before, limit=limit)
+        return result
+
+    def compare_versions(
+        self, from_version: int, to_version: int, *, actor: str = OPERATOR
+    ) -> VersionComparison:
+        result: VersionComparison = self._call(
+            "compare_versions", actor, from_version=from_version, to_version=to_version
+        )
+        return result
+
+    def proposal_page(
+        self,
+        *,
+        status: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        actor: str = OPERATOR,
+    ) -> ProposalPage:
+        result: ProposalPage = self._call(
+            "proposal_page", actor, status=status, before_seq=before_seq, limit=limit
+        )
+        return result
+
+    def proposal_detail(self, proposal_id: str, *, actor: str = OPERATOR) -> ProposalDetail:
+        result: ProposalDetail = self._call("proposal_detail", actor, proposal_id=proposal_id)
+        return result
+
+    def approval_requests(self, *, limit: int = 100, actor: str = OPERATOR) -> list[ApprovalRequest]:
+        result: list[ApprovalRequest] = self._call("approval_requests", actor, limit=limit)
+        return result
+
+    def approve_request(self, request_id: str, *, actor: str = OPERATOR) -> ApprovalRequest:
+        result: ApprovalRequest = self._call("approve_request", actor, request_id=request_id)
+        return result
+
+    def refuse_request(self, request_id: str, *, reason: str = "", actor: str = OPERATOR) -> ApprovalRequest:
+        result: ApprovalRequest = self._call("refuse_request", actor, request_id=request_id, reason=reason)
+        return result
+
+    def audit_page(
+        self,
+        *,
+        agent: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
+        code: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        actor: str = OPERATOR,
+    ) -> AuditPage:
+        result: AuditPage = self._call(
+            "audit_page",
+            actor,
+            agent=agent,
+            operation=operation,
+            outcome=outcome,
+            code=code,
+            before_seq=before_seq,
+            limit=limit,
+        )
+        return result
+
+    def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
+        result: ActivityHead = self._call("activity_head", actor)
+        return result

@@ -46,11 +46,12 @@ path = "app.duckdb"
 agent = "{agent}"
 
 # Who may do what. Each agent has a role; a role is a list of capabilities: read, query, run_actions,
-# propose, dry_run, deploy, deploy_hazardous, rollback, finalize. Built-in roles:
+# propose, dry_run, deploy, deploy_hazardous, rollback, finalize, run_workflows, publish, consume,
+# resolve_effects. Built-in roles:
 #   reader      read, query
-#   operator    read, query, run_actions
-#   maintainer  everything but deploy_hazardous and finalize
-#   developer   everything but finalize
+#   operator    read, query, run_actions, run_workflows, publish, consume
+#   maintainer  everything but deploy_hazardous, finalize and resolve_effects
+#   developer   everything but finalize and resolve_effects
 #   owner       everything
 # An agent not listed here has no capability at all. Over HTTP an agent is known by its bearer token:
 # `buttress token NAME --role ROLE` adds one (only its sha256 is stored) and keeps the entries below.
@@ -91,6 +92,15 @@ max_request_bytes = 1048576         # largest request accepted, over stdio and H
 memory_limit_mb = 2048              # DuckDB's memory; larger work spills to .buttress/spill
 max_spill_mb = 10240                # most disk DuckDB may spill to
 # threads = 4                       # DuckDB worker threads (default: one per core)
+
+# Endpoints workflow effects may call. Agents name a connector in an effect step; they never see its
+# URL or credentials. Each request carries an idempotency key (the same on every retry).
+# [connectors.payments]
+# url = "https://api.example.com/v1/charges"
+# method = "POST"
+# headers_from_env = {{ "Authorization" = "PAYMENTS_AUTH" }}   # header -> environment variable
+# timeout_s = 10.0
+# idempotency_header = "Idempotency-Key"
 """
 
 
@@ -186,7 +196,8 @@ short command holding the file, is waited out)."""
 
 def connect(project: Project, *, listen: bool = False) -> tuple[RuntimeAPI, ChannelServer | None]:
     """The project's runtime: attached to the process that owns the database, or, when none does,
-    opened here (and, with ``listen``, served to the project's other processes over its socket)."""
+    opened here (and, with ``listen``, served to the project's other processes over its socket, with
+    its scheduler advancing workflow runs and delivering messages)."""
     from mcp_server.channel import ChannelServer, RemoteRuntime, socket_path
     from runtime.errors import ButtressError, EngineError
 
@@ -214,7 +225,10 @@ def connect(project: Project, *, listen: bool = False) -> tuple[RuntimeAPI, Chan
                 ) from None
             time.sleep(0.1)
             continue
-        channel = ChannelServer(runtime, path) if listen else None
+        channel = None
+        if listen:  # the serving owner: it also runs the workflows and delivers the messages
+            channel = ChannelServer(runtime, path)
+            runtime.start_scheduler()
         return runtime, channel
 
 

@@ -13,19 +13,35 @@ from typing import Any, Protocol
 from runtime.boundary.policy import Capability, Limits
 from runtime.errors import ButtressError
 from runtime.results import (
+    AckResult,
     ActionResult,
+    ActivityHead,
     AppDescription,
+    ApprovalRequest,
     AuditEntry,
+    AuditPage,
+    ClaimResult,
     DeployResult,
     DryRunReport,
+    EffectInfo,
     FinalizeResult,
+    MessageInfo,
+    Overview,
+    ProposalDetail,
+    ProposalPage,
     ProposalResult,
     ProposalSummary,
+    PublishResult,
     QueryResult,
     RollbackResult,
+    RunDetail,
+    RunInfo,
     SqlCheckResult,
     VerifyResult,
+    VersionComparison,
     VersionInfo,
+    VersionPage,
+    WorkflowSummary,
 )
 from runtime.schema.diff import SpecDiff
 from runtime.schema.spec import AppSpec
@@ -130,3 +146,110 @@ class RuntimeAPI(Protocol):
     ) -> ActionResult: ...
 
     def close(self) -> None: ...
+
+    # workflows and messages
+
+    def start_workflow(
+        self,
+        workflow: str,
+        args: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        actor: str = OPERATOR,
+    ) -> RunInfo: ...
+
+    def get_run(self, run_id: str, *, actor: str = OPERATOR) -> RunDetail: ...
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        actor: str = OPERATOR,
+    ) -> list[RunInfo]: ...
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None, actor: str = OPERATOR) -> RunInfo: ...
+
+    def signal_run(
+        self, run_id: str, name: str, payload: dict[str, Any] | None = None, *, actor: str = OPERATOR
+    ) -> RunInfo: ...
+
+    def retry_run(self, run_id: str, *, actor: str = OPERATOR) -> RunInfo: ...
+
+    def resolve_effect(
+        self, effect_id: str, outcome: str, *, response: Any = None, actor: str = OPERATOR
+    ) -> EffectInfo: ...
+
+    def list_effects(
+        self, *, state: str | None = None, run_id: str | None = None, limit: int = 100, actor: str = OPERATOR
+    ) -> list[EffectInfo]: ...
+
+    def publish_message(
+        self, topic: str, payload: dict[str, Any], *, message_id: str | None = None, actor: str = OPERATOR
+    ) -> PublishResult: ...
+
+    def claim_messages(
+        self,
+        topic: str,
+        *,
+        consumer: str | None = None,
+        limit: int = 10,
+        lease_s: float = 30.0,
+        actor: str = OPERATOR,
+    ) -> ClaimResult: ...
+
+    def ack_messages(
+        self, message_ids: Sequence[str], *, consumer: str | None = None, actor: str = OPERATOR
+    ) -> AckResult: ...
+
+    def list_messages(
+        self, *, topic: str | None = None, undelivered: bool = False, limit: int = 100, actor: str = OPERATOR
+    ) -> list[MessageInfo]: ...
+
+    # control room
+
+    def overview(self, *, actor: str = OPERATOR) -> Overview: ...
+
+    def workflow_summary(self, *, actor: str = OPERATOR) -> WorkflowSummary: ...
+
+    def version_page(
+        self, *, before: int | None = None, limit: int = 100, actor: str = OPERATOR
+    ) -> VersionPage: ...
+
+    def compare_versions(
+        self, from_version: int, to_version: int, *, actor: str = OPERATOR
+    ) -> VersionComparison: ...
+
+    def proposal_page(
+        self,
+        *,
+        status: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        actor: str = OPERATOR,
+    ) -> ProposalPage: ...
+
+    def proposal_detail(self, proposal_id: str, *, actor: str = OPERATOR) -> ProposalDetail: ...
+
+    def approval_requests(self, *, limit: int = 100, actor: str = OPERATOR) -> list[ApprovalRequest]: ...
+
+    def approve_request(self, request_id: str, *, actor: str = OPERATOR) -> ApprovalRequest: ...
+
+    def refuse_request(
+        self, request_id: str, *, reason: str = "", actor: str = OPERATOR
+    ) -> ApprovalRequest: ...
+
+    def audit_page(
+        self,
+        *,
+        agent: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
+        code: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        actor: str = OPERATOR,
+    ) -> AuditPage: ...
+
+    def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead: ...

@@ -6,7 +6,8 @@
     ├── PlanError                 plan.* — a plan cannot be made or is stale
     ├── DeployError               deploy.*, dryrun.*, catalog.* — a deploy is refused or failed
     ├── RollbackError             rollback.* — a rollback is refused
-    ├── ActionError               action.*, invariant.* — running application logic failed
+    ├── ActionError               action.*, invariant.*, message.* — running application logic failed
+    ├── WorkflowError             workflow.*, effect.*, connector.* — a run, a step or an effect failed
     ├── PolicyError               policy.*, approval.*, limit.* — the operator's policy refuses
     ├── ConfigError               config.* — the operator's configuration file is invalid
     ├── NotFound                  not_found — no such proposal, version, action...
@@ -66,6 +67,17 @@ class Code(StrEnum):
     CONFIG_INVALID = "config.invalid"
     ENGINE_OWNER_GONE = "engine.owner_gone"
     INTERNAL = "internal"
+    RUN_CONFLICT = "workflow.run_conflict"
+    RUN_NOT_ACTIVE = "workflow.not_active"
+    RUN_HISTORY_MISMATCH = "workflow.history_mismatch"
+    WORKFLOW_TIMEOUT = "workflow.timeout"
+    EFFECT_REJECTED = "effect.rejected"
+    EFFECT_UNAVAILABLE = "effect.unavailable"
+    EFFECT_UNKNOWN = "effect.unknown"
+    EFFECT_KEY_REUSED = "effect.key_reused"
+    CONNECTOR_UNKNOWN = "connector.unknown"
+    MESSAGE_INVALID = "message.invalid_payload"
+    MESSAGE_NOT_LEASED = "message.not_leased"
 
 
 class ButtressError(Exception):
@@ -123,6 +135,10 @@ class RollbackError(ButtressError):
 
 class ActionError(ButtressError):
     default_hint = "Check the action's parameters with describe_app and call it again."
+
+
+class WorkflowError(ButtressError):
+    default_hint = "get_run shows the run's steps, their errors and attempts; fix the cause and retry it."
 
 
 class PolicyError(ButtressError):

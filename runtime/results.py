@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 from runtime.migrate.hazards import Hazard
 from runtime.migrate.plan import Step
+from runtime.schema.diff import SpecDiff
 from runtime.schema.spec import AppSpec, ParamSpec
 
 Rows = Annotated[
@@ -292,3 +293,264 @@ class ActionResult(BaseModel):
         default=False, description="True when an idempotency key returned the stored first result."
     )
     version: int = Field(description="The application version the action ran under.")
+
+
+# ------------------------------------------------------------------------------------ control room
+
+
+class Facet(BaseModel):
+    """One value of an audit column (an actor, an operation, an outcome, an error code) and how many
+    entries carry it."""
+
+    value: str
+    count: int
+
+
+class AuditFacets(BaseModel):
+    """The values the audit log holds in the columns people filter on, most frequent first."""
+
+    actors: list[Facet]
+    operations: list[Facet]
+    outcomes: list[Facet]
+    codes: list[Facet]
+
+
+class AuditPage(BaseModel):
+    """One page of the audit log, newest first, filtered; with the values there are to filter on."""
+
+    entries: list[AuditEntry]
+    matching: int = Field(description="How many entries match the filters (all pages).")
+    total: int = Field(description="How many entries the log holds.")
+    next_before: int | None = Field(
+        default=None, description="Pass as before_seq for the next (older) page; None on the last page."
+    )
+    facets: AuditFacets
+
+
+class ActivityBucket(BaseModel):
+    """Agent calls in one stretch of time, by outcome."""
+
+    start: str = Field(description="The bucket's start as an ISO 8601 prefix (to the minute, hour or day).")
+    allowed: int = Field(description="Calls that succeeded (ok, passed, replayed).")
+    refused: int
+    failed: int = Field(description="Dry-runs that ran and failed.")
+
+
+class AuditStats(BaseModel):
+    """Agent calls over time and refusals by code, counted in the database."""
+
+    granularity: str = Field(description="'minute', 'hour' or 'day'.")
+    buckets: list[ActivityBucket] = Field(
+        description="Consecutive buckets, oldest first, empty ones included."
+    )
+    refusals_by_code: list[Facet]
+
+
+class ApprovalRequest(BaseModel):
+    """An agent's hazardous deploy or rollback waiting for (or decided by) the operator."""
+
+    request_id: str
+    subject: str = Field(description="What it asks to do, in words.")
+    proposal_id: str | None = Field(default=None, description="The proposal deployed (None for a rollback).")
+    plan_hash: str = Field(description="The exact plan an approval is bound to.")
+    hazards: list[Hazard]
+    requested_by: str
+    requested_at: str
+    expires_at: str
+    status: str = Field(
+        description="'pending', 'approved' (the agent may retry once), 'used', 'refused' or 'expired'."
+    )
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = Field(default=None, description="The operator's reason for a refusal.")
+    losses: list[Loss] = Field(
+        default=[], description="What the last dry-run of this plan found it would remove, with sample rows."
+    )
+
+
+class WorkflowSummary(BaseModel):
+    """Work in flight at a glance: runs by state, effects whose outcome is unknown, messages not yet
+    delivered."""
+
+    runs_by_status: list[Facet] = Field(description="How many runs are in each state, most first.")
+    unknown_effects: int = Field(description="Effects with no answer after every attempt (operator's call).")
+    undelivered_messages: int = Field(description="Messages some consumer has not received, or held back.")
+
+
+class Overview(BaseModel):
+    """The application at a glance: what runs, what waits, what the agents did lately."""
+
+    version: VersionInfo
+    parts: dict[str, int] = Field(description="How many of each part the spec holds (entities, actions...).")
+    versions: int
+    pending_proposals: list[PendingProposal]
+    pending_approvals: int
+    drift: list[str]
+    audit_problem: str | None = None
+    audit_entries: int
+    recent: list[AuditEntry] = Field(description="The agents' latest calls, newest first.")
+    stats: AuditStats
+    workflows: WorkflowSummary
+
+
+class VersionPage(BaseModel):
+    """A page of the version history, newest first."""
+
+    versions: list[VersionInfo]
+    total: int
+    next_before: int | None = None
+
+
+class VersionComparison(BaseModel):
+    """Two versions, their specs, and the structural diff between them."""
+
+    before: VersionInfo
+    after: VersionInfo
+    before_spec: AppSpec
+    after_spec: AppSpec
+    diff: SpecDiff
+
+
+class ProposalPage(BaseModel):
+    """A page of proposals, newest first."""
+
+    proposals: list[ProposalSummary]
+    matching: int
+    next_before: int | None = None
+
+
+class ProposalDetail(BaseModel):
+    """A proposal in full: its operations, the plan's steps (SQL, strategy, hazards), its latest
+    dry-run report (values lost, sample rows) and the approval requests made for it."""
+
+    summary: ProposalSummary
+    operations: list[dict[str, Any]]
+    target_hash: str
+    plan_hash: str
+    steps: list[Step]
+    hazards: list[Hazard]
+    dry_run: DryRunReport | None = None
+    dry_run_at: str | None = None
+    approvals: list[ApprovalRequest] = []
+
+
+class ActivityHead(BaseModel):
+    """What changes when something happens: polled by the control room to refresh itself."""
+
+    version: int
+    agent_seq: int = Field(description="The sequence number of the newest audit entry by an agent.")
+    pending_approvals: int
+    unknown_effects: int = Field(default=0, description="Effects whose outcome is unknown.")
+
+
+# --------------------------------------------------------------------------- workflows and messages
+
+
+class StepInfo(BaseModel):
+    """One recorded step outcome of a run (forward steps, then compensations)."""
+
+    seq: int
+    name: str
+    kind: str = Field(description="'action', 'effect', 'publish', 'wait', 'sleep' or 'compensation'.")
+    status: str = Field(description="'completed' or 'failed'.")
+    attempts: int
+    output: Any = Field(default=None, description="The step's output (an action's first row, a response).")
+    error: dict[str, Any] | None = None
+    version: int = Field(description="The spec version the step ran under.")
+    started_at: str
+    finished_at: str
+
+
+class RunInfo(BaseModel):
+    """A workflow run: where it stands."""
+
+    run_id: str
+    workflow: str
+    version: int = Field(description="The spec version whose definition the run follows.")
+    status: str = Field(
+        description="'running', 'waiting' (for a signal, a message or a timer), 'compensating', 'blocked' "
+        "(an effect's outcome is unknown: the operator retries or resolves it), 'completed', "
+        "'compensated', 'failed' or 'cancelled'."
+    )
+    step: str | None = Field(description="The step it is at (None once finished).")
+    attempts: int = Field(description="Attempts of the current step so far.")
+    wake_at: str | None = Field(description="When a waiting or backing-off run is due.")
+    waiting_on: str | None = Field(default=None, description="'signal:<name>', 'topic:<name>' or 'sleep'.")
+    error: dict[str, Any] | None = Field(description="The failure that ended or is compensating it.")
+    args: dict[str, Any]
+    created_by: str
+    created_at: str
+    updated_at: str
+    origin: str | None = Field(default=None, description="What started it (an action, a subscription).")
+
+
+class RunDetail(RunInfo):
+    """A run with every recorded step and its effects."""
+
+    steps: list[StepInfo]
+    effects: list[EffectInfo] = []
+
+
+class EffectInfo(BaseModel):
+    """A request to an external system through a connector, with its idempotency key."""
+
+    effect_id: str = Field(description="Also the Idempotency-Key sent with every attempt.")
+    run_id: str
+    step: str
+    connector: str
+    state: str = Field(
+        description="'pending' (intent recorded; sent or about to be), 'succeeded', 'rejected', 'unknown' "
+        "(no answer after every attempt: retry or resolve it), 'resolved' (by the operator)."
+    )
+    attempts: int
+    request: Any
+    response: Any = None
+    status_code: int | None = None
+    error: dict[str, Any] | None = None
+    version: int
+    created_at: str
+    sent_at: str | None = None
+    settled_at: str | None = None
+    age_s: float = Field(description="Seconds since the intent was recorded.")
+
+
+class MessageInfo(BaseModel):
+    """A message on a topic."""
+
+    seq: int = Field(description="Its position in the topic's stream (global order of publishing).")
+    message_id: str = Field(description="Stable id: deduplicate on it.")
+    topic: str
+    key: str | None = None
+    payload: dict[str, Any]
+    version: int = Field(description="The spec version it was published under.")
+    held: str | None = Field(default=None, description="Why it is held back, when it is.")
+    lease_owner: str | None = None
+    lease_until: str | None = None
+    deliveries: int = Field(description="How many times it was handed to an external consumer.")
+    acked_at: str | None = None
+    created_at: str
+
+
+class PublishResult(BaseModel):
+    """A published message (or the one already published with the same message_id)."""
+
+    message_id: str
+    seq: int
+    topic: str
+    replayed: bool = Field(default=False, description="True when message_id had been published before.")
+
+
+class ClaimResult(BaseModel):
+    """Messages leased to a consumer: acknowledge each with ack_messages before lease_until, or it is
+    delivered again."""
+
+    consumer: str
+    messages: list[MessageInfo]
+    lease_until: str | None = None
+
+
+class AckResult(BaseModel):
+    acked: list[str] = Field(description="The message ids acknowledged.")
+
+
+RunDetail.model_rebuild()

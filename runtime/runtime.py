@@ -41,32 +41,50 @@ from runtime.logic.actions import ActionRunner, invariant_checks
 from runtime.migrate import deploy
 from runtime.migrate.deploy import Progress
 from runtime.results import (
+    AckResult,
     ActionResult,
     ActionSummary,
+    ActivityHead,
     AppDescription,
+    ApprovalRequest,
     AuditEntry,
+    AuditPage,
+    ClaimResult,
     DeployResult,
     DryRunReport,
+    EffectInfo,
     FinalizeResult,
     InvariantCheck,
+    MessageInfo,
+    Overview,
     PendingProposal,
+    ProposalDetail,
+    ProposalPage,
     ProposalResult,
     ProposalSummary,
+    PublishResult,
     QueryResult,
     RollbackResult,
+    RunDetail,
+    RunInfo,
     SqlCheckResult,
     VerifyResult,
+    VersionComparison,
     VersionInfo,
+    VersionPage,
+    WorkflowSummary,
 )
 from runtime.schema import diff as specdiff
 from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.schema.spec import AppSpec
 from runtime.sql import sqlcheck
+from runtime.store import activity, catalog, fingerprint
 from runtime.store import audit as audit_log
-from runtime.store import catalog, fingerprint
 from runtime.store.audit import AnchorFile, Auditor, anchor_path
 from runtime.store.engine import Engine, Settings, Tx
 from runtime.store.values import fetch
+from runtime.workflows import service as workflow_service
+from runtime.workflows.scheduler import Scheduler
 
 T = TypeVar("T")
 
@@ -113,6 +131,9 @@ class Runtime:
         self._expected: dict[str, fingerprint.Fingerprint] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._actions = ActionRunner(self)
+        self.scheduler = Scheduler(self)
+        """Advances workflow runs and delivers messages; ``start_scheduler`` runs it on its own thread
+        (``buttress serve`` does, in the process that owns the database)."""
         with engine.transaction() as tx:
             catalog.install(tx)
             number, spec = catalog.current_version(tx)
@@ -142,7 +163,12 @@ class Runtime:
         ensure_operator_key()
         return cls(Engine(path, settings=settings), **options)
 
+    def start_scheduler(self) -> None:
+        """Advance runs and deliver messages from now on, on a thread of their own."""
+        self.scheduler.start()
+
     def close(self) -> None:
+        self.scheduler.stop()
         self.audit.close()
         self.engine.close()
 
@@ -703,7 +729,315 @@ class Runtime:
         actor: str = OPERATOR,
     ) -> ActionResult:
         """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
-        return self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
+        result = self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
+        if self.current[1].topics or self.current[1].workflows:
+            self.scheduler.wake()  # its emits may have made work
+        return result
+
+    # ------------------------------------------------------------------------ workflows, messages
+
+    def start_workflow(
+        self,
+        workflow: str,
+        args: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        actor: str = OPERATOR,
+    ) -> RunInfo:
+        """Start a run of a deployed workflow; ``run_id`` makes it idempotent (the same id returns it)."""
+        return workflow_service.start_workflow(self, workflow, args or {}, run_id, actor)
+
+    def get_run(self, run_id: str, *, actor: str = OPERATOR) -> RunDetail:
+        """A run with every recorded step (output or error, attempts, version) and its effects."""
+        return workflow_service.get_run(self, run_id, actor)
+
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        actor: str = OPERATOR,
+    ) -> list[RunInfo]:
+        """Runs, newest first (``status="active"``: those not finished)."""
+        return workflow_service.list_runs(self, workflow, status, limit, actor)
+
+    def cancel_run(self, run_id: str, *, reason: str | None = None, actor: str = OPERATOR) -> RunInfo:
+        """Cancel a run: its completed steps are compensated, newest first, then it is cancelled."""
+        return workflow_service.cancel_run(self, run_id, reason, actor)
+
+    def signal_run(
+        self, run_id: str, name: str, payload: dict[str, Any] | None = None, *, actor: str = OPERATOR
+    ) -> RunInfo:
+        """Send a run a signal (a wait step consumes it)."""
+        return workflow_service.signal_run(self, run_id, name, payload or {}, actor)
+
+    def retry_run(self, run_id: str, *, actor: str = OPERATOR) -> RunInfo:
+        """Retry a failed or blocked run at its step (the operator's decision)."""
+        return workflow_service.retry_run(self, run_id, actor)
+
+    def resolve_effect(
+        self, effect_id: str, outcome: str, *, response: Any = None, actor: str = OPERATOR
+    ) -> EffectInfo:
+        """Record what an effect with an unknown outcome did (the operator checked with the provider)."""
+        return workflow_service.resolve_effect(self, effect_id, outcome, response, actor)
+
+    def list_effects(
+        self, *, state: str | None = None, run_id: str | None = None, limit: int = 100, actor: str = OPERATOR
+    ) -> list[EffectInfo]:
+        """Effects, the unknown ones first, then those in flight."""
+        return workflow_service.list_effects(self, state, run_id, limit, actor)
+
+    def publish_message(
+        self, topic: str, payload: dict[str, Any], *, message_id: str | None = None, actor: str = OPERATOR
+    ) -> PublishResult:
+        """Publish a message; ``message_id`` deduplicates (the same id returns the first message)."""
+        return workflow_service.publish_message(self, topic, payload, message_id, actor)
+
+    def claim_messages(
+        self,
+        topic: str,
+        *,
+        consumer: str | None = None,
+        limit: int = 10,
+        lease_s: float = 30.0,
+        actor: str = OPERATOR,
+    ) -> ClaimResult:
+        """Lease messages of an external topic to a consumer (redelivered if not acknowledged in time)."""
+        return workflow_service.claim_messages(self, topic, consumer, limit, lease_s, actor)
+
+    def ack_messages(
+        self, message_ids: Sequence[str], *, consumer: str | None = None, actor: str = OPERATOR
+    ) -> AckResult:
+        """Acknowledge messages the consumer holds."""
+        return workflow_service.ack_messages(self, message_ids, consumer, actor)
+
+    def list_messages(
+        self, *, topic: str | None = None, undelivered: bool = False, limit: int = 100, actor: str = OPERATOR
+    ) -> list[MessageInfo]:
+        """Messages, newest first (``undelivered``: those some consumer has yet to receive, and held ones)."""
+        return workflow_service.list_messages(self, topic, undelivered, limit, actor)
+
+    # ------------------------------------------------------------------------------ control room
+    # The reads and the operator's acts behind ``buttress ui``. Each page is one audited read.
+
+    def overview(self, *, actor: str = OPERATOR) -> Overview:
+        """The application at a glance: the current version, how many of each part its spec holds,
+        pending proposals and approvals, drift and audit status, the agents' latest calls and their
+        counts over time."""
+
+        def read() -> Overview:
+            state = self._current
+            parts = {
+                name: len(value)
+                for name in type(state.spec).model_fields
+                if isinstance(value := getattr(state.spec, name), tuple)
+            }
+            with self.engine.snapshot() as reader:
+                latest, count = activity.latest_version(reader)
+                return Overview(
+                    version=latest,
+                    parts=parts,
+                    versions=count,
+                    pending_proposals=[
+                        PendingProposal.model_validate(p)
+                        for p in catalog.pending_proposals(reader, state.number)
+                    ],
+                    pending_approvals=activity.open_requests(reader, self.engine.path),
+                    drift=self.drift,
+                    audit_problem=self.audit.problem,
+                    audit_entries=activity.audit_count(reader),
+                    recent=activity.recent(reader, operator=OPERATOR),
+                    stats=activity.audit_stats(reader, operator=OPERATOR),
+                    workflows=activity.workflow_summary(reader),
+                )
+
+        return self._reading("overview", actor, {}, read)
+
+    def workflow_summary(self, *, actor: str = OPERATOR) -> WorkflowSummary:
+        """Runs by state, effects whose outcome is unknown and messages not yet delivered, counted."""
+
+        def read() -> WorkflowSummary:
+            with self.engine.snapshot() as reader:
+                return activity.workflow_summary(reader)
+
+        return self._reading("workflow_summary", actor, {}, read)
+
+    def version_page(
+        self, *, before: int | None = None, limit: int = 100, actor: str = OPERATOR
+    ) -> VersionPage:
+        """Versions newest first, a page at a time (``before``: the number to continue below)."""
+
+        def read() -> VersionPage:
+            with self.engine.snapshot() as reader:
+                return activity.version_page(reader, before=before, limit=limit)
+
+        return self._reading("version_page", actor, {"before": before, "limit": limit}, read)
+
+    def compare_versions(
+        self, from_version: int, to_version: int, *, actor: str = OPERATOR
+    ) -> VersionComparison:
+        """Two versions with their specs and the structural diff between them (``diff_versions``)."""
+        args = {"from_version": from_version, "to_version": to_version}
+
+        def read() -> VersionComparison:
+            with self.engine.snapshot() as reader:
+                old = AppSpec.model_validate(catalog.version_row(reader, from_version)["spec"])
+                new = AppSpec.model_validate(catalog.version_row(reader, to_version)["spec"])
+                return VersionComparison(
+                    before=activity.version_info(reader, from_version),
+                    after=activity.version_info(reader, to_version),
+                    before_spec=old,
+                    after_spec=new,
+                    diff=specdiff.diff(old, new, from_version, to_version),
+                )
+
+        return self._reading("diff_versions", actor, args, read)
+
+    def proposal_page(
+        self,
+        *,
+        status: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        actor: str = OPERATOR,
+    ) -> ProposalPage:
+        """Proposals newest first, a page at a time, optionally only 'pending', 'deployed' or 'stale'."""
+        args = {"status": status, "before_seq": before_seq, "limit": limit}
+
+        def read() -> ProposalPage:
+            with self.engine.snapshot() as reader:
+                return activity.proposal_page(
+                    reader, current=self._current.number, status=status, before_seq=before_seq, limit=limit
+                )
+
+        return self._reading("proposal_page", actor, args, read)
+
+    def proposal_detail(self, proposal_id: str, *, actor: str = OPERATOR) -> ProposalDetail:
+        """A proposal in full: operations, the plan's steps (SQL, strategy, hazards), its latest
+        dry-run report (values lost, sample rows) and its approval requests."""
+
+        def read() -> ProposalDetail:
+            with self.engine.snapshot() as reader:
+                return activity.proposal_detail(
+                    reader, self.engine.path, proposal_id, current=self._current.number
+                )
+
+        return self._reading("read_proposal", actor, {"proposal_id": proposal_id}, read)
+
+    def approval_requests(self, *, limit: int = 100, actor: str = OPERATOR) -> list[ApprovalRequest]:
+        """Approval requests: every open one, then the latest decided, with hazards and the losses
+        the last dry-run of each plan found."""
+
+        def read() -> list[ApprovalRequest]:
+            with self.engine.snapshot() as reader:
+                return activity.approval_requests(reader, self.engine.path, limit=limit)
+
+        return self._reading("list_approvals", actor, {"limit": limit}, read)
+
+    def approve_request(self, request_id: str, *, actor: str = OPERATOR) -> ApprovalRequest:
+        """Approve an agent's pending request as ``buttress approve`` does (``approvals.approve``: signed
+        with the operator secret, bound to the plan, single use, until it expires), and audit it."""
+        return self._decide(request_id, approve=True, reason="", actor=actor)
+
+    def refuse_request(self, request_id: str, *, reason: str = "", actor: str = OPERATOR) -> ApprovalRequest:
+        """Refuse an agent's request (``approvals.refuse``): the agent's retry of that plan is answered
+        with ``policy.denied`` and the reason; an approval not yet used is revoked. Audited."""
+        return self._decide(request_id, approve=False, reason=reason, actor=actor)
+
+    def _decide(self, request_id: str, *, approve: bool, reason: str, actor: str) -> ApprovalRequest:
+        operation = "approve" if approve else "refuse"
+        args: dict[str, Any] = {"request_id": request_id, **({} if approve else {"reason": reason})}
+        database = self.engine.path
+
+        def act(tx: Tx) -> None:
+            if actor != OPERATOR:
+                raise PolicyError(
+                    Code.POLICY_DENIED,
+                    f"only the operator may {operation} an approval request",
+                    hint="Approvals come from the operator (buttress approve, or the control room).",
+                )
+            row = approvals.decidable(tx, database, request_id)
+            number = self._current.number
+            self.audit.append(
+                tx,
+                actor=actor,
+                operation=operation,
+                arguments=args,
+                outcome="ok",
+                version_before=number,
+                version_after=number,
+                proposal_id=None if str(row["proposal_id"]).startswith("rollback:") else row["proposal_id"],
+            )
+
+            def file() -> None:  # once the audit row has committed, before the next writer runs
+                if approve:
+                    approvals.approve(database, row, approved_by=actor)
+                else:
+                    approvals.refuse(database, row, refused_by=actor, reason=reason)
+
+            tx.on_commit(file, in_lane=True)
+
+        self.audited(operation, actor, args, act)
+        with self.engine.snapshot() as reader:
+            return activity.approval_request(reader, database, request_id)
+
+    def audit_page(
+        self,
+        *,
+        agent: str | None = None,
+        operation: str | None = None,
+        outcome: str | None = None,
+        code: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        actor: str = OPERATOR,
+    ) -> AuditPage:
+        """Audit entries newest first, filtered by who (``agent``), operation, outcome and error code,
+        a page at a time, with the values there are to filter on."""
+        args = {
+            "agent": agent,
+            "operation": operation,
+            "outcome": outcome,
+            "code": code,
+            "before_seq": before_seq,
+            "limit": limit,
+        }
+
+        def read() -> AuditPage:
+            with contextlib.suppress(ButtressError):  # a busy lane: read what committed
+                self.flush_reads()
+            with self.engine.snapshot() as reader:
+                return activity.audit_page(
+                    reader,
+                    actor=agent,
+                    operation=operation,
+                    outcome=outcome,
+                    code=code,
+                    before_seq=before_seq,
+                    limit=limit,
+                )
+
+        return self._reading("audit_page", actor, args, read)
+
+    def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
+        """The current version, the newest agent audit entry and the open approval requests: what a
+        watcher polls to know that something happened.
+
+        Authorized like any read but not audited: it is polled every few seconds, and a row per poll
+        would itself be new activity (refusals are audited)."""
+        try:
+            self.authorize(actor, Capability.READ, what="watch activity")
+        except ButtressError as error:
+            self.record_refusal("activity_head", actor, {}, error)
+            raise
+        with self.engine.snapshot() as reader:
+            return ActivityHead(
+                version=self._current.number,
+                agent_seq=activity.agent_head(reader, operator=OPERATOR),
+                pending_approvals=activity.open_requests(reader, self.engine.path),
+                unknown_effects=activity.unknown_effects(reader),
+            )
 
 
 __all__ = [

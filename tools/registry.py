@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools import change, logic, read
+from tools import change, logic, read, workflows
 from tools.base import ToolSpec
 
-REGISTRY: tuple[ToolSpec, ...] = (*read.TOOLS, *change.TOOLS, *logic.TOOLS)
+REGISTRY: tuple[ToolSpec, ...] = (*read.TOOLS, *change.TOOLS, *logic.TOOLS, *workflows.TOOLS)

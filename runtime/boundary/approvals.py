@@ -7,6 +7,13 @@ request with the operator secret — kept outside the project directory — and 
 ``.buttress/approvals/<id>.json``. The running server verifies the signature, the binding and
 the expiry, and marks the approval used inside the deploy transaction: single use, and a
 changed plan needs a new approval.
+
+The operator may instead refuse a request (``refuse``, from the control room): the refusal is
+signed the same way and filed in ``.buttress/refusals/<id>.json``. A refused plan is never
+deployed on that request's behalf (``find_valid`` skips it, so refusing an approved, unused request
+revokes the approval), and the agent's retry of the same plan is answered with ``policy.denied``
+carrying the operator's reason, instead of a new request. A different plan (a new proposal) asks
+again.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime.boundary.secret import ensure_operator_key, operator_key, operator_key_path
-from runtime.errors import Code, DeployError, PolicyError
+from runtime.errors import Code, DeployError, NotFound, PolicyError
 from runtime.migrate.hazards import Hazard
 from runtime.store.audit import now_iso
-from runtime.store.engine import Tx
+from runtime.store.engine import Session, Tx
 
 
 def _key(path: Path | None = None) -> bytes:
@@ -63,7 +70,13 @@ def open_request(
     actor: str,
     ttl_minutes: int,
 ) -> dict[str, Any]:
-    """The pending, unexpired request for this plan, or a new one (recorded and written to disk)."""
+    """The pending, unexpired request for this plan, or a new one (recorded and written to disk).
+
+    ``policy.denied`` when the operator refused a request for exactly this plan.
+    """
+    refused = refused_plan(tx, database, proposal_id=proposal_id, plan_hash=plan_hash)
+    if refused is not None:
+        raise refused_error(refused)
     row = tx.fetchone(
         "SELECT id, expires_at FROM _buttress.approvals WHERE proposal_id = ? AND plan_hash = ? AND used_at IS NULL "
         "ORDER BY requested_at DESC LIMIT 1",
@@ -116,7 +129,10 @@ def find_valid(tx: Tx, database: str, *, proposal_id: str, plan_hash: str) -> st
             )["signature"]
         except (ValueError, OSError, PolicyError):
             continue
-        if hmac.compare_digest(expected, str(approval.get("signature", ""))):
+        if hmac.compare_digest(expected, str(approval.get("signature", ""))) and not refusal(
+            database,
+            {"id": request_id, "proposal_id": proposal_id, "plan_hash": plan_hash, "expires_at": expires_at},
+        ):
             return str(request_id)
     return None
 
@@ -149,6 +165,7 @@ def needs_approval_error(
 __all__ = [
     "approve",
     "consume",
+    "decidable",
     "ensure_operator_key",
     "find_valid",
     "folder",
@@ -156,6 +173,11 @@ __all__ = [
     "open_request",
     "operator_key_path",
     "pending",
+    "refusal",
+    "refuse",
+    "refused_error",
+    "refused_plan",
+    "request_status",
     "sign",
     "subject",
 ]
@@ -194,3 +216,185 @@ def subject(request: dict[str, Any]) -> str:
         _, current, target = name.split(":")
         return f"rollback from version {current} to version {target}"
     return f"deploy of proposal {name}"
+
+
+# ------------------------------------------------------------------------------------------- refusals
+
+_REQUEST_COLUMNS = (
+    "id",
+    "proposal_id",
+    "plan_hash",
+    "hazards",
+    "requested_by",
+    "requested_at",
+    "expires_at",
+    "approved_by",
+    "approved_at",
+    "used_at",
+)
+
+
+def _refusal_payload(request: dict[str, Any], refused_by: str, reason: str) -> bytes:
+    bound = {k: request[k] for k in ("id", "proposal_id", "plan_hash", "expires_at")}
+    return json.dumps(
+        {**bound, "decision": "refused", "refused_by": refused_by, "reason": reason}, sort_keys=True
+    ).encode()
+
+
+def refuse(database: str | Path, request: dict[str, Any], *, refused_by: str, reason: str) -> dict[str, Any]:
+    """Sign a refusal of ``request`` with the operator secret and file it beside the database.
+
+    The agent's retry of this exact plan is answered with ``policy.denied`` and ``reason``; an
+    approval already filed for the request is no longer honoured. Like ``approve``, it never opens
+    the database.
+    """
+    ensure_operator_key()
+    target = folder(database) / "refusals"
+    target.mkdir(parents=True, exist_ok=True)
+    record = {
+        **{k: request[k] for k in ("id", "proposal_id", "plan_hash", "expires_at")},
+        "refused_by": refused_by,
+        "refused_at": now_iso(),
+        "reason": reason,
+        "signature": hmac.new(
+            _key(), _refusal_payload(request, refused_by, reason), hashlib.sha256
+        ).hexdigest(),
+    }
+    (target / f"{request['id']}.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def refusal(database: str | Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The operator's signed refusal of ``request`` (bound to its plan), or None."""
+    path = folder(database) / "refusals" / f"{request['id']}.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        expected = hmac.new(
+            _key(),
+            _refusal_payload(request, str(record.get("refused_by", "")), str(record.get("reason", ""))),
+            hashlib.sha256,
+        ).hexdigest()
+    except (ValueError, OSError, PolicyError):
+        return None
+    if not isinstance(record, dict) or not hmac.compare_digest(expected, str(record.get("signature", ""))):
+        return None
+    return record
+
+
+def _approval(database: str | Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The operator's signed approval of ``request``, or None."""
+    path = folder(database) / "approvals" / f"{request['id']}.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        expected = sign(request, str(record.get("approved_by", "")))["signature"]
+    except (ValueError, OSError, PolicyError):
+        return None
+    if not isinstance(record, dict) or not hmac.compare_digest(expected, str(record.get("signature", ""))):
+        return None
+    return record
+
+
+def refused_plan(tx: Session, database: str, *, proposal_id: str, plan_hash: str) -> dict[str, Any] | None:
+    """The refusal of any request made for exactly this plan, or None."""
+    rows = tx.fetchall(
+        "SELECT id, expires_at FROM _buttress.approvals WHERE proposal_id = ? AND plan_hash = ? "
+        "ORDER BY requested_at DESC",
+        [proposal_id, plan_hash],
+    )
+    for request_id, expires_at in rows:
+        record = refusal(
+            database,
+            {"id": request_id, "proposal_id": proposal_id, "plan_hash": plan_hash, "expires_at": expires_at},
+        )
+        if record is not None:
+            return record
+    return None
+
+
+def refused_error(record: dict[str, Any]) -> PolicyError:
+    """What the agent hears when it retries a plan the operator refused."""
+    request = {"proposal_id": record["proposal_id"]}
+    reason = str(record.get("reason") or "").strip()
+    return PolicyError(
+        Code.POLICY_DENIED,
+        f"the operator refused the {subject(request)} (request {record['id']})"
+        + (f": {reason}" if reason else ""),
+        hint="Do not retry this plan. Read the operator's reason, then propose a different change, or ask "
+        "the operator.",
+        details={
+            "approval_request": record["id"],
+            "refused_by": record.get("refused_by"),
+            "refused_at": record.get("refused_at"),
+            "reason": reason,
+        },
+    )
+
+
+def request_status(database: str | Path, row: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """Where a recorded request stands, and the decision on file (approval or refusal record):
+    ``used`` (a deploy consumed its approval), ``refused``, ``expired``, ``approved`` (the agent may
+    retry) or ``pending`` (waiting for the operator)."""
+    if row.get("used_at"):
+        return "used", _approval(database, row) or {
+            "approved_by": row.get("approved_by"),
+            "approved_at": row.get("approved_at"),
+        }
+    refused = refusal(database, row)
+    if refused is not None:
+        return "refused", refused
+    if _expired(str(row["expires_at"])):
+        return "expired", None
+    approved = _approval(database, row)
+    if approved is not None:
+        return "approved", approved
+    return "pending", None
+
+
+def request_rows(
+    session: Session, where: str = "", params: list[Any] | None = None, *, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Recorded requests (newest first, at most ``limit``), as dicts with their hazards parsed.
+    ``where`` is a fixed clause written by the caller, never text from a request."""
+    bound = "" if limit is None else f" LIMIT {int(limit)}"
+    rows = session.fetchall(
+        f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM _buttress.approvals {where} ORDER BY requested_at DESC{bound}",
+        params or [],
+    )
+    out = []
+    for row in rows:
+        item = dict(zip(_REQUEST_COLUMNS, row, strict=True))
+        item["hazards"] = json.loads(item["hazards"])
+        out.append(item)
+    return out
+
+
+def decidable(session: Session, database: str | Path, request_id: str) -> dict[str, Any]:
+    """The recorded request ``request_id`` if the operator can still decide it: not used by a
+    deploy, not refused, not expired (``approval.invalid`` otherwise; ``not_found`` if unknown). An
+    approved request can still be refused (which revokes the approval) or approved again."""
+    found = request_rows(session, "WHERE id = ?", [request_id])
+    if not found:
+        raise NotFound(
+            "approval request",
+            request_id,
+            hint="The agent's deploy.needs_approval error names the request id (details.approval_request).",
+        )
+    row = found[0]
+    status, _ = request_status(database, row)
+    if status in {"used", "refused", "expired"}:
+        why = {
+            "used": "its approval was already used by the deploy it allowed",
+            "refused": "it was already refused",
+            "expired": f"it expired at {row['expires_at']}",
+        }[status]
+        raise PolicyError(
+            Code.APPROVAL_INVALID,
+            f"request {request_id} can no longer be decided: {why}",
+            hint="Nothing to do. If the agent retries an expired request, it opens a new one to decide.",
+            details={"approval_request": request_id, "status": status},
+        )
+    return row

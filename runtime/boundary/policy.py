@@ -35,6 +35,10 @@ class Capability(StrEnum):
     DEPLOY_HAZARDOUS = "deploy_hazardous"
     ROLLBACK = "rollback"
     FINALIZE = "finalize"
+    RUN_WORKFLOWS = "run_workflows"
+    PUBLISH = "publish"
+    CONSUME = "consume"
+    RESOLVE_EFFECTS = "resolve_effects"
 
 
 ALL: Final[frozenset[Capability]] = frozenset(Capability)
@@ -53,13 +57,31 @@ TOOL_CAPABILITY: Final[dict[str, Capability]] = {
     "dry_run": Capability.DRY_RUN,
     "deploy": Capability.DEPLOY,
     "rollback": Capability.ROLLBACK,
+    "start_workflow": Capability.RUN_WORKFLOWS,
+    "get_run": Capability.READ,
+    "list_runs": Capability.READ,
+    "cancel_run": Capability.RUN_WORKFLOWS,
+    "signal_run": Capability.RUN_WORKFLOWS,
+    "publish": Capability.PUBLISH,
+    "claim_messages": Capability.CONSUME,
+    "ack_messages": Capability.CONSUME,
 }
+
+OPERATOR_ONLY: Final = frozenset({Capability.FINALIZE, Capability.RESOLVE_EFFECTS})
+"""Irreversible, or a human's call about the outside world (did that payment go through?)."""
 
 DEFAULT_ROLES: Final[dict[str, tuple[Capability, ...]]] = {
     "reader": (Capability.READ, Capability.QUERY),
-    "operator": (Capability.READ, Capability.QUERY, Capability.RUN_ACTIONS),
-    "maintainer": tuple(c for c in Capability if c not in {Capability.FINALIZE, Capability.DEPLOY_HAZARDOUS}),
-    "developer": tuple(c for c in Capability if c is not Capability.FINALIZE),
+    "operator": (
+        Capability.READ,
+        Capability.QUERY,
+        Capability.RUN_ACTIONS,
+        Capability.RUN_WORKFLOWS,
+        Capability.PUBLISH,
+        Capability.CONSUME,
+    ),
+    "maintainer": tuple(c for c in Capability if c not in {*OPERATOR_ONLY, Capability.DEPLOY_HAZARDOUS}),
+    "developer": tuple(c for c in Capability if c not in OPERATOR_ONLY),
     "owner": tuple(Capability),
 }
 
@@ -117,6 +139,28 @@ class ApprovalPolicy(_Strict):
     elicitation: bool = False
 
 
+class Connector(_Strict):
+    """An external endpoint effects may call, declared by the operator (``[connectors.<name>]``).
+
+    Agents name a connector in a workflow step; they never see or choose where it points, nor its
+    credentials: headers whose values are secrets are read from the environment of the server
+    (``headers_from_env``) when the request is sent.
+    """
+
+    url: str = Field(pattern=r"^https?://", description="where requests go (http or https)")
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, description="headers sent as written")
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="header name -> environment variable holding its value"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="seconds to wait for an answer")
+    idempotency_header: str = Field(
+        default="Idempotency-Key", description="the header carrying the effect's idempotency key"
+    )
+    max_response_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    description: str = ""
+
+
 class Policy(_Strict):
     """The whole operator policy. The default (no configuration) trusts one local agent as developer."""
 
@@ -128,6 +172,7 @@ class Policy(_Strict):
     protected: ProtectedPolicy = ProtectedPolicy()
     approvals: ApprovalPolicy = ApprovalPolicy()
     limits: Limits = Limits()
+    connectors: dict[str, Connector] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_roles(self) -> Policy:
@@ -306,7 +351,7 @@ def from_config(raw: dict[str, Any], name: str = "buttress.toml") -> Policy:
     if "agents" in raw:
         data["agents"] = raw["agents"]
         data["open_to_any_agent"] = False
-    for key in ("protected", "approvals", "limits"):
+    for key in ("protected", "approvals", "limits", "connectors"):
         if key in raw:
             data[key] = raw[key]
     try:

@@ -26,6 +26,7 @@ from runtime.sql import sqlcheck
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
 from runtime.store.values import fetch, plain, records
+from runtime.workflows import outbox
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -51,6 +52,8 @@ class Prepared:
     """Per table: the columns whose values the checks need from touched rows."""
     field_checks: dict[str, tuple[fieldchecks.FieldCheck, ...]]
     """Per table: the field checks the runtime enforces (also on rows ``on_delete set_null`` changes)."""
+    app: AppSpec
+    """The spec the action belongs to (its emits name its topics and workflows)."""
 
 
 def args_model(action: ActionSpec) -> type[BaseModel]:
@@ -90,7 +93,9 @@ def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:
         else capture.plan(a, set(), ())
         for a in analyses
     )
-    return Prepared(action, args_model(action), statements, reads, writes, checks, refs, needed, checked)
+    return Prepared(
+        action, args_model(action), statements, reads, writes, checks, refs, needed, checked, spec
+    )
 
 
 def invariant_checks(spec: AppSpec) -> tuple[invariants.Check, ...]:
@@ -204,14 +209,7 @@ class ActionRunner:
             except ButtressError as error:
                 if error.code == Code.ENGINE_CONFLICT and attempt < MAX_ATTEMPTS:
                     continue
-                if error.code == Code.ENGINE_CONSTRAINT:
-                    raise ActionError(
-                        Code.ACTION_CONSTRAINT,
-                        f"action {name!r}: {error.message}",
-                        hint="The arguments break a key, NOT NULL or CHECK constraint; read details.reason.",
-                        details=error.details,
-                    ) from None
-                raise
+                raise _constraint(name, error) from None
         raise AssertionError("unreachable")
 
     def _mutate_once(
@@ -251,20 +249,7 @@ class ActionRunner:
                     version_after=number,
                 )
                 return stored
-        touched = references.Touched()
-        columns, rows, affected, truncated = self._statements(tx, prepared, values, touched)
-        references.enforce(tx, prepared.references, touched, prepared.capture, prepared.field_checks)
-        check_invariants(tx, prepared.checks, touched, action=name, version=number)
-        result = ActionResult(
-            action=name,
-            kind="mutation",
-            columns=columns,
-            rows=rows,
-            row_count=len(rows),
-            rows_affected=affected,
-            truncated=truncated,
-            version=number,
-        )
+        result = self.apply(tx, number, prepared, values, actor)
         if key is not None:
             tx.execute(
                 "INSERT INTO _buttress.idempotency VALUES (?, ?, ?, ?, ?, ?)",
@@ -280,6 +265,57 @@ class ActionRunner:
             version_after=number,
         )
         return result
+
+    def apply(
+        self, tx: Tx, number: int, prepared: Prepared, values: dict[str, Any], actor: str
+    ) -> ActionResult:
+        """A mutation's statements, its reference and invariant checks, and its emits, in ``tx``."""
+        name = prepared.spec.name
+        touched = references.Touched()
+        columns, rows, affected, truncated = self._statements(tx, prepared, values, touched)
+        references.enforce(tx, prepared.references, touched, prepared.capture, prepared.field_checks)
+        check_invariants(tx, prepared.checks, touched, action=name, version=number)
+        result = ActionResult(
+            action=name,
+            kind="mutation",
+            columns=columns,
+            rows=rows,
+            row_count=len(rows),
+            rows_affected=affected,
+            truncated=truncated,
+            version=number,
+        )
+        if prepared.spec.emits:
+            outbox.emit(tx, prepared.app, prepared.spec, number, values, result, actor=actor)
+        return result
+
+    def run_in(self, tx: Tx, name: str, args: dict[str, Any], *, actor: str) -> ActionResult:
+        """Run an action inside ``tx``, which the caller commits with its own record (a workflow step's
+        outcome, a subscription's cursor) and audits itself; the version is the one current now."""
+        number, prepared = self.prepared(name)
+        values = _validate(prepared, args)
+        try:
+            return self._run_in(tx, number, prepared, values, actor)
+        except ButtressError as error:
+            raise _constraint(name, error) from None
+
+    def _run_in(
+        self, tx: Tx, number: int, prepared: Prepared, values: dict[str, Any], actor: str
+    ) -> ActionResult:
+        name = prepared.spec.name
+        if prepared.spec.kind == "query":
+            columns, rows, affected, truncated = self._statements(tx, prepared, values)
+            return ActionResult(
+                action=name,
+                kind="query",
+                columns=columns,
+                rows=rows,
+                row_count=len(rows),
+                rows_affected=affected,
+                truncated=truncated,
+                version=number,
+            )
+        return self.apply(tx, number, prepared, values, actor)
 
     def _statements(
         self,
@@ -349,6 +385,18 @@ class ActionRunner:
                 if counted is not None and isinstance(counted[0], int):
                     affected += int(counted[0])
         return columns, rows, affected, truncated
+
+
+def _constraint(name: str, error: ButtressError) -> ButtressError:
+    """A DuckDB constraint refusal (key, NOT NULL, CHECK, foreign key) as the action's error."""
+    if error.code != Code.ENGINE_CONSTRAINT:
+        return error
+    return ActionError(
+        Code.ACTION_CONSTRAINT,
+        f"action {name!r}: {error.message}",
+        hint="The arguments break a key, NOT NULL or CHECK constraint; read details.reason.",
+        details=error.details,
+    )
 
 
 MAX_CAPTURED = 10_000

@@ -21,6 +21,7 @@ from runtime.errors import (
     NotFound,
     PlanError,
     RollbackError,
+    WorkflowError,
 )
 from runtime.logic import fieldchecks, invariants, references
 from runtime.logic.actions import invariant_checks
@@ -219,6 +220,10 @@ PROBE_HINTS: dict[str, str] = {
     HazardCode.ADD_UNIQUE: "Remove or change the duplicates named in details.rows (with an action), then dry-run again.",
     HazardCode.ADD_CHECK: "Fix the rows named in details.rows so that they satisfy the check, or loosen the check.",
     HazardCode.LOSSY_TYPE_CHANGE: "Fix the values named in details.rows, or choose a type they all convert to.",
+    HazardCode.RUNS_STRANDED: "Keep the action (or its parameters) until the runs named in details.rows finish, "
+    "or cancel them (cancel_run) first.",
+    HazardCode.MESSAGES_STRANDED: "Make the new payload field nullable, keep the type, or let the messages named "
+    "in details.rows be delivered first.",
 }
 """What to do when a step's probe finds rows that make it fail, by the probe's code."""
 
@@ -289,6 +294,25 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
             details={"actions": [h.objects for h in broken]},
         )
     checks.append(Check(name="actions", passed=True, detail=f"{len(target.actions)} actions analyse"))
+    named = _connectors_named(target)
+    unknown = sorted(set(named) - set(rt.policy.connectors))
+    if unknown:
+        raise WorkflowError(
+            Code.CONNECTOR_UNKNOWN,
+            f"workflows call connectors the operator has not configured: {', '.join(unknown)}",
+            hint="Connectors are the operator's ([connectors.<name>] in buttress.toml); ask for them, or use "
+            f"a configured one ({', '.join(sorted(rt.policy.connectors)) or 'none yet'}).",
+            details={"connectors": unknown, "used_by": {name: named[name] for name in unknown}},
+        )
+    if target.workflows or target.topics:
+        checks.append(
+            Check(
+                name="workflows",
+                passed=True,
+                detail=f"{len(target.workflows)} workflows, {len(target.topics)} topics, "
+                f"{len(target.subscriptions)} subscriptions; connectors configured: {', '.join(sorted(named)) or 'none used'}",
+            )
+        )
     for spec_check in rt.spec_checks:
         spec_check(target)
     if rt.spec_checks:
@@ -319,6 +343,17 @@ def _restricted_cost(tx: Tx, check: invariants.Check, budget: float) -> float:
             raise _too_slow(check.name, None, budget) from None
         return (time.perf_counter() - started) * 1000
     return 0.0
+
+
+def _connectors_named(spec: AppSpec) -> dict[str, list[str]]:
+    """Each connector the spec's workflows call, with the steps that call it."""
+    out: dict[str, list[str]] = {}
+    for workflow in spec.workflows:
+        for step in workflow.steps:
+            for name in (step.connector, step.compensation.connector if step.compensation else None):
+                if name is not None:
+                    out.setdefault(name, []).append(f"{workflow.name}.{step.name}")
+    return out
 
 
 def _touched(plan: Plan) -> tuple[set[str], bool]:

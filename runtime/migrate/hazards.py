@@ -37,6 +37,12 @@ class HazardCode(StrEnum):
     TABLE_REBUILD = "rebuild.table_copy"  # H37, H43
     INDEX_FREEZES = "index.freezes_alters"  # H48
     INVARIANT_TOO_SLOW = "invariant.too_slow"
+    RUNS_IN_FLIGHT = "workflow.in_flight"
+    RUNS_STRANDED = "workflow.stranded"
+    MESSAGES_CONVERTED = "message.converted"
+    MESSAGES_HELD = "message.held"
+    MESSAGES_STRANDED = "message.stranded"
+    SUBSCRIPTION_DROPPED = "subscription.dropped"
 
 
 ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
@@ -88,6 +94,34 @@ ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
     HazardCode.INVARIANT_TOO_SLOW: (
         "high",
         "Every mutation it meets would pay this check; rewrite it to touch few rows, or raise the budget.",
+    ),
+    HazardCode.RUNS_IN_FLIGHT: (
+        "low",
+        "Runs already started finish on the definition they started with; cancel them if they must not.",
+    ),
+    HazardCode.RUNS_STRANDED: (
+        "high",
+        "Runs in flight call an action this change drops or changes: keep the action compatible, or "
+        "cancel the runs (the dry-run lists them) first.",
+    ),
+    HazardCode.MESSAGES_CONVERTED: (
+        "medium",
+        "Undelivered messages lose the dropped payload fields; their values are retained, and a rollback "
+        "or a redeploy restores them.",
+    ),
+    HazardCode.MESSAGES_HELD: (
+        "medium",
+        "Undelivered messages of the topic are held back, not delivered; re-adding the topic (or rolling "
+        "back) releases them.",
+    ),
+    HazardCode.MESSAGES_STRANDED: (
+        "high",
+        "Undelivered messages cannot take the new payload shape (the dry-run lists them): make the new "
+        "field nullable, keep the type, or let them be delivered first.",
+    ),
+    HazardCode.SUBSCRIPTION_DROPPED: (
+        "low",
+        "Messages it has not processed stay undelivered to it; adding it again resumes where it stopped.",
     ),
     HazardCode.INDEX_FREEZES: (
         "info",

@@ -24,11 +24,13 @@ from runtime.migrate.ddl import cols, q, qs
 from runtime.migrate.hazards import Hazard, HazardCode, hazard
 from runtime.schema import changes
 from runtime.schema.changes import Operation
-from runtime.schema.spec import AppSpec, EntitySpec, FieldSpec, canonical_json
+from runtime.schema.spec import AppSpec, EntitySpec, FieldSpec, PayloadField, TopicSpec, canonical_json
 from runtime.schema.types import duckdb_type, is_widening
+from runtime.workflows import tables
 
 Strategy = Literal["create", "alter", "rebuild", "drop", "catalog"]
-RestoreKey = tuple[str, ...]  # ("entity", name) | ("field", entity, field) | ("values", entity, field)
+RestoreKey = tuple[str, ...]
+"""("entity", name) | ("field", entity, field) | ("values", entity, field) | ("payload", topic, field)"""
 
 
 class _Frozen(BaseModel):
@@ -52,7 +54,7 @@ class Retention(_Frozen):
     """Data a step keeps in the system schema so that its reverse is lossless."""
 
     table: str
-    kind: Literal["entity", "field", "values"]
+    kind: Literal["entity", "field", "values", "payload"]
     entity: str
     field: str | None = None
     key: tuple[str, ...]
@@ -894,18 +896,21 @@ def _add_action(old: AppSpec, new: AppSpec, op: changes.AddAction, ctx: _Context
 def _replace_action(old: AppSpec, new: AppSpec, op: changes.ReplaceAction, ctx: _Context) -> _Draft:
     previous = old.action(op.action.name)
     assert previous is not None
-    return _Draft(
+    draft = _Draft(
         f"replace action {op.action.name}",
         "catalog",
         [],
         [{"op": "replace_action", "action": previous.model_dump(mode="json")}],
     )
+    if not _params_compatible(previous.params, op.action.params):
+        _strand_check(draft, op.action.name, "changes the parameters of")
+    return draft
 
 
 def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Context) -> _Draft:
     previous = old.action(op.name)
     assert previous is not None
-    return _Draft(
+    draft = _Draft(
         f"drop action {op.name}",
         "catalog",
         [],
@@ -914,6 +919,8 @@ def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Conte
         if f"action:{op.name}" in ctx.created_other
         else [hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)],
     )
+    _strand_check(draft, op.name, "drops")
+    return draft
 
 
 def _set_checked_by(old: AppSpec, new: AppSpec, op: changes.SetCheckedBy, ctx: _Context) -> _Draft:
@@ -958,6 +965,381 @@ def _set_checked_by(old: AppSpec, new: AppSpec, op: changes.SetCheckedBy, ctx: _
     )
 
 
+# --------------------------------------------------------------- topics, workflows, subscriptions
+#
+# These change no table of the application: the spec, and the runtime's own rows of the work in
+# flight. Runs finish on the definition they started with; what a change can strand is found by
+# probes over ``_buttress.runs`` and ``_buttress.messages`` at dry-run, named, and either reported
+# (runs in flight, messages converted or held, with their values retained) or refused (a run that
+# would call an action that is gone, a message that cannot take the new shape).
+
+
+def _params_compatible(before: Sequence[Any], after: Sequence[Any]) -> bool:
+    """A caller of ``before`` (a step of a run in flight) can call ``after``: every old parameter is
+    still there with its type, and every new one may be omitted."""
+    new = {p.name: p for p in after}
+    old = {p.name: p for p in before}
+    for name, param in old.items():
+        if name not in new or new[name].type != param.type or (param.nullable and not new[name].nullable):
+            return False
+    return all(p.nullable for n, p in new.items() if n not in old)
+
+
+def _strand_check(draft: _Draft, action: str, verb: str) -> None:
+    """Refuse (at dry-run) when runs in flight would call ``action``, naming them."""
+    draft.probes.append(
+        Probe(
+            kind="fail",
+            code=HazardCode.RUNS_STRANDED,
+            message=f"runs in flight that call action {action}, which this change {verb.split()[0]}",
+            sql=tables.in_flight(f"list_contains(calls, {ddl.string(action)})"),
+        )
+    )
+    draft.hazards.append(
+        hazard(HazardCode.RUNS_STRANDED, f"{verb} action {action}, which runs in flight may call", action)
+    )
+
+
+def _release_held(topic: TopicSpec) -> list[str]:
+    """Messages held back when ``topic`` was dropped, released when it comes back with a payload they
+    fit: first given exactly its fields (typed, null where absent), then let go."""
+    held = f"topic = {ddl.string(topic.name)} AND held IS NOT NULL AND {_fits(topic)}"
+    return [
+        f"UPDATE _buttress.messages SET payload = {_shaped(topic)} WHERE {held}",
+        f"UPDATE _buttress.messages SET held = NULL WHERE {held}",
+    ]
+
+
+def _fits(topic: TopicSpec, alias: str = "") -> str:
+    """SQL: a message's payload has every required field of ``topic``, no other, and values that convert
+    to the fields' types."""
+    prefix = f"{alias}." if alias else ""
+    names = ", ".join(ddl.string(f.name) for f in topic.payload)
+    conditions = [f"list_has_all([{names}], json_keys({prefix}payload))"]
+    for f in topic.payload:
+        path = ddl.string("$." + f.name)
+        if not f.nullable:
+            conditions.append(f"json_type(json_extract({prefix}payload, {path})) IS DISTINCT FROM 'NULL'")
+        if f.type not in {"text", "json"}:
+            raw = f"json_extract_string({prefix}payload, {path})"
+            conditions.append(f"({raw} IS NULL OR TRY_CAST({raw} AS {duckdb_type(f.type)}) IS NOT NULL)")
+    return " AND ".join(conditions)
+
+
+def _shaped(topic: TopicSpec) -> str:
+    """SQL: a fitting payload rebuilt with exactly the fields of ``topic``, in order, typed."""
+    parts = []
+    for f in topic.payload:
+        path = ddl.string("$." + f.name)
+        if f.type == "json":
+            value = f"json_extract(payload, {path})"
+        else:
+            value = _typed_json(f"TRY_CAST(json_extract_string(payload, {path}) AS {duckdb_type(f.type)})", f)
+        parts.append(f"{ddl.string(f.name)}, {value}")
+    return f"json_object({', '.join(parts)})"
+
+
+def _add_topic(old: AppSpec, new: AppSpec, op: changes.AddTopic, ctx: _Context) -> _Draft:
+    ctx.created_other.add(f"topic:{op.topic.name}")
+    name = ddl.string(op.topic.name)
+    return _Draft(
+        f"add topic {op.topic.name}",
+        "catalog",
+        _release_held(op.topic),
+        [{"op": "drop_topic", "name": op.topic.name}],
+        probes=[
+            Probe(
+                kind="loss",
+                code=HazardCode.MESSAGES_HELD,
+                message=f"held messages of {op.topic.name} that the new payload does not fit (still held)",
+                sql=(
+                    f"SELECT seq, message_id, payload FROM _buttress.messages WHERE topic = {name} "
+                    f"AND held IS NOT NULL AND NOT ({_fits(op.topic)})"
+                ),
+            )
+        ],
+    )
+
+
+def _drop_topic(old: AppSpec, new: AppSpec, op: changes.DropTopic, ctx: _Context) -> _Draft:
+    previous = old.topic(op.name)
+    assert previous is not None
+    pending = tables.undelivered(op.name)
+    reason = ddl.string(f"topic {op.name} dropped in version {ctx.target_version}")
+    return _Draft(
+        f"drop topic {op.name} (its undelivered messages are held back)",
+        "catalog",
+        [f"UPDATE _buttress.messages AS m SET held = {reason} WHERE {pending}"],
+        [{"op": "add_topic", "topic": previous.model_dump(mode="json")}],
+        probes=[
+            Probe(
+                kind="loss",
+                code=HazardCode.MESSAGES_HELD,
+                message=f"undelivered messages of {op.name} held back",
+                sql=f"SELECT m.seq, m.message_id, m.payload FROM _buttress.messages AS m WHERE {pending}",
+            )
+        ],
+        hazards=[]
+        if f"topic:{op.name}" in ctx.created_other
+        else [
+            hazard(
+                HazardCode.MESSAGES_HELD, f"drops topic {op.name}; its undelivered messages are held", op.name
+            )
+        ],
+    )
+
+
+def _replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: _Context) -> _Draft:
+    """Convert the undelivered messages to the new payload: dropped fields retained and removed,
+    retained values of re-added fields restored; a message that cannot take the new shape fails."""
+    before = old.topic(op.topic.name)
+    assert before is not None
+    after = op.topic
+    name = after.name
+    pending = tables.undelivered(name)
+    sql: list[str] = []
+    probes: list[Probe] = []
+    retains: list[Retention] = []
+    restores: list[str] = []
+    hazards: list[Hazard] = []
+    old_fields = {f.name: f for f in before.payload}
+    new_fields = {f.name: f for f in after.payload}
+    for n, field_ in enumerate(f for f in before.payload if f.name not in new_fields):
+        path = ddl.string("$." + field_.name)
+        table = ctx.retention_table(n)
+        sql.append(
+            f"CREATE TABLE {qs(table)} AS SELECT m.seq, json_extract(m.payload, {path}) AS value "
+            f"FROM _buttress.messages AS m WHERE {pending} AND json_exists(m.payload, {path})"
+        )
+        patch = ddl.string(canonical_json({field_.name: None}))
+        sql.append(
+            f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, {patch}) "
+            f"WHERE m.seq IN (SELECT seq FROM {qs(table)})"
+        )
+        retains.append(Retention(table=table, kind="payload", entity=name, field=field_.name, key=("seq",)))
+        probes.append(
+            Probe(
+                kind="loss",
+                code=HazardCode.MESSAGES_CONVERTED,
+                message=f"undelivered messages of {name} losing payload field {field_.name} (retained)",
+                sql=(
+                    f"SELECT m.seq, m.message_id, json_extract(m.payload, {path}) AS value "
+                    f"FROM _buttress.messages AS m WHERE {pending} AND json_exists(m.payload, {path})"
+                ),
+            )
+        )
+        hazards.append(
+            hazard(
+                HazardCode.MESSAGES_CONVERTED,
+                f"drops payload field {name}.{field_.name}",
+                f"{name}.{field_.name}",
+            )
+        )
+    restored: set[str] = set()
+    for field_ in after.payload:
+        if field_.name in old_fields:
+            continue
+        retained = ctx.restores.get(("payload", name, field_.name))
+        if retained is not None:
+            restores.append(retained.table)
+            restored.add(field_.name)
+            sql.append(
+                f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, "
+                f"json_object({ddl.string(field_.name)}, r.value)) FROM {qs(retained.table)} AS r "
+                f"WHERE m.seq = r.seq AND m.topic = {ddl.string(name)}"
+            )
+        if not field_.nullable:
+            path = ddl.string("$." + field_.name)
+            unless = f" AND m.seq NOT IN (SELECT seq FROM {qs(retained.table)})" if retained else ""
+            probes.append(
+                _stranded(
+                    name,
+                    f"have no value for the new required field {field_.name}",
+                    f"{pending} AND NOT json_exists(m.payload, {path}){unless}",
+                )
+            )
+    for field_ in after.payload:
+        previous = old_fields.get(field_.name)
+        if previous is None:
+            continue
+        path = ddl.string("$." + field_.name)
+        if previous.type != field_.type:
+            value = f"json_extract_string(m.payload, {path})"
+            converted = f"TRY_CAST({value} AS {duckdb_type(field_.type)})"
+            back = f"CAST({converted} AS {duckdb_type(previous.type)})"
+            probes.append(
+                _stranded(
+                    name,
+                    f"hold a {field_.name} that does not convert from {previous.type} to {field_.type} and back",
+                    f"{pending} AND {value} IS NOT NULL AND ({converted} IS NULL OR {back} IS DISTINCT FROM "
+                    f"TRY_CAST({value} AS {duckdb_type(previous.type)}))",
+                )
+            )
+            sql.append(
+                f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, "
+                f"json_object({ddl.string(field_.name)}, {_typed_json(converted, field_)})) "
+                f"WHERE {pending} AND {value} IS NOT NULL"
+            )
+        if previous.nullable and not field_.nullable:
+            probes.append(
+                _stranded(
+                    name,
+                    f"have no value for {field_.name}, which becomes required",
+                    f"{pending} AND json_type(json_extract(m.payload, {path})) IS NOT DISTINCT FROM 'NULL'",
+                )
+            )
+    # last: each undelivered message gets exactly the new payload's fields, in order (null where absent)
+    shape = ", ".join(
+        f"{ddl.string(f.name)}, json_extract(m.payload, {ddl.string('$.' + f.name)})" for f in after.payload
+    )
+    sql.append(f"UPDATE _buttress.messages AS m SET payload = json_object({shape}) WHERE {pending}")
+    if any(p.kind == "fail" for p in probes):
+        hazards.append(
+            hazard(
+                HazardCode.MESSAGES_STRANDED,
+                f"changes the payload of {name} under undelivered messages",
+                name,
+            )
+        )
+    return _Draft(
+        f"replace topic {name}" + (f" (restores {', '.join(sorted(restored))})" if restored else ""),
+        "catalog",
+        sql,
+        [{"op": "replace_topic", "topic": before.model_dump(mode="json")}],
+        retains=retains,
+        restores=restores,
+        probes=probes,
+        hazards=hazards,
+    )
+
+
+def _typed_json(value: str, field_: PayloadField) -> str:
+    """A converted value as the JSON the payload holds: numbers and booleans as such, the rest text."""
+    if field_.type in {"integer", "bigint", "double", "boolean"}:
+        return value
+    return f"CAST({value} AS VARCHAR)"
+
+
+def _stranded(topic: str, what: str, condition: str) -> Probe:
+    return Probe(
+        kind="fail",
+        code=HazardCode.MESSAGES_STRANDED,
+        message=f"undelivered messages of {topic} that {what}",
+        sql=f"SELECT m.seq, m.message_id, m.payload FROM _buttress.messages AS m WHERE {condition}",
+    )
+
+
+def _runs_of(workflow: str, verb: str) -> Probe:
+    return Probe(
+        kind="loss",
+        code=HazardCode.RUNS_IN_FLIGHT,
+        message=f"runs of {workflow} in flight (they finish on the definition they started with; {verb})",
+        sql=tables.in_flight(f"workflow = {ddl.string(workflow)}"),
+    )
+
+
+def _add_workflow(old: AppSpec, new: AppSpec, op: changes.AddWorkflow, ctx: _Context) -> _Draft:
+    ctx.created_other.add(f"workflow:{op.workflow.name}")
+    return _Draft(
+        f"add workflow {op.workflow.name}", "catalog", [], [{"op": "drop_workflow", "name": op.workflow.name}]
+    )
+
+
+def _replace_workflow(old: AppSpec, new: AppSpec, op: changes.ReplaceWorkflow, ctx: _Context) -> _Draft:
+    previous = old.workflow(op.workflow.name)
+    assert previous is not None
+    name = op.workflow.name
+    return _Draft(
+        f"replace workflow {name}",
+        "catalog",
+        [],
+        [{"op": "replace_workflow", "workflow": previous.model_dump(mode="json")}],
+        probes=[_runs_of(name, "new runs follow the new one")],
+        hazards=[
+            hazard(HazardCode.RUNS_IN_FLIGHT, f"replaces workflow {name}; runs in flight keep theirs", name)
+        ],
+    )
+
+
+def _drop_workflow(old: AppSpec, new: AppSpec, op: changes.DropWorkflow, ctx: _Context) -> _Draft:
+    previous = old.workflow(op.name)
+    assert previous is not None
+    return _Draft(
+        f"drop workflow {op.name}",
+        "catalog",
+        [],
+        [{"op": "add_workflow", "workflow": previous.model_dump(mode="json")}],
+        probes=[_runs_of(op.name, "no new run starts")],
+        hazards=[]
+        if f"workflow:{op.name}" in ctx.created_other
+        else [hazard(HazardCode.RUNS_IN_FLIGHT, f"drops workflow {op.name}; runs in flight finish", op.name)],
+    )
+
+
+def _cursor_sql(name: str, topic: str) -> str:
+    """A subscription starts at the end of its topic; added again, it resumes where it stopped."""
+    return (
+        "INSERT INTO _buttress.cursors (subscription, topic, last_seq, active) "
+        f"SELECT {ddl.string(name)}, {ddl.string(topic)}, coalesce(max(seq), 0), TRUE FROM _buttress.messages "
+        "ON CONFLICT (subscription) DO UPDATE SET active = TRUE"
+    )
+
+
+def _add_subscription(old: AppSpec, new: AppSpec, op: changes.AddSubscription, ctx: _Context) -> _Draft:
+    name = op.subscription.name
+    return _Draft(
+        f"add subscription {name} ({op.subscription.topic} -> "
+        f"{op.subscription.workflow or op.subscription.action})",
+        "catalog",
+        [_cursor_sql(name, op.subscription.topic)],
+        [{"op": "drop_subscription", "name": name}],
+    )
+
+
+def _replace_subscription(
+    old: AppSpec, new: AppSpec, op: changes.ReplaceSubscription, ctx: _Context
+) -> _Draft:
+    previous = old.subscription(op.subscription.name)
+    assert previous is not None
+    name = ddl.string(op.subscription.name)
+    sql = []
+    if previous.topic != op.subscription.topic:  # a new topic: from its end
+        sql.append(
+            f"UPDATE _buttress.cursors SET topic = {ddl.string(op.subscription.topic)}, last_seq = "
+            f"(SELECT coalesce(max(seq), 0) FROM _buttress.messages) WHERE subscription = {name}"
+        )
+    return _Draft(
+        f"replace subscription {op.subscription.name}",
+        "catalog",
+        sql,
+        [{"op": "replace_subscription", "subscription": previous.model_dump(mode="json")}],
+    )
+
+
+def _drop_subscription(old: AppSpec, new: AppSpec, op: changes.DropSubscription, ctx: _Context) -> _Draft:
+    previous = old.subscription(op.name)
+    assert previous is not None
+    name = ddl.string(op.name)
+    return _Draft(
+        f"drop subscription {op.name}",
+        "catalog",
+        [f"UPDATE _buttress.cursors SET active = FALSE WHERE subscription = {name}"],
+        [{"op": "add_subscription", "subscription": previous.model_dump(mode="json")}],
+        probes=[
+            Probe(
+                kind="loss",
+                code=HazardCode.SUBSCRIPTION_DROPPED,
+                message=f"messages subscription {op.name} has not processed yet",
+                sql=(
+                    "SELECT m.seq, m.message_id FROM _buttress.messages AS m JOIN _buttress.cursors AS c "
+                    f"ON c.topic = m.topic WHERE c.subscription = {name} AND m.seq > c.last_seq AND m.held IS NULL"
+                ),
+            )
+        ],
+        hazards=[hazard(HazardCode.SUBSCRIPTION_DROPPED, f"drops subscription {op.name}", op.name)],
+    )
+
+
 _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] = {
     changes.AddEntity: _add_entity,
     changes.DropEntity: _drop_entity,
@@ -979,6 +1361,15 @@ _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] 
     changes.ReplaceAction: _replace_action,
     changes.DropAction: _drop_action,
     changes.SetCheckedBy: _set_checked_by,
+    changes.AddTopic: _add_topic,
+    changes.ReplaceTopic: _replace_topic,
+    changes.DropTopic: _drop_topic,
+    changes.AddWorkflow: _add_workflow,
+    changes.ReplaceWorkflow: _replace_workflow,
+    changes.DropWorkflow: _drop_workflow,
+    changes.AddSubscription: _add_subscription,
+    changes.ReplaceSubscription: _replace_subscription,
+    changes.DropSubscription: _drop_subscription,
 }
 
 __all__ = ["Plan", "Probe", "Retention", "Step", "broken_actions", "plan"]

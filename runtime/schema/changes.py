@@ -26,6 +26,7 @@ import sqlglot.expressions as exp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from runtime.errors import ButtressError, Code, SpecError, SqlError
+from runtime.schema import flows
 from runtime.schema.spec import (
     ActionSpec,
     AppSpec,
@@ -40,7 +41,11 @@ from runtime.schema.spec import (
     LogicalType,
     Name,
     OnDelete,
+    Ref,
+    SubscriptionSpec,
+    TopicSpec,
     ViewSpec,
+    WorkflowSpec,
 )
 from runtime.sql import sqlcheck
 
@@ -178,6 +183,67 @@ class DropAction(_Op):
     name: Name
 
 
+class AddTopic(_Op):
+    """Declare a topic: a named stream of messages with a typed payload."""
+
+    op: Literal["add_topic"] = "add_topic"
+    topic: TopicSpec
+
+
+class ReplaceTopic(_Op):
+    """Change a topic's payload, key or delivery. Undelivered messages are converted: a dropped field's
+    values are retained (a rollback or a redeploy restores them); a message that cannot be converted
+    refuses the change at dry-run."""
+
+    op: Literal["replace_topic"] = "replace_topic"
+    topic: TopicSpec
+
+
+class DropTopic(_Op):
+    """Drop a topic. Its undelivered messages are held back (a rollback releases them)."""
+
+    op: Literal["drop_topic"] = "drop_topic"
+    name: Name
+
+
+class AddWorkflow(_Op):
+    """Declare a workflow: typed parameters and named steps."""
+
+    op: Literal["add_workflow"] = "add_workflow"
+    workflow: WorkflowSpec
+
+
+class ReplaceWorkflow(_Op):
+    """Change a workflow. Runs already started finish on the definition they started with."""
+
+    op: Literal["replace_workflow"] = "replace_workflow"
+    workflow: WorkflowSpec
+
+
+class DropWorkflow(_Op):
+    """Drop a workflow: no new runs. Runs in flight finish on their definition (or are cancelled)."""
+
+    op: Literal["drop_workflow"] = "drop_workflow"
+    name: Name
+
+
+class AddSubscription(_Op):
+    """Feed a topic's messages to a workflow or an action, one run or call per message."""
+
+    op: Literal["add_subscription"] = "add_subscription"
+    subscription: SubscriptionSpec
+
+
+class ReplaceSubscription(_Op):
+    op: Literal["replace_subscription"] = "replace_subscription"
+    subscription: SubscriptionSpec
+
+
+class DropSubscription(_Op):
+    op: Literal["drop_subscription"] = "drop_subscription"
+    name: Name
+
+
 class SetCheckedBy(_Op):
     """Move who enforces ``references`` and field ``check`` expressions: ``buttress`` (the runtime, on
     the rows each transaction wrote, with ``on_delete``) or ``duckdb`` (FOREIGN KEY and CHECK
@@ -207,7 +273,16 @@ Operation = Annotated[
     | AddAction
     | ReplaceAction
     | DropAction
-    | SetCheckedBy,
+    | SetCheckedBy
+    | AddTopic
+    | ReplaceTopic
+    | DropTopic
+    | AddWorkflow
+    | ReplaceWorkflow
+    | DropWorkflow
+    | AddSubscription
+    | ReplaceSubscription
+    | DropSubscription,
     Field(discriminator="op"),
 ]
 
@@ -653,6 +728,76 @@ def _drop_action(spec: AppSpec, op: DropAction) -> AppSpec:
     return spec.model_copy(update={"actions": tuple(a for a in spec.actions if a.name != op.name)})
 
 
+def _add_topic(spec: AppSpec, op: AddTopic) -> AppSpec:
+    if spec.topic(op.topic.name) is not None:
+        raise _fail(f"topic {op.topic.name!r} already exists", "Use replace_topic to change it.")
+    return spec.model_copy(update={"topics": (*spec.topics, op.topic)})
+
+
+def _replace_topic(spec: AppSpec, op: ReplaceTopic) -> AppSpec:
+    if spec.topic(op.topic.name) is None:
+        raise _fail(f"no topic named {op.topic.name!r}", "Use add_topic to create it.")
+    return spec.model_copy(
+        update={"topics": tuple(op.topic if t.name == op.topic.name else t for t in spec.topics)}
+    )
+
+
+def _drop_topic(spec: AppSpec, op: DropTopic) -> AppSpec:
+    if spec.topic(op.name) is None:
+        raise _fail(
+            f"no topic named {op.name!r}", f"Topics: {', '.join(t.name for t in spec.topics) or 'none'}."
+        )
+    return spec.model_copy(update={"topics": tuple(t for t in spec.topics if t.name != op.name)})
+
+
+def _add_workflow(spec: AppSpec, op: AddWorkflow) -> AppSpec:
+    if spec.workflow(op.workflow.name) is not None:
+        raise _fail(f"workflow {op.workflow.name!r} already exists", "Use replace_workflow to change it.")
+    return spec.model_copy(update={"workflows": (*spec.workflows, op.workflow)})
+
+
+def _replace_workflow(spec: AppSpec, op: ReplaceWorkflow) -> AppSpec:
+    if spec.workflow(op.workflow.name) is None:
+        raise _fail(f"no workflow named {op.workflow.name!r}", "Use add_workflow to create it.")
+    return spec.model_copy(
+        update={"workflows": tuple(op.workflow if w.name == op.workflow.name else w for w in spec.workflows)}
+    )
+
+
+def _drop_workflow(spec: AppSpec, op: DropWorkflow) -> AppSpec:
+    if spec.workflow(op.name) is None:
+        raise _fail(
+            f"no workflow named {op.name!r}",
+            f"Workflows: {', '.join(w.name for w in spec.workflows) or 'none'}.",
+        )
+    return spec.model_copy(update={"workflows": tuple(w for w in spec.workflows if w.name != op.name)})
+
+
+def _add_subscription(spec: AppSpec, op: AddSubscription) -> AppSpec:
+    if spec.subscription(op.subscription.name) is not None:
+        raise _fail(
+            f"subscription {op.subscription.name!r} already exists", "Use replace_subscription to change it."
+        )
+    return spec.model_copy(update={"subscriptions": (*spec.subscriptions, op.subscription)})
+
+
+def _replace_subscription(spec: AppSpec, op: ReplaceSubscription) -> AppSpec:
+    if spec.subscription(op.subscription.name) is None:
+        raise _fail(f"no subscription named {op.subscription.name!r}", "Use add_subscription to create it.")
+    name = op.subscription.name
+    return spec.model_copy(
+        update={"subscriptions": tuple(op.subscription if x.name == name else x for x in spec.subscriptions)}
+    )
+
+
+def _drop_subscription(spec: AppSpec, op: DropSubscription) -> AppSpec:
+    if spec.subscription(op.name) is None:
+        raise _fail(f"no subscription named {op.name!r}")
+    return spec.model_copy(
+        update={"subscriptions": tuple(x for x in spec.subscriptions if x.name != op.name)}
+    )
+
+
 def _set_checked_by(spec: AppSpec, op: SetCheckedBy) -> AppSpec:
     if spec.checked_by == op.by:
         raise _fail(f"references and checks are already checked by {op.by}", "Nothing to change.")
@@ -680,6 +825,15 @@ _APPLY: dict[type[Any], Callable[[AppSpec, Any], AppSpec]] = {
     ReplaceAction: _replace_action,
     DropAction: _drop_action,
     SetCheckedBy: _set_checked_by,
+    AddTopic: _add_topic,
+    ReplaceTopic: _replace_topic,
+    DropTopic: _drop_topic,
+    AddWorkflow: _add_workflow,
+    ReplaceWorkflow: _replace_workflow,
+    DropWorkflow: _drop_workflow,
+    AddSubscription: _add_subscription,
+    ReplaceSubscription: _replace_subscription,
+    DropSubscription: _drop_subscription,
 }
 
 
@@ -901,6 +1055,7 @@ def validate(
         raise _objects_misfit(problems, changed | {f"action:{a}" for a in changed_actions or ()})
     if len({a.name for a in spec.actions}) != len(spec.actions):
         raise _fail("duplicate action names")
+    flows.validate_flows(spec)
     if len({i.name for i in spec.invariants}) != len(spec.invariants):
         raise _fail("duplicate invariant names")
 
@@ -978,6 +1133,10 @@ def check_action(
             )
         used.update(analysis.params)
         analyses.append(analysis)
+    for emit in action.emits:  # a parameter may exist only to be emitted
+        for value in (*emit.args.values(), emit.run_id):
+            if isinstance(value, Ref) and value.parts[0] == "args":
+                used.add(value.parts[1])
     unused = sorted(declared - used)
     if unused:
         raise SqlError(

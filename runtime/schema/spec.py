@@ -18,7 +18,15 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from runtime.schema.types import parse_type
 
@@ -336,6 +344,71 @@ class ParamSpec(_Frozen):
     description: str = ""
 
 
+# ---------------------------------------------------------------- values taken from a run or a call
+
+REF_PATTERN: Final = re.compile(
+    r"^(input|args|result|message|signal)\.[a-z][a-z0-9_]{0,62}$"
+    r"|^steps\.[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}$"
+    r"|^run\.id$"
+)
+
+
+class Ref(_Frozen):
+    """A value taken from where it is used, instead of a constant: ``{"from": "input.customer"}``.
+
+    ``input.<param>`` a workflow's parameter; ``steps.<step>.<field>`` the output of an earlier step
+    (an action's first row, an effect's JSON response, a received message's payload or signal);
+    ``run.id`` the run's id; ``args.<param>`` / ``result.<column>`` an action's argument or the first
+    row it returned (in ``emits``); ``message.<field>`` the payload of the message a subscription
+    delivers.
+    """
+
+    from_: str = Field(alias="from", description="Where the value comes from, e.g. input.customer.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    @field_validator("from_")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not REF_PATTERN.match(value):
+            raise ValueError(
+                f"{value!r} is not a value path: use input.<param>, steps.<step>.<field>, run.id, "
+                "args.<param>, result.<column>, message.<field> or signal.<field>"
+            )
+        return value
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.from_.split("."))
+
+
+ArgValue = Ref | str | int | float | bool | None
+"""A constant (JSON scalar) or a ``Ref``."""
+
+
+class Emit(_Frozen):
+    """Something a mutation does in its own transaction besides its writes (the transactional outbox):
+    publish a message on a topic, start a workflow run, or signal a run. It exists if and only if the
+    action's writes commit."""
+
+    publish: Name | None = Field(default=None, description="A topic to publish on.")
+    start: Name | None = Field(default=None, description="A workflow to start.")
+    signal: Name | None = Field(default=None, description="A signal to send to the run named by run_id.")
+    args: dict[str, ArgValue] = Field(
+        default_factory=dict, description="The payload, the workflow's arguments, or the signal's payload."
+    )
+    run_id: ArgValue = Field(default=None, description="The run to start (an idempotency key) or to signal.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Emit:
+        chosen = [k for k in ("publish", "start", "signal") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("an emit does exactly one of: publish, start, signal")
+        if self.signal is not None and self.run_id is None:
+            raise ValueError("a signal emit names the run in run_id")
+        return self
+
+
 class ActionSpec(_Frozen):
     """Application logic: named, typed, analysed SQL run by the runtime."""
 
@@ -344,6 +417,179 @@ class ActionSpec(_Frozen):
     kind: Literal["query", "mutation"]
     params: tuple[ParamSpec, ...] = ()
     statements: tuple[str, ...] = Field(min_length=1)
+    emits: tuple[Emit, ...] = Field(
+        default=(), description="Messages, runs and signals the mutation creates with its writes."
+    )
+
+
+# ------------------------------------------------------------------ topics, workflows, subscriptions
+
+
+class PayloadField(_Frozen):
+    """One field of a topic's payload (the same logical types as entity fields)."""
+
+    name: ParamName
+    type: LogicalType
+    nullable: bool = False
+    description: str = ""
+
+
+class TopicSpec(_Frozen):
+    """A named stream of typed messages. ``key`` names the payload field that orders them: messages
+    with the same key are delivered in the order they were published. ``external``: consumers outside
+    Buttress claim its messages with a lease and acknowledge them (``claim_messages``)."""
+
+    name: Name
+    description: str = ""
+    payload: tuple[PayloadField, ...] = Field(min_length=1)
+    key: str | None = None
+    external: bool = False
+
+    def field(self, name: str) -> PayloadField | None:
+        return next((f for f in self.payload if f.name == name), None)
+
+
+TRANSIENT: Final = ("effect.unavailable", "engine.busy", "engine.conflict", "limit.timeout")
+"""Errors a step retries by default: the next attempt may succeed."""
+BUSINESS: Final = (
+    "effect.rejected",
+    "invariant.violated",
+    "action.constraint_violated",
+    "workflow.timeout",
+)
+"""Errors that compensate by default: a permanent answer, not a passing failure."""
+
+
+class RetryPolicy(_Frozen):
+    """How a step retries: ``attempts`` in all, waiting ``backoff_s`` then ``factor`` times longer each
+    time (at most ``max_backoff_s``), on the error codes in ``on``."""
+
+    attempts: int = Field(default=5, ge=1, le=100)
+    backoff_s: float = Field(default=0.5, ge=0, le=3600)
+    factor: float = Field(default=2.0, ge=1, le=10)
+    max_backoff_s: float = Field(default=60.0, ge=0, le=86400)
+    on: tuple[str, ...] = TRANSIENT
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff_s, self.backoff_s * self.factor ** (attempt - 1)))
+
+
+class Compensation(_Frozen):
+    """What undoes a completed step when a later one fails with a business error: an action or an
+    effect (through a connector), with arguments that may name the step's own output."""
+
+    action: Name | None = None
+    connector: Name | None = None
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> Compensation:
+        if (self.action is None) == (self.connector is None):
+            raise ValueError("a compensation runs exactly one of: action, connector")
+        return self
+
+
+StepKind = Literal["action", "effect", "publish", "wait", "sleep"]
+
+
+class StepSpec(_Frozen):
+    """One step of a workflow.
+
+    ``action``: run a mutation of the app (exactly once: its record commits with its writes).
+    ``effect``: send ``args`` as a JSON request through the operator's ``connector``, with an
+    idempotency key derived from the run and the step. ``publish``: a message on ``topic`` with
+    payload ``args``. ``wait``: for ``signal``, or for a message on ``topic`` whose payload matches
+    ``args``, at most ``timeout_s`` (then ``workflow.timeout``). ``sleep``: ``seconds``, or ``until``
+    a time. A step may declare its ``compensation`` and its ``retry`` policy.
+    """
+
+    name: Name
+    kind: StepKind
+    description: str = ""
+    action: Name | None = None
+    connector: Name | None = None
+    topic: Name | None = None
+    signal: Name | None = None
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0, le=366 * 86400)
+    seconds: float | None = Field(default=None, ge=0, le=366 * 86400)
+    until: ArgValue = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    compensation: Compensation | None = None
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> StepSpec:
+        wanted = {
+            "action": {"action"},
+            "effect": {"connector"},
+            "publish": {"topic"},
+            "wait": set(),
+            "sleep": set(),
+        }[self.kind]
+        for attribute in ("action", "connector", "topic", "signal"):
+            given = getattr(self, attribute) is not None
+            if attribute in wanted and not given:
+                raise ValueError(f"a {self.kind} step names its {attribute}")
+            if (
+                given
+                and attribute not in wanted
+                and not (self.kind == "wait" and attribute in {"topic", "signal"})
+            ):
+                raise ValueError(f"a {self.kind} step has no {attribute}")
+        if self.kind == "wait":
+            if (self.signal is None) == (self.topic is None):
+                raise ValueError("a wait step waits for exactly one of: signal, topic")
+        elif self.timeout_s is not None:
+            raise ValueError("only a wait step has timeout_s")
+        if self.kind == "sleep":
+            if (self.seconds is None) == (self.until is None):
+                raise ValueError("a sleep step gives exactly one of: seconds, until")
+        elif self.seconds is not None or self.until is not None:
+            raise ValueError("only a sleep step has seconds or until")
+        if self.compensation is not None and self.kind not in {"action", "effect"}:
+            raise ValueError("only action and effect steps have a compensation")
+        return self
+
+
+class WorkflowSpec(_Frozen):
+    """A durable sequence of steps. A run records each step's outcome; after a crash it resumes at its
+    first unfinished step. When a step fails with one of ``compensate_on`` (after its retries), the
+    compensations of the completed steps run, newest first."""
+
+    name: Name
+    description: str = ""
+    params: tuple[ParamSpec, ...] = ()
+    steps: tuple[StepSpec, ...] = Field(min_length=1)
+    compensate_on: tuple[str, ...] = BUSINESS
+
+    def step(self, name: str) -> StepSpec | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    @property
+    def calls(self) -> tuple[str, ...]:
+        """Every action its steps and compensations run."""
+        out = [s.action for s in self.steps if s.action]
+        out += [s.compensation.action for s in self.steps if s.compensation and s.compensation.action]
+        return tuple(dict.fromkeys(out))
+
+
+class SubscriptionSpec(_Frozen):
+    """A topic feeding a workflow (one run per message) or an action (one call per message), exactly
+    once in effect; ``args`` maps the target's parameters to ``message.<field>`` values."""
+
+    name: Name
+    topic: Name
+    workflow: Name | None = None
+    action: Name | None = None
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one(self) -> SubscriptionSpec:
+        if (self.workflow is None) == (self.action is None):
+            raise ValueError("a subscription feeds exactly one of: workflow, action")
+        return self
 
 
 CheckedBy = Literal["duckdb", "buttress"]
@@ -366,6 +612,9 @@ class AppSpec(_Frozen):
     views: tuple[ViewSpec, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
     checked_by: CheckedBy = "duckdb"
+    topics: tuple[TopicSpec, ...] = ()
+    workflows: tuple[WorkflowSpec, ...] = ()
+    subscriptions: tuple[SubscriptionSpec, ...] = ()
 
     def entity(self, name: str) -> EntitySpec | None:
         return next((e for e in self.entities if e.name == name), None)
@@ -378,6 +627,15 @@ class AppSpec(_Frozen):
 
     def action(self, name: str) -> ActionSpec | None:
         return next((a for a in self.actions if a.name == name), None)
+
+    def topic(self, name: str) -> TopicSpec | None:
+        return next((t for t in self.topics if t.name == name), None)
+
+    def workflow(self, name: str) -> WorkflowSpec | None:
+        return next((w for w in self.workflows if w.name == name), None)
+
+    def subscription(self, name: str) -> SubscriptionSpec | None:
+        return next((s for s in self.subscriptions if s.name == name), None)
 
     def relations(self) -> dict[str, tuple[str, ...]]:
         """Every name agent SQL may read, with its columns: entities and views (views best-effort)."""
@@ -392,6 +650,12 @@ class AppSpec(_Frozen):
         data = self.model_dump(mode="json")
         if data.get("checked_by") == "duckdb":
             del data["checked_by"]
+        for key in ("topics", "workflows", "subscriptions"):
+            if not data.get(key):
+                data.pop(key, None)
+        for action in data["actions"]:
+            if not action.get("emits"):
+                action.pop("emits", None)
         for entity in data["entities"]:
             for field_ in entity["fields"]:
                 if field_.get("on_delete") == "restrict":

@@ -270,6 +270,57 @@ class Auditor:
         tx.on_commit(lambda: self._advance(head), in_lane=True)
         return int(fields["seq"])
 
+    def append_many(self, tx: Tx, rows: list[dict[str, Any]]) -> None:
+        """Append many rows in ``tx`` with one statement per 200 rows (a batch of woken timers):
+        each row is chained to the one before it exactly as ``append`` would chain it."""
+        if not rows:
+            return
+        seq, prev = tx.memo.get("audit_head") or self._load_head(tx)
+        values: list[Any] = []
+        for item in rows:
+            seq += 1
+            fields: dict[str, Any] = {
+                "seq": seq,
+                "time": now_iso(),
+                "actor": item["actor"],
+                "operation": item["operation"],
+                "arguments": cap(item["arguments"]),
+                "outcome": item["outcome"],
+                "error_code": item.get("error_code"),
+                "version_before": item.get("version_before"),
+                "version_after": item.get("version_after"),
+                "proposal_id": item.get("proposal_id"),
+                "prev_hash": prev,
+            }
+            fields["hash"] = row_hash(fields)
+            prev = fields["hash"]
+            values.append(
+                [
+                    fields["seq"],
+                    fields["time"],
+                    fields["actor"],
+                    fields["operation"],
+                    canonical_json(fields["arguments"]),
+                    fields["outcome"],
+                    fields["error_code"],
+                    fields["version_before"],
+                    fields["version_after"],
+                    fields["proposal_id"],
+                    fields["prev_hash"],
+                    fields["hash"],
+                ]
+            )
+        placeholder = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        for start in range(0, len(values), 200):
+            chunk = values[start : start + 200]
+            tx.execute(
+                f"INSERT INTO _buttress.audit ({_COLUMNS}) VALUES {', '.join([placeholder] * len(chunk))}",
+                [v for row in chunk for v in row],
+            )
+        head = (seq, prev)
+        tx.memo["audit_head"] = head
+        tx.on_commit(lambda: self._advance(head), in_lane=True)
+
     def _advance(self, head: tuple[int, str]) -> None:
         if self._head is None or head[0] > self._head[0]:
             self._head = head

@@ -16,6 +16,7 @@ from runtime.migrate.plan import Plan, Retention
 from runtime.schema.spec import AppSpec, canonical_json
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
+from runtime.workflows import tables
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +49,7 @@ DDL = (
         seq BIGINT PRIMARY KEY, time VARCHAR NOT NULL, actor VARCHAR NOT NULL, operation VARCHAR NOT NULL,
         arguments JSON NOT NULL, outcome VARCHAR NOT NULL, error_code VARCHAR, version_before INTEGER,
         version_after INTEGER, proposal_id VARCHAR, prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
+    *tables.DDL,
 )
 
 

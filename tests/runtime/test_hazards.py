@@ -22,7 +22,45 @@ ACTION = {
         "statements": ["select author from memo where id = $id"],
     },
 }
-BASE_WITH_ACTION = changes.apply(BASE, changes.parse_operations([ACTION]))
+TOPIC = {
+    "name": "events",
+    "payload": [{"name": "id", "type": "integer"}, {"name": "who", "type": "text", "nullable": True}],
+}
+WORKFLOW = {
+    "name": "ping",
+    "params": [{"name": "id", "type": "integer"}],
+    "steps": [
+        {"name": "look", "kind": "action", "action": "author_of", "args": {"id": {"from": "input.id"}}}
+    ],
+}
+SUBSCRIPTION = {
+    "name": "pinger",
+    "topic": "events",
+    "workflow": "ping",
+    "args": {"id": {"from": "message.id"}},
+}
+FLOWS = [
+    {"op": "add_topic", "topic": TOPIC},
+    {"op": "add_workflow", "workflow": WORKFLOW},
+    {"op": "add_subscription", "subscription": SUBSCRIPTION},
+]
+BASE_WITH_ACTION = changes.apply(BASE, changes.parse_operations([ACTION, *FLOWS]))
+TWO_PARAMS = {
+    **ACTION["action"],
+    "params": [{"name": "id", "type": "integer"}, {"name": "since", "type": "integer"}],
+    "statements": ["select author from memo where id = $id and priority > $since"],
+}
+WITH_SINCE = {
+    **WORKFLOW,
+    "steps": [
+        {
+            "name": "look",
+            "kind": "action",
+            "action": "author_of",
+            "args": {"id": {"from": "input.id"}, "since": 0},
+        }
+    ],
+}
 NEW_ENTITY = {
     "op": "add_entity",
     "entity": {
@@ -123,7 +161,11 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
         ],
     ),
     HazardCode.DROP_ACTION: (
-        [{"op": "drop_action", "name": "author_of"}],
+        [
+            {"op": "drop_subscription", "name": "pinger"},
+            {"op": "drop_workflow", "name": "ping"},
+            {"op": "drop_action", "name": "author_of"},
+        ],
         [{"op": "replace_action", "action": {**ACTION["action"], "description": "who wrote it"}}],
     ),
     HazardCode.ACTION_BROKEN: (
@@ -139,6 +181,57 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
     HazardCode.TABLE_REBUILD: (
         [{"op": "drop_field", "entity": "customer", "field": "tier"}],
         [{"op": "drop_field", "entity": "memo", "field": "author"}],
+    ),
+    HazardCode.RUNS_IN_FLIGHT: (
+        [{"op": "drop_subscription", "name": "pinger"}, {"op": "drop_workflow", "name": "ping"}],
+        [
+            {"op": "add_workflow", "workflow": {**WORKFLOW, "name": "pong"}},
+            {"op": "drop_workflow", "name": "pong"},
+        ],
+    ),
+    HazardCode.RUNS_STRANDED: (
+        [
+            {"op": "replace_action", "action": TWO_PARAMS},
+            {"op": "replace_workflow", "workflow": WITH_SINCE},
+        ],
+        [{"op": "replace_action", "action": {**ACTION["action"], "description": "who wrote it"}}],
+    ),
+    HazardCode.MESSAGES_CONVERTED: (
+        [{"op": "replace_topic", "topic": {**TOPIC, "payload": [TOPIC["payload"][0]]}}],
+        [
+            {
+                "op": "replace_topic",
+                "topic": {
+                    **TOPIC,
+                    "payload": [*TOPIC["payload"], {"name": "n", "type": "integer", "nullable": True}],
+                },
+            }
+        ],
+    ),
+    HazardCode.MESSAGES_HELD: (
+        [{"op": "drop_subscription", "name": "pinger"}, {"op": "drop_topic", "name": "events"}],
+        [{"op": "add_topic", "topic": {**TOPIC, "name": "other"}}, {"op": "drop_topic", "name": "other"}],
+    ),
+    HazardCode.MESSAGES_STRANDED: (
+        [
+            {
+                "op": "replace_topic",
+                "topic": {**TOPIC, "payload": [*TOPIC["payload"], {"name": "n", "type": "integer"}]},
+            }
+        ],
+        [
+            {
+                "op": "replace_topic",
+                "topic": {
+                    **TOPIC,
+                    "payload": [*TOPIC["payload"], {"name": "n", "type": "integer", "nullable": True}],
+                },
+            }
+        ],
+    ),
+    HazardCode.SUBSCRIPTION_DROPPED: (
+        [{"op": "drop_subscription", "name": "pinger"}],
+        [{"op": "replace_subscription", "subscription": {**SUBSCRIPTION, "description": "pings"}}],
     ),
     HazardCode.INDEX_FREEZES: (
         [{"op": "add_index", "entity": "memo", "index": {"name": "memo_author", "columns": ["author"]}}],

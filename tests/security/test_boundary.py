@@ -101,6 +101,31 @@ ACTION = {
     "params": [{"name": "body", "type": "text", "description": "the text"}],
     "statements": ["insert into memo (id, body) values (100, $body) returning id"],
 }
+TOPIC: dict[str, Any] = {
+    "name": "memo_events",
+    "payload": [{"name": "body", "type": "text"}],
+    "key": "body",
+    "external": True,
+}
+WORKFLOW: dict[str, Any] = {
+    "name": "memo_flow",
+    "description": "Write a memo.",
+    "params": [{"name": "body", "type": "text"}],
+    "steps": [
+        {"name": "write", "kind": "action", "action": "note_memo", "args": {"body": {"from": "input.body"}}}
+    ],
+}
+SUBSCRIPTION: dict[str, Any] = {
+    "name": "memo_feed",
+    "topic": "memo_events",
+    "workflow": "memo_flow",
+    "args": {"body": {"from": "message.body"}},
+}
+FLOWS = [
+    {"op": "add_topic", "topic": TOPIC},
+    {"op": "add_workflow", "workflow": WORKFLOW},
+    {"op": "add_subscription", "subscription": SUBSCRIPTION},
+]
 TEMPLATES: list[dict[str, Any]] = [
     {
         "op": "add_entity",
@@ -146,6 +171,31 @@ TEMPLATES: list[dict[str, Any]] = [
     {"op": "replace_action", "action": {**ACTION, "description": "Write a memo, again."}},
     {"op": "drop_action", "name": "note_memo"},
     {"op": "set_checked_by", "by": "duckdb"},
+    {"op": "add_topic", "topic": {**TOPIC, "name": "news", "description": "What happened."}},
+    {
+        "op": "replace_topic",
+        "topic": {**TOPIC, "payload": [*TOPIC["payload"], {"name": "who", "type": "text", "nullable": True}]},
+    },
+    {"op": "drop_topic", "name": "memo_events"},
+    {"op": "add_workflow", "workflow": {**WORKFLOW, "name": "memo_again_flow"}},
+    {
+        "op": "replace_workflow",
+        "workflow": {
+            **WORKFLOW,
+            "description": "Write it, then wait.",
+            "steps": [
+                *WORKFLOW["steps"],
+                {"name": "later", "kind": "sleep", "seconds": 1, "description": "d"},
+            ],
+        },
+    },
+    {"op": "drop_workflow", "name": "memo_flow"},
+    {"op": "add_subscription", "subscription": {**SUBSCRIPTION, "name": "memo_feed_again"}},
+    {
+        "op": "replace_subscription",
+        "subscription": {**SUBSCRIPTION, "description": "Every event, as a memo."},
+    },
+    {"op": "drop_subscription", "name": "memo_feed"},
 ]
 
 
@@ -195,7 +245,7 @@ def test_every_operation_type_has_a_fuzz_template() -> None:
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Path]]:
     directory = tmp_path_factory.mktemp("fuzz")
     runtime = Runtime.open(directory / "app.duckdb")
-    deploy(runtime, [*BASE_OPERATIONS, {"op": "add_action", "action": ACTION}])
+    deploy(runtime, [*BASE_OPERATIONS, {"op": "add_action", "action": ACTION}, *FLOWS])
     seed(runtime)
     yield runtime, directory / "leaked.csv"
     runtime.close()

@@ -1,0 +1,348 @@
+"""The workflow and message operations behind the ``Runtime`` facade: authorized, audited, each one
+transaction on the writer lane (or one snapshot for reads).
+
+Agents start, signal and cancel runs, publish, claim and acknowledge messages (by their policy's
+capabilities); only the operator retries a failed run or resolves an effect whose outcome is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from runtime.boundary.policy import Capability
+from runtime.errors import ButtressError, Code, NotFound, WorkflowError
+from runtime.results import (
+    AckResult,
+    ClaimResult,
+    EffectInfo,
+    MessageInfo,
+    PublishResult,
+    RunDetail,
+    RunInfo,
+)
+from runtime.schema.spec import TopicSpec, WorkflowSpec
+from runtime.store.audit import now_iso
+from runtime.store.engine import Tx
+from runtime.workflows import store, values
+from runtime.workflows.tables import TERMINAL
+
+if TYPE_CHECKING:
+    from runtime.runtime import Runtime
+
+MAX_LIST = 1000
+
+
+def _workflow(rt: Runtime, name: str) -> WorkflowSpec:
+    found = rt.current[1].workflow(name)
+    if found is None:
+        known = ", ".join(w.name for w in rt.current[1].workflows) or "none"
+        raise NotFound("workflow", name, hint=f"describe_app lists the workflows ({known}).")
+    return found
+
+
+def _topic(rt: Runtime, name: str) -> TopicSpec:
+    found = rt.current[1].topic(name)
+    if found is None:
+        known = ", ".join(t.name for t in rt.current[1].topics) or "none"
+        raise NotFound("topic", name, hint=f"describe_app lists the topics ({known}).")
+    return found
+
+
+def _info(rt: Runtime, row: dict[str, Any]) -> RunInfo:
+    try:
+        workflow = rt.scheduler.definition(row["version"], row["workflow"])
+    except ButtressError:
+        workflow = None
+    return store.run_info(row, workflow)
+
+
+def _change(
+    rt: Runtime,
+    operation: str,
+    actor: str,
+    capability: Capability,
+    arguments: dict[str, Any],
+    act: Any,
+    *,
+    what: str,
+) -> Any:
+    """Authorize, run ``act(tx)`` on the writer lane with an audit row, wake the scheduler after
+    commit; a refusal is audited."""
+    try:
+        rt.authorize(actor, capability, what=what)
+        with rt.engine.transaction(timeout=rt.limits.action_timeout_s, wait=rt.limits.lane_wait_s) as tx:
+            result, outcome = act(tx)
+            number = rt.current[0]
+            rt.audit.append(
+                tx,
+                actor=actor,
+                operation=operation,
+                arguments=arguments,
+                outcome=outcome,
+                version_before=number,
+                version_after=number,
+            )
+            tx.on_commit(rt.scheduler.wake)
+        return result
+    except ButtressError as error:
+        rt.record_refusal(operation, actor, arguments, error)
+        raise
+
+
+# -------------------------------------------------------------------------------------------- runs
+
+
+def start_workflow(
+    rt: Runtime, workflow: str, args: dict[str, Any], run_id: str | None, actor: str
+) -> RunInfo:
+    arguments = {"workflow": workflow, "args": args, "run_id": run_id}
+
+    def act(tx: Tx) -> tuple[RunInfo, str]:
+        spec = _workflow(rt, workflow)
+        row, created = store.start_run(
+            tx, spec, args, version=rt.current[0], actor=actor, run_id=run_id, origin=f"agent:{actor}"
+        )
+        return store.run_info(row, spec), "ok" if created else "replayed"
+
+    result: RunInfo = _change(
+        rt, "start_workflow", actor, Capability.RUN_WORKFLOWS, arguments, act, what="start workflows"
+    )
+    return result
+
+
+def get_run(rt: Runtime, run_id: str, actor: str) -> RunDetail:
+    def read() -> RunDetail:
+        with rt.engine.snapshot() as reader:
+            row = store.require_run(reader, run_id)
+            steps = store.steps_of(reader, run_id)
+            effects = store.list_effects(reader, state=None, run_id=run_id, limit=MAX_LIST)
+        info = _info(rt, row)
+        return RunDetail(**info.model_dump(), steps=steps, effects=effects)
+
+    return rt._reading("get_run", actor, {"run_id": run_id}, read)
+
+
+def list_runs(rt: Runtime, workflow: str | None, status: str | None, limit: int, actor: str) -> list[RunInfo]:
+    def read() -> list[RunInfo]:
+        with rt.engine.snapshot() as reader:
+            rows = store.list_runs(reader, workflow=workflow, status=status, limit=min(limit, MAX_LIST))
+        return [_info(rt, row) for row in rows]
+
+    return rt._reading("list_runs", actor, {"workflow": workflow, "status": status, "limit": limit}, read)
+
+
+def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunInfo:
+    """Stop a run: the completed steps' compensations run (newest first), then it is ``cancelled``."""
+    arguments = {"run_id": run_id, "reason": reason}
+
+    def act(tx: Tx) -> tuple[RunInfo, str]:
+        row = store.require_run(tx, run_id)
+        if row["status"] in TERMINAL:
+            raise WorkflowError(
+                Code.RUN_NOT_ACTIVE,
+                f"run {run_id} is already {row['status']}",
+                hint="Only a run that has not finished can be cancelled.",
+                details={"run_id": run_id, "status": row["status"]},
+            )
+        error = {"code": "workflow.cancelled", "message": reason or f"cancelled by {actor}"}
+        compensating = row["status"] != "compensating"
+        cursor = (row["step"] - 1) if compensating else row["step"]
+        store.advance(
+            tx,
+            row,
+            step=cursor,
+            status="compensating",
+            outputs=row["outputs"],
+            error=error,
+            attempts=0,
+        )
+        tx.execute(
+            "UPDATE _buttress.effects SET state = 'resolved', settled_at = ? WHERE run_id = ? AND state = 'unknown'",
+            [now_iso(), run_id],
+        )
+        updated = store.require_run(tx, run_id)
+        return _info(rt, updated), "ok"
+
+    result: RunInfo = _change(
+        rt, "cancel_run", actor, Capability.RUN_WORKFLOWS, arguments, act, what="cancel runs"
+    )
+    return result
+
+
+def signal_run(rt: Runtime, run_id: str, name: str, payload: dict[str, Any], actor: str) -> RunInfo:
+    arguments = {"run_id": run_id, "signal": name, "payload": payload}
+
+    def act(tx: Tx) -> tuple[RunInfo, str]:
+        store.send_signal(tx, run_id, name, payload, actor=actor)
+        return _info(rt, store.require_run(tx, run_id)), "ok"
+
+    result: RunInfo = _change(
+        rt, "signal_run", actor, Capability.RUN_WORKFLOWS, arguments, act, what="signal runs"
+    )
+    return result
+
+
+def retry_run(rt: Runtime, run_id: str, actor: str) -> RunInfo:
+    """The operator's retry: a failed run tries its failed step again; a blocked run sends its
+    effect again (same key)."""
+    arguments = {"run_id": run_id}
+
+    def act(tx: Tx) -> tuple[RunInfo, str]:
+        row = store.require_run(tx, run_id)
+        if row["status"] not in {"failed", "blocked"}:
+            raise WorkflowError(
+                Code.RUN_NOT_ACTIVE,
+                f"run {run_id} is {row['status']}; only a failed or blocked run is retried",
+                hint="get_run shows where it stands.",
+                details={"run_id": run_id, "status": row["status"]},
+            )
+        if row["step"] < 0:
+            raise WorkflowError(
+                Code.RUN_NOT_ACTIVE,
+                f"run {run_id} failed while compensating; it cannot be retried",
+                hint="Look at its failed compensations (get_run) and repair their effects by hand.",
+                details={"run_id": run_id},
+            )
+        tx.execute(
+            "UPDATE _buttress.effects SET state = 'pending', error = NULL WHERE run_id = ? AND state = 'unknown'",
+            [run_id],
+        )
+        tx.execute(
+            "DELETE FROM _buttress.steps WHERE run_id = ? AND seq = ? AND status = 'failed'",
+            [run_id, row["step"]],
+        )
+        store.advance(tx, row, step=row["step"], status="running", error=None, attempts=0)
+        return _info(rt, store.require_run(tx, run_id)), "ok"
+
+    result: RunInfo = _change(
+        rt, "retry_run", actor, Capability.RESOLVE_EFFECTS, arguments, act, what="retry runs"
+    )
+    return result
+
+
+def resolve_effect(rt: Runtime, effect_id: str, outcome: str, response: Any, actor: str) -> EffectInfo:
+    """The operator's answer for an effect whose outcome is unknown (they checked with the provider):
+    ``succeeded`` (with the provider's response) continues the run; ``rejected`` compensates it."""
+    arguments = {"effect_id": effect_id, "outcome": outcome}
+    if outcome not in {"succeeded", "rejected"}:
+        raise WorkflowError(
+            Code.ACTION_INVALID_ARGS,
+            f"outcome must be 'succeeded' or 'rejected', not {outcome!r}",
+            hint="Say what the provider did: succeeded (it happened) or rejected (it did not).",
+        )
+
+    def act(tx: Tx) -> tuple[EffectInfo, str]:
+        effect = store.effect_row(tx, effect_id)
+        if effect is None:
+            raise NotFound("effect", effect_id, hint="buttress effects lists them, the unknown ones first.")
+        if effect["state"] not in {"unknown", "pending"}:
+            raise WorkflowError(
+                Code.RUN_NOT_ACTIVE,
+                f"effect {effect_id} is {effect['state']}; only an unknown or pending one is resolved",
+                hint="Its outcome is already recorded.",
+                details={"effect_id": effect_id, "state": effect["state"]},
+            )
+        state = "resolved" if outcome == "succeeded" else "rejected"
+        tx.execute(
+            "UPDATE _buttress.effects SET state = ?, response = ?, settled_at = ?, error = ? WHERE effect_id = ?",
+            [
+                state,
+                values.canonical(response if response is not None else {"resolved_by": actor}),
+                now_iso(),
+                values.canonical({"message": f"resolved as {outcome} by {actor}"}),
+                effect_id,
+            ],
+        )
+        run = store.require_run(tx, effect["run_id"])
+        if run["status"] == "blocked":
+            store.advance(tx, run, step=run["step"], status="running", error=None, attempts=0)
+        updated = store.effect_row(tx, effect_id)
+        assert updated is not None
+        return store.effect_info(updated), "ok"
+
+    result: EffectInfo = _change(
+        rt, "resolve_effect", actor, Capability.RESOLVE_EFFECTS, arguments, act, what="resolve effects"
+    )
+    return result
+
+
+def list_effects(
+    rt: Runtime, state: str | None, run_id: str | None, limit: int, actor: str
+) -> list[EffectInfo]:
+    def read() -> list[EffectInfo]:
+        with rt.engine.snapshot() as reader:
+            return store.list_effects(reader, state=state, run_id=run_id, limit=min(limit, MAX_LIST))
+
+    return rt._reading("list_effects", actor, {"state": state, "run_id": run_id}, read)
+
+
+# ---------------------------------------------------------------------------------------- messages
+
+
+def publish_message(
+    rt: Runtime, topic: str, payload: dict[str, Any], message_id: str | None, actor: str
+) -> PublishResult:
+    arguments = {"topic": topic, "payload": payload, "message_id": message_id}
+
+    def act(tx: Tx) -> tuple[PublishResult, str]:
+        published = store.publish(
+            tx, _topic(rt, topic), payload, version=rt.current[0], actor=actor, message_id=message_id
+        )
+        return published, "replayed" if published.replayed else "ok"
+
+    result: PublishResult = _change(
+        rt, "publish", actor, Capability.PUBLISH, arguments, act, what="publish messages"
+    )
+    return result
+
+
+def claim_messages(
+    rt: Runtime, topic: str, consumer: str | None, limit: int, lease_s: float, actor: str
+) -> ClaimResult:
+    who = consumer or actor
+    arguments = {"topic": topic, "consumer": who, "limit": limit, "lease_s": lease_s}
+
+    def act(tx: Tx) -> tuple[ClaimResult, str]:
+        spec = _topic(rt, topic)
+        if not spec.external:
+            raise WorkflowError(
+                Code.ACTION_INVALID_ARGS,
+                f"topic {topic} is delivered to its subscriptions only; nothing outside claims its messages",
+                hint="Ask for the topic to be declared with external = true (replace_topic).",
+                details={"topic": topic},
+            )
+        claimed, until = store.claim(tx, spec, who, limit=max(1, min(limit, 100)), lease_s=lease_s)
+        return ClaimResult(
+            consumer=who, messages=claimed, lease_until=until.isoformat() if claimed else None
+        ), "ok"
+
+    result: ClaimResult = _change(
+        rt, "claim_messages", actor, Capability.CONSUME, arguments, act, what="consume messages"
+    )
+    return result
+
+
+def ack_messages(rt: Runtime, message_ids: Sequence[str], consumer: str | None, actor: str) -> AckResult:
+    who = consumer or actor
+    arguments = {"consumer": who, "message_ids": list(message_ids)}
+
+    def act(tx: Tx) -> tuple[AckResult, str]:
+        return AckResult(acked=store.ack(tx, who, message_ids)), "ok"
+
+    result: AckResult = _change(
+        rt, "ack_messages", actor, Capability.CONSUME, arguments, act, what="consume messages"
+    )
+    return result
+
+
+def list_messages(
+    rt: Runtime, topic: str | None, undelivered: bool, limit: int, actor: str
+) -> list[MessageInfo]:
+    def read() -> list[MessageInfo]:
+        with rt.engine.snapshot() as reader:
+            return store.list_messages(
+                reader, topic=topic, undelivered=undelivered, limit=min(limit, MAX_LIST)
+            )
+
+    return rt._reading("list_messages", actor, {"topic": topic, "undelivered": undelivered}, read)
