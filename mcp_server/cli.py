@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--http", action="store_true", help="serve streamable HTTP on 127.0.0.1 instead of stdio"
     )
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (default: 8765)")
+    serve.add_argument(
+        "--ui",
+        action="store_true",
+        help="with --http: also serve the control room at /ui on the same port (prints a sign-in link)",
+    )
     serve.add_argument("--demo-seed", action="store_true", help=argparse.SUPPRESS)
 
     add("demo", cmd_demo, "run a scripted agent against a throwaway project")
@@ -227,7 +232,7 @@ class Parents:
     output: argparse.ArgumentParser
 
 
-FEATURE_COMMANDS: tuple[str, ...] = ("mcp_server.ui.cli", "mcp_server.evals.cli")
+FEATURE_COMMANDS: tuple[str, ...] = ("mcp_server.workflows_cli", "mcp_server.ui.cli", "mcp_server.evals.cli")
 """Modules whose ``register(commands, parents)`` adds the commands that live with their feature (they
 import what they need only when run, so building the parser stays cheap)."""
 
@@ -317,6 +322,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mcp_server.server import build_server
 
     project = projects.Project.load(args.project)
+    if args.ui and not args.http:
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            "--ui needs --http: the control room is served beside the MCP endpoint over HTTP",
+            hint=f"Run `buttress serve --http --ui`, or `buttress ui --project {project.root}` on its own.",
+        )
     policy = project.policy()
     agent = args.agent or project.agent
     if not policy.open_to_any_agent and agent not in policy.agents and not args.http:
@@ -341,18 +352,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         if args.http:
             print(
-                f"buttress: serving MCP on http://127.0.0.1:{args.port}/mcp\n"
-                f"  agents authenticate with a bearer token: buttress token NAME --project {project.root}\n"
+                ("" if args.ui else f"buttress: serving MCP on http://127.0.0.1:{args.port}/mcp\n")
+                + f"  agents authenticate with a bearer token: buttress token NAME --project {project.root}\n"
                 f"  (restart this server after adding a token)",
                 file=sys.stderr,
                 flush=True,
             )
-            server.run(
-                "streamable-http",
-                host="127.0.0.1",
-                port=args.port,
-                max_request_body_size=policy.limits.max_request_bytes,
-            )
+            if args.ui:
+                from mcp_server.ui.cli import serve_beside_mcp
+
+                serve_beside_mcp(
+                    server,
+                    project,
+                    runtime,
+                    port=args.port,
+                    max_request_body_size=policy.limits.max_request_bytes,
+                )
+            else:
+                server.run(
+                    "streamable-http",
+                    host="127.0.0.1",
+                    port=args.port,
+                    max_request_body_size=policy.limits.max_request_bytes,
+                )
         else:
             server.run("stdio")
     finally:
