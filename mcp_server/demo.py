@@ -128,6 +128,32 @@ DESTRUCTIVE_CHANGE: list[dict[str, Any]] = [
     },
 ]
 
+LATE_BOOKING: dict[str, Any] = {
+    "op": "add_workflow",
+    "workflow": {
+        "name": "late_booking",
+        "description": "Hold a booking request for two seconds, then book it.",
+        "params": [
+            {"name": "id", "type": "integer"},
+            {"name": "slot_id", "type": "integer"},
+            {"name": "who", "type": "text"},
+        ],
+        "steps": [
+            {"name": "hold", "kind": "sleep", "seconds": 2},
+            {
+                "name": "book",
+                "kind": "action",
+                "action": "book",
+                "args": {
+                    "id": {"from": "input.id"},
+                    "slot_id": {"from": "input.slot_id"},
+                    "who": {"from": "input.who"},
+                },
+            },
+        ],
+    },
+}
+
 SAMPLE_SLOTS = [
     (1, "2025-06-02 09:00:00", 12, "morning yoga"),
     (2, "2025-06-02 18:30:00", 4, None),
@@ -331,7 +357,39 @@ async def script(client: Client, project: Path) -> None:
         raise DemoFailed("the notes did not come back intact")
     show_rows(await call(client, "query", {"sql": "select id, who from booking order by id"}))
 
-    step("9. read_audit")
+    step("9. a durable workflow: wait two seconds, then book (the server stops while it waits)")
+    await deploy_change(client, await call(client, "propose_change", {"operations": [LATE_BOOKING]}))
+    run = await call(
+        client,
+        "start_workflow",
+        {
+            "workflow": "late_booking",
+            "args": {"id": 42, "slot_id": 3, "who": "margaret"},
+            "run_id": "late-42",
+        },
+    )
+    waiting = await call(client, "get_run", {"run_id": run["run_id"]})
+    say(f"   run {run['run_id']}: {waiting['status']} ({waiting['waiting_on'] or waiting['step']})")
+
+
+async def after_restart(client: Client) -> None:
+    """A new server process: the run resumes where it stopped and books exactly once."""
+    run: dict[str, Any] = {}
+    for _ in range(200):
+        run = await call(client, "get_run", {"run_id": "late-42"})
+        if run["status"] not in {"running", "waiting"}:
+            break
+        await _sleep(0.1)
+    say(
+        f"   after the restart: run late-42 {run['status']}, steps "
+        + ", ".join(s["name"] for s in run["steps"])
+    )
+    booked = await call(client, "query", {"sql": "select id, slot_id, who from booking where id = 42"})
+    if run["status"] != "completed" or len(booked["rows"]) != 1:
+        raise DemoFailed(f"the workflow did not resume once after the restart: {run['status']}")
+    show_rows(booked)
+
+    step("10. read_audit")
     audit = await call(client, "read_audit", {"limit": 200})
     counts: dict[str, int] = {}
     for entry in audit["entries"]:
@@ -364,13 +422,16 @@ async def drive(project: Path) -> None:
     async with Client(server_parameters(project)) as client:
         say(f"connected to buttress serve (protocol {client.protocol_version})")
         await script(client, project)
+    say("   server stopped; starting a new one")
+    async with Client(server_parameters(project)) as client:
+        await after_restart(client)
 
 
 def verify_audit(project: Path) -> None:
     """After the server exited: reopen the database and recompute the audit chain."""
     from mcp_server.project import Project
 
-    step("10. verify the audit chain (server stopped, database reopened)")
+    step("11. verify the audit chain (server stopped, database reopened)")
     runtime = Project.load(project).open()
     try:
         result = runtime.verify_audit()
@@ -400,5 +461,14 @@ def run_demo() -> int:
         except Exception as error:  # e.g. the server could not start: say so, without a traceback
             print(f"demo failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
-    say("\ndemo finished: every change went propose -> dry-run -> deploy, and rollback restored the data.")
+    say(
+        "\ndemo finished: every change went propose -> dry-run -> deploy, rollback restored the data, "
+        "and a workflow resumed after a restart."
+    )
     return 0
+
+
+async def _sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)

@@ -210,7 +210,7 @@ async def ack_messages(
 
 
 TOOLS: tuple[ToolSpec, ...] = (
-    changing(start_workflow, "Start a workflow run", destructive=False, idempotent=True),
+    changing(start_workflow, "Start a workflow run", destructive=False, idempotent=False),  # only with run_id
     reading(get_run, "Get a run"),
     reading(list_runs, "List runs"),
     changing(cancel_run, "Cancel a run", destructive=True, idempotent=False),

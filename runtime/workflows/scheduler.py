@@ -269,8 +269,9 @@ class Scheduler:
 
     def _complete(
         self, tx: Tx, run: dict[str, Any], workflow: WorkflowSpec, step: StepSpec, output: Any, **extra: Any
-    ) -> None:
-        """Record the step and move the run to the next one (or to completed), with an audit row."""
+    ) -> bool:
+        """Record the step and move the run to the next one (or to completed), with an audit row; True
+        if the run has a next step."""
         store.record_step(
             tx,
             run,
@@ -288,6 +289,7 @@ class Scheduler:
         status = "completed" if following >= len(workflow.steps) else "running"
         store.advance(tx, run, step=following, status=status, outputs=outputs, **extra)
         self._audit(tx, run, "workflow_step", {"step": step.name, "kind": step.kind, "run_status": status})
+        return status == "running"
 
     def _audit(
         self,
@@ -322,10 +324,10 @@ class Scheduler:
                     return False
                 result = self.rt._actions.run_in(tx, step.action, args, actor=self._actor(run))
                 output = {**_first_row(result.columns, result.rows), "rows_affected": result.rows_affected}
-                self._complete(tx, current, workflow, step, output)
+                more = self._complete(tx, current, workflow, step, output)
                 faults.hit("step.before_commit")
             faults.hit("step.after_commit")
-            return True
+            return more
         except ButtressError as error:
             return self._failed(run, workflow, step, error)
 

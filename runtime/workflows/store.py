@@ -54,7 +54,14 @@ def _row(names: str, row: Sequence[Any]) -> dict[str, Any]:
 
 
 def max_message_seq(session: Session) -> int:
-    return int(session.scalar("SELECT coalesce(max(seq), 0) FROM _buttress.messages"))
+    """The newest message's seq (or above it): the message sequence's last value, read from the
+    catalog in constant time (a count or max over the messages would grow with them)."""
+    return int(
+        session.scalar(
+            "SELECT coalesce((SELECT last_value FROM duckdb_sequences() WHERE schema_name = '_buttress' "
+            "AND sequence_name = 'message_seq'), 0)"
+        )
+    )
 
 
 def start_run(
@@ -84,10 +91,11 @@ def start_run(
             )
         return existing, False
     now = now_iso()
-    tx.execute(
+    inserted = tx.fetchone(
         "INSERT INTO _buttress.runs (run_id, workflow, version, args, args_hash, status, step, calls, wake_at, "
         "attempts, step_started_at, message_cursor, error, outputs, created_by, created_at, updated_at, "
-        "origin, waiting_on) VALUES (?, ?, ?, ?, ?, 'running', 0, ?, NULL, 0, NULL, ?, NULL, '{}', ?, ?, ?, ?, NULL)",
+        "origin, waiting_on) VALUES (?, ?, ?, ?, ?, 'running', 0, ?, NULL, 0, NULL, ?, NULL, '{}', ?, ?, ?, ?, NULL) "
+        f"RETURNING {RUN_COLUMNS}",
         [
             run_id,
             workflow.name,
@@ -102,15 +110,16 @@ def start_run(
             origin,
         ],
     )
-    found = run_row(tx, run_id)
-    assert found is not None
-    return found, True
+    assert inserted is not None
+    return _run(inserted), True
 
 
 def run_row(session: Session, run_id: str) -> dict[str, Any] | None:
     row = session.fetchone(f"SELECT {RUN_COLUMNS} FROM _buttress.runs WHERE run_id = ?", [run_id])
-    if row is None:
-        return None
+    return None if row is None else _run(row)
+
+
+def _run(row: Sequence[Any]) -> dict[str, Any]:
     out = _row(RUN_COLUMNS, row)
     out["args"] = _json(out["args"])
     out["outputs"] = _json(out["outputs"]) or {}

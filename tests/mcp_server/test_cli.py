@@ -150,6 +150,8 @@ def test_demo_runs_end_to_end() -> None:
     demo = buttress("demo")
     assert "hazard data.drop_field" in demo.stdout
     assert "audit chain ok" in demo.stdout and "demo finished" in demo.stdout
+    assert "run late-42: waiting (sleep:hold)" in demo.stdout  # asleep when the server stops
+    assert "after the restart: run late-42 completed, steps hold, book" in demo.stdout
 
 
 @pytest.fixture
