@@ -1146,7 +1146,7 @@ def _replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: _C
             sql.append(
                 f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, "
                 f"json_object({ddl.string(field_.name)}, r.value)) FROM {qs(retained.table)} AS r "
-                f"WHERE m.seq = r.seq AND m.topic = {ddl.string(name)}"
+                f"WHERE m.seq = r.seq AND {pending}"  # a message delivered meanwhile keeps what it was
             )
         if not field_.nullable:
             path = ddl.string("$." + field_.name)

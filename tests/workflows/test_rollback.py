@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from mcp_server.project import Project
 from tests.mcp_server.helpers import call, ship
 from tests.workflows.apps import USERS_V1, USERS_V2
 from tests.workflows.harness import life, project, provider
@@ -91,3 +92,10 @@ async def test_a_rollback_with_messages_in_flight_keeps_consumers_on_the_old_sha
                 ["eve", "pro"],
                 ["fay", None],
             ]
+    runtime = Project.load(root).open()  # the server is gone: what was delivered stays as delivered
+    try:
+        stored = {m.payload["user"]: m.payload for m in runtime.list_messages(topic="user_events")}
+    finally:
+        runtime.close()
+    assert stored["dee"] == {"user": "dee", "name": "Dee"}  # acknowledged on the old version: no plan
+    assert stored["cy"]["plan"] == "pro" and stored["eve"]["plan"] == "pro"
