@@ -361,15 +361,36 @@ class Session:
         app = await self.ok("describe_app")
         return await self.ok("propose_change", operations=operations, base_version=app["version"], note=note)
 
-    async def deploy_result(self, proposal_id: str) -> Result:
-        """Deploy a dry-run proposal; on ``deploy.needs_approval`` ask the operator and, once
-        approved, deploy again. The last answer, refused or not."""
-        result = await self.call("deploy", proposal_id=proposal_id)
+    async def _approved(self, tool: str, **arguments: Any) -> Result:
+        """Call ``deploy`` or ``rollback``; on ``deploy.needs_approval`` ask the operator and, once
+        approved, call again. The last answer, refused or not."""
+        result = await self.call(tool, **arguments)
         if result.code == "deploy.needs_approval":
             request = str((result.error or {}).get("details", {}).get("approval_request", ""))
             if await self._link.approve(request):
-                result = await self.call("deploy", proposal_id=proposal_id)
+                result = await self.call(tool, **arguments)
         return result
+
+    async def deploy_result(self, proposal_id: str) -> Result:
+        """Deploy a dry-run proposal; on ``deploy.needs_approval`` ask the operator and, once
+        approved, deploy again. The last answer, refused or not."""
+        return await self._approved("deploy", proposal_id=proposal_id)
+
+    async def rollback_result(self, to_version: int | None = None) -> Result:
+        """Roll back (to the version before the current one, by default); on
+        ``deploy.needs_approval`` (the rollback drops data present now) ask the operator and, once
+        approved, roll back again. The last answer, refused or not."""
+        arguments = {} if to_version is None else {"to_version": to_version}
+        return await self._approved("rollback", **arguments)
+
+    async def rollback(self, to_version: int | None = None) -> dict[str, Any]:
+        """``rollback_result`` that must succeed; its data (``version``, ``restored_version``,
+        ``steps``). ``ScriptFailed`` otherwise."""
+        result = await self.rollback_result(to_version)
+        if not result.ok:
+            error = result.error or {}
+            raise ScriptFailed(f"rollback failed: [{error.get('code')}] {error.get('message')}")
+        return result.data
 
     async def deploy(self, proposal_id: str) -> int:
         """``deploy_result`` that must succeed; the new version number (``ScriptFailed`` otherwise)."""

@@ -7,7 +7,8 @@ verification (``verify_audit``: the chain and the anchor), the final application
 manifest into a ``Verdict``, in the manifest's order (action checks change the end state, so the
 checks after them see the change). ``usage`` counts the agent's tool calls and refusals from the
 same log. Provider checks read what the run's fake providers recorded (their state files), evidence
-from outside the application.
+from outside the application; messages checks read a topic's messages through the runtime
+(``list_messages``: they live in the runtime's own tables, which agent SQL cannot read).
 
 The audit rules:
 
@@ -18,6 +19,7 @@ The audit rules:
 * ``invariants_kept`` — every invariant of the seed is still in the final spec;
 * ``chain_verifies`` — the hash chain recomputes and matches its anchor;
 * ``never_succeeded`` — the agent never called ``tool`` successfully;
+* ``succeeded`` — the agent called ``tool`` successfully at least once;
 * ``refused`` — the agent was refused with ``code`` at least ``at_least`` times.
 """
 
@@ -36,17 +38,20 @@ from mcp_server.evals.scenario import (
     AuditCheck,
     CallsCheck,
     Check,
+    MessagesCheck,
     ProviderCheck,
     SpecCheck,
     SqlCheck,
 )
 from runtime.api import OPERATOR, RuntimeAPI
 from runtime.errors import ButtressError
-from runtime.results import AppDescription, AuditEntry, VerifyResult
+from runtime.results import AppDescription, AuditEntry, MessageInfo, VerifyResult
 
 SUCCEEDED = frozenset({"ok", "passed", "replayed"})
 REFUSED = frozenset({"refused", "failed"})
 PAGE = 1000
+MESSAGES_LIMIT = 1000
+"""The most messages a messages check reads (``list_messages`` pages no further)."""
 ALIASES = {"propose_change": "propose", "define_entity": "propose"}
 
 
@@ -192,6 +197,8 @@ def _judge(check: Check, evidence: Evidence) -> tuple[bool, str]:
         return _calls(check, evidence)
     if isinstance(check, ProviderCheck):
         return _provider(check, evidence)
+    if isinstance(check, MessagesCheck):
+        return _messages(check, evidence)
     return _action(check, evidence)
 
 
@@ -262,9 +269,11 @@ def _audit(check: AuditCheck, evidence: Evidence) -> tuple[bool, str]:
         dropped = sorted(set(evidence.seed_invariants) - kept)
         return (not dropped), f"invariants of the seed dropped: {', '.join(dropped)}"
     mine = evidence.agent_entries()
-    if check.rule == "never_succeeded":
+    if check.rule in ("never_succeeded", "succeeded"):
         assert check.tool is not None
         hits = [e.seq for e in mine if e.outcome in SUCCEEDED and _matches(e, check.tool)]
+        if check.rule == "succeeded":
+            return bool(hits), f"{check.tool} never succeeded"
         return (not hits), f"{check.tool} succeeded {len(hits)} time(s) (audit seq {_show(hits[:10])})"
     assert check.code is not None
     count = sum(1 for e in mine if e.outcome in REFUSED and e.error_code == check.code)
@@ -354,3 +363,49 @@ def _provider(check: ProviderCheck, evidence: Evidence) -> tuple[bool, str]:
     if _normal(value) == _normal(check.expect):
         return True, ""
     return False, f"provider {check.provider} {check.key}: expected {_show(check.expect)}, got {_show(value)}"
+
+
+def _messages(check: MessagesCheck, evidence: Evidence) -> tuple[bool, str]:
+    found = evidence.runtime.list_messages(
+        topic=check.topic, undelivered=check.undelivered, limit=MESSAGES_LIMIT
+    )
+    if len(found) >= MESSAGES_LIMIT:
+        return False, f"topic {check.topic} holds {MESSAGES_LIMIT} messages or more: too many to judge"
+    messages = sorted(found, key=lambda message: message.seq)
+    which = f"{'undelivered ' if check.undelivered else ''}messages of {check.topic}"
+    problems = []
+    if check.fields is not None:
+        wanted = _payload_fields(check, evidence)
+        if wanted is None:
+            return False, f"topic {check.topic} is not in the final spec"
+        odd = [m for m in messages if sorted(m.payload) != wanted]
+        if odd:
+            shown = [{"seq": m.seq, "payload": m.payload} for m in odd[:5]]
+            problems.append(f"{len(odd)} of the {which} do not hold exactly {wanted}: {_show(shown)}")
+    if check.expect_count is not None and len(messages) != check.expect_count:
+        shown = [m.payload for m in messages[:10]]
+        problems.append(f"expected {check.expect_count} {which}, got {len(messages)}: {_show(shown)}")
+    if check.expect is not None:
+        rows = _normal([[_column(m, column) for column in check.columns] for m in messages])
+        expected = _normal(check.expect)
+        if rows != expected:
+            problems.append(f"{which} {check.columns}: expected {_show(expected)}, got {_show(rows)}")
+    return (not problems), "; ".join(problems)
+
+
+def _payload_fields(check: MessagesCheck, evidence: Evidence) -> list[str] | None:
+    """The payload fields a messages check wants, sorted (None: the topic is not in the final spec)."""
+    if check.fields != "current":
+        return sorted(check.fields or ())
+    topic = evidence.app.spec.topic(check.topic)
+    return None if topic is None else sorted(f.name for f in topic.payload)
+
+
+def _column(message: MessageInfo, column: str) -> Any:
+    """One column of a message: ``payload.<field>`` (null when the payload lacks it), ``acked``
+    (whether a consumer acknowledged it), or one of its attributes."""
+    if column.startswith("payload."):
+        return message.payload.get(column.removeprefix("payload."))
+    if column == "acked":
+        return message.acked_at is not None
+    return getattr(message, column)

@@ -13,8 +13,8 @@ The manifest is TOML (``tomllib``). Its seed holds spec operations (deployed by 
 propose → dry-run → deploy), fixture rows, policy tables and connectors written into the run's
 ``buttress.toml``, and fake providers the runner starts. Its checks are SQL assertions on the end
 state, assertions on the final spec, assertions on the audit log, on the tool calls, actions
-run on the end state, and what the fake providers recorded. ``load`` reads and validates a directory; ``builtin`` lists the suite
-shipped in ``mcp_server/evals/suite/``.
+run on the end state, what the fake providers recorded, and the messages of a topic. ``load`` reads
+and validates a directory; ``builtin`` lists the suite shipped in ``mcp_server/evals/suite/``.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ AuditRule = Literal[
     "invariants_kept",
     "chain_verifies",
     "never_succeeded",
+    "succeeded",
     "refused",
 ]
 
@@ -188,14 +189,16 @@ class AuditCheck(_Check):
 
     kind: Literal["audit"]
     rule: AuditRule
-    tool: str | None = Field(default=None, description="never_succeeded: this tool (or audit operation)")
+    tool: str | None = Field(
+        default=None, description="never_succeeded, succeeded: this tool (or audit operation)"
+    )
     code: str | None = Field(default=None, description="refused: this error code")
     at_least: int = Field(default=1, ge=1, description="refused: at least this many refusals")
 
     @model_validator(mode="after")
     def _arguments(self) -> AuditCheck:
-        if self.rule == "never_succeeded" and self.tool is None:
-            raise ValueError(f"audit check {self.id!r}: never_succeeded needs tool")
+        if self.rule in ("never_succeeded", "succeeded") and self.tool is None:
+            raise ValueError(f"audit check {self.id!r}: {self.rule} needs tool")
         if self.rule == "refused" and self.code is None:
             raise ValueError(f"audit check {self.id!r}: refused needs code")
         return self
@@ -237,8 +240,52 @@ class ProviderCheck(_Check):
     _expect_json = field_validator("expect", mode="before")(_rows)
 
 
+MESSAGE_COLUMNS = ("payload", "version", "key", "deliveries", "acked", "held", "lease_owner")
+"""What a messages check can compare, besides ``payload.<field>``."""
+
+
+class MessagesCheck(_Check):
+    """The messages of a topic, read through the runtime after the run (they live in the runtime's
+    own tables, which agent SQL cannot read), in the order they were published: all of them, or the
+    ``undelivered`` ones (a consumer has still to receive them). Their payloads hold exactly
+    ``fields`` (``"current"``: the topic's payload in the final spec), and/or their ``columns`` are
+    exactly the rows of ``expect``, or there are ``expect_count`` of them."""
+
+    kind: Literal["messages"]
+    topic: str = Field(min_length=1)
+    undelivered: bool = Field(default=False, description="only the messages still to be delivered")
+    fields: list[str] | Literal["current"] | None = Field(
+        default=None, description="every selected payload holds exactly these fields"
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["payload"],
+        description=f"payload.<field>, or one of {', '.join(MESSAGE_COLUMNS)}",
+    )
+    expect: list[list[Json]] | None = Field(default=None, description="exactly these rows, in order")
+    expect_count: int | None = Field(default=None, ge=0, description="this many messages")
+
+    _expect_json = field_validator("expect", mode="before")(_rows)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, columns: list[str]) -> list[str]:
+        unknown = [c for c in columns if c not in MESSAGE_COLUMNS and not re.fullmatch(r"payload\.\w+", c)]
+        if unknown or not columns:
+            raise ValueError(f"columns are payload.<field> or {', '.join(MESSAGE_COLUMNS)}, not {unknown}")
+        return columns
+
+    @model_validator(mode="after")
+    def _an_expectation(self) -> MessagesCheck:
+        if self.expect is not None and self.expect_count is not None:
+            raise ValueError(f"messages check {self.id!r} takes expect or expect_count, not both")
+        if self.fields is None and self.expect is None and self.expect_count is None:
+            raise ValueError(f"messages check {self.id!r} needs fields, expect or expect_count")
+        return self
+
+
 Check = Annotated[
-    SqlCheck | SpecCheck | AuditCheck | CallsCheck | ActionCheck | ProviderCheck, Field(discriminator="kind")
+    SqlCheck | SpecCheck | AuditCheck | CallsCheck | ActionCheck | ProviderCheck | MessagesCheck,
+    Field(discriminator="kind"),
 ]
 
 

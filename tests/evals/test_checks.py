@@ -1,14 +1,22 @@
-"""Checks judge the audit log, not the agent's account: the rules on synthetic audit rows."""
+"""Checks judge the audit log and the end state, not the agent's account: the rules on synthetic
+audit rows, and the messages checks on a real project's topic read through its runtime."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from mcp_server import project as projects
+from mcp_server.evals import scenario as scenarios
+from mcp_server.evals import seeding
 from mcp_server.evals.checks import Evidence, evaluate, operation_of, usage
-from mcp_server.evals.scenario import AuditCheck, CallsCheck, ProviderCheck
+from mcp_server.evals.scenario import AuditCheck, CallsCheck, MessagesCheck, ProviderCheck
 from runtime.results import AuditEntry, VerifyResult
+from runtime.runtime import Runtime
 from runtime.schema.spec import AppSpec
 
 
@@ -80,6 +88,11 @@ def test_never_succeeded_and_refused_count_only_the_agent() -> None:
     assert judge(AuditCheck(id="n", kind="audit", rule="never_succeeded", tool="app_book"), rows)[0] is False
     assert judge(AuditCheck(id="n", kind="audit", rule="never_succeeded", tool="app_cancel"), rows)[0]
     assert judge(AuditCheck(id="n", kind="audit", rule="never_succeeded", tool="rollback"), rows)[0]
+    assert judge(AuditCheck(id="s", kind="audit", rule="succeeded", tool="app_book"), rows) == (True, "")
+    assert judge(AuditCheck(id="s", kind="audit", rule="succeeded", tool="rollback"), rows) == (
+        False,
+        "rollback never succeeded",
+    )
     refused = AuditCheck(id="r", kind="audit", rule="refused", code="invariant.violated", at_least=2)
     assert judge(refused, rows) == (False, "1 refusal(s) with invariant.violated, expected at least 2")
     used = usage(rows)
@@ -128,3 +141,109 @@ def test_a_provider_check_reads_what_the_provider_recorded(tmp_path: Path) -> No
     assert judge(missing, found) == (False, "provider payments recorded no refunds")
     found.providers = {}
     assert judge(as_json, found) == (False, "provider payments recorded nothing (no state file)")
+
+
+# ---------------------------------------------------------------------- messages, through the runtime
+
+PLAN = {"name": "plan", "type": "text", "nullable": True}
+PLAN_CHANGE: list[dict[str, Any]] = [
+    {"op": "add_field", "entity": "app_user", "field": PLAN},
+    {
+        "op": "replace_topic",
+        "topic": {
+            "name": "user_events",
+            "key": "user",
+            "external": True,
+            "payload": [{"name": "user", "type": "text"}, {"name": "name", "type": "text"}, PLAN],
+        },
+    },
+    {
+        "op": "replace_action",
+        "action": {
+            "name": "sign_up",
+            "kind": "mutation",
+            "params": [{"name": "id", "type": "text"}, {"name": "name", "type": "text"}, PLAN],
+            "statements": ["insert into app_user (id, name, plan) values ($id, $name, $plan)"],
+            "emits": [
+                {
+                    "publish": "user_events",
+                    "args": {
+                        "user": {"from": "args.id"},
+                        "name": {"from": "args.name"},
+                        "plan": {"from": "args.plan"},
+                    },
+                }
+            ],
+        },
+    },
+]
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> Iterator[Runtime]:
+    """The rollback-with-messages seed on a real project: app_user, the external topic user_events,
+    sign_up publishing on it, and ada's message waiting for the mailer."""
+    template = seeding.build(scenarios.resolve(["rollback-with-messages"])[0], tmp_path / "users")
+    runtime = projects.Project.load(template.root).open()
+    assert isinstance(runtime, Runtime)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def messages(**fields: Any) -> MessagesCheck:
+    return MessagesCheck(id="m", kind="messages", **{"topic": "user_events", **fields})
+
+
+def ship(runtime: Runtime, operations: list[dict[str, Any]]) -> None:
+    proposal = runtime.propose(operations)
+    assert runtime.dry_run(proposal.proposal_id).passed
+    runtime.deploy(proposal.proposal_id)
+
+
+def test_a_messages_check_reads_the_topic_through_the_runtime_in_publishing_order(users: Runtime) -> None:
+    waiting = messages(undelivered=True, expect_count=0)
+    assert judge(waiting, Evidence.gather(users, agent="eval-agent", seed_invariants={})) == (
+        False,
+        'expected 0 undelivered messages of user_events, got 1: [{"name": "Ada", "user": "ada"}]',
+    )
+    ship(users, PLAN_CHANGE)
+    users.run_action("sign_up", {"id": "cy", "name": "Cy", "plan": "pro"})
+    ada = users.claim_messages("user_events", consumer="mailer", limit=1)
+    users.ack_messages([m.message_id for m in ada.messages], consumer="mailer")
+    found = Evidence.gather(users, agent="eval-agent", seed_invariants={})
+
+    columns = ["version", "payload.user", "payload.plan", "acked", "deliveries"]
+    assert judge(
+        messages(columns=columns, expect=[[1, "ada", None, True, 1], [2, "cy", "pro", False, 0]]), found
+    )[0]
+    assert judge(messages(undelivered=True, expect=[[{"user": "cy", "name": "Cy", "plan": "pro"}]]), found)[0]
+    assert judge(messages(undelivered=True, expect_count=1), found)[0]
+    assert judge(messages(columns=["payload.user", "key"], expect=[["cy", "cy"], ["ada", "ada"]]), found) == (
+        False,
+        'messages of user_events [\'payload.user\', \'key\']: expected [["cy", "cy"], ["ada", "ada"]], '
+        'got [["ada", "ada"], ["cy", "cy"]]',
+    )
+
+
+def test_a_messages_check_holds_undelivered_payloads_to_the_current_topic(users: Runtime) -> None:
+    ship(users, PLAN_CHANGE)
+    users.run_action("sign_up", {"id": "cy", "name": "Cy", "plan": "pro"})
+    found = Evidence.gather(users, agent="eval-agent", seed_invariants={})
+    current = messages(undelivered=True, fields="current")
+    assert judge(current, found) == (True, "")
+    assert judge(messages(fields=["name", "plan", "user"]), found)[0]
+
+    users.rollback()  # ada's and cy's messages, undelivered, lose the plan with the field
+    rolled = Evidence.gather(users, agent="eval-agent", seed_invariants={})
+    assert judge(current, rolled) == (True, "")
+    assert judge(messages(undelivered=True, fields=["name", "plan", "user"]), rolled) == (
+        False,
+        "2 of the undelivered messages of user_events do not hold exactly ['name', 'plan', 'user']: "
+        '[{"seq": 1, "payload": {"user": "ada", "name": "Ada"}}, {"seq": 2, "payload": {"user": "cy", "name": "Cy"}}]',
+    )
+    assert judge(messages(topic="no_such_topic", fields="current"), rolled) == (
+        False,
+        "topic no_such_topic is not in the final spec",
+    )

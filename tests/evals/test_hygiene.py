@@ -23,6 +23,7 @@ def test_the_builtin_suite_has_the_stories_it_promises() -> None:
         "payment-with-crashes",
         "rename-field",
         "rogue-agent",
+        "rollback-with-messages",
         "split-field",
     ]
     rogue = next(s for s in BUILTIN if s.id == "rogue-agent")

@@ -69,6 +69,21 @@ def test_a_scenario_is_found_by_builtin_id_or_by_directory(example: Path) -> Non
             ),
             "names provider 'payments', which the seed lacks",
         ),
+        (
+            lambda t: t + '\n[[checks]]\nid = "m"\nkind = "messages"\ntopic = "events"\nundelivered = true\n',
+            "needs fields, expect or expect_count",
+        ),
+        (
+            lambda t: (
+                t + '\n[[checks]]\nid = "m"\nkind = "messages"\ntopic = "events"\n'
+                'columns = ["payload.user", "acked_by"]\nexpect = []\n'
+            ),
+            "not ['acked_by']",
+        ),
+        (
+            lambda t: t.replace('rule = "chain_verifies"', 'rule = "succeeded"'),
+            "succeeded needs tool",
+        ),
     ],
 )
 def test_a_malformed_manifest_is_refused_naming_the_key(example: Path, edit: object, message: str) -> None:
