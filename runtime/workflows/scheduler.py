@@ -283,6 +283,7 @@ class Scheduler:
             output=output,
             error=None,
             version=self.rt.current[0],
+            first=True,
         )
         outputs = {**run["outputs"], step.name: output}
         following = run["step"] + 1

@@ -220,12 +220,20 @@ def record_step(
     output: Any,
     error: dict[str, Any] | None,
     version: int,
+    first: bool = False,
 ) -> None:
+    """Record a step's outcome. ``first``: no record of this step can exist yet (a forward step that
+    completes: a failed record is deleted before its step is retried), so a plain INSERT does, which
+    costs DuckDB a quarter of the upsert; a record that exists after all fails the transaction."""
     now = now_iso()
+    upsert = (
+        ""
+        if first
+        else " ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, "
+        "output = excluded.output, error = excluded.error, finished_at = excluded.finished_at"
+    )
     tx.execute(
-        "INSERT INTO _buttress.steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, "
-        "output = excluded.output, error = excluded.error, finished_at = excluded.finished_at",
+        "INSERT INTO _buttress.steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + upsert,
         [
             run["run_id"],
             seq,
