@@ -181,15 +181,21 @@ def restart(directory: Path, pending: int) -> None:
     rt = Runtime.open(path, audit_reads=False)
     deploy(rt, [NOTE, WRITE, NAP_THEN_WRITE])
     t0 = time.perf_counter()
-    for i in range(100):  # a pilot, to know how long starting them all takes
+    for i in range(100):  # a pilot: how long starting a run and taking it to its sleep takes
         rt.start_workflow("later", {"id": f"q{i}", "until": "2100-01-01T00:00:00Z"}, run_id=f"q{i}")
-    estimate = (time.perf_counter() - t0) / 100 * pending * 3 + 5
+    rt.scheduler.drain()
+    estimate = (time.perf_counter() - t0) / 100 * pending * 2 + 10  # none may come due before the stop
     until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=estimate)
     t0 = time.perf_counter()
     for i in range(pending):
         rt.start_workflow("later", {"id": f"p{i}", "until": until.isoformat()}, run_id=f"p{i}")
     started = time.perf_counter() - t0
-    rt.scheduler.drain(timeout=600)  # every run reaches its sleep
+    rt.scheduler.drain(timeout=3600)  # every run reaches its sleep
+    with rt.engine.snapshot() as reader:
+        asleep = reader.scalar(
+            "SELECT count(*) FROM _buttress.runs WHERE run_id LIKE 'p%' AND waiting_on LIKE 'sleep:%'"
+        )
+    assert asleep == pending, f"only {asleep} of {pending} runs were asleep at the stop"
     rt.close()
     wait = (until - datetime.datetime.now(datetime.UTC)).total_seconds()
     time.sleep(max(0.0, wait) + 0.2)  # the process is gone while the sleeps come due
