@@ -1189,10 +1189,7 @@ def _replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: _C
                 )
             )
     # last: each undelivered message gets exactly the new payload's fields, in order (null where absent)
-    shape = ", ".join(
-        f"{ddl.string(f.name)}, json_extract(m.payload, {ddl.string('$.' + f.name)})" for f in after.payload
-    )
-    sql.append(f"UPDATE _buttress.messages AS m SET payload = json_object({shape}) WHERE {pending}")
+    sql.append(f"UPDATE _buttress.messages AS m SET payload = {_shaped(after)} WHERE {pending}")
     if any(p.kind == "fail" for p in probes):
         hazards.append(
             hazard(

@@ -438,6 +438,7 @@ def test_a_wait_times_out_into_its_workflow_s_failure_handling(tmp_path: Path) -
                 },
             ],
         )
+        rt.publish_message("pings", {"who": "bob"})  # before the runs start: not for them
         rt.start_workflow("listen", {"who": "ada"}, run_id="a")
         rt.start_workflow("listen", {"who": "bob"}, run_id="b")
         rt.scheduler.drain()
