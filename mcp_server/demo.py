@@ -369,6 +369,11 @@ async def script(client: Client, project: Path) -> None:
         },
     )
     waiting = await call(client, "get_run", {"run_id": run["run_id"]})
+    for _ in range(100):  # the server's scheduler takes the run to its sleep step in the background
+        if waiting["status"] != "running":
+            break
+        await _sleep(0.05)
+        waiting = await call(client, "get_run", {"run_id": run["run_id"]})
     say(f"   run {run['run_id']}: {waiting['status']} ({waiting['waiting_on'] or waiting['step']})")
 
 
