@@ -20,6 +20,7 @@ most ``lane_wait_s``: a stuck change is interrupted (``limit.timeout``), a block
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,7 +334,7 @@ class Runtime:
         """A read: authorized, run, audited (refusals included)."""
         try:
             self.authorize(actor, Capability.READ, what=operation.replace("_", " "))
-            result = call()
+            result = self.engine.sharing_memory(call, budget=self.limits.query_timeout_s)
         except ButtressError as error:
             self.record_refusal(operation, actor, arguments, error)
             raise
@@ -471,17 +472,22 @@ class Runtime:
                 hint="Pass exactly the $names the statement uses in params.",
                 details={"missing": missing, "unexpected": extra},
             )
-        timeout = self.limits.query_timeout_s
-        with self.engine.snapshot(timeout=timeout, single=True) as reader:
-            result = reader.execute(analysis.sql, params or None)
-            columns = [d[0] for d in result.description or []]
-            rows, truncated = fetch(
-                result, max_rows=limit, max_bytes=self.limits.max_result_bytes, deadline=reader.deadline
+        deadline = time.monotonic() + self.limits.query_timeout_s
+
+        def run() -> QueryResult:
+            with self.engine.snapshot(timeout=max(0.0, deadline - time.monotonic()), single=True) as reader:
+                result = reader.execute(analysis.sql, params or None)
+                columns = [d[0] for d in result.description or []]
+                rows, truncated = fetch(
+                    result, max_rows=limit, max_bytes=self.limits.max_result_bytes, deadline=reader.deadline
+                )
+                reader.unread = truncated
+            # built from values the runtime just converted: validating 2,000 rows again would only copy them
+            return QueryResult.model_construct(
+                columns=columns, rows=rows, row_count=len(rows), truncated=truncated
             )
-        # built from values the runtime just converted: validating 2,000 rows again would only copy them
-        return QueryResult.model_construct(
-            columns=columns, rows=rows, row_count=len(rows), truncated=truncated
-        )
+
+        return self.engine.sharing_memory(run, budget=self.limits.query_timeout_s)
 
     def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR) -> SqlCheckResult:
         """Analyse a statement against the current spec, or a proposal's target spec, without running it.

@@ -157,6 +157,7 @@ class ActionRunner:
             self.rt.authorize_action(actor, name)
             number, prepared = self.prepared(name)
             values = _validate(prepared, args or {})
+            budget = self.rt.limits.action_timeout_s
             if prepared.spec.kind == "query":
                 if idempotency_key is not None:
                     raise ActionError(
@@ -165,10 +166,15 @@ class ActionRunner:
                         hint="Call it again without idempotency_key; retrying a query is always safe.",
                         details={"action": name},
                     )
-                result = self._query(number, prepared, values)
+                result = self.rt.engine.sharing_memory(
+                    lambda: self._query(number, prepared, values), budget=budget
+                )
                 self.rt.record_read("run_action", actor, audit_args)
                 return result
-            return self._mutate(name, args or {}, idempotency_key, actor, audit_args)
+            # each try is its own transaction, rolled back when it failed: safe to run again
+            return self.rt.engine.sharing_memory(
+                lambda: self._mutate(name, args or {}, idempotency_key, actor, audit_args), budget=budget
+            )
         except ButtressError as error:
             self.rt.record_refusal("run_action", actor, audit_args, error)
             raise

@@ -19,7 +19,15 @@ DuckDB aborted (DuckDB's COMMIT after a failed statement returns OK and silently
 There are no savepoints: a nested ``transaction()`` on the same thread joins the outer one.
 
 **Reads** use ``Engine.snapshot()``: a pooled cursor in a READ ONLY transaction, concurrent with the
-writer, with a time limit enforced by interrupting the query.
+writer, with a time limit enforced by interrupting the query. A result left partly read (truncated,
+or abandoned by an error) is dropped with its cursor: DuckDB would otherwise keep the rest of it, a
+sort of the whole table for instance, in memory for as long as the pooled cursor lives.
+
+**Memory is one pool.** DuckDB's ``memory_limit`` is shared by every session of the database, so a
+statement can fail only because another one filled the pool. ``Engine.sharing_memory`` runs work
+that is safe to run again (a read, a mutation's transaction) so that such a victim does not fail:
+when it runs out of memory while older work was running, it waits for that work to end and runs
+again. The statement that filled the pool itself (nothing older was running) fails at once.
 
 ``translate`` is the one place ``duckdb.Error`` becomes a ``ButtressError``.
 """
@@ -32,11 +40,12 @@ import itertools
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import duckdb
 
@@ -57,7 +66,10 @@ LOCKS: Final[tuple[str, ...]] = (
 )
 
 Params = dict[str, Any] | list[Any] | tuple[Any, ...] | None
+T = TypeVar("T")
 READER_POOL = 16
+MEMORY_ATTEMPTS: Final = 3
+"""How often ``Engine.sharing_memory`` runs work that ran out of memory while older work held it."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +218,17 @@ def translate(error: duckdb.Error, *, sql: str | None = None) -> ButtressError:
     return EngineError(Code.ENGINE_ERROR, f"the database refused the statement: {reason}", details=details)
 
 
+def contended(error: ButtressError, attempts: int) -> EngineError:
+    """``limit.memory`` for work that ran out of memory while other sessions' work held the pool."""
+    return EngineError(
+        Code.LIMIT_MEMORY,
+        "the database's memory was held by other sessions' work while this ran; nothing of it was committed",
+        hint="Retry in a moment; it is safe to retry. If it keeps failing, narrow the work or ask the "
+        "operator to raise memory_limit_mb.",
+        details={**error.details, "contended": True, "attempts": attempts},
+    )
+
+
 def timeout_error(details: dict[str, Any] | None = None) -> EngineError:
     """``limit.timeout``: the work ran past its deadline and was stopped; nothing of it committed."""
     return EngineError(
@@ -297,6 +320,24 @@ class Session:
 class Reader(Session):
     """A read-only snapshot: statements see the database as of the snapshot's start."""
 
+    unread: bool = False
+    """A result may be left partly read on the cursor; the caller clears it once it read to the end."""
+
+    def execute(
+        self, sql: str, params: Params = None, *, timeout: float | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        self.unread = True
+        return super().execute(sql, params, timeout=timeout)
+
+
+@dataclass(eq=False)
+class Work:
+    """A snapshot or a writer transaction while it runs: what ``Engine.sharing_memory`` waits for."""
+
+    thread: int
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+
 
 class Tx(Session):
     """One open writer transaction. Every statement goes through ``execute``."""
@@ -355,6 +396,9 @@ class Engine:
         self._lane = threading.Lock()
         self._local = threading.local()
         self._closed = False
+        self._running: set[Work] = set()
+        self._ended: deque[Work] = deque(maxlen=256)
+        self._work_changed = threading.Condition()
 
     # ------------------------------------------------------------------------------ writer lane
 
@@ -382,6 +426,7 @@ class Engine:
         tx = Tx(self._writer, None if timeout is None else time.monotonic() + timeout, self._watchdog)
         self._local.tx = tx
         committed = False
+        work = self._start_work()
         try:
             try:
                 self._begin()
@@ -406,6 +451,7 @@ class Engine:
             for callback in tx._on_commit_locked:
                 callback()
         finally:
+            self._end_work(work)
             self._lane.release()
         if committed:
             for callback in tx._on_commit:
@@ -446,11 +492,13 @@ class Engine:
             cursor = self._db.cursor()
         token = None
         healthy = True
+        work = self._start_work()
+        reader = Reader(cursor, None if timeout is None else time.monotonic() + timeout, self._watchdog)
         try:
             if not single:
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
             token = self._watchdog.arm(cursor, timeout)
-            yield Reader(cursor, None if timeout is None else time.monotonic() + timeout, self._watchdog)
+            yield reader
         except duckdb.Error as error:
             raise translate(error) from None
         finally:
@@ -458,13 +506,91 @@ class Engine:
                 self._watchdog.disarm(token)
             try:
                 if not single:
-                    cursor.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK")  # also drops a result left partly read
+                elif reader.unread:
+                    healthy = False  # only closing the cursor frees what DuckDB holds for the rest
             except duckdb.Error:
                 healthy = False
+            self._end_work(work)
             if healthy and self._readers.qsize() < READER_POOL:
                 self._readers.put(cursor)
             else:
                 cursor.close()
+
+    # ----------------------------------------------------------------------------- shared memory
+
+    def sharing_memory(self, work: Callable[[], T], *, budget: float | None) -> T:
+        """Run ``work`` so that it does not fail for memory that other sessions' work held.
+
+        ``work`` must be safe to run again: a read, or a function that opens its own transaction
+        (which rolled back when it failed). When it fails with ``limit.memory`` while work that
+        started before it was running, it waits for that work to end (until ``budget`` seconds after
+        the first try) and runs again, at most ``MEMORY_ATTEMPTS`` times. When nothing older was
+        running, the statement needed the memory by itself: its error is raised at once. A victim
+        that still fails gets ``details.contended`` and a hint to retry.
+        """
+        if self.in_transaction():  # a failed statement aborted the caller's transaction: nothing to rerun
+            return work()
+        deadline = None if budget is None else time.monotonic() + budget
+        for attempt in itertools.count(1):
+            started = time.monotonic()
+            try:
+                return work()
+            except ButtressError as error:
+                if error.code != Code.LIMIT_MEMORY:
+                    raise
+                older = self._older_than(started)
+                if not older:
+                    raise
+                if attempt >= MEMORY_ATTEMPTS or not self._wait_for(older, deadline):
+                    raise contended(error, attempt) from None
+        raise AssertionError("unreachable")
+
+    def memory_in_use(self) -> int:
+        """Bytes DuckDB holds for the whole database right now (every session's work)."""
+        cursor = self._db.cursor()  # not a pooled one: running this on it would free what it holds
+        try:
+            row = cursor.execute(
+                "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+            ).fetchone()
+        except duckdb.Error as error:
+            raise translate(error) from None
+        finally:
+            cursor.close()
+        return int(row[0]) if row else 0
+
+    def _start_work(self) -> Work:
+        work = Work(threading.get_ident())
+        with self._work_changed:
+            self._running.add(work)
+        return work
+
+    def _end_work(self, work: Work) -> None:
+        with self._work_changed:
+            work.ended = time.monotonic()
+            self._running.discard(work)
+            self._ended.append(work)
+            self._work_changed.notify_all()
+
+    def _older_than(self, started: float) -> list[Work]:
+        """Other threads' work that began before ``started`` and was still running at or after it."""
+        me = threading.get_ident()
+        with self._work_changed:
+            return [
+                w
+                for w in (*self._running, *self._ended)
+                if w.thread != me and w.started < started and (w.ended is None or w.ended >= started)
+            ]
+
+    def _wait_for(self, works: list[Work], deadline: float | None) -> bool:
+        """Wait until every one of ``works`` has ended; False when ``deadline`` came first."""
+        with self._work_changed:
+            while any(w.ended is None for w in works):
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return False
+                self._work_changed.wait(wait)
+        return True
 
     def scratch(self) -> duckdb.DuckDBPyConnection:
         """A private, hardened in-memory database (for deriving expected catalogs); close it after use."""
