@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,19 +137,32 @@ def provider() -> Iterator[tuple[str, State]]:
     server.server_close()
 
 
-def shop(tmp_path: Path, base: str, **connector: Any) -> Runtime:
-    policy = Policy(
-        connectors={
-            "payments": Connector(url=f"{base}/charges", timeout_s=2, **connector),
-            "refunds": Connector(url=f"{base}/refunds", timeout_s=2),
-            "mail": Connector(url=f"{base}/mail", timeout_s=2),
-        }
-    )
-    rt = Runtime.open(tmp_path / "shop.duckdb", policy=policy, audit_reads=False)
-    deploy(rt, [*SHOP, CHECKOUT])
-    with rt.engine.transaction() as tx:
-        tx.execute("INSERT INTO stock VALUES ('apple', 2)")
-    return rt
+Shop = Callable[..., Runtime]
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    """Opens the shop app against a provider's base URL (connector options for payments); closed after."""
+    opened: list[Runtime] = []
+
+    def open_shop(base: str, **connector: Any) -> Runtime:
+        policy = Policy(
+            connectors={
+                "payments": Connector(url=f"{base}/charges", timeout_s=2, **connector),
+                "refunds": Connector(url=f"{base}/refunds", timeout_s=2),
+                "mail": Connector(url=f"{base}/mail", timeout_s=2),
+            }
+        )
+        rt = Runtime.open(tmp_path / "shop.duckdb", policy=policy, audit_reads=False)
+        opened.append(rt)
+        deploy(rt, [*SHOP, CHECKOUT])
+        with rt.engine.transaction() as tx:
+            tx.execute("INSERT INTO stock VALUES ('apple', 2)")
+        return rt
+
+    yield open_shop
+    for rt in opened:
+        rt.close()
 
 
 def settle(rt: Runtime, seconds: float = 5.0) -> None:
@@ -170,192 +183,164 @@ def rows(rt: Runtime, sql: str) -> list[list[Any]]:
 # ------------------------------------------------------------------------------------ the happy path
 
 
-def test_a_run_completes_each_step_once_and_publishes(tmp_path: Path, provider: tuple[str, State]) -> None:
+def test_a_run_completes_each_step_once_and_publishes(shop: Shop, provider: tuple[str, State]) -> None:
     base, state = provider
-    rt = shop(tmp_path, base)
-    try:
-        run = rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
-        assert run.status == "running" and run.step == "reserve"
-        settle(rt)
-        detail = rt.get_run("s1")
-        assert detail.status == "completed", detail
-        assert [s.name for s in detail.steps] == ["reserve", "charge", "record", "announce"]
-        assert all(s.version == 1 and s.attempts == 1 for s in detail.steps)
-        assert [e.state for e in detail.effects] == ["succeeded"]
-        assert rows(rt, "select id, charge from sale") == [["s1", "ch_1"]]
-        assert rows(rt, "select qty from stock") == [[1]]
-        assert len(state.charges) == 1 and state.charges[0]["order"] == "s1"
-        claimed = rt.claim_messages("sales", consumer="c")
-        assert [m.payload for m in claimed.messages] == [{"sale": "s1", "sku": "apple"}]
-        assert rt.verify_audit().ok
-        operations = [e.operation for e in rt.read_audit(limit=100)]
-        assert operations.count("workflow_step") == 4 and "effect_send" in operations
-    finally:
-        rt.close()
+    rt = shop(base)
+    run = rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
+    assert run.status == "running" and run.step == "reserve"
+    settle(rt)
+    detail = rt.get_run("s1")
+    assert detail.status == "completed", detail
+    assert [s.name for s in detail.steps] == ["reserve", "charge", "record", "announce"]
+    assert all(s.version == 1 and s.attempts == 1 for s in detail.steps)
+    assert [e.state for e in detail.effects] == ["succeeded"]
+    assert rows(rt, "select id, charge from sale") == [["s1", "ch_1"]]
+    assert rows(rt, "select qty from stock") == [[1]]
+    assert len(state.charges) == 1 and state.charges[0]["order"] == "s1"
+    claimed = rt.claim_messages("sales", consumer="c")
+    assert [m.payload for m in claimed.messages] == [{"sale": "s1", "sku": "apple"}]
+    assert rt.verify_audit().ok
+    operations = [e.operation for e in rt.read_audit(limit=100)]
+    assert operations.count("workflow_step") == 4 and "effect_send" in operations
 
 
-def test_a_run_id_is_an_idempotency_key(tmp_path: Path, provider: tuple[str, State]) -> None:
-    rt = shop(tmp_path, provider[0])
-    try:
-        first = rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="r")
-        again = rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="r")
-        assert again.run_id == first.run_id and len(rt.list_runs()) == 1
-        with pytest.raises(ButtressError) as caught:
-            rt.start_workflow("checkout", {"sale": "s2", "sku": "apple", "amount": 10}, run_id="r")
-        assert caught.value.code == "workflow.run_conflict"
-        with pytest.raises(ButtressError) as caught:
-            rt.start_workflow("checkout", {"sale": "s2", "sku": "apple"})
-        assert caught.value.code == "action.invalid_args" and "amount" in caught.value.message
-    finally:
-        rt.close()
+def test_a_run_id_is_an_idempotency_key(shop: Shop, provider: tuple[str, State]) -> None:
+    rt = shop(provider[0])
+    first = rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="r")
+    again = rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="r")
+    assert again.run_id == first.run_id and len(rt.list_runs()) == 1
+    with pytest.raises(ButtressError) as caught:
+        rt.start_workflow("checkout", {"sale": "s2", "sku": "apple", "amount": 10}, run_id="r")
+    assert caught.value.code == "workflow.run_conflict"
+    with pytest.raises(ButtressError) as caught:
+        rt.start_workflow("checkout", {"sale": "s2", "sku": "apple"})
+    assert caught.value.code == "action.invalid_args" and "amount" in caught.value.message
 
 
 # ----------------------------------------------------------------------------------- compensation
 
 
-def test_a_declined_charge_compensates_the_reservation(tmp_path: Path, provider: tuple[str, State]) -> None:
+def test_a_declined_charge_compensates_the_reservation(shop: Shop, provider: tuple[str, State]) -> None:
     base, state = provider
-    rt = shop(tmp_path, base)
-    try:
-        rt.start_workflow("checkout", {"sale": "big", "sku": "apple", "amount": 5000}, run_id="big")
-        settle(rt)
-        detail = rt.get_run("big")
-        assert detail.status == "compensated" and detail.error is not None
-        assert detail.error["code"] == "effect.rejected"
-        assert [(s.name, s.status) for s in detail.steps] == [
-            ("reserve", "completed"),
-            ("charge", "failed"),
-            ("reserve.compensation", "completed"),
-        ]
-        assert rows(rt, "select qty from stock") == [[2]] and rows(rt, "select * from sale") == []
-        assert state.charges == [] and detail.effects[0].state == "rejected"
-    finally:
-        rt.close()
+    rt = shop(base)
+    rt.start_workflow("checkout", {"sale": "big", "sku": "apple", "amount": 5000}, run_id="big")
+    settle(rt)
+    detail = rt.get_run("big")
+    assert detail.status == "compensated" and detail.error is not None
+    assert detail.error["code"] == "effect.rejected"
+    assert [(s.name, s.status) for s in detail.steps] == [
+        ("reserve", "completed"),
+        ("charge", "failed"),
+        ("reserve.compensation", "completed"),
+    ]
+    assert rows(rt, "select qty from stock") == [[2]] and rows(rt, "select * from sale") == []
+    assert state.charges == [] and detail.effects[0].state == "rejected"
 
 
-def test_a_failure_after_the_charge_refunds_it(tmp_path: Path, provider: tuple[str, State]) -> None:
+def test_a_failure_after_the_charge_refunds_it(shop: Shop, provider: tuple[str, State]) -> None:
     base, state = provider
-    rt = shop(tmp_path, base)
-    try:
-        with rt.engine.transaction() as tx:
-            tx.execute("INSERT INTO sale VALUES ('dup', 'apple', NULL)")  # record_sale will hit its key
-        rt.start_workflow("checkout", {"sale": "dup", "sku": "apple", "amount": 10}, run_id="dup")
-        settle(rt)
-        detail = rt.get_run("dup")
-        assert detail.status == "compensated", detail
-        names = [s.name for s in detail.steps]
-        assert names == ["reserve", "charge", "record", "charge.compensation", "reserve.compensation"]
-        assert [r["charge"] for r in state.refunds] == ["ch_1"]
-        assert rows(rt, "select qty from stock") == [[2]]
-    finally:
-        rt.close()
+    rt = shop(base)
+    with rt.engine.transaction() as tx:
+        tx.execute("INSERT INTO sale VALUES ('dup', 'apple', NULL)")  # record_sale will hit its key
+    rt.start_workflow("checkout", {"sale": "dup", "sku": "apple", "amount": 10}, run_id="dup")
+    settle(rt)
+    detail = rt.get_run("dup")
+    assert detail.status == "compensated", detail
+    names = [s.name for s in detail.steps]
+    assert names == ["reserve", "charge", "record", "charge.compensation", "reserve.compensation"]
+    assert [r["charge"] for r in state.refunds] == ["ch_1"]
+    assert rows(rt, "select qty from stock") == [[2]]
 
 
-def test_cancel_compensates_the_completed_steps(tmp_path: Path, provider: tuple[str, State]) -> None:
-    rt = shop(tmp_path, provider[0])
-    try:
-        wait = {
-            "op": "add_workflow",
-            "workflow": {
-                "name": "hold",
-                "params": [{"name": "sku", "type": "text"}],
-                "steps": [
-                    {
-                        "name": "reserve",
-                        "kind": "action",
-                        "action": "reserve",
-                        "args": {"sku": {"from": "input.sku"}},
-                        "compensation": {"action": "release", "args": {"sku": {"from": "input.sku"}}},
-                    },
-                    {"name": "confirm", "kind": "wait", "signal": "confirmed"},
-                ],
-            },
-        }
-        deploy(rt, [wait])
-        rt.start_workflow("hold", {"sku": "apple"}, run_id="h")
-        settle(rt)
-        assert rt.get_run("h").status == "waiting" and rows(rt, "select qty from stock") == [[1]]
-        rt.cancel_run("h", reason="customer left")
-        settle(rt)
-        detail = rt.get_run("h")
-        assert detail.status == "cancelled" and rows(rt, "select qty from stock") == [[2]]
-        with pytest.raises(ButtressError) as caught:
-            rt.cancel_run("h")
-        assert caught.value.code == "workflow.not_active"
-    finally:
-        rt.close()
+def test_cancel_compensates_the_completed_steps(shop: Shop, provider: tuple[str, State]) -> None:
+    rt = shop(provider[0])
+    wait = {
+        "op": "add_workflow",
+        "workflow": {
+            "name": "hold",
+            "params": [{"name": "sku", "type": "text"}],
+            "steps": [
+                {
+                    "name": "reserve",
+                    "kind": "action",
+                    "action": "reserve",
+                    "args": {"sku": {"from": "input.sku"}},
+                    "compensation": {"action": "release", "args": {"sku": {"from": "input.sku"}}},
+                },
+                {"name": "confirm", "kind": "wait", "signal": "confirmed"},
+            ],
+        },
+    }
+    deploy(rt, [wait])
+    rt.start_workflow("hold", {"sku": "apple"}, run_id="h")
+    settle(rt)
+    assert rt.get_run("h").status == "waiting" and rows(rt, "select qty from stock") == [[1]]
+    rt.cancel_run("h", reason="customer left")
+    settle(rt)
+    detail = rt.get_run("h")
+    assert detail.status == "cancelled" and rows(rt, "select qty from stock") == [[2]]
+    with pytest.raises(ButtressError) as caught:
+        rt.cancel_run("h")
+    assert caught.value.code == "workflow.not_active"
 
 
 # ---------------------------------------------------------------------------------------- effects
 
 
-def test_a_lost_answer_is_resent_with_the_same_key(tmp_path: Path, provider: tuple[str, State]) -> None:
+def test_a_lost_answer_is_resent_with_the_same_key(shop: Shop, provider: tuple[str, State]) -> None:
     base, state = provider
     state.drop_rate = 1.0  # the provider charges, then the answer never arrives
-    rt = shop(tmp_path, base)
-    try:
-        rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
-        rt.scheduler.drain()
-        state.drop_rate = 0.0
-        settle(rt)
-        assert rt.get_run("s1").status == "completed"
-        assert len(state.charges) == 1 and state.replays >= 1  # the repeat got the saved answer
-        effect = rt.list_effects(run_id="s1")[0]
-        assert effect.attempts >= 2 and effect.state == "succeeded"
-    finally:
-        rt.close()
+    rt = shop(base)
+    rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
+    rt.scheduler.drain()
+    state.drop_rate = 0.0
+    settle(rt)
+    assert rt.get_run("s1").status == "completed"
+    assert len(state.charges) == 1 and state.replays >= 1  # the repeat got the saved answer
+    effect = rt.list_effects(run_id="s1")[0]
+    assert effect.attempts >= 2 and effect.state == "succeeded"
 
 
 def test_an_effect_without_an_answer_blocks_until_the_operator_acts(
-    tmp_path: Path, provider: tuple[str, State]
+    shop: Shop, provider: tuple[str, State]
 ) -> None:
     base, state = provider
     state.fail_rate = 1.0  # 503 every time
-    rt = shop(tmp_path, base)
-    try:
-        rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
-        settle(rt)
-        detail = rt.get_run("s1")
-        assert detail.status == "blocked" and detail.error is not None
-        unknown = rt.list_effects(state="unknown")
-        assert [e.run_id for e in unknown] == ["s1"] and unknown[0].attempts == 3
-        state.fail_rate = 0.0
-        rt.retry_run("s1")
-        settle(rt)
-        assert rt.get_run("s1").status == "completed" and len(state.charges) == 1
-    finally:
-        rt.close()
+    rt = shop(base)
+    rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
+    settle(rt)
+    detail = rt.get_run("s1")
+    assert detail.status == "blocked" and detail.error is not None
+    unknown = rt.list_effects(state="unknown")
+    assert [e.run_id for e in unknown] == ["s1"] and unknown[0].attempts == 3
+    state.fail_rate = 0.0
+    rt.retry_run("s1")
+    settle(rt)
+    assert rt.get_run("s1").status == "completed" and len(state.charges) == 1
 
 
-def test_the_operator_resolves_an_unknown_effect(tmp_path: Path, provider: tuple[str, State]) -> None:
+def test_the_operator_resolves_an_unknown_effect(shop: Shop, provider: tuple[str, State]) -> None:
     base, state = provider
     state.fail_rate = 1.0
-    rt = shop(tmp_path, base)
-    try:
-        rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
-        settle(rt)
-        effect = rt.list_effects(state="unknown")[0]
-        with pytest.raises(ButtressError) as caught:
-            rt.resolve_effect(effect.effect_id, "succeeded", actor="claude")
-        assert caught.value.code == "policy.denied"  # an agent cannot decide what happened outside
-        rt.resolve_effect(effect.effect_id, "succeeded", response={"id": "ch_manual"})
-        settle(rt)
-        assert rt.get_run("s1").status == "completed"
-        assert rows(rt, "select charge from sale") == [["ch_manual"]] and state.charges == []
-    finally:
-        rt.close()
+    rt = shop(base)
+    rt.start_workflow("checkout", {"sale": "s1", "sku": "apple", "amount": 10}, run_id="s1")
+    settle(rt)
+    effect = rt.list_effects(state="unknown")[0]
+    with pytest.raises(ButtressError) as caught:
+        rt.resolve_effect(effect.effect_id, "succeeded", actor="claude")
+    assert caught.value.code == "policy.denied"  # an agent cannot decide what happened outside
+    rt.resolve_effect(effect.effect_id, "succeeded", response={"id": "ch_manual"})
+    settle(rt)
+    assert rt.get_run("s1").status == "completed"
+    assert rows(rt, "select charge from sale") == [["ch_manual"]] and state.charges == []
 
 
-def test_a_connector_the_operator_did_not_declare_fails_the_dry_run(tmp_path: Path) -> None:
-    rt = Runtime.open(tmp_path / "a.duckdb")
-    try:
-        proposal = rt.propose([*SHOP, CHECKOUT])
-        report = rt.dry_run(proposal.proposal_id)
-        assert not report.passed and report.error is not None
-        assert report.error["code"] == "connector.unknown"
-        assert report.error["details"]["connectors"] == ["payments", "refunds"]
-    finally:
-        rt.close()
+def test_a_connector_the_operator_did_not_declare_fails_the_dry_run(rt: Runtime) -> None:
+    proposal = rt.propose([*SHOP, CHECKOUT])
+    report = rt.dry_run(proposal.proposal_id)
+    assert not report.passed and report.error is not None
+    assert report.error["code"] == "connector.unknown"
+    assert report.error["details"]["connectors"] == ["payments", "refunds"]
 
 
 # ------------------------------------------------------------------------ waits, timers, restarts
@@ -410,294 +395,266 @@ def test_timers_and_waits_survive_a_restart(tmp_path: Path) -> None:
         rt.close()
 
 
-def test_a_wait_times_out_into_its_workflow_s_failure_handling(tmp_path: Path) -> None:
-    rt = Runtime.open(tmp_path / "w.duckdb")
-    try:
-        deploy(
-            rt,
-            [
-                {
-                    "op": "add_topic",
-                    "topic": {"name": "pings", "payload": [{"name": "who", "type": "text"}]},
+def test_a_wait_times_out_into_its_workflow_s_failure_handling(rt: Runtime) -> None:
+    deploy(
+        rt,
+        [
+            {
+                "op": "add_topic",
+                "topic": {"name": "pings", "payload": [{"name": "who", "type": "text"}]},
+            },
+            {
+                "op": "add_workflow",
+                "workflow": {
+                    "name": "listen",
+                    "params": [{"name": "who", "type": "text"}],
+                    "steps": [
+                        {
+                            "name": "ping",
+                            "kind": "wait",
+                            "topic": "pings",
+                            "args": {"who": {"from": "input.who"}},
+                            "timeout_s": 0.2,
+                        }
+                    ],
                 },
-                {
-                    "op": "add_workflow",
-                    "workflow": {
-                        "name": "listen",
-                        "params": [{"name": "who", "type": "text"}],
-                        "steps": [
-                            {
-                                "name": "ping",
-                                "kind": "wait",
-                                "topic": "pings",
-                                "args": {"who": {"from": "input.who"}},
-                                "timeout_s": 0.2,
-                            }
-                        ],
-                    },
-                },
-            ],
-        )
-        rt.publish_message("pings", {"who": "bob"})  # before the runs start: not for them
-        rt.start_workflow("listen", {"who": "ada"}, run_id="a")
-        rt.start_workflow("listen", {"who": "bob"}, run_id="b")
-        rt.scheduler.drain()
-        rt.publish_message("pings", {"who": "ada"})
-        settle(rt, 2)
-        assert rt.get_run("a").status == "completed"
-        assert rt.get_run("a").steps[0].output == {"who": "ada"}
-        failed = rt.get_run("b")
-        assert failed.status == "compensated" and failed.error is not None  # nothing to undo
-        assert failed.error["code"] == "workflow.timeout"
-    finally:
-        rt.close()
+            },
+        ],
+    )
+    rt.publish_message("pings", {"who": "bob"})  # before the runs start: not for them
+    rt.start_workflow("listen", {"who": "ada"}, run_id="a")
+    rt.start_workflow("listen", {"who": "bob"}, run_id="b")
+    rt.scheduler.drain()
+    rt.publish_message("pings", {"who": "ada"})
+    settle(rt, 2)
+    assert rt.get_run("a").status == "completed"
+    assert rt.get_run("a").steps[0].output == {"who": "ada"}
+    failed = rt.get_run("b")
+    assert failed.status == "compensated" and failed.error is not None  # nothing to undo
+    assert failed.error["code"] == "workflow.timeout"
 
 
 # ------------------------------------------------------------------------ messages and the outbox
 
 
 def test_an_action_publishes_and_starts_runs_only_when_its_writes_commit(
-    tmp_path: Path, provider: tuple[str, State]
+    shop: Shop, provider: tuple[str, State]
 ) -> None:
-    rt = shop(tmp_path, provider[0])
-    try:
-        deploy(
-            rt,
-            [
-                action(
-                    "place",
-                    {"sale": "text", "sku": "text"},
-                    "update stock set qty = qty - 1 where sku = $sku returning qty",
-                    emits=[
-                        {
-                            "publish": "sales",
-                            "args": {"sale": {"from": "args.sale"}, "sku": {"from": "args.sku"}},
-                        },
+    rt = shop(provider[0])
+    deploy(
+        rt,
+        [
+            action(
+                "place",
+                {"sale": "text", "sku": "text"},
+                "update stock set qty = qty - 1 where sku = $sku returning qty",
+                emits=[
+                    {
+                        "publish": "sales",
+                        "args": {"sale": {"from": "args.sale"}, "sku": {"from": "args.sku"}},
+                    },
+                ],
+            )
+        ],
+    )
+    rt.run_action("place", {"sale": "a", "sku": "apple"})
+    rt.run_action("place", {"sale": "b", "sku": "apple"})
+    with pytest.raises(ButtressError):
+        rt.run_action("place", {"sale": "c", "sku": "apple"})  # qty would be -1: nothing commits
+    published = rt.list_messages(topic="sales")
+    assert sorted(m.payload["sale"] for m in published) == ["a", "b"]
+
+
+def test_claims_lease_and_keep_per_key_order(shop: Shop, provider: tuple[str, State]) -> None:
+    rt = shop(provider[0])
+    for sale, sku in [("1", "apple"), ("2", "apple"), ("3", "pear"), ("4", "apple")]:
+        rt.publish_message("sales", {"sale": sale, "sku": sku})
+    first = rt.claim_messages("sales", consumer="a", limit=10, lease_s=1)
+    assert [m.payload["sale"] for m in first.messages] == ["1", "3"]  # one per key at a time
+    assert rt.claim_messages("sales", consumer="b").messages == []
+    rt.ack_messages([first.messages[0].message_id], consumer="a")
+    second = rt.claim_messages("sales", consumer="b")
+    assert [m.payload["sale"] for m in second.messages] == ["2"]
+    time.sleep(1.1)  # a's lease on "3" runs out: it is delivered again
+    third = rt.claim_messages("sales", consumer="b")
+    assert [m.payload["sale"] for m in third.messages] == ["3"] and third.messages[0].deliveries == 2
+    with pytest.raises(ButtressError) as caught:
+        rt.ack_messages([first.messages[1].message_id], consumer="a")
+    assert caught.value.code == "message.not_leased"
+    again = rt.publish_message("sales", {"sale": "5", "sku": "kiwi"}, message_id="m5")
+    assert rt.publish_message("sales", {"sale": "5", "sku": "kiwi"}, message_id="m5").seq == again.seq
+    with pytest.raises(ButtressError) as caught:
+        rt.publish_message("sales", {"sale": 5})
+    assert caught.value.code == "message.invalid_payload"
+
+
+def test_a_subscription_feeds_an_action_exactly_once_and_dead_letters_refusals(rt: Runtime) -> None:
+    deploy(
+        rt,
+        [
+            {
+                "op": "add_entity",
+                "entity": {
+                    "name": "tally",
+                    "primary_key": ["who"],
+                    "fields": [
+                        {"name": "who", "type": "text"},
+                        {"name": "n", "type": "integer", "check": "n < 3"},
                     ],
-                )
-            ],
-        )
-        rt.run_action("place", {"sale": "a", "sku": "apple"})
-        rt.run_action("place", {"sale": "b", "sku": "apple"})
-        with pytest.raises(ButtressError):
-            rt.run_action("place", {"sale": "c", "sku": "apple"})  # qty would be -1: nothing commits
-        published = rt.list_messages(topic="sales")
-        assert sorted(m.payload["sale"] for m in published) == ["a", "b"]
-    finally:
-        rt.close()
-
-
-def test_claims_lease_and_keep_per_key_order(tmp_path: Path, provider: tuple[str, State]) -> None:
-    rt = shop(tmp_path, provider[0])
-    try:
-        for sale, sku in [("1", "apple"), ("2", "apple"), ("3", "pear"), ("4", "apple")]:
-            rt.publish_message("sales", {"sale": sale, "sku": sku})
-        first = rt.claim_messages("sales", consumer="a", limit=10, lease_s=1)
-        assert [m.payload["sale"] for m in first.messages] == ["1", "3"]  # one per key at a time
-        assert rt.claim_messages("sales", consumer="b").messages == []
-        rt.ack_messages([first.messages[0].message_id], consumer="a")
-        second = rt.claim_messages("sales", consumer="b")
-        assert [m.payload["sale"] for m in second.messages] == ["2"]
-        time.sleep(1.1)  # a's lease on "3" runs out: it is delivered again
-        third = rt.claim_messages("sales", consumer="b")
-        assert [m.payload["sale"] for m in third.messages] == ["3"] and third.messages[0].deliveries == 2
-        with pytest.raises(ButtressError) as caught:
-            rt.ack_messages([first.messages[1].message_id], consumer="a")
-        assert caught.value.code == "message.not_leased"
-        again = rt.publish_message("sales", {"sale": "5", "sku": "kiwi"}, message_id="m5")
-        assert rt.publish_message("sales", {"sale": "5", "sku": "kiwi"}, message_id="m5").seq == again.seq
-        with pytest.raises(ButtressError) as caught:
-            rt.publish_message("sales", {"sale": 5})
-        assert caught.value.code == "message.invalid_payload"
-    finally:
-        rt.close()
-
-
-def test_a_subscription_feeds_an_action_exactly_once_and_dead_letters_refusals(tmp_path: Path) -> None:
-    rt = Runtime.open(tmp_path / "s.duckdb")
-    try:
-        deploy(
-            rt,
-            [
-                {
-                    "op": "add_entity",
-                    "entity": {
-                        "name": "tally",
-                        "primary_key": ["who"],
-                        "fields": [
-                            {"name": "who", "type": "text"},
-                            {"name": "n", "type": "integer", "check": "n < 3"},
-                        ],
-                    },
                 },
-                action(
-                    "count",
-                    {"who": "text"},
-                    "insert into tally values ($who, 1) on conflict (who) do update set n = tally.n + 1",
-                ),
-                {
-                    "op": "add_topic",
-                    "topic": {"name": "visits", "payload": [{"name": "who", "type": "text"}]},
+            },
+            action(
+                "count",
+                {"who": "text"},
+                "insert into tally values ($who, 1) on conflict (who) do update set n = tally.n + 1",
+            ),
+            {
+                "op": "add_topic",
+                "topic": {"name": "visits", "payload": [{"name": "who", "type": "text"}]},
+            },
+            {
+                "op": "add_subscription",
+                "subscription": {
+                    "name": "counter",
+                    "topic": "visits",
+                    "action": "count",
+                    "args": {"who": {"from": "message.who"}},
                 },
-                {
-                    "op": "add_subscription",
-                    "subscription": {
-                        "name": "counter",
-                        "topic": "visits",
-                        "action": "count",
-                        "args": {"who": {"from": "message.who"}},
-                    },
-                },
-            ],
-        )
-        for who in ["ada", "ada", "bob", "ada", "ada"]:
-            rt.publish_message("visits", {"who": who})
-        rt.scheduler.drain()
-        rt.scheduler.drain()
-        assert rows(rt, "select who, n from tally order by who") == [["ada", 2], ["bob", 1]]
-        with rt.engine.snapshot() as reader:
-            dead = reader.fetchall("SELECT seq FROM _buttress.dead_letters ORDER BY seq")
-        assert len(dead) == 2  # ada's 3rd and 4th visits broke the check
-        assert rt.list_messages(topic="visits", undelivered=True) == []
-    finally:
-        rt.close()
+            },
+        ],
+    )
+    for who in ["ada", "ada", "bob", "ada", "ada"]:
+        rt.publish_message("visits", {"who": who})
+    rt.scheduler.drain()
+    rt.scheduler.drain()
+    assert rows(rt, "select who, n from tally order by who") == [["ada", 2], ["bob", 1]]
+    with rt.engine.snapshot() as reader:
+        dead = reader.fetchall("SELECT seq FROM _buttress.dead_letters ORDER BY seq")
+    assert len(dead) == 2  # ada's 3rd and 4th visits broke the check
+    assert rt.list_messages(topic="visits", undelivered=True) == []
 
 
 # ----------------------------------------------------------------- coherence with deploy and rollback
 
 
-def test_dropping_an_action_a_run_in_flight_calls_fails_the_dry_run_naming_it(tmp_path: Path) -> None:
-    rt = Runtime.open(tmp_path / "c.duckdb")
-    try:
-        deploy(
-            rt,
-            [
-                {
-                    "op": "add_entity",
-                    "entity": {
-                        "name": "log",
-                        "primary_key": ["id"],
-                        "fields": [{"name": "id", "type": "text"}],
-                    },
+def test_dropping_an_action_a_run_in_flight_calls_fails_the_dry_run_naming_it(rt: Runtime) -> None:
+    deploy(
+        rt,
+        [
+            {
+                "op": "add_entity",
+                "entity": {
+                    "name": "log",
+                    "primary_key": ["id"],
+                    "fields": [{"name": "id", "type": "text"}],
                 },
-                action("note", {"id": "text"}, "insert into log values ($id)"),
-                {
-                    "op": "add_workflow",
-                    "workflow": {
-                        "name": "two",
-                        "params": [{"name": "id", "type": "text"}],
-                        "steps": [
-                            {"name": "hold", "kind": "wait", "signal": "go"},
-                            {
-                                "name": "note",
-                                "kind": "action",
-                                "action": "note",
-                                "args": {"id": {"from": "input.id"}},
-                            },
-                        ],
-                    },
-                },
-            ],
-        )
-        rt.start_workflow("two", {"id": "x"}, run_id="x")
-        rt.scheduler.drain()
-        proposal = rt.propose([{"op": "drop_workflow", "name": "two"}, {"op": "drop_action", "name": "note"}])
-        assert {h.code for h in proposal.hazards} >= {"workflow.in_flight", "workflow.stranded"}
-        report = rt.dry_run(proposal.proposal_id)
-        assert not report.passed and report.error is not None
-        assert report.error["code"] == "deploy.dry_run_failed"
-        assert report.error["details"]["probe"] == "workflow.stranded"
-        assert [r["run_id"] for r in report.error["details"]["rows"]] == ["x"]
-        rt.cancel_run("x")
-        rt.scheduler.drain()
-        assert rt.dry_run(
-            rt.propose(
-                [{"op": "drop_workflow", "name": "two"}, {"op": "drop_action", "name": "note"}]
-            ).proposal_id
-        ).passed
-    finally:
-        rt.close()
-
-
-def test_rollback_converts_undelivered_messages_and_a_redeploy_restores_them(tmp_path: Path) -> None:
-    rt = Runtime.open(tmp_path / "r.duckdb")
-    try:
-        deploy(
-            rt,
-            [
-                {
-                    "op": "add_topic",
-                    "topic": {
-                        "name": "user_events",
-                        "payload": [{"name": "user", "type": "text"}],
-                        "external": True,
-                    },
-                }
-            ],
-        )
-        new_shape = {
-            "op": "replace_topic",
-            "topic": {
-                "name": "user_events",
-                "payload": [
-                    {"name": "user", "type": "text"},
-                    {"name": "plan", "type": "text", "nullable": True},
-                ],
-                "external": True,
             },
-        }
-        deploy(rt, [new_shape])
-        rt.publish_message("user_events", {"user": "ada", "plan": "pro"}, message_id="m1")
-        rt.publish_message("user_events", {"user": "bob", "plan": "free"}, message_id="m2")
-        delivered = rt.claim_messages("user_events", consumer="c", limit=1)
-        rt.ack_messages([m.message_id for m in delivered.messages], consumer="c")
-        result = rt.rollback()
-        report_losses = [loss for step in result.steps for loss in step.losses]
-        assert any(loss.code == "message.converted" and loss.count == 1 for loss in report_losses)
-        pending = rt.claim_messages("user_events", consumer="old")
-        assert [m.payload for m in pending.messages] == [{"user": "bob"}]  # no field the old version lacks
-        again = rt.propose([new_shape])
-        rt.dry_run(again.proposal_id)
-        rt.deploy(again.proposal_id)
-        restored = {m.message_id: m.payload for m in rt.list_messages(topic="user_events")}
-        assert restored["m2"] == {"user": "bob", "plan": "free"}
-    finally:
-        rt.close()
+            action("note", {"id": "text"}, "insert into log values ($id)"),
+            {
+                "op": "add_workflow",
+                "workflow": {
+                    "name": "two",
+                    "params": [{"name": "id", "type": "text"}],
+                    "steps": [
+                        {"name": "hold", "kind": "wait", "signal": "go"},
+                        {
+                            "name": "note",
+                            "kind": "action",
+                            "action": "note",
+                            "args": {"id": {"from": "input.id"}},
+                        },
+                    ],
+                },
+            },
+        ],
+    )
+    rt.start_workflow("two", {"id": "x"}, run_id="x")
+    rt.scheduler.drain()
+    proposal = rt.propose([{"op": "drop_workflow", "name": "two"}, {"op": "drop_action", "name": "note"}])
+    assert {h.code for h in proposal.hazards} >= {"workflow.in_flight", "workflow.stranded"}
+    report = rt.dry_run(proposal.proposal_id)
+    assert not report.passed and report.error is not None
+    assert report.error["code"] == "deploy.dry_run_failed"
+    assert report.error["details"]["probe"] == "workflow.stranded"
+    assert [r["run_id"] for r in report.error["details"]["rows"]] == ["x"]
+    rt.cancel_run("x")
+    rt.scheduler.drain()
+    assert rt.dry_run(
+        rt.propose(
+            [{"op": "drop_workflow", "name": "two"}, {"op": "drop_action", "name": "note"}]
+        ).proposal_id
+    ).passed
 
 
-def test_a_payload_change_undelivered_messages_cannot_take_is_refused(tmp_path: Path) -> None:
-    rt = Runtime.open(tmp_path / "p.duckdb")
-    try:
-        deploy(
-            rt,
-            [
-                {
-                    "op": "add_topic",
-                    "topic": {"name": "t", "payload": [{"name": "a", "type": "text"}], "external": True},
-                }
+def test_rollback_converts_undelivered_messages_and_a_redeploy_restores_them(rt: Runtime) -> None:
+    deploy(
+        rt,
+        [
+            {
+                "op": "add_topic",
+                "topic": {
+                    "name": "user_events",
+                    "payload": [{"name": "user", "type": "text"}],
+                    "external": True,
+                },
+            }
+        ],
+    )
+    new_shape = {
+        "op": "replace_topic",
+        "topic": {
+            "name": "user_events",
+            "payload": [
+                {"name": "user", "type": "text"},
+                {"name": "plan", "type": "text", "nullable": True},
             ],
-        )
-        rt.publish_message("t", {"a": "x"})
-        proposal = rt.propose(
-            [
-                {
-                    "op": "replace_topic",
-                    "topic": {
-                        "name": "t",
-                        "payload": [{"name": "a", "type": "text"}, {"name": "b", "type": "integer"}],
-                        "external": True,
-                    },
-                }
-            ]
-        )
-        report = rt.dry_run(proposal.proposal_id)
-        assert not report.passed and report.error is not None
-        assert report.error["code"] == "deploy.dry_run_failed"
-        assert (
-            report.error["details"]["probe"] == "message.stranded" and report.error["details"]["count"] == 1
-        )
-    finally:
-        rt.close()
+            "external": True,
+        },
+    }
+    deploy(rt, [new_shape])
+    rt.publish_message("user_events", {"user": "ada", "plan": "pro"}, message_id="m1")
+    rt.publish_message("user_events", {"user": "bob", "plan": "free"}, message_id="m2")
+    delivered = rt.claim_messages("user_events", consumer="c", limit=1)
+    rt.ack_messages([m.message_id for m in delivered.messages], consumer="c")
+    result = rt.rollback()
+    report_losses = [loss for step in result.steps for loss in step.losses]
+    assert any(loss.code == "message.converted" and loss.count == 1 for loss in report_losses)
+    pending = rt.claim_messages("user_events", consumer="old")
+    assert [m.payload for m in pending.messages] == [{"user": "bob"}]  # no field the old version lacks
+    again = rt.propose([new_shape])
+    rt.dry_run(again.proposal_id)
+    rt.deploy(again.proposal_id)
+    restored = {m.message_id: m.payload for m in rt.list_messages(topic="user_events")}
+    assert restored["m2"] == {"user": "bob", "plan": "free"}
+
+
+def test_a_payload_change_undelivered_messages_cannot_take_is_refused(rt: Runtime) -> None:
+    deploy(
+        rt,
+        [
+            {
+                "op": "add_topic",
+                "topic": {"name": "t", "payload": [{"name": "a", "type": "text"}], "external": True},
+            }
+        ],
+    )
+    rt.publish_message("t", {"a": "x"})
+    proposal = rt.propose(
+        [
+            {
+                "op": "replace_topic",
+                "topic": {
+                    "name": "t",
+                    "payload": [{"name": "a", "type": "text"}, {"name": "b", "type": "integer"}],
+                    "external": True,
+                },
+            }
+        ]
+    )
+    report = rt.dry_run(proposal.proposal_id)
+    assert not report.passed and report.error is not None
+    assert report.error["code"] == "deploy.dry_run_failed"
+    assert report.error["details"]["probe"] == "message.stranded" and report.error["details"]["count"] == 1
 
 
 def test_workflow_spec_problems_are_reported_all_at_once(rt: Runtime) -> None:
