@@ -20,7 +20,7 @@ from mcp_server.ui.app import ControlRoom
 from runtime.runtime import Runtime
 from tests.fakes.provider import State, serve
 from tests.runtime.conftest import deploy
-from tests.runtime.test_workflows import settle, shop
+from tests.runtime.test_workflows import Shop, settle, shop  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -63,16 +63,13 @@ def provider() -> Iterator[tuple[str, State]]:
 
 
 @pytest.fixture
-def blocked(tmp_path: Path, provider: tuple[str, State]) -> Iterator[Runtime]:
+def blocked(shop: Shop, provider: tuple[str, State]) -> Runtime:  # noqa: F811 (the imported fixture)
     """A shop whose checkout run ``s1`` is blocked: its charge got no answer after every attempt."""
-    rt = shop(tmp_path, provider[0])
-    try:
-        rt.start_workflow("checkout", CHECKOUT_ARGS, run_id="s1", actor="claude")
-        settle(rt)
-        assert rt.get_run("s1").status == "blocked"
-        yield rt
-    finally:
-        rt.close()
+    rt = shop(provider[0])
+    rt.start_workflow("checkout", CHECKOUT_ARGS, run_id="s1", actor="claude")
+    settle(rt)
+    assert rt.get_run("s1").status == "blocked"
+    return rt
 
 
 @pytest.fixture
