@@ -181,17 +181,7 @@ class ActionRunner:
 
     def _query(self, number: int, prepared: Prepared, values: dict[str, Any]) -> ActionResult:
         with self.rt.engine.snapshot(timeout=self.rt.limits.action_timeout_s) as reader:
-            columns, rows, affected, truncated = self._statements(reader, prepared, values)
-        return ActionResult(
-            action=prepared.spec.name,
-            kind="query",
-            columns=columns,
-            rows=rows,
-            row_count=len(rows),
-            rows_affected=affected,
-            truncated=truncated,
-            version=number,
-        )
+            return self._statements(reader, number, prepared, values)
 
     def _mutate(
         self, name: str, args: dict[str, Any], key: str | None, actor: str, audit_args: dict[str, Any]
@@ -278,19 +268,9 @@ class ActionRunner:
         """A mutation's statements, its reference and invariant checks, and its emits, in ``tx``."""
         name = prepared.spec.name
         touched = references.Touched()
-        columns, rows, affected, truncated = self._statements(tx, prepared, values, touched)
+        result = self._statements(tx, number, prepared, values, touched)
         references.enforce(tx, prepared.references, touched, prepared.capture, prepared.field_checks)
         check_invariants(tx, prepared.checks, touched, action=name, version=number)
-        result = ActionResult(
-            action=name,
-            kind="mutation",
-            columns=columns,
-            rows=rows,
-            row_count=len(rows),
-            rows_affected=affected,
-            truncated=truncated,
-            version=number,
-        )
         if prepared.spec.emits:
             outbox.emit(tx, prepared.app, prepared.spec, number, values, result, actor=actor)
         return result
@@ -308,29 +288,20 @@ class ActionRunner:
     def _run_in(
         self, tx: Tx, number: int, prepared: Prepared, values: dict[str, Any], actor: str
     ) -> ActionResult:
-        name = prepared.spec.name
         if prepared.spec.kind == "query":
-            columns, rows, affected, truncated = self._statements(tx, prepared, values)
-            return ActionResult(
-                action=name,
-                kind="query",
-                columns=columns,
-                rows=rows,
-                row_count=len(rows),
-                rows_affected=affected,
-                truncated=truncated,
-                version=number,
-            )
+            return self._statements(tx, number, prepared, values)
         return self.apply(tx, number, prepared, values, actor)
 
     def _statements(
         self,
         session: Session,
+        number: int,
         prepared: Prepared,
         values: dict[str, Any],
         touched: references.Touched | None = None,
-    ) -> tuple[list[str], list[list[Any]], int, bool]:
-        """Run every statement; the rows of the last row-producing one, within the result limits.
+    ) -> ActionResult:
+        """Run every statement of the action at version ``number``; the result carries the rows of the
+        last row-producing one, within the result limits.
 
         Statements that return captured columns (``capture.plan``) add the values of the rows they
         touched to ``touched``; the agent's own output columns come first and are what it gets back.
@@ -390,7 +361,16 @@ class ActionRunner:
                 counted = result.fetchone()
                 if counted is not None and isinstance(counted[0], int):
                     affected += int(counted[0])
-        return columns, rows, affected, truncated
+        return ActionResult(
+            action=prepared.spec.name,
+            kind=prepared.spec.kind,
+            columns=columns,
+            rows=rows,
+            row_count=len(rows),
+            rows_affected=affected,
+            truncated=truncated,
+            version=number,
+        )
 
 
 def _constraint(name: str, error: ButtressError) -> ButtressError:

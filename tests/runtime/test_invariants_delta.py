@@ -197,7 +197,7 @@ def test_the_restricted_check_finds_every_violation_the_full_one_finds(
                 with rt.engine.transaction() as tx:
                     before = rows_of(tx, check.sql, None)
                     touched = references.Touched()
-                    rt._actions._statements(tx, prepared, args, touched)
+                    rt._actions._statements(tx, rt.current[0], prepared, args, touched)
                     after = rows_of(tx, check.sql, None)
                     keys: list[Any] = []
                     for table in check.reads & touched.tables:
