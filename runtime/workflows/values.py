@@ -13,11 +13,11 @@ import datetime
 import decimal
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runtime.errors import ActionError, Code
-from runtime.schema.spec import ArgValue, ParamSpec, Ref, TopicSpec, canonical_json
+from runtime.schema.spec import ArgValue, ParamSpec, PayloadField, Ref, TopicSpec, canonical_json
 
 Context = Mapping[str, Any]
 
@@ -42,20 +42,7 @@ def resolve_all(values: Mapping[str, ArgValue], context: Context) -> dict[str, A
 def check_args(params: tuple[ParamSpec, ...], args: Mapping[str, Any], *, what: str) -> dict[str, Any]:
     """``args`` checked against typed parameters: every required one given, no unknown one, each of
     its type. Returns the arguments as JSON values (decimals, dates and times as text)."""
-    declared = {p.name: p for p in params}
-    problems = [f"unknown parameter {name!r}" for name in args if name not in declared]
-    out: dict[str, Any] = {}
-    for param in params:
-        value = args.get(param.name)
-        if value is None:
-            if not param.nullable:
-                problems.append(f"{param.name} is required ({param.type})")
-            out[param.name] = None
-            continue
-        converted = convert(value, param.type)
-        if converted is _INVALID:
-            problems.append(f"{param.name} is not a valid {param.type} value: {value!r}")
-        out[param.name] = converted
+    out, problems = _typed(params, args, "parameter")
     if problems:
         raise ActionError(
             Code.ACTION_INVALID_ARGS,
@@ -70,20 +57,7 @@ def check_payload(topic: TopicSpec, payload: Mapping[str, Any]) -> dict[str, Any
     """A payload checked against the topic: required fields given, no unknown field, types right. The
     result has every field of the topic, in its order (a nullable field not given is null), so that
     a consumer sees one shape per version."""
-    fields = {f.name: f for f in topic.payload}
-    problems = [f"unknown payload field {name!r}" for name in payload if name not in fields]
-    out: dict[str, Any] = {}
-    for field in topic.payload:
-        value = payload.get(field.name)
-        if value is None:
-            if not field.nullable:
-                problems.append(f"{field.name} is required ({field.type})")
-            out[field.name] = None
-            continue
-        converted = convert(value, field.type)
-        if converted is _INVALID:
-            problems.append(f"{field.name} is not a valid {field.type} value: {value!r}")
-        out[field.name] = converted
+    out, problems = _typed(topic.payload, payload, "payload field")
     if problems:
         raise ActionError(
             Code.MESSAGE_INVALID,
@@ -93,6 +67,28 @@ def check_payload(topic: TopicSpec, payload: Mapping[str, Any]) -> dict[str, Any
             details={"topic": topic.name, "problems": problems},
         )
     return out
+
+
+def _typed(
+    declared: Sequence[ParamSpec | PayloadField], given: Mapping[str, Any], noun: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Each declared value of ``given`` converted to its type, in declared order (null when absent),
+    and the problems found: unknown names, required values missing, values not of their type."""
+    names = {d.name for d in declared}
+    problems = [f"unknown {noun} {name!r}" for name in given if name not in names]
+    out: dict[str, Any] = {}
+    for item in declared:
+        value = given.get(item.name)
+        if value is None:
+            if not item.nullable:
+                problems.append(f"{item.name} is required ({item.type})")
+            out[item.name] = None
+            continue
+        converted = convert(value, item.type)
+        if converted is _INVALID:
+            problems.append(f"{item.name} is not a valid {item.type} value: {value!r}")
+        out[item.name] = converted
+    return out, problems
 
 
 class _Invalid:
