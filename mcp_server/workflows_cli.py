@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from mcp_server import cli
+from runtime.workflows.tables import RESOLUTIONS
 
 
 def register(commands: Any, parents: cli.Parents) -> None:
@@ -72,7 +73,7 @@ def register(commands: Any, parents: cli.Parents) -> None:
         help="say what an effect with an unknown outcome did, after checking with the provider",
     )
     resolve.add_argument("effect_id", metavar="EFFECT")
-    resolve.add_argument("--outcome", required=True, choices=["succeeded", "rejected"])
+    resolve.add_argument("--outcome", required=True, choices=RESOLUTIONS)
     resolve.add_argument("--response", help="the provider's response, as JSON (becomes the step's output)")
     resolve.add_argument("--yes", action="store_true", help="resolve without asking")
     resolve.set_defaults(command=cmd_effects_resolve)

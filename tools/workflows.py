@@ -10,28 +10,16 @@ acknowledged before its lease ends is delivered again (at least once: deduplicat
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from runtime.results import AckResult, ClaimResult, PublishResult, RunDetail, RunInfo
+from runtime.workflows.tables import RunFilter
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, reading
 
 RunId = Annotated[
     str, Field(min_length=1, max_length=200, description="The run's id (start_workflow returns it).")
-]
-
-
-RunStatus = Literal[
-    "active",
-    "running",
-    "waiting",
-    "compensating",
-    "blocked",
-    "completed",
-    "compensated",
-    "failed",
-    "cancelled",
 ]
 
 
@@ -87,7 +75,7 @@ async def list_runs(
     ctx: ToolContext,
     workflow: Annotated[str | None, Field(description="Only runs of this workflow.")] = None,
     status: Annotated[
-        RunStatus | None, Field(description="Only runs in this status; 'active' for every run not finished.")
+        RunFilter | None, Field(description="Only runs in this status; 'active' for every run not finished.")
     ] = None,
     limit: Annotated[int, Field(ge=1, le=1000, description="At most this many, newest first.")] = 50,
 ) -> RunList:

@@ -29,23 +29,11 @@ from runtime.api import RuntimeAPI
 from runtime.errors import ButtressError
 from runtime.results import ActivityHead, QueryResult, VerifyResult, VersionComparison
 from runtime.schema.spec import NAME_PATTERN, AppSpec
+from runtime.workflows.tables import EFFECT_STATES, RESOLUTIONS, RUN_FILTERS
 
 PAGE_SIZE: Final = 50
 PROPOSAL_STATUS: Final = ("pending", "deployed", "stale")
 OUTCOMES: Final = ("ok", "refused", "passed", "failed", "replayed")
-RUN_STATUS: Final = (
-    "active",
-    "running",
-    "waiting",
-    "compensating",
-    "blocked",
-    "completed",
-    "compensated",
-    "failed",
-    "cancelled",
-)
-EFFECT_STATES: Final = ("unknown", "pending", "succeeded", "rejected", "resolved")
-RESOLUTIONS: Final = ("succeeded", "rejected")
 LIST_SIZE: Final = 100
 MAX_REASON: Final = 2000
 MAX_ID: Final = 200
@@ -287,7 +275,7 @@ def identifier(values: Mapping[str, str], key: str) -> str:
 
 def load_workflows(view: View) -> dict[str, Any]:
     """Runs, newest first, filtered by state and workflow (``list_runs``), with the counts by state."""
-    status = choice(view.query, "status", RUN_STATUS)
+    status = choice(view.query, "status", RUN_FILTERS)
     _, spec = view.runtime.current
     names = tuple(w.name for w in spec.workflows)
     workflow = choice(view.query, "workflow")
@@ -298,7 +286,7 @@ def load_workflows(view: View) -> dict[str, Any]:
     return {
         "runs": runs,
         "status": status,
-        "statuses": RUN_STATUS,
+        "statuses": RUN_FILTERS,
         "workflow": workflow,
         "workflows": names,
         "summary": summary,

@@ -25,7 +25,7 @@ from runtime.schema.spec import TopicSpec, WorkflowSpec
 from runtime.store.audit import now_iso
 from runtime.store.engine import Tx
 from runtime.workflows import store, values
-from runtime.workflows.tables import TERMINAL
+from runtime.workflows.tables import RESOLUTIONS, TERMINAL
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -225,7 +225,7 @@ def resolve_effect(rt: Runtime, effect_id: str, outcome: str, response: Any, act
     """The operator's answer for an effect whose outcome is unknown (they checked with the provider):
     ``succeeded`` (with the provider's response) continues the run; ``rejected`` compensates it."""
     arguments = {"effect_id": effect_id, "outcome": outcome}
-    if outcome not in {"succeeded", "rejected"}:
+    if outcome not in RESOLUTIONS:
         raise WorkflowError(
             Code.ACTION_INVALID_ARGS,
             f"outcome must be 'succeeded' or 'rejected', not {outcome!r}",

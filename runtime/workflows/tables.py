@@ -9,12 +9,28 @@ topic was dropped), and ``cursors`` hold each subscription's position in its top
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, get_args
 
 from runtime.migrate.ddl import string
 
 TERMINAL: Final = ("completed", "compensated", "failed", "cancelled")
 """Run states that never change again."""
+RunFilter = Literal[
+    "active",
+    "running",
+    "waiting",
+    "compensating",
+    "blocked",
+    "completed",
+    "compensated",
+    "failed",
+    "cancelled",
+]
+"""A run's status, or ``active`` for every run not finished: what runs are listed by."""
+RUN_FILTERS: Final[tuple[str, ...]] = get_args(RunFilter)
+EFFECT_STATES: Final = ("unknown", "pending", "succeeded", "rejected", "resolved")
+RESOLUTIONS: Final = ("succeeded", "rejected")
+"""What the operator may say an effect with an unknown outcome did."""
 
 DDL: Final = (
     """CREATE TABLE IF NOT EXISTS _buttress.runs (
