@@ -54,17 +54,6 @@ AUDIT_COLUMNS: Final = (
     "prev_hash",
     "hash",
 )
-VERSION_COLUMNS: Final = (
-    "number",
-    "hash",
-    "kind",
-    "parent",
-    "restores",
-    "proposal_id",
-    "note",
-    "deployed_at",
-    "deployed_by",
-)
 MAX_PAGE: Final = 500
 MAX_FACET_VALUES: Final = 200
 MAX_BUCKETS: Final = 60
@@ -242,13 +231,13 @@ def audit_stats(session: Session, *, operator: str) -> AuditStats:
 
 
 def _version(row: tuple[Any, ...]) -> VersionInfo:
-    return VersionInfo.model_validate(dict(zip(VERSION_COLUMNS, row, strict=True)))
+    return VersionInfo.model_validate(dict(zip(catalog.VERSION_COLUMNS, row, strict=True)))
 
 
 def latest_version(session: Session) -> tuple[VersionInfo, int]:
     """The newest version and how many versions there are."""
     row = session.fetchone(
-        f"SELECT {', '.join(VERSION_COLUMNS)} FROM _buttress.versions ORDER BY number DESC LIMIT 1"
+        f"SELECT {', '.join(catalog.VERSION_COLUMNS)} FROM _buttress.versions ORDER BY number DESC LIMIT 1"
     )
     assert row is not None, "the system schema has no version 0"
     return _version(row), int(session.scalar("SELECT count(*) FROM _buttress.versions"))
@@ -256,7 +245,7 @@ def latest_version(session: Session) -> tuple[VersionInfo, int]:
 
 def version_info(session: Session, number: int) -> VersionInfo:
     row = session.fetchone(
-        f"SELECT {', '.join(VERSION_COLUMNS)} FROM _buttress.versions WHERE number = ?", [number]
+        f"SELECT {', '.join(catalog.VERSION_COLUMNS)} FROM _buttress.versions WHERE number = ?", [number]
     )
     if row is None:
         raise NotFound("version", number)
@@ -267,7 +256,7 @@ def version_page(session: Session, *, before: int | None = None, limit: int = 10
     """Versions older than ``before`` (all when None), newest first."""
     size = _page_size(limit)
     rows = session.fetchall(
-        f"SELECT {', '.join(VERSION_COLUMNS)} FROM _buttress.versions "
+        f"SELECT {', '.join(catalog.VERSION_COLUMNS)} FROM _buttress.versions "
         + ("WHERE number < ? " if before is not None else "")
         + "ORDER BY number DESC LIMIT ?",
         [*([before] if before is not None else []), size + 1],

@@ -8,7 +8,7 @@ is derived (deployed when a version names it, stale when its base is not current
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from runtime.errors import NotFound
 from runtime.migrate.ddl import qs
@@ -17,6 +17,19 @@ from runtime.schema.spec import AppSpec, canonical_json
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
 from runtime.workflows import tables
+
+VERSION_COLUMNS: Final = (
+    "number",
+    "hash",
+    "kind",
+    "parent",
+    "restores",
+    "proposal_id",
+    "note",
+    "deployed_at",
+    "deployed_by",
+)
+"""The columns of ``_buttress.versions`` a version is read with, in order."""
 
 SCHEMA_VERSION = 1
 
@@ -108,21 +121,9 @@ def version_row(cursor: Session, number: int) -> dict[str, Any]:
 
 def versions(cursor: Session) -> list[dict[str, Any]]:
     rows = cursor.execute(
-        "SELECT number, hash, kind, parent, restores, proposal_id, note, deployed_at, deployed_by "
-        "FROM _buttress.versions ORDER BY number"
+        f"SELECT {', '.join(VERSION_COLUMNS)} FROM _buttress.versions ORDER BY number"
     ).fetchall()
-    keys = (
-        "number",
-        "hash",
-        "kind",
-        "parent",
-        "restores",
-        "proposal_id",
-        "note",
-        "deployed_at",
-        "deployed_by",
-    )
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    return [dict(zip(VERSION_COLUMNS, r, strict=True)) for r in rows]
 
 
 def insert_version(
