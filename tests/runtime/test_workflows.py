@@ -137,6 +137,25 @@ def provider() -> Iterator[tuple[str, State]]:
     server.server_close()
 
 
+HOLD: dict[str, Any] = {
+    "op": "add_workflow",
+    "workflow": {
+        "name": "hold",
+        "params": [{"name": "sku", "type": "text"}],
+        "steps": [
+            {
+                "name": "reserve",
+                "kind": "action",
+                "action": "reserve",
+                "args": {"sku": {"from": "input.sku"}},
+                "compensation": {"action": "release", "args": {"sku": {"from": "input.sku"}}},
+            },
+            {"name": "confirm", "kind": "wait", "signal": "confirmed"},
+        ],
+    },
+}
+"""Reserves an item, then waits for a ``confirmed`` signal: a run to cancel while it waits."""
+
 Shop = Callable[..., Runtime]
 
 
@@ -254,24 +273,7 @@ def test_a_failure_after_the_charge_refunds_it(shop: Shop, provider: tuple[str, 
 
 def test_cancel_compensates_the_completed_steps(shop: Shop, provider: tuple[str, State]) -> None:
     rt = shop(provider[0])
-    wait = {
-        "op": "add_workflow",
-        "workflow": {
-            "name": "hold",
-            "params": [{"name": "sku", "type": "text"}],
-            "steps": [
-                {
-                    "name": "reserve",
-                    "kind": "action",
-                    "action": "reserve",
-                    "args": {"sku": {"from": "input.sku"}},
-                    "compensation": {"action": "release", "args": {"sku": {"from": "input.sku"}}},
-                },
-                {"name": "confirm", "kind": "wait", "signal": "confirmed"},
-            ],
-        },
-    }
-    deploy(rt, [wait])
+    deploy(rt, [HOLD])
     rt.start_workflow("hold", {"sku": "apple"}, run_id="h")
     settle(rt)
     assert rt.get_run("h").status == "waiting" and rows(rt, "select qty from stock") == [[1]]

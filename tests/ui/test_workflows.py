@@ -20,29 +20,12 @@ from mcp_server.ui.app import ControlRoom
 from runtime.runtime import Runtime
 from tests.fakes.provider import State, serve
 from tests.runtime.conftest import deploy
-from tests.runtime.test_workflows import Shop, settle, shop  # noqa: F401 (a fixture)
+from tests.runtime.test_workflows import HOLD, Shop, settle, shop  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.anyio
 
 BASE = "http://127.0.0.1:8766"
 CHECKOUT_ARGS = {"sale": "s1", "sku": "apple", "amount": 10}
-HOLD = {
-    "op": "add_workflow",
-    "workflow": {
-        "name": "hold",
-        "params": [{"name": "sku", "type": "text"}],
-        "steps": [
-            {
-                "name": "reserve",
-                "kind": "action",
-                "action": "reserve",
-                "args": {"sku": {"from": "input.sku"}},
-                "compensation": {"action": "release", "args": {"sku": {"from": "input.sku"}}},
-            },
-            {"name": "confirm", "kind": "wait", "signal": "confirmed"},
-        ],
-    },
-}
 
 
 @pytest.fixture
