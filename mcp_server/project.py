@@ -46,8 +46,8 @@ path = "app.duckdb"
 agent = "{agent}"
 
 # Who may do what. Each agent has a role; a role is a list of capabilities: read, query, run_actions,
-# propose, dry_run, deploy, deploy_hazardous, rollback, finalize, run_workflows, publish, consume,
-# resolve_effects. Built-in roles:
+# propose, dry_run, deploy, deploy_hazardous, rollback, finalize, run_workflows, manage_runs, publish,
+# consume, resolve_effects. Built-in roles:
 #   reader      read, query
 #   operator    read, query, run_actions, run_workflows, publish, consume
 #   maintainer  everything but deploy_hazardous, finalize and resolve_effects
@@ -59,7 +59,10 @@ agent = "{agent}"
 # [agents.ci-bot]
 # role = "reader"
 # token_sha256 = "..."              # written by `buttress token ci-bot --role reader`
-# actions = ["book"]                # optional: the only actions this agent may run
+# actions = ["book"]                # optional: the only actions this agent's calls may run
+# workflows = ["checkout"]          # optional: the only workflows they may start
+# topics = ["orders"]               # optional: the only topics they may publish on
+# connectors = ["payments"]         # optional: the only connectors their effects may use
 #
 # [roles.reviewer]                  # a role of your own
 # capabilities = ["read", "query", "dry_run"]
@@ -92,6 +95,9 @@ max_request_bytes = 1048576         # largest request accepted, over stdio and H
 memory_limit_mb = 2048              # DuckDB's memory; larger work spills to .buttress/spill
 max_spill_mb = 10240                # most disk DuckDB may spill to
 # threads = 4                       # DuckDB worker threads (default: one per core)
+max_chain_depth = 16                # most hops a chain of messages and runs may take
+max_fanout = 32                     # most subscriptions on one topic, and emits of one action
+max_runs_per_minute = 600           # most runs the calls of one agent may start in a minute
 
 # Endpoints workflow effects may call. Agents name a connector in an effect step; they never see its
 # URL or credentials. Each request carries an idempotency key (the same on every retry).

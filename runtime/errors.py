@@ -32,6 +32,7 @@ class Code(StrEnum):
     SQL_UNKNOWN_TABLE = "sql.unknown_table"
     SQL_UNKNOWN_COLUMN = "sql.unknown_column"
     SQL_PARAM = "sql.param"
+    SQL_MISMATCH = "sql.mismatch"
     PLAN_STALE_BASE = "plan.stale_base"
     PLAN_EMPTY = "plan.empty"
     DEPLOY_NOT_DRY_RUN = "deploy.not_dry_run"
@@ -53,6 +54,7 @@ class Code(StrEnum):
     POLICY_DENIED = "policy.denied"
     POLICY_PROTECTED = "policy.protected"
     APPROVAL_INVALID = "approval.invalid"
+    APPROVAL_STALE = "approval.stale"
     LIMIT_EXCEEDED = "limit.exceeded"
     QUERY_TIMEOUT = "limit.timeout"
     LIMIT_MEMORY = "limit.memory"
@@ -71,6 +73,10 @@ class Code(StrEnum):
     RUN_NOT_ACTIVE = "workflow.not_active"
     RUN_HISTORY_MISMATCH = "workflow.history_mismatch"
     WORKFLOW_TIMEOUT = "workflow.timeout"
+    WORKFLOW_BLOCKED = "workflow.blocked"
+    WORKFLOW_STRANDED = "workflow.stranded"
+    LIMIT_CHAIN = "limit.chain_depth"
+    LIMIT_RATE = "limit.rate"
     EFFECT_REJECTED = "effect.rejected"
     EFFECT_UNAVAILABLE = "effect.unavailable"
     EFFECT_UNKNOWN = "effect.unknown"
@@ -180,6 +186,11 @@ _FAMILIES: dict[str, type[ButtressError]] = {
     "limit": PolicyError,
     "config": ConfigError,
     "engine": EngineError,
+    "workflow": WorkflowError,
+    "effect": WorkflowError,
+    "connector": WorkflowError,
+    "message": ActionError,
+    "not_found": NotFound,
 }
 
 

@@ -41,6 +41,10 @@ class ActionSummary(BaseModel):
     params: list[ParamSpec]
     reads: list[str] = Field(description="Entities and views the action reads.")
     writes: list[str] = Field(description="Entities the action writes.")
+    fields_read: list[str] = Field(
+        default=[], description="Fields (entity.field, or view.column) its statements read."
+    )
+    fields_written: list[str] = Field(default=[], description="Fields (entity.field) its statements assign.")
     tool: str = Field(description="The name of the action's own tool (app_<name>).")
 
 
@@ -141,6 +145,8 @@ class SqlCheckResult(BaseModel):
     writes: list[str] = []
     params: list[str] = Field(default=[], description="The $names the statement expects.")
     output_columns: list[str] = []
+    fields_read: list[str] = Field(default=[], description="Fields (entity.field, or view.column) it reads.")
+    fields_written: list[str] = Field(default=[], description="Fields (entity.field) it assigns.")
     against_version: int
     proposal_id: str | None = None
     as_invariant: str | None = Field(
@@ -358,11 +364,15 @@ class ApprovalRequest(BaseModel):
     requested_at: str
     expires_at: str
     status: str = Field(
-        description="'pending', 'approved' (the agent may retry once), 'used', 'refused' or 'expired'."
+        description="'pending', 'approved' (the agent may retry once), 'used', 'refused', 'expired' or "
+        "'stale' (its plan can no longer deploy: the version moved on, or its dry-run failed; it cannot be "
+        "approved)."
     )
     decided_by: str | None = None
     decided_at: str | None = None
-    reason: str | None = Field(default=None, description="The operator's reason for a refusal.")
+    reason: str | None = Field(
+        default=None, description="The operator's reason for a refusal, or why a stale request cannot deploy."
+    )
     losses: list[Loss] = Field(
         default=[], description="What the last dry-run of this plan found it would remove, with sample rows."
     )
@@ -456,7 +466,10 @@ class StepInfo(BaseModel):
     attempts: int
     output: Any = Field(default=None, description="The step's output (an action's first row, a response).")
     error: dict[str, Any] | None = None
-    version: int = Field(description="The spec version the step ran under.")
+    version: int = Field(
+        description="The spec version current when the step ran: the version whose actions, topics and "
+        "connectors it used (its definition is the run's pinned version)."
+    )
     started_at: str
     finished_at: str
 
@@ -466,11 +479,15 @@ class RunInfo(BaseModel):
 
     run_id: str
     workflow: str
-    version: int = Field(description="The spec version whose definition the run follows.")
+    version: int = Field(
+        description="The version the run is pinned to: it follows that version's definition of its "
+        "workflow to the end, whatever is deployed meanwhile (each step records the version it ran on)."
+    )
     status: str = Field(
         description="'running', 'waiting' (for a signal, a message or a timer), 'compensating', 'blocked' "
-        "(an effect's outcome is unknown: the operator retries or resolves it), 'completed', "
-        "'compensated', 'failed' or 'cancelled'."
+        "(the operator decides: an effect's outcome is unknown, or a step failed for a reason that is not "
+        "a business answer after effects or undoable steps completed — error.unsettled names them), "
+        "'completed', 'compensated', 'failed' (nothing to undo) or 'cancelled'."
     )
     step: str | None = Field(description="The step it is at (None once finished).")
     attempts: int = Field(description="Attempts of the current step so far.")
@@ -482,6 +499,14 @@ class RunInfo(BaseModel):
     created_at: str
     updated_at: str
     origin: str | None = Field(default=None, description="What started it (an action, a subscription).")
+    acting_for: str | None = Field(
+        default=None,
+        description="The agent on whose behalf it runs, under that agent's policy as it was when the run "
+        "was started (None: the operator).",
+    )
+    depth: int = Field(
+        default=0, description="Hops down a chain of messages and runs from an agent's own call."
+    )
 
 
 class RunDetail(RunInfo):

@@ -39,7 +39,7 @@ from runtime.boundary.policy import (
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
 from runtime.logic import invariants
 from runtime.logic.actions import ActionRunner, invariant_checks
-from runtime.migrate import deploy
+from runtime.migrate import bind, deploy
 from runtime.migrate.deploy import Progress
 from runtime.results import (
     AckResult,
@@ -129,7 +129,8 @@ class Runtime:
         self.spec_checks: list[SpecCheck] = []
         """Checks a target spec must pass at dry-run and deploy besides the runtime's own (the MCP
         server adds one: every action's tool can be built)."""
-        self._expected: dict[str, fingerprint.Fingerprint] = {}
+        self._expected: dict[str, tuple[fingerprint.Fingerprint, bind.Bound]] = {}
+        """Derived from a spec alone, under its hash: the catalog it builds and its statements bound."""
         self._listeners: list[Callable[[int], None]] = []
         self._actions = ActionRunner(self)
         self.scheduler = Scheduler(self)
@@ -196,10 +197,20 @@ class Runtime:
         tx.on_commit(apply, in_lane=True)
 
     def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
+        """The catalog ``spec`` builds from nothing (derived in a scratch database, cached by its hash)."""
+        return self._derive(spec)[0]
+
+    def bound(self, spec: AppSpec) -> bind.Bound:
+        """Every action statement of ``spec`` bound by DuckDB against its schema (cached by its hash)."""
+        return self._derive(spec)[1]
+
+    def _derive(self, spec: AppSpec) -> tuple[fingerprint.Fingerprint, bind.Bound]:
         key = spec.hash()
-        if key not in self._expected:
-            self._expected[key] = fingerprint.expected(spec, self.engine.scratch)
-        return self._expected[key]
+        found = self._expected.get(key)
+        if found is None:
+            found = fingerprint.expected_and(spec, self.engine.scratch, lambda db: bind.bind_in(spec, db))
+            self._expected[key] = found
+        return found
 
     def check_drift(self) -> list[str]:
         """Differences between the live catalog and the active spec (empty when none)."""
@@ -252,7 +263,23 @@ class Runtime:
             )
 
     def policy_check_actions(self, target: AppSpec, ops: Sequence[Operation], actor: str = OPERATOR) -> None:
-        """Actions an agent adds or replaces may not write protected entities."""
+        """Actions an agent adds or replaces may not write protected entities; no topic feeds more
+        subscriptions, and no action emits more, than ``[limits] max_fanout`` (for anyone)."""
+        fanout = self.limits.max_fanout
+        wide = [
+            (f"topic {topic.name}", count)
+            for topic in target.topics
+            if (count := sum(1 for s in target.subscriptions if s.topic == topic.name)) > fanout
+        ] + [(f"action {a.name}", len(a.emits)) for a in target.actions if len(a.emits) > fanout]
+        if wide:
+            what, count = wide[0]
+            raise ButtressError(
+                Code.LIMIT_EXCEEDED,
+                f"{what} would fan out to {count} subscriptions or emits; the limit is {fanout}",
+                hint="Fewer subscriptions on one topic (or emits in one action): chain them, or ask the operator "
+                "to raise max_fanout under [limits].",
+                details={"fanout": dict(wide), "limit": fanout},
+            )
         if actor == OPERATOR:
             return
         relations = target.relations()
@@ -356,6 +383,8 @@ class Runtime:
         for action in spec.actions:
             reads: set[str] = set()
             writes: set[str] = set()
+            fields_read: set[tuple[str, str]] = set()
+            fields_written: set[tuple[str, str]] = set()
             for statement in action.statements:
                 try:
                     analysis = sqlcheck.analyze_statement(
@@ -365,6 +394,8 @@ class Runtime:
                     continue
                 reads |= analysis.reads
                 writes |= analysis.writes
+                fields_read |= analysis.columns_read
+                fields_written |= analysis.columns_written
             actions.append(
                 ActionSummary(
                     name=action.name,
@@ -373,6 +404,8 @@ class Runtime:
                     params=list(action.params),
                     reads=sorted(reads),
                     writes=sorted(writes),
+                    fields_read=sorted(".".join(f) for f in fields_read),
+                    fields_written=sorted(".".join(f) for f in fields_written),
                     tool=f"app_{action.name}",
                 )
             )
@@ -521,6 +554,8 @@ class Runtime:
             writes=sorted(analysis.writes),
             params=list(analysis.params),
             output_columns=list(analysis.output_columns),
+            fields_read=sorted(".".join(f) for f in analysis.columns_read),
+            fields_written=sorted(".".join(f) for f in analysis.columns_written),
             against_version=number,
             proposal_id=proposal_id,
             as_invariant=invariants.explain(sql, spec) if analysis.kind == "select" else None,
@@ -623,6 +658,8 @@ class Runtime:
             self.authorize(actor, Capability.DEPLOY, what="deploy")
             with self.engine.snapshot() as reader:
                 prop = catalog.proposal(reader, proposal_id)
+                # what cannot deploy is refused for that reason before any human is asked about it
+                deploy.require_deployable(reader, prop, catalog.current_version(reader)[0])
             planned = prop["plan"].all_hazards()
             if any(h.severity == "high" for h in planned) and not self.policy.may(
                 actor, Capability.DEPLOY_HAZARDOUS
@@ -963,7 +1000,7 @@ class Runtime:
                     f"only the operator may {operation} an approval request",
                     hint="Approvals come from the operator (buttress approve, or the control room).",
                 )
-            row = approvals.decidable(tx, database, request_id)
+            row = approvals.decidable(tx, database, request_id, approving=approve)
             number = self._current.number
             self.audit.append(
                 tx,

@@ -179,6 +179,7 @@ __all__ = [
     "refused_plan",
     "request_status",
     "sign",
+    "stale_reason",
     "subject",
 ]
 
@@ -372,7 +373,45 @@ def request_rows(
     return out
 
 
-def decidable(session: Session, database: str | Path, request_id: str) -> dict[str, Any]:
+def stale_reason(session: Session, row: dict[str, Any]) -> str | None:
+    """Why the plan a request was made for can no longer deploy (None: it still can): the version it
+    was made on is no longer current, it was deployed already, or its last dry-run on the current
+    version failed. Approving such a request would be asking a human about something that cannot
+    happen."""
+    current = int(session.scalar("SELECT max(number) FROM _buttress.versions"))
+    subject_id = str(row["proposal_id"])
+    if subject_id.startswith("rollback:"):
+        _, start, _target = subject_id.split(":")
+        if int(start) != current:
+            return f"the rollback was planned from version {start}, and the current version is {current}"
+        return None
+    found = session.fetchone(
+        "SELECT p.base_version, (SELECT min(number) FROM _buttress.versions AS v WHERE v.proposal_id = p.id), "
+        "p.plan_hash FROM _buttress.proposals AS p WHERE p.id = ?",
+        [subject_id],
+    )
+    if found is None:
+        return "its proposal no longer exists"
+    base, deployed, plan_hash = found
+    if deployed is not None:
+        return f"proposal {subject_id} is already deployed as version {deployed}"
+    if int(base) != current or plan_hash != row["plan_hash"]:
+        return f"proposal {subject_id} was made on version {base}, and the current version is {current}"
+    ran = session.fetchone(
+        "SELECT passed FROM _buttress.dry_runs WHERE proposal_id = ? AND base_version = ? AND plan_hash = ? "
+        "ORDER BY id DESC LIMIT 1",
+        [subject_id, current, plan_hash],
+    )
+    if ran is None:
+        return f"proposal {subject_id} has not been dry-run on version {current}"
+    if not ran[0]:
+        return f"the last dry-run of proposal {subject_id} failed"
+    return None
+
+
+def decidable(
+    session: Session, database: str | Path, request_id: str, *, approving: bool = True
+) -> dict[str, Any]:
     """The recorded request ``request_id`` if the operator can still decide it: not used by a
     deploy, not refused, not expired (``approval.invalid`` otherwise; ``not_found`` if unknown). An
     approved request can still be refused (which revokes the approval) or approved again."""
@@ -396,5 +435,14 @@ def decidable(session: Session, database: str | Path, request_id: str) -> dict[s
             f"request {request_id} can no longer be decided: {why}",
             hint="Nothing to do. If the agent retries an expired request, it opens a new one to decide.",
             details={"approval_request": request_id, "status": status},
+        )
+    stale = stale_reason(session, row) if approving else None
+    if stale is not None:
+        raise PolicyError(
+            Code.APPROVAL_STALE,
+            f"request {request_id} cannot be approved: {stale}, so its plan cannot deploy",
+            hint="Nothing to approve: the agent proposes (and dry-runs) the change again on the current version, "
+            "and a deploy of that asks anew. You may still refuse this request.",
+            details={"approval_request": request_id, "status": "stale", "reason": stale},
         )
     return row

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 from runtime.errors import ButtressError, Code, ConfigError, PolicyError
 from runtime.migrate.hazards import Hazard, Severity, at_least
+from runtime.schema.graph import KINDS, Kind, Reach
 
 
 class Capability(StrEnum):
@@ -39,6 +40,7 @@ class Capability(StrEnum):
     PUBLISH = "publish"
     CONSUME = "consume"
     RESOLVE_EFFECTS = "resolve_effects"
+    MANAGE_RUNS = "manage_runs"
 
 
 ALL: Final[frozenset[Capability]] = frozenset(Capability)
@@ -81,6 +83,7 @@ DEFAULT_ROLES: Final[dict[str, tuple[Capability, ...]]] = {
         Capability.CONSUME,
     ),
     "maintainer": tuple(c for c in Capability if c not in {*OPERATOR_ONLY, Capability.DEPLOY_HAZARDOUS}),
+    # manage_runs (cancel and signal runs another agent started) comes with maintainer and up
     "developer": tuple(c for c in Capability if c not in OPERATOR_ONLY),
     "owner": tuple(Capability),
 }
@@ -94,6 +97,72 @@ class AgentPolicy(_Strict):
     role: str
     token_sha256: str | None = Field(default=None, description="sha256 hex of the agent's HTTP bearer token")
     actions: tuple[str, ...] | None = Field(default=None, description="if set, the only actions it may run")
+    workflows: tuple[str, ...] | None = Field(
+        default=None,
+        description="if set, the only workflows its calls may start (directly or through messages)",
+    )
+    topics: tuple[str, ...] | None = Field(
+        default=None,
+        description="if set, the only topics its calls may publish on (directly or through runs)",
+    )
+    connectors: tuple[str, ...] | None = Field(
+        default=None, description="if set, the only connectors the effects its calls set in motion may use"
+    )
+
+
+class Grant(_Strict):
+    """What one agent may set running, frozen when it makes a call: its capabilities and its lists.
+
+    A run or a message carries the grant of the call that created it, so what runs later on that
+    agent's behalf — a step, a compensation, a subscription's target — runs under the policy as it
+    was when the call was decided (``None`` in a row: the operator, or a row from before grants).
+    """
+
+    agent: str
+    capabilities: frozenset[Capability]
+    actions: tuple[str, ...] | None = None
+    workflows: tuple[str, ...] | None = None
+    topics: tuple[str, ...] | None = None
+    connectors: tuple[str, ...] | None = None
+
+    def allows(self, kind: Kind, name: str) -> bool:
+        needed = {
+            "actions": Capability.RUN_ACTIONS,
+            "workflows": Capability.RUN_WORKFLOWS,
+            "topics": Capability.PUBLISH,
+            "connectors": Capability.RUN_WORKFLOWS,
+        }[kind]
+        listed: tuple[str, ...] | None = getattr(self, kind)
+        return needed in self.capabilities and (listed is None or name in listed)
+
+
+class Acting(_Strict):
+    """On whose behalf work runs, under what grant, how deep down a chain, at what rate.
+
+    Carried by every run and message a call creates (``acting_for``, ``grant`` and ``depth`` columns),
+    and by what they create in turn: a subscription's delivery runs for the agent whose message it
+    delivers, a compensation for the agent whose run it undoes.
+    """
+
+    agent: str
+    grant: Grant | None = None
+    """None: unrestricted (the operator, or a run or message from before grants were recorded)."""
+    depth: int = 0
+    """Hops since the agent's own call: each delivery of a message by a subscription is one."""
+    runs_per_minute: int | None = None
+    """Most runs this agent's calls may start in a minute (``[limits] max_runs_per_minute``)."""
+    max_depth: int | None = None
+    """Most hops down a chain (``[limits] max_chain_depth``)."""
+
+    def allows(self, kind: Kind, name: str) -> bool:
+        return self.grant is None or self.grant.allows(kind, name)
+
+    def deeper(self) -> Acting:
+        return self.model_copy(update={"depth": self.depth + 1})
+
+    def actor(self, via: str) -> str:
+        """The audit's actor for work done through ``via`` (``workflow:<run>``, ``subscription:<name>``)."""
+        return f"{self.agent} via {via}"
 
 
 class ProtectedPolicy(_Strict):
@@ -126,6 +195,18 @@ class Limits(_Strict):
     memory_limit_mb: int = Field(default=2048, ge=64, description="DuckDB's memory limit; larger work spills")
     max_spill_mb: int = Field(default=10240, ge=0, description="most disk DuckDB may spill to")
     threads: int | None = Field(default=None, ge=1, le=256, description="DuckDB threads (default: cores)")
+    max_chain_depth: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="most hops a chain of messages and runs may take (a subscription delivering one is a hop)",
+    )
+    max_fanout: int = Field(
+        default=32, ge=1, le=10_000, description="most subscriptions on one topic, and emits of one action"
+    )
+    max_runs_per_minute: int = Field(
+        default=600, ge=1, description="most runs the calls of one agent may start in a minute"
+    )
 
 
 class ApprovalPolicy(_Strict):
@@ -209,6 +290,39 @@ class Policy(_Strict):
             return False
         found = self.agents.get(agent)
         return found is None or found.actions is None or action in found.actions
+
+    def grant(self, agent: str) -> Grant:
+        """What ``agent`` may set running now (``Grant``)."""
+        found = self.agents.get(agent)
+        lists = {kind: getattr(found, kind) for kind in KINDS} if found is not None else {}
+        return Grant(agent=agent, capabilities=self.capabilities(agent), **lists)
+
+    def acting(self, agent: str, *, operator: bool = False) -> Acting:
+        """The context of work an agent's call sets running (the operator's: unrestricted)."""
+        return Acting(
+            agent=agent,
+            grant=None if operator else self.grant(agent),
+            runs_per_minute=None if operator else self.limits.max_runs_per_minute,
+            max_depth=self.limits.max_chain_depth,
+        )
+
+    def decide(self, agent: str, reach: Reach, what: str) -> None:
+        """The one decision on everything a call sets in motion (``graph.Reach``): every action, workflow,
+        topic and connector it may make run, transitively, must be covered by the agent's grant
+        (``policy.denied`` naming each that is not). Callers skip it for the operator."""
+        denied = reach.denied(self.grant(agent))
+        if not denied:
+            return
+        named = ", ".join(f"{kind[:-1]} {name}" for kind, name in denied)
+        raise PolicyError(
+            Code.POLICY_DENIED,
+            f"agent {agent!r} may not {what}: it would run {named}, which its policy does not allow",
+            hint="What a call sets in motion (a workflow's steps and compensations, a message's "
+            "subscriptions, an action's emits) is decided with it; the operator's buttress.toml names what "
+            "this agent may run (capabilities, and actions/workflows/topics/connectors lists). Ask them "
+            "rather than retrying.",
+            details={"agent": agent, "denied": [{"kind": kind, "name": name} for kind, name in denied]},
+        )
 
     def agent_for_token(self, token: str) -> str | None:
         """The agent whose stored token hash matches (constant-time comparison)."""

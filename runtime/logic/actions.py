@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from runtime.errors import ActionError, ButtressError, Code, NotFound
+from runtime.api import OPERATOR
+from runtime.boundary.policy import Acting
+from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError
 from runtime.logic import capture, fieldchecks, invariants, references
 from runtime.results import ActionResult
+from runtime.schema import graph
 from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
 from runtime.schema.types import python_type
 from runtime.sql import sqlcheck
@@ -156,6 +159,8 @@ class ActionRunner:
         try:
             self.rt.authorize_action(actor, name)
             number, prepared = self.prepared(name)
+            if prepared.spec.emits and actor != OPERATOR:  # what its emits set running is decided now
+                self.rt.policy.decide(actor, graph.of_action(prepared.app, name), f"run action {name!r}")
             values = _validate(prepared, args or {})
             budget = self.rt.limits.action_timeout_s
             if prepared.spec.kind == "query":
@@ -245,7 +250,8 @@ class ActionRunner:
                     version_after=number,
                 )
                 return stored
-        result = self.apply(tx, number, prepared, values, actor)
+        acting = self.rt.policy.acting(actor, operator=actor == OPERATOR)
+        result = self.apply(tx, number, prepared, values, actor, acting)
         if key is not None:
             tx.execute(
                 "INSERT INTO _buttress.idempotency VALUES (?, ?, ?, ?, ?, ?)",
@@ -263,34 +269,70 @@ class ActionRunner:
         return result
 
     def apply(
-        self, tx: Tx, number: int, prepared: Prepared, values: dict[str, Any], actor: str
+        self,
+        tx: Tx,
+        number: int,
+        prepared: Prepared,
+        values: dict[str, Any],
+        actor: str,
+        acting: Acting | None = None,
     ) -> ActionResult:
-        """A mutation's statements, its reference and invariant checks, and its emits, in ``tx``."""
+        """A mutation's statements, its reference and invariant checks, and its emits, in ``tx``; the
+        emits' messages and runs carry ``acting``."""
         name = prepared.spec.name
         touched = references.Touched()
         result = self._statements(tx, number, prepared, values, touched)
         references.enforce(tx, prepared.references, touched, prepared.capture, prepared.field_checks)
         check_invariants(tx, prepared.checks, touched, action=name, version=number)
         if prepared.spec.emits:
-            outbox.emit(tx, prepared.app, prepared.spec, number, values, result, actor=actor)
+            outbox.emit(tx, prepared.app, prepared.spec, number, values, result, actor=actor, acting=acting)
         return result
 
-    def run_in(self, tx: Tx, name: str, args: dict[str, Any], *, actor: str) -> ActionResult:
+    def run_in(
+        self, tx: Tx, name: str, args: dict[str, Any], *, actor: str, acting: Acting | None = None
+    ) -> ActionResult:
         """Run an action inside ``tx``, which the caller commits with its own record (a workflow step's
-        outcome, a subscription's cursor) and audits itself; the version is the one current now."""
+        outcome, a subscription's cursor) and audits itself; the version is the one current now.
+
+        ``acting``: on whose behalf (a run's, a message's); its grant must cover the action and what its
+        emits set running (``policy.denied`` otherwise); None: the operator's."""
         number, prepared = self.prepared(name)
+        if acting is not None and acting.grant is not None:
+            if not acting.allows("actions", name):
+                raise PolicyError(
+                    Code.POLICY_DENIED,
+                    f"agent {acting.agent!r} may not run action {name!r}",
+                    hint="This is the operator's decision (buttress.toml: actions = [...]); ask them rather "
+                    "than retrying.",
+                    details={"agent": acting.agent, "action": name},
+                )
+            denied = graph.of_action(prepared.app, name).denied(acting.grant)
+            if denied:
+                raise PolicyError(
+                    Code.POLICY_DENIED,
+                    f"agent {acting.agent!r} may not run action {name!r}: its emits would run "
+                    + ", ".join(f"{kind[:-1]} {item}" for kind, item in denied),
+                    hint="This is the operator's decision (buttress.toml); ask them rather than retrying.",
+                    details={"agent": acting.agent, "action": name, "denied": [list(d) for d in denied]},
+                )
         values = _validate(prepared, args)
         try:
-            return self._run_in(tx, number, prepared, values, actor)
+            return self._run_in(tx, number, prepared, values, actor, acting)
         except ButtressError as error:
             raise _constraint(name, error) from None
 
     def _run_in(
-        self, tx: Tx, number: int, prepared: Prepared, values: dict[str, Any], actor: str
+        self,
+        tx: Tx,
+        number: int,
+        prepared: Prepared,
+        values: dict[str, Any],
+        actor: str,
+        acting: Acting | None,
     ) -> ActionResult:
         if prepared.spec.kind == "query":
             return self._statements(tx, number, prepared, values)
-        return self.apply(tx, number, prepared, values, actor)
+        return self.apply(tx, number, prepared, values, actor, acting)
 
     def _statements(
         self,

@@ -25,7 +25,7 @@ from runtime.errors import (
 )
 from runtime.logic import fieldchecks, invariants, references
 from runtime.logic.actions import invariant_checks
-from runtime.migrate import ddl
+from runtime.migrate import bind, ddl
 from runtime.migrate import plan as planner
 from runtime.migrate.ddl import q, qs
 from runtime.migrate.hazards import Hazard, HazardCode, hazard
@@ -45,6 +45,8 @@ from runtime.schema.spec import AppSpec
 from runtime.store import catalog, fingerprint
 from runtime.store.engine import Session, Tx
 from runtime.store.values import records
+from runtime.workflows import pinned
+from runtime.workflows.tables import TERMINAL
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -220,8 +222,9 @@ PROBE_HINTS: dict[str, str] = {
     HazardCode.ADD_UNIQUE: "Remove or change the duplicates named in details.rows (with an action), then dry-run again.",
     HazardCode.ADD_CHECK: "Fix the rows named in details.rows so that they satisfy the check, or loosen the check.",
     HazardCode.LOSSY_TYPE_CHANGE: "Fix the values named in details.rows, or choose a type they all convert to.",
-    HazardCode.RUNS_STRANDED: "Keep the action (or its parameters) until the runs named in details.rows finish, "
-    "or cancel them (cancel_run) first.",
+    HazardCode.RUNS_STRANDED: "Keep what those runs call compatible (the action, its parameters, the topic's "
+    "required fields, the connector) in the same proposal, or let the runs named in details.stranded finish, or "
+    "cancel them (cancel_run) first.",
     HazardCode.MESSAGES_STRANDED: "Make the new payload field nullable, keep the type, or let the messages named "
     "in details.rows be delivered first.",
 }
@@ -285,15 +288,15 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     if target.checked_by == "buttress":
         references.check_all(tx, _changed_references(plan, target))
         _check_fields(tx, plan, target)
-    broken = [h for h in plan.hazards if h.code == "action.broken"]
-    if broken:
-        raise DeployError(
-            Code.DEPLOY_DRY_RUN_FAILED,
-            broken[0].message,
-            hint="Replace the action in the same proposal (replace_action).",
-            details={"actions": [h.objects for h in broken]},
+    bound = bind.check(rt.bound(target), plan.target_version)
+    checks.append(
+        Check(
+            name="actions",
+            passed=True,
+            detail=f"{len(target.actions)} actions bind against the target ({bound} statements)",
         )
-    checks.append(Check(name="actions", passed=True, detail=f"{len(target.actions)} actions analyse"))
+    )
+    in_flight = _check_runs(rt, tx, target, plan.target_version)
     named = _connectors_named(target)
     unknown = sorted(set(named) - set(rt.policy.connectors))
     if unknown:
@@ -304,13 +307,14 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
             f"a configured one ({', '.join(sorted(rt.policy.connectors)) or 'none yet'}).",
             details={"connectors": unknown, "used_by": {name: named[name] for name in unknown}},
         )
-    if target.workflows or target.topics:
+    if target.workflows or target.topics or in_flight:
         checks.append(
             Check(
                 name="workflows",
                 passed=True,
                 detail=f"{len(target.workflows)} workflows, {len(target.topics)} topics, "
-                f"{len(target.subscriptions)} subscriptions; connectors configured: {', '.join(sorted(named)) or 'none used'}",
+                f"{len(target.subscriptions)} subscriptions; connectors configured: {', '.join(sorted(named)) or 'none used'}; "
+                f"{in_flight} runs in flight can carry on",
             )
         )
     for spec_check in rt.spec_checks:
@@ -318,6 +322,53 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     if rt.spec_checks:
         checks.append(Check(name="tools", passed=True, detail=f"{len(target.actions)} action tools build"))
     return checks
+
+
+def _check_runs(rt: Runtime, tx: Tx, target: AppSpec, version: int) -> int:
+    """Every run in flight can carry on under ``target`` (``pinned.stranded``): its next steps and the
+    compensations it may still need call what the target has, as its definition calls them. Raises
+    ``workflow.stranded`` naming the runs and the steps; returns how many runs are in flight."""
+    terminal = ", ".join(f"'{s}'" for s in TERMINAL)
+    rows = tx.fetchall(
+        "SELECT run_id, workflow, version, status, step, coalesce(json_keys(outputs), []) "
+        f"FROM _buttress.runs WHERE status NOT IN ({terminal})"
+    )
+    if not rows:
+        return 0
+    specs: dict[int, AppSpec | None] = {}
+
+    def definition(number: int, workflow: str) -> Any:
+        if number not in specs:
+            try:
+                specs[number] = AppSpec.model_validate(catalog.version_row(tx, number)["spec"])
+            except NotFound:
+                specs[number] = None
+        found = specs[number]
+        return found.workflow(workflow) if found is not None else None
+
+    runs = [
+        {
+            "run_id": r[0],
+            "workflow": r[1],
+            "version": r[2],
+            "status": r[3],
+            "step": r[4],
+            "outputs": list(r[5]),
+        }
+        for r in rows
+    ]
+    found = pinned.stranded(runs, definition, target, rt.policy.connectors)
+    if found:
+        first = found[0]
+        raise WorkflowError(
+            Code.WORKFLOW_STRANDED,
+            f"{first.count} run(s) of {first.workflow} (version {first.version}) in flight would be stranded at "
+            f"step {first.step} under version {version}: {first.problem}"
+            + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""),
+            hint=PROBE_HINTS[HazardCode.RUNS_STRANDED],
+            details={"hazard": str(HazardCode.RUNS_STRANDED), "stranded": [f.as_dict() for f in found]},
+        )
+    return len(runs)
 
 
 def _restricted_cost(tx: Tx, check: invariants.Check, budget: float) -> float:
@@ -508,6 +559,37 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
 # -------------------------------------------------------------------------------------------- deploy
 
 
+def require_deployable(session: Session, prop: dict[str, Any], current: int) -> None:
+    """The proposal can be deployed on version ``current``: not deployed yet, made on it, and its last
+    dry-run on it passed (``deploy.already_applied``, ``plan.stale_base``, ``deploy.not_dry_run``,
+    ``deploy.dry_run_failed``). Checked before an approval is asked for, and again in the deploy."""
+    proposal_id = prop["id"]
+    if prop["deployed_as"] is not None:
+        raise DeployError(
+            Code.DEPLOY_ALREADY_APPLIED,
+            f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
+            hint="Nothing to do; describe_app shows the current version.",
+        )
+    if prop["base_version"] != current:
+        raise _stale(prop, current)
+    ran = catalog.passed_dry_run(session, proposal_id, current, prop["plan_hash"])
+    if ran is None:
+        raise DeployError(
+            Code.DEPLOY_NOT_DRY_RUN,
+            f"proposal {proposal_id} has not been dry-run on version {current}",
+            hint="Call dry_run with this proposal_id, read the report, then deploy.",
+        )
+    if not ran["passed"]:
+        error = ran["report"].get("error") or {}
+        raise DeployError(
+            Code.DEPLOY_DRY_RUN_FAILED,
+            f"the last dry-run of {proposal_id} failed"
+            + (f" ({error.get('code')}: {error.get('message')})" if error else ""),
+            hint="Read the dry-run report's error, fix the data or the proposal, and dry-run again.",
+            details={"error": error or None},
+        )
+
+
 def deploy(
     rt: Runtime,
     proposal_id: str,
@@ -524,28 +606,7 @@ def deploy(
         rt.authorize(actor, Capability.DEPLOY, what="deploy")
         prop = catalog.proposal(tx, proposal_id)
         current, spec = catalog.current_version(tx)
-        if prop["deployed_as"] is not None:
-            raise DeployError(
-                Code.DEPLOY_ALREADY_APPLIED,
-                f"proposal {proposal_id} is already deployed as version {prop['deployed_as']}",
-                hint="Nothing to do; describe_app shows the current version.",
-            )
-        if prop["base_version"] != current:
-            raise _stale(prop, current)
-        ran = catalog.passed_dry_run(tx, proposal_id, current, prop["plan_hash"])
-        if ran is None:
-            raise DeployError(
-                Code.DEPLOY_NOT_DRY_RUN,
-                f"proposal {proposal_id} has not been dry-run on version {current}",
-                hint="Call dry_run with this proposal_id, read the report, then deploy.",
-            )
-        if not ran["passed"]:
-            raise DeployError(
-                Code.DEPLOY_DRY_RUN_FAILED,
-                f"the last dry-run of {proposal_id} failed",
-                hint="Read the dry-run report's error, fix the data or the proposal, and dry-run again.",
-                details={"error": ran["report"].get("error")},
-            )
+        require_deployable(tx, prop, current)
         _check_drift(rt, tx, spec)
         plan: Plan = prop["plan"]
         if approval is not None:

@@ -85,7 +85,8 @@ ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
     HazardCode.DROP_ACTION: ("low", "Callers of the action (and its app_ tool) break."),
     HazardCode.ACTION_BROKEN: (
         "high",
-        "Replace the action in the same proposal (replace_action) so it matches the new schema.",
+        "The engine does not bind the action against the target schema (or binds it with other types): "
+        "replace the action in the same proposal (replace_action).",
     ),
     HazardCode.TABLE_REBUILD: (
         "info",
@@ -101,8 +102,9 @@ ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
     ),
     HazardCode.RUNS_STRANDED: (
         "high",
-        "Runs in flight call an action this change drops or changes: keep the action compatible, or "
-        "cancel the runs (the dry-run lists them) first.",
+        "Runs in flight would next call an action, a topic or a connector the target cannot serve as "
+        "their definition calls it: keep it compatible, or let the runs (the dry-run lists them) finish "
+        "or cancel them first.",
     ),
     HazardCode.MESSAGES_CONVERTED: (
         "medium",
@@ -130,8 +132,12 @@ ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
 }
 
 
-MEASURED: Final[frozenset[HazardCode]] = frozenset({HazardCode.INVARIANT_TOO_SLOW})
-"""Hazards the dry-run raises from what it measures on the real data, not the planner from the plan."""
+MEASURED: Final[frozenset[HazardCode]] = frozenset(
+    {HazardCode.INVARIANT_TOO_SLOW, HazardCode.ACTION_BROKEN, HazardCode.RUNS_STRANDED}
+)
+"""Hazards the dry-run raises from what it finds, not the planner from what could be: an invariant
+timed on the real data, a statement the engine does not bind against the target schema, runs in
+flight whose next steps the target cannot run."""
 
 
 class Hazard(BaseModel):

@@ -18,11 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from runtime.errors import ButtressError
 from runtime.migrate import ddl
 from runtime.migrate.ddl import cols, q, qs
 from runtime.migrate.hazards import Hazard, HazardCode, hazard
-from runtime.schema import changes
+from runtime.schema import changes, usage
 from runtime.schema.changes import Operation
 from runtime.schema.spec import AppSpec, EntitySpec, FieldSpec, PayloadField, TopicSpec, canonical_json
 from runtime.schema.types import duckdb_type, is_widening
@@ -182,7 +181,6 @@ def plan(
         base_hash=base.hash(),
         target_hash=target.hash(),
         steps=tuple(steps),
-        hazards=tuple(broken_actions(base, target, ops)),
     )
 
 
@@ -198,29 +196,6 @@ def _sync_views(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> lis
         return []
     out = [f"DROP VIEW IF EXISTS {q(name)}" for name in sorted(touched) if target.view(name) is None]
     out += [ddl.create_view(view, replace=True) for view in target.views if view.name in touched]
-    return out
-
-
-def broken_actions(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> list[Hazard]:
-    """Deployed actions that no longer analyse against the target schema and are not replaced."""
-    changed = {op.action.name for op in ops if isinstance(op, changes.AddAction | changes.ReplaceAction)}
-    dropped = {op.name for op in ops if isinstance(op, changes.DropAction)}
-    relations = target.relations()
-    entities = frozenset(e.name for e in target.entities)
-    out = []
-    for action in target.actions:
-        if action.name in changed or action.name in dropped or base.action(action.name) is None:
-            continue
-        try:
-            changes.check_action(action, relations, entities)
-        except ButtressError as error:
-            out.append(
-                hazard(
-                    HazardCode.ACTION_BROKEN,
-                    f"action {action.name!r} breaks under the new schema: {error.message}",
-                    f"action:{action.name}",
-                )
-            )
     return out
 
 
@@ -501,7 +476,8 @@ def _drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: _Context
             0,
             hazard(
                 HazardCode.DROP_FIELD,
-                f"drops field {entity.name}.{f.name} and its values",
+                f"drops field {entity.name}.{f.name} and its values"
+                + usage.users_text(usage.field_users(old, entity.name, f.name)),
                 f"{entity.name}.{f.name}",
             ),
         )
@@ -548,7 +524,8 @@ def _rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: _Con
         else [
             hazard(
                 HazardCode.RENAME_FIELD,
-                f"renames field {entity.name}.{f.name} to {op.new_name}",
+                f"renames field {entity.name}.{f.name} to {op.new_name}"
+                + usage.users_text(usage.field_users(old, entity.name, f.name)),
                 f"{entity.name}.{f.name}",
             )
         ]
@@ -601,7 +578,8 @@ def _alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: _Conte
                 hazards.append(
                     hazard(
                         HazardCode.LOSSY_TYPE_CHANGE,
-                        f"changes {label} from {before.type} to {after.type}",
+                        f"changes {label} from {before.type} to {after.type}"
+                        + usage.users_text(usage.field_users(old, name, before.name)),
                         label,
                     )
                 )
@@ -903,7 +881,7 @@ def _replace_action(old: AppSpec, new: AppSpec, op: changes.ReplaceAction, ctx: 
         [{"op": "replace_action", "action": previous.model_dump(mode="json")}],
     )
     if not _params_compatible(previous.params, op.action.params):
-        _strand_check(draft, op.action.name, "changes the parameters of")
+        _callers_hazard(draft, old, op.action.name, "changes the parameters of")
     return draft
 
 
@@ -919,7 +897,7 @@ def _drop_action(old: AppSpec, new: AppSpec, op: changes.DropAction, ctx: _Conte
         if f"action:{op.name}" in ctx.created_other
         else [hazard(HazardCode.DROP_ACTION, f"drops action {op.name}", op.name)],
     )
-    _strand_check(draft, op.name, "drops")
+    _callers_hazard(draft, old, op.name, "drops")
     return draft
 
 
@@ -985,19 +963,19 @@ def _params_compatible(before: Sequence[Any], after: Sequence[Any]) -> bool:
     return all(p.nullable for n, p in new.items() if n not in old)
 
 
-def _strand_check(draft: _Draft, action: str, verb: str) -> None:
-    """Refuse (at dry-run) when runs in flight would call ``action``, naming them."""
-    draft.probes.append(
-        Probe(
-            kind="fail",
-            code=HazardCode.RUNS_STRANDED,
-            message=f"runs in flight that call action {action}, which this change {verb.split()[0]}",
-            sql=tables.in_flight(f"list_contains(calls, {ddl.string(action)})"),
+def _callers_hazard(draft: _Draft, old: AppSpec, action: str, verb: str) -> None:
+    """Name the workflows whose definitions call ``action``: their runs in flight keep calling it. Whether
+    one of them would be stranded is a fact the dry-run finds (``workflow.stranded``), not a guess."""
+    callers = sorted(w.name for w in old.workflows if action in w.calls)
+    if callers:
+        draft.hazards.append(
+            hazard(
+                HazardCode.RUNS_IN_FLIGHT,
+                f"{verb} action {action}, which workflow {', '.join(callers)} calls; the dry-run checks "
+                "every run in flight against the new version",
+                action,
+            )
         )
-    )
-    draft.hazards.append(
-        hazard(HazardCode.RUNS_STRANDED, f"{verb} action {action}, which runs in flight may call", action)
-    )
 
 
 def _release_held(topic: TopicSpec) -> list[str]:
@@ -1188,8 +1166,12 @@ def _replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: _C
                     f"{pending} AND json_type(json_extract(m.payload, {path})) IS NOT DISTINCT FROM 'NULL'",
                 )
             )
-    # last: each undelivered message gets exactly the new payload's fields, in order (null where absent)
-    sql.append(f"UPDATE _buttress.messages AS m SET payload = {_shaped(after)} WHERE {pending}")
+    # last: each undelivered message gets exactly the new payload's fields, in order (null where absent),
+    # and says which version's shape it now has
+    sql.append(
+        f"UPDATE _buttress.messages AS m SET payload = {_shaped(after)}, version = {ctx.target_version} "
+        f"WHERE {pending}"
+    )
     if any(p.kind == "fail" for p in probes):
         hazards.append(
             hazard(
@@ -1369,4 +1351,4 @@ _PLANNERS: dict[type[Any], Callable[[AppSpec, AppSpec, Any, _Context], _Draft]] 
     changes.DropSubscription: _drop_subscription,
 }
 
-__all__ = ["Plan", "Probe", "Retention", "Step", "broken_actions", "plan"]
+__all__ = ["Plan", "Probe", "Retention", "Step", "plan"]

@@ -14,10 +14,7 @@ whose ``details.path`` points at the offending operation, before any SQL exists.
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import typing
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -26,7 +23,7 @@ import sqlglot.expressions as exp
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from runtime.errors import ButtressError, Code, SpecError, SqlError
-from runtime.schema import flows
+from runtime.schema import flows, usage
 from runtime.schema.spec import (
     ActionSpec,
     AppSpec,
@@ -47,6 +44,7 @@ from runtime.schema.spec import (
     ViewSpec,
     WorkflowSpec,
 )
+from runtime.schema.types import constant_fits
 from runtime.sql import sqlcheck
 
 
@@ -355,8 +353,14 @@ def operations_json(ops: Sequence[Operation]) -> list[dict[str, Any]]:
 
 
 def apply(spec: AppSpec, ops: Sequence[Operation]) -> AppSpec:
-    """Apply operations in order and validate the result. Pure: the input spec is never changed."""
+    """Apply operations in order and validate the result. Pure: the input spec is never changed.
+
+    The actions the operations add or replace are stored with explicit INSERT column lists
+    (``explicit_operations``); every action of the result is checked against it and against
+    ``spec`` (what the change broke: analysis, column order, types), all problems in one error.
+    """
     current = spec
+    ops = explicit_operations(spec, ops)
     for index, op in enumerate(ops):
         try:
             current = apply_one(current, op)
@@ -364,8 +368,38 @@ def apply(spec: AppSpec, ops: Sequence[Operation]) -> AppSpec:
             error.details.setdefault("path", f"operations[{index}]")
             error.details.setdefault("op", op.op)
             raise
-    validate(current, changed_actions=_changed_actions(ops), changed=_changed_objects(ops))
+    validate(current, changed_actions=_changed_actions(ops), changed=_changed_objects(ops), base=spec)
     return current
+
+
+def explicit_operations(spec: AppSpec, ops: Sequence[Operation]) -> list[Operation]:
+    """``ops`` with every INSERT of the actions they add or replace given the column list it means in
+    the spec the operations produce (``usage.explicit_insert``): what is stored never depends on
+    column order. Statements that do not analyse, or cannot be made explicit, are left as written:
+    ``validate`` reports them with every other problem."""
+    if not any(isinstance(op, AddAction | ReplaceAction) for op in ops):
+        return list(ops)
+    target = spec
+    try:
+        for op in ops:
+            target = apply_one(target, op)
+    except ButtressError:
+        return list(ops)  # apply() reports the operation at fault
+    out: list[Operation] = []
+    for op in ops:
+        if isinstance(op, AddAction | ReplaceAction) and op.action.kind == "mutation":
+            statements = []
+            for statement in op.action.statements:
+                try:
+                    statements.append(usage.explicit_insert(statement, target))
+                except ButtressError:
+                    statements.append(statement)
+            if tuple(statements) != op.action.statements:
+                op = op.model_copy(
+                    update={"action": op.action.model_copy(update={"statements": tuple(statements)})}
+                )
+        out.append(op)
+    return out
 
 
 def apply_one(spec: AppSpec, op: Operation) -> AppSpec:
@@ -969,40 +1003,8 @@ def _validate_field(spec: AppSpec, entity: EntitySpec, f: FieldSpec) -> None:
 
 def check_constant(value: Any, logical: str, label: str) -> None:
     """Refuse a constant that does not fit its logical type."""
-    ok: bool
-    if logical == "json":
-        ok = True
-    elif logical == "text":
-        ok = isinstance(value, str)
-    elif logical in {"integer", "bigint"}:
-        limit = 2**31 if logical == "integer" else 2**63
-        ok = isinstance(value, int) and not isinstance(value, bool) and -limit <= value < limit
-    elif logical == "double":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif logical == "boolean":
-        ok = isinstance(value, bool)
-    elif logical.startswith("decimal"):
-        ok = _parses(value, lambda v: decimal.Decimal(str(v)), (int, float, str))
-    elif logical == "date":
-        ok = _parses(value, datetime.date.fromisoformat, (str,))
-    elif logical in {"timestamp", "timestamptz"}:
-        ok = _parses(value, datetime.datetime.fromisoformat, (str,))
-    elif logical == "uuid":
-        ok = _parses(value, uuid.UUID, (str,))
-    else:
-        ok = False
-    if not ok:
+    if not constant_fits(value, logical):
         raise _fail(f"{label} {value!r} is not a valid {logical} value")
-
-
-def _parses(value: Any, parse: Callable[[Any], object], kinds: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        return False
-    try:
-        parse(value)
-    except (ValueError, ArithmeticError):
-        return False
-    return True
 
 
 def validate(
@@ -1010,15 +1012,18 @@ def validate(
     *,
     changed_actions: frozenset[str] | None = None,
     changed: frozenset[str] = frozenset(),
+    base: AppSpec | None = None,
 ) -> None:
-    """Validate a whole spec: structure, then views, invariants and (changed) actions against it.
+    """Validate a whole spec: structure, then views, invariants and actions against it.
 
     Every object that no longer fits is reported at once, in one error (``details.problems``), so an
     agent fixes a dropped entity's view, invariant and actions in one proposal, not one per attempt.
-    Actions not changed by a proposal are not validated here: a schema change that breaks them is
-    reported by the planner as a hazard instead (and listed beside the other problems when there are
-    some). ``changed_actions=None`` validates all. ``changed`` names the objects the proposal itself
-    writes (``view:x``, ``invariant:x``), whose hint is to fix their SQL rather than to replace them.
+    Every action is analysed; what a change may newly break is judged against ``base`` (the spec the
+    change applies to): a type mismatch the base did not have, an INSERT that fills a table by
+    position (stored before column lists were made explicit) when that table's columns change.
+    ``changed_actions`` (None: all) are the actions the proposal writes: their statements must not
+    depend on column order at all. ``changed`` names the objects the proposal itself writes
+    (``view:x``, ``invariant:x``), whose hint is to fix their SQL rather than to replace them.
     """
     _validate_structure(spec)
     names: set[str] = {e.name for e in spec.entities}
@@ -1029,35 +1034,120 @@ def validate(
         if view.name in names:
             raise _fail(f"view {view.name!r} collides with another entity or view")
         try:
-            relations[view.name] = sqlcheck.analyze_query(view.sql, relations).output_columns
+            analysis = sqlcheck.analyze_query(view.sql, relations)
+            relations[view.name] = analysis.output_columns
+            if f"view:{view.name}" in changed:
+                usage.refuse_order_dependence(analysis, spec, where=f"view {view.name!r}")
         except SqlError as error:
             problems.append(("view", view.name, error))
         names.add(view.name)
     for invariant in spec.invariants:
         try:
-            sqlcheck.analyze_query(invariant.sql, relations)
+            analysis = sqlcheck.analyze_query(invariant.sql, relations)
+            if f"invariant:{invariant.name}" in changed:
+                usage.refuse_order_dependence(analysis, spec, where=f"invariant {invariant.name!r}")
         except SqlError as error:
             problems.append(("invariant", invariant.name, error))
+    base_types = _type_problem_keys(base) if base is not None else None
     for action in spec.actions:
-        if changed_actions is None or action.name in changed_actions:
-            try:
-                check_action(action, relations, entities)
-            except ButtressError as error:
-                problems.append(("action", action.name, error))
+        written = changed_actions is None or action.name in changed_actions
+        try:
+            analyses = check_action(action, relations, entities)
+            if written:
+                for index, analysis in enumerate(analyses):
+                    _refuse_positional(action, index, analysis, spec)
+            elif base is not None:
+                _refuse_reordered(action, analyses, spec, base)
+            mismatches = usage.type_problems(action, analyses, spec)
+            if not written and base_types is not None:
+                mismatches = [m for m in mismatches if (action.name, *_type_key(m)) not in base_types]
+            if mismatches:
+                raise usage.type_error(action, mismatches)
+        except ButtressError as error:
+            problems.append(("action", action.name, error))
     if problems:
-        if changed_actions is not None:  # the unchanged actions this schema breaks too, all at once
-            for action in spec.actions:
-                if action.name not in changed_actions:
-                    try:
-                        check_action(action, relations, entities)
-                    except ButtressError as error:
-                        problems.append(("action", action.name, error))
         raise _objects_misfit(problems, changed | {f"action:{a}" for a in changed_actions or ()})
     if len({a.name for a in spec.actions}) != len(spec.actions):
         raise _fail("duplicate action names")
     flows.validate_flows(spec)
     if len({i.name for i in spec.invariants}) != len(spec.invariants):
         raise _fail("duplicate invariant names")
+
+
+def _type_key(problem: usage.TypeProblem) -> tuple[Any, ...]:
+    return (problem.link, problem.other_type, problem.column_type)
+
+
+_TYPE_KEYS: dict[str, frozenset[tuple[Any, ...]]] = {}
+
+
+def _type_problem_keys(spec: AppSpec) -> frozenset[tuple[Any, ...]]:
+    """The type mismatches ``spec``'s own actions already had (cached per spec): a change is judged
+    on what it newly breaks."""
+    key = spec.hash()
+    found = _TYPE_KEYS.get(key)
+    if found is None:
+        relations = spec.relations()
+        entities = frozenset(e.name for e in spec.entities)
+        keys: set[tuple[Any, ...]] = set()
+        for action in spec.actions:
+            try:
+                analyses = check_action(action, relations, entities)
+            except ButtressError:
+                continue
+            keys.update((action.name, *_type_key(m)) for m in usage.type_problems(action, analyses, spec))
+        if len(_TYPE_KEYS) > 256:
+            _TYPE_KEYS.clear()
+        found = _TYPE_KEYS[key] = frozenset(keys)
+    return found
+
+
+def _refuse_positional(action: ActionSpec, index: int, analysis: sqlcheck.Analysis, spec: AppSpec) -> None:
+    """A statement the proposal writes must name the columns it fills (``explicit_operations`` gives
+    an INSERT its list; what is left could not be given one)."""
+    where = f"action {action.name!r} statement {index}"
+    usage.refuse_order_dependence(analysis, spec, where=where)
+    if any(d.kind == "insert_without_columns" for d in analysis.order_dependent):
+        usage.explicit_insert(analysis.sql, spec, where=where)  # raises what makes it impossible
+        raise SqlError(
+            Code.SQL_MISMATCH,
+            f"{where}: an INSERT without a column list fills its table by position",
+            hint="Name the columns: INSERT INTO <table> (<columns>) VALUES (...).",
+            details={"action": action.name, "statement": index},
+        )
+
+
+def _refuse_reordered(
+    action: ActionSpec, analyses: Sequence[sqlcheck.Analysis], spec: AppSpec, base: AppSpec
+) -> None:
+    """An unchanged action stored with an INSERT that fills its table by position breaks when the
+    change alters that table's columns: the values would land in other columns."""
+    for index, analysis in enumerate(analyses):
+        for found in analysis.order_dependent:
+            if found.kind != "insert_without_columns" or found.table is None:
+                continue
+            before, after = base.entity(found.table), spec.entity(found.table)
+            if before is None or after is None or before.field_names == after.field_names:
+                continue
+            try:
+                explicit = usage.explicit_insert(analysis.sql, base)
+            except ButtressError:
+                explicit = f"INSERT INTO {found.table} ({', '.join(before.field_names)}) ..."
+            raise SqlError(
+                Code.SQL_MISMATCH,
+                f"action {action.name!r} statement {index} fills {found.table} by position, and this change "
+                f"makes its columns ({', '.join(before.field_names)}) into ({', '.join(after.field_names)}): "
+                "its values would land in other columns",
+                hint=f"Replace the action in the same proposal with its columns named, e.g. {explicit}",
+                details={
+                    "action": action.name,
+                    "statement": index,
+                    "table": found.table,
+                    "columns_before": list(before.field_names),
+                    "columns_after": list(after.field_names),
+                    "explicit": explicit,
+                },
+            )
 
 
 def _objects_misfit(problems: list[tuple[str, str, ButtressError]], changed: frozenset[str]) -> ButtressError:
@@ -1084,12 +1174,17 @@ def _objects_misfit(problems: list[tuple[str, str, ButtressError]], changed: fro
             "(replace_view, drop_invariant + add_invariant, replace_action)."
         )
     advice.append(first.hint)
-    label = f"{kind} {name!r}: {first.message}"
+    label = (
+        first.message if first.message.startswith(f"{kind} {name!r}") else f"{kind} {name!r}: {first.message}"
+    )
     message = (
         label
         if len(problems) == 1
         else f"{len(problems)} objects do not fit: "
-        + "; ".join(f"{k} {n!r}: {e.message}" for k, n, e in problems)
+        + "; ".join(
+            e.message if e.message.startswith(f"{k} {n!r}") else f"{k} {n!r}: {e.message}"
+            for k, n, e in problems
+        )
     )
     error = type(first)(first.code, message, hint=" ".join(advice), details={**first.details, kind: name})
     error.details["problems"] = listed

@@ -18,20 +18,30 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from runtime.errors import Code, SpecError
+from runtime.schema import graph, usage
 from runtime.schema.spec import (
     ActionSpec,
     AppSpec,
     ArgValue,
     Emit,
     ParamSpec,
+    PayloadField,
     Ref,
     StepSpec,
     SubscriptionSpec,
     TopicSpec,
     WorkflowSpec,
 )
+from runtime.schema.types import constant_fits
 
 CODE_PATTERN: Final = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
+
+Typed = Mapping[str, tuple[str, bool]]
+"""A value path (``input.order_id``) -> its logical type and whether it may be null."""
+
+
+def typed_params(scope: str, params: Iterable[ParamSpec | PayloadField]) -> dict[str, tuple[str, bool]]:
+    return {f"{scope}.{p.name}": (p.type, p.nullable) for p in params}
 
 
 class _Problems:
@@ -57,6 +67,16 @@ def validate_flows(spec: AppSpec) -> None:
     for action in spec.actions:
         for index, emit in enumerate(action.emits):
             _emit(problems, spec, action, index, emit)
+    if not problems.items:
+        for cycle in graph.unbounded_cycles(spec):
+            kind, name = cycle.path[0].split(":", 1)
+            problems.add(
+                kind,
+                name,
+                "starts a chain that comes back to itself and would run forever: "
+                + " -> ".join(cycle.path)
+                + " (declare max_depth on a subscription in it to bound it, or break the cycle)",
+            )
     if problems.items:
         first = problems.items[0]
         message = (
@@ -104,10 +124,11 @@ def _workflow(problems: _Problems, spec: AppSpec, workflow: WorkflowSpec) -> Non
                 "workflow", where, f"compensate_on {code!r} is not an error code (like effect.rejected)"
             )
     earlier: set[str] = set()
+    typed = {**typed_params("input", workflow.params), "run.id": ("text", False)}
     for step in workflow.steps:
         label = f"step {step.name}"
         allowed = {"input": params, "steps": set(earlier), "run": {"id"}}
-        _step(problems, spec, workflow, step, label, allowed)
+        _step(problems, spec, workflow, step, label, allowed, typed)
         if step.compensation is not None:
             comp_allowed = {"input": params, "steps": {*earlier, step.name}, "run": {"id"}}
             comp = step.compensation
@@ -121,6 +142,7 @@ def _workflow(problems: _Problems, spec: AppSpec, workflow: WorkflowSpec) -> Non
                     comp.action,
                     comp.args,
                     comp_allowed,
+                    typed,
                 )
             else:
                 _refs(problems, "workflow", where, f"{label} compensation", comp.args.values(), comp_allowed)
@@ -137,16 +159,28 @@ def _step(
     step: StepSpec,
     label: str,
     allowed: Mapping[str, set[str]],
+    typed: Typed,
 ) -> None:
     where = workflow.name
     if step.kind == "action":
         assert step.action is not None
-        _call(problems, "workflow", where, label, spec, step.action, step.args, allowed)
+        _call(problems, "workflow", where, label, spec, step.action, step.args, allowed, typed)
     elif step.kind == "effect":
         _refs(problems, "workflow", where, label, step.args.values(), allowed)
     elif step.kind == "publish":
         assert step.topic is not None
-        _payload(problems, "workflow", where, label, spec, step.topic, step.args, allowed, complete=True)
+        _payload(
+            problems,
+            "workflow",
+            where,
+            label,
+            spec,
+            step.topic,
+            step.args,
+            allowed,
+            complete=True,
+            typed=typed,
+        )
     elif step.kind == "wait":
         if step.topic is not None:
             _payload(problems, "workflow", where, label, spec, step.topic, step.args, allowed, complete=False)
@@ -166,6 +200,7 @@ def _subscription(problems: _Problems, spec: AppSpec, subscription: Subscription
         problems.add("subscription", where, f"topic {subscription.topic!r} does not exist")
         return
     allowed = {"message": {f.name for f in topic.payload}}
+    typed = typed_params("message", topic.payload)
     if subscription.action is not None:
         action = spec.action(subscription.action)
         if action is not None and action.kind != "mutation":
@@ -181,6 +216,7 @@ def _subscription(problems: _Problems, spec: AppSpec, subscription: Subscription
             subscription.action,
             subscription.args,
             allowed,
+            typed,
         )
     else:
         assert subscription.workflow is not None
@@ -188,7 +224,9 @@ def _subscription(problems: _Problems, spec: AppSpec, subscription: Subscription
         if workflow is None:
             problems.add("subscription", where, f"workflow {subscription.workflow!r} does not exist")
             return
-        _arguments(problems, "subscription", where, "its target", workflow.params, subscription.args, allowed)
+        _arguments(
+            problems, "subscription", where, "its target", workflow.params, subscription.args, allowed, typed
+        )
 
 
 def _emit(problems: _Problems, spec: AppSpec, action: ActionSpec, index: int, emit: Emit) -> None:
@@ -197,14 +235,26 @@ def _emit(problems: _Problems, spec: AppSpec, action: ActionSpec, index: int, em
         problems.add("action", where, f"{label}: only a mutation emits (a query changes nothing)")
         return
     allowed: dict[str, set[str]] = {"args": {p.name for p in action.params}, "result": {"*"}}
+    typed = typed_params("args", action.params)
     if emit.publish is not None:
-        _payload(problems, "action", where, label, spec, emit.publish, emit.args, allowed, complete=True)
+        _payload(
+            problems,
+            "action",
+            where,
+            label,
+            spec,
+            emit.publish,
+            emit.args,
+            allowed,
+            complete=True,
+            typed=typed,
+        )
     elif emit.start is not None:
         workflow = spec.workflow(emit.start)
         if workflow is None:
             problems.add("action", where, f"{label} starts workflow {emit.start!r}, which does not exist")
         else:
-            _arguments(problems, "action", where, label, workflow.params, emit.args, allowed)
+            _arguments(problems, "action", where, label, workflow.params, emit.args, allowed, typed)
     else:
         _refs(problems, "action", where, label, emit.args.values(), allowed)
     if emit.run_id is not None:
@@ -220,6 +270,7 @@ def _call(
     action_name: str,
     args: Mapping[str, ArgValue],
     allowed: Mapping[str, set[str]],
+    typed: Typed,
 ) -> None:
     action = spec.action(action_name)
     if action is None:
@@ -228,7 +279,7 @@ def _call(
             kind, where, f"{label} calls action {action_name!r}, which does not exist (actions: {known})"
         )
         return
-    _arguments(problems, kind, where, label, action.params, args, allowed)
+    _arguments(problems, kind, where, label, action.params, args, allowed, typed)
 
 
 def _arguments(
@@ -239,17 +290,50 @@ def _arguments(
     params: Iterable[ParamSpec],
     args: Mapping[str, ArgValue],
     allowed: Mapping[str, set[str]],
+    typed: Typed,
 ) -> None:
+    for problem in argument_problems(params, args, typed):
+        problems.add(kind, where, f"{label} {problem}")
+    _refs(problems, kind, where, label, args.values(), allowed)
+
+
+def argument_problems(
+    params: Iterable[ParamSpec | PayloadField],
+    args: Mapping[str, ArgValue],
+    typed: Typed,
+    *,
+    noun: str = "parameter",
+) -> list[str]:
+    """What is wrong with ``args`` for ``params``: unknown names, required ones missing, and values
+    whose type or nullability does not fit — constants by their value, references by the type of
+    what they name (``typed``; a reference of unknown type is left to the run)."""
+    out: list[str] = []
     declared = {p.name: p for p in params}
     unknown = sorted(set(args) - set(declared))
     if unknown:
-        problems.add(
-            kind, where, f"{label} passes unknown parameters {unknown} (expected: {sorted(declared)})"
-        )
+        out.append(f"passes unknown {noun}s {unknown} (expected: {sorted(declared)})")
     missing = sorted(n for n, p in declared.items() if not p.nullable and n not in args)
     if missing:
-        problems.add(kind, where, f"{label} does not pass required parameters {missing}")
-    _refs(problems, kind, where, label, args.values(), allowed)
+        out.append(f"does not pass required {noun}s {missing}")
+    for name, value in args.items():
+        param = declared.get(name)
+        if param is None:
+            continue
+        if isinstance(value, Ref):
+            found = typed.get(value.from_)
+            if found is None:
+                continue
+            source, nullable = found
+            if not usage.carries(source, param.type):
+                out.append(f"passes {value.from_} ({source}) to {noun} {name} ({param.type})")
+            elif nullable and not param.nullable:
+                out.append(f"passes {value.from_}, which may be null, to required {noun} {name}")
+        elif value is None:
+            if not param.nullable:
+                out.append(f"passes null to required {noun} {name} ({param.type})")
+        elif not constant_fits(value, param.type):
+            out.append(f"passes {value!r} to {noun} {name}, which is {param.type}")
+    return out
 
 
 def _payload(
@@ -263,6 +347,7 @@ def _payload(
     allowed: Mapping[str, set[str]],
     *,
     complete: bool,
+    typed: Typed | None = None,
 ) -> None:
     topic = spec.topic(topic_name)
     if topic is None:
@@ -278,6 +363,11 @@ def _payload(
             problems.add(
                 kind, where, f"{label} leaves required payload fields {missing} of {topic.name} empty"
             )
+        for problem in argument_problems(
+            topic.payload, {k: v for k, v in args.items() if k in fields}, typed or {}, noun="payload field"
+        ):
+            if "required payload fields" not in problem:
+                problems.add(kind, where, f"{label} {problem}")
     _refs(problems, kind, where, label, args.values(), allowed)
 
 

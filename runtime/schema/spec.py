@@ -192,7 +192,18 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_step_name(name: str) -> str:
+    """A step's name: the name pattern, but SQL words are fine (a step's name never reaches SQL)."""
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid step name: use 1-63 characters, lowercase ASCII letters, digits and "
+            "'_', starting with a letter"
+        )
+    return name
+
+
 Name = Annotated[str, AfterValidator(check_name)]
+StepName = Annotated[str, AfterValidator(check_step_name)]
 ParamName = Annotated[str, AfterValidator(check_param_name)]
 
 
@@ -504,7 +515,7 @@ class StepSpec(_Frozen):
     a time. A step may declare its ``compensation`` and its ``retry`` policy.
     """
 
-    name: Name
+    name: StepName
     kind: StepKind
     description: str = ""
     action: Name | None = None
@@ -584,6 +595,13 @@ class SubscriptionSpec(_Frozen):
     action: Name | None = None
     args: dict[str, ArgValue] = Field(default_factory=dict)
     description: str = ""
+    max_depth: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Deliver only messages fewer than this many hops down a chain: what lets a chain that "
+        "comes back to this subscription (a cycle) exist, bounded.",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> SubscriptionSpec:
@@ -653,6 +671,9 @@ class AppSpec(_Frozen):
         for key in ("topics", "workflows", "subscriptions"):
             if not data.get(key):
                 data.pop(key, None)
+        for subscription in data.get("subscriptions", ()):
+            if subscription.get("max_depth") is None:
+                subscription.pop("max_depth", None)
         for action in data["actions"]:
             if not action.get("emits"):
                 action.pop("emits", None)

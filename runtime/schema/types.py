@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import re
-from typing import Final
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
 
 SIMPLE_TYPES: Final[dict[str, str]] = {
     "text": "VARCHAR",
@@ -102,3 +106,41 @@ def python_type(logical: str) -> type:
         "uuid": uuid.UUID,
         "json": object,
     }[logical]
+
+
+def constant_fits(value: Any, logical: str) -> bool:
+    """A JSON constant (a default, a step's argument) is a valid value of ``logical``.
+
+    >>> constant_fits(3, "bigint"), constant_fits("3", "integer"), constant_fits("2025-01-31", "date")
+    (True, False, True)
+    """
+    if logical == "json":
+        return True
+    if logical == "text":
+        return isinstance(value, str)
+    if logical in {"integer", "bigint"}:
+        limit = 2**31 if logical == "integer" else 2**63
+        return isinstance(value, int) and not isinstance(value, bool) and -limit <= value < limit
+    if logical == "double":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if logical == "boolean":
+        return isinstance(value, bool)
+    if logical.startswith("decimal"):
+        return _parses(value, lambda v: decimal.Decimal(str(v)), (int, float, str))
+    if logical == "date":
+        return _parses(value, datetime.date.fromisoformat, (str,))
+    if logical in {"timestamp", "timestamptz"}:
+        return _parses(value, datetime.datetime.fromisoformat, (str,))
+    if logical == "uuid":
+        return _parses(value, uuid.UUID, (str,))
+    return False
+
+
+def _parses(value: Any, parse: Callable[[Any], object], kinds: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return False
+    try:
+        parse(value)
+    except (ValueError, ArithmeticError):
+        return False
+    return True

@@ -99,6 +99,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_SQL_LENGTH",
     "Analysis",
+    "Link",
+    "OrderDependence",
     "Schema",
     "analyze_expression",
     "analyze_query",
@@ -107,6 +109,7 @@ __all__ = [
     "render_expression",
     "split_statements",
     "statement_body",
+    "substitute_params",
 ]
 
 Schema = Mapping[str, Sequence[str]]
@@ -133,6 +136,48 @@ class Analysis:
     """Named ``$params`` in order of first appearance, without duplicates."""
     output_columns: tuple[str, ...]
     """Best-effort names of the result columns; ``*`` when a star cannot be expanded; RETURNING for writes."""
+    columns_read: frozenset[tuple[str, str]] = frozenset()
+    """(relation, column) pairs the statement reads, where a column resolves to one app table or view
+    (a star over a table reads all of its columns)."""
+    columns_written: frozenset[tuple[str, str]] = frozenset()
+    """(table, column) pairs the statement assigns: an INSERT's columns (all of them without a column
+    list), an UPDATE's or an upsert's SET columns."""
+    order_dependent: tuple[OrderDependence, ...] = ()
+    """Places where the statement's meaning depends on the order of a table's columns."""
+    links: tuple[Link, ...] = ()
+    """Values the statement puts into columns or compares with them, where both sides are a bare
+    parameter or a bare column: what a type check needs (see ``Link``)."""
+
+
+Operand = tuple[str, ...]
+"""``("param", name)`` or ``("column", relation, column)``."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A bare parameter or column placed into a column (``insert``, ``assign``) or compared with one
+    (``compare``): the two must hold values of one type."""
+
+    kind: Literal["insert", "assign", "compare"]
+    column: tuple[str, str]
+    """The column written, or compared with."""
+    other: Operand
+
+
+@dataclass(frozen=True)
+class OrderDependence:
+    """One place where a statement depends on column order.
+
+    ``insert_without_columns``: an INSERT without a column list fills the table's columns by position
+    (``offset`` is where a column list goes in the text, ``width`` how many values each row has, when
+    known); ``star_into_insert``: a ``*`` feeds an INSERT; ``star_in_set_operation``: a ``*`` in a
+    UNION/INTERSECT/EXCEPT branch lines columns up by position.
+    """
+
+    kind: Literal["insert_without_columns", "star_into_insert", "star_in_set_operation"]
+    table: str | None = None
+    offset: int | None = None
+    width: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +295,29 @@ def embed(sql: str) -> str:
     return f"(\n{statement_body(sql)}\n)"
 
 
+def substitute_params(sql: str, values: Mapping[str, str]) -> str:
+    """``sql`` with each ``$name`` the tokenizer finds replaced by ``values[name]`` (SQL text the caller
+    writes, such as a typed NULL); names not in ``values`` stay. Strings, quoted names and comments
+    are never touched.
+
+    >>> substitute_params("select '$a', $a from t where b = $b", {"a": "CAST(NULL AS INTEGER)"})
+    "select '$a', (CAST(NULL AS INTEGER)) from t where b = $b"
+    """
+    tokens = _tokenize(sql)
+    out, position = [], 0
+    for current, following in itertools.pairwise(tokens):
+        if (
+            current.token_type == TokenType.PARAMETER
+            and following.start == current.end + 1
+            and following.text in values
+        ):
+            out.append(sql[position : current.start])
+            out.append(f"({values[following.text]})")
+            position = following.end + 1
+    out.append(sql[position:])
+    return "".join(out)
+
+
 def split_statements(sql: str) -> list[str]:
     """Split ``sql`` on top-level ';' using sqlglot's tokenizer, so that semicolons inside
     strings, quoted identifiers and comments never split. Empty statements are dropped."""
@@ -302,7 +370,8 @@ def _analyze_parsed(
     target = _write_target(tree, schema, views, source) if kind != "select" else None
     ctes = _cte_bindings(inventory) if inventory.has_ctes else {}
     reads = _bind_tables(inventory.tables, schema, source, skip=target, ctes=ctes)
-    output = _Resolver(schema, ctes).statement(tree, target)
+    resolver = _Resolver(schema, ctes)
+    output = resolver.statement(tree, target)
     return Analysis(
         sql=text,
         kind=kind,
@@ -310,6 +379,10 @@ def _analyze_parsed(
         writes=frozenset({target.name.lower()}) if target is not None else frozenset(),
         params=params,
         output_columns=output,
+        columns_read=frozenset(resolver.read),
+        columns_written=frozenset(resolver.written),
+        order_dependent=_order_dependence(tree, target),
+        links=resolver.links(tree),
     )
 
 
@@ -823,6 +896,8 @@ class _Frame:
     sources: dict[str, _Columns] = field(default_factory=dict)
     hidden: dict[str, frozenset[str]] = field(default_factory=dict)
     aliases: frozenset[str] = frozenset()
+    tables: dict[str, str] = field(default_factory=dict)
+    """Source alias -> the app table or view it names (CTEs, subqueries and functions have none)."""
 
     def chain(self) -> Iterator[_Frame]:
         frame: _Frame | None = self
@@ -843,6 +918,11 @@ class _Resolver:
         self._schema = schema
         self._ctes_of_tables = ctes
         self._cte_columns: dict[int, _Columns] = {}
+        self.read: set[tuple[str, str]] = set()
+        self.written: set[tuple[str, str]] = set()
+        self._placed: list[tuple[str, tuple[str, str], exp.Expr]] = []
+        self._columns_of: dict[int, tuple[str, str]] = {}
+        """id() of a column reference -> the (relation, column) it resolved to."""
 
     # statements --------------------------------------------------------------------------
 
@@ -858,17 +938,29 @@ class _Resolver:
         returning = tree.args.get("returning")
         if returning is None:
             return ()
-        only_target = _Frame(None, {target.alias_or_name.lower(): columns})
-        return tuple(name for name, _ in self._projection(returning.expressions, only_target, frame))
+        name = target.name.lower()
+        only_target = _Frame(
+            None, {target.alias_or_name.lower(): columns}, tables={target.alias_or_name.lower(): name}
+        )
+        return tuple(n for n, _ in self._projection(returning.expressions, only_target, frame))
 
     def _insert(self, tree: exp.Insert, target: exp.Table, columns: tuple[str, ...]) -> _Frame:
+        table = target.name.lower()
+        filled = columns
         if isinstance(tree.this, exp.Schema):
-            for identifier in tree.this.expressions:
-                _require_target_column(identifier.name.lower(), target, columns)
+            filled = tuple(identifier.name.lower() for identifier in tree.this.expressions)
+            for name in filled:
+                _require_target_column(name, target, columns)
+        self.written.update((table, name) for name in filled)
         source = tree.expression
         if source is not None:
             self.query(source, None)
-        frame = _Frame(None, {target.alias_or_name.lower(): columns, "excluded": columns})
+            if not tree.args.get("by_name"):
+                for position, value in _inserted_values(source):
+                    if position < len(filled):
+                        self._placed.append(("insert", (table, filled[position]), value))
+        alias = target.alias_or_name.lower()
+        frame = _Frame(None, {alias: columns, "excluded": columns}, tables={alias: table, "excluded": table})
         conflict = tree.args.get("conflict")
         if conflict is not None:
             for key in conflict.args.get("conflict_keys") or []:
@@ -880,7 +972,8 @@ class _Resolver:
         return frame
 
     def _update_or_delete(self, tree: exp.Expr, target: exp.Table, columns: tuple[str, ...]) -> _Frame:
-        frame = _Frame(None, {target.alias_or_name.lower(): columns})
+        alias = target.alias_or_name.lower()
+        frame = _Frame(None, {alias: columns}, tables={alias: target.name.lower()})
         from_ = tree.args.get("from_")
         if from_ is not None:
             self._add_source(frame, from_.this)
@@ -896,9 +989,13 @@ class _Resolver:
     def _assignments(
         self, assignments: Sequence[exp.Expr], target: exp.Table, columns: tuple[str, ...], frame: _Frame
     ) -> None:
+        table = target.name.lower()
         for assignment in assignments:
             if isinstance(assignment, exp.EQ) and isinstance(assignment.this, exp.Column):
-                _require_target_column(assignment.this.name.lower(), target, columns)
+                name = assignment.this.name.lower()
+                _require_target_column(name, target, columns)
+                self.written.add((table, name))
+                self._placed.append(("assign", (table, name), assignment.expression))
                 self._expressions([assignment.expression], frame)
             else:
                 self._expressions([assignment], frame)
@@ -985,6 +1082,12 @@ class _Resolver:
         if isinstance(source, exp.Table):
             alias = alias or source.name.lower()
             columns = self._table_columns(source, frame)
+            if (
+                isinstance(source.this, exp.Identifier)
+                and id(source) not in self._ctes_of_tables
+                and source.name.lower() in self._schema
+            ):
+                frame.tables[alias] = source.name.lower()
         elif isinstance(source, exp.Subquery) and not isinstance(source.this, exp.Query | exp.Values):
             return self._add_source(frame, source.this)  # a parenthesised join: (a JOIN b ON ...)
         elif isinstance(source, (exp.Subquery, exp.Lateral)):
@@ -1026,11 +1129,13 @@ class _Resolver:
         for expression in expressions:
             if isinstance(expression, exp.Star):
                 output.extend(_expand_star(expression, frame, None))
+                self._star_read(frame, None)
             elif isinstance(expression, exp.Column) and isinstance(expression.this, exp.Star):
                 qualifier = expression.table.lower()
                 if qualifier not in frame.sources:
                     _unknown_column(f"{qualifier}.*", scope)
                 output.extend(_expand_star(expression.this, frame, qualifier))
+                self._star_read(frame, qualifier)
             elif expression.output_name:
                 output.append((expression.output_name, True))
             else:
@@ -1050,9 +1155,62 @@ class _Resolver:
             if isinstance(node, (exp.Select, exp.SetOperation)):
                 self.query(node, frame)
             elif isinstance(node, exp.Column):
-                _resolve_column(node, frame)
+                found = _resolve_column(node, frame)
+                if found is not None:
+                    self.read.add(found)
+                    self._columns_of[id(node)] = found
             else:
                 stack.extend(node.iter_expressions())
+
+    def _star_read(self, frame: _Frame, qualifier: str | None) -> None:
+        for alias, columns in frame.sources.items():
+            relation = frame.tables.get(alias)
+            if relation is not None and columns is not None and qualifier in (None, alias):
+                self.read.update((relation, column) for column in columns)
+
+    # types -------------------------------------------------------------------------------
+
+    def _operand(self, node: exp.Expr | None) -> Operand | None:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Placeholder):
+            return ("param", str(node.this or ""))
+        if isinstance(node, exp.Column):
+            found = self._columns_of.get(id(node))
+            return None if found is None else ("column", *found)
+        return None
+
+    def links(self, tree: exp.Expr) -> tuple[Link, ...]:
+        """The bare parameters and columns the statement puts into columns or compares with them."""
+        out: list[Link] = []
+        for kind, column, value in self._placed:
+            other = self._operand(value)
+            if other is not None:
+                out.append(Link(kind, column, other))  # type: ignore[arg-type]
+        assignments = {
+            id(node)
+            for holder in tree.find_all(exp.Update, exp.OnConflict)
+            for node in holder.expressions
+            if isinstance(node, exp.EQ)
+        }
+        for node in tree.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between):
+            if id(node) in assignments:
+                continue
+            if isinstance(node, exp.In):
+                sides = [node.this, *node.expressions]
+            elif isinstance(node, exp.Between):
+                sides = [node.this, node.args.get("low"), node.args.get("high")]
+            else:
+                sides = [node.this, node.expression]
+            operands = [self._operand(side) for side in sides]
+            columns = [o for o in operands if o is not None and o[0] == "column"]
+            if not columns:
+                continue
+            anchor = columns[0]
+            for operand in operands:
+                if operand is not None and operand is not anchor:
+                    out.append(Link("compare", (anchor[1], anchor[2]), operand))
+        return tuple(dict.fromkeys(out))
 
 
 def _expand_star(star: exp.Expr, frame: _Frame, qualifier: str | None) -> list[tuple[str, bool]]:
@@ -1073,44 +1231,53 @@ def _expand_star(star: exp.Expr, frame: _Frame, qualifier: str | None) -> list[t
     return [(renamed.get(name, name), True) for name in names if name not in excluded]
 
 
-def _resolve_column(column: exp.Column, frame: _Frame) -> None:
+def _resolve_column(column: exp.Column, frame: _Frame) -> tuple[str, str] | None:
+    """Check that a column reference resolves; return the (app table or view, column) it reads when
+    that is known (a CTE, a subquery or an ambiguous unqualified name gives None)."""
     if isinstance(column.this, exp.Star):
         qualifier = column.table.lower()
         if qualifier and not any(qualifier in f.sources for f in frame.chain()):
             _unknown_column(f"{qualifier}.*", frame)
-        return
+        return None
     parts = [part.name.lower() for part in column.parts]
     if _is_bound_variable(column, parts[0]):
-        return
+        return None
     if len(parts) >= 3 and parts[0] == "main":
         parts = parts[1:]
     if len(parts) > 1:
-        found, columns = _lookup_source(frame, parts[0])
+        found, columns, scope = _lookup_source(frame, parts[0])
         if found:
             if columns is not None and parts[1] not in columns and parts[1] != "rowid":
                 _unknown_column(f"{parts[0]}.{parts[1]}", frame)
-            return
-    if not _resolves_unqualified(parts[0], frame):
-        _unknown_column(".".join(parts), frame)
+            relation = scope.tables.get(parts[0]) if scope is not None else None
+            if relation is None or columns is None or parts[1] not in columns:
+                return None
+            return relation, parts[1]
+    return _resolves_unqualified(parts[0], frame, ".".join(parts))
 
 
-def _lookup_source(frame: _Frame, name: str) -> tuple[bool, _Columns]:
+def _lookup_source(frame: _Frame, name: str) -> tuple[bool, _Columns, _Frame | None]:
     for scope in frame.chain():
         if name in scope.sources:
-            return True, scope.sources[name]
-    return False, None
+            return True, scope.sources[name], scope
+    return False, None, None
 
 
-def _resolves_unqualified(name: str, frame: _Frame) -> bool:
+def _resolves_unqualified(name: str, frame: _Frame, shown: str) -> tuple[str, str] | None:
     for scope in frame.chain():
         if name in scope.aliases or name in scope.sources:
-            return True
-        for columns in scope.sources.values():
-            if columns is None or name in columns:
-                return True
+            return None
+        holders = [
+            alias for alias, columns in scope.sources.items() if columns is not None and name in columns
+        ]
+        if any(columns is None for columns in scope.sources.values()):
+            return None
+        if holders:
+            relation = scope.tables.get(holders[0]) if len(holders) == 1 else None
+            return None if relation is None else (relation, name)
         if scope.sources and name == "rowid":
-            return True
-    return False
+            return None
+    _unknown_column(shown, frame)
 
 
 def _is_bound_variable(column: exp.Column, name: str) -> bool:
@@ -1165,6 +1332,78 @@ def _renamed(columns: _Columns, names: Sequence[str]) -> _Columns:
 
 def _named(columns: _Columns) -> list[tuple[str, bool]]:
     return [("*", False)] if columns is None else [(name, True) for name in columns]
+
+
+def _inserted_values(source: exp.Expr) -> Iterator[tuple[int, exp.Expr]]:
+    """(position, expression) of each value an INSERT's source puts into its target's columns."""
+    while isinstance(source, (exp.Subquery, exp.Paren)) and not source.alias:
+        source = source.this
+    if isinstance(source, exp.Values):
+        for row in source.expressions:
+            items = row.expressions if isinstance(row, exp.Tuple) else [row]
+            yield from enumerate(items)
+    elif isinstance(source, exp.Select):
+        if not any(_is_star(e) for e in source.expressions):
+            for position, expression in enumerate(source.expressions):
+                yield position, expression.this if isinstance(expression, exp.Alias) else expression
+    elif isinstance(source, exp.SetOperation):
+        yield from _inserted_values(source.left)
+        yield from _inserted_values(source.right)
+
+
+def _is_star(expression: exp.Expr) -> bool:
+    return isinstance(expression, exp.Star) or (
+        isinstance(expression, exp.Column) and isinstance(expression.this, exp.Star)
+    )
+
+
+def _has_star(query: exp.Expr) -> bool:
+    """A ``*`` in the select list of ``query`` (or of any branch of it, for a set operation)."""
+    while isinstance(query, (exp.Subquery, exp.Paren)) and not query.alias:
+        query = query.this
+    if isinstance(query, exp.SetOperation):
+        return _has_star(query.left) or _has_star(query.right)
+    return isinstance(query, exp.Select) and any(_is_star(e) for e in query.expressions)
+
+
+def _width(source: exp.Expr | None) -> int | None:
+    """How many values each row of an INSERT's source has, when the text says."""
+    while isinstance(source, (exp.Subquery, exp.Paren)) and not source.alias:
+        source = source.this
+    if isinstance(source, exp.Values) and source.expressions:
+        first = source.expressions[0]
+        return len(first.expressions) if isinstance(first, exp.Tuple) else 1
+    if isinstance(source, exp.SetOperation):
+        return _width(source.left)
+    if isinstance(source, exp.Select) and not _has_star(source):
+        return len(source.expressions)
+    return None
+
+
+def _order_dependence(tree: exp.Expr, target: exp.Table | None) -> tuple[OrderDependence, ...]:
+    """Where the statement's meaning depends on the order of a table's columns (see ``OrderDependence``)."""
+    found: list[OrderDependence] = []
+    if isinstance(tree, exp.Insert) and target is not None and not tree.args.get("by_name"):
+        table = target.name.lower()
+        if not isinstance(tree.this, exp.Schema):
+            last = target.args.get("alias")
+            anchor = last.this if isinstance(last, exp.TableAlias) else target.parts[-1]
+            end = anchor.meta.get("end")
+            found.append(
+                OrderDependence(
+                    "insert_without_columns",
+                    table=table,
+                    offset=end + 1 if isinstance(end, int) else None,
+                    width=_width(tree.expression),
+                )
+            )
+        if tree.expression is not None and _has_star(tree.expression):
+            found.append(OrderDependence("star_into_insert", table=table))
+    for operation in tree.find_all(exp.SetOperation):
+        if not operation.args.get("by_name") and (_has_star(operation.left) or _has_star(operation.right)):
+            found.append(OrderDependence("star_in_set_operation"))
+            break
+    return tuple(found)
 
 
 # ---------------------------------------------------------------------------------------------

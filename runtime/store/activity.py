@@ -378,9 +378,12 @@ def _losses(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[str, str
 
 
 def _request(
-    row: dict[str, Any], database: str, losses: dict[tuple[str, str], list[Loss]]
+    session: Session, row: dict[str, Any], database: str, losses: dict[tuple[str, str], list[Loss]]
 ) -> ApprovalRequest:
     status, decision = approvals.request_status(database, row)
+    stale = approvals.stale_reason(session, row) if status in {"pending", "approved"} else None
+    if stale is not None:
+        status = "stale"
     decision = decision or {}
     rollback = str(row["proposal_id"]).startswith("rollback:")
     return ApprovalRequest(
@@ -395,7 +398,7 @@ def _request(
         status=status,
         decided_by=decision.get("refused_by") or decision.get("approved_by"),
         decided_at=decision.get("refused_at") or decision.get("approved_at"),
-        reason=decision.get("reason"),
+        reason=decision.get("reason") or stale,
         losses=losses.get((row["proposal_id"], row["plan_hash"]), []),
     )
 
@@ -415,14 +418,19 @@ def approval_requests(
             row for row in approvals.request_rows(session, limit=_page_size(limit)) if row["id"] not in seen
         ][: max(_page_size(limit) - len(rows), 0)]
     losses = _losses(session, rows)
-    return [_request(row, database, losses) for row in rows]
+    return [_request(session, row, database, losses) for row in rows]
 
 
 def open_requests(session: Session, database: str) -> int:
     """How many requests wait for the operator's decision."""
     now = datetime.datetime.now(datetime.UTC).isoformat()
     rows = approvals.request_rows(session, "WHERE used_at IS NULL AND expires_at > ?", [now])
-    return sum(1 for row in rows if approvals.request_status(database, row)[0] == "pending")
+    return sum(
+        1
+        for row in rows
+        if approvals.request_status(database, row)[0] == "pending"
+        and approvals.stale_reason(session, row) is None
+    )
 
 
 def approval_request(session: Session, database: str, request_id: str) -> ApprovalRequest:
@@ -430,7 +438,7 @@ def approval_request(session: Session, database: str, request_id: str) -> Approv
     rows = approvals.request_rows(session, "WHERE id = ?", [request_id])
     if not rows:
         raise NotFound("approval request", request_id)
-    return _request(rows[0], database, _losses(session, rows))
+    return _request(session, rows[0], database, _losses(session, rows))
 
 
 UNDELIVERED: Final = (

@@ -41,7 +41,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +111,23 @@ def connect(path: str, settings: Settings | None = None) -> duckdb.DuckDBPyConne
         connection.close()
         raise translate(error) from None
     return connection
+
+
+def bind_errors(
+    connection: duckdb.DuckDBPyConnection, statements: Sequence[str]
+) -> list[ButtressError | None]:
+    """Have DuckDB bind each statement on ``connection`` (``EXPLAIN``: planned, never run), each on its
+    own; the translated error of each that does not bind, None for those that do. Meant for a scratch
+    database holding a schema to check statements against (``Engine.scratch``)."""
+    out: list[ButtressError | None] = []
+    for statement in statements:
+        try:
+            connection.execute(f"EXPLAIN {statement}")
+        except duckdb.Error as error:
+            out.append(translate(error))
+        else:
+            out.append(None)
+    return out
 
 
 class Watchdog:

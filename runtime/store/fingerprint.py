@@ -7,7 +7,7 @@ database and read back through the same catalog functions, so both sides are spe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -65,11 +65,25 @@ def read(cursor: duckdb.DuckDBPyConnection | Session) -> Fingerprint:
 def expected(spec: AppSpec, scratch_database: Callable[[], duckdb.DuckDBPyConnection]) -> Fingerprint:
     """The catalog DuckDB builds for ``spec`` from nothing, in a scratch database from the engine
     (``Engine.scratch``: hardened like every connection the runtime opens)."""
+    found, _ = expected_and(spec, scratch_database, lambda _: None)
+    return found
+
+
+T = TypeVar("T")
+
+
+def expected_and(
+    spec: AppSpec,
+    scratch_database: Callable[[], duckdb.DuckDBPyConnection],
+    then: Callable[[duckdb.DuckDBPyConnection], T],
+) -> tuple[Fingerprint, T]:
+    """``expected``, and ``then(scratch)`` run while the scratch database holds ``spec``'s schema (the
+    dry-run binds the spec's statements there: one scratch database per spec, not two)."""
     scratch = scratch_database()
     try:
         for statement in ddl.spec_ddl(spec):
             scratch.execute(statement)
-        return read(scratch)
+        return read(scratch), then(scratch)
     finally:
         scratch.close()
 

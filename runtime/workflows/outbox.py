@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime.boundary.policy import Acting
 from runtime.errors import NotFound
 from runtime.results import ActionResult
 from runtime.schema.spec import ActionSpec, AppSpec
@@ -25,7 +26,10 @@ def emit(
     result: ActionResult,
     *,
     actor: str,
+    acting: Acting | None = None,
 ) -> None:
+    """Write the action's emits in ``tx``. Its messages carry ``acting`` as they are (a subscription's
+    delivery of one is the next hop); a run it starts is a hop down the chain."""
     first = dict(zip(result.columns, result.rows[0], strict=False)) if result.rows else {}
     context = {"args": values.jsonable(args), "result": first}
     origin = f"action:{action.name}"
@@ -36,7 +40,7 @@ def emit(
             topic = spec.topic(item.publish)
             if topic is None:
                 raise NotFound("topic", item.publish)
-            store.publish(tx, topic, payload, version=version, actor=f"{actor} via {origin}")
+            store.publish(tx, topic, payload, version=version, actor=f"{actor} via {origin}", acting=acting)
         elif item.start is not None:
             workflow = spec.workflow(item.start)
             if workflow is None:
@@ -49,6 +53,7 @@ def emit(
                 actor=actor,
                 run_id=None if run_id is None else str(run_id),
                 origin=origin,
+                acting=None if acting is None else acting.deeper(),
             )
         else:
             assert item.signal is not None

@@ -32,7 +32,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
-from runtime.errors import ButtressError, Code, WorkflowError
+from runtime.boundary.policy import Acting
+from runtime.errors import ButtressError, Code, PolicyError, WorkflowError
 from runtime.schema.spec import (
     AppSpec,
     Compensation,
@@ -254,7 +255,10 @@ class Scheduler:
         return {"input": run["args"], "steps": run["outputs"], "run": {"id": run["run_id"]}}
 
     def _actor(self, run: dict[str, Any]) -> str:
-        return f"workflow:{run['run_id']}"
+        """Who a run's work is audited as: the agent it runs for, through the run."""
+        via = f"workflow:{run['run_id']}"
+        acting = store.acting_of(run)
+        return acting.actor(via) if acting is not None else via
 
     def _transaction(self) -> Any:
         limits = self.rt.limits
@@ -323,7 +327,9 @@ class Scheduler:
                 current = self._fence(tx, run)
                 if current is None:
                     return False
-                result = self.rt._actions.run_in(tx, step.action, args, actor=self._actor(run))
+                result = self.rt._actions.run_in(
+                    tx, step.action, args, actor=self._actor(run), acting=store.acting_of(current)
+                )
                 output = {**_first_row(result.columns, result.rows), "rows_affected": result.rows_affected}
                 more = self._complete(tx, current, workflow, step, output)
                 faults.hit("step.before_commit")
@@ -333,6 +339,9 @@ class Scheduler:
             return self._failed(run, workflow, step, error)
 
     def _publish_step(self, run: dict[str, Any], workflow: WorkflowSpec, step: StepSpec) -> bool:
+        """Publish on the topic as the current version has it (``pinned``): a field the run's definition
+        produces that the topic no longer has is retained, not sent; a topic the current version lacks
+        holds the message back until it returns."""
         assert step.topic is not None
         try:
             payload = values.resolve_all(step.args, self._context(run))
@@ -340,18 +349,35 @@ class Scheduler:
                 current = self._fence(tx, run)
                 if current is None:
                     return False
-                topic = self.rt.current[1].topic(step.topic) or workflow_topic(self, run, step.topic)
+                number, spec = self.rt.current
+                topic = spec.topic(step.topic)
+                held, extra = None, {}
+                if topic is None:
+                    topic = workflow_topic(self, run, step.topic)
+                    held = f"topic {step.topic} is not in version {number}"
+                else:
+                    extra = {k: v for k, v in payload.items() if topic.field(k) is None}
+                    payload = {k: v for k, v in payload.items() if k not in extra}
                 published = store.publish(
                     tx,
                     topic,
                     payload,
-                    version=self.rt.current[0],
+                    version=number,
                     actor=self._actor(run),
-                    message_id=f"{run['run_id']}/{step.name}",
+                    message_id=values.derived_id("m", run["run_id"], step.name),
+                    held=held,
+                    acting=store.acting_of(current),
                 )
-                self._complete(
-                    tx, current, workflow, step, {"message_id": published.message_id, "seq": published.seq}
-                )
+                output: dict[str, Any] = {"message_id": published.message_id, "seq": published.seq}
+                if extra and not published.replayed:
+                    output["converted"] = {
+                        "dropped": sorted(extra),
+                        "retained": store.retain_payload(tx, topic.name, published.seq, extra),
+                        "version": number,
+                    }
+                if held is not None:
+                    output["held"] = held
+                self._complete(tx, current, workflow, step, output)
             faults.hit("step.after_commit")
             self.wake()
             return True
@@ -515,6 +541,14 @@ class Scheduler:
     ) -> tuple[str, Any, ButtressError | None] | None:
         """Record the intent, send, record the answer. Returns the outcome, the response body and the
         error to handle, or None when the run moved on meanwhile."""
+        acting = store.acting_of(run)
+        if acting is not None and not acting.allows("connectors", connector_name):
+            raise PolicyError(
+                Code.POLICY_DENIED,
+                f"agent {acting.agent!r} may not send effects through connector {connector_name!r}",
+                hint="This is the operator's decision (buttress.toml: connectors = [...]).",
+                details={"agent": acting.agent, "connector": connector_name},
+            )
         connector = connectors.require(self.rt.policy.connectors, connector_name)
         key = values.effect_key(run["run_id"], name)
         digest = values.digest(request)
@@ -605,7 +639,11 @@ class Scheduler:
             answer.body,
             WorkflowError(
                 Code.EFFECT_UNAVAILABLE,
-                f"connector {connector_name} did not answer: {answer.error}",
+                (
+                    f"connector {connector_name} answered HTTP {answer.status_code}, which may be retried"
+                    if answer.status_code is not None
+                    else f"connector {connector_name} did not answer: {answer.error}"
+                ),
                 hint="It is retried with the same idempotency key; after the last attempt its outcome is unknown.",
                 details={"effect_id": key, "status_code": answer.status_code},
             ),
@@ -688,6 +726,32 @@ class Scheduler:
                 )
                 self._audit(tx, current, "workflow_step", {"step": step.name}, "compensating", code)
                 return True
+            unsettled = _unsettled(current, workflow)
+            if unsettled:
+                # Not a business answer (a defect, a step the current version cannot run): the completed
+                # effects are the operator's to weigh, never hidden behind a plain "failed".
+                blocked = {
+                    **_error(error),
+                    "step": step.name,
+                    "unsettled": unsettled,
+                    "effects": [
+                        values.effect_key(current["run_id"], name)
+                        for name in unsettled
+                        if (found := workflow.step(name)) is not None and found.kind == "effect"
+                    ],
+                }
+                store.advance(
+                    tx, current, step=current["step"], status="blocked", error=blocked, attempts=attempts
+                )
+                self._audit(
+                    tx,
+                    current,
+                    "workflow_blocked",
+                    {"step": step.name, "unsettled": unsettled},
+                    "refused",
+                    code,
+                )
+                return False
             store.advance(
                 tx, current, step=current["step"], status="failed", error=_error(error), attempts=attempts
             )
@@ -824,7 +888,9 @@ class Scheduler:
                 current = self._fence(tx, run)
                 if current is None:
                     return None
-                result = self.rt._actions.run_in(tx, compensation.action, args, actor=self._actor(run))
+                result = self.rt._actions.run_in(
+                    tx, compensation.action, args, actor=self._actor(run), acting=store.acting_of(current)
+                )
                 output = {**_first_row(result.columns, result.rows), "rows_affected": result.rows_affected}
                 self._finish_compensation(tx, current, seq, name, output, index)
             return None
@@ -863,20 +929,36 @@ class Scheduler:
             if cursor is None:
                 return False
             row = reader.fetchone(
-                "SELECT seq, message_id, payload FROM _buttress.messages WHERE topic = ? AND seq > ? "
-                "AND held IS NULL ORDER BY seq LIMIT 1",
+                "SELECT seq, message_id, payload, acting_for, grant_json, depth FROM _buttress.messages "
+                "WHERE topic = ? AND seq > ? AND held IS NULL ORDER BY seq LIMIT 1",
                 [subscription.topic, cursor[0]],
             )
         if row is None:
             return False
         seq, message_id, payload = int(row[0]), str(row[1]), store.parse_json(row[2])
+        found = store.acting_of({"acting_for": row[3], "grant_json": row[4], "depth": row[5]}) or Acting(
+            agent="operator", depth=int(row[5] or 0), max_depth=self.rt.limits.max_chain_depth
+        )  # a message from before grants were recorded: the operator's, and still bounded
+        acting = found.deeper()  # this delivery is one hop down the chain
         args = values.resolve_all(subscription.args, {"message": payload})
         number, spec = self.rt.current
-        actor = f"subscription:{subscription.name}"
+        via = f"subscription:{subscription.name}"
+        actor = acting.actor(via)
         try:
             with self._transaction() as tx:
                 if not store.move_cursor(tx, subscription.name, int(cursor[0]), seq):
                     return False
+                depth = acting.depth if acting is not None else 1
+                limit = self.rt.limits.max_chain_depth
+                if subscription.max_depth is not None:
+                    limit = min(limit, subscription.max_depth)
+                if depth > limit:
+                    raise store.chain_error(
+                        (acting or Acting(agent="operator")).model_copy(
+                            update={"max_depth": limit, "depth": depth}
+                        ),
+                        f"deliver to subscription {subscription.name}",
+                    )
                 if subscription.workflow is not None:
                     workflow = spec.workflow(subscription.workflow)
                     assert workflow is not None
@@ -886,12 +968,13 @@ class Scheduler:
                         args,
                         version=number,
                         actor=actor,
-                        run_id=f"{subscription.name}/{message_id}",
+                        run_id=values.derived_id(subscription.name, message_id),
                         origin=f"message:{message_id}",
+                        acting=acting,
                     )
                 else:
                     assert subscription.action is not None
-                    self.rt._actions.run_in(tx, subscription.action, args, actor=actor)
+                    self.rt._actions.run_in(tx, subscription.action, args, actor=actor, acting=acting)
                 self.rt.audit.append(
                     tx,
                     actor=actor,
@@ -905,7 +988,7 @@ class Scheduler:
             self._backoff.pop(subscription.name, None)
             return True
         except ButtressError as error:
-            if str(error.code) in RetryPolicy().on:
+            if str(error.code) in RetryPolicy().on or error.code == Code.LIMIT_RATE:
                 self._backoff[subscription.name] = time.monotonic() + 1.0
                 return False
             with self._transaction() as tx:  # a final answer: dead-letter it and move on
@@ -926,6 +1009,17 @@ class Scheduler:
                     arguments={"subscription": subscription.name, "message_id": message_id, "seq": seq},
                 )
             return True
+
+
+def _unsettled(run: dict[str, Any], workflow: WorkflowSpec) -> list[str]:
+    """The completed steps of a run that left something outside its own records: an effect sent to a
+    provider, or a step with a compensation to undo it."""
+    outputs = run["outputs"]
+    return [
+        step.name
+        for step in workflow.steps[: run["step"]]
+        if step.name in outputs and (step.kind == "effect" or step.compensation is not None)
+    ]
 
 
 def _rejected(connector: str, effect: dict[str, Any]) -> WorkflowError:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtime.boundary.policy import Capability
-from runtime.errors import ButtressError, Code, NotFound, WorkflowError
+from runtime.api import OPERATOR
+from runtime.boundary.policy import Acting, Capability
+from runtime.errors import ButtressError, Code, NotFound, PolicyError, WorkflowError
 from runtime.results import (
     AckResult,
     ClaimResult,
@@ -21,6 +22,7 @@ from runtime.results import (
     RunDetail,
     RunInfo,
 )
+from runtime.schema import graph
 from runtime.schema.spec import TopicSpec, WorkflowSpec
 from runtime.store.audit import now_iso
 from runtime.store.engine import Tx
@@ -47,6 +49,34 @@ def _topic(rt: Runtime, name: str) -> TopicSpec:
         known = ", ".join(t.name for t in rt.current[1].topics) or "none"
         raise NotFound("topic", name, hint=f"describe_app lists the topics ({known}).")
     return found
+
+
+def _acting(rt: Runtime, actor: str) -> Acting:
+    """The context of the work a call sets running: the caller's grant as the policy says now."""
+    return rt.policy.acting(actor, operator=actor == OPERATOR)
+
+
+def decide(rt: Runtime, actor: str, reach: graph.Reach, what: str) -> None:
+    """The policy's one decision on everything a call sets in motion (``Policy.decide``)."""
+    if actor != OPERATOR:
+        rt.policy.decide(actor, reach, what)
+
+
+def _owner(row: dict[str, Any]) -> str:
+    return str(row.get("acting_for") or row["created_by"])
+
+
+def _require_owner(rt: Runtime, actor: str, row: dict[str, Any], what: str) -> None:
+    """Runs belong to who started them: another agent needs ``manage_runs``."""
+    if actor == OPERATOR or _owner(row) == actor or rt.policy.may(actor, Capability.MANAGE_RUNS):
+        return
+    raise PolicyError(
+        Code.POLICY_DENIED,
+        f"agent {actor!r} may not {what} run {row['run_id']}: it was started by {_owner(row)!r}",
+        hint="A run is managed by the agent that started it; ask it, or the operator (manage_runs lets an "
+        "agent manage every run).",
+        details={"agent": actor, "run_id": row["run_id"], "started_by": _owner(row)},
+    )
 
 
 def _info(rt: Runtime, row: dict[str, Any]) -> RunInfo:
@@ -99,9 +129,18 @@ def start_workflow(
     arguments = {"workflow": workflow, "args": args, "run_id": run_id}
 
     def act(tx: Tx) -> tuple[RunInfo, str]:
+        number, current = rt.current
         spec = _workflow(rt, workflow)
+        decide(rt, actor, graph.of_workflow(current, workflow), f"start workflow {workflow!r}")
         row, created = store.start_run(
-            tx, spec, args, version=rt.current[0], actor=actor, run_id=run_id, origin=f"agent:{actor}"
+            tx,
+            spec,
+            args,
+            version=number,
+            actor=actor,
+            run_id=run_id,
+            origin=f"agent:{actor}",
+            acting=_acting(rt, actor),
         )
         return store.run_info(row, spec), "ok" if created else "replayed"
 
@@ -138,6 +177,7 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
 
     def act(tx: Tx) -> tuple[RunInfo, str]:
         row = store.require_run(tx, run_id)
+        _require_owner(rt, actor, row, "cancel")
         if row["status"] in TERMINAL:
             raise WorkflowError(
                 Code.RUN_NOT_ACTIVE,
@@ -145,6 +185,34 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
                 hint="Only a run that has not finished can be cancelled.",
                 details={"run_id": run_id, "status": row["status"]},
             )
+        unknown = [
+            str(r[0])
+            for r in tx.fetchall(
+                "SELECT effect_id FROM _buttress.effects WHERE run_id = ? AND state = 'unknown' ORDER BY effect_id",
+                [run_id],
+            )
+        ]
+        if unknown:
+            raise WorkflowError(
+                Code.WORKFLOW_BLOCKED,
+                f"run {run_id} waits on {len(unknown)} effect(s) whose outcome is unknown; cancelling would "
+                "compensate on a guess",
+                hint="The operator looks at the provider and resolves the effect (buttress effects resolve, or "
+                "the control room's Effects page); then the run continues or compensates, and can be cancelled.",
+                details={"run_id": run_id, "effects": unknown},
+            )
+        definition = rt.scheduler.definition(row["version"], row["workflow"])
+        done = [
+            s
+            for s in definition.steps
+            if s.name in row["outputs"] and f"{s.name}.compensation" not in row["outputs"]
+        ]
+        decide(
+            rt,
+            actor,
+            graph.of_run(rt.current[1], definition, steps=(), compensations=done),
+            f"cancel run {run_id}",
+        )
         error = {"code": "workflow.cancelled", "message": reason or f"cancelled by {actor}"}
         compensating = row["status"] != "compensating"
         cursor = (row["step"] - 1) if compensating else row["step"]
@@ -156,10 +224,6 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
             outputs=row["outputs"],
             error=error,
             attempts=0,
-        )
-        tx.execute(
-            "UPDATE _buttress.effects SET state = 'resolved', settled_at = ? WHERE run_id = ? AND state = 'unknown'",
-            [now_iso(), run_id],
         )
         updated = store.require_run(tx, run_id)
         return _info(rt, updated), "ok"
@@ -174,6 +238,18 @@ def signal_run(rt: Runtime, run_id: str, name: str, payload: dict[str, Any], act
     arguments = {"run_id": run_id, "signal": name, "payload": payload}
 
     def act(tx: Tx) -> tuple[RunInfo, str]:
+        row = store.require_run(tx, run_id)
+        _require_owner(rt, actor, row, "signal")
+        if actor not in {OPERATOR, _owner(row)} and row["status"] not in TERMINAL:
+            definition = rt.scheduler.definition(row["version"], row["workflow"])
+            decide(
+                rt,
+                actor,
+                graph.of_run(
+                    rt.current[1], definition, steps=definition.steps[row["step"] :], compensations=()
+                ),
+                f"signal run {run_id}",
+            )
         store.send_signal(tx, run_id, name, payload, actor=actor)
         return _info(rt, store.require_run(tx, run_id)), "ok"
 
@@ -286,8 +362,11 @@ def publish_message(
     arguments = {"topic": topic, "payload": payload, "message_id": message_id}
 
     def act(tx: Tx) -> tuple[PublishResult, str]:
+        number, current = rt.current
+        spec = _topic(rt, topic)
+        decide(rt, actor, graph.of_topic(current, topic), f"publish on topic {topic!r}")
         published = store.publish(
-            tx, _topic(rt, topic), payload, version=rt.current[0], actor=actor, message_id=message_id
+            tx, spec, payload, version=number, actor=actor, message_id=message_id, acting=_acting(rt, actor)
         )
         return published, "replayed" if published.replayed else "ok"
 

@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from runtime.errors import ActionError, Code, NotFound, WorkflowError
+from runtime.boundary.policy import Acting
+from runtime.errors import ActionError, Code, NotFound, PolicyError, WorkflowError
+from runtime.migrate.ddl import qs
 from runtime.results import EffectInfo, MessageInfo, PublishResult, RunInfo, StepInfo
 from runtime.schema.spec import TopicSpec, WorkflowSpec, canonical_json
 from runtime.store.audit import now_iso
@@ -25,7 +27,8 @@ from runtime.workflows.tables import TERMINAL
 ACTIVE: Final = ("running", "waiting", "compensating", "blocked")
 RUN_COLUMNS: Final = (
     "run_id, workflow, version, args, args_hash, status, step, calls, wake_at, attempts, step_started_at, "
-    "message_cursor, error, outputs, created_by, created_at, updated_at, origin, waiting_on"
+    "message_cursor, error, outputs, created_by, created_at, updated_at, origin, waiting_on, acting_for, "
+    "grant_json, depth"
 )
 MESSAGE_COLUMNS: Final = (
     "seq, message_id, topic, key, payload, version, held, lease_owner, lease_until, deliveries, acked_at, "
@@ -73,10 +76,12 @@ def start_run(
     actor: str,
     run_id: str | None = None,
     origin: str | None = None,
+    acting: Acting | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a run (or return the one with this id and the same arguments). The second value is True
     when it was created now. A run id is an idempotency key: the same id with other arguments is
-    ``workflow.run_conflict``."""
+    ``workflow.run_conflict``. ``acting``: on whose behalf it runs (its grant is checked against the
+    workflow, and its rate of new runs against the limit); None: the operator's, unrestricted."""
     checked = values.check_args(workflow.params, args, what=f"workflow {workflow.name}")
     args_hash = values.digest({"workflow": workflow.name, "args": checked})
     run_id = run_id or str(uuid.uuid4())
@@ -90,11 +95,14 @@ def start_run(
                 details={"run_id": run_id, "workflow": existing["workflow"]},
             )
         return existing, False
+    if acting is not None:
+        _admit(tx, acting, workflow.name)
     now = now_iso()
     inserted = tx.fetchone(
         "INSERT INTO _buttress.runs (run_id, workflow, version, args, args_hash, status, step, calls, wake_at, "
         "attempts, step_started_at, message_cursor, error, outputs, created_by, created_at, updated_at, "
-        "origin, waiting_on) VALUES (?, ?, ?, ?, ?, 'running', 0, ?, NULL, 0, NULL, ?, NULL, '{}', ?, ?, ?, ?, NULL) "
+        "origin, waiting_on, acting_for, grant_json, depth) VALUES (?, ?, ?, ?, ?, 'running', 0, ?, NULL, 0, NULL, "
+        "?, NULL, '{}', ?, ?, ?, ?, NULL, ?, ?, ?) "
         f"RETURNING {RUN_COLUMNS}",
         [
             run_id,
@@ -108,10 +116,75 @@ def start_run(
             now,
             now,
             origin,
+            None if acting is None else acting.agent,
+            _grant_json(acting),
+            0 if acting is None else acting.depth,
         ],
     )
     assert inserted is not None
     return _run(inserted), True
+
+
+def _grant_json(acting: Acting | None) -> str | None:
+    if acting is None or acting.grant is None:
+        return None
+    return canonical_json(acting.model_dump(mode="json", include={"grant", "runs_per_minute", "max_depth"}))
+
+
+def acting_of(row: Mapping[str, Any]) -> Acting | None:
+    """On whose behalf a run or a message works (None: the operator's, or from before grants)."""
+    agent = row.get("acting_for")
+    if not agent:
+        return None
+    stored = _json(row.get("grant_json"))
+    if not isinstance(stored, dict):
+        return Acting(agent=str(agent), depth=int(row.get("depth") or 0))
+    return Acting.model_validate({**stored, "agent": str(agent), "depth": int(row.get("depth") or 0)})
+
+
+def chain_error(acting: Acting, what: str) -> PolicyError:
+    return PolicyError(
+        Code.LIMIT_CHAIN,
+        f"a chain of messages and runs for {acting.agent!r} reached {acting.depth} hops, past the limit of "
+        f"{acting.max_depth}: it may not {what}",
+        hint="A subscription, a workflow and an action's emits feed each other without end: break the "
+        "cycle, or bound it with max_depth on a subscription (the operator sets [limits] max_chain_depth).",
+        details={"agent": acting.agent, "depth": acting.depth, "limit": acting.max_depth},
+    )
+
+
+def _admit(tx: Tx, acting: Acting, workflow: str) -> None:
+    """The agent's grant covers ``workflow`` and its calls have started fewer runs than allowed in the
+    last minute (``policy.denied``, ``limit.rate``)."""
+    if not acting.allows("workflows", workflow):
+        raise PolicyError(
+            Code.POLICY_DENIED,
+            f"agent {acting.agent!r} may not start workflow {workflow!r}",
+            hint="This is the operator's decision (buttress.toml: workflows = [...]); ask them rather than "
+            "retrying.",
+            details={"agent": acting.agent, "workflow": workflow},
+        )
+    if acting.max_depth is not None and acting.depth > acting.max_depth:
+        raise chain_error(acting, f"start workflow {workflow}")
+    limit = acting.runs_per_minute
+    if limit is None:
+        return
+    since = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)).isoformat(
+        timespec="microseconds"
+    )
+    started = int(
+        tx.scalar(
+            "SELECT count(*) FROM _buttress.runs WHERE acting_for = ? AND created_at > ?",
+            [acting.agent, since],
+        )
+    )
+    if started >= limit:
+        raise PolicyError(
+            Code.LIMIT_RATE,
+            f"agent {acting.agent!r} started {started} runs in the last minute; the limit is {limit}",
+            hint="Wait a little and try again; the operator sets max_runs_per_minute under [limits].",
+            details={"agent": acting.agent, "started": started, "limit": limit},
+        )
 
 
 def run_row(session: Session, run_id: str) -> dict[str, Any] | None:
@@ -124,6 +197,7 @@ def _run(row: Sequence[Any]) -> dict[str, Any]:
     out["args"] = _json(out["args"])
     out["outputs"] = _json(out["outputs"]) or {}
     out["error"] = _json(out["error"])
+    out["depth"] = int(out["depth"] or 0)
     return out
 
 
@@ -154,6 +228,8 @@ def run_info(row: Mapping[str, Any], workflow: WorkflowSpec | None) -> RunInfo:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         origin=row["origin"],
+        acting_for=row.get("acting_for"),
+        depth=int(row.get("depth") or 0),
     )
 
 
@@ -175,14 +251,7 @@ def list_runs(
         "ORDER BY created_at DESC, run_id LIMIT ?",
         [*params, limit],
     )
-    out = []
-    for row in rows:
-        item = _row(RUN_COLUMNS, row)
-        item["args"] = _json(item["args"])
-        item["outputs"] = _json(item["outputs"]) or {}
-        item["error"] = _json(item["error"])
-        out.append(item)
-    return out
+    return [_run(row) for row in rows]
 
 
 def steps_of(session: Session, run_id: str) -> list[StepInfo]:
@@ -350,10 +419,22 @@ def publish(
     version: int,
     actor: str,
     message_id: str | None = None,
+    held: str | None = None,
+    acting: Acting | None = None,
 ) -> PublishResult:
     """Append a message (checked against its topic) in the caller's transaction, and wake the runs that
-    wait for its topic. A ``message_id`` seen before returns that message instead (deduplication)."""
+    wait for its topic. A ``message_id`` seen before returns that message instead (deduplication).
+    ``held``: why it is held back instead (its topic is not in the current version)."""
     checked = values.check_payload(topic, payload)
+    if acting is not None and acting.max_depth is not None and acting.depth > acting.max_depth:
+        raise chain_error(acting, f"publish on {topic.name}")
+    if acting is not None and not acting.allows("topics", topic.name):
+        raise PolicyError(
+            Code.POLICY_DENIED,
+            f"agent {acting.agent!r} may not publish on topic {topic.name!r}",
+            hint="This is the operator's decision (buttress.toml: topics = [...]); ask them rather than retrying.",
+            details={"agent": acting.agent, "topic": topic.name},
+        )
     if message_id is not None:
         found = tx.fetchone("SELECT seq, topic FROM _buttress.messages WHERE message_id = ?", [message_id])
         if found is not None:
@@ -362,7 +443,9 @@ def publish(
     key = checked.get(topic.key) if topic.key else None
     seq = int(tx.scalar("SELECT nextval('_buttress.message_seq')"))
     tx.execute(
-        "INSERT INTO _buttress.messages VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 0, NULL, NULL, ?, ?)",
+        "INSERT INTO _buttress.messages (seq, message_id, topic, key, payload, version, external, held, "
+        "lease_owner, lease_until, deliveries, acked_at, acked_by, created_at, created_by, acting_for, "
+        "grant_json, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, NULL, NULL, ?, ?, ?, ?, ?)",
         [
             seq,
             message_id,
@@ -371,16 +454,41 @@ def publish(
             canonical_json(checked),
             version,
             topic.external,
+            held,
             now_iso(),
             actor,
+            None if acting is None else acting.agent,
+            _grant_json(acting),
+            0 if acting is None else acting.depth,
         ],
     )
+    if held is not None:
+        return PublishResult(message_id=message_id, seq=seq, topic=topic.name)
     tx.execute(
         "UPDATE _buttress.runs SET status = 'running', wake_at = NULL, updated_at = ? "
         "WHERE status = 'waiting' AND waiting_on = ?",
         [now_iso(), f"topic:{topic.name}"],
     )
     return PublishResult(message_id=message_id, seq=seq, topic=topic.name)
+
+
+def retain_payload(tx: Tx, topic: str, seq: int, values: Mapping[str, Any]) -> list[str]:
+    """Keep payload values a message could not carry (fields its topic's current version lacks) where
+    the version that dropped them keeps those of undelivered messages, so that deploying a version
+    with the field again gives them back. Returns the fields retained; a field no retained data of
+    its topic covers (finalized) is not."""
+    kept = []
+    for name, value in values.items():
+        row = tx.fetchone(
+            "SELECT table_name FROM _buttress.retained WHERE kind = 'payload' AND entity = ? AND field = ? "
+            "AND status = 'active' ORDER BY version DESC, step DESC LIMIT 1",
+            [topic, name],
+        )
+        if row is None:
+            continue
+        tx.execute(f"INSERT INTO {qs(str(row[0]))} VALUES (?, ?)", [seq, canonical_json(value)])
+        kept.append(name)
+    return kept
 
 
 def take_message(

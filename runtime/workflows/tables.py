@@ -62,6 +62,14 @@ DDL: Final = (
     """CREATE TABLE IF NOT EXISTS _buttress.dead_letters (
         subscription VARCHAR NOT NULL, seq BIGINT NOT NULL, error JSON NOT NULL, version INTEGER NOT NULL,
         created_at VARCHAR NOT NULL, PRIMARY KEY (subscription, seq))""",
+    # Columns added after the first release: runs and messages carry on whose behalf they run, under
+    # what grant, how many hops down a chain (a database written before gets them here, empty).
+    "ALTER TABLE _buttress.runs ADD COLUMN IF NOT EXISTS acting_for VARCHAR",
+    "ALTER TABLE _buttress.runs ADD COLUMN IF NOT EXISTS grant_json JSON",
+    "ALTER TABLE _buttress.runs ADD COLUMN IF NOT EXISTS depth INTEGER DEFAULT 0",
+    "ALTER TABLE _buttress.messages ADD COLUMN IF NOT EXISTS acting_for VARCHAR",
+    "ALTER TABLE _buttress.messages ADD COLUMN IF NOT EXISTS grant_json JSON",
+    "ALTER TABLE _buttress.messages ADD COLUMN IF NOT EXISTS depth INTEGER DEFAULT 0",
     """CREATE TABLE IF NOT EXISTS _buttress.signals (
         run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, name VARCHAR NOT NULL, payload JSON NOT NULL,
         consumed BOOLEAN NOT NULL, created_at VARCHAR NOT NULL, created_by VARCHAR NOT NULL,

@@ -308,13 +308,19 @@ def test_concurrent_retries_with_one_key_create_exactly_one_order(rt: Runtime) -
     assert rt.query("select count(*) from orders").rows == [[1]]
 
 
-def test_a_migration_dropping_a_field_an_action_uses_is_flagged_and_needs_a_replacement(rt: Runtime) -> None:
+def test_a_migration_dropping_a_field_actions_use_is_refused_naming_every_one_until_they_are_replaced(
+    rt: Runtime,
+) -> None:
     deploy(rt, BOOKING)
     drop = [{"op": "drop_field", "entity": "booking", "field": "who"}]
-    proposal = rt.propose(drop)
-    assert "action.broken" in {h.code for h in proposal.hazards}
-    report = rt.dry_run(proposal.proposal_id)
-    assert not report.passed and report.error is not None and report.error["code"] == "deploy.dry_run_failed"
+    with pytest.raises(ButtressError) as caught:
+        rt.propose(drop)
+    assert caught.value.code == "sql.unknown_column"
+    assert {(p["kind"], p["name"]) for p in caught.value.details["problems"]} == {
+        ("action", "book"),
+        ("action", "bookings_of"),
+    }
+    assert "replace" in caught.value.hint
     fixed = rt.propose(
         [
             {

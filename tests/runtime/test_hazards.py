@@ -69,6 +69,14 @@ NEW_ENTITY = {
         "fields": [{"name": "id", "type": "integer"}, {"name": "label", "type": "text", "nullable": True}],
     },
 }
+READS_BODY = {
+    "op": "replace_action",
+    "action": {**ACTION["action"], "statements": ["select body from memo where id = $id"]},
+}
+READS_NOTE = {
+    "op": "replace_action",
+    "action": {**ACTION["action"], "statements": ["select author from note where id = $id"]},
+}
 NEW_FIELD = {
     "op": "add_field",
     "entity": "memo",
@@ -82,7 +90,7 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
         [NEW_ENTITY, {"op": "drop_entity", "entity": "fresh"}],
     ),
     HazardCode.DROP_FIELD: (
-        [{"op": "drop_field", "entity": "memo", "field": "author"}],
+        [READS_BODY, {"op": "drop_field", "entity": "memo", "field": "author"}],
         [NEW_FIELD, {"op": "drop_field", "entity": "memo", "field": "extra"}],
     ),
     HazardCode.LOSSY_TYPE_CHANGE: (
@@ -131,7 +139,7 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
         ],
     ),
     HazardCode.RENAME_ENTITY: (
-        [{"op": "rename_entity", "entity": "memo", "new_name": "note"}],
+        [{"op": "rename_entity", "entity": "memo", "new_name": "note"}, READS_NOTE],
         [NEW_ENTITY, {"op": "rename_entity", "entity": "fresh", "new_name": "newer"}],
     ),
     HazardCode.RENAME_FIELD: (
@@ -168,19 +176,9 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
         ],
         [{"op": "replace_action", "action": {**ACTION["action"], "description": "who wrote it"}}],
     ),
-    HazardCode.ACTION_BROKEN: (
-        [{"op": "drop_field", "entity": "memo", "field": "author"}],
-        [
-            {
-                "op": "replace_action",
-                "action": {**ACTION["action"], "statements": ["select body from memo where id = $id"]},
-            },
-            {"op": "drop_field", "entity": "memo", "field": "author"},
-        ],
-    ),
     HazardCode.TABLE_REBUILD: (
         [{"op": "drop_field", "entity": "customer", "field": "tier"}],
-        [{"op": "drop_field", "entity": "memo", "field": "author"}],
+        [READS_BODY, {"op": "drop_field", "entity": "memo", "field": "author"}],
     ),
     HazardCode.RUNS_IN_FLIGHT: (
         [{"op": "drop_subscription", "name": "pinger"}, {"op": "drop_workflow", "name": "ping"}],
@@ -188,13 +186,6 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
             {"op": "add_workflow", "workflow": {**WORKFLOW, "name": "pong"}},
             {"op": "drop_workflow", "name": "pong"},
         ],
-    ),
-    HazardCode.RUNS_STRANDED: (
-        [
-            {"op": "replace_action", "action": TWO_PARAMS},
-            {"op": "replace_workflow", "workflow": WITH_SINCE},
-        ],
-        [{"op": "replace_action", "action": {**ACTION["action"], "description": "who wrote it"}}],
     ),
     HazardCode.MESSAGES_CONVERTED: (
         [{"op": "replace_topic", "topic": {**TOPIC, "payload": [TOPIC["payload"][0]]}}],
@@ -235,7 +226,13 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
     ),
     HazardCode.INDEX_FREEZES: (
         [{"op": "add_index", "entity": "memo", "index": {"name": "memo_author", "columns": ["author"]}}],
-        [{"op": "rename_field", "entity": "memo", "field": "author", "new_name": "writer"}],
+        [
+            {"op": "rename_field", "entity": "memo", "field": "author", "new_name": "writer"},
+            {
+                "op": "replace_action",
+                "action": {**ACTION["action"], "statements": ["select writer from memo where id = $id"]},
+            },
+        ],
     ),
 }
 
@@ -270,3 +267,29 @@ def test_objects_created_in_the_same_proposal_raise_no_data_hazards() -> None:
         {"op": "drop_field", "entity": "fresh", "field": "m"},
     ]
     assert hazard_codes(ops) == set()
+
+
+def test_changing_the_parameters_of_an_action_names_only_the_workflows_that_call_it() -> None:
+    _, called = plan.plan(
+        BASE_WITH_ACTION,
+        changes.parse_operations(
+            [
+                {"op": "replace_action", "action": TWO_PARAMS},
+                {"op": "replace_workflow", "workflow": WITH_SINCE},
+            ]
+        ),
+        base_version=2,
+    )
+    found = [h for h in called.all_hazards() if h.code == HazardCode.RUNS_IN_FLIGHT]
+    assert any("workflow ping calls" in h.message for h in found)
+    assert all(h.severity != "high" for h in called.all_hazards())
+
+    lonely = {**TWO_PARAMS, "name": "lonely"}
+    base = changes.apply(
+        BASE,
+        changes.parse_operations([{"op": "add_action", "action": {**ACTION["action"], "name": "lonely"}}]),
+    )
+    _, uncalled = plan.plan(
+        base, changes.parse_operations([{"op": "replace_action", "action": lonely}]), base_version=2
+    )
+    assert uncalled.all_hazards() == []

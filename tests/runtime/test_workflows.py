@@ -573,12 +573,13 @@ def test_dropping_an_action_a_run_in_flight_calls_fails_the_dry_run_naming_it(rt
     rt.start_workflow("two", {"id": "x"}, run_id="x")
     rt.scheduler.drain()
     proposal = rt.propose([{"op": "drop_workflow", "name": "two"}, {"op": "drop_action", "name": "note"}])
-    assert {h.code for h in proposal.hazards} >= {"workflow.in_flight", "workflow.stranded"}
+    assert {h.code for h in proposal.hazards} == {"workflow.in_flight", "compat.drop_action"}
     report = rt.dry_run(proposal.proposal_id)
     assert not report.passed and report.error is not None
-    assert report.error["code"] == "deploy.dry_run_failed"
-    assert report.error["details"]["probe"] == "workflow.stranded"
-    assert [r["run_id"] for r in report.error["details"]["rows"]] == ["x"]
+    assert report.error["code"] == "workflow.stranded"
+    (stranded,) = report.error["details"]["stranded"]
+    assert (stranded["workflow"], stranded["step"], stranded["runs"]) == ("two", "note", ["x"])
+    assert "calls action note, which the target does not have" in stranded["problem"]
     rt.cancel_run("x")
     rt.scheduler.drain()
     assert rt.dry_run(
