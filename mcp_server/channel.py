@@ -85,6 +85,7 @@ RESULTS: dict[str, TypeAdapter[Any]] = {
     "verify_audit": TypeAdapter(VerifyResult),
     "reanchor_audit": TypeAdapter(VerifyResult),
     "propose": TypeAdapter(ProposalResult),
+    "redeploy": TypeAdapter(ProposalResult),
     "dry_run": TypeAdapter(DryRunReport),
     "deploy": TypeAdapter(DeployResult),
     "rollback": TypeAdapter(RollbackResult),
@@ -494,6 +495,10 @@ class RemoteRuntime:
         result: ProposalResult = self._call(
             "propose", actor, operations=list(operations), base_version=base_version, note=note
         )
+        return result
+
+    def redeploy(self, version: int, *, note: str | None = None, actor: str = OPERATOR) -> ProposalResult:
+        result: ProposalResult = self._call("redeploy", actor, version=version, note=note)
         return result
 
     def dry_run(

@@ -174,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("deploy", cmd_deploy, "deploy a proposal whose dry-run passed"),
     ):
         add(name, command, text, project, actor, output).add_argument("proposal_id", metavar="ID")
+    redeploy = add(
+        "redeploy",
+        cmd_redeploy,
+        "propose rolling forward to a version whose history extends the current one",
+        project,
+        actor,
+        output,
+    )
+    redeploy.add_argument("version", type=int, metavar="N")
+    redeploy.add_argument("--note")
     rollback = add(
         "rollback", cmd_rollback, "roll back to an earlier version, losslessly", project, actor, output
     )
@@ -410,6 +420,45 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for action in app.actions:
         params = ", ".join(f"{p.name} {p.type}" for p in action.params)
         print(f"  action {action.name}({params}) [{action.kind}] writes {', '.join(action.writes) or '-'}")
+        for emit_ in action.emits:
+            what = (
+                f"publishes {emit_.publish}"
+                if emit_.publish
+                else f"starts {emit_.start}"
+                if emit_.start
+                else f"signals {emit_.signal}"
+            )
+            print(f"    emits: {what}")
+    for topic in app.spec.topics:
+        payload = ", ".join(f"{f.name} {f.type}{'' if not f.nullable else '?'}" for f in topic.payload)
+        flags = (f" key {topic.key}" if topic.key else "") + (" external" if topic.external else "")
+        print(f"  topic {topic.name}({payload}){flags}")
+    for workflow in app.spec.workflows:
+        params = ", ".join(f"{p.name} {p.type}" for p in workflow.params)
+        steps = " -> ".join(
+            f"{s.name}:{s.kind}"
+            + (
+                f"[{s.action or s.connector or s.topic or s.signal}]"
+                if (s.action or s.connector or s.topic or s.signal)
+                else ""
+            )
+            for s in workflow.steps
+        )
+        print(f"  workflow {workflow.name}({params}): {steps}")
+    for subscription in app.spec.subscriptions:
+        print(
+            f"  subscription {subscription.name}: {subscription.topic} -> "
+            f"{subscription.workflow or subscription.action}"
+            + (f" (max_depth {subscription.max_depth})" if subscription.max_depth else "")
+        )
+    if app.connectors:
+        print(f"  connectors: {', '.join(c.name for c in app.connectors)}")
+    if app.work is not None:
+        runs = ", ".join(f"{f.value} {f.count}" for f in app.work.runs_by_status) or "none"
+        print(
+            f"  work: runs {runs}; unknown effects {app.work.unknown_effects}; "
+            f"undelivered messages {app.work.undelivered_messages}"
+        )
     for pending in app.pending_proposals:
         print(
             f"  pending proposal {pending.proposal_id} ({'dry-run passed' if pending.dry_run_passed else 'not dry-run'})"
@@ -526,6 +575,21 @@ def cmd_propose(args: argparse.Namespace) -> int:
         print(f"  step {step.index}: {step.summary} ({step.strategy})")
     for hazard in result.hazards:
         print(f"  hazard {hazard.code} [{hazard.severity}]: {hazard.message}\n    {hazard.hint}")
+    print(f"next: buttress dry-run --project {args.project} {result.proposal_id}")
+    return 0
+
+
+def cmd_redeploy(args: argparse.Namespace) -> int:
+    """``buttress redeploy N`` (``redeploy``): a proposal rolling forward to version N's spec."""
+    with opened(args) as runtime:
+        result = runtime.redeploy(args.version, note=args.note, actor=args.actor)
+    if emit(args, result):
+        return 0
+    print(f"proposal {result.proposal_id} on version {result.base_version}: redeploy version {args.version}")
+    for step in result.steps:
+        print(f"  step {step.index}: {step.summary} ({step.strategy})")
+    for hazard in result.hazards:
+        print(f"  hazard {hazard.code} [{hazard.severity}]: {hazard.message}")
     print(f"next: buttress dry-run --project {args.project} {result.proposal_id}")
     return 0
 

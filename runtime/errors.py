@@ -84,6 +84,7 @@ class Code(StrEnum):
     CONNECTOR_UNKNOWN = "connector.unknown"
     MESSAGE_INVALID = "message.invalid_payload"
     MESSAGE_NOT_LEASED = "message.not_leased"
+    MESSAGE_NOT_EXTERNAL = "message.not_external"
 
 
 class ButtressError(Exception):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from runtime.migrate.hazards import Hazard
 from runtime.migrate.plan import Step
 from runtime.schema.diff import SpecDiff
-from runtime.schema.spec import AppSpec, ParamSpec
+from runtime.schema.spec import AppSpec, Emit, ParamSpec
 
 Rows = Annotated[
     list[list[Any]],
@@ -45,6 +45,9 @@ class ActionSummary(BaseModel):
         default=[], description="Fields (entity.field, or view.column) its statements read."
     )
     fields_written: list[str] = Field(default=[], description="Fields (entity.field) its statements assign.")
+    emits: list[Emit] = Field(
+        default=[], description="Messages it publishes, runs it starts and signals it sends with its writes."
+    )
     tool: str = Field(description="The name of the action's own tool (app_<name>).")
 
 
@@ -90,6 +93,13 @@ class InvariantCheck(BaseModel):
     )
 
 
+class ConnectorSummary(BaseModel):
+    """A connector the operator configured: what effect steps may name (never where it points)."""
+
+    name: str
+    description: str = ""
+
+
 class AppDescription(BaseModel):
     """The whole application at its current version."""
 
@@ -101,6 +111,8 @@ class AppDescription(BaseModel):
     pending_proposals: list[PendingProposal]
     drift: list[str]
     audit_problem: str | None = None
+    connectors: list[ConnectorSummary] = []
+    work: WorkflowSummary | None = None
 
 
 class VersionInfo(BaseModel):
@@ -554,6 +566,12 @@ class MessageInfo(BaseModel):
     deliveries: int = Field(description="How many times it was handed to an external consumer.")
     acked_at: str | None = None
     created_at: str
+    state: str = Field(
+        default="",
+        description="'held' (its topic is gone: kept back), 'leased' (an external consumer holds it), "
+        "'waiting' (not yet received by an external consumer or a subscription), 'acknowledged' or "
+        "'delivered' (every consumer has it).",
+    )
 
 
 class PublishResult(BaseModel):

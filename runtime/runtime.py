@@ -51,6 +51,7 @@ from runtime.results import (
     AuditEntry,
     AuditPage,
     ClaimResult,
+    ConnectorSummary,
     DeployResult,
     DryRunReport,
     EffectInfo,
@@ -378,6 +379,7 @@ class Runtime:
         number, spec = self.current
         with self.engine.snapshot() as reader:
             pending = catalog.pending_proposals(reader, number)
+            work = activity.workflow_summary(reader) if spec.workflows or spec.topics else None
         relations = spec.relations()
         actions = []
         for action in spec.actions:
@@ -406,6 +408,7 @@ class Runtime:
                     writes=sorted(writes),
                     fields_read=sorted(".".join(f) for f in fields_read),
                     fields_written=sorted(".".join(f) for f in fields_written),
+                    emits=list(action.emits),
                     tool=f"app_{action.name}",
                 )
             )
@@ -422,6 +425,11 @@ class Runtime:
             pending_proposals=[PendingProposal.model_validate(p) for p in pending],
             drift=self.drift,
             audit_problem=self.audit.problem,
+            connectors=[
+                ConnectorSummary(name=name, description=connector.description)
+                for name, connector in sorted(self.policy.connectors.items())
+            ],
+            work=work,
         )
 
     def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:
@@ -630,6 +638,27 @@ class Runtime:
     ) -> ProposalResult:
         """Validate and plan operations on the current version; store the proposal."""
         return deploy.propose(self, operations, base_version=base_version, note=note, actor=actor)
+
+    def redeploy(self, version: int, *, note: str | None = None, actor: str = OPERATOR) -> ProposalResult:
+        """Roll forward: a proposal taking the current version to the spec of ``version`` (one whose
+        history extends the current one, as after a rollback), made of the operations deployed in
+        between and restoring the data rollbacks retained from them. Dry-run and deploy it like any."""
+        args = {"version": version}
+        try:
+            self.authorize(actor, Capability.PROPOSE, what="propose changes")
+            with self.engine.snapshot() as reader:
+                operations = deploy.redeploy_operations(reader, version)
+        except ButtressError as error:
+            self.record_refusal("redeploy", actor, args, error)
+            raise
+        return deploy.propose(
+            self,
+            operations,
+            base_version=None,
+            note=note or f"redeploy version {version}",
+            actor=actor,
+            redeploy=version,
+        )
 
     def proposal(self, proposal_id: str) -> dict[str, Any]:
         with self.engine.snapshot() as reader:

@@ -71,3 +71,20 @@ def test_readme_documents_every_operation() -> None:
     assert "set_checked_by" in OPERATION_NAMES
     missing = [f"operation `{name}`" for name in OPERATION_NAMES if f"`{name}`" not in TEXT]
     assert not missing, f"{README.name} does not mention: " + ", ".join(missing)
+
+
+def test_the_approval_handshake_reads_the_same_in_the_error_the_tools_and_the_readme() -> None:
+    import re
+
+    from runtime.boundary.approvals import HANDSHAKE, needs_approval_error
+    from tools.change import deploy, rollback
+
+    def flat(text: str) -> str:
+        return re.sub(r"\s+", " ", text)
+
+    assert needs_approval_error({"id": "r1", "expires_at": "x"}, []).hint == HANDSHAKE
+    assert "details.approval_request" in HANDSHAKE
+    readme = flat(TEXT)
+    assert flat(HANDSHAKE) in readme
+    for tool in (deploy, rollback):
+        assert flat(HANDSHAKE) in flat(tool.__doc__ or "")

@@ -103,17 +103,36 @@ async def propose_change(
     {"op": "alter_field", "entity": "slot", "field": "capacity", "type": "bigint"};
     {"op": "add_invariant", "invariant": {"name": "capacity_is_sane", "description": "no slot above 500
     seats", "sql": "select id from slot where capacity > 500"}} (the SQL selects violating rows);
-    also drop_entity, rename_entity, add_unique, drop_unique, add_index, drop_index, drop_invariant,
-    add_view, replace_view, drop_view, add_action, replace_action, drop_action.
+    {"op": "add_unique", "entity": "slot", "columns": ["starts_at", "room"]} (drop_unique: same shape);
+    {"op": "add_index", "entity": "slot", "index": {"name": "slot_room", "columns": ["room"]}};
+    {"op": "add_action", "action": {"name": "book", "kind": "mutation", "params": [{"name": "slot_id",
+    "type": "integer"}], "statements": ["insert into booking (slot_id) values ($slot_id)"], "emits":
+    [{"publish": "booked", "args": {"slot": {"from": "args.slot_id"}}}]}} (an INSERT without a column list
+    is stored with the columns it means now; a * feeding an INSERT is refused);
+    {"op": "add_topic", "topic": {"name": "booked", "payload": [{"name": "slot", "type": "integer"}],
+    "key": "slot", "external": false}};
+    {"op": "add_workflow", "workflow": {"name": "remind", "params": [{"name": "slot", "type": "integer"}],
+    "steps": [{"name": "wait", "kind": "sleep", "seconds": 3600}, {"name": "send", "kind": "effect",
+    "connector": "mail", "args": {"slot": {"from": "input.slot"}}}]}} (step kinds: action, effect,
+    publish, wait, sleep; arguments are constants or {"from": "input.x" | "steps.s.f" | "run.id"});
+    {"op": "add_subscription", "subscription": {"name": "on_booked", "topic": "booked", "workflow":
+    "remind", "args": {"slot": {"from": "message.slot"}}}} (or "action": ...; "max_depth": N bounds a
+    subscription that closes a cycle);
+    also drop_entity, rename_entity, drop_unique, drop_index, drop_invariant, add_view, replace_view,
+    drop_view, replace_action, drop_action, replace_topic, drop_topic, replace_workflow, drop_workflow,
+    replace_subscription, drop_subscription, set_checked_by.
 
     Returns `proposal_id`, the plan's `steps` and `hazards` (data.drop_field, compat.rename_field,
-    ...: read each hazard's message and hint). Next: `dry_run(proposal_id)`.
+    ...: read each hazard's message and hint; a hazard on a field names what uses it). Next:
+    `dry_run(proposal_id)`.
 
-    Errors: spec.invalid (fix the operation named by details.path / details.problems), sql.parse /
-    sql.forbidden / sql.unknown_table / sql.unknown_column (fix the view, invariant, check or action
-    SQL), plan.stale_base (base_version is not current: call describe_app and propose again),
-    plan.empty, limit.exceeded (split the change), policy.protected (the operator protects that
-    entity: ask the operator).
+    Errors: spec.invalid (fix the operation named by details.path / details.problems; a change that
+    breaks views, invariants or actions lists every one in details.problems: fix or replace them in
+    the same proposal), sql.parse / sql.forbidden / sql.unknown_table / sql.unknown_column /
+    sql.mismatch (fix the view, invariant, check or action SQL; sql.mismatch: a value's type or count
+    does not fit its column), plan.stale_base (base_version is not current: call describe_app and
+    propose again), plan.empty, limit.exceeded (split the change), policy.protected (the operator
+    protects that entity: ask the operator).
     """
     raw = changes.operations_json(operations)
     return await call_runtime(
@@ -157,8 +176,11 @@ async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployResult:
     Errors: deploy.not_dry_run (call dry_run first), deploy.dry_run_failed (the last dry-run failed:
     read its report), plan.stale_base (another change was deployed first: propose again on the
     current version), deploy.already_applied, not_found (unknown proposal_id), invariant.violated,
-    catalog.drift (tell the operator), deploy.needs_approval (the operator must approve hazardous
-    changes; do not retry), deploy.failed (report it with the proposal id).
+    catalog.drift (tell the operator), deploy.failed (report it with the proposal id), and
+    deploy.needs_approval: the plan's hazards need a human. Do not retry at once: give the operator the request id from details.approval_request (they run
+    `buttress approve <id>`, or decide in the control room); once it is approved, call the same deploy or
+    rollback again and it goes through once, for that exact plan, before details.expires_at. If the operator
+    refuses, the retry answers policy.denied with their reason; if the version moves on first, propose again.
     """
     return await call_runtime(
         ctx,
@@ -190,9 +212,11 @@ async def rollback(
     details.rows names them: fix or remove them, then roll back again), rollback.nothing_to_roll_back,
     rollback.not_ancestor (pick a version from list_versions in the current history),
     rollback.finalized (the retained data was discarded by the operator: propose a forward change
-    instead), deploy.needs_approval (the rollback would drop data present now: tell the operator the
-    request id, wait for `buttress approve`, then call rollback again), catalog.drift (tell the
-    operator), not_found (no such version).
+    instead), catalog.drift (tell the operator), not_found (no such version), and
+    deploy.needs_approval: the rollback would drop data present now. Do not retry at once: give the operator the request id from details.approval_request (they run
+    `buttress approve <id>`, or decide in the control room); once it is approved, call the same deploy or
+    rollback again and it goes through once, for that exact plan, before details.expires_at. If the operator
+    refuses, the retry answers policy.denied with their reason; if the version moves on first, propose again.
     """
     return await call_runtime(
         ctx,
@@ -202,9 +226,38 @@ async def rollback(
     )
 
 
+async def redeploy(
+    ctx: ToolContext,
+    version: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="The version to roll forward to (list_versions): one whose history extends the "
+            "current one, such as a version you rolled back from.",
+        ),
+    ],
+    note: Note = None,
+) -> ProposalResult:
+    """Roll forward: propose going from the current version to the spec of an earlier-deployed version
+    whose history extends the current one (after `rollback` to v9 from v17, `redeploy(16)` brings v16
+    back). The proposal replays the operations deployed between them and restores the data the rollback
+    retained; nothing changes yet.
+
+    Returns a `proposal_id` with its steps and hazards, like `propose_change`. Next: `dry_run`, then
+    `deploy` (approved like any deploy when its hazards need it).
+
+    Errors: rollback.not_ancestor (the version does not extend the current one: details.shared names the
+    last version both have; roll back to it first, then redeploy), rollback.nothing_to_roll_back (the
+    current version already has that schema), not_found (no such version), spec.invalid / sql.* (the
+    replayed operations no longer apply: propose the change by hand), policy.denied.
+    """
+    return await call_runtime(ctx, lambda runtime, actor: runtime.redeploy(version, note=note, actor=actor))
+
+
 TOOLS: tuple[ToolSpec, ...] = (
     changing(define_entity, "Define an entity (propose)", destructive=False, idempotent=False),
     changing(propose_change, "Propose a change", destructive=False, idempotent=False),
+    changing(redeploy, "Propose rolling forward to a version", destructive=False, idempotent=False),
     changing(dry_run, "Dry-run a proposal", destructive=False, idempotent=True),
     changing(deploy, "Deploy a proposal", destructive=True, idempotent=False, changes_version=True),
     changing(

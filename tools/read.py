@@ -8,7 +8,7 @@ only shape several results into one answer.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -16,14 +16,23 @@ from runtime.results import (
     ActionSummary,
     AppDescription,
     AuditEntry,
+    ConnectorSummary,
     InvariantCheck,
     PendingProposal,
     QueryResult,
     SqlCheckResult,
     VersionInfo,
+    WorkflowSummary,
 )
 from runtime.schema.diff import SpecDiff
-from runtime.schema.spec import EntitySpec, InvariantSpec, ViewSpec
+from runtime.schema.spec import (
+    EntitySpec,
+    InvariantSpec,
+    SubscriptionSpec,
+    TopicSpec,
+    ViewSpec,
+    WorkflowSpec,
+)
 from tools.base import ToolContext, ToolSpec, call_runtime, reading
 
 JsonScalar = str | int | float | bool | None
@@ -59,12 +68,30 @@ class AppOverview(BaseModel):
         description="Set when the audit log disagrees with its anchor (rows deleted or rewritten): tell the "
         "operator.",
     )
+    topics: list[TopicSpec] = Field(default=[], description="Typed message streams: payload, key, external.")
+    workflows: list[WorkflowSpec] = Field(
+        default=[],
+        description="Durable workflows: params and steps (kinds, arguments, retries, compensations).",
+    )
+    subscriptions: list[SubscriptionSpec] = Field(
+        default=[], description="Topics feeding a workflow or an action, with their arguments."
+    )
+    connectors: list[ConnectorSummary] = Field(
+        default=[], description="The connectors the operator configured: the names effect steps may use."
+    )
+    work: WorkflowSummary | None = Field(
+        default=None,
+        description="Work in flight: runs by status, effects whose outcome is unknown, undelivered messages.",
+    )
+    detail: str = Field(
+        default="full", description="'full', or 'names' (every part named, with its shape left out)."
+    )
 
     @classmethod
-    def of(cls, description: AppDescription) -> AppOverview:
-        """The overview of the runtime's description."""
+    def of(cls, description: AppDescription, detail: str = "full") -> AppOverview:
+        """The overview of the runtime's description: everything, or (``names``) a compact map."""
         spec = description.spec
-        return cls(
+        full = cls(
             version=description.version,
             hash=description.hash,
             entities=list(spec.entities),
@@ -75,6 +102,28 @@ class AppOverview(BaseModel):
             pending_proposals=description.pending_proposals,
             drift=list(description.drift),
             audit_problem=description.audit_problem,
+            topics=list(spec.topics),
+            workflows=list(spec.workflows),
+            subscriptions=list(spec.subscriptions),
+            connectors=description.connectors,
+            work=description.work,
+            detail=detail,
+        )
+        if detail != "names":
+            return full
+        return full.model_copy(
+            update={
+                "invariants": [i.model_copy(update={"sql": "…"}) for i in spec.invariants],
+                "views": [v.model_copy(update={"sql": "…"}) for v in spec.views],
+                "actions": [
+                    a.model_copy(update={"fields_read": [], "fields_written": [], "description": ""})
+                    for a in description.actions
+                ],
+                "workflows": [
+                    w.model_copy(update={"steps": tuple(s.model_copy(update={"args": {}}) for s in w.steps)})
+                    for w in spec.workflows
+                ],
+            }
         )
 
 
@@ -97,22 +146,29 @@ class AuditPage(BaseModel):
 # ------------------------------------------------------------------------------------------- tools
 
 
-async def describe_app(ctx: ToolContext) -> AppOverview:
-    """Describe the application as it is now: version, entities (tables) with their fields, invariants,
-    views, actions, proposals waiting to be deployed, and drift.
+async def describe_app(
+    ctx: ToolContext,
+    detail: Annotated[
+        Literal["full", "names"],
+        Field(
+            description="'full' (default): every part with its SQL, steps and fields; 'names': a compact map "
+            "for a small context window (SQL, step arguments and field lists left out)."
+        ),
+    ] = "full",
+) -> AppOverview:
+    """Describe the application as it is now — the complete map: version, entities (tables) with their
+    fields, invariants (and how each is checked), views, actions (parameters, the fields they read and
+    write, their emits), topics (payloads), workflows (steps, retries, compensations), subscriptions,
+    the connectors the operator configured, the work in flight (runs by status, unknown effects,
+    undelivered messages), proposals waiting to be deployed, and drift.
 
     Call this first, and again before proposing a change: `propose_change` is checked against the
     current version, and `version` here is the `base_version` to pass.
 
-    Returns the current `version` and `hash`, the spec's `entities`, `invariants`, `views`,
-    `actions` (each with its own `app_<name>` tool), `pending_proposals` and `drift` (differences
-    between the database and the spec; while non-empty, deploys are refused with catalog.drift and
-    an operator must reconcile).
-
     Errors: engine.locked (another process holds the database: tell the operator).
     """
     description = await call_runtime(ctx, lambda runtime, actor: runtime.describe(actor=actor))
-    return AppOverview.of(description)
+    return AppOverview.of(description, detail)
 
 
 async def list_versions(ctx: ToolContext) -> VersionHistory:

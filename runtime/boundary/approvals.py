@@ -144,16 +144,23 @@ def consume(tx: Tx, request_id: str, approved_by: str = "operator") -> None:
     )
 
 
+HANDSHAKE = (
+    "Do not retry at once: give the operator the request id from details.approval_request (they run "
+    "`buttress approve <id>`, or decide in the control room); once it is approved, call the same deploy or "
+    "rollback again and it goes through once, for that exact plan, before details.expires_at. If the operator "
+    "refuses, the retry answers policy.denied with their reason; if the version moves on first, propose again."
+)
+"""The approval handshake as an agent hears it: the same words in the error's hint, the deploy and
+rollback tools' descriptions and the README (a test keeps them equal)."""
+
+
 def needs_approval_error(
     request: dict[str, Any], hazards: list[Hazard], *, what: str = "deploy"
 ) -> DeployError:
     return DeployError(
         Code.DEPLOY_NEEDS_APPROVAL,
         f"this {what} carries {len(hazards)} hazard(s) that need a human approval (request {request['id']})",
-        hint=(
-            f"Ask the operator to run `buttress approve {request['id']} --project <dir>`, then call {what} "
-            "again. The approval is for this exact plan and expires."
-        ),
+        hint=HANDSHAKE,
         details={
             "approval_request": request["id"],
             "expires_at": request["expires_at"],
@@ -163,6 +170,7 @@ def needs_approval_error(
 
 
 __all__ = [
+    "HANDSHAKE",
     "approve",
     "consume",
     "decidable",

@@ -56,6 +56,7 @@ TOOL_CAPABILITY: Final[dict[str, Capability]] = {
     "run_action": Capability.RUN_ACTIONS,
     "define_entity": Capability.PROPOSE,
     "propose_change": Capability.PROPOSE,
+    "redeploy": Capability.PROPOSE,
     "dry_run": Capability.DRY_RUN,
     "deploy": Capability.DEPLOY,
     "rollback": Capability.ROLLBACK,

@@ -9,9 +9,12 @@ check sound. Queries run concurrently on read-only snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -353,56 +356,12 @@ class ActionRunner:
         affected = 0
         truncated = False
         limits = self.rt.limits
-        for statement in prepared.statements:
-            analysis = statement.analysis
-            params = {p: values.get(p) for p in analysis.params} or None
-            if (statement.captured or statement.checks) and touched is not None:
-                if not statement.exact:
-                    touched.inexact.add(statement.table or "")
-                if statement.before is not None:
-                    before = {p: values.get(p) for p in statement.before_params} or None
-                    old = session.fetchall(statement.before, before)
-                    touched.add(statement.table or "", _images(statement.captured, old), old=True)
-                result = session.execute(statement.sql, params)
-                raw = result.fetchall()
-                width = len(result.description or [])
-                own = width - statement.tail
-                verdicts = own + len(statement.captured)
-                if statement.checks:
-                    fieldchecks.refuse(statement.checks, statement.report, (r[verdicts:] for r in raw))
-                if len(raw) > MAX_CAPTURED:
-                    touched.inexact.add(statement.table or "")
-                else:
-                    touched.add(
-                        statement.table or "",
-                        _images(statement.captured, [r[own:verdicts] for r in raw]),
-                        old=statement.deletes,
-                    )
-                affected += len(raw)
-                if statement.outputs != -1:
-                    columns = [d[0] for d in (result.description or [])[:own]]
-                    converted = [[plain(v) for v in r[:own]] for r in raw[: limits.max_rows]]
-                    truncated = len(raw) > limits.max_rows
-                    rows = converted
-                continue
-            result = session.execute(statement.sql, params)
-            if touched is not None:
-                for table in analysis.writes:  # written; no check needs its rows' values
-                    touched.new.setdefault(table, [])
-            if analysis.kind == "select" or analysis.output_columns:
-                columns = [d[0] for d in result.description or []]
-                rows, truncated = fetch(
-                    result,
-                    max_rows=limits.max_rows,
-                    max_bytes=limits.max_result_bytes,
-                    deadline=session.deadline,
-                )
-                if analysis.kind != "select":
-                    affected += len(rows) + _count_rest(result)
-            else:
-                counted = result.fetchone()
-                if counted is not None and isinstance(counted[0], int):
-                    affected += int(counted[0])
+        for index, statement in enumerate(prepared.statements):
+            with _as_written(index, statement):
+                count, produced = self._statement(session, statement, values, touched, limits)
+            affected += count
+            if produced is not None:
+                columns, rows, truncated = produced
         return ActionResult(
             action=prepared.spec.name,
             kind=prepared.spec.kind,
@@ -414,16 +373,105 @@ class ActionRunner:
             version=number,
         )
 
+    def _statement(
+        self,
+        session: Session,
+        statement: capture.Statement,
+        values: dict[str, Any],
+        touched: references.Touched | None,
+        limits: Any,
+    ) -> tuple[int, tuple[list[str], list[list[Any]], bool] | None]:
+        """Run one statement: (rows affected, (columns, rows, truncated) when it produced rows of its
+        own, which become the result unless a later statement produces some)."""
+        analysis = statement.analysis
+        params = {p: values.get(p) for p in analysis.params} or None
+        if (statement.captured or statement.checks) and touched is not None:
+            if not statement.exact:
+                touched.inexact.add(statement.table or "")
+            if statement.before is not None:
+                before = {p: values.get(p) for p in statement.before_params} or None
+                old = session.fetchall(statement.before, before)
+                touched.add(statement.table or "", _images(statement.captured, old), old=True)
+            result = session.execute(statement.sql, params)
+            raw = result.fetchall()
+            width = len(result.description or [])
+            own = width - statement.tail
+            verdicts = own + len(statement.captured)
+            if statement.checks:
+                fieldchecks.refuse(statement.checks, statement.report, (r[verdicts:] for r in raw))
+            if len(raw) > MAX_CAPTURED:
+                touched.inexact.add(statement.table or "")
+            else:
+                touched.add(
+                    statement.table or "",
+                    _images(statement.captured, [r[own:verdicts] for r in raw]),
+                    old=statement.deletes,
+                )
+            if statement.outputs == -1:
+                return len(raw), None
+            columns = [d[0] for d in (result.description or [])[:own]]
+            converted = [[plain(v) for v in r[:own]] for r in raw[: limits.max_rows]]
+            return len(raw), (columns, converted, len(raw) > limits.max_rows)
+        result = session.execute(statement.sql, params)
+        if touched is not None:
+            for table in analysis.writes:  # written; no check needs its rows' values
+                touched.new.setdefault(table, [])
+        if analysis.kind == "select" or analysis.output_columns:
+            columns = [d[0] for d in result.description or []]
+            rows, truncated = fetch(
+                result, max_rows=limits.max_rows, max_bytes=limits.max_result_bytes, deadline=session.deadline
+            )
+            affected = len(rows) + _count_rest(result) if analysis.kind != "select" else 0
+            return affected, (columns, rows, truncated)
+        counted = result.fetchone()
+        return (int(counted[0]) if counted is not None and isinstance(counted[0], int) else 0), None
+
+
+@contextlib.contextmanager
+def _as_written(index: int, statement: capture.Statement) -> Iterator[None]:
+    """An error from one statement names it as the agent wrote it (its index, its text, the entity it
+    writes), not as the runtime runs it (with captured columns added)."""
+    try:
+        yield
+    except ButtressError as error:
+        if "sql" in error.details:
+            error.details["sql"] = statement.analysis.sql
+        error.details.setdefault("statement", index)
+        written = next(iter(statement.analysis.writes), None)
+        if written is not None:
+            error.details.setdefault("entity", written)
+        raise
+
+
+_DUPLICATE = re.compile(r'Duplicate key "(?P<key>.*)" violates (?P<kind>primary key|unique) constraint')
+
 
 def _constraint(name: str, error: ButtressError) -> ButtressError:
-    """A DuckDB constraint refusal (key, NOT NULL, CHECK, foreign key) as the action's error."""
+    """A DuckDB constraint refusal (key, NOT NULL, CHECK, foreign key) as the action's error, in the
+    agent's terms: the entity and the key values a duplicate collides on, the statement as written."""
     if error.code != Code.ENGINE_CONSTRAINT:
         return error
+    details = dict(error.details)
+    message = f"action {name!r}: {error.message}"
+    found = _DUPLICATE.search(str(details.get("reason", "")))
+    if found is not None:
+        pairs = [part.split(": ", 1) for part in found.group("key").split(", ")]
+        values = {k: v for k, v in (p for p in pairs if len(p) == 2)}
+        entity = details.get("entity")
+        key = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+        kind = "primary key" if found.group("kind") == "primary key" else "unique key"
+        message = (
+            f"action {name!r}: a row of {entity} with {key} already exists ({kind} {', '.join(values)})"
+            if entity
+            else f"action {name!r}: a row with {key} already exists ({kind} {', '.join(values)})"
+        )
+        details.update(key=list(values), values=values)
     return ActionError(
         Code.ACTION_CONSTRAINT,
-        f"action {name!r}: {error.message}",
-        hint="The arguments break a key, NOT NULL or CHECK constraint; read details.reason.",
-        details=error.details,
+        message,
+        hint="The arguments break a key, NOT NULL or CHECK constraint; read details.reason (details.values "
+        "names a duplicate's key).",
+        details=details,
     )
 
 
@@ -456,13 +504,21 @@ def check_invariants(
             for table in met:
                 keys.extend(touched.values(table, check.keys.get(table, ())))
             restricted = check.restricted(keys)
-        if restricted is None:
-            sample = records(session.execute(f"SELECT * FROM {check.sql} AS violations LIMIT {SAMPLE}"))
-        else:
-            sql, params = restricted
-            sample = records(
-                session.execute(f"SELECT * FROM {sql} AS violations LIMIT {SAMPLE}", params or None)
-            )
+        try:
+            if restricted is None:
+                sample = records(session.execute(f"SELECT * FROM {check.sql} AS violations LIMIT {SAMPLE}"))
+            else:
+                sql, params = restricted
+                sample = records(
+                    session.execute(f"SELECT * FROM {sql} AS violations LIMIT {SAMPLE}", params or None)
+                )
+        except ButtressError as error:
+            if error.code in {Code.QUERY_TIMEOUT, Code.LIMIT_MEMORY, Code.ENGINE_CONFLICT}:
+                raise
+            error.message = f"invariant {check.name!r} could not be checked: {error.message}"
+            error.details.update(invariant=check.name, action=action)
+            error.hint = "The invariant fails on the data this call writes; tell the operator, or replace it."
+            raise
         if sample:
             raise ActionError(
                 Code.INVARIANT_VIOLATED,

@@ -59,13 +59,24 @@ SAMPLE = 5
 
 
 def propose(
-    rt: Runtime, raw_ops: Sequence[Any], *, base_version: int | None, note: str | None, actor: str
+    rt: Runtime,
+    raw_ops: Sequence[Any],
+    *,
+    base_version: int | None,
+    note: str | None,
+    actor: str,
+    redeploy: int | None = None,
 ) -> ProposalResult:
-    """Validate and plan operations on the current version; store the proposal (immutable)."""
+    """Validate and plan operations on the current version; store the proposal (immutable).
+
+    ``redeploy``: the operations are those deployed from the current version's history up to that
+    version (``redeploy_operations``); the data rollbacks retained from each of those versions is
+    restored by the plan."""
     args = {
         "operations": list(raw_ops) if isinstance(raw_ops, list | tuple) else repr(raw_ops),
         "base_version": base_version,
         "note": note,
+        **({"redeploy": redeploy} if redeploy is not None else {}),
     }
 
     def act(tx: Tx) -> ProposalResult:
@@ -84,10 +95,14 @@ def propose(
             raise PlanError(
                 Code.PLAN_EMPTY, "a proposal needs at least one operation", hint="Pass operations: [...]."
             )
+        ops = changes.explicit_operations(spec, ops)  # what is stored is what it means now
         rt.policy_check_proposal(ops, actor)
         target = changes.apply(spec, ops)
         rt.policy_check_actions(target, ops, actor)
-        restores = _redeploy_restores(tx, target.hash())
+        hashes = [target.hash()]
+        if redeploy is not None:
+            hashes = [str(catalog.version_row(tx, n)["hash"]) for n in _replayed(tx, current, redeploy)]
+        restores = _redeploy_restores(tx, *hashes)
         target, plan = planner.plan(spec, ops, base_version=current, restores=restores)
         proposal_id, seq = catalog.next_proposal_id(tx)
         catalog.insert_proposal(
@@ -124,18 +139,64 @@ def propose(
     return rt.audited("propose", actor, args, act)
 
 
-def _redeploy_restores(tx: Tx, target_hash: str) -> dict[RestoreKey, Retention]:
-    """Data a rollback retained from a version with exactly this spec: deploying it again restores it."""
+def _replayed(session: Session, current: int, target: int) -> list[int]:
+    """The deploys to replay from ``current`` to reach ``target``: those of ``target``'s history after the
+    current one's (which must be where it starts), oldest first."""
+    now, then = _history(session, current), _history(session, target)
+    if then[: len(now)] != now:
+        shared = [a for a, b in zip(now, then, strict=False) if a == b]
+        ancestor = catalog.version_row(session, shared[-1])["number"] if shared else 0
+        raise RollbackError(
+            Code.ROLLBACK_NOT_ANCESTOR,
+            f"version {target} does not extend the current version {current}: they part after version "
+            f"{ancestor}",
+            hint=f"Roll back to version {ancestor} first (rollback to_version={ancestor}), then redeploy "
+            f"version {target}.",
+            details={"current_history": now, "target_history": then, "shared": ancestor},
+        )
+    if len(then) == len(now):
+        raise RollbackError(
+            Code.ROLLBACK_NOTHING,
+            f"version {current} already has the schema of version {target}",
+            hint="Nothing to redeploy; list_versions shows the history.",
+        )
+    return then[len(now) :]
+
+
+def redeploy_operations(session: Session, target: int) -> list[dict[str, Any]]:
+    """The operations that take the current version to the spec of ``target`` (a version whose
+    history extends the current one's, as after a rollback): those of each deploy in between, in
+    order, as they were deployed."""
+    current, spec = catalog.current_version(session)
+    if catalog.version_row(session, target)["hash"] == spec.hash():
+        raise RollbackError(
+            Code.ROLLBACK_NOTHING,
+            f"version {current} already has the spec of version {target}",
+            hint="Nothing to redeploy; list_versions shows the history.",
+        )
+    ops: list[dict[str, Any]] = []
+    for number in _replayed(session, current, target):
+        proposal_id = catalog.version_row(session, number)["proposal_id"]
+        ops.extend(catalog.proposal(session, str(proposal_id))["operations"])
+    return ops
+
+
+def _redeploy_restores(tx: Tx, *hashes: str) -> dict[RestoreKey, Retention]:
+    """Data rollbacks retained from versions with exactly these specs (the target's, or each version a
+    redeploy replays): deploying them again restores it. A later version's retention wins."""
     out: dict[RestoreKey, Retention] = {}
-    for row in catalog.retentions(
-        tx, "origin = 'rollback' AND status = 'active' AND spec_hash = ?", [target_hash]
+    marks = ", ".join("?" for _ in hashes)
+    for row in reversed(
+        catalog.retentions(
+            tx, f"origin = 'rollback' AND status = 'active' AND spec_hash IN ({marks})", list(hashes)
+        )
     ):
         key: RestoreKey = (
             ("entity", row["entity"])
             if row["kind"] == "entity"
             else (row["kind"], row["entity"], row["field"])
         )
-        out.setdefault(key, catalog.as_retention(row))
+        out[key] = catalog.as_retention(row)
     return out
 
 
@@ -259,9 +320,19 @@ def _checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
         try:
             rows = records(tx.execute(sql, timeout=None if check.incremental else budget / 1000))
         except ButtressError as error:
-            if error.code != Code.QUERY_TIMEOUT or (time.perf_counter() - started) * 1000 < budget:
+            if error.code == Code.QUERY_TIMEOUT and (time.perf_counter() - started) * 1000 >= budget:
+                raise _too_slow(check.name, None, budget) from None
+            if error.code in {Code.QUERY_TIMEOUT, Code.LIMIT_MEMORY}:
                 raise
-            raise _too_slow(check.name, None, budget) from None
+            raise DeployError(
+                Code.DEPLOY_DRY_RUN_FAILED,
+                f"invariant {check.name!r} cannot be checked on the data the plan leaves: "
+                f"{error.details.get('reason') or error.message}",
+                hint="The change no longer fits the invariant (a type change, say): replace it in the same "
+                "proposal (drop_invariant, then add_invariant with SQL for the new types), or change the "
+                "proposal.",
+                details={"invariant": check.name, "reason": error.details.get("reason") or error.message},
+            ) from None
         took = (time.perf_counter() - started) * 1000
         if rows:
             raise ButtressError(
@@ -709,7 +780,8 @@ def plan_rollback(tx: Session, current: int, target_version: int) -> tuple[AppSp
         raise RollbackError(
             Code.ROLLBACK_NOT_ANCESTOR,
             f"version {target_version} is not an ancestor of the current version {current}",
-            hint="Roll back to a version in the current history (list_versions), or propose the change.",
+            hint="Roll back to a version in the current history (list_versions); to go forward to a version "
+            "you rolled back from, use redeploy (it proposes the change, restoring retained data).",
             details={"history": history, "target_history": target_history},
         )
     _, spec = catalog.current_version(tx)

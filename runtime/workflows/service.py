@@ -386,9 +386,10 @@ def claim_messages(
         spec = _topic(rt, topic)
         if not spec.external:
             raise WorkflowError(
-                Code.ACTION_INVALID_ARGS,
+                Code.MESSAGE_NOT_EXTERNAL,
                 f"topic {topic} is delivered to its subscriptions only; nothing outside claims its messages",
-                hint="Ask for the topic to be declared with external = true (replace_topic).",
+                hint="Read its messages with list_messages (nothing is claimed), or ask for the topic to be "
+                "declared with external = true (replace_topic).",
                 details={"topic": topic},
             )
         claimed, until = store.claim(tx, spec, who, limit=max(1, min(limit, 100)), lease_s=lease_s)

@@ -511,9 +511,20 @@ def take_message(
     return int(row[0]), payload if isinstance(payload, dict) else {}
 
 
-def message_info(row: Sequence[Any]) -> MessageInfo:
+def message_info(row: Sequence[Any], pending: bool | None = None) -> MessageInfo:
+    """A message row as the agent sees it; ``pending``: a subscription has still to reach it."""
     item = _row(MESSAGE_COLUMNS, row)
     lease = item["lease_until"]
+    if item["held"] is not None:
+        state = "held"
+    elif item["acked_at"] is not None:
+        state = "acknowledged"
+    elif isinstance(lease, datetime.datetime) and lease > utcnow():
+        state = "leased"
+    elif pending is False:
+        state = "delivered"
+    else:
+        state = "waiting"
     return MessageInfo(
         seq=item["seq"],
         message_id=item["message_id"],
@@ -527,6 +538,7 @@ def message_info(row: Sequence[Any]) -> MessageInfo:
         deliveries=item["deliveries"],
         acked_at=item["acked_at"],
         created_at=item["created_at"],
+        state=state,
     )
 
 
@@ -540,12 +552,16 @@ def list_messages(session: Session, *, topic: str | None, undelivered: bool, lim
             "(m.held IS NOT NULL OR (m.external AND m.acked_at IS NULL) OR EXISTS (SELECT 1 FROM "
             "_buttress.cursors AS c WHERE c.active AND c.topic = m.topic AND c.last_seq < m.seq))"
         )
+    pending = (
+        "(m.external AND m.acked_at IS NULL) OR EXISTS (SELECT 1 FROM _buttress.cursors AS c WHERE c.active "
+        "AND c.topic = m.topic AND c.last_seq < m.seq)"
+    )
     rows = session.fetchall(
-        f"SELECT {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))} FROM _buttress.messages AS m "
-        f"WHERE {' AND '.join(where)} ORDER BY m.seq DESC LIMIT ?",
+        f"SELECT {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))}, ({pending}) "
+        f"FROM _buttress.messages AS m WHERE {' AND '.join(where)} ORDER BY m.seq DESC LIMIT ?",
         [*params, limit],
     )
-    return [message_info(r) for r in rows]
+    return [message_info(r[:-1], pending=bool(r[-1])) for r in rows]
 
 
 def claim(

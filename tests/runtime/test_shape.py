@@ -675,3 +675,52 @@ def test_runs_say_which_version_they_are_pinned_to_and_each_step_the_version_it_
     run = rt.get_run("w9")
     assert run.version == pinned and [s.version for s in run.steps] == [pinned, later]
     assert json.loads(run.model_dump_json())["acting_for"] == "operator"
+
+
+# ------------------------------------------------------------------------------------ roll forward
+
+
+def test_redeploy_rolls_forward_to_a_version_rolled_back_from_restoring_its_data(rt: Runtime) -> None:
+    deploy_ops(rt, [REVIEW, ADD_REVIEW])
+    rt.run_action("add_review", {"id": 1, "author": "ada", "body": "B", "title": "T"})
+    mood = {
+        "op": "add_field",
+        "entity": "review",
+        "field": {"name": "mood", "type": "text", "nullable": True},
+    }
+    deploy_ops(rt, [mood])
+    with rt.engine.transaction() as tx:
+        tx.execute("UPDATE review SET mood = 'glad'")
+    rename = {"op": "rename_field", "entity": "review", "field": "mood", "new_name": "feeling"}
+    target = deploy_ops(rt, [rename]).version
+    target_hash = rt.current[1].hash()
+    rt.rollback(to_version=1)
+    assert "feeling" not in rt.current[1].entity("review").field_names  # type: ignore[union-attr]
+    error = refused(lambda: rt.rollback(to_version=target))
+    assert error.code == "rollback.not_ancestor" and "redeploy" in error.hint
+    proposal = rt.redeploy(target)
+    assert [step.summary.split(" (")[0] for step in proposal.steps][:2] == [
+        "add field review.mood and restore its retained values",
+        "rename field review.mood to feeling",
+    ]
+    assert proposal.target_hash == target_hash
+    assert rt.dry_run(proposal.proposal_id).passed
+    rt.deploy(proposal.proposal_id)
+    assert rt.query("select id, feeling from review").rows == [[1, "glad"]]
+    assert refused(lambda: rt.redeploy(target)).code == "rollback.nothing_to_roll_back"
+
+
+def test_redeploy_of_a_version_on_another_branch_names_where_they_part(rt: Runtime) -> None:
+    deploy_ops(rt, [REVIEW])
+    other = deploy_ops(
+        rt,
+        [{"op": "add_field", "entity": "review", "field": {"name": "a", "type": "text", "nullable": True}}],
+    ).version
+    rt.rollback(to_version=1)
+    deploy_ops(
+        rt,
+        [{"op": "add_field", "entity": "review", "field": {"name": "b", "type": "text", "nullable": True}}],
+    )
+    error = refused(lambda: rt.redeploy(other))
+    assert error.code == "rollback.not_ancestor" and error.details["shared"] == 1
+    assert "Roll back to version 1 first" in error.hint
