@@ -197,10 +197,10 @@ DENIED_FUNCTION_CLASSES: Final[frozenset[type[exp.Expr]]] = frozenset(
 DENIED_FUNCTION_NAMES: Final = re.compile(
     r"""
     (duckdb_|pragma_|sqlite_|pg_|read_|parquet_|iceberg_|delta_|postgres_|mysql_|icu_|st_|__|
-     enable_|disable_|json_execute|has_\w*_privilege$|
+     enable_|disable_|json_execute|has_\w*_privilege\Z|
      (current_setting|getenv|getvariable|glob|query|query_table|nextval|currval|setval|setseed|
       load_extension|install_extension|system|sleep_ms|write_log|checkpoint|force_checkpoint|
-      sniff_csv|which_secret|current_query|in_search_path)$)
+      sniff_csv|which_secret|current_query|in_search_path)\Z)
     """,
     re.VERBOSE,
 )
