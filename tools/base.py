@@ -90,13 +90,16 @@ class ToolSpec:
     """One tool as the server registers it: the function, a title and its MCP annotations.
 
     ``changes_version`` marks tools after which the server re-syncs per-action tools and
-    announces ``tools/list_changed``.
+    announces ``tools/list_changed``. ``untrusted`` marks tools whose results carry values others
+    wrote (rows, payloads, run arguments, providers' answers, other agents' calls): the server's text
+    content fences them as data that must not be followed as instructions.
     """
 
     fn: Callable[..., Awaitable[Any]]
     title: str
     annotations: ToolAnnotations
     changes_version: bool = False
+    untrusted: bool = False
 
     @property
     def name(self) -> str:
@@ -109,12 +112,12 @@ class ToolSpec:
         return inspect.cleandoc(self.fn.__doc__ or "")
 
 
-def reading(fn: Callable[..., Awaitable[Any]], title: str) -> ToolSpec:
+def reading(fn: Callable[..., Awaitable[Any]], title: str, *, untrusted: bool = False) -> ToolSpec:
     """A tool that only reads: read-only, idempotent, closed world."""
     hints = ToolAnnotations(
         title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
     )
-    return ToolSpec(fn=fn, title=title, annotations=hints)
+    return ToolSpec(fn=fn, title=title, annotations=hints, untrusted=untrusted)
 
 
 def changing(
@@ -124,6 +127,7 @@ def changing(
     destructive: bool,
     idempotent: bool,
     changes_version: bool = False,
+    untrusted: bool = False,
 ) -> ToolSpec:
     """A tool that writes to the application's catalog or data (never outside it)."""
     hints = ToolAnnotations(
@@ -133,7 +137,9 @@ def changing(
         idempotent_hint=idempotent,
         open_world_hint=False,
     )
-    return ToolSpec(fn=fn, title=title, annotations=hints, changes_version=changes_version)
+    return ToolSpec(
+        fn=fn, title=title, annotations=hints, changes_version=changes_version, untrusted=untrusted
+    )
 
 
 async def call_runtime(ctx: ToolContext, call: Callable[[RuntimeAPI, str], T]) -> T:

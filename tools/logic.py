@@ -120,8 +120,10 @@ def action_tool(action: ActionSpec) -> ToolSpec:
     )
     title = f"Action {action.name}"
     if action.kind == "query":
-        return reading(run, title)
-    return changing(run, title, destructive=True, idempotent=False)
+        return reading(run, title, untrusted=True)
+    return changing(run, title, destructive=True, idempotent=False, untrusted=True)
 
 
-TOOLS: tuple[ToolSpec, ...] = (changing(run_action, "Run an action", destructive=True, idempotent=False),)
+TOOLS: tuple[ToolSpec, ...] = (
+    changing(run_action, "Run an action", destructive=True, idempotent=False, untrusted=True),
+)

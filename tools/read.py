@@ -295,7 +295,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     reading(describe_app, "Describe the application"),
     reading(list_versions, "List versions"),
     reading(diff_versions, "Compare two versions"),
-    reading(query, "Query data (read-only SQL)"),
+    reading(query, "Query data (read-only SQL)", untrusted=True),
     reading(check_sql, "Analyse SQL without running it"),
-    reading(read_audit, "Read the audit log"),
+    reading(read_audit, "Read the audit log", untrusted=True),
 )

@@ -198,12 +198,14 @@ async def ack_messages(
 
 
 TOOLS: tuple[ToolSpec, ...] = (
-    changing(start_workflow, "Start a workflow run", destructive=False, idempotent=False),  # only with run_id
-    reading(get_run, "Get a run"),
-    reading(list_runs, "List runs"),
-    changing(cancel_run, "Cancel a run", destructive=True, idempotent=False),
-    changing(signal_run, "Signal a run", destructive=False, idempotent=False),
+    changing(  # idempotent only with run_id
+        start_workflow, "Start a workflow run", destructive=False, idempotent=False, untrusted=True
+    ),
+    reading(get_run, "Get a run", untrusted=True),
+    reading(list_runs, "List runs", untrusted=True),
+    changing(cancel_run, "Cancel a run", destructive=True, idempotent=False, untrusted=True),
+    changing(signal_run, "Signal a run", destructive=False, idempotent=False, untrusted=True),
     changing(publish, "Publish a message", destructive=False, idempotent=False),
-    changing(claim_messages, "Claim messages", destructive=False, idempotent=False),
+    changing(claim_messages, "Claim messages", destructive=False, idempotent=False, untrusted=True),
     changing(ack_messages, "Acknowledge messages", destructive=False, idempotent=True),
 )

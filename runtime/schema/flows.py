@@ -34,7 +34,8 @@ from runtime.schema.spec import (
 )
 from runtime.schema.types import constant_fits
 
-CODE_PATTERN: Final = re.compile(r"^[a-z_]+(\.[a-z_]+)+$")
+CODE_PATTERN: Final = re.compile(r"\A[a-z_]+(\.[a-z_]+)+\Z")
+"""An error code, matched whole (``fullmatch``; ``\\Z`` keeps ``match`` whole too)."""
 
 Typed = Mapping[str, tuple[str, bool]]
 """A value path (``input.order_id``) -> its logical type and whether it may be null."""
@@ -119,7 +120,7 @@ def _workflow(problems: _Problems, spec: AppSpec, workflow: WorkflowSpec) -> Non
     if len(set(names)) != len(names):
         problems.add("workflow", where, "names a step twice")
     for code in workflow.compensate_on:
-        if not CODE_PATTERN.match(code):
+        if not CODE_PATTERN.fullmatch(code):
             problems.add(
                 "workflow", where, f"compensate_on {code!r} is not an error code (like effect.rejected)"
             )
@@ -147,7 +148,7 @@ def _workflow(problems: _Problems, spec: AppSpec, workflow: WorkflowSpec) -> Non
             else:
                 _refs(problems, "workflow", where, f"{label} compensation", comp.args.values(), comp_allowed)
         for code in step.retry.on:
-            if not CODE_PATTERN.match(code):
+            if not CODE_PATTERN.fullmatch(code):
                 problems.add("workflow", where, f"{label} retries on {code!r}, which is not an error code")
         earlier.add(step.name)
 

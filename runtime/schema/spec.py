@@ -30,7 +30,8 @@ from pydantic import (
 
 from runtime.schema.types import parse_type
 
-NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+NAME_PATTERN: Final = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
+"""A name, matched whole: ``\\Z`` is the end of the text (``$`` also matches before a final newline)."""
 
 # DuckDB's reserved keywords (duckdb_keywords(), categories 'reserved' and 'type_function').
 RESERVED_WORDS: Final[frozenset[str]] = frozenset(
@@ -180,7 +181,7 @@ def check_param_name(name: str) -> str:
 
 def check_name(name: str) -> str:
     """Validate an identifier for an entity, field, view, invariant, index or action."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a valid name: use 1-63 characters, lowercase ASCII letters, digits and '_', "
             "starting with a letter"
@@ -244,7 +245,7 @@ class DefaultExpr(_Frozen):
         if value is None:
             return None
         agent = isinstance(info.context, dict) and info.context.get("agent")
-        if agent or not NAME_PATTERN.match(value):
+        if agent or not NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 "the sequence of an autoincrement default is chosen by the runtime; omit 'sequence'"
             )
@@ -358,10 +359,11 @@ class ParamSpec(_Frozen):
 # ---------------------------------------------------------------- values taken from a run or a call
 
 REF_PATTERN: Final = re.compile(
-    r"^(input|args|result|message|signal)\.[a-z][a-z0-9_]{0,62}$"
-    r"|^steps\.[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}$"
-    r"|^run\.id$"
+    r"\A(input|args|result|message|signal)\.[a-z][a-z0-9_]{0,62}\Z"
+    r"|\Asteps\.[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}\Z"
+    r"|\Arun\.id\Z"
 )
+"""A value path, matched whole (``fullmatch``; ``\\Z`` keeps ``match`` whole too)."""
 
 
 class Ref(_Frozen):
@@ -381,7 +383,7 @@ class Ref(_Frozen):
     @field_validator("from_")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not REF_PATTERN.match(value):
+        if not REF_PATTERN.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a value path: use input.<param>, steps.<step>.<field>, run.id, "
                 "args.<param>, result.<column>, message.<field> or signal.<field>"

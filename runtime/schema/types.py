@@ -28,7 +28,7 @@ SIMPLE_TYPES: Final[dict[str, str]] = {
     "json": "JSON",
 }
 
-_DECIMAL = re.compile(r"^decimal\(\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)$")
+_DECIMAL = re.compile(r"\Adecimal\(\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)\Z")
 
 TYPE_NAMES: Final[tuple[str, ...]] = (*SIMPLE_TYPES, "decimal(p,s)")
 
@@ -49,7 +49,7 @@ def parse_type(raw: str) -> str:
     text = raw.strip().lower()
     if text in SIMPLE_TYPES:
         return text
-    match = _DECIMAL.match(text)
+    match = _DECIMAL.fullmatch(text)
     if match:
         precision, scale = int(match.group(1)), int(match.group(2))
         if not 1 <= precision <= 38 or scale > precision:
@@ -64,7 +64,7 @@ def duckdb_type(logical: str) -> str:
     """The DuckDB column type for a normalised logical type."""
     if logical in SIMPLE_TYPES:
         return SIMPLE_TYPES[logical]
-    match = _DECIMAL.match(logical)
+    match = _DECIMAL.fullmatch(logical)
     if match is None:
         raise ValueError(f"not a logical type: {logical!r}")
     return f"DECIMAL({match.group(1)},{match.group(2)})"
@@ -74,7 +74,7 @@ def is_widening(old: str, new: str) -> bool:
     """True when every value of ``old`` converts to ``new`` and back unchanged."""
     if old == new or new == "text" or (old, new) in _WIDENINGS:
         return True
-    old_dec, new_dec = _DECIMAL.match(old), _DECIMAL.match(new)
+    old_dec, new_dec = _DECIMAL.fullmatch(old), _DECIMAL.fullmatch(new)
     if old_dec and new_dec:
         op, os_ = int(old_dec.group(1)), int(old_dec.group(2))
         np_, ns = int(new_dec.group(1)), int(new_dec.group(2))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from sqlglot import exp
@@ -196,10 +197,10 @@ DENIED_FUNCTION_CLASSES: Final[frozenset[type[exp.Expr]]] = frozenset(
 DENIED_FUNCTION_NAMES: Final = re.compile(
     r"""
     (duckdb_|pragma_|sqlite_|pg_|read_|parquet_|iceberg_|delta_|postgres_|mysql_|icu_|st_|__|
-     enable_|disable_|json_execute|has_\w*_privilege$|
+     enable_|disable_|json_execute|has_\w*_privilege\Z|
      (current_setting|getenv|getvariable|glob|query|query_table|nextval|currval|setval|setseed|
       load_extension|install_extension|system|sleep_ms|write_log|checkpoint|force_checkpoint|
-      sniff_csv|which_secret|current_query|in_search_path)$)
+      sniff_csv|which_secret|current_query|in_search_path)\Z)
     """,
     re.VERBOSE,
 )
@@ -214,7 +215,7 @@ ANONYMOUS_FUNCTIONS: Final[frozenset[str]] = frozenset(
     array_pop_back array_pop_front array_push_back array_push_front array_reduce array_resize
     array_select array_to_json array_transform array_unique array_value array_where array_zip
     bar base64 bin bit_count bit_position bitstring bitstring_agg cardinality century count_star
-    current_localtime damerau_levenshtein date_part date_sub datepart datesub days_in_month decade
+    current_localtime date_part date_sub datepart datesub days_in_month decade
     divide element_at entropy enum_code enum_first enum_last enum_range enum_range_boundary
     epoch_ns epoch_us equi_width_bins era error even favg fdiv fill fmod format_bytes
     formatreadabledecimalsize formatreadablesize from_binary from_json_strict fsum gamma gcd
@@ -398,22 +399,93 @@ CLOSING: Final = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_
 PARAM_NAME: Final = re.compile(r"[a-z_][a-z0-9_]*")
 
 MAX_AMPLIFY: Final = 100_000
-"""The largest size a query may ask one amplifying function for (characters or list elements)."""
+"""The largest value a query may ask one size-building function for (characters or list elements)."""
 
-AMPLIFYING_ARGUMENTS: Final[Mapping[type[exp.Expr], tuple[str, ...]]] = {
-    exp.Repeat: ("times",),
-    exp.Pad: ("expression",),
-    exp.Space: ("this",),
+MAX_ELEMENT: Final = 100
+"""The widest field a format may ask for inside a lambda, whose body runs once per list element."""
+
+MAX_NAME: Final = 64
+"""The longest name (a time zone) a query may ask DuckDB to look up."""
+
+MAX_PATTERN: Final = 100
+"""The largest regular expression a query may match with, in atoms (characters, classes, groups), each
+counted once per repetition. Matching costs up to the text's length times the pattern's size without
+stopping at the deadline: a 260-atom pattern took 9 s on one 1 MB value, a 200-atom one 0.1 s."""
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """How the arguments of one size-building function must be written. Positions count from 0 in the
+    order the arguments are written."""
+
+    sizes: tuple[int, ...] = ()
+    """Arguments that choose how large the result is: a number literal of at most ``MAX_AMPLIFY``."""
+    copied: tuple[int, ...] = ()
+    """Arguments copied into the result once per unit of size, element or match: a literal (with a
+    size, the literal's length times the size is at most ``MAX_AMPLIFY``)."""
+    formats: tuple[int, ...] = ()
+    """Format strings whose field widths choose sizes: a string literal, widths at most ``MAX_AMPLIFY``."""
+    names: tuple[int, ...] = ()
+    """Names DuckDB looks up (a time zone) at a cost that grows with their length, without stopping
+    for the deadline: a literal of at most ``MAX_NAME`` characters."""
+    patterns: tuple[int, ...] = ()
+    """Regular expressions: a string literal of at most ``MAX_PATTERN`` atoms."""
+
+
+SIZE_BUILDING: Final[Mapping[str, SizeRule]] = {
+    # an argument chooses the size of the result
+    "repeat": SizeRule(sizes=(1,), copied=(0,)),
+    "lpad": SizeRule(sizes=(1,)),
+    "rpad": SizeRule(sizes=(1,)),
+    "bitstring": SizeRule(sizes=(1,)),
+    "list_resize": SizeRule(sizes=(1,), copied=(2,)),
+    "array_resize": SizeRule(sizes=(1,), copied=(2,)),
+    "to_base": SizeRule(sizes=(2,)),
+    "printf": SizeRule(formats=(0,)),
+    "format": SizeRule(formats=(0,)),
+    # an argument is copied into the result once per match or element
+    "replace": SizeRule(copied=(2,)),
+    "regexp_replace": SizeRule(copied=(2,), patterns=(1,)),
+    "concat_ws": SizeRule(copied=(0,)),
+    # an argument is a regular expression
+    "regexp_matches": SizeRule(patterns=(1,)),
+    "regexp_full_match": SizeRule(patterns=(1,)),
+    "regexp_extract": SizeRule(patterns=(1,)),
+    "regexp_extract_all": SizeRule(patterns=(1,)),
+    "regexp_split_to_array": SizeRule(patterns=(1,)),
+    "string_split_regex": SizeRule(patterns=(1,)),
+    "str_split_regex": SizeRule(patterns=(1,)),
+    # an argument names a time zone
+    "timezone": SizeRule(names=(0,)),
+    "time_bucket": SizeRule(names=(2,)),
+    "make_timestamptz": SizeRule(names=(6,)),
 }
-"""Typed functions that build a value whose size an argument chooses, and that argument."""
+"""Size-building functions, by their DuckDB name: functions one of whose arguments can make the result,
+or the time or memory spent building it, far larger than the statement and its other inputs, outside
+DuckDB's memory limit and without stopping at the deadline. Found by the function census
+(``tests/security/test_function_census.py``), which calls every function the guard allows with huge
+and column-sized arguments under small limits; a function it finds escaping joins this class."""
 
-AMPLIFYING_ANONYMOUS: Final[Mapping[str, int]] = {"list_resize": 1, "array_resize": 1, "to_base": 2}
-"""Untyped functions that build a value whose size an argument chooses: the argument's position."""
-
-FORMATTING_ANONYMOUS: Final[frozenset[str]] = frozenset({"printf"})
-"""Untyped functions whose format string chooses field widths."""
+COSTLY_FUNCTIONS: Final[Mapping[str, str]] = {
+    "damerau_levenshtein": "its memory grows with the product of its arguments' lengths, outside the memory "
+    "limit; levenshtein() computes the edit distance in linear memory",
+}
+"""Functions refused outright for what they cost (the census found them escaping the limits with any
+arguments of the size a column can hold), with the reason and the alternative."""
 
 HINT_AMPLIFY: Final = (
     "Values this large are refused before they are built: DuckDB builds them outside its memory limit "
-    "and cannot interrupt them. Use a literal size (a constant), or build rows with range() in FROM."
+    "and cannot interrupt them. Use literal sizes and values (constants), or build rows with range() in FROM."
+)
+HINT_NAME: Final = (
+    f"Write the time zone as a literal name of at most {MAX_NAME} characters, such as 'Europe/Paris'. "
+    "time_bucket's third argument cannot be told from a column: bucket ts AT TIME ZONE 'Europe/Paris' instead."
+)
+HINT_PATTERN: Final = (
+    f"Write the regular expression as a string literal of at most {MAX_PATTERN} atoms (characters, classes "
+    "and groups, each counted once per repetition); LIKE, starts_with and contains cost less."
+)
+HINT_LAMBDA: Final = (
+    "A lambda's body runs once per list element, so it may not build values by size (repeat, lpad, range, "
+    f"format widths over {MAX_ELEMENT}): build them outside the lambda, or build rows with range() in FROM."
 )

@@ -13,7 +13,8 @@ Decision flow; the first step that fails raises, with the code on the right:
     _parse            sqlglot, errors raised, never the Command fallback       sql.parse, limit.exceeded
     _statement_kind   top node is SELECT, or INSERT/UPDATE/DELETE if allowed   sql.forbidden
     _inventory        one walk: tree no deeper than max_depth, every node on   limit.exceeded, sql.forbidden
-                      the allow-list, identifiers ASCII, functions allowed
+                      the allow-list, identifiers ASCII, functions allowed,
+                      size-building calls within their size rules
     _params           placeholders are named ``$lowercase`` only               sql.param
     _bind_tables      each table is an app table or view (bare or ``main.``),  sql.forbidden, sql.unknown_table
                       or a CTE visible at that point; no files, table
@@ -60,39 +61,45 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from runtime.errors import Code, PolicyError, SqlError
 from runtime.sql.allowlists import (
-    AMPLIFYING_ANONYMOUS,
-    AMPLIFYING_ARGUMENTS,
     ANONYMOUS_FUNCTIONS,
     CLOSING,
+    COSTLY_FUNCTIONS,
     DENIED_FUNCTION_CLASSES,
     DENIED_FUNCTION_NAMES,
     EXPRESSION_ANONYMOUS,
     EXPRESSION_FUNCTIONS,
     EXPRESSION_NODES,
-    FORMATTING_ANONYMOUS,
     HINT_AMPLIFY,
     HINT_ASCII,
     HINT_CHECK,
     HINT_CONSTRUCT,
     HINT_FUNCTION,
+    HINT_LAMBDA,
     HINT_LIMIT,
+    HINT_NAME,
     HINT_ONE_STATEMENT,
     HINT_PARAMS,
+    HINT_PATTERN,
     HINT_READ_ONLY,
     HINT_SYSTEM,
     HINT_TABLES,
     HINT_WRITES,
     MAX_AMPLIFY,
+    MAX_ELEMENT,
+    MAX_NAME,
+    MAX_PATTERN,
     OPENING,
     PARAM_NAME,
     QUERY_NODES,
     REFUSED_VERBS,
     RESERVED_PREFIXES,
+    SIZE_BUILDING,
     STATEMENT_CLASSES,
     TABLE_FUNCTIONS,
     WRITE_NODES,
     WRITE_STATEMENTS,
     Kind,
+    SizeRule,
 )
 
 __all__ = [
@@ -589,6 +596,12 @@ def _inventory(tree: exp.Expr, allowed: frozenset[type[exp.Expr]], max_depth: in
             placeholders.append(node)
         elif kind is exp.CTE:
             has_ctes = True
+        elif kind is exp.Lambda or kind is exp.Comprehension:
+            _check_lambda(node)
+        elif kind is exp.AtTimeZone:
+            _bounded_name("AT TIME ZONE", node.args.get("zone"))
+        elif kind is exp.SimilarTo:
+            _check_sizes(node)
         elif kind is exp.From or kind is exp.Join or kind is exp.Lateral:
             _check_source(node.this)
         elif kind in WRITE_STATEMENTS and node is not tree:
@@ -631,45 +644,139 @@ def _check_function(node: exp.Func) -> None:
     if isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)):
         name = node.name.lower()
         _check_ascii(name)
+        if name in COSTLY_FUNCTIONS:
+            _forbid(
+                f"function {name}() is not allowed: {COSTLY_FUNCTIONS[name]}",
+                hint=HINT_FUNCTION,
+                details={"function": name},
+            )
         if not _function_name_allowed(name):
             _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
-        if name in AMPLIFYING_ANONYMOUS:
-            _bounded(
-                name,
-                node.expressions[AMPLIFYING_ANONYMOUS[name]]
-                if len(node.expressions) > AMPLIFYING_ANONYMOUS[name]
-                else None,
-            )
-        elif name in FORMATTING_ANONYMOUS:
-            _bounded_format(name, node.expressions[0] if node.expressions else None)
+        _check_sizes(node)
         return
     if type(node) in DENIED_FUNCTION_CLASSES:
         name = node.sql_name().lower()
         _forbid(f"function {name}() is not allowed", hint=HINT_FUNCTION, details={"function": name})
-    _check_amplifier(node)
+    _check_sizes(node)
 
 
-def _check_amplifier(node: exp.Func) -> None:
-    """Functions that build one value whose size an argument chooses (``repeat('x', n)``, ``lpad``, a
-    ``range(n)`` list) allocate it outside DuckDB's memory limit and cannot be interrupted: their size
-    argument must be a literal no larger than ``MAX_AMPLIFY``."""
-    kind = type(node)
-    if kind in AMPLIFYING_ARGUMENTS:
-        name = (
-            ("lpad" if node.args.get("is_left") else "rpad") if kind is exp.Pad else node.sql_name().lower()
-        )
-        for key in AMPLIFYING_ARGUMENTS[kind]:
-            _bounded(name, node.args.get(key))
-    elif kind is exp.Format:
-        _bounded_format("format", node.this)
+def _check_sizes(node: exp.Expr) -> None:
+    """Apply the size rule of a size-building function call (``SIZE_BUILDING``), typed or not."""
+    if isinstance(node, exp.Anonymous):
+        rule = SIZE_BUILDING.get(node.name.lower())
+        if rule is not None:
+            _check_size_rule(node.name.lower(), rule, node.expressions)
+        return
+    typed = _TYPED_SIZE_BUILDING.get(type(node))
+    if typed is not None and isinstance(node, exp.Func):
+        _check_size_rule(_typed_name(node), typed[1], _arguments(node))
     elif isinstance(node, exp.GenerateSeries) and not isinstance(node.parent, exp.Table):
-        bounds = [node.args.get(key) for key in ("start", "end", "step")]
-        values = [_literal_number(b) if b is not None else 1.0 for b in bounds]
-        if any(v is None for v in values):
-            _amplifies("range", "its bounds must be numeric literals when it builds a list")
-        start, end, step = (float(v) for v in values if v is not None)
-        if step == 0 or (end - start) / step > MAX_AMPLIFY:
-            _amplifies("range", f"a list of at most {MAX_AMPLIFY} elements")
+        _check_list_bounds(node)
+    elif isinstance(node, exp.SimilarTo):
+        _bounded_pattern("SIMILAR TO", node.expression)
+
+
+def _arguments(node: exp.Expr) -> list[exp.Expr]:
+    """A function call's arguments in the order written. sqlglot builds a typed function from its
+    argument list in the order of its ``arg_types``; flags it sets itself (``is_left``) are not nodes."""
+    if isinstance(node, exp.Anonymous):
+        return list(node.expressions)
+    arguments: list[exp.Expr] = []
+    for key in type(node).arg_types:
+        value = node.args.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, exp.Expr):
+                arguments.append(item)
+    return arguments
+
+
+def _typed_name(node: exp.Func) -> str:
+    """DuckDB's spelling of a typed function (``lpad``, not sqlglot's ``PAD``), as sqlglot writes it."""
+    return node.sql(dialect=_DUCKDB).split("(", 1)[0].strip().lower()
+
+
+def _typed_size_building() -> dict[type[exp.Expr], tuple[str, SizeRule]]:
+    """The sqlglot classes that size-building functions parse into, found by parsing each of them."""
+    typed: dict[type[exp.Expr], tuple[str, SizeRule]] = {}
+    for name, rule in SIZE_BUILDING.items():
+        arity = 1 + max((*rule.sizes, *rule.copied, *rule.formats, *rule.names, *rule.patterns))
+        arguments = ", ".join(f"a{i}" for i in range(arity))
+        tree = _DUCKDB.parse(f"SELECT {name}({arguments})")[0]
+        call = tree.expressions[0] if isinstance(tree, exp.Select) else None
+        if isinstance(call, exp.Func) and not isinstance(call, exp.Anonymous):
+            known = typed.setdefault(type(call), (name, rule))
+            if known[1] != rule:
+                raise AssertionError(f"{name}() and {known[0]}() parse alike but have different size rules")
+    return typed
+
+
+def _check_size_rule(name: str, rule: SizeRule, arguments: Sequence[exp.Expr]) -> None:
+    """Size-building functions (``SIZE_BUILDING``) build one value whose size, or the work spent on it,
+    an argument chooses, outside DuckDB's memory limit and without stopping at the deadline: sizes must
+    be bounded literals, copied values and looked-up names literals."""
+
+    def argument(position: int) -> exp.Expr | None:
+        return arguments[position] if position < len(arguments) else None
+
+    largest = 0.0
+    for position in rule.sizes:
+        size = argument(position)
+        if size is None:
+            continue
+        value = _literal_number(size)
+        if value is None or value > MAX_AMPLIFY:
+            _amplifies(name, f"its size argument must be a number literal of at most {MAX_AMPLIFY}")
+        largest = max(largest, value)
+    for position in rule.copied:
+        copied = argument(position)
+        if copied is None:
+            continue
+        length = _literal_length(copied)
+        if length is None:
+            _amplifies(name, "the value it copies into its result must be a literal")
+        if largest * max(length, 1) > MAX_AMPLIFY:
+            _amplifies(name, f"its literal value times its size must be at most {MAX_AMPLIFY}")
+    for position in rule.formats:
+        _bounded_format(name, argument(position))
+    for position in rule.names:
+        if argument(position) is not None:
+            _bounded_name(name, argument(position))
+    for position in rule.patterns:
+        _bounded_pattern(name, argument(position))
+
+
+def _check_list_bounds(node: exp.GenerateSeries) -> None:
+    """``range(n)`` in a select list builds a list of n elements: literal bounds, at most ``MAX_AMPLIFY``."""
+    bounds = [node.args.get(key) for key in ("start", "end", "step")]
+    values = [_literal_number(b) if b is not None else 1.0 for b in bounds]
+    if any(v is None for v in values):
+        _amplifies("range", "its bounds must be numeric literals when it builds a list")
+    start, end, step = (float(v) for v in values if v is not None)
+    if step == 0 or (end - start) / step > MAX_AMPLIFY:
+        _amplifies("range", f"a list of at most {MAX_AMPLIFY} elements")
+
+
+def _check_lambda(node: exp.Expr) -> None:
+    """A lambda's body (or a list comprehension's) runs once per list element: a call in it that builds
+    a value by size builds it that many times over."""
+    body = node.this
+    for inner in body.walk() if isinstance(body, exp.Expr) else ():
+        if isinstance(inner, exp.GenerateSeries):
+            name, rule = "range", SizeRule(sizes=(0,))
+        elif isinstance(inner, exp.Anonymous) and inner.name.lower() in SIZE_BUILDING:
+            name = inner.name.lower()
+            rule = SIZE_BUILDING[name]
+        elif isinstance(inner, exp.Func) and type(inner) in _TYPED_SIZE_BUILDING:
+            name, rule = _typed_name(inner), _TYPED_SIZE_BUILDING[type(inner)][1]
+        else:
+            continue
+        arguments = _arguments(inner) if isinstance(inner, exp.Func) else []
+        if rule.sizes or any(_widest(arguments[i]) > MAX_ELEMENT for i in rule.formats if i < len(arguments)):
+            _forbid(
+                f"{name}() is not allowed inside a lambda or list comprehension",
+                hint=HINT_LAMBDA,
+                details={"function": name},
+            )
 
 
 def _literal_number(node: exp.Expr) -> float | None:
@@ -684,12 +791,28 @@ def _literal_number(node: exp.Expr) -> float | None:
     return None
 
 
-def _bounded(name: str, argument: exp.Expr | None) -> None:
-    if argument is None:
-        return
-    value = _literal_number(argument)
-    if value is None or value > MAX_AMPLIFY:
-        _amplifies(name, f"its size argument must be a number literal of at most {MAX_AMPLIFY}")
+def _literal_length(node: exp.Expr) -> int | None:
+    """The length of a constant written in the statement (a literal, a list or struct of literals, a
+    cast literal), or None when the value is not a constant."""
+    if isinstance(node, exp.Literal):
+        return len(str(node.this))
+    if isinstance(node, (exp.Null, exp.Boolean)):
+        return 1
+    if isinstance(node, (exp.Neg, exp.Paren, exp.Cast, exp.TryCast, exp.Interval)):
+        return _literal_length(node.this) if isinstance(node.this, exp.Expr) else None
+    if isinstance(node, (exp.Array, exp.Tuple, exp.Struct)):
+        lengths = [_literal_length(item) for item in node.expressions]
+        return None if any(n is None for n in lengths) else sum(n for n in lengths if n is not None)
+    if isinstance(node, exp.PropertyEQ) and isinstance(node.expression, exp.Expr):
+        return _literal_length(node.expression)
+    return None
+
+
+def _widest(template: exp.Expr) -> int:
+    """The widest field a (literal) format asks for; formats that are not literals are refused elsewhere."""
+    if isinstance(template, exp.Literal) and template.is_string:
+        return max((int(digits) for digits in re.findall(r"\d+", str(template.this))), default=0)
+    return 0
 
 
 def _bounded_format(name: str, template: exp.Expr | None) -> None:
@@ -701,12 +824,93 @@ def _bounded_format(name: str, template: exp.Expr | None) -> None:
         _amplifies(name, f"widths in its format must be literal numbers of at most {MAX_AMPLIFY}")
 
 
+def _bounded_name(name: str, argument: exp.Expr | None) -> None:
+    length = _literal_length(argument) if argument is not None else None
+    if length is None or length > MAX_NAME:
+        _forbid(
+            f"{name} needs its time zone as a literal name of at most {MAX_NAME} characters: DuckDB "
+            "looks the name up at a cost that grows with its length, without stopping at the deadline",
+            hint=HINT_NAME,
+            details={"function": name, "max": MAX_NAME},
+        )
+
+
+def _bounded_pattern(name: str, pattern: exp.Expr | None) -> None:
+    if pattern is None:
+        return
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+        size = None
+    else:
+        size = _pattern_size(str(pattern.this))
+    if size is None or size > MAX_PATTERN:
+        _forbid(
+            f"{name} needs its regular expression as a string literal of at most {MAX_PATTERN} atoms: "
+            "matching costs up to the text's length times the pattern's size, without stopping at the deadline",
+            hint=HINT_PATTERN,
+            details={"function": name, "max": MAX_PATTERN, "atoms": size},
+        )
+
+
+_REPETITION: Final = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def _pattern_size(pattern: str) -> int:
+    """An upper bound on a regular expression's size: its atoms (characters, escapes, classes), each
+    counted once per repetition; ``{m,n}`` multiplies the atom or group before it by its largest count,
+    nested repetitions multiply. Operators (``* + ? | ^ $``) add no atoms.
+
+    >>> _pattern_size("[a-z]+@[a-z]+[.][a-z]{2,4}"), _pattern_size("1{1000}1{1000}"), _pattern_size("((ab){3}|c){2}")
+    (8, 2000, 14)
+    """
+    totals, lasts = [0], [0]
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "(":
+            totals.append(0)
+            lasts.append(0)
+            i += 1
+            continue
+        if char == ")" and len(totals) > 1:
+            group = totals.pop()
+            lasts.pop()
+            totals[-1] += group
+            lasts[-1] = group
+            i += 1
+            continue
+        repetition = _REPETITION.match(pattern, i) if char == "{" else None
+        if repetition is not None and any(repetition.groups()):
+            count = max(int(n) for n in repetition.groups() if n)
+            totals[-1] += lasts[-1] * (count - 1)
+            lasts[-1] *= count
+            i = repetition.end()
+            continue
+        if char in "*+?|^$":
+            i += 1
+            continue
+        if char == "\\":
+            i += 2
+        elif char == "[":
+            end = pattern.find("]", i + 2 if pattern.startswith("[^", i) else i + 1)
+            while end > 0 and pattern[end - 1] == "\\":
+                end = pattern.find("]", end + 1)
+            i = len(pattern) if end < 0 else end + 1
+        else:
+            i += 1
+        totals[-1] += 1
+        lasts[-1] = 1
+    return sum(totals)
+
+
 def _amplifies(name: str, rule: str) -> NoReturn:
     _forbid(
         f"{name}() builds a value whose size its arguments choose: {rule}",
         hint=HINT_AMPLIFY,
         details={"function": name, "max": MAX_AMPLIFY},
     )
+
+
+_TYPED_SIZE_BUILDING: Final = _typed_size_building()
 
 
 def _function_name_allowed(name: str) -> bool:
@@ -1424,8 +1628,10 @@ def _check_expression_node(node: exp.Expr, columns: frozenset[str], context: str
     if isinstance(node, exp.Column):
         _check_expression_column(node, columns, context)
     if type(node) in EXPRESSION_NODES or type(node) in EXPRESSION_FUNCTIONS:
+        _check_sizes(node)
         return
     if isinstance(node, exp.Anonymous) and node.name.lower() in EXPRESSION_ANONYMOUS:
+        _check_sizes(node)
         return
     _refuse_in_check(node, context)
 

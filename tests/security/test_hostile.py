@@ -149,6 +149,42 @@ UNICODE = [
     'select "\u0456d" from memo',
 ]
 
+SIZE_BUILDING = [
+    # a size argument past the bound: DuckDB builds the value outside its memory limit
+    "select bitstring('1', 2000000000)",
+    "select bitstring('1'::bit, 2000000000)",
+    "select bitstring(body, id) from memo",
+    "select repeat('x', 2000000000)",
+    "select lpad('x', 2000000000, 'y')",
+    "select list_resize([1], 2000000000)",
+    "select printf('%2000000000d', 1)",
+    # a value copied once per unit of size, match or element
+    "select repeat(body, 1000) from memo",
+    "select repeat(repeat('x', 100000), 100000)",
+    "select list_resize([1], 100000, body) from memo",
+    "select replace(body, 'a', body) from memo",
+    "select replace(repeat('x', 100000), 'x', repeat('y', 100000))",
+    "select regexp_replace(body, '.', body, 'g') from memo",
+    "select concat_ws(repeat('x', 100000), range(100000))",
+    "select concat_ws(body, range(100000)) from memo",
+    # the body of a lambda runs once per list element
+    "select list_transform(range(100000), lambda x: repeat('x', 100000))",
+    "select [repeat('x', 100000) for x in range(100000)]",
+    "select list_transform(range(100000), lambda x: printf('%100000d', x))",
+    # a regular expression large enough to make matching cost time the deadline cannot stop
+    "select regexp_extract_all(body, '1{1000}1{1000}1{1000}') from memo",
+    "select regexp_matches(body, body) from memo",
+    "select body ~ repeat('(1|2)?', 250) from memo",
+    "select body similar to body from memo",
+    # a time zone name DuckDB looks up at a cost that grows with its length
+    "select timezone(body, timestamp '2000-01-01') from memo",
+    "select timestamp '2000-01-01' at time zone body from memo",
+    "select time_bucket(interval 1 day, timestamptz '2000-01-01', body) from memo",
+    "select make_timestamptz(2000, 1, 1, 0, 0, 0, repeat('x', 100000))",
+    # memory that grows with the product of the arguments' lengths
+    "select damerau_levenshtein(body, body) from memo",
+]
+
 OVERSIZED = [
     "select " + " + ".join(["1"] * 60_000),
     "select " + "(" * 400 + "1" + ")" * 400,
@@ -164,6 +200,7 @@ SQL_CASES = (
     + [("smuggling", s, PARSE_OR_FORBIDDEN) for s in SMUGGLING]
     + [("unicode", s, PARSE_OR_FORBIDDEN | {"sql.unknown_table", "sql.unknown_column"}) for s in UNICODE]
     + [("oversized", s, {"limit.exceeded"}) for s in OVERSIZED]
+    + [("size_building", s, FORBIDDEN) for s in SIZE_BUILDING]
 )
 
 BAD_NAMES = [
