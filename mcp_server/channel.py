@@ -55,6 +55,7 @@ from runtime.results import (
     PublishResult,
     QueryResult,
     RollbackResult,
+    RunChanges,
     RunDetail,
     RunInfo,
     SqlCheckResult,
@@ -116,6 +117,7 @@ RESULTS: dict[str, TypeAdapter[Any]] = {
     "refuse_request": TypeAdapter(ApprovalRequest),
     "audit_page": TypeAdapter(AuditPage),
     "activity_head": TypeAdapter(ActivityHead),
+    "run_changes": TypeAdapter(RunChanges),
 }
 """The runtime methods the channel carries, and how each result is read back."""
 
@@ -721,6 +723,10 @@ class RemoteRuntime:
             before_seq=before_seq,
             limit=limit,
         )
+        return result
+
+    def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges:
+        result: RunChanges = self._call("run_changes", actor, since=since)
         return result
 
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from mcp_server import errors
+from mcp_server.notices import SPEC_URI, Notices
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError, SpecError
 from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
 
@@ -97,7 +98,12 @@ class ButtressServer(MCPServer[ToolEnv]):
     ) -> None:
         @asynccontextmanager
         async def lifespan(_: MCPServer[ToolEnv]) -> AsyncIterator[ToolEnv]:
-            yield env
+            async with anyio.create_task_group() as group:
+                group.start_soon(self.notices.watch_runs)
+                try:
+                    yield env
+                finally:
+                    group.cancel_scope.cancel()
 
         super().__init__(
             "buttress",
@@ -120,6 +126,8 @@ class ButtressServer(MCPServer[ToolEnv]):
         for spec in (*_registry(), *extra_tools):
             self.register(spec)
         _advertise_list_changed(self)
+        self.notices = Notices(self)
+        self.notices.install()
 
     def register(self, spec: ToolSpec) -> None:
         """Register one tool (typed input, output model, annotations, docstring as description)."""
@@ -172,6 +180,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         self._announced.add(number)
         await self.sync_action_tools(runtime)
         await self._subscriptions.publish(ToolsListChanged())
+        await self.notices.updated(SPEC_URI)
 
     def _visible(self, tools: list[MCPTool]) -> list[MCPTool]:
         policy = self.env.policy
@@ -520,6 +529,80 @@ def _add_resources(server: ButtressServer, env: ToolEnv) -> None:
         caller = env.caller()
         entries = await _read(functools.partial(runtime.read_audit, limit=50, actor=caller))
         return json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2)
+
+    @server.resource(
+        "buttress://runs/{run_id}",
+        name="run",
+        title="A workflow run",
+        description="A run with every recorded step and its effects (as get_run); subscribe to hear when "
+        "it moves on.",
+        mime_type="application/json",
+    )
+    async def run_resource(run_id: str) -> str:
+        runtime = await env.runtime()
+        caller = env.caller()
+        run = await _read(functools.partial(runtime.get_run, run_id, actor=caller))
+        return run.model_dump_json(indent=2)
+
+    @server.resource(
+        "buttress://proposals/{proposal_id}",
+        name="proposal",
+        title="A proposal",
+        description="A proposal: its operations, the plan's steps and hazards, its latest dry-run report.",
+        mime_type="application/json",
+    )
+    async def proposal_resource(proposal_id: str) -> str:
+        runtime = await env.runtime()
+        caller = env.caller()
+        found = await _read(functools.partial(runtime.proposal_detail, proposal_id, actor=caller))
+        return found.model_dump_json(indent=2)
+
+    for kind, plural in (
+        ("entity", "entities"),
+        ("action", "actions"),
+        ("workflow", "workflows"),
+        ("topic", "topics"),
+    ):
+        _add_part(server, env, kind, plural)
+
+
+def _add_part(server: ButtressServer, env: ToolEnv, kind: str, plural: str) -> None:
+    """``buttress://<plural>/{<kind>}``: one part of the current spec by name."""
+
+    async def part(**name: str) -> str:
+        runtime = await env.runtime()
+        caller = env.caller()
+        description = await _read(lambda: runtime.describe(actor=caller))
+        wanted = name[kind]
+        found = next((p for p in getattr(description.spec, plural) if p.name == wanted), None)
+        if found is None:
+            raise ResourceNotFoundError(f"not_found: no {kind} named {wanted!r} — describe_app lists them")
+        return json.dumps(found.model_dump(mode="json"), indent=2)
+
+    part.__name__ = f"{kind}_resource"
+    server.resource(
+        f"buttress://{plural}/{{{kind}}}",
+        name=kind,
+        title=f"One {kind} of the current spec",
+        description=f"The {kind} of the current version named in the URI (completions offer the names).",
+        mime_type="application/json",
+    )(_with_parameter(part, kind))
+
+
+def _with_parameter(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``fn(**{name: value})`` as a function whose one parameter is ``name`` (resource templates match
+    the URI's variables to the function's parameters)."""
+    import inspect
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await fn(**kwargs)
+
+    wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)], return_annotation=str
+    )
+    wrapper.__name__ = fn.__name__
+    wrapper.__annotations__ = {name: str, "return": str}
+    return wrapper
 
 
 async def _read(call: Callable[[], T]) -> T:

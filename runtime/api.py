@@ -34,6 +34,7 @@ from runtime.results import (
     PublishResult,
     QueryResult,
     RollbackResult,
+    RunChanges,
     RunDetail,
     RunInfo,
     SqlCheckResult,
@@ -255,3 +256,5 @@ class RuntimeAPI(Protocol):
     ) -> AuditPage: ...
 
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead: ...
+
+    def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges: ...

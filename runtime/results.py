@@ -521,6 +521,13 @@ class RunInfo(BaseModel):
     )
 
 
+class RunChanges(BaseModel):
+    """Runs whose row changed since a mark (``Runtime.run_changes``)."""
+
+    mark: str = Field(description="The newest change seen: pass it back to get only what changes next.")
+    runs: list[str] = Field(description="Ids of runs that changed after the mark passed in.")
+
+
 class RunDetail(RunInfo):
     """A run with every recorded step and its effects."""
 

@@ -67,6 +67,7 @@ from runtime.results import (
     PublishResult,
     QueryResult,
     RollbackResult,
+    RunChanges,
     RunDetail,
     RunInfo,
     SqlCheckResult,
@@ -1110,6 +1111,26 @@ class Runtime:
                 pending_approvals=activity.open_requests(reader, self.engine.path),
                 unknown_effects=activity.unknown_effects(reader),
             )
+
+    def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges:
+        """Runs whose row changed after ``since`` (an ``updated_at`` from an earlier answer; None: the
+        newest mark only): what a server polls to tell subscribed clients that a run moved on.
+
+        Authorized like any read but not audited (it is polled; refusals are audited)."""
+        try:
+            self.authorize(actor, Capability.READ, what="watch runs")
+        except ButtressError as error:
+            self.record_refusal("run_changes", actor, {}, error)
+            raise
+        with self.engine.snapshot() as reader:
+            mark = str(reader.scalar("SELECT coalesce(max(updated_at), '') FROM _buttress.runs"))
+            if since is None:
+                return RunChanges(mark=mark, runs=[])
+            rows = reader.fetchall(
+                "SELECT run_id FROM _buttress.runs WHERE updated_at > ? ORDER BY updated_at LIMIT 1000",
+                [since],
+            )
+        return RunChanges(mark=mark, runs=[str(r[0]) for r in rows])
 
 
 __all__ = [

@@ -8,15 +8,20 @@ onto that version. Each tool projects one ``Runtime`` method and returns its res
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, Field
 
+from runtime.errors import ButtressError, Code
 from runtime.results import DeployResult, DryRunReport, ProposalResult, RollbackResult
 from runtime.schema import changes
 from runtime.schema.changes import AddEntity, Operation
 from runtime.schema.spec import EntitySpec
+from tools.approval import offer_approval
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, progress_reporter
+
+T = TypeVar("T")
 
 Note = Annotated[
     str | None,
@@ -182,10 +187,13 @@ async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployResult:
     rollback again and it goes through once, for that exact plan, before details.expires_at. If the operator
     refuses, the retry answers policy.denied with their reason; if the version moves on first, propose again.
     """
-    return await call_runtime(
+    return await _offering_approval(
         ctx,
-        lambda runtime, actor: runtime.deploy(
-            proposal_id, actor=actor, progress=progress_reporter(ctx), require_approval=True
+        call_runtime(
+            ctx,
+            lambda runtime, actor: runtime.deploy(
+                proposal_id, actor=actor, progress=progress_reporter(ctx), require_approval=True
+            ),
         ),
     )
 
@@ -218,12 +226,26 @@ async def rollback(
     rollback again and it goes through once, for that exact plan, before details.expires_at. If the operator
     refuses, the retry answers policy.denied with their reason; if the version moves on first, propose again.
     """
-    return await call_runtime(
+    return await _offering_approval(
         ctx,
-        lambda runtime, actor: runtime.rollback(
-            require_approval=True, to_version=to_version, actor=actor, progress=progress_reporter(ctx)
+        call_runtime(
+            ctx,
+            lambda runtime, actor: runtime.rollback(
+                require_approval=True, to_version=to_version, actor=actor, progress=progress_reporter(ctx)
+            ),
         ),
     )
+
+
+async def _offering_approval(ctx: ToolContext, call: Awaitable[T]) -> T:
+    """The call's result; when it waits for an approval, the client is first offered the control room's
+    page for the request (URL elicitation, where policy and client allow: ``notices.offer_approval``)."""
+    try:
+        return await call
+    except ButtressError as error:
+        if error.code == Code.DEPLOY_NEEDS_APPROVAL:
+            await offer_approval(ctx, error)
+        raise
 
 
 async def redeploy(

@@ -144,7 +144,16 @@ def fetch(
                 "the results took longer than the time limit to produce; nothing more is returned",
                 hint="Narrow the query (filters, LIMIT, fewer columns) or ask the operator for a longer limit.",
             )
-        chunk = result.fetchmany(min(CHUNK, max_rows + 1 - len(rows)))
+        try:
+            chunk = result.fetchmany(min(CHUNK, max_rows + 1 - len(rows)))
+        except OverflowError:
+            raise EngineError(
+                Code.ENGINE_ERROR,
+                "a value in the result is outside what a result can carry (an interval or a time beyond "
+                "the representable range)",
+                hint="Cast the column to text in the query (e.g. CAST(x AS VARCHAR)), or narrow the value.",
+                details={"reason": "overflow converting a value"},
+            ) from None
         if not chunk:
             return rows, False
         converted, total = shape.rows(chunk)

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from runtime.errors import ButtressError, Code
+from runtime.runtime import Runtime
 from runtime.store.values import fetch, plain, size
 
 EVERY_TYPE = """
@@ -73,3 +74,12 @@ def test_float_columns_pass_through_unless_a_value_is_not_finite(values: str) ->
     assert rows == expected
     kept, more = fetch(db.execute(sql), max_rows=10, max_bytes=sum(sizes) - 1)
     assert kept == expected[:-1] and more
+
+
+def test_a_value_beyond_what_a_result_can_carry_is_a_coded_error(rt: Runtime) -> None:
+    try:
+        rt.query("select interval 1 day * 2000000000 as x")
+    except ButtressError as error:
+        assert error.code == "engine.error" and "CAST" in error.hint
+    else:
+        raise AssertionError("an interval past timedelta's range came back as a value")
