@@ -36,7 +36,7 @@ from pydantic_core import to_json
 
 from mcp_server import errors
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError, SpecError
-from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
+from tools.base import LazyRuntime, PolicySource, ToolContext, ToolEnv, ToolSpec
 
 if TYPE_CHECKING:
     from runtime.api import RuntimeAPI
@@ -230,10 +230,12 @@ class ButtressServer(MCPServer[ToolEnv]):
         caller = self.env.caller()
         if policy.tools_for(caller, [name]):
             return None
+        from runtime.boundary.policy import denied_hint
+
         return PolicyError(
             Code.POLICY_DENIED,
-            f"agent {caller!r} may not call {name}",
-            hint="This is the operator's decision (buttress.toml); ask them rather than retrying.",
+            f"agent {caller!r} may not call {name}: {policy.standing(caller)}",
+            hint=denied_hint(policy, f"what {name} needs"),
             details={"agent": caller, "tool": name},
         )
 
@@ -368,14 +370,14 @@ def build_server(
     *,
     agent: str,
     extra_tools: tuple[ToolSpec, ...] = (),
-    policy: Policy | None = None,
+    policy: Policy | PolicySource | None = None,
     require_tokens: bool = False,
 ) -> ButtressServer:
     """The Buttress MCP server over ``runtime`` (open, or opening in the background), acting as ``agent``.
 
-    With ``policy``, each caller sees and may call only the tools its role allows. ``require_tokens``
-    (HTTP) makes every request carry a bearer token whose sha256 the policy maps to an agent; others
-    get HTTP 401.
+    With ``policy`` (a policy, or a source that follows the operator's file), each caller sees and may
+    call only the tools its role allows. ``require_tokens`` (HTTP) makes every request carry a bearer
+    token whose sha256 the policy maps to an agent; others get HTTP 401.
     """
     env = ToolEnv(runtime, agent=agent, policy=policy)
     auth = _token_auth(policy) if require_tokens else None
@@ -386,10 +388,14 @@ def build_server(
 
 
 class PolicyTokenVerifier:
-    """Bearer tokens checked against the sha256 hashes in the policy (a TokenVerifier)."""
+    """Bearer tokens checked against the sha256 hashes in the policy in force (a TokenVerifier)."""
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+    def __init__(self, policy: Policy | PolicySource) -> None:
+        self.source = policy
+
+    @property
+    def policy(self) -> Policy:
+        return self.source.current() if isinstance(self.source, PolicySource) else self.source
 
     async def verify_token(self, token: str) -> Any:
         from mcp.server.auth.provider import AccessToken
@@ -400,7 +406,7 @@ class PolicyTokenVerifier:
         return AccessToken(token=token, client_id=agent, scopes=[])
 
 
-def _token_auth(policy: Policy | None) -> dict[str, Any]:
+def _token_auth(policy: Policy | PolicySource | None) -> dict[str, Any]:
     from mcp.server.auth.settings import AuthSettings
 
     from runtime.boundary.policy import Policy as PolicyModel

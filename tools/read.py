@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from runtime.boundary.policy import PolicyOrigin
 from runtime.results import (
     ActionSummary,
     AppDescription,
@@ -59,6 +60,16 @@ class AppOverview(BaseModel):
         description="Set when the audit log disagrees with its anchor (rows deleted or rewritten): tell the "
         "operator.",
     )
+    policy: PolicyOrigin | None = Field(
+        default=None,
+        description="The operator's policy in force: buttress.toml's sha256 and when it was read (the server "
+        "re-reads it when it changes), and restart_needed: settings changed in the file that wait for a restart.",
+    )
+    policy_problem: str | None = Field(
+        default=None,
+        description="Set when buttress.toml was changed but refused (the policy read before stays in force): "
+        "tell the operator.",
+    )
 
     @classmethod
     def of(cls, description: AppDescription) -> AppOverview:
@@ -75,6 +86,8 @@ class AppOverview(BaseModel):
             pending_proposals=description.pending_proposals,
             drift=list(description.drift),
             audit_problem=description.audit_problem,
+            policy=description.policy,
+            policy_problem=description.policy_problem,
         )
 
 
