@@ -374,7 +374,7 @@ class ChannelServer:
         with self._lock:
             sessions = [s.public() for s in self._sessions.values()]
             connections, requests, accepted = self._connections, self._requests, self._accepted
-        owner = self._describe() if self._describe is not None else {"pid": os.getpid()}
+        owner: dict[str, Any] = self._describe() if self._describe is not None else {"pid": os.getpid()}
         owner["idle_for_s"] = round(self.idle_for(calls_excluded=1), 1)  # asked by one call
         return {
             "owner": owner,
