@@ -37,9 +37,10 @@ DEFAULT_AGENT = "agent"
 DEFAULT_IDLE_STOP_S = 300.0
 
 CONFIG_TEMPLATE = """\
-# Buttress project configuration. Every `buttress` command run with --project {root} reads it, and
-# `buttress serve` reads it when it starts: everything below is enforced. Relative paths are resolved
-# against this file's directory.
+# Buttress project configuration. Every `buttress` command run with --project {root} reads it, and the
+# process that owns the project follows it: a change is in force within a second, a broken file is
+# refused (the policy in force stays; `buttress status` says why). Everything below is enforced.
+# Relative paths are resolved against this file's directory.
 
 [database]
 # The DuckDB file holding the application's data, its versions and its audit log. One process owns it:

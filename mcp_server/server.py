@@ -230,12 +230,19 @@ class ButtressServer(MCPServer[ToolEnv]):
         caller = self.env.caller()
         if policy.tools_for(caller, [name]):
             return None
-        from runtime.boundary.policy import denied_hint
+        from runtime.boundary.policy import TOOL_CAPABILITY, denied_hint
 
+        needed = (
+            f"running action {name.removeprefix(ACTION_TOOL_PREFIX)!r}"
+            if name.startswith(ACTION_TOOL_PREFIX)
+            else f"the {TOOL_CAPABILITY[name]} capability"
+            if name in TOOL_CAPABILITY
+            else f"{name}"
+        )
         return PolicyError(
             Code.POLICY_DENIED,
             f"agent {caller!r} may not call {name}: {policy.standing(caller)}",
-            hint=denied_hint(policy, f"what {name} needs"),
+            hint=denied_hint(policy, needed),
             details={"agent": caller, "tool": name},
         )
 
