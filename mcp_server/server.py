@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -105,7 +106,9 @@ class ButtressServer(MCPServer[ToolEnv]):
         self._extra_names = {t.name for t in extra_tools}
         self._version_changing: set[str] = set()
         self._syncing = anyio.Lock()
-        self._checked_runtimes: set[int] = set()
+        self._checked_runtimes: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Runtimes already given the server's spec check and version listener (weakly: a runtime
+        resolved again after its owner went away is a new object, and an id could be reused)."""
         self._announced: set[int] = set()
         for spec in (*_registry(), *extra_tools):
             self.register(spec)
@@ -147,8 +150,8 @@ class ButtressServer(MCPServer[ToolEnv]):
         except Exception:
             logger.warning("the database could not be opened", exc_info=True)
             return None
-        if id(runtime) not in self._checked_runtimes:
-            self._checked_runtimes.add(id(runtime))
+        if runtime not in self._checked_runtimes:
+            self._checked_runtimes.add(runtime)
             runtime.spec_checks.append(check_action_tools)
             runtime.on_version_change(_soon_in_this_loop(lambda number: self._publish(runtime, number)))
         return runtime
