@@ -138,9 +138,16 @@ class ButtressServer(MCPServer[ToolEnv]):
         """
         runtime = await self._open_runtime()
         if runtime is not None:
-            await self.sync_action_tools(runtime)
+            await self._sync_or_log(runtime)
         tools = [_admitting_errors(tool) for tool in await super().list_tools()]
         return self._visible(tools)
+
+    async def _sync_or_log(self, runtime: RuntimeAPI) -> None:
+        """Sync the ``app_`` tools; when the owner cannot answer (it just went away), keep those known."""
+        try:
+            await self.sync_action_tools(runtime)
+        except ButtressError as error:
+            logger.warning("the action tools could not be synced: %s", error.message)
 
     async def _open_runtime(self) -> RuntimeAPI | None:
         """The runtime once open (None if it cannot open: the static tools are still listed and each
@@ -161,7 +168,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         if number in self._announced:
             return
         self._announced.add(number)
-        await self.sync_action_tools(runtime)
+        await self._sync_or_log(runtime)
         await self._subscriptions.publish(ToolsListChanged())
 
     def _visible(self, tools: list[MCPTool]) -> list[MCPTool]:
@@ -179,7 +186,10 @@ class ButtressServer(MCPServer[ToolEnv]):
         """Call a tool; every failure comes back as a structured, audited error result."""
         runtime = await self._open_runtime()
         if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names and runtime is not None:
-            await self.sync_action_tools(runtime)
+            try:
+                await self.sync_action_tools(runtime)
+            except ButtressError as error:  # the owner went away: the agent calls again
+                return errors.buttress_error_result(error)
         refused = self._refusal(name, arguments, runtime)
         if refused is not None:
             await self._audit_refusal(runtime, name, arguments, refused)
@@ -255,7 +265,10 @@ class ButtressServer(MCPServer[ToolEnv]):
         if runtime is None:
             return
         caller = self.env.caller()
-        await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, arguments, error))
+        try:
+            await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, arguments, error))
+        except ButtressError as failure:  # the owner went away: the refusal stands, unaudited
+            logger.warning("the refusal of %s could not be audited: %s", name, failure.message)
 
     async def after_version_change(self, ctx: ToolContext | None) -> None:
         """Re-sync the per-action tools and announce the tool list change to both protocol eras: every
@@ -264,8 +277,12 @@ class ButtressServer(MCPServer[ToolEnv]):
         runtime = await self._open_runtime()
         if runtime is None:
             return
-        await self.sync_action_tools(runtime)
-        await self._publish(runtime, runtime.current[0])
+        try:
+            await self.sync_action_tools(runtime)
+            await self._publish(runtime, runtime.current[0])
+        except ButtressError as error:  # the change is made; its owner went away before it was announced
+            logger.warning("the version change could not be announced: %s", error.message)
+            return
         if ctx is None:
             return
         try:

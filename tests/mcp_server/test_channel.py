@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from mcp_server.channel import (
     ENVELOPE_BYTES,
@@ -27,11 +28,12 @@ from mcp_server.channel import (
     socket_path,
 )
 from mcp_server.project import Project, init
+from mcp_server.server import build_server
 from runtime.boundary.policy import Limits, Policy
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
 from tests.conftest import deploy_ops
-from tests.mcp_server.helpers import source_env
+from tests.mcp_server.helpers import error_of, source_env
 
 WIDE = [
     {
@@ -269,3 +271,17 @@ def test_a_daemon_refuses_three_200_mb_lines_and_more_connections_than_its_cap_a
     assert after["owner"]["peak_rss_mb"] - before["peak_rss_mb"] < 64, (before, after["owner"])
     log = (project.root / ".buttress" / "owner.log").read_text()
     assert "Traceback" not in log and "Exception in thread" not in log, log
+
+
+@pytest.mark.anyio
+async def test_a_server_whose_owner_went_away_answers_structured_errors_and_still_lists_its_tools(
+    served: tuple[Runtime, ChannelServer],
+) -> None:
+    _, channel = served
+    server = build_server(RemoteRuntime.attach(channel.path), agent="test-agent")
+    async with Client(server) as client:
+        channel.close()  # the owner is gone before this server learned its actions
+        failed = await client.call_tool("app_fill", {})
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+    assert error_of(failed)["code"] == "engine.owner_gone"
+    assert "describe_app" in listed

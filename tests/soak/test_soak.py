@@ -140,7 +140,8 @@ async def transfer(client: Client, tally: Tally, key: str, src: int, dst: int, a
         tally.applied[key] = (src, dst, amount)
         tally.replayed += bool(content.get("replayed"))
         return True
-    code = str(content.get("error", {}).get("code"))
+    text = result.content[0].text if result.content and hasattr(result.content[0], "text") else ""
+    code = str(content.get("error", {}).get("code") or f"unstructured: {text[:100]}")
     if code in DEFINITIVE:
         tally.refused[key] = code
         return True
