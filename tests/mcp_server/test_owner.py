@@ -19,7 +19,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from mcp_server.channel import owner_status, socket_path
+from mcp_server.channel import RemoteRuntime, owner_status, socket_path
 from mcp_server.project import Project, connect, init
 from tests.conftest import deploy_ops
 from tests.daemons import alive, daemons_under
@@ -57,12 +57,12 @@ PUT_LATER = {
 }
 
 
-def later(seconds: float) -> dict[str, Any]:
+def later(seconds: float, name: str = "later") -> dict[str, Any]:
     """A workflow that sleeps, then writes a note."""
     return {
         "op": "add_workflow",
         "workflow": {
-            "name": "later",
+            "name": name,
             "params": [{"name": "id", "type": "integer"}],
             "steps": [
                 {"name": "wait", "kind": "sleep", "seconds": seconds},
@@ -325,26 +325,32 @@ def test_reading_commands_open_the_file_and_commands_that_set_work_in_motion_sta
 
 
 def test_the_daemon_stops_when_idle_but_not_while_a_timer_falls_within_its_idle_time(project: Path) -> None:
-    configure(project, server={"idle_stop_s": 2.0})
-    deploy(project, [NOTE, PUT, later(4)])
-    assert buttress(project, "runs", "start", "later", "--arg", "id=1", "--run-id", "r1").returncode == 0
-    pid = status(project)["owner"]["pid"]
-    eventually(lambda: not alive(pid), seconds=60)  # it stopped by itself...
-    log = (project / ".buttress" / "owner.log").read_text()
-    assert "with nothing due" in log
+    configure(project, server={"idle_stop_s": 3.0})
+    deploy(project, [NOTE, PUT, later(5), later(3600, name="much_later")])
+    with (project / ".buttress" / "owner.log").open("ab") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "mcp_server", "owner", "--project", str(project)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **source_env()},
+        )
+    try:
+        eventually(lambda: _status_or_none(project))
+        remote = RemoteRuntime.attach(socket_path(project / "app.duckdb"))
+        remote.start_workflow("later", {"id": 1}, run_id="soon")
+        remote.start_workflow("much_later", {"id": 2}, run_id="far")
+        # The last call ends now: idle from here, the daemon may stop 3 s on; the first timer is 5 s
+        # away, within its idle time by then, so it must wait for it, and stop after it (not for "far").
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert "with nothing due" in (project / ".buttress" / "owner.log").read_text()
     runtime = Project.load(project).open()
-    try:  # ...once the run it was waiting on had completed, not before
-        assert runtime.get_run("r1").status == "completed"
+    try:
+        assert runtime.get_run("soon").status == "completed"
+        assert runtime.get_run("far").status == "waiting"  # an hour away: the next owner will see to it
     finally:
         runtime.close()
-
-
-def test_the_daemon_stops_when_the_next_timer_is_beyond_its_idle_time_and_the_next_owner_finds_it(
-    project: Path,
-) -> None:
-    configure(project, server={"idle_stop_s": 1.0})
-    deploy(project, [NOTE, PUT, later(3600)])
-    assert buttress(project, "runs", "start", "later", "--arg", "id=1", "--run-id", "r1").returncode == 0
-    pid = status(project)["owner"]["pid"]
-    eventually(lambda: not alive(pid), seconds=60)
-    assert run_status(project, "r1") == "waiting"  # read from the file: the run waits for its timer
