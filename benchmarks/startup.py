@@ -3,7 +3,9 @@
 Each sample spawns the server over stdio, performs the ``initialize`` handshake and one
 ``tools/list``, and stops the server: what a client pays before it can call a tool. The bare
 server is an ``MCPServer`` with one tool, so the ratio is Buttress's own overhead (its imports,
-tool schemas, and whatever the database open costs before the first answer).
+tool schemas, and attaching to the project's owner). Buttress is measured twice: with the project
+daemon already running (an editor opening a session on a project in use), and with none (the serve
+starts the daemon, which opens the database, before its first ``tools/list`` answers).
 
     python benchmarks/startup.py [--rounds N]
 """
@@ -60,8 +62,9 @@ def buttress_command(project: Path) -> tuple[str, list[str]]:
 
 
 async def measure(rounds: int) -> None:
-    """Interleaved samples of both servers; prints medians and the ratio."""
-    from mcp_server.project import init
+    """Interleaved samples of the servers; prints medians and the ratios."""
+    from mcp_server.owner import stop_owner
+    from mcp_server.project import Project, init
 
     with tempfile.TemporaryDirectory(prefix="buttress-bench-") as tmp:
         bare = Path(tmp) / "bare_server.py"
@@ -69,23 +72,30 @@ async def measure(rounds: int) -> None:
         project = init(Path(tmp) / "project").root
         contenders = {
             "bare MCPServer": (sys.executable, [str(bare)]),
-            "buttress serve": buttress_command(project),
+            "buttress serve": buttress_command(project),  # the daemon runs (started by the warm-up)
+            "serve + daemon": buttress_command(project),  # no owner: the serve starts the daemon
         }
         times: dict[str, list[float]] = {name: [] for name in contenders}
         counts: dict[str, int] = {}
-        await sample(*contenders["bare MCPServer"])  # warm the file cache for both
-        await sample(*contenders["buttress serve"])
-        for _ in range(rounds):  # interleaved, so drift in machine load hits both alike
-            for name, (command, args) in contenders.items():
-                elapsed, counts[name] = await sample(command, args)
-                times[name].append(elapsed)
+        try:
+            await sample(*contenders["bare MCPServer"])  # warm the file cache for both
+            await sample(*contenders["buttress serve"])
+            for _ in range(rounds):  # interleaved, so drift in machine load hits all alike
+                for name, (command, args) in contenders.items():
+                    if name == "serve + daemon":
+                        stop_owner(Project.load(project))
+                    elapsed, counts[name] = await sample(command, args)
+                    times[name].append(elapsed)
+        finally:
+            stop_owner(Project.load(project))
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         print(
             f"{name:<16} median {medians[name] * 1000:7.1f} ms  (min {min(values) * 1000:.1f}, "
             f"max {max(values) * 1000:.1f}, {counts[name]} tools, {rounds} rounds)"
         )
-    print(f"ratio            {medians['buttress serve'] / medians['bare MCPServer']:.2f}x")
+    for name in ("buttress serve", "serve + daemon"):
+        print(f"ratio {name:<10} {medians[name] / medians['bare MCPServer']:.2f}x")
 
 
 def main() -> None:

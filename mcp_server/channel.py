@@ -17,6 +17,7 @@ closes), never a hang; its next call attaches to the new owner or opens the file
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -24,15 +25,17 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import TypeAdapter
 
 from runtime.api import OPERATOR, Progress, RuntimeAPI, SpecCheck
 from runtime.boundary.policy import Capability, Limits
-from runtime.errors import ButtressError, Code, EngineError, from_dict
+from runtime.errors import ButtressError, Code, EngineError, PolicyError, from_dict
 from runtime.results import (
     AckResult,
     ActionResult,
@@ -73,6 +76,16 @@ logger = logging.getLogger(__name__)
 MAX_PATH = 100  # sun_path holds 108 bytes
 CONNECT_TIMEOUT = 2.0
 MAX_LINE = 256 * 1024 * 1024
+"""The longest answer line a client reads (answers come from the owner, bounded by its limits)."""
+MAX_CONNECTIONS: Final = 256
+"""Most connections the owner serves at once: an attached server holds two (its session and its
+watch), each call in progress one more. One more is answered ``limit.exceeded`` and closed."""
+ENVELOPE_BYTES: Final = 65_536
+"""What a request line may hold beyond ``[limits] max_request_bytes``: its method, actor and session."""
+READ_S: Final = 30.0
+"""Longest the owner waits for a request line to arrive whole."""
+WRITE_S: Final = 60.0
+"""Longest the owner waits on a client that does not read its answer."""
 
 RESULTS: dict[str, TypeAdapter[Any]] = {
     "describe": TypeAdapter(AppDescription),
@@ -146,14 +159,55 @@ def _owner_gone(why: str) -> EngineError:
 # ------------------------------------------------------------------------------------------- owner
 
 
-class ChannelServer:
-    """Serves one owned runtime to the project's other processes (a thread per connection)."""
+@dataclass
+class Session:
+    """A long-lived client attached to the owner (a ``buttress serve``, the control room), for as long as
+    its session connection stays open."""
 
-    def __init__(self, runtime: RuntimeAPI, path: Path) -> None:
+    id: str
+    pid: int
+    agent: str
+    transport: str
+    since: str
+    actors: set[str] = field(default_factory=set)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "agent": self.agent,
+            "transport": self.transport,
+            "since": self.since,
+            "actors": sorted(self.actors),
+        }
+
+
+class ChannelServer:
+    """Serves one owned runtime to the project's other processes: a thread per connection, at most
+    ``max_connections`` at once, each request line at most ``[limits] max_request_bytes`` (plus
+    ``ENVELOPE_BYTES``); a client that vanishes mid-request or mid-answer costs its thread and nothing
+    else. ``describe`` adds what the owning process knows of itself to ``status``."""
+
+    def __init__(
+        self,
+        runtime: RuntimeAPI,
+        path: Path,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        describe: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.path = path
+        self.max_connections = max_connections
+        self._describe = describe
         self._watchers: list[socket.socket] = []
+        self._sessions: dict[str, Session] = {}
+        self._session_sockets: dict[str, socket.socket] = {}
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._connections = 0
+        self._accepted = 0
+        self._requests = 0
+        self._last_activity = time.monotonic()
         self._closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
@@ -171,61 +225,168 @@ class ChannelServer:
         self._thread = threading.Thread(target=self._accept, name="buttress-channel", daemon=True)
         self._thread.start()
 
+    # connections -------------------------------------------------------------------------------
+
     def _accept(self) -> None:
         while not self._closed:
             try:
                 connection, _ = self._listener.accept()
-            except OSError:
-                return
+            except OSError as error:
+                if self._closed:
+                    return
+                logger.warning("the project socket cannot accept a connection: %s", error)
+                time.sleep(0.1)  # out of file descriptors, say: try again, do not stop serving
+                continue
             if not _same_user(connection):
                 connection.close()
                 continue
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+            with self._lock:
+                self._accepted += 1
+                admitted = self._connections < self.max_connections
+                if admitted:
+                    self._connections += 1
+            if not admitted:
+                _refuse(connection, _too_many(self.max_connections))
+                continue
+            try:
+                threading.Thread(
+                    target=self._serve, args=(connection,), name="buttress-channel-call", daemon=True
+                ).start()
+            except RuntimeError:  # no thread to be had: the same answer as at the cap
+                self._release()
+                _refuse(connection, _too_many(self.max_connections))
+
+    def _release(self) -> None:
+        with self._lock:
+            self._connections -= 1
+            self._last_activity = time.monotonic()
 
     def _serve(self, connection: socket.socket) -> None:
-        with connection, connection.makefile("rwb") as stream:
-            line = stream.readline(MAX_LINE)
-            if not line:
-                return
-            try:
-                request = json.loads(line)
-                method = str(request["method"])
-            except (ValueError, KeyError, TypeError):
-                _write(
-                    stream,
-                    {
-                        "error": {
-                            "code": "internal",
-                            "message": "malformed request",
-                            "hint": "",
-                            "details": {},
-                        }
-                    },
-                )
-                return
-            if method == "watch":
-                with self._lock:
-                    self._watchers.append(connection)
-                _write(stream, {"result": {"number": self.runtime.current[0]}})
-                while stream.read(1):  # held open until the watcher goes away
-                    pass
-                with self._lock, contextlib.suppress(ValueError):
-                    self._watchers.remove(connection)
-                return
-            try:
-                result = self._call(
-                    method, request.get("actor", OPERATOR), request.get("params") or {}, stream
-                )
-            except ButtressError as error:
-                _write(stream, {"error": error.to_dict()})
-            except Exception:
-                logger.exception("channel request %s failed", method)
-                _write(
-                    stream,
-                    {"error": {"code": "internal", "message": f"{method} failed", "hint": "", "details": {}}},
-                )
-            else:
-                _write(stream, {"result": result})
+        try:
+            with connection, connection.makefile("rwb") as stream:
+                self._handle(connection, stream)
+        except (OSError, ValueError) as error:  # the client went away mid-request or mid-answer
+            logger.debug("a channel client went away: %r", error)
+        except Exception:
+            logger.exception("a channel connection failed")
+        finally:
+            self._release()
+
+    def _handle(self, connection: socket.socket, stream: Any) -> None:
+        connection.settimeout(READ_S)
+        limit = self.runtime.limits.max_request_bytes + ENVELOPE_BYTES
+        line = stream.readline(limit + 1)
+        if not line.endswith(b"\n"):
+            if len(line) > limit:  # unterminated within the cap: refuse it, read no further
+                _write(stream, {"error": _too_large(len(line), limit).to_dict()})
+            return  # else the client went away before finishing its request
+        connection.settimeout(WRITE_S)
+        try:
+            request = json.loads(line)
+            method = str(request["method"])
+            params = request.get("params") or {}
+            if not isinstance(params, dict):
+                raise TypeError("params")
+        except (ValueError, KeyError, TypeError):
+            _write(stream, {"error": _malformed().to_dict()})
+            return
+        session = str(request.get("session") or "")
+        if method == "watch":
+            self._hold(connection, stream, self._watchers, {"number": self.runtime.current[0]})
+            return
+        if method == "session":
+            self._attach(connection, stream, params)
+            return
+        with self._lock:
+            self._requests += 1
+            found = self._sessions.get(session)
+            actor = str(request.get("actor", OPERATOR))[:200]
+            if found is not None and len(found.actors) < 32:
+                found.actors.add(actor)
+        try:
+            self._answer(method, actor, params, stream)
+        finally:
+            with self._lock:
+                self._requests -= 1
+                self._last_activity = time.monotonic()
+                self._settled.notify_all()
+
+    def _answer(self, method: str, actor: str, params: dict[str, Any], stream: Any) -> None:
+        try:
+            result = self._call(method, actor, params, stream)
+        except ButtressError as error:
+            _write(stream, {"error": error.to_dict()})
+        except (OSError, ValueError):
+            raise
+        except Exception:
+            logger.exception("channel request %s failed", method)
+            _write(
+                stream,
+                {"error": {"code": "internal", "message": f"{method} failed", "hint": "", "details": {}}},
+            )
+        else:
+            _write(stream, {"result": result})
+
+    def _hold(
+        self, connection: socket.socket, stream: Any, into: list[socket.socket], first: dict[str, Any]
+    ) -> None:
+        """Answer ``first``, then keep the connection among ``into`` until the client closes it."""
+        _write(stream, {"result": first})
+        with self._lock:
+            into.append(connection)
+        try:
+            connection.settimeout(None)
+            while stream.read1(4096):  # held open until the client goes away (anything it sends is dropped)
+                pass
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                into.remove(connection)
+
+    def _attach(self, connection: socket.socket, stream: Any, params: dict[str, Any]) -> None:
+        session = Session(
+            id=os.urandom(8).hex(),
+            pid=int(params.get("pid") or 0),
+            agent=str(params.get("agent") or "")[:200],
+            transport=str(params.get("transport") or "")[:20],
+            since=_now(),
+        )
+        with self._lock:
+            self._sessions[session.id] = session
+            self._session_sockets[session.id] = connection
+        try:
+            self._hold(connection, stream, [], {"session": session.id})
+        finally:
+            with self._lock:
+                self._sessions.pop(session.id, None)
+                self._session_sockets.pop(session.id, None)
+                self._last_activity = time.monotonic()
+
+    # state -------------------------------------------------------------------------------------
+
+    def idle_for(self, *, calls_excluded: int = 0) -> float:
+        """Seconds since the last client went away, with no client attached or calling (0 while any is;
+        ``calls_excluded``: calls in progress not to count, the asking one)."""
+        with self._lock:
+            if self._sessions or self._watchers or self._requests > calls_excluded:
+                return 0.0
+            return time.monotonic() - self._last_activity
+
+    def status(self) -> dict[str, Any]:
+        """Who owns the project (``describe``), how long it has been idle and who is attached to it (asked
+        by one call over the socket)."""
+        with self._lock:
+            sessions = [s.public() for s in self._sessions.values()]
+            connections, requests, accepted = self._connections, self._requests, self._accepted
+        owner: dict[str, Any] = self._describe() if self._describe is not None else {"pid": os.getpid()}
+        owner["idle_for_s"] = round(self.idle_for(calls_excluded=1), 1)  # asked by one call
+        return {
+            "owner": owner,
+            "sessions": sorted(sessions, key=lambda s: (s["since"], s["pid"])),
+            "connections": connections,
+            "accepted": accepted,
+            "requests": requests,
+            "max_connections": self.max_connections,
+        }
 
     def _call(self, method: str, actor: str, params: dict[str, Any], stream: Any) -> Any:
         runtime = self.runtime
@@ -239,6 +400,8 @@ class ChannelServer:
             }
         if method == "limits":
             return runtime.limits.model_dump(mode="json")
+        if method == "status":
+            return self.status()
         if method == "authorize":
             runtime.authorize(actor, Capability(params["capability"]), what=str(params["what"]))
             return None
@@ -251,30 +414,48 @@ class ChannelServer:
             raise EngineError(Code.NOT_FOUND, f"no runtime method {method!r}")
         call: Callable[..., Any] = getattr(runtime, method)
         if method in PROGRESSING:
-            params = {
-                **params,
-                "progress": lambda done, total, message: _write(stream, {"progress": [done, total, message]}),
-            }
+
+            def progress(done: int, total: int, message: str) -> None:
+                with contextlib.suppress(OSError, ValueError):  # a caller gone away does not stop the work
+                    _write(stream, {"progress": [done, total, message]})
+
+            params = {**params, "progress": progress}
         result = call(**params, actor=actor)
         return RESULTS[method].dump_python(result, mode="json")
 
     def _announce(self, number: int) -> None:
+        """Tell every watcher of a new version, without ever waiting on one: a watcher that stopped
+        reading is dropped."""
+        line = json.dumps({"event": "version", "number": number}).encode() + b"\n"
         with self._lock:
             watchers = list(self._watchers)
         for connection in watchers:
-            with contextlib.suppress(OSError):
-                connection.sendall(json.dumps({"event": "version", "number": number}).encode() + b"\n")
+            try:
+                sent = connection.send(line, socket.MSG_DONTWAIT)
+            except OSError:
+                sent = -1
+            if sent != len(line):
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
 
-    def close(self) -> None:
+    def close(self, *, drain_s: float = 0.0, wait_s: float = 10.0) -> None:
+        """Stop serving: no new client finds the socket; those already queued are served for
+        ``drain_s``; calls in progress get up to ``wait_s`` to answer; attached clients are let go."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if drain_s:
+            time.sleep(drain_s)
         self._closed = True
         with contextlib.suppress(OSError):
             self._listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        deadline = time.monotonic() + wait_s
         with self._lock:
-            for connection in self._watchers:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
+            while self._requests and time.monotonic() < deadline:
+                self._settled.wait(max(0.0, deadline - time.monotonic()))
+            held = [*self._watchers, *self._session_sockets.values()]
+        for connection in held:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 def _same_user(connection: socket.socket) -> bool:
@@ -292,32 +473,126 @@ def _write(stream: Any, message: dict[str, Any]) -> None:
     stream.flush()
 
 
+def _refuse(connection: socket.socket, error: ButtressError) -> None:
+    """Answer ``error`` and close, without waiting on the client (a connection over the cap)."""
+    with contextlib.suppress(OSError), connection:
+        connection.settimeout(0.5)
+        connection.sendall(json.dumps({"error": error.to_dict()}).encode() + b"\n")
+
+
+def _too_many(cap: int) -> PolicyError:
+    return PolicyError(
+        Code.LIMIT_EXCEEDED,
+        f"the project's owner is serving its limit of {cap} connections",
+        hint="Retry in a moment; `buttress status` shows who is attached.",
+        details={"max_connections": cap},
+    )
+
+
+def _too_large(size: int, limit: int) -> PolicyError:
+    return PolicyError(
+        Code.LIMIT_EXCEEDED,
+        f"the request is larger than {limit} bytes (max_request_bytes and its envelope); it was not read",
+        hint="Send a smaller request (split the change), or ask the operator to raise max_request_bytes.",
+        details={"bytes_read": size, "max_bytes": limit},
+    )
+
+
+def _malformed() -> ButtressError:
+    return ButtressError(
+        Code.INTERNAL,
+        "malformed request",
+        hint="A request is one JSON object per line: method, actor, params.",
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 # ------------------------------------------------------------------------------------------ client
 
 
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who a long-lived client is, as ``buttress status`` shows it."""
+
+    agent: str
+    transport: str
+    pid: int = field(default_factory=os.getpid)
+
+
+def owner_status(path: Path) -> dict[str, Any]:
+    """What the owner listening at ``path`` says of itself and of its attached clients (``status``);
+    ``engine.owner_gone`` when nobody listens."""
+    status: dict[str, Any] = RemoteRuntime(path, Limits())._request("status", {}, actor=OPERATOR, timeout=10)
+    return status
+
+
 class RemoteRuntime:
-    """The runtime of a project another process owns, reached over its socket (a ``RuntimeAPI``)."""
+    """The runtime of a project another process owns, reached over its socket (a ``RuntimeAPI``).
+
+    Attached with a ``ClientInfo`` it also holds a session open, so the owner counts it as attached
+    (and lists it in ``buttress status``) and it learns at once when the owner goes away (``broken``:
+    the next call resolves the owner again)."""
+
+    LIMITS_TTL_S: Final = 1.0
 
     def __init__(self, path: Path, limits: Limits) -> None:
         self.path = path
         self._limits = limits
+        self._limits_at = time.monotonic()
         self.spec_checks: list[SpecCheck] = []  # the owner runs its own
         self.broken = False
+        self.session: str | None = None
+        self._session_socket: socket.socket | None = None
         self._spec: AppSpec | None = None
         self._number = -1
         self._watch: socket.socket | None = None
 
     @classmethod
-    def attach(cls, path: Path) -> RemoteRuntime:
-        """Attach to the owner listening at ``path``; ``engine.owner_gone`` when nobody listens."""
+    def attach(cls, path: Path, client: ClientInfo | None = None) -> RemoteRuntime:
+        """Attach to the owner listening at ``path`` (as ``client``: a session held open until
+        ``close``); ``engine.owner_gone`` when nobody listens."""
         probe = cls(path, Limits())
         limits = Limits.model_validate(probe._request("limits", {}, actor=OPERATOR, timeout=10))
-        return cls(path, limits)
+        remote = cls(path, limits)
+        if client is not None:
+            remote._open_session(client)
+        return remote
+
+    def _open_session(self, client: ClientInfo) -> None:
+        connection = self._connect()
+        try:
+            connection.settimeout(10)
+            stream = connection.makefile("rwb")
+            _write(
+                stream,
+                {
+                    "method": "session",
+                    "params": {"pid": client.pid, "agent": client.agent, "transport": client.transport},
+                },
+            )
+            line = stream.readline(MAX_LINE)
+            self.session = str(json.loads(line)["result"]["session"])
+            connection.settimeout(None)
+        except (OSError, ValueError, KeyError, TypeError):
+            connection.close()
+            self.broken = True
+            raise _owner_gone("the session was not opened") from None
+        self._session_socket = connection
+
+        def held() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                while stream.read1(4096):
+                    pass
+            self.broken = True  # the owner went away: the next call finds the new one
+
+        threading.Thread(target=held, name="buttress-session", daemon=True).start()
 
     # transport ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[socket.socket]:
+    def _connect(self) -> socket.socket:
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.settimeout(CONNECT_TIMEOUT)
         try:
@@ -326,6 +601,11 @@ class RemoteRuntime:
             connection.close()
             self.broken = True
             raise _owner_gone(type(error).__name__) from None
+        return connection
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[socket.socket]:
+        connection = self._connect()
         try:
             yield connection
         finally:
@@ -344,10 +624,10 @@ class RemoteRuntime:
             connection.settimeout(timeout)
             stream = connection.makefile("rwb")
             try:
-                stream.write(
-                    json.dumps({"method": method, "actor": actor, "params": params}).encode() + b"\n"
-                )
-                stream.flush()
+                request = {"method": method, "actor": actor, "params": params, "session": self.session}
+                # the owner may have answered before reading (a refusal): then read what it said
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    _write(stream, request)
                 while True:
                     line = stream.readline(MAX_LINE)
                     if not line:
@@ -368,10 +648,11 @@ class RemoteRuntime:
                 self.broken = True
                 raise _owner_gone(type(error).__name__) from None
             finally:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def _call(self, method: str, actor: str, progress: Progress | None = None, **params: Any) -> Any:
-        limits = self._limits
+        limits = self.limits
         timeout = {
             "query": limits.query_timeout_s,
             "run_action": limits.action_timeout_s + limits.lane_wait_s,
@@ -393,6 +674,12 @@ class RemoteRuntime:
 
     @property
     def limits(self) -> Limits:
+        """The owner's limits in force (asked again when a second has passed: the operator may have
+        changed them in buttress.toml)."""
+        if time.monotonic() - self._limits_at >= self.LIMITS_TTL_S and not self.broken:
+            with contextlib.suppress(ButtressError):
+                self._limits = Limits.model_validate(self._request("limits", {}, actor=OPERATOR, timeout=10))
+            self._limits_at = time.monotonic()
         return self._limits
 
     def on_version_change(self, listener: Callable[[int], None]) -> None:
@@ -403,8 +690,7 @@ class RemoteRuntime:
                 with self._connection() as connection:
                     connection.settimeout(None)
                     stream = connection.makefile("rwb")
-                    stream.write(json.dumps({"method": "watch"}).encode() + b"\n")
-                    stream.flush()
+                    _write(stream, {"method": "watch", "session": self.session})
                     for line in stream:
                         message = json.loads(line)
                         if message.get("event") == "version":
@@ -420,11 +706,13 @@ class RemoteRuntime:
     def record_refusal(
         self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
     ) -> None:
+        from runtime.store.audit import cap
+
         self._request(
             "record_refusal",
             {
                 "operation": operation,
-                "arguments": json.loads(json.dumps(arguments, default=str)),
+                "arguments": cap(json.loads(json.dumps(arguments, default=str))),
                 "error": error.to_dict(),
             },
             actor=actor,
@@ -553,7 +841,12 @@ class RemoteRuntime:
         return result
 
     def close(self) -> None:
-        """Nothing to release: the owner keeps the database."""
+        """Leave the owner (it keeps the database): the session, if one is held, ends."""
+        connection, self._session_socket = self._session_socket, None
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
 
     # workflows and messages
 

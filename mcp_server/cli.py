@@ -6,6 +6,7 @@ exits 1.
 
     buttress init DIR                          create a project (buttress.toml + app.duckdb)
     buttress serve [--http --port N]           serve the MCP tools (stdio by default)
+    buttress status                            who owns the project, and who is attached to it
     buttress demo                              the scripted agent demo in a throwaway project
     buttress describe | versions | proposals   look at the application
     buttress diff A B                          compare the specs of two versions
@@ -40,6 +41,7 @@ from mcp_server import project as projects
 from runtime.errors import ButtressError, Code, ConfigError
 
 if TYPE_CHECKING:
+    from mcp_server.owner import OwnerKind
     from runtime.api import RuntimeAPI
     from tools.base import ToolSpec
 
@@ -131,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --http: also serve the control room at /ui on the same port (prints a sign-in link)",
     )
     serve.add_argument("--demo-seed", action="store_true", help=argparse.SUPPRESS)
+    add("status", cmd_status, "who owns the project (pid, kind, memory) and who is attached", project, output)
+    owner = commands.add_parser("owner", parents=[project])  # the project daemon; `serve` starts it
+    owner.set_defaults(command=cmd_owner)
 
     add("demo", cmd_demo, "run a scripted agent against a throwaway project")
     add(
@@ -162,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--key", dest="idempotency_key", help="an idempotency key (a retry returns the first result)"
     )
+    run.set_defaults(hands_over=True)  # an action's emits may start runs: the daemon carries them on
 
     propose = add("propose", cmd_propose, "propose operations from a JSON file", project, actor, output)
     propose.add_argument(
@@ -252,13 +258,25 @@ import what they need only when run, so building the parser stays cheap)."""
 
 @contextmanager
 def opened(args: argparse.Namespace) -> Iterator[RuntimeAPI]:
-    """The project's runtime for one command: through the server that owns the project when one runs,
-    else opened here (and closed, checkpointed, when the command is done)."""
-    runtime, _ = projects.connect(projects.Project.load(args.project))
+    """The project's runtime for one command: through the process that owns the project when one runs;
+    else opened here (and closed, checkpointed, when the command is done) — except for commands that
+    set work in motion (``needs_owner``), which start the project daemon and act through it. A command
+    that ``hands_over`` and leaves work due (its action started a run) starts the daemon after it."""
+    from mcp_server import owner
+
+    project = projects.Project.load(args.project)
+    runtime, _ = projects.connect(project, spawn=getattr(args, "needs_owner", False))
+    due: str | None = None
     try:
         yield runtime
+        scheduler = getattr(runtime, "scheduler", None)  # opened here, not attached
+        if getattr(args, "hands_over", False) and scheduler is not None:
+            due = scheduler.due_within(project.idle_stop_s)
     finally:
         runtime.close()
+    if due is not None:
+        owner.start_daemon(project)
+        print(f"buttress: {due}: the project daemon carries it on (buttress status)", file=sys.stderr)
 
 
 def progress(done: int, total: int, message: str) -> None:
@@ -327,9 +345,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """``buttress serve``: serve the tools over stdio or streamable HTTP. The first server on a project
-    owns its database; later ones (and CLI commands) attach to it over the project's socket."""
+    """``buttress serve``: serve the tools over stdio or streamable HTTP.
+
+    Over stdio (an agent's session) it never owns the database: it attaches to the project's owner,
+    starting the project daemon when none runs, so the work goes on when the session ends. Over HTTP
+    (the operator's long-lived server) it owns the project when no other process does, else attaches.
+    It follows ``buttress.toml`` as it changes (who may see and call which tool, tokens, limits). When
+    its standard input closes it exits 0."""
+    from mcp_server.channel import ClientInfo
     from mcp_server.server import build_server
+    from runtime.boundary.policyfile import PolicyFile
 
     project = projects.Project.load(args.project)
     if args.ui and not args.http:
@@ -338,9 +363,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--ui needs --http: the control room is served beside the MCP endpoint over HTTP",
             hint=f"Run `buttress serve --http --ui`, or `buttress ui --project {project.root}` on its own.",
         )
-    policy = project.policy()
+    policy = PolicyFile(project.config_path)
     agent = args.agent or project.agent
-    if not policy.open_to_any_agent and agent not in policy.agents and not args.http:
+    if not policy.current().open_to_any_agent and agent not in policy.current().agents and not args.http:
         raise ConfigError(
             Code.POLICY_DENIED,
             f"agent {agent!r} is not named in the policy of {project.root}",
@@ -350,7 +375,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # when the database has opened: otherwise each full collection rescans every module, model
     # and parser table (~70 ms) and lands on a random call — the p90 of a 2,000-row query was 10x
     # its median. Frozen objects are still freed by reference counting.
-    runtime = projects.BackgroundRuntime(project, on_open=gc.freeze)
+    if args.http:
+        runtime = projects.BackgroundRuntime(
+            project,
+            own="http",
+            client=ClientInfo("(bearer tokens)", "http"),
+            policy=policy,
+            on_open=gc.freeze,
+        )
+    else:
+        # An agent's session never owns the project; the hidden --demo-seed (tests) does when no process
+        # does, for its seeding tool writes rows through the owning process's engine.
+        own: OwnerKind | None = "stdio" if args.demo_seed else None
+        runtime = projects.BackgroundRuntime(
+            project, own=own, client=ClientInfo(agent, "stdio"), on_open=gc.freeze
+        )
     runtime.start()
     extra: tuple[ToolSpec, ...] = ()
     if args.demo_seed:
@@ -364,31 +403,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(
                 ("" if args.ui else f"buttress: serving MCP on http://127.0.0.1:{args.port}/mcp\n")
                 + f"  agents authenticate with a bearer token: buttress token NAME --project {project.root}\n"
-                f"  (restart this server after adding a token)",
+                "  (tokens added to buttress.toml work within a second)",
                 file=sys.stderr,
                 flush=True,
             )
+            limit = policy.current().limits.max_request_bytes
             if args.ui:
                 from mcp_server.ui.cli import serve_beside_mcp
 
-                serve_beside_mcp(
-                    server,
-                    project,
-                    runtime,
-                    port=args.port,
-                    max_request_body_size=policy.limits.max_request_bytes,
-                )
+                serve_beside_mcp(server, project, runtime, port=args.port, max_request_body_size=limit)
             else:
-                server.run(
-                    "streamable-http",
-                    host="127.0.0.1",
-                    port=args.port,
-                    max_request_body_size=policy.limits.max_request_bytes,
-                )
+                server.run("streamable-http", host="127.0.0.1", port=args.port, max_request_body_size=limit)
         else:
             server.run("stdio")
     finally:
         runtime.close()
+    return 0
+
+
+def cmd_owner(args: argparse.Namespace) -> int:
+    """``buttress owner``: the project daemon (``buttress serve`` starts it; see ``mcp_server.owner``)."""
+    from mcp_server.owner import run_daemon
+
+    return run_daemon(projects.Project.load(args.project))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``buttress status``: who owns the project and who is attached to it (never opens the database)."""
+    from mcp_server.channel import owner_status, socket_path
+
+    project = projects.Project.load(args.project)
+    try:
+        status: dict[str, Any] = owner_status(socket_path(project.database))
+    except ButtressError as error:
+        if error.code != Code.ENGINE_OWNER_GONE:
+            raise
+        status = {"owner": None, "sessions": []}
+    if emit(args, status):
+        return 0
+    owner = status["owner"]
+    print(f"project {project.root} (database {project.database})")
+    if owner is None:
+        print("owner: none (nothing holds the project open; `buttress serve` starts the project daemon)")
+        return 0
+    memory = f", {owner['rss_mb']} MB (peak {owner['peak_rss_mb']} MB)" if owner.get("rss_mb") else ""
+    print(f"owner: pid {owner['pid']}, {owner['kind']}, since {owner['since']}{memory}")
+    if owner["kind"] == "daemon":
+        print(
+            f"  stops after {owner['idle_stop_s']:g} s with no client and nothing due "
+            f"(idle for {owner['idle_for_s']:g} s; due: {owner['due'] or 'nothing'}); log: {owner['log']}"
+        )
+    origin = owner.get("policy")
+    if origin:
+        print(
+            f"  policy: {origin['file']} as loaded at {origin['loaded_at']} (sha256 {origin['digest'][:12]})"
+        )
+        if origin.get("problem"):
+            print(f"  policy problem: the file as it is now is refused: {origin['problem']}")
+        for pending in origin.get("restart_needed") or ():
+            print(f"  needs a restart: {pending}")
+    sessions = status["sessions"]
+    print(f"attached: {len(sessions) or 'none'}")
+    for session in sessions:
+        actors = ", ".join(session["actors"])
+        print(
+            f"  pid {session['pid']:<8} {session['transport']:<6} {session['agent']:<20} since {session['since']}"
+            + (f"  called as: {actors}" if actors else "")
+        )
     return 0
 
 
@@ -691,7 +772,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     token = add_agent(config, args.agent, args.role, rotate=args.rotate)
     print(f"agent {args.agent} ({args.role}) {'token replaced' if args.rotate else 'added'} in {config}")
     print(f"bearer token (shown once; store it in the client): {token}")
-    print("the server reads tokens when it starts: restart `buttress serve --http` for it to take effect")
+    print("a running `buttress serve --http` accepts it within a second (it follows buttress.toml)")
     return 0
 
 

@@ -3,7 +3,8 @@
 
 It builds a small booking app (slot, booking), loads sample rows, makes a destructive change
 (drop ``slot.note``, rename ``booking.who`` to ``guest``), deploys it, rolls it back, shows the data
-intact, and verifies the audit chain after the server exits.
+intact, and verifies the audit chain after the project's owner (the daemon its ``buttress serve``
+started) stops.
 
 Rows are written the way an application writes them: through actions (``app_add_slot``,
 ``app_book``) deployed with an invariant that no slot is overbooked. The ``demo_seed_rows`` tool
@@ -357,7 +358,7 @@ async def script(client: Client, project: Path) -> None:
         raise DemoFailed("the notes did not come back intact")
     show_rows(await call(client, "query", {"sql": "select id, who from booking order by id"}))
 
-    step("9. a durable workflow: wait two seconds, then book (the server stops while it waits)")
+    step("9. a durable workflow: wait two seconds, then book (the project's owner stops while it waits)")
     await deploy_change(client, await call(client, "propose_change", {"operations": [LATE_BOOKING]}))
     run = await call(
         client,
@@ -378,7 +379,7 @@ async def script(client: Client, project: Path) -> None:
 
 
 async def after_restart(client: Client) -> None:
-    """A new server process: the run resumes where it stopped and books exactly once."""
+    """A new owner: the run resumes where it stopped and books exactly once."""
     run: dict[str, Any] = {}
     for _ in range(200):
         run = await call(client, "get_run", {"run_id": "late-42"})
@@ -422,21 +423,34 @@ def server_parameters(project: Path) -> Any:
 
 async def drive(project: Path) -> None:
     """Connect the SDK client to a spawned server and run the script."""
+    import anyio
     from mcp import Client
 
     async with Client(server_parameters(project)) as client:
         say(f"connected to buttress serve (protocol {client.protocol_version})")
         await script(client, project)
-    say("   server stopped; starting a new one")
+    # The session has ended; the project daemon it started goes on owning the project. Stop it too,
+    # as a reboot would: the next session starts a new one, which finds the run where it stopped.
+    await anyio.to_thread.run_sync(stop_owner, project)
+    say("   session ended and the project's owner stopped; a new session starts a new one")
     async with Client(server_parameters(project)) as client:
         await after_restart(client)
 
 
-def verify_audit(project: Path) -> None:
-    """After the server exited: reopen the database and recompute the audit chain."""
+def stop_owner(project: Path) -> None:
+    """Stop the project daemon of ``project`` (it checkpoints the database and lets go of it)."""
+    from mcp_server import owner
     from mcp_server.project import Project
 
-    step("11. verify the audit chain (server stopped, database reopened)")
+    owner.stop_owner(Project.load(project))
+
+
+def verify_audit(project: Path) -> None:
+    """After the owner stopped: reopen the database and recompute the audit chain."""
+    from mcp_server.project import Project
+
+    step("11. verify the audit chain (owner stopped, database reopened)")
+    stop_owner(project)
     runtime = Project.load(project).open()
     try:
         result = runtime.verify_audit()
@@ -466,6 +480,8 @@ def run_demo() -> int:
         except Exception as error:  # e.g. the server could not start: say so, without a traceback
             print(f"demo failed: {type(error).__name__}: {error}", file=sys.stderr)
             return 1
+        finally:
+            stop_owner(project)  # the throwaway project goes: so does its daemon
     say(
         "\ndemo finished: every change went propose -> dry-run -> deploy, rollback restored the data, "
         "and a workflow resumed after a restart."

@@ -1,12 +1,15 @@
 """A Buttress project: a directory holding ``buttress.toml`` and the database it names.
 
-``init`` creates one (``DIR/.buttress/`` holds recomputable caches); ``Project.load`` reads it; ``Project.open`` opens its runtime, and
-``BackgroundRuntime`` does that in a thread so that a server answers ``initialize`` while the
-database opens. The database engine is imported only when a runtime is opened.
+``init`` creates one (``DIR/.buttress/`` holds recomputable caches); ``Project.load`` reads it;
+``Project.open`` opens its runtime; ``connect`` resolves the runtime a process should use (attached to
+the project's owner, or opened here: ``mcp_server.owner`` says which process owns a project), and
+``BackgroundRuntime`` does that in a thread so that a server answers ``initialize`` at once. The
+database engine is imported only when a runtime is opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -20,30 +23,37 @@ from typing import TYPE_CHECKING
 from runtime.errors import Code, ConfigError, NotFound
 
 if TYPE_CHECKING:
-    from mcp_server.channel import ChannelServer
+    from mcp_server.channel import ClientInfo
+    from mcp_server.owner import Owner, OwnerKind
     from runtime.api import RuntimeAPI
     from runtime.boundary.policy import Policy
+    from runtime.boundary.policyfile import PolicyFile
     from runtime.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "buttress.toml"
 DEFAULT_AGENT = "agent"
+DEFAULT_IDLE_STOP_S = 300.0
 
 CONFIG_TEMPLATE = """\
-# Buttress project configuration. Every `buttress` command run with --project {root} reads it, and
-# `buttress serve` reads it when it starts: everything below is enforced. Relative paths are resolved
-# against this file's directory.
+# Buttress project configuration. Every `buttress` command run with --project {root} reads it, and the
+# process that owns the project follows it: a change is in force within a second, a broken file is
+# refused (the policy in force stays; `buttress status` says why). Everything below is enforced.
+# Relative paths are resolved against this file's directory.
 
 [database]
-# The DuckDB file holding the application's data, its versions and its audit log. One process owns it
-# (the first `buttress serve`, or a command when none runs); other serves and commands on this project
-# attach to that process over .buttress/buttress.sock, readable by this OS user only.
+# The DuckDB file holding the application's data, its versions and its audit log. One process owns it:
+# the project daemon, which `buttress serve` starts when none runs (or `buttress serve --http`, or
+# `buttress ui`, when they start first); every other serve and command attaches to it over
+# .buttress/app.duckdb.sock, readable by this OS user only. `buttress status` shows who owns it.
 path = "app.duckdb"
 
 [server]
 # The agent named in the audit log when `buttress serve` runs over stdio without --agent.
 agent = "{agent}"
+# The project daemon stops after this many seconds with no client attached and no work due.
+idle_stop_s = 300.0
 
 # Who may do what. Each agent has a role; a role is a list of capabilities: read, query, run_actions,
 # propose, dry_run, deploy, deploy_hazardous, rollback, finalize, run_workflows, manage_runs, publish,
@@ -117,11 +127,17 @@ class Project:
     root: Path
     database: Path
     agent: str = DEFAULT_AGENT
+    idle_stop_s: float = DEFAULT_IDLE_STOP_S
+    """How long the project daemon stays with nothing to do (``[server] idle_stop_s``)."""
 
     @property
     def cache_dir(self) -> Path:
         """Where the server stores what it can recompute (its tool listing)."""
         return self.root / ".buttress"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
 
     @classmethod
     def load(cls, root: str | Path) -> Project:
@@ -145,17 +161,28 @@ class Project:
                 details={"path": str(config_path)},
             ) from None
         database = Path(str(config.get("database", {}).get("path", "app.duckdb")))
+        server = config.get("server", {})
+        idle = server.get("idle_stop_s", DEFAULT_IDLE_STOP_S)
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 7 * 86400:
+            raise ConfigError(
+                Code.CONFIG_INVALID,
+                f"{CONFIG_NAME}: server.idle_stop_s must be a number of seconds above 0 and at most a week, "
+                f"not {idle!r}",
+                hint=f"Fix {CONFIG_NAME} (the default is {DEFAULT_IDLE_STOP_S:g}).",
+                details={"key": "server.idle_stop_s"},
+            )
         return cls(
             root=root,
             database=database if database.is_absolute() else root / database,
-            agent=str(config.get("server", {}).get("agent", DEFAULT_AGENT)),
+            agent=str(server.get("agent", DEFAULT_AGENT)),
+            idle_stop_s=float(idle),
         )
 
-    def open(self) -> Runtime:
-        """Open (or create) the project's runtime with its configured limits."""
+    def open(self, policy: Policy | None = None) -> Runtime:
+        """Open (or create) the project's runtime with its configured limits (or ``policy``'s)."""
         from runtime.runtime import Runtime
 
-        policy = self.policy()
+        policy = policy or self.policy()
         return Runtime.open(self.database, limits=policy.limits, policy=policy, audit_operator_reads=True)
 
     def policy(self) -> Policy:
@@ -200,11 +227,20 @@ ATTACH_PATIENCE_S = 15.0
 short command holding the file, is waited out)."""
 
 
-def connect(project: Project, *, listen: bool = False) -> tuple[RuntimeAPI, ChannelServer | None]:
-    """The project's runtime: attached to the process that owns the database, or, when none does,
-    opened here (and, with ``listen``, served to the project's other processes over its socket, with
-    its scheduler advancing workflow runs and delivering messages)."""
-    from mcp_server.channel import ChannelServer, RemoteRuntime, socket_path
+def connect(
+    project: Project,
+    *,
+    own: OwnerKind | None = None,
+    spawn: bool = False,
+    client: ClientInfo | None = None,
+    policy: PolicyFile | None = None,
+) -> tuple[RuntimeAPI, Owner | None]:
+    """The project's runtime for this process: attached (as ``client``) to the process that owns the
+    database when one does; else, with ``spawn``, attached to the project daemon started for it; else
+    opened here — as its owner with ``own`` (serving the project's other processes over its socket,
+    running its scheduler, following ``policy``), or for one command."""
+    from mcp_server.channel import RemoteRuntime, socket_path
+    from mcp_server.owner import Owner, start_daemon
     from runtime.errors import ButtressError, EngineError
 
     path = socket_path(project.database)
@@ -212,12 +248,21 @@ def connect(project: Project, *, listen: bool = False) -> tuple[RuntimeAPI, Chan
     while True:
         if path.exists():
             try:
-                return RemoteRuntime.attach(path), None
+                return RemoteRuntime.attach(path, client), None
             except ButtressError as error:
                 if error.code != Code.ENGINE_OWNER_GONE:
                     raise
+        if spawn:
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    Code.ENGINE_OWNER_GONE,
+                    "the project daemon keeps going away before it can be attached",
+                    hint="Read .buttress/owner.log beside the database; `buttress status` shows the owner.",
+                )
+            start_daemon(project)
+            continue
         try:
-            runtime = project.open()
+            runtime = project.open(policy.current() if policy is not None else None)
         except ButtressError as error:
             if error.code != Code.ENGINE_LOCKED:
                 raise
@@ -231,26 +276,40 @@ def connect(project: Project, *, listen: bool = False) -> tuple[RuntimeAPI, Chan
                 ) from None
             time.sleep(0.1)
             continue
-        channel = None
-        if listen:  # the serving owner: it also runs the workflows and delivers the messages
-            channel = ChannelServer(runtime, path)
-            runtime.start_scheduler()
-        return runtime, channel
+        if own is None:
+            return runtime, None
+        try:
+            return runtime, Owner(project, runtime, own, policy)
+        except BaseException:
+            runtime.close()
+            raise
 
 
 class BackgroundRuntime:
-    """A project's runtime, resolved in a background thread (a ``tools.base.LazyRuntime``): opened
-    here and served to the project's other processes, or attached to the process that owns it.
+    """A project's runtime, resolved in a background thread (a ``tools.base.LazyRuntime``).
 
-    When the owner goes away, the next call resolves again: attaching to the new owner, or opening
-    the database here and becoming the owner.
+    With ``own`` (``buttress serve --http``, ``buttress ui``) this process owns the project when no
+    other process does; without it (an agent's ``buttress serve`` over stdio) it never does: it
+    attaches to the owner, starting the project daemon when none runs. When the owner goes away, the
+    next call resolves again the same way.
     """
 
-    def __init__(self, project: Project, *, on_open: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        *,
+        own: OwnerKind | None = "http",
+        client: ClientInfo | None = None,
+        policy: PolicyFile | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
         self.project = project
+        self.own: OwnerKind | None = own
+        self.client = client
+        self.policy = policy
         self._on_open = on_open
         self._future: Future[RuntimeAPI] = Future()
-        self._channel: ChannelServer | None = None
+        self._owner: Owner | None = None
         self._started = False
         self._lock = threading.Lock()
 
@@ -264,7 +323,13 @@ class BackgroundRuntime:
 
     def _open(self, future: Future[RuntimeAPI]) -> None:
         try:
-            runtime, self._channel = connect(self.project, listen=True)
+            runtime, self._owner = connect(
+                self.project,
+                own=self.own,
+                spawn=self.own is None,
+                client=self.client,
+                policy=self.policy,
+            )
             if self._on_open is not None:
                 self._on_open()
             future.set_result(runtime)
@@ -278,6 +343,11 @@ class BackgroundRuntime:
             return self._future.result()
         return None
 
+    @property
+    def owner(self) -> Owner | None:
+        """This process's ownership of the project, when it owns it."""
+        return self._owner
+
     def get(self) -> RuntimeAPI:
         """The runtime, once resolved; re-raises the error if it could not be; resolves again when the
         owner it was attached to has gone."""
@@ -286,15 +356,23 @@ class BackgroundRuntime:
         if getattr(runtime, "broken", False):
             with self._lock:
                 if self._future.done() and getattr(self._future.result(), "broken", False):
+                    self._future.result().close()
                     self._future = Future()
                     self._open(self._future)
             runtime = self._future.result()
         return runtime
 
     def close(self) -> None:
-        """Stop serving and close the runtime (checkpointing the database); nothing if it never opened."""
-        if not self._started or not self._future.done() or self._future.exception() is not None:
+        """Stop serving and close the runtime (checkpointing the database), or leave the owner. A process
+        that may own the project waits for a runtime still opening, so that it never exits in the
+        middle of opening the database; one that only attaches does not wait."""
+        if not self._started:
             return
-        if self._channel is not None:
-            self._channel.close()
+        if self.own is not None:
+            with contextlib.suppress(Exception):
+                self._future.exception(timeout=ATTACH_PATIENCE_S * 2)
+        if not self._future.done() or self._future.exception() is not None:
+            return
+        if self._owner is not None:
+            self._owner.close()
         self._future.result().close()

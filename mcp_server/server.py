@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -44,7 +45,7 @@ from pydantic_core import to_json
 from mcp_server import errors
 from mcp_server.notices import SPEC_URI, Notices
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError, SpecError
-from tools.base import LazyRuntime, ToolContext, ToolEnv, ToolSpec
+from tools.base import LazyRuntime, PolicySource, ToolContext, ToolEnv, ToolSpec
 
 if TYPE_CHECKING:
     from runtime.api import RuntimeAPI
@@ -121,7 +122,9 @@ class ButtressServer(MCPServer[ToolEnv]):
         self._extra_names = {t.name for t in extra_tools}
         self._version_changing: set[str] = set()
         self._syncing = anyio.Lock()
-        self._checked_runtimes: set[int] = set()
+        self._checked_runtimes: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Runtimes already given the server's spec check and version listener (weakly: a runtime
+        resolved again after its owner went away is a new object, and an id could be reused)."""
         self._announced: set[int] = set()
         for spec in (*_registry(), *extra_tools):
             self.register(spec)
@@ -155,9 +158,16 @@ class ButtressServer(MCPServer[ToolEnv]):
         """
         runtime = await self._open_runtime()
         if runtime is not None:
-            await self.sync_action_tools(runtime)
+            await self._sync_or_log(runtime)
         tools = [_admitting_errors(tool) for tool in await super().list_tools()]
         return self._visible(tools)
+
+    async def _sync_or_log(self, runtime: RuntimeAPI) -> None:
+        """Sync the ``app_`` tools; when the owner cannot answer (it just went away), keep those known."""
+        try:
+            await self.sync_action_tools(runtime)
+        except ButtressError as error:
+            logger.warning("the action tools could not be synced: %s", error.message)
 
     async def _open_runtime(self) -> RuntimeAPI | None:
         """The runtime once open (None if it cannot open: the static tools are still listed and each
@@ -167,8 +177,8 @@ class ButtressServer(MCPServer[ToolEnv]):
         except Exception:
             logger.warning("the database could not be opened", exc_info=True)
             return None
-        if id(runtime) not in self._checked_runtimes:
-            self._checked_runtimes.add(id(runtime))
+        if runtime not in self._checked_runtimes:
+            self._checked_runtimes.add(runtime)
             runtime.spec_checks.append(check_action_tools)
             runtime.on_version_change(_soon_in_this_loop(lambda number: self._publish(runtime, number)))
         return runtime
@@ -178,7 +188,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         if number in self._announced:
             return
         self._announced.add(number)
-        await self.sync_action_tools(runtime)
+        await self._sync_or_log(runtime)
         await self._subscriptions.publish(ToolsListChanged())
         await self.notices.updated(SPEC_URI)
 
@@ -197,7 +207,10 @@ class ButtressServer(MCPServer[ToolEnv]):
         """Call a tool; every failure comes back as a structured, audited error result."""
         runtime = await self._open_runtime()
         if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names and runtime is not None:
-            await self.sync_action_tools(runtime)
+            try:
+                await self.sync_action_tools(runtime)
+            except ButtressError as error:  # the owner went away: the agent calls again
+                return errors.buttress_error_result(error)
         refused = self._refusal(name, arguments, runtime)
         if refused is not None:
             await self._audit_refusal(runtime, name, arguments, refused)
@@ -252,10 +265,19 @@ class ButtressServer(MCPServer[ToolEnv]):
         caller = self.env.caller()
         if policy.tools_for(caller, [name]):
             return None
+        from runtime.boundary.policy import TOOL_CAPABILITY, denied_hint
+
+        needed = (
+            f"running action {name.removeprefix(ACTION_TOOL_PREFIX)!r}"
+            if name.startswith(ACTION_TOOL_PREFIX)
+            else f"the {TOOL_CAPABILITY[name]} capability"
+            if name in TOOL_CAPABILITY
+            else f"{name}"
+        )
         return PolicyError(
             Code.POLICY_DENIED,
-            f"agent {caller!r} may not call {name}",
-            hint="This is the operator's decision (buttress.toml); ask them rather than retrying.",
+            f"agent {caller!r} may not call {name}: {policy.standing(caller)}",
+            hint=denied_hint(policy, needed),
             details={"agent": caller, "tool": name},
         )
 
@@ -265,7 +287,10 @@ class ButtressServer(MCPServer[ToolEnv]):
         if runtime is None:
             return
         caller = self.env.caller()
-        await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, arguments, error))
+        try:
+            await anyio.to_thread.run_sync(lambda: runtime.record_refusal(name, caller, arguments, error))
+        except ButtressError as failure:  # the owner went away: the refusal stands, unaudited
+            logger.warning("the refusal of %s could not be audited: %s", name, failure.message)
 
     async def after_version_change(self, ctx: ToolContext | None) -> None:
         """Re-sync the per-action tools and announce the tool list change to both protocol eras: every
@@ -274,8 +299,12 @@ class ButtressServer(MCPServer[ToolEnv]):
         runtime = await self._open_runtime()
         if runtime is None:
             return
-        await self.sync_action_tools(runtime)
-        await self._publish(runtime, runtime.current[0])
+        try:
+            await self.sync_action_tools(runtime)
+            await self._publish(runtime, runtime.current[0])
+        except ButtressError as error:  # the change is made; its owner went away before it was announced
+            logger.warning("the version change could not be announced: %s", error.message)
+            return
         if ctx is None:
             return
         try:
@@ -420,14 +449,14 @@ def build_server(
     *,
     agent: str,
     extra_tools: tuple[ToolSpec, ...] = (),
-    policy: Policy | None = None,
+    policy: Policy | PolicySource | None = None,
     require_tokens: bool = False,
 ) -> ButtressServer:
     """The Buttress MCP server over ``runtime`` (open, or opening in the background), acting as ``agent``.
 
-    With ``policy``, each caller sees and may call only the tools its role allows. ``require_tokens``
-    (HTTP) makes every request carry a bearer token whose sha256 the policy maps to an agent; others
-    get HTTP 401.
+    With ``policy`` (a policy, or a source that follows the operator's file), each caller sees and may
+    call only the tools its role allows. ``require_tokens`` (HTTP) makes every request carry a bearer
+    token whose sha256 the policy maps to an agent; others get HTTP 401.
     """
     env = ToolEnv(runtime, agent=agent, policy=policy)
     auth = _token_auth(policy) if require_tokens else None
@@ -438,10 +467,14 @@ def build_server(
 
 
 class PolicyTokenVerifier:
-    """Bearer tokens checked against the sha256 hashes in the policy (a TokenVerifier)."""
+    """Bearer tokens checked against the sha256 hashes in the policy in force (a TokenVerifier)."""
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+    def __init__(self, policy: Policy | PolicySource) -> None:
+        self.source = policy
+
+    @property
+    def policy(self) -> Policy:
+        return self.source.current() if isinstance(self.source, PolicySource) else self.source
 
     async def verify_token(self, token: str) -> Any:
         from mcp.server.auth.provider import AccessToken
@@ -452,7 +485,7 @@ class PolicyTokenVerifier:
         return AccessToken(token=token, client_id=agent, scopes=[])
 
 
-def _token_auth(policy: Policy | None) -> dict[str, Any]:
+def _token_auth(policy: Policy | PolicySource | None) -> dict[str, Any]:
     from mcp.server.auth.settings import AuthSettings
 
     from runtime.boundary.policy import Policy as PolicyModel

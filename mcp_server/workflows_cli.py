@@ -1,9 +1,9 @@
 """The operator's commands for the work in flight: ``buttress runs``, ``buttress messages`` and
 ``buttress effects`` (registered by ``mcp_server.cli``; see ``FEATURE_COMMANDS``).
 
-Like every command they work whether or not a ``buttress serve`` owns the project: through it when it
-runs (its scheduler then acts on a retry or a resolution at once), else on the file directly (runs then
-advance when a server next starts).
+Those that only read work on the file directly when no process owns the project; those that set work
+in motion (start, signal, cancel and retry a run, resolve an effect: ``needs_owner``) act through the
+project's owner, starting the project daemon when none runs, so its scheduler carries the work on.
 """
 
 from __future__ import annotations
@@ -32,23 +32,23 @@ def register(commands: Any, parents: cli.Parents) -> None:
     start.add_argument("workflow", metavar="WORKFLOW")
     start.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="an argument")
     start.add_argument("--run-id", help="an id for the run (starting it again returns the same run)")
-    start.set_defaults(command=cmd_runs_start)
+    start.set_defaults(command=cmd_runs_start, needs_owner=True)
     signal = runs_commands.add_parser("signal", parents=[*common, parents.actor], help="send a run a signal")
     signal.add_argument("run_id", metavar="RUN")
     signal.add_argument("name", metavar="SIGNAL")
     signal.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="payload field")
-    signal.set_defaults(command=cmd_runs_signal)
+    signal.set_defaults(command=cmd_runs_signal, needs_owner=True)
     cancel = runs_commands.add_parser(
         "cancel", parents=[*common, parents.actor], help="cancel a run (its completed steps are compensated)"
     )
     cancel.add_argument("run_id", metavar="RUN")
     cancel.add_argument("--reason")
-    cancel.set_defaults(command=cmd_runs_cancel)
+    cancel.set_defaults(command=cmd_runs_cancel, needs_owner=True)
     retry = runs_commands.add_parser(
         "retry", parents=[*common, parents.actor], help="retry a failed or blocked run at its step"
     )
     retry.add_argument("run_id", metavar="RUN")
-    retry.set_defaults(command=cmd_runs_retry)
+    retry.set_defaults(command=cmd_runs_retry, needs_owner=True)
 
     messages = commands.add_parser("messages", parents=common, help="messages on topics, newest first")
     messages.add_argument("--topic")
@@ -76,7 +76,7 @@ def register(commands: Any, parents: cli.Parents) -> None:
     resolve.add_argument("--outcome", required=True, choices=RESOLUTIONS)
     resolve.add_argument("--response", help="the provider's response, as JSON (becomes the step's output)")
     resolve.add_argument("--yes", action="store_true", help="resolve without asking")
-    resolve.set_defaults(command=cmd_effects_resolve)
+    resolve.set_defaults(command=cmd_effects_resolve, needs_owner=True)
 
 
 def _run_line(run: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from runtime.boundary.policy import PolicyOrigin
 from runtime.migrate.hazards import Hazard
 from runtime.migrate.plan import Step
 from runtime.schema.diff import SpecDiff
@@ -113,6 +114,16 @@ class AppDescription(BaseModel):
     audit_problem: str | None = None
     connectors: list[ConnectorSummary] = []
     work: WorkflowSummary | None = None
+    policy: PolicyOrigin | None = Field(
+        default=None,
+        description="The operator policy in force: its file, the file's sha256, when it was read, and what of "
+        "the file as it is now is not in force (problem, restart_needed).",
+    )
+    policy_problem: str | None = Field(
+        default=None,
+        description="Why buttress.toml as it is now was refused (the policy read before stays in force); "
+        "null when the file in force is the file as it is.",
+    )
 
 
 class VersionInfo(BaseModel):

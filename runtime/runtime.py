@@ -93,6 +93,14 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class InForce:
+    """The operator's policy and the limits in force, replaced together (``Runtime.use_policy``)."""
+
+    policy: Policy
+    limits: Limits
+
+
+@dataclass(frozen=True)
 class Current:
     """The committed version as the writer lane last left it, with what is derived from its spec."""
 
@@ -119,8 +127,8 @@ class Runtime:
         policy: Policy | None = None,
     ) -> None:
         self.engine = engine
-        self.policy = policy or Policy()
-        self.limits = limits or self.policy.limits
+        policy = policy or Policy()
+        self._in_force = InForce(policy, limits or policy.limits)
         self.audit = Auditor(
             engine,
             anchor=AnchorFile(anchor_path(engine.path), Path(engine.path).name),
@@ -166,6 +174,35 @@ class Runtime:
 
         ensure_operator_key()
         return cls(Engine(path, settings=settings), **options)
+
+    @property
+    def policy(self) -> Policy:
+        """The operator's policy in force (each operation reads it once it starts)."""
+        return self._in_force.policy
+
+    @property
+    def limits(self) -> Limits:
+        return self._in_force.limits
+
+    def use_policy(self, policy: Policy, *, digest: str, error: ButtressError | None = None) -> None:
+        """Put a policy read again from the operator's file in force for the operations that start from
+        now (one swap; nothing is changed in place), and audit the reload as the operator's: ``ok``, or
+        ``refused`` with the error when the file was refused and ``policy`` is the old one kept."""
+        self._in_force = InForce(policy, policy.limits)
+        origin = policy.origin
+        arguments: dict[str, Any] = {"file": origin.file if origin else None, "digest": digest}
+        if error is not None:
+            arguments["problem"] = error.message
+        elif origin is not None and origin.restart_needed:
+            arguments["restart_needed"] = list(origin.restart_needed)
+        self.audit.defer(
+            actor=OPERATOR,
+            operation="policy_reload",
+            arguments=arguments,
+            outcome="ok" if error is None else "refused",
+            error_code=str(error.code) if error is not None else None,
+            version=self.current[0],
+        )
 
     def start_scheduler(self) -> None:
         """Advance runs and deliver messages from now on, on a thread of their own."""
@@ -431,6 +468,8 @@ class Runtime:
                 for name, connector in sorted(self.policy.connectors.items())
             ],
             work=work,
+            policy=self.policy.origin,
+            policy_problem=self.policy.origin.problem if self.policy.origin else None,
         )
 
     def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:

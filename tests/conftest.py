@@ -52,3 +52,14 @@ def deploy_ops(
 def deploy() -> Callable[..., DeployResult]:
     """``deploy(rt, ops)``: propose, dry-run (must pass) and deploy in one call."""
     return deploy_ops
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stop the project daemons a test's servers and commands started (a daemon outlives the agent
+    sessions that started it, by design; not the test). Only daemons of projects under this test
+    session's temporary directory are touched."""
+    yield
+    from tests.daemons import stop_daemons_under
+
+    stop_daemons_under(tmp_path_factory.getbasetemp())

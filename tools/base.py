@@ -42,19 +42,39 @@ class LazyRuntime(Protocol):
         ...
 
 
+@runtime_checkable
+class PolicySource(Protocol):
+    """A policy that may change while the server runs (``runtime.boundary.policyfile.PolicyFile``)."""
+
+    def current(self) -> Policy:
+        """The policy in force now."""
+        ...
+
+
 class ToolEnv:
     """The runtime the tools act on, the operator's policy, and who is calling.
 
     Over stdio the caller is the agent the operator named when starting the server; over HTTP it
-    is the agent whose bearer token authenticated the request.
+    is the agent whose bearer token authenticated the request. The policy is read at each request,
+    so a server following its policy file applies a change to the next request.
     """
 
     def __init__(
-        self, runtime: RuntimeAPI | LazyRuntime, *, agent: str, policy: Policy | None = None
+        self,
+        runtime: RuntimeAPI | LazyRuntime,
+        *,
+        agent: str,
+        policy: Policy | PolicySource | None = None,
     ) -> None:
         self._runtime = runtime
         self.agent = agent
-        self.policy = policy
+        self._policy = policy
+
+    @property
+    def policy(self) -> Policy | None:
+        """The operator's policy in force (None: no policy, every tool is shown)."""
+        source = self._policy
+        return source.current() if isinstance(source, PolicySource) else source
 
     def caller(self) -> str:
         """The agent making the current request."""

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from runtime.boundary.policy import PolicyOrigin
 from runtime.results import (
     ActionSummary,
     AppDescription,
@@ -86,6 +87,16 @@ class AppOverview(BaseModel):
     detail: str = Field(
         default="full", description="'full', or 'names' (every part named, with its shape left out)."
     )
+    policy: PolicyOrigin | None = Field(
+        default=None,
+        description="The operator's policy in force: buttress.toml's sha256 and when it was read (the server "
+        "re-reads it when it changes), and restart_needed: settings changed in the file that wait for a restart.",
+    )
+    policy_problem: str | None = Field(
+        default=None,
+        description="Set when buttress.toml was changed but refused (the policy read before stays in force): "
+        "tell the operator.",
+    )
 
     @classmethod
     def of(cls, description: AppDescription, detail: str = "full") -> AppOverview:
@@ -107,6 +118,8 @@ class AppOverview(BaseModel):
             subscriptions=list(spec.subscriptions),
             connectors=description.connectors,
             work=description.work,
+            policy=description.policy,
+            policy_problem=description.policy_problem,
             detail=detail,
         )
         if detail != "names":

@@ -258,8 +258,7 @@ async def _drive(
                 outcome,
             )
     finally:
-        if isinstance(servers, HttpServer):
-            await servers.stop()
+        await servers.stop()
     outcome.starts = servers.starts
     outcome.faults = [FaultResult(**f.__dict__) for f in plan.fired]
     return outcome

@@ -6,9 +6,9 @@ connection restarts it:
 * over HTTP, ``HttpServer`` is one ``buttress serve --http`` process on a free 127.0.0.1 port;
   every session of the agent connects to it with the agent's bearer token, and a restart reuses
   the port;
-* over stdio, every session spawns its own ``buttress serve`` (the first one owns the database,
-  the others attach to it over the project's socket); ``StdioServers`` keeps the processes so a
-  fault can kill them all, and a reconnecting session spawns a new one.
+* over stdio, every session spawns its own ``buttress serve``, which attaches to the project's owner
+  (the project daemon, started by the first); ``StdioServers`` keeps the processes so a fault can
+  kill them all with the owner, and a reconnecting session spawns a new one (and a new owner).
 
 ``StdioServers.transport`` is an MCP ``Transport`` (what ``mcp.Client`` accepts): the SDK's own
 ``stdio_client`` hides the process, and a fault needs it.
@@ -181,11 +181,29 @@ class StdioServers:
         return serve_argv(self.project, self.agent)
 
     async def kill(self) -> int:
-        """SIGKILL every live server of the run (a fault); returns how many were killed."""
+        """SIGKILL every live server of the run and the project's owner (a fault); returns how many
+        processes were killed."""
+        from mcp_server.owner import alive
+
         victims = [p for p in self._live if p.returncode is None]
+        owner = await anyio.to_thread.run_sync(_owner_pid, self.project)
+        if owner is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(owner, signal.SIGKILL)
         for process in victims:
             await _sigkill(process)
-        return len(victims)
+        if owner is not None:
+            with anyio.move_on_after(STOP_GRACE_S):
+                while await anyio.to_thread.run_sync(alive, owner):
+                    await anyio.sleep(0.02)
+        return len(victims) + (owner is not None)
+
+    async def stop(self) -> None:
+        """Stop the project's owner cleanly (the sessions' servers have ended with their sessions)."""
+        from mcp_server.owner import stop_owner
+        from mcp_server.project import Project
+
+        await anyio.to_thread.run_sync(lambda: stop_owner(Project.load(self.project), timeout=STOP_GRACE_S))
 
     @asynccontextmanager
     async def transport(self) -> AsyncIterator[tuple[Any, Any]]:
@@ -200,6 +218,17 @@ class StdioServers:
             finally:
                 self._live.discard(process)
                 await _close_stdio(process)
+
+
+def _owner_pid(project: Path) -> int | None:
+    """The pid of the process that owns ``project`` now, or None."""
+    from mcp_server.channel import owner_status, socket_path
+    from mcp_server.project import Project
+
+    try:
+        return int(owner_status(socket_path(Project.load(project).database))["owner"]["pid"])
+    except (ButtressError, KeyError, TypeError, ValueError):
+        return None
 
 
 @asynccontextmanager

@@ -4,9 +4,9 @@
     buttress ui [--project DIR] [--port N]     serve it; print a one-time sign-in link
     buttress ui --login [--project DIR]        print a new sign-in link for the running one
 
-The control room opens the project's runtime like every command does: it attaches to the
-``buttress serve`` that owns the database, or opens the file itself and serves it to the project's
-other processes over the socket (so a ``buttress serve`` started later attaches to it).
+The control room is one of the operator's long-lived servers: it attaches to the process that owns
+the project, or, when none does, owns it itself (serving the project's other processes over the
+socket and running the scheduler, so an agent's ``buttress serve`` started later attaches to it).
 
 ``serve_beside_mcp`` is the other way in: ``buttress serve --http --ui`` mounts the control room at
 ``/ui`` on the MCP server's own port.
@@ -77,10 +77,11 @@ def serve(project: Project, listener: socket.socket, base: str) -> None:
     """Serve the control room of ``project`` on ``listener`` until interrupted."""
     import uvicorn
 
+    from mcp_server.channel import ClientInfo
     from mcp_server.project import BackgroundRuntime
     from mcp_server.ui.app import ControlRoom
 
-    runtime = BackgroundRuntime(project)
+    runtime = BackgroundRuntime(project, own="ui", client=ClientInfo("operator", "ui"))
     runtime.start()
     room = ControlRoom(project, runtime.get)
     _write_marker(project, base)

@@ -1,8 +1,10 @@
 """The operator's policy: identities, capabilities, protected entities, approval rules, limits (pure).
 
-The policy is read from the project's configuration file when the server starts; no tool can
-read its secrets or change it. Decisions are pure functions of (policy, caller, request) and
-unknown means deny: an agent not named in the policy has no capability at all.
+The policy is read from the project's configuration file (and re-read by the process that owns the
+project when the file changes: ``runtime.boundary.policyfile``); no tool can read its secrets or
+change it. Decisions are pure functions of (policy, caller, request) and unknown means deny: an agent
+not named in the policy has no capability at all. A policy read from a file carries its ``origin``
+(the file's digest and when it was read), so a refusal can say which policy refused.
 """
 
 from __future__ import annotations
@@ -243,6 +245,26 @@ class Connector(_Strict):
     description: str = ""
 
 
+class PolicyOrigin(_Strict):
+    """Where a policy in force came from: which file, its content's digest, when it was read; and what of
+    the file as it is now is not in force."""
+
+    file: str = Field(description="the configuration file's name")
+    digest: str = Field(description="sha256 of the file's bytes as read")
+    loaded_at: str = Field(description="when it was read (ISO 8601, UTC)")
+    problem: str | None = Field(
+        default=None, description="why the file as it is now was refused (this policy stays in force)"
+    )
+    restart_needed: tuple[str, ...] = Field(
+        default=(), description="settings changed in the file that take effect when the owner restarts"
+    )
+
+    @property
+    def clock(self) -> str:
+        """``loaded_at`` as a time of day: ``12:03:01 UTC``."""
+        return f"{self.loaded_at[11:19]} UTC"
+
+
 class Policy(_Strict):
     """The whole operator policy. The default (no configuration) trusts one local agent as developer."""
 
@@ -255,6 +277,7 @@ class Policy(_Strict):
     approvals: ApprovalPolicy = ApprovalPolicy()
     limits: Limits = Limits()
     connectors: dict[str, Connector] = Field(default_factory=dict)
+    origin: PolicyOrigin | None = None
 
     @model_validator(mode="after")
     def _known_roles(self) -> Policy:
@@ -333,6 +356,17 @@ class Policy(_Strict):
                 return name
         return None
 
+    def standing(self, agent: str) -> str:
+        """What this policy gives ``agent``, naming the file and when it was read: ``buttress.toml as
+        loaded at 12:03:01 UTC gives agent 'x' role reader (read, query)``."""
+        source = f"{self.origin.file} as loaded at {self.origin.clock}" if self.origin else "the policy"
+        found = self.agents.get(agent)
+        if found is None and not self.open_to_any_agent:
+            return f"{source} does not name agent {agent!r} (an agent not named has no capability)"
+        role = found.role if found is not None else "developer"
+        granted = ", ".join(c for c in Capability if c in self.capabilities(agent)) or "nothing"
+        return f"{source} gives agent {agent!r} role {role} ({granted})"
+
     def needs_approval(self, hazards: Sequence[Hazard]) -> list[Hazard]:
         if self.approvals.severity == "none":
             return []
@@ -340,15 +374,37 @@ class Policy(_Strict):
 
 
 def require(policy: Policy, agent: str, capability: Capability, *, what: str) -> None:
-    """Raise ``policy.denied`` unless the agent holds the capability."""
+    """Raise ``policy.denied`` unless the agent holds the capability; the message says what the policy in
+    force gives the agent, and since when."""
     if not policy.may(agent, capability):
-        known = agent in policy.agents
         raise PolicyError(
             Code.POLICY_DENIED,
-            f"agent {agent!r} may not {what}" + ("" if known else " (the agent is not named in the policy)"),
-            hint="This is the operator's decision; ask them to grant the capability rather than retrying.",
-            details={"agent": agent, "capability": str(capability)},
+            f"agent {agent!r} may not {what}: {policy.standing(agent)}",
+            hint=denied_hint(policy, f"the {capability} capability"),
+            details={
+                "agent": agent,
+                "capability": str(capability),
+                "role": policy.agents[agent].role if agent in policy.agents else None,
+                "capabilities": sorted(policy.capabilities(agent)),
+                "policy_loaded_at": policy.origin.loaded_at if policy.origin else None,
+            },
         )
+
+
+def denied_hint(policy: Policy, missing: str) -> str:
+    """What an agent refused by ``policy`` should do: nothing it can retry changes the answer; the
+    operator's file does, and the server follows the file without a restart."""
+    if policy.origin is None:
+        return f"This is the operator's decision: {missing} is not granted. Do not retry; tell the operator."
+    if policy.origin.problem:
+        return (
+            f"{policy.origin.file} has changed since {policy.origin.clock} but was not loaded "
+            f"({policy.origin.problem}), so the policy above stays in force: tell the operator."
+        )
+    return (
+        f"Decisions follow {policy.origin.file}, re-read within a second of each change. If {missing} "
+        "should be granted, the operator grants it there; until then retrying gives the same answer."
+    )
 
 
 def check_protected(policy: Policy, spec: AppSpec, ops: Sequence[changes.Operation]) -> None:
@@ -441,16 +497,29 @@ def load(path: Path | None) -> Policy:
     at fault (an unknown role, a misspelt limit) when the file is wrong."""
     if path is None or not path.exists():
         return Policy()
+    return parse(path.read_bytes(), path.name)
+
+
+def parse(content: bytes, name: str = "buttress.toml") -> Policy:
+    """The policy of a configuration file's bytes, with its ``origin`` (digest, read now)."""
+    import datetime
+
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
+        raw = tomllib.loads(content.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(
             Code.CONFIG_INVALID,
-            f"{path.name} is not valid TOML: {error}",
-            hint="Fix the configuration file and start the server again.",
-            details={"path": str(path)},
+            f"{name} is not valid TOML: {error}",
+            hint="Fix the configuration file; the server re-reads it when it changes.",
+            details={"path": name},
         ) from None
-    return from_config(raw, path.name)
+    policy = from_config(raw, name)
+    origin = PolicyOrigin(
+        file=name,
+        digest=hashlib.sha256(content).hexdigest(),
+        loaded_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    return policy.model_copy(update={"origin": origin})
 
 
 def from_config(raw: dict[str, Any], name: str = "buttress.toml") -> Policy:
@@ -477,7 +546,7 @@ def from_config(raw: dict[str, Any], name: str = "buttress.toml") -> Policy:
         raise ConfigError(
             Code.CONFIG_INVALID,
             f"{name}: {where + ': ' if where else ''}{str(first['msg']).removeprefix('Value error, ')}",
-            hint="Fix the configuration file and start the server again.",
+            hint="Fix the configuration file; the server re-reads it when it changes.",
             details={"key": where},
         ) from None
 

@@ -504,6 +504,10 @@ class Auditor:
 # ---------------------------------------------------------------------------------------- reading
 
 
+def _count(cursor: Session) -> int:
+    return int(cursor.scalar("SELECT count(*) FROM _buttress.audit"))
+
+
 def _entries(cursor: Session, where: str = "", params: list[Any] | None = None) -> list[AuditEntry]:
     rows = cursor.execute(f"SELECT {_COLUMNS} FROM _buttress.audit {where}", params or []).fetchall()
     names = [c.strip() for c in _COLUMNS.split(",")]
@@ -534,67 +538,82 @@ def recent(
     return list(reversed(rows))
 
 
+VERIFY_BATCH: Final = 2000
+"""Rows ``verify`` reads at a time: it holds one batch, never the whole log (which every new owner checks
+when it opens the database)."""
+
+
 def verify(cursor: Session, anchor_file: AnchorFile | None = None) -> VerifyResult:
     """Recompute the chain in storage order of ``seq``; report the first row that does not fit, and
-    (with an anchor) rows that the anchor proves were committed but are gone."""
-    entries = _entries(cursor, "ORDER BY seq")
-    prev, expected_seq = GENESIS, 1
-    for entry in entries:
-        fields = entry.model_dump()
-        if entry.seq != expected_seq:
-            return VerifyResult(
-                ok=False,
-                entries=len(entries),
-                first_bad_seq=entry.seq,
-                problem=f"sequence jumps from {expected_seq - 1} to {entry.seq} (row deleted or inserted)",
-                missing=[expected_seq, entry.seq - 1] if entry.seq > expected_seq else None,
-            )
-        if entry.prev_hash != prev:
-            return VerifyResult(
-                ok=False,
-                entries=len(entries),
-                first_bad_seq=entry.seq,
-                problem="prev_hash does not match the previous row (row deleted, inserted or reordered)",
-            )
-        if row_hash(fields) != entry.hash:
-            return VerifyResult(
-                ok=False,
-                entries=len(entries),
-                first_bad_seq=entry.seq,
-                problem="row content does not match its hash (row edited)",
-            )
-        prev, expected_seq = entry.hash, expected_seq + 1
+    (with an anchor) rows that the anchor proves were committed but are gone. Reads the log a batch at
+    a time, so its memory does not grow with the log."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    hashes: dict[int, str] = {}  # the anchored row's, once passed
+    anchor, distrust = anchor_file.read() if anchor_file is not None else (None, None)
+    last_seq = 0
+    while True:
+        batch = _entries(cursor, "WHERE seq > ? ORDER BY seq LIMIT ?", [last_seq, VERIFY_BATCH])
+        for entry in batch:
+            count += 1
+            if entry.seq != expected_seq:
+                return VerifyResult(
+                    ok=False,
+                    entries=_count(cursor),
+                    first_bad_seq=entry.seq,
+                    problem=f"sequence jumps from {expected_seq - 1} to {entry.seq} (row deleted or inserted)",
+                    missing=[expected_seq, entry.seq - 1] if entry.seq > expected_seq else None,
+                )
+            if entry.prev_hash != prev:
+                return VerifyResult(
+                    ok=False,
+                    entries=_count(cursor),
+                    first_bad_seq=entry.seq,
+                    problem="prev_hash does not match the previous row (row deleted, inserted or reordered)",
+                )
+            if row_hash(entry.model_dump()) != entry.hash:
+                return VerifyResult(
+                    ok=False,
+                    entries=_count(cursor),
+                    first_bad_seq=entry.seq,
+                    problem="row content does not match its hash (row edited)",
+                )
+            if anchor is not None and entry.seq == anchor.seq:
+                hashes[entry.seq] = entry.hash
+            prev, expected_seq = entry.hash, expected_seq + 1
+        if len(batch) < VERIFY_BATCH:
+            break
+        last_seq = batch[-1].seq
+    entries = count
     if anchor_file is None:
-        return VerifyResult(ok=True, entries=len(entries))
-    anchor, distrust = anchor_file.read()
+        return VerifyResult(ok=True, entries=entries)
     if distrust is not None:
-        return VerifyResult(ok=False, entries=len(entries), problem=distrust)
+        return VerifyResult(ok=False, entries=entries, problem=distrust)
     if anchor is None:
         if entries:
             return VerifyResult(
                 ok=False,
-                entries=len(entries),
+                entries=entries,
                 problem=f"the audit anchor {anchor_file.path} is missing: the newest rows cannot be checked",
             )
         return VerifyResult(ok=True, entries=0)
     shown = {"seq": anchor.seq, "hash": anchor.hash, "time": anchor.time}
-    last = entries[-1].seq if entries else 0
+    last = expected_seq - 1
     if anchor.seq > last:
         return VerifyResult(
             ok=False,
-            entries=len(entries),
+            entries=entries,
             first_bad_seq=last + 1,
             problem=f"rows {last + 1} to {anchor.seq} were committed (the anchor of {anchor.time} says so) "
             "and are gone: the end of the log was deleted",
             missing=[last + 1, anchor.seq],
             anchor=shown,
         )
-    if anchor.seq > 0 and entries[anchor.seq - 1].hash != anchor.hash:
+    if anchor.seq > 0 and hashes.get(anchor.seq) != anchor.hash:
         return VerifyResult(
             ok=False,
-            entries=len(entries),
+            entries=entries,
             first_bad_seq=anchor.seq,
             problem=f"row {anchor.seq} differs from the anchored one: the log was rewritten",
             anchor=shown,
         )
-    return VerifyResult(ok=True, entries=len(entries), anchor=shown)
+    return VerifyResult(ok=True, entries=entries, anchor=shown)

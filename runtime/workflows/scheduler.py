@@ -128,6 +128,31 @@ class Scheduler:
                 return max(0.0, min(self.poll_s, (due - store.utcnow()).total_seconds()))
         return self.poll_s
 
+    def due_within(self, seconds: float) -> str | None:
+        """Why the process running this scheduler must keep running for the next ``seconds``: runs that
+        can advance now, or whose timer (a sleep, a wait's timeout, a retry's backoff) falls within that
+        time, and messages an active subscription has yet to receive; None when nothing is due. Runs
+        waiting on a signal or a message with no timeout are not: whoever sends it wakes an owner."""
+        horizon = store.utcnow() + datetime.timedelta(seconds=seconds)
+        with self.rt.engine.snapshot() as reader:
+            runs, first = reader.fetchone(
+                "SELECT count(*), min(wake_at) FROM _buttress.runs WHERE status IN "
+                "('running', 'waiting', 'compensating') AND ((wake_at IS NULL AND status <> 'waiting') "
+                "OR wake_at <= ?)",
+                [horizon],
+            ) or (0, None)
+            messages = reader.scalar(
+                "SELECT count(*) FROM _buttress.messages AS m JOIN _buttress.cursors AS c "
+                "ON c.topic = m.topic AND c.active AND m.seq > c.last_seq WHERE m.held IS NULL"
+            )
+        reasons = []
+        if runs:
+            timer = f", the next timer at {first.isoformat(timespec='seconds')}" if first else ""
+            reasons.append(f"{runs} run{'s' if runs != 1 else ''} to advance{timer}")
+        if messages:
+            reasons.append(f"{messages} message{'s' if messages != 1 else ''} to deliver")
+        return "; ".join(reasons) or None
+
     def _pass(self, *, inline: bool) -> bool:
         """One round: due timers in bulk, each subscription's next messages, each due run's steps."""
         worked = self._wake_sleepers()

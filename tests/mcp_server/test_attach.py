@@ -1,6 +1,7 @@
-"""Several clients on one project: the first ``buttress serve`` owns the database, a second serve and the
-CLI attach to it over the project's socket, each audited under its own name; when the owner dies the
-attached ones get a clear code at once, and their next call recovers."""
+"""Several clients on one project: the project daemon owns the database (the first ``buttress serve`` starts
+it), the serves and the CLI attach to it over the project's socket, each audited under its own name and
+listed by ``buttress status``; when the owner dies a call in flight gets a clear code at once, and the
+next call finds a new owner — never an agent's serve."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from mcp_server.channel import socket_path
+from mcp_server.channel import owner_status, socket_path
 from mcp_server.project import init
+from tests.daemons import alive, daemons_under
 from tests.mcp_server.helpers import call, code_of, configure, serve_command, ship, source_env
 
 pytestmark = pytest.mark.anyio
@@ -77,42 +80,49 @@ async def test_two_servers_and_the_cli_share_one_project_each_under_its_own_name
                 lambda: buttress(project, "audit", "show", "--limit", "200")
             )
             described = await call(second, "describe_app")
+            status = owner_status(socket_path(project / "app.duckdb"))
     assert queried.returncode == 0, queried.stderr
     assert queried.stdout.splitlines()[1].strip() == "10"
     assert shown.returncode == 0, shown.stderr
     actors = {line.split()[2] for line in shown.stdout.splitlines()}
     assert {"claude_code", "claude_desktop", "operator"} <= actors
     assert described["version"] == 1
-    assert not socket_path(project / "app.duckdb").exists()  # the owner stopped: it removed its socket
+    # the owner is the project daemon; both agents' sessions were attached to it, over stdio
+    assert status["owner"]["kind"] == "daemon" and list(daemons_under(project)) == [status["owner"]["pid"]]
+    sessions = {(s["agent"], s["transport"]) for s in status["sessions"]}
+    assert sessions == {("claude_code", "stdio"), ("claude_desktop", "stdio")}
+    # the sessions ended; the daemon goes on owning the project (and running its scheduler)
+    with anyio.fail_after(10):
+        while (after := owner_status(socket_path(project / "app.duckdb")))["sessions"]:
+            await anyio.sleep(0.05)
+    assert after["owner"]["pid"] == status["owner"]["pid"]
 
 
-async def test_killing_the_owner_fails_the_attached_server_with_a_clear_code_then_it_recovers(
+async def test_killing_the_owner_fails_the_call_in_flight_with_a_clear_code_and_the_next_finds_a_new_owner(
     project: Path,
 ) -> None:
-    command, *args = serve_command(project, "--agent", "claude_code")
-    owner = subprocess.Popen(
-        [command, *args],
-        stdin=subprocess.PIPE,  # held open: a stdio server stops when its input ends
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **source_env()},
-    )
-    try:
-        with anyio.fail_after(30):
-            while not socket_path(project / "app.duckdb").exists():
-                await anyio.sleep(0.05)
-        async with Client(parameters(project, "claude_desktop")) as attached:
-            await ship(attached, [ROOM, PUT])
-            owner.send_signal(signal.SIGKILL)
-            owner.wait(10)
-            with anyio.fail_after(10):  # a clear code, not a hang
-                assert await code_of(attached, "app_put", id=1, seats=3) == "engine.owner_gone"
-            with anyio.fail_after(30):  # the next call opens the project itself and carries on
-                await call(attached, "app_put", id=1, seats=3)
-                assert (await call(attached, "query", sql="select seats from room"))["rows"] == [[3]]
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait(10)
-        assert owner.stdin is not None
-        owner.stdin.close()
+    async with Client(parameters(project, "claude_desktop")) as attached:
+        await ship(attached, [ROOM, PUT])
+        first = owner_status(socket_path(project / "app.duckdb"))["owner"]["pid"]
+
+        async def slow_query() -> str:  # in flight when the owner dies
+            return await code_of(attached, "query", sql="select count(*) from range(1000000000000)")
+
+        async with anyio.create_task_group() as tasks:
+            codes: list[str] = []
+            tasks.start_soon(lambda: _collect(codes, slow_query()))
+            await anyio.sleep(1.0)
+            os.kill(first, signal.SIGKILL)
+        assert codes == ["engine.owner_gone"]  # a clear code at once, not a hang
+        with anyio.fail_after(60):  # the next call starts a new daemon and carries on
+            await call(attached, "app_put", id=1, seats=3)
+            assert (await call(attached, "query", sql="select seats from room"))["rows"] == [[3]]
+        second = owner_status(socket_path(project / "app.duckdb"))["owner"]
+    assert not alive(first)
+    assert second["pid"] != first and second["kind"] == "daemon"
+    assert list(daemons_under(project)) == [second["pid"]]  # one owner, never the agent's serve
+
+
+async def _collect(into: list[str], waiting: Any) -> None:
+    with anyio.fail_after(20):
+        into.append(await waiting)

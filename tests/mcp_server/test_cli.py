@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.daemons import daemons_under
 from tests.mcp_server.helpers import call, serve_command, source_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "booking"
@@ -150,8 +151,10 @@ def test_demo_runs_end_to_end() -> None:
     demo = buttress("demo")
     assert "hazard data.drop_field" in demo.stdout
     assert "audit chain ok" in demo.stdout and "demo finished" in demo.stdout
-    assert "run late-42: waiting (sleep:hold)" in demo.stdout  # asleep when the server stops
+    assert "run late-42: waiting (sleep:hold)" in demo.stdout  # asleep when the owner stops
     assert "after the restart: run late-42 completed, steps hold, book" in demo.stdout
+    project = Path(demo.stdout.split("demo project: ", 1)[1].split()[0])
+    assert daemons_under(project) == {}  # the throwaway project's daemon stopped with it
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from runtime.boundary import approvals
-from runtime.boundary.policy import Capability, Policy, load
+from runtime.boundary.policy import Capability, Policy, load, require
+from runtime.boundary.policyfile import PolicyChange, PolicyFile
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
 from tests.runtime.conftest import BASE_OPERATIONS, deploy, seed, state
@@ -136,3 +138,50 @@ def test_policy_file_grants_capabilities_by_role(tmp_path: Path) -> None:
     assert policy.agent_for_token("s3cret") == "dev"
     assert policy.agent_for_token("wrong") is None
     assert policy.tools_for("bot", ["query", "deploy", "describe_app"]) == ["query", "describe_app"]
+
+
+def test_a_refusal_says_what_the_file_in_force_gives_the_agent_and_since_when(tmp_path: Path) -> None:
+    path = tmp_path / "buttress.toml"
+    path.write_text('[agents.bot]\nrole = "reader"\n')
+    policy = load(path)
+    assert policy.origin is not None
+    with pytest.raises(ButtressError) as refused:
+        require(policy, "bot", Capability.DEPLOY, what="deploy")
+    error = refused.value
+    assert error.code == "policy.denied"
+    assert error.message == (
+        f"agent 'bot' may not deploy: buttress.toml as loaded at {policy.origin.clock} gives agent 'bot' "
+        "role reader (read, query)"
+    )
+    assert "ask them to grant" not in error.hint and "re-read within a second" in error.hint
+    assert error.details["capabilities"] == ["query", "read"]
+    with pytest.raises(ButtressError) as stranger:
+        require(policy, "stranger", Capability.READ, what="read")
+    assert "does not name agent 'stranger'" in stranger.value.message
+
+
+def test_a_policy_file_follows_its_file_and_keeps_the_policy_in_force_when_the_file_is_broken(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "buttress.toml"
+    path.write_text('[agents.bot]\nrole = "reader"\n')
+    followed = PolicyFile(path, poll_s=0)
+    heard: list[PolicyChange] = []
+    followed.on_change(heard.append)
+    first = followed.current()
+    assert followed.refresh() is None  # unchanged
+    path.write_text('[agents.bot]\nrole = "developer"\n[limits]\nmax_rows = 5\nthreads = 3\n')
+    change = followed.refresh()
+    assert change is not None and change.error is None and heard == [change]
+    assert followed.current().may("bot", Capability.DEPLOY) and followed.current().limits.max_rows == 5
+    assert followed.current().limits.threads is None  # the database's threads change at the next start
+    assert followed.current().origin.restart_needed == (
+        "threads: 3 in the file, None until the owner restarts",
+    )  # type: ignore[union-attr]
+    assert first.limits.max_rows == 1000  # the policy read before is never changed in place
+    path.write_text("[agents.bot\n")
+    broken = followed.refresh()
+    assert broken is not None and broken.error is not None and broken.error.code == "config.invalid"
+    assert followed.current().may("bot", Capability.DEPLOY)  # the policy in force stays
+    assert "not valid TOML" in (followed.current().origin.problem or "")  # type: ignore[union-attr]
+    assert broken.digest == hashlib.sha256(path.read_bytes()).hexdigest()

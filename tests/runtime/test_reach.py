@@ -168,14 +168,22 @@ def test_what_runs_later_runs_under_the_policy_of_the_call_and_is_audited_as_tha
 def test_a_cancel_decides_on_the_compensations_it_would_run_with_the_policy_of_now(tmp_path: Path) -> None:
     rt = open_app(tmp_path / "app.duckdb")
     try:
-        rt.policy = rt.policy.model_copy(
-            update={
-                "agents": {**AGENTS, "opbot": AgentPolicy(role="operator", actions=("noop", "secret_act"))}
-            }
+        rt.use_policy(
+            rt.policy.model_copy(
+                update={
+                    "agents": {
+                        **AGENTS,
+                        "opbot": AgentPolicy(role="operator", actions=("noop", "secret_act")),
+                    }
+                }
+            ),
+            digest="test",
         )
         rt.start_workflow("w_undo", {"id": "u"}, run_id="u", actor="opbot")
         rt.scheduler.drain()
-        rt.policy = rt.policy.model_copy(update={"agents": AGENTS})  # the operator takes secret_act away
+        rt.use_policy(
+            rt.policy.model_copy(update={"agents": AGENTS}), digest="test"
+        )  # the operator takes secret_act away
         error = refused(lambda: rt.cancel_run("u", actor="opbot"))
         assert error.code == "policy.denied" and error.details["denied"] == [
             {"kind": "actions", "name": "secret_act"}

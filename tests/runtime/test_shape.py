@@ -447,13 +447,16 @@ def test_cancelling_a_run_whose_effect_outcome_is_unknown_is_refused_and_settles
             }
         ],
     )
-    rt.policy = rt.policy.model_copy(
-        update={
-            "connectors": {
-                **rt.policy.connectors,
-                "payments": Connector(url="http://127.0.0.1:9/charges", timeout_s=0.5),
+    rt.use_policy(
+        rt.policy.model_copy(
+            update={
+                "connectors": {
+                    **rt.policy.connectors,
+                    "payments": Connector(url="http://127.0.0.1:9/charges", timeout_s=0.5),
+                }
             }
-        }
+        ),
+        digest="test",
     )
     rt.start_workflow("checkout", {"sale": "s2", "sku": "apple", "amount": 5}, run_id="s2")
     settle(rt)

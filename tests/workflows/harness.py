@@ -1,10 +1,13 @@
 """The crash harness for the workflow stories: a fake provider in its own process, a project whose
-``buttress.toml`` declares connectors to it, and server *lives*: a real ``buttress serve`` over stdio,
-driven by the MCP SDK's client, that ends in a SIGKILL — at a named crash point (``BUTTRESS_FAULTS``,
-the process kills itself there) or at a random moment (the test kills it).
+``buttress.toml`` declares connectors to it, an agent — a real ``buttress serve`` over stdio driven by
+the MCP SDK's client, which never owns the project — and *owner lives*: the project daemon
+(``buttress owner``) started by the test with a fault plan, each life ending in a SIGKILL — at a named
+crash point (``BUTTRESS_FAULTS``: the daemon kills itself there) or at a random moment (the test
+kills it). The agent's session outlives the owners: after each kill, its next call attaches to the
+next owner.
 
-The server is started as ``sh -c 'echo $$ > PIDFILE; exec python -m mcp_server serve …'`` so that the
-test knows the server's own process id (``exec`` keeps it) and can kill exactly that process.
+``BUTTRESS_STORY_KILLS=N`` runs the long trial: N kills, a seeded mix of named points and random
+moments. Unset, each named point is fired once and one random kill is made (the default run).
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters
 
+from mcp_server.channel import owner_status, socket_path
 from mcp_server.project import init
+from runtime.errors import ButtressError
+from tests.daemons import alive, daemons_under
 from tests.mcp_server.helpers import configure, source_env
+
+STORY_KILLS = int(os.environ["BUTTRESS_STORY_KILLS"]) if os.environ.get("BUTTRESS_STORY_KILLS") else None
+"""The long trial's number of kills; None: the default run (each named point once, one random kill)."""
 
 POINTS = (
     "step.before_commit",
@@ -108,103 +117,148 @@ def project(root: Path, base_url: str) -> Path:
 
 @dataclass
 class Life:
-    """One server process: the client talking to it, and how to kill it."""
+    """One life of the project's owner: a ``buttress owner`` process, and how it ended."""
 
-    client: Client
-    pidfile: Path
+    process: subprocess.Popen[bytes]
     killed: bool = False
     fired: bool = False
-    """Whether the process died by itself (its crash point fired) before the test killed it."""
+    """Whether the owner died by itself (its crash point fired) before the test killed it."""
 
-    def pid(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def kill(self) -> None:
-        if self.killed:
-            return
-        pid = self.pid()
-        self.fired = not self.alive()
-        if pid is not None and not self.fired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.killed = True
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def alive(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return True  # not started yet
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().split(") ")[-1][0] not in "ZX"
-        except OSError:
-            return False
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the owner unless its crash point did first; wait until it is gone."""
+        if self.killed:
+            return
+        if self.alive():
+            self.process.kill()
+        else:
+            self.fired = self.process.returncode == -signal.SIGKILL
+        self.process.wait(20)
+        self.killed = True
 
 
-def parameters(root: Path, pidfile: Path, faults: str | None) -> StdioServerParameters:
-    serve = " ".join([sys.executable, "-m", "mcp_server", "serve", "--project", str(root)])
-    env = {**source_env(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    if faults:
-        env["BUTTRESS_FAULTS"] = faults
-    return StdioServerParameters(command="sh", args=["-c", f"echo $$ > {pidfile}; exec {serve}"], env=env)
+@dataclass
+class Owners:
+    """The owner lives of one project: each started by the test with its fault plan, each ended by a
+    SIGKILL, whoever else may have started one meanwhile (an agent's session starts a daemon when it
+    finds none: the test kills that one too, so each life's owner is the one it started)."""
+
+    root: Path
+    lives: list[Life] = field(default_factory=list)
+
+    async def start(self, faults: str | None = None) -> Life:
+        self.kill_all()
+        env = {**os.environ, **source_env()}
+        env.pop("BUTTRESS_FAULTS", None)
+        if faults:
+            env["BUTTRESS_FAULTS"] = faults
+        log = (self.root / ".buttress" / "owner.log").open("ab")
+        with log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mcp_server", "owner", "--project", str(self.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        life = Life(process)
+        self.lives.append(life)
+        with anyio.fail_after(60):
+            while life.alive() and owner_pid(self.root) != life.pid:
+                await anyio.sleep(0.02)
+        return life
+
+    def kill_all(self) -> None:
+        """SIGKILL every owner of the project (the lives started here and any other daemon)."""
+        for life in self.lives:
+            life.kill()
+        for pid in daemons_under(self.root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in daemons_under(self.root)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """End the last life cleanly (SIGTERM: it checkpoints and lets go of the file)."""
+        for life in self.lives:
+            if life.alive():
+                life.process.terminate()
+                life.process.wait(30)
+                life.killed = True
+        self.kill_all()
 
 
-@contextlib.asynccontextmanager
-async def life(root: Path, faults: str | None = None) -> AsyncIterator[Life]:
-    """A server life; it always ends killed (SIGKILL), whether or not its fault fired first."""
-    pidfile = root / ".buttress" / "serve.pid"
-    pidfile.unlink(missing_ok=True)
-    current: Life | None = None
+def owner_pid(root: Path) -> int | None:
     try:
-        async with Client(parameters(root, pidfile, faults)) as client:
-            current = Life(client, pidfile)
-            yield current
-            current.kill()
-    except Exception:  # the client's exit after the server was killed or died: expected here
-        if current is None or not current.killed:
-            raise
-    finally:
-        if current is not None:
-            current.kill()
-        await wait_gone(pidfile)
-
-
-async def wait_gone(pidfile: Path) -> None:
-    """Wait until the killed server's process is gone (its database lock released)."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-    with anyio.fail_after(20):
-        while True:
-            try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    if stat.read().split(") ")[-1][0] in "ZX":
-                        return
-            except OSError:
-                return
-            await anyio.sleep(0.02)
-
-
-async def attempt(call: Callable[[], Awaitable[Any]]) -> Any | None:
-    """A call to a server that may die under it: its result, or None if the server went away (an
-    error the server answered with still fails the test)."""
-    try:
-        return await call()
-    except AssertionError:  # the server answered, with an error: a real failure
-        raise
-    except Exception:
+        return int(owner_status(socket_path(root / "app.duckdb"))["owner"]["pid"])
+    except (ButtressError, KeyError, TypeError, ValueError):
         return None
 
 
 @dataclass
+class Agent:
+    """An agent's MCP session: its own ``buttress serve`` over stdio (never the owner)."""
+
+    client: Client
+    pidfile: Path
+
+    def pid(self) -> int:
+        return int(self.pidfile.read_text().strip())
+
+    def kill(self) -> None:
+        """SIGKILL the agent's serve: the editor crashed. The owner, and the work, go on."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid(), signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def agent(root: Path, name: str = "agent") -> AsyncIterator[Agent]:
+    """An agent session for the story; a session whose serve was killed ends quietly."""
+    pidfile = root / ".buttress" / f"{name}.pid"
+    serve = " ".join([sys.executable, "-m", "mcp_server", "serve", "--project", str(root)])
+    env = {**source_env(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    parameters = StdioServerParameters(
+        command="sh", args=["-c", f"echo $$ > {pidfile}; exec {serve}"], env=env
+    )
+    session: Agent | None = None
+    finished = False
+    try:
+        async with Client(parameters) as client:
+            session = Agent(client, pidfile)
+            yield session
+            finished = True
+    except Exception:  # the client's exit after its serve was killed is expected; nothing else is
+        if not (finished and session is not None and not alive(session.pid())):
+            raise
+
+
+async def attempt(call: Callable[[], Awaitable[Any]]) -> Any | None:
+    """A call while the owner may die under it: its result, or None if the owner went away (the
+    agent's serve answers ``engine.owner_gone``; any other error still fails the test)."""
+    try:
+        return await call()
+    except AssertionError as error:
+        if "'engine.owner_gone'" in str(error):
+            return None
+        raise
+
+
+@dataclass
 class Trials:
-    """The kill schedule of a story: a seeded mix of named crash points and random moments."""
+    """The kill schedule of a story. The default run fires each named point once (a life whose point
+    did not fire is tried again, a few times) and makes one random kill; the long trial
+    (``BUTTRESS_STORY_KILLS``) is a seeded mix of named points in turn and random moments."""
 
     seed: int
     points: tuple[str, ...] = POINTS
+    target: int | None = STORY_KILLS
     kills: int = 0
     cycle: int = 0
     by_point: dict[str, int] = field(default_factory=dict)
@@ -213,8 +267,18 @@ class Trials:
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
 
+    def done(self) -> bool:
+        if self.target is not None:
+            return self.kills >= self.target
+        return set(self.by_point) >= {*self.points, "random"} or self.kills >= 4 * len(self.points) + 2
+
     def next_faults(self) -> tuple[str | None, float]:
-        """The fault plan for the next life and the moment (s after start) to kill it if it is alive."""
+        """The fault plan for the next life and the moment (s after it started) to kill it if it lives."""
+        if self.target is None:
+            for point in self.points:
+                if point not in self.by_point:
+                    return f"{point}:1", 10.0  # it fires once the life's work reaches it
+            return None, self.random.uniform(0.3, 1.0)
         if self.random.random() < 0.6:
             point = self.points[self.cycle % len(self.points)]  # each point in turn
             self.cycle += 1

@@ -1,6 +1,6 @@
 """The rollback-coherence story over MCP stdio: version 2 adds ``plan`` to ``app_user`` and to the
 ``user_events`` payload; messages are produced; the app is rolled back while some are undelivered;
-the server is SIGKILLed; consumers on the old version never see the new field; redeploying version 2
+the project's owner is SIGKILLed; consumers on the old version never see the new field; redeploying version 2
 gives the messages still undelivered their field back.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from mcp_server.project import Project
 from tests.mcp_server.helpers import call, ship
 from tests.workflows.apps import USERS_V1, USERS_V2
-from tests.workflows.harness import life, project, provider
+from tests.workflows.harness import Owners, agent, project, provider
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
 
@@ -35,7 +35,9 @@ async def claim(client: Any, consumer: str, lease_s: float = 30) -> list[dict[st
 async def test_a_rollback_with_messages_in_flight_keeps_consumers_on_the_old_shape(tmp_path: Path) -> None:
     with provider(seed=1) as fake:
         root = project(tmp_path / "users", fake.url)
-        async with life(root) as first:
+        owners = Owners(root)
+        owner = await owners.start()
+        async with agent(root, "first") as first:
             await ship(first.client, USERS_V1)
             await call(first.client, "app_sign_up", id="ada", name="Ada")
             delivered = await claim(first.client, "mailer")
@@ -63,10 +65,11 @@ async def test_a_rollback_with_messages_in_flight_keeps_consumers_on_the_old_sha
             losses = [loss for step in rolled["steps"] for loss in step["losses"]]
             converted = [loss for loss in losses if loss["code"] == "message.converted"]
             assert len(converted) == 1 and converted[0]["count"] == 2, losses  # the report named them
-            first.kill()  # and the server dies right after the rollback
+            owner.kill()  # and the owner dies right after the rollback
 
         await anyio.sleep(1.1)  # the leases on dee and eve run out
-        async with life(root) as second:  # the old version, after a crash
+        await owners.start()  # the old version, after a crash
+        async with agent(root, "second") as second:
             old = await call(second.client, "query", sql="select * from app_user order by id")
             assert old["columns"] == ["id", "name"]
             await call(second.client, "app_sign_up", id="fay", name="Fay")
@@ -92,7 +95,8 @@ async def test_a_rollback_with_messages_in_flight_keeps_consumers_on_the_old_sha
                 ["eve", "pro"],
                 ["fay", None],
             ]
-    runtime = Project.load(root).open()  # the server is gone: what was delivered stays as delivered
+        owners.stop()
+    runtime = Project.load(root).open()  # the owner is gone: what was delivered stays as delivered
     try:
         stored = {m.payload["user"]: m.payload for m in runtime.list_messages(topic="user_events")}
     finally:
