@@ -38,7 +38,8 @@ CONFIG_TEMPLATE = """\
 [database]
 # The DuckDB file holding the application's data, its versions and its audit log. One process owns it
 # (the first `buttress serve`, or a command when none runs); other serves and commands on this project
-# attach to that process over .buttress/buttress.sock, readable by this OS user only.
+# attach to that process over a Unix socket named after the file, .buttress/app.duckdb.sock, readable
+# by this OS user only.
 path = "app.duckdb"
 
 [server]
