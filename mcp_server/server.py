@@ -135,7 +135,10 @@ class ButtressServer(MCPServer[ToolEnv]):
         """
         runtime = await self._open_runtime()
         if runtime is not None:
-            await self.sync_action_tools(runtime)
+            try:
+                await self.sync_action_tools(runtime)
+            except ButtressError:  # its owner went away: the tools known now; the next listing syncs
+                logger.warning("the action tools could not be synced", exc_info=True)
         tools = [_admitting_errors(tool) for tool in await super().list_tools()]
         return self._visible(tools)
 
@@ -176,7 +179,10 @@ class ButtressServer(MCPServer[ToolEnv]):
         """Call a tool; every failure comes back as a structured, audited error result."""
         runtime = await self._open_runtime()
         if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names and runtime is not None:
-            await self.sync_action_tools(runtime)
+            try:
+                await self.sync_action_tools(runtime)
+            except ButtressError as error:  # an attached server whose owner went away: engine.owner_gone
+                return errors.buttress_error_result(error)
         refused = self._refusal(name, arguments, runtime)
         if refused is not None:
             await self._audit_refusal(runtime, name, arguments, refused)
