@@ -20,12 +20,26 @@ os.environ["BUTTRESS_OPERATOR_KEY"] = str(
     Path(tempfile.mkdtemp(prefix="buttress-operator-")) / "operator.key"
 )
 
+# The README's `pytest` runs every kind of test, quickly; the long trials are one setting away (CI runs
+# them as a second step):
+#     BUTTRESS_STORY_KILLS=200 pytest tests/workflows     the crash stories, 200 SIGKILLs (payment)
+#     BUTTRESS_RACE_ITERATIONS=1000 pytest tests/security/test_race.py
+#     BUTTRESS_EVAL_FULL=1 pytest tests/evals/test_hygiene.py   every scenario over real processes
+#     pytest --hypothesis-profile=explore                  the long exploratory property search
+os.environ.setdefault("BUTTRESS_STORY_KILLS", "30")
+
 # The suite is deterministic: every property test runs the same derandomized examples on every machine
-# (and keeps no example database). The long exploratory search is one flag away:
-#     pytest --hypothesis-profile=explore
-settings.register_profile("default", derandomize=True, database=None, max_examples=20)
+# (and keeps no example database).
+DEFAULT_EXAMPLES = 10
+settings.register_profile("default", derandomize=True, database=None, max_examples=DEFAULT_EXAMPLES)
 settings.register_profile("explore", derandomize=False, max_examples=500)
 settings.load_profile("default")
+
+
+def examples(count: int) -> int:
+    """A property test's example count: ``count`` in the default profile, as many times more in another
+    profile as that profile runs more than the default (``explore``: the long search)."""
+    return max(1, count * settings.default.max_examples // DEFAULT_EXAMPLES)
 
 
 @pytest.fixture
