@@ -587,10 +587,11 @@ def hygiene(scenario: Scenario, *, transport: Transport = "stdio", workdir: Path
             f"could miss every one of them (set fault_horizon to {reference.steps} or less)"
         )
     null_passes = scenario.manifest.null_agent == "passes"
-    if null.passed != null_passes:
+    null_checks = all(c.passed for c in null.checks)  # its kills cannot fire: it makes no call
+    if null_checks != null_passes:
         problems.append(
             "the null agent passes: the checks do not tell doing the task from doing nothing"
-            if null.passed
+            if null_checks
             else "the null agent fails, but the scenario says refusing is the right answer"
         )
     for name, result in adversarial.items():

@@ -101,3 +101,17 @@ def test_a_fault_horizon_beyond_the_reference_s_calls_is_reported(example: Path)
 
 def test_the_end_to_end_scenario_exists() -> None:
     assert END_TO_END in {s.id for s in BUILTIN}
+
+
+def test_a_null_agent_that_should_pass_is_judged_by_its_checks_not_by_kills_it_never_reached(
+    example: Path,
+) -> None:
+    manifest = example / "scenario.toml"
+    text = manifest.read_text(encoding="utf-8")
+    refusing = text[: text.index("[[checks]]")].replace(
+        'tags = ["example"]\n', 'tags = ["example"]\nnull_agent = "passes"\nfaults = ["kill@2"]\n'
+    ) + ('[[checks]]\nid = "tasks-kept"\nkind = "sql"\nsql = "select count(*) from task"\nexpect = [[2]]\n')
+    manifest.write_text(refusing, encoding="utf-8")
+    report = hygiene(scenarios.load(example), transport="memory")
+    assert not report.null.passed and report.null.faults[0].fired is False  # its run fails: no call
+    assert report.problems == []
