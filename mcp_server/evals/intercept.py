@@ -276,7 +276,10 @@ class StdioTap:
                 for line in lines:
                     if not line.strip():
                         continue
-                    message = mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    try:
+                        message = mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    except ValueError:
+                        continue  # not JSON-RPC: a server would not answer it either
                     call = called_tool(message.model_dump(by_alias=True, exclude_unset=True))
                     if call is not None:
                         step, occurrence, killed = await _step(self.injector, call[1])

@@ -304,7 +304,7 @@ class InProcessServer:
         write streams. The connection ends when the client leaves or a fault kills the server."""
         from mcp.shared.memory import create_client_server_memory_streams
 
-        lowlevel = (await self._serving())._lowlevel_server
+        lowlevel = (await self._serving())._lowlevel_server  # as the SDK's own InMemoryTransport does
         async with (
             create_client_server_memory_streams() as (client, server),
             anyio.create_task_group() as tasks,
@@ -338,8 +338,15 @@ class InProcessServer:
             runtime, self._runtime, self._server = self._runtime, None, None
         if runtime is None:
             return 0
-        await anyio.to_thread.run_sync(runtime.close)
+        await anyio.to_thread.run_sync(_close_opened, runtime)
         return 1
+
+
+def _close_opened(runtime: BackgroundRuntime) -> None:
+    """Close a runtime, once it has finished opening (one still opening would be left open)."""
+    with contextlib.suppress(Exception):  # it could not open: there is nothing to close
+        runtime.get()
+    runtime.close()
 
 
 @asynccontextmanager
