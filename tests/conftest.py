@@ -42,6 +42,15 @@ def examples(count: int) -> int:
     return max(1, count * settings.default.max_examples // DEFAULT_EXAMPLES)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (in addopts): two workers per core, at most four (``--maxprocesses``). Most tests
+    spend much of their time waiting on server processes, the disk and the network; a second worker
+    per core fills that time (measured on two cores: 8m55s with two workers, 7m27s with four)."""
+    del config
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 * cores
+
+
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
     """A runtime on a new database file in ``tmp_path``, closed after the test."""
