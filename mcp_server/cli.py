@@ -4,7 +4,7 @@ owns the project, else by opening the database itself), calls one runtime method
 result (or JSON with ``--json``) and exits 0; or prints ``error [code]: message`` with a hint and
 exits 1.
 
-    buttress init DIR                          create a project (buttress.toml + app.duckdb)
+    buttress init [DIR]                        create a project (buttress.toml + app.duckdb)
     buttress serve [--http --port N]           serve the MCP tools (stdio by default)
     buttress status                            who owns the project, and who is attached to it
     buttress demo                              the scripted agent demo in a throwaway project
@@ -17,7 +17,7 @@ exits 1.
     buttress rollback [--to N]                 roll back, losslessly
     buttress finalize --before N               discard retained data (irreversible)
     buttress approve REQUEST                   approve an agent's hazardous deploy or rollback
-    buttress token AGENT [--role R]            an HTTP bearer token for an agent
+    buttress token AGENT [--role R] [--rotate] an HTTP bearer token for an agent (rotate keeps its role)
     buttress audit verify | show | reanchor    the hash-chained audit log
 """
 
@@ -27,6 +27,7 @@ import argparse
 import gc
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter
 
 from mcp_server import project as projects
-from runtime.errors import ButtressError, Code, ConfigError
+from runtime.errors import ButtressError, Code, ConfigError, PolicyError
 
 if TYPE_CHECKING:
     from mcp_server.owner import OwnerKind
@@ -46,6 +47,17 @@ if TYPE_CHECKING:
     from tools.base import ToolSpec
 
 Command = Callable[[argparse.Namespace], int]
+
+OPERATOR = "operator"
+"""The actor of the operator's own commands (``runtime.api.OPERATOR``; not imported, to keep the
+parser's start-up cheap)."""
+
+DEFAULT_ROLE = "developer"
+"""The role ``buttress token`` gives a new agent when ``--role`` is not given."""
+
+BROKEN_PIPE = 141
+"""The exit code of a command whose reader went away (``buttress … | head``): 128 + SIGPIPE, as a
+shell reports a command killed by it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,12 +69,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return command(args)
+        check_actor(args)
+        code = command(args)
+        sys.stdout.flush()  # a reader that went away is noticed here, not at interpreter exit
+        return code
     except ButtressError as error:
         print_error(error)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (``head``) has what it wanted. Point stdout at /dev/null so that the interpreter's
+        # last flush does not raise again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
+
+
+def check_actor(args: argparse.Namespace) -> None:
+    """An operator-only command (approve, finalize, runs retry, effects resolve, …) acts as the
+    operator: ``--actor`` naming anyone else is refused, so an agent's name is never written as the
+    one who decided."""
+    command = getattr(args, "operator_only", None)
+    actor = getattr(args, "actor", OPERATOR)
+    if command is not None and actor != OPERATOR:
+        raise PolicyError(
+            Code.POLICY_DENIED,
+            f"`buttress {command}` is the operator's command: it acts as the operator, not as {actor!r}",
+            hint="Drop --actor. Only the operator approves, finalizes, retries runs and resolves effects; "
+            "an agent with the capability does it through its own MCP tools, under its own name.",
+            details={"command": command, "actor": actor},
+        )
 
 
 def print_error(error: ButtressError) -> None:
@@ -98,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     project = argparse.ArgumentParser(add_help=False)
     project.add_argument("--project", default=".", metavar="DIR", help="the project directory (default: .)")
     actor = argparse.ArgumentParser(add_help=False)
-    actor.add_argument(
-        "--actor", default="operator", help="name written to the audit log (default: operator)"
+    actor.add_argument("--actor", default=OPERATOR, help="act as this agent, by name (default: the operator)")
+    operator = argparse.ArgumentParser(add_help=False)
+    operator.add_argument(
+        "--actor",
+        default=OPERATOR,
+        help="the operator only: this command always acts as the operator (an agent's name is refused)",
     )
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -111,10 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(command=command)
         return sub
 
-    init = add("init", cmd_init, "create a project: DIR/buttress.toml and DIR/app.duckdb")
-    init.add_argument("dir", metavar="DIR")
+    init = add(
+        "init",
+        cmd_init,
+        "create a project: DIR/buttress.toml and DIR/app.duckdb (an existing project is left as it is)",
+        project,
+    )
     init.add_argument(
-        "--agent", default=projects.DEFAULT_AGENT, help="the agent `serve` speaks for over stdio"
+        "dir", metavar="DIR", nargs="?", help="the project directory (or --project DIR; default: .)"
+    )
+    init.add_argument(
+        "--agent", help=f"the agent `serve` speaks for over stdio (default: {projects.DEFAULT_AGENT})"
     )
 
     serve = add(
@@ -201,21 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_finalize,
         "discard data retained by versions before N: rollbacks that need it are refused afterwards",
         project,
-        actor,
+        operator,
         output,
     )
+    finalize.set_defaults(operator_only="finalize")
     finalize.add_argument("--before", type=int, required=True, metavar="N")
     finalize.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     approve = add(
-        "approve", cmd_approve, "approve an agent's pending hazardous deploy or rollback", project, actor
+        "approve",
+        cmd_approve,
+        "approve an agent's pending hazardous deploy or rollback",
+        project,
+        operator,
+        output,
     )
+    approve.set_defaults(operator_only="approve")
     approve.add_argument("request", metavar="REQUEST", help="the request id from deploy.needs_approval")
     approve.add_argument("--yes", action="store_true", help="approve without asking")
-    token = add("token", cmd_token, "create (or --rotate) an HTTP bearer token for an agent", project)
+    token = add("token", cmd_token, "create (or --rotate) an HTTP bearer token for an agent", project, output)
     token.add_argument("agent", metavar="AGENT")
-    token.add_argument("--role", default="developer", help="the agent's role (default: developer)")
-    token.add_argument("--rotate", action="store_true", help="replace the agent's existing token")
+    token.add_argument(
+        "--role",
+        help=f"give the agent this role (a new agent: default {DEFAULT_ROLE}; an existing one keeps its "
+        "role unless this is given)",
+    )
+    token.add_argument(
+        "--rotate", action="store_true", help="replace the agent's existing token (its role and keys kept)"
+    )
 
     audit = commands.add_parser("audit", help="verify, show or re-anchor the audit log")
     audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
@@ -230,22 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--follow", action="store_true", help="keep printing new entries until interrupted")
     show.set_defaults(command=cmd_audit_show)
     reanchor = audit_commands.add_parser(
-        "reanchor", parents=[project], help="anchor the chain as it is now, after reading why verify failed"
+        "reanchor",
+        parents=[project, operator],
+        help="anchor the chain as it is now, after reading why verify failed",
     )
     reanchor.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    reanchor.set_defaults(command=cmd_audit_reanchor)
+    reanchor.set_defaults(command=cmd_audit_reanchor, operator_only="audit reanchor")
     for name in FEATURE_COMMANDS:
-        importlib.import_module(name).register(commands, Parents(project, actor, output))
+        importlib.import_module(name).register(commands, Parents(project, actor, output, operator))
     return parser
 
 
 @dataclass(frozen=True)
 class Parents:
-    """The shared option groups a feature's commands may inherit (``--project``, ``--actor``, ``--json``)."""
+    """The shared option groups a feature's commands may inherit (``--project``, ``--actor``, ``--json``).
+
+    ``operator`` is ``--actor`` for an operator-only command: set ``operator_only`` to the command's
+    name in its defaults too, and ``main`` refuses an actor other than the operator."""
 
     project: argparse.ArgumentParser
     actor: argparse.ArgumentParser
     output: argparse.ArgumentParser
+    operator: argparse.ArgumentParser
 
 
 FEATURE_COMMANDS: tuple[str, ...] = ("mcp_server.workflows_cli", "mcp_server.ui.cli", "mcp_server.evals.cli")
@@ -335,13 +403,41 @@ def table(columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """``buttress init DIR``: create the configuration, the database and (once per machine) the operator secret."""
-    project = projects.init(args.dir, agent=args.agent)
+    """``buttress init [DIR]``: create the configuration, the database and (once per machine) the
+    operator secret. A directory that already holds a project is left as it is (exit 0): the command
+    says so and changes nothing, so running it twice is safe."""
+    root = init_directory(args)
+    if (root / projects.CONFIG_NAME).exists():
+        project = projects.Project.load(root)
+        if args.agent is not None and args.agent != project.agent:
+            raise ConfigError(
+                Code.CONFIG_INVALID,
+                f"{project.root} is already a project, serving agent {project.agent!r}: nothing changed",
+                hint=f"Edit [server] agent (and add an [agents.{args.agent}] entry) in "
+                f"{project.root / projects.CONFIG_NAME}, or init another directory.",
+                details={"project": str(project.root), "agent": project.agent},
+            )
+        print(f"{project.root} is already a project: nothing changed")
+        print(f"  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}")
+        return 0
+    project = projects.init(root, agent=args.agent or projects.DEFAULT_AGENT)
     print(
         f"initialised {project.root}\n  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}"
     )
     print(f"next: buttress serve --project {project.root}")
     return 0
+
+
+def init_directory(args: argparse.Namespace) -> Path:
+    """The directory ``buttress init`` creates: DIR, or ``--project DIR`` as for every other command."""
+    given, option = args.dir, args.project
+    if given is not None and option != "." and Path(given).resolve() != Path(option).resolve():
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            f"two directories given: {given} and --project {option}",
+            hint="Pass the directory once: `buttress init DIR` or `buttress init --project DIR`.",
+        )
+    return Path(given if given is not None else option).resolve()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -541,9 +637,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
             f"undelivered messages {app.work.undelivered_messages}"
         )
     for pending in app.pending_proposals:
-        print(
-            f"  pending proposal {pending.proposal_id} ({'dry-run passed' if pending.dry_run_passed else 'not dry-run'})"
-        )
+        print(f"  pending proposal {pending.proposal_id} ({DRY_RUN_WORDS[pending.dry_run]})")
     for line in app.drift:
         print(f"  DRIFT: {line}")
     if app.audit_problem:
@@ -571,14 +665,26 @@ def cmd_proposals(args: argparse.Namespace) -> int:
         found = runtime.proposals(pending=args.pending)
     if emit(args, found):
         return 0
+    if not found:
+        print("no pending proposals (on the current version)" if args.pending else "no proposals")
+        return 0
     for p in found:
         state = f"deployed as {p.deployed_as}" if p.status == "deployed" else p.status
-        checked = "dry-run passed" if p.dry_run_passed else "not dry-run"
+        checked = DRY_RUN_WORDS[p.dry_run]
         hazards = f"  hazards: {', '.join(p.hazards)}" if p.hazards else ""
-        print(f"{p.proposal_id:<6} on v{p.base_version:<4} {state:<16} {checked:<15} {p.created_by}{hazards}")
+        print(f"{p.proposal_id:<6} on v{p.base_version:<4} {state:<16} {checked:<17} {p.created_by}{hazards}")
         if p.note:
             print(f"       {p.note}")
     return 0
+
+
+DRY_RUN_WORDS = {
+    "passed": "dry-run passed",
+    "failed": "dry-run failed",
+    "stale": "dry-run stale",
+    "not_dry_run": "not dry-run",
+}
+"""How ``buttress proposals`` and ``describe`` say where a proposal's dry-run stands."""
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -749,28 +855,64 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     project = projects.Project.load(args.project)
     request = approvals.pending(project.database, args.request)
-    print(f"request {request['id']}: {approvals.subject(request)} by {request['requested_by']}")
-    print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
-    for hazard in request.get("hazards", []):
-        print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
+    answer = {
+        "request": request["id"],
+        "subject": approvals.subject(request),
+        "proposal_id": request["proposal_id"],
+        "requested_by": request["requested_by"],
+        "plan_hash": request["plan_hash"],
+        "expires_at": request["expires_at"],
+        "hazards": request.get("hazards", []),
+    }
+    if not args.json:
+        print(f"request {request['id']}: {approvals.subject(request)} by {request['requested_by']}")
+        print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
+        for hazard in request.get("hazards", []):
+            print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
     if not confirm(args, "approve this exact plan?"):
-        print("not approved (pass --yes to approve non-interactively)")
+        if not emit(args, {**answer, "approved": False}):
+            print("not approved (pass --yes to approve non-interactively)")
         return 1
-    approvals.approve(project.database, request, approved_by=args.actor)
-    print(
-        f"approved: the agent may now retry the {approvals.subject(request)} (once, until {request['expires_at']})"
-    )
+    approvals.approve(project.database, request, approved_by=OPERATOR)
+    if not emit(args, {**answer, "approved": True, "approved_by": OPERATOR}):
+        print(
+            f"approved: the agent may now retry the {approvals.subject(request)} (once, until {request['expires_at']})"
+        )
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """``buttress token AGENT``: create an HTTP bearer token for an agent; only its sha256 is stored."""
+    """``buttress token AGENT``: create an HTTP bearer token for an agent; only its sha256 is stored.
+
+    ``--rotate`` replaces the token and keeps everything else of the agent's entry (its role, its
+    actions, any other key); the role changes only when ``--role`` is given, and then the command says
+    from what to what."""
     from runtime.boundary.policy import add_agent
 
     project = projects.Project.load(args.project)
     config = project.root / projects.CONFIG_NAME
-    token = add_agent(config, args.agent, args.role, rotate=args.rotate)
-    print(f"agent {args.agent} ({args.role}) {'token replaced' if args.rotate else 'added'} in {config}")
+    known = project.policy().agents.get(args.agent)
+    before = known.role if known is not None else None
+    token = add_agent(
+        config, args.agent, args.role or (None if known is not None else DEFAULT_ROLE), rotate=args.rotate
+    )
+    after = project.policy().agents[args.agent].role
+    if emit(
+        args,
+        {
+            "agent": args.agent,
+            "role": after,
+            "previous_role": before,
+            "token": token,
+            "rotated": args.rotate,
+            "config": str(config),
+        },
+    ):
+        return 0
+    done = "token replaced" if args.rotate else "token added" if known is not None else "added"
+    print(f"agent {args.agent} ({after}) {done} in {config}")
+    if before is not None and before != after:
+        print(f"  role changed: {before} -> {after}")
     print(f"bearer token (shown once; store it in the client): {token}")
     print("a running `buttress serve --http` accepts it within a second (it follows buttress.toml)")
     return 0

@@ -209,7 +209,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         if name.startswith(ACTION_TOOL_PREFIX) and name not in self.tool_names and runtime is not None:
             try:
                 await self.sync_action_tools(runtime)
-            except ButtressError as error:  # the owner went away: the agent calls again
+            except ButtressError as error:  # an attached server whose owner went away: engine.owner_gone
                 return errors.buttress_error_result(error)
         refused = self._refusal(name, arguments, runtime)
         if refused is not None:

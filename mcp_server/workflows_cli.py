@@ -4,6 +4,7 @@
 Those that only read work on the file directly when no process owns the project; those that set work
 in motion (start, signal, cancel and retry a run, resolve an effect: ``needs_owner``) act through the
 project's owner, starting the project daemon when none runs, so its scheduler carries the work on.
+``runs retry`` and ``effects resolve`` are the operator's: they refuse ``--actor`` naming an agent.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def register(commands: Any, parents: cli.Parents) -> None:
     cancel.add_argument("--reason")
     cancel.set_defaults(command=cmd_runs_cancel, needs_owner=True)
     retry = runs_commands.add_parser(
-        "retry", parents=[*common, parents.actor], help="retry a failed or blocked run at its step"
+        "retry", parents=[*common, parents.operator], help="retry a failed or blocked run at its step"
     )
     retry.add_argument("run_id", metavar="RUN")
-    retry.set_defaults(command=cmd_runs_retry, needs_owner=True)
+    retry.set_defaults(command=cmd_runs_retry, needs_owner=True, operator_only="runs retry")
 
     messages = commands.add_parser("messages", parents=common, help="messages on topics, newest first")
     messages.add_argument("--topic")
@@ -69,14 +70,24 @@ def register(commands: Any, parents: cli.Parents) -> None:
     effects_list.set_defaults(command=cmd_effects_list)
     resolve = effects_commands.add_parser(
         "resolve",
-        parents=[*common, parents.actor],
+        parents=[*common, parents.operator],
         help="say what an effect with an unknown outcome did, after checking with the provider",
     )
     resolve.add_argument("effect_id", metavar="EFFECT")
     resolve.add_argument("--outcome", required=True, choices=RESOLUTIONS)
     resolve.add_argument("--response", help="the provider's response, as JSON (becomes the step's output)")
     resolve.add_argument("--yes", action="store_true", help="resolve without asking")
-    resolve.set_defaults(command=cmd_effects_resolve, needs_owner=True)
+    resolve.set_defaults(command=cmd_effects_resolve, needs_owner=True, operator_only="effects resolve")
+
+
+def _advancing(runtime: Any) -> str:
+    """When the run acts on what was just done: at once when a server owns the project (its scheduler
+    runs the run), else when one next does (nothing advances runs in between)."""
+    from mcp_server.channel import RemoteRuntime
+
+    if isinstance(runtime, RemoteRuntime):
+        return "the server that owns the project advances it now"
+    return "no server owns the project now: it advances when `buttress serve` next runs on it"
 
 
 def _run_line(run: Any) -> str:
@@ -128,8 +139,10 @@ def cmd_runs_start(args: argparse.Namespace) -> int:
         run = runtime.start_workflow(
             args.workflow, cli.pairs(args.arg, "arg"), run_id=args.run_id, actor=args.actor
         )
+        advancing = _advancing(runtime)
     if not cli.emit(args, run):
         print(_run_line(run))
+        print(f"  {advancing}")
     return 0
 
 
@@ -137,8 +150,10 @@ def cmd_runs_signal(args: argparse.Namespace) -> int:
     """``buttress runs signal RUN SIGNAL --arg k=v`` (``signal_run``)."""
     with cli.opened(args) as runtime:
         run = runtime.signal_run(args.run_id, args.name, cli.pairs(args.arg, "arg"), actor=args.actor)
+        advancing = _advancing(runtime)
     if not cli.emit(args, run):
         print(_run_line(run))
+        print(f"  {advancing}")
     return 0
 
 
@@ -146,18 +161,21 @@ def cmd_runs_cancel(args: argparse.Namespace) -> int:
     """``buttress runs cancel RUN`` (``cancel_run``)."""
     with cli.opened(args) as runtime:
         run = runtime.cancel_run(args.run_id, reason=args.reason, actor=args.actor)
+        advancing = _advancing(runtime)
     if not cli.emit(args, run):
         print(_run_line(run))
-        print("its completed steps are compensated, newest first; then it is cancelled")
+        print(f"its completed steps are compensated, newest first; then it is cancelled ({advancing})")
     return 0
 
 
 def cmd_runs_retry(args: argparse.Namespace) -> int:
     """``buttress runs retry RUN`` (``retry_run``)."""
     with cli.opened(args) as runtime:
-        run = runtime.retry_run(args.run_id, actor=args.actor)
+        run = runtime.retry_run(args.run_id, actor=cli.OPERATOR)
+        advancing = _advancing(runtime)
     if not cli.emit(args, run):
         print(_run_line(run))
+        print(f"  retried at its step: {advancing}")
     return 0
 
 
@@ -201,7 +219,8 @@ def cmd_effects_resolve(args: argparse.Namespace) -> int:
         print("not resolved (pass --yes to resolve non-interactively)")
         return 1
     with cli.opened(args) as runtime:
-        effect = runtime.resolve_effect(args.effect_id, args.outcome, response=response, actor=args.actor)
+        effect = runtime.resolve_effect(args.effect_id, args.outcome, response=response, actor=cli.OPERATOR)
+        advancing = _advancing(runtime)
     if not cli.emit(args, effect):
-        print(f"effect {effect.effect_id} is {effect.state}; its run continues")
+        print(f"effect {effect.effect_id} is {effect.state}; its run continues at its next step: {advancing}")
     return 0

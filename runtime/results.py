@@ -7,7 +7,7 @@ engine lets the server list its tools without loading DuckDB.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
@@ -29,6 +29,9 @@ Rows = Annotated[
 """Result rows. The schema stops at "an array": clients validate ``structuredContent`` against the
 output schema, and a schema that reaches every cell costs them a validation step per value (most
 of the time of a 2,000-row result through the Python SDK's client)."""
+
+DryRunState = Literal["passed", "failed", "stale", "not_dry_run"]
+"""Where a proposal's dry-run stands (``runtime.store.catalog.dry_run_state``)."""
 
 # ------------------------------------------------------------------------------------------ reading
 
@@ -62,6 +65,9 @@ class PendingProposal(BaseModel):
     dry_run_passed: bool = Field(
         description="True once a dry-run of this proposal passed on the current version."
     )
+    dry_run: DryRunState = Field(
+        description="'passed', 'failed' (dry-run, and none passed: fix and propose again) or 'not_dry_run'."
+    )
 
 
 class ProposalSummary(BaseModel):
@@ -78,6 +84,10 @@ class ProposalSummary(BaseModel):
     )
     deployed_as: int | None = None
     dry_run_passed: bool = Field(description="True once a dry-run of it passed on its base version.")
+    dry_run: DryRunState = Field(
+        description="'passed', 'failed' (dry-run, and none passed), 'stale' (one passed, but its base is no "
+        "longer the current version: a deploy is refused) or 'not_dry_run'."
+    )
     hazards: list[str] = Field(default=[], description="The codes of its plan's hazards.")
 
 

@@ -27,3 +27,20 @@ def test_ci_installs_nothing_python_side_beyond_the_readme_command() -> None:
 def test_ci_fails_when_pytest_collects_nothing() -> None:
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert '"$status" -eq 5' in script
+
+
+def test_ci_runs_the_readme_command_then_checks_then_the_long_trials() -> None:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    steps = [
+        "run_pytest || failed=1",
+        "ruff check .",
+        "ruff format --check .",
+        "mypy",
+        "BUTTRESS_STORY_KILLS=200 run_pytest tests/workflows",
+        "BUTTRESS_SOAK_S=180 run_pytest tests/soak",
+        "BUTTRESS_EVAL_FULL=1 run_pytest tests/evals/test_hygiene.py",
+        "BUTTRESS_RACE_ITERATIONS=1000 run_pytest tests/security/test_race.py",
+    ]
+    positions = [script.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert script.rstrip().endswith('exit "$failed"')

@@ -11,7 +11,7 @@ A scripted agent is a Python module with one coroutine::
                             refused=["sql.forbidden"])                    # must be refused
 
 It talks to a real ``buttress serve`` through the MCP SDK's ``Client`` (stdio or HTTP, as the run
-says). ``agent.session()`` opens another connection for concurrent work. Python rather than a
+says; or, in the test suite, the server object in this process over an in-memory transport). ``agent.session()`` opens another connection for concurrent work. Python rather than a
 declarative list of steps, because the stories need loops, branches on error codes and real
 concurrency; the runner loads the file by path, so a scenario stays one self-contained directory.
 
@@ -29,7 +29,6 @@ result is rebuilt from ``list_versions``). An attached server whose owner went a
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,12 +40,12 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
-from mcp_server.evals.faults import FaultPlan, When
+from mcp_server.evals.faults import FaultPlan, Injector, When
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
 
-    from mcp_server.evals.servers import HttpServer, StdioServers
+    from mcp_server.evals.servers import HttpServer, InProcessServer, StdioServers
 
 MAX_RECONNECTS = 5
 CALL_TIMEOUT_S = 300.0
@@ -109,30 +108,26 @@ class Link:
     """What the sessions of one scripted run share: how to reach the server, the fault plan, the
     step counter, the operator, and the attempts made."""
 
-    servers: HttpServer | StdioServers
+    servers: HttpServer | StdioServers | InProcessServer
     plan: FaultPlan
     approve: Callable[[str], Awaitable[bool]]
     tasks: anyio.abc.TaskGroup
     """Where the sessions' connections live (see ``_Connection``)."""
     token: str | None = None
-    steps: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    per_tool: dict[str, int] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
     reconnects: int = 0
+    injector: Injector = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.injector = Injector(self.plan, self.servers.kill)
 
     def next_step(self, tool: str) -> tuple[int, int]:
-        self.per_tool[tool] = self.per_tool.get(tool, 0) + 1
-        return next(self.steps), self.per_tool[tool]
+        return self.injector.next_step(tool)
 
     async def fault(self, step: int, tool: str, occurrence: int, when: When) -> bool:
         """Kill the server if a fault is due now; True when one fired."""
-        kill = self.plan.due(step=step, tool=tool, occurrence=occurrence, when=when)
-        if kill is None:
-            return False
-        killed = await self.servers.kill()
-        self.plan.record(kill, step=step, tool=tool, killed=killed)
-        return True
+        return await self.injector.fault(step, tool, occurrence, when)
 
     async def open(self, stack: AsyncExitStack) -> Client:
         """A connected SDK client (the server started or restarted if needed)."""

@@ -2,10 +2,10 @@
 
     buttress eval list [--tag T]                        the built-in scenarios
     buttress eval run [SCENARIO…] [--scripted NAME | --agent-cmd CMD] [-k N]
-                      [--transport stdio|http] [--fault SPEC…] [--seed N]
+                      [--transport stdio|http|memory] [--fault SPEC…] [--seed N]
                       [--expected-failures FILE] [--out DIR] [--keep]
                                                         score an agent; exit 1 on failure
-    buttress eval check [SCENARIO…]                     the hygiene of scenarios: the reference
+    buttress eval check [SCENARIO…] [--transport T]     the hygiene of scenarios: the reference
                                                         passes, the null agent fails, adversarial
                                                         scripts are refused
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_OUT = "eval-results"
+TRANSPORTS = ("stdio", "http", "memory")
 
 
 def register(commands: Any, parents: Any) -> None:
@@ -57,14 +58,18 @@ def register(commands: Any, parents: Any) -> None:
     )
     run.add_argument("-k", type=int, default=1, metavar="N", help="runs per scenario (pass@k, pass^k)")
     run.add_argument(
-        "--transport", choices=("stdio", "http"), default="stdio", help="how the agent reaches the server"
+        "--transport",
+        choices=TRANSPORTS,
+        default="stdio",
+        help="how the agent reaches the server (memory: in this process, scripted agents only)",
     )
     run.add_argument(
         "--fault",
         action="append",
         default=[],
         metavar="SPEC",
-        help="kill the server: kill@3, kill@deploy, kill@deploy#2, kill@random (:before or :after)",
+        help="kill the server: kill@3, kill@deploy, kill@deploy#2, kill@random (:before or :after); "
+        "with --agent-cmd too (the runner then stands between the agent and the server)",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of kill@random (default 0)")
     run.add_argument("--tag", action="append", default=[], help="only scenarios with this tag")
@@ -94,7 +99,12 @@ def register(commands: Any, parents: Any) -> None:
     check.add_argument(
         "scenarios", nargs="*", metavar="SCENARIO", help="built-in ids or scenario directories"
     )
-    check.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    check.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="stdio",
+        help="stdio or http: real server processes; memory: the server in this process (faster)",
+    )
     check.set_defaults(command=cmd_check)
 
 
@@ -148,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         keep=out if args.keep else None,
         timeout_s=args.timeout,
+        logs=out,
     )
     card = run(scenarios, options, baseline=args.expected_failures, progress=_progress)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import shutil
+import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,8 +35,9 @@ from mcp_server.evals import external, providers, seeding
 from mcp_server.evals.agent import Agent, Link, ScriptFailed, null_agent
 from mcp_server.evals.approver import Approver
 from mcp_server.evals.checks import Evidence, evaluate, usage
-from mcp_server.evals.faults import FaultPlan
+from mcp_server.evals.faults import FaultPlan, Injector
 from mcp_server.evals.faults import check as check_fault
+from mcp_server.evals.intercept import HttpTap, StdioTap
 from mcp_server.evals.scenario import NULL, REFERENCE, Scenario
 from mcp_server.evals.scorecard import (
     AttemptResult,
@@ -48,10 +50,14 @@ from mcp_server.evals.scorecard import (
     exit_code,
     read_baseline,
 )
-from mcp_server.evals.servers import HttpServer, StdioServers
+from mcp_server.evals.servers import HttpServer, InProcessServer, StdioServers
 from runtime.errors import ButtressError, Code, ConfigError, NotFound
 
-Transport = Literal["stdio", "http"]
+Transport = Literal["stdio", "http", "memory"]
+"""How the agent reaches the server: ``buttress serve`` over stdio or streamable HTTP, or (scripted
+agents only; the test suite's fast path) the server object in this process over an in-memory
+transport."""
+Servers = HttpServer | StdioServers | InProcessServer
 Script = Callable[[Agent], Awaitable[None]]
 
 
@@ -83,6 +89,9 @@ class Options:
     keep: Path | None = None
     """Keep each run's project, server log and agent log under this directory."""
     timeout_s: float | None = None
+    logs: Path | None = None
+    """Without ``keep``: where a failing run's logs are kept (``LOGS/runs/SCENARIO/AGENT-N``), so
+    that what the scorecard points at exists; without either, a failure quotes the log's end."""
 
 
 @dataclass
@@ -90,11 +99,14 @@ class _Outcome:
     """What happened while the agent ran (the verdict comes from the evidence, not from here)."""
 
     error: str | None = None
+    log: Path | None = None
+    """The log ``error`` is explained in."""
     exit_code: int | None = None
     link: Link | None = None
+    calls: int = 0
+    """The calls the runner saw the agent make (scripted agents, and external ones under faults)."""
     starts: int = 0
     attempts: list[AttemptResult] = field(default_factory=list)
-    faults: list[FaultResult] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------- scripts
@@ -200,23 +212,92 @@ def run_once(
     finally:
         runtime.close()
     checks = [CheckResult(**v.__dict__) for v in verdicts]
+    faults = fault_results(plan, outcome, evidence, all(c.passed for c in checks))
+    error, logs = _point_at_logs(outcome, options, directory, workdir)
     return RunResult(
         run=index,
-        passed=all(c.passed for c in checks),
+        passed=all(c.passed for c in checks) and all(f.fired for f in faults),
         checks=checks,
         tool_calls=used.tool_calls,
         tool_calls_total=used.total,
         refusals=used.refusals,
         invariant_violations_prevented=used.invariant_violations_prevented,
         attempts=outcome.attempts,
-        faults=outcome.faults,
+        faults=faults,
         server_starts=outcome.starts,
         reconnects=outcome.link.reconnects if outcome.link else 0,
-        agent_error=outcome.error,
+        steps=outcome.calls,
+        agent_error=error,
         agent_exit_code=outcome.exit_code,
         wall_time_s=round(wall, 3),
         directory=str(directory) if options.keep is not None else None,
+        logs=str(logs) if logs is not None else None,
     )
+
+
+SUCCEEDED = frozenset({"ok", "passed", "replayed"})
+"""Audit outcomes of a call that worked (a dry-run that found problems still answered: ``failed``
+is not among them, nor ``refused``)."""
+LOG_TAIL = 8
+
+
+def fault_results(
+    plan: FaultPlan, outcome: _Outcome, evidence: Evidence, checks_passed: bool
+) -> list[FaultResult]:
+    """Every planned kill: where it fired and whether the agent recovered (a call of its own
+    succeeded after the kill, by the audit log, and every check passed); or why it did not fire."""
+    entries = evidence.agent_entries()
+    results = []
+    for fired in plan.fired:
+        at = datetime.datetime.fromisoformat(fired.at)
+        later = any(e.outcome in SUCCEEDED and datetime.datetime.fromisoformat(e.time) > at for e in entries)
+        recovered = later and checks_passed
+        results.append(
+            FaultResult(
+                spec=fired.spec,
+                fired=True,
+                step=fired.step,
+                tool=fired.tool,
+                when=fired.when,
+                killed=fired.killed,
+                recovered=recovered,
+                message=""
+                if recovered
+                else "no call of the agent succeeded after it"
+                if not later
+                else "the agent's calls went through after it, but checks failed",
+            )
+        )
+    for kill in plan.missed():
+        results.append(
+            FaultResult(
+                spec=kill.spec,
+                fired=False,
+                when=kill.when,
+                message=f"did not fire: it was due at {kill.describe()}, and the agent made "
+                f"{outcome.calls} call(s)",
+            )
+        )
+    return results
+
+
+def _point_at_logs(
+    outcome: _Outcome, options: Options, directory: Path, workdir: Path
+) -> tuple[str | None, Path | None]:
+    """The agent's error, pointing at a log that exists after the run: kept with ``--keep``, copied
+    to ``options.logs`` otherwise, or else quoted (its last lines)."""
+    if outcome.error is None or outcome.log is None or not outcome.log.is_file():
+        return outcome.error, None
+    if options.keep is not None:
+        return f"{outcome.error} (see {outcome.log})", outcome.log.parent
+    if options.logs is not None:
+        kept = options.logs / directory.relative_to(workdir)
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in directory.glob("*.log"):
+            shutil.copy2(log, kept / log.name)
+        return f"{outcome.error} (see {kept / outcome.log.name})", kept
+    lines = outcome.log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL:]
+    return f"{outcome.error}; the end of {outcome.log.name}:\n" + "\n".join(lines), None
 
 
 async def _drive(
@@ -231,17 +312,29 @@ async def _drive(
 ) -> _Outcome:
     agent_name = scenario.manifest.agent.name
     log = directory / "server.log"
-    servers: HttpServer | StdioServers = (
+    servers: Servers = (
         HttpServer(project.root, agent_name, log)
         if options.transport == "http"
+        else InProcessServer(project.root, agent_name)
+        if options.transport == "memory"
         else StdioServers(project.root, agent_name, log)
     )
     timeout = options.timeout_s or scenario.manifest.timeout_s
     outcome = _Outcome()
     try:
         if options.agent.command is not None:
+            assert not isinstance(servers, InProcessServer)  # refused by _check_options
             await _drive_command(
-                scenario, options.agent.command, servers, index, directory, approver, token, timeout, outcome
+                scenario,
+                options.agent.command,
+                servers,
+                index,
+                directory,
+                plan,
+                approver,
+                token,
+                timeout,
+                outcome,
             )
         else:
             assert options.agent.script is not None
@@ -260,14 +353,13 @@ async def _drive(
     finally:
         await servers.stop()
     outcome.starts = servers.starts
-    outcome.faults = [FaultResult(**f.__dict__) for f in plan.fired]
     return outcome
 
 
 async def _drive_script(
     scenario: Scenario,
     name: str,
-    servers: HttpServer | StdioServers,
+    servers: Servers,
     index: int,
     directory: Path,
     plan: FaultPlan,
@@ -290,10 +382,12 @@ async def _drive_script(
             raise
         except Exception as error:  # reported on the run (and its log); the checks still judge
             outcome.error = _describe(error)
-            with (directory / "agent.log").open("a", encoding="utf-8") as log:
+            outcome.log = directory / "agent.log"
+            with outcome.log.open("a", encoding="utf-8") as log:
                 traceback.print_exception(error, file=log)
         finally:
             await agent.close_all()
+            outcome.calls = link.injector.calls
         outcome.attempts = [
             AttemptResult(**{**a.__dict__, "expected": list(a.expected)}) for a in link.attempts
         ]
@@ -314,47 +408,68 @@ async def _drive_command(
     servers: HttpServer | StdioServers,
     index: int,
     directory: Path,
+    plan: FaultPlan,
     approver: Approver,
     token: str | None,
     timeout: float,
     outcome: _Outcome,
 ) -> None:
+    """Run the agent's command to its end. With kills to inject, the runner stands between the agent
+    and its server (``intercept``) and counts its calls; otherwise the agent reaches it directly."""
     workdir = directory / "agent"
     workdir.mkdir()
     prompt = workdir / "prompt.md"
     prompt.write_text(scenario.prompt, encoding="utf-8")
-    if isinstance(servers, HttpServer):
-        await servers.ensure_running()
-        env = external.environment(
-            scenario=scenario.id, run=index, prompt=prompt, workdir=workdir, url=servers.url, token=token
-        )
-    else:
-        env = external.environment(
-            scenario=scenario.id, run=index, prompt=prompt, workdir=workdir, argv=servers.argv
-        )
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(approver.watch)
-        code = await external.run(command, env=env, log=directory / "agent.log", timeout_s=timeout)
-        tasks.cancel_scope.cancel()
+    injector = Injector(plan, servers.kill)
+    async with AsyncExitStack() as stack:
+        if isinstance(servers, HttpServer):
+            await servers.ensure_running()
+            url = servers.url
+            if plan.kills:
+                url = (await stack.enter_async_context(HttpTap(servers, injector).running())).url
+            env = external.environment(
+                scenario=scenario.id, run=index, prompt=prompt, workdir=workdir, url=url, token=token
+            )
+        else:
+            argv = servers.argv
+            if plan.kills:
+                argv = (await stack.enter_async_context(StdioTap(servers, injector).running())).argv(
+                    sys.executable
+                )
+            env = external.environment(
+                scenario=scenario.id, run=index, prompt=prompt, workdir=workdir, argv=argv
+            )
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(approver.watch)
+            code = await external.run(command, env=env, log=directory / "agent.log", timeout_s=timeout)
+            tasks.cancel_scope.cancel()
     outcome.exit_code = code
+    outcome.calls = injector.calls
     if code is None:
         outcome.error = f"the agent command ran out of time ({timeout:g}s)"
     elif code != 0:
-        outcome.error = f"the agent command exited with {code} (see agent.log)"
+        outcome.error = f"the agent command exited with {code}"
+    outcome.log = directory / "agent.log"
 
 
 def _check_options(scenarios: list[Scenario], options: Options) -> None:
+    """Refuse before any run what cannot work: a bad -k, a fault that is malformed or can never fire,
+    the in-process transport for an external command, a scripted agent a scenario lacks."""
+    from tools.registry import REGISTRY
+
     if options.k < 1:
         raise ConfigError(Code.CONFIG_INVALID, "-k must be at least 1", hint="Pass -k 1 or more.")
+    tools = [tool.name for tool in REGISTRY]
     for spec in options.faults:
-        check_fault(spec)
-    # A scenario's own faults are part of its story for scripted agents; an external command's
-    # calls are its own, so they are not injected there (and --fault is refused outright).
-    if options.agent.command is not None and options.faults:
+        check_fault(spec, tools)
+    for scenario in scenarios:
+        for spec in scenario.manifest.faults:
+            check_fault(spec, tools)
+    if options.agent.command is not None and options.transport == "memory":
         raise ConfigError(
             Code.CONFIG_INVALID,
-            "faults are injected between the calls of a scripted agent; an external command's calls are its own",
-            hint="Drop --fault for --agent-cmd, or use --scripted.",
+            "the in-process transport serves scripted agents; an external command needs a server it can reach",
+            hint="Use --transport stdio or http with --agent-cmd.",
         )
     if options.agent.command is None:
         for scenario in scenarios:
@@ -447,7 +562,8 @@ def judge_adversarial(name: str, result: RunResult) -> list[str]:
 
 
 def hygiene(scenario: Scenario, *, transport: Transport = "stdio", workdir: Path | None = None) -> Hygiene:
-    """Run the reference, the null agent and every adversarial script once each, and judge them."""
+    """Run the reference, the null agent and every adversarial script once each, and judge them
+    (also: ``kill@random`` must be able to land on one of the reference's calls)."""
     with _workdir(workdir) as directory:
         seeded = template(scenario, directory)
 
@@ -463,11 +579,18 @@ def hygiene(scenario: Scenario, *, transport: Transport = "stdio", workdir: Path
         problems.append(f"the reference fails: {failed or reference.agent_error}")
     if reference.agent_error:
         problems.append(f"the reference stopped: {reference.agent_error}")
+    horizon = scenario.manifest.fault_horizon
+    if reference.steps < horizon:
+        problems.append(
+            f"fault_horizon is {horizon} but the reference makes {reference.steps} calls: kill@random "
+            f"could miss every one of them (set fault_horizon to {reference.steps} or less)"
+        )
     null_passes = scenario.manifest.null_agent == "passes"
-    if null.passed != null_passes:
+    null_checks = all(c.passed for c in null.checks)  # its kills cannot fire: it makes no call
+    if null_checks != null_passes:
         problems.append(
             "the null agent passes: the checks do not tell doing the task from doing nothing"
-            if null.passed
+            if null_checks
             else "the null agent fails, but the scenario says refusing is the right answer"
         )
     for name, result in adversarial.items():

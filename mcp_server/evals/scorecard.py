@@ -1,7 +1,8 @@
 """The scorecard: every run's verdicts, pass@k and pass^k per scenario, a readable table, and the
 exit code CI reads, with an expected-failures baseline.
 
-With ``n`` runs of a scenario of which ``c`` passed (a run passes when every check passes):
+With ``n`` runs of a scenario of which ``c`` passed (a run passes when every check passes and every
+kill planned for it fired):
 
 * ``pass_at_1`` = c / n;
 * ``pass_at_k`` = 1 − C(n−c, k) / C(n, k) with k = n: 1 when any run passed;
@@ -44,11 +45,19 @@ class AttemptResult(BaseModel):
 
 
 class FaultResult(BaseModel):
+    """One planned kill: where it fired and whether the agent recovered, or that it did not fire."""
+
     spec: str
-    step: int
-    tool: str
+    fired: bool = True
+    step: int | None = Field(default=None, description="the call it fired at (null: it did not fire)")
+    tool: str | None = None
     when: str
-    killed: int
+    killed: int = Field(default=0, description="server processes that died")
+    recovered: bool | None = Field(
+        default=None,
+        description="a call of the agent succeeded after the kill and every check passed (null: did not fire)",
+    )
+    message: str = Field(default="", description="why it did not fire, or why the agent did not recover")
 
 
 class RunResult(BaseModel):
@@ -65,10 +74,18 @@ class RunResult(BaseModel):
     faults: list[FaultResult] = Field(default_factory=list)
     server_starts: int = 0
     reconnects: int = 0
+    steps: int = Field(
+        default=0,
+        description="the agent's calls as the runner counted them (what kill@STEP and fault_horizon count): "
+        "a scripted agent's, and an external agent's under faults",
+    )
     agent_error: str | None = None
     agent_exit_code: int | None = None
     wall_time_s: float
     directory: str | None = Field(default=None, description="where the run's project and logs were kept")
+    logs: str | None = Field(
+        default=None, description="where the logs of a run whose agent failed were kept (also without --keep)"
+    )
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -261,7 +278,9 @@ COLUMNS = (
 def _row(result: ScenarioResult) -> list[str]:
     checks_passed = sum(t.passed for t in result.checks.values())
     checks_total = sum(t.runs for t in result.checks.values())
-    faults = sum(len(r.faults) for r in result.runs)
+    planned = sum(len(r.faults) for r in result.runs)
+    fired = sum(f.fired for r in result.runs for f in r.faults)
+    faults = f"{fired}/{planned}" if planned else "0"
     return [
         result.id,
         f"{result.passes}/{result.k}",
@@ -271,7 +290,7 @@ def _row(result: ScenarioResult) -> list[str]:
         str(sum(result.tool_calls.values())),
         str(sum(result.refusals.values())),
         str(result.invariant_violations_prevented),
-        str(faults),
+        faults,
         f"{result.wall_time_s:.1f}s",
     ]
 
@@ -291,6 +310,14 @@ def table(card: Scorecard) -> str:
             for attempt in run.attempts:
                 if not attempt.refused:
                     lines.append(f"NOT REFUSED {result.id} run {run.run} {attempt.label}: {attempt.message}")
+            for fault in run.faults:
+                if not fault.fired:
+                    lines.append(f"FAULT NOT FIRED {result.id} run {run.run} {fault.spec}: {fault.message}")
+                elif not fault.recovered:
+                    lines.append(
+                        f"NOT RECOVERED {result.id} run {run.run} {fault.spec} at call {fault.step} "
+                        f"({fault.tool}): {fault.message}"
+                    )
             if run.agent_error:
                 lines.append(f"AGENT {result.id} run {run.run}: {run.agent_error}")
     if card.baseline is not None:

@@ -1,4 +1,4 @@
-"""The real ``buttress serve`` processes of an evaluation run, and the transports that reach them.
+"""The ``buttress serve`` processes of an evaluation run, and the transports that reach them.
 
 A run's server is a subprocess the runner owns, so that a fault can SIGKILL it and the next
 connection restarts it:
@@ -8,10 +8,17 @@ connection restarts it:
   the port;
 * over stdio, every session spawns its own ``buttress serve``, which attaches to the project's owner
   (the project daemon, started by the first); ``StdioServers`` keeps the processes so a fault can
-  kill them all with the owner, and a reconnecting session spawns a new one (and a new owner).
+  kill them all with the owner, and a reconnecting session spawns a new one (and a new owner);
+* in process (``InProcessServer``, the test suite's fast path for scripted agents): the project is
+  opened here as ``buttress serve`` opens it, and each session is an in-memory MCP connection to
+  the server object; a fault closes every connection and the runtime, and the next session opens
+  it again.
 
-``StdioServers.transport`` is an MCP ``Transport`` (what ``mcp.Client`` accepts): the SDK's own
-``stdio_client`` hides the process, and a fault needs it.
+A fault kills the process that owns the project's database, and ``kill_owner`` is the one place
+that finds and kills it (the project daemon, or the ``buttress serve --http`` that owns it).
+
+``StdioServers.transport`` and ``InProcessServer.transport`` are MCP ``Transport``s (what
+``mcp.Client`` accepts): the SDK's own ``stdio_client`` hides the process, and a fault needs it.
 """
 
 from __future__ import annotations
@@ -21,13 +28,15 @@ import os
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -36,6 +45,10 @@ from anyio.streams.text import TextReceiveStream
 from mcp.shared.message import SessionMessage
 
 from runtime.errors import ButtressError, Code
+
+if TYPE_CHECKING:
+    from mcp_server.project import BackgroundRuntime
+    from mcp_server.server import ButtressServer
 
 START_TIMEOUT_S = 60.0
 """How long a server may take to listen (a loaded CI machine starts Python slowly)."""
@@ -71,6 +84,62 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def database_of(project: Path) -> Path:
+    """The database file of the project in ``project`` (as its ``buttress.toml`` names it)."""
+    from mcp_server.project import Project
+
+    return Project.load(project).database
+
+
+def owner_pid(database: Path) -> int | None:
+    """The pid of the process that owns ``database``: the one listening on its socket
+    (``channel.socket_path``), named by the socket's peer credentials. None when no process serves
+    it (not open yet, or its owner is gone), and where peer credentials are not available (Linux
+    has them)."""
+    from mcp_server.channel import socket_path
+
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(socket_path(database)))
+            raw = probe.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+        except OSError:
+            return None
+    pid, _, _ = struct.unpack("3i", raw)
+    return int(pid) or None
+
+
+async def kill_owner(database: Path, started: Iterable[anyio.abc.Process]) -> int:
+    """SIGKILL the process that owns ``database`` and wait until it is gone: the one place a fault
+    kills. ``started`` are the server processes the runner started (reaped here); while none of
+    them owns the database yet (it is still opening), every one of them is killed. Returns how
+    many processes died."""
+    live = [process for process in started if process.returncode is None]
+    pid = await anyio.to_thread.run_sync(owner_pid, database)
+    if pid is None:
+        victims = live
+    else:
+        victims = [process for process in live if process.pid == pid]
+        if not victims:  # an owner the runner did not start: killed by pid, gone once its socket closes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await anyio.to_thread.run_sync(_wait_closed, database)
+            return 1
+    for process in victims:
+        await _sigkill(process)
+    return len(victims)
+
+
+def _wait_closed(database: Path) -> None:
+    """Wait (a bounded time) until nothing listens on the database's socket."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    while owner_pid(database) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 async def _sigkill(process: anyio.abc.Process) -> None:
@@ -151,11 +220,10 @@ class HttpServer:
         )
 
     async def kill(self) -> int:
-        """SIGKILL the server (a fault); returns how many processes were killed (0 or 1)."""
-        if self._process is None or self._process.returncode is not None:
+        """SIGKILL the process owning the database (a fault); how many processes died (0 or 1)."""
+        if self._process is None:
             return 0
-        await _sigkill(self._process)
-        return 1
+        return await kill_owner(database_of(self.project), [self._process])
 
     async def stop(self) -> None:
         """Stop the server cleanly (it checkpoints the database and writes the audit anchor)."""
@@ -181,22 +249,9 @@ class StdioServers:
         return serve_argv(self.project, self.agent)
 
     async def kill(self) -> int:
-        """SIGKILL every live server of the run and the project's owner (a fault); returns how many
-        processes were killed."""
-        from mcp_server.owner import alive
-
-        victims = [p for p in self._live if p.returncode is None]
-        owner = await anyio.to_thread.run_sync(_owner_pid, self.project)
-        if owner is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(owner, signal.SIGKILL)
-        for process in victims:
-            await _sigkill(process)
-        if owner is not None:
-            with anyio.move_on_after(STOP_GRACE_S):
-                while await anyio.to_thread.run_sync(alive, owner):
-                    await anyio.sleep(0.02)
-        return len(victims) + (owner is not None)
+        """SIGKILL the process owning the database (a fault): the servers attached to it answer
+        ``engine.owner_gone`` and open the project again on their next call. How many died."""
+        return await kill_owner(database_of(self.project), list(self._live))
 
     async def stop(self) -> None:
         """Stop the project's owner cleanly (the sessions' servers have ended with their sessions)."""
@@ -220,15 +275,85 @@ class StdioServers:
                 await _close_stdio(process)
 
 
-def _owner_pid(project: Path) -> int | None:
-    """The pid of the process that owns ``project`` now, or None."""
-    from mcp_server.channel import owner_status, socket_path
-    from mcp_server.project import Project
+@dataclass
+class InProcessServer:
+    """The project served in this process: its runtime opened as ``buttress serve`` opens it (the
+    owner, with its socket and its scheduler) and one MCP server object over it, reached through an
+    in-memory transport per session. A fault ends every session's connection (the client sees the
+    connection close, as when a process dies) and closes the runtime; the next session opens the
+    project again. What a scripted run needs, without starting a Python process per session."""
 
-    try:
-        return int(owner_status(socket_path(Project.load(project).database))["owner"]["pid"])
-    except (ButtressError, KeyError, TypeError, ValueError):
-        return None
+    project: Path
+    agent: str
+    starts: int = 0
+    _runtime: BackgroundRuntime | None = None
+    _server: ButtressServer | None = None
+    _sessions: set[anyio.CancelScope] = field(default_factory=set)
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    async def _serving(self) -> ButtressServer:
+        async with self._lock:
+            if self._server is None:
+                from mcp_server.project import BackgroundRuntime, Project
+                from mcp_server.server import build_server
+
+                project = Project.load(self.project)
+                runtime = BackgroundRuntime(project)
+                runtime.start()
+                self._runtime = runtime
+                self._server = build_server(runtime, agent=self.agent, policy=project.policy())
+                self.starts += 1
+            return self._server
+
+    @asynccontextmanager
+    async def transport(self) -> AsyncIterator[tuple[Any, Any]]:
+        """One in-memory connection to the server (started first if needed): the client's read and
+        write streams. The connection ends when the client leaves or a fault kills the server."""
+        from mcp.shared.memory import create_client_server_memory_streams
+
+        lowlevel = (await self._serving())._lowlevel_server  # as the SDK's own InMemoryTransport does
+        async with (
+            create_client_server_memory_streams() as (client, server),
+            anyio.create_task_group() as tasks,
+        ):
+            scope = anyio.CancelScope()
+            self._sessions.add(scope)
+
+            async def serve() -> None:
+                with scope:
+                    await lowlevel.run(server[0], server[1], lowlevel.create_initialization_options())
+                for stream in server:  # the server is gone: the client's reads end, its writes fail
+                    await stream.aclose()
+
+            tasks.start_soon(serve)
+            try:
+                yield client
+            finally:
+                self._sessions.discard(scope)
+                scope.cancel()
+
+    async def kill(self) -> int:
+        """End every connection and close the runtime (a fault); 1 when a server was running."""
+        return await self.stop()
+
+    async def stop(self) -> int:
+        """Close the connections and the runtime (checkpointing the database); 1 when it ran."""
+        async with self._lock:
+            for scope in list(self._sessions):
+                scope.cancel()
+            self._sessions.clear()
+            runtime, self._runtime, self._server = self._runtime, None, None
+        if runtime is None:
+            return 0
+        await anyio.to_thread.run_sync(_close_opened, runtime)
+        return 1
+
+
+def _close_opened(runtime: BackgroundRuntime) -> None:
+    """Close a runtime, once it has finished opening (one still opening would be left open)."""
+    with contextlib.suppress(Exception):  # it could not open: there is nothing to close
+        runtime.get()
+    runtime.close()
 
 
 @asynccontextmanager

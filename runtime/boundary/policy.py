@@ -551,12 +551,15 @@ def from_config(raw: dict[str, Any], name: str = "buttress.toml") -> Policy:
         ) from None
 
 
-def add_agent(path: Path, agent: str, role: str, *, rotate: bool = False) -> str:
+def add_agent(path: Path, agent: str, role: str | None = None, *, rotate: bool = False) -> str:
     """Give ``agent`` an HTTP bearer token in the configuration file; returns the token (shown once).
 
-    Only the token's sha256 is stored. The file is edited in place, comments and layout kept. When the
-    file had no ``[agents]`` table (every local agent trusted), the server's own agent is written into
-    it with its implicit role first, so that adding a token never locks out an agent that worked.
+    Only the token's sha256 is stored. The file is edited in place, comments and layout kept. An agent
+    already in the file keeps its entry — its role, its actions and any other key — and only its token
+    changes (``rotate`` replaces an existing one); ``role`` changes its role only when given. A new
+    agent needs a ``role``. When the file had no ``[agents]`` table (every local agent trusted), the
+    server's own agent is written into it with its implicit role first, so that adding a token never
+    locks out an agent that worked.
     """
     import secrets
 
@@ -565,7 +568,7 @@ def add_agent(path: Path, agent: str, role: str, *, rotate: bool = False) -> str
     text = path.read_text(encoding="utf-8")
     document = tomlkit.parse(text)
     current = load(path)
-    if role not in current.roles:
+    if role is not None and role not in current.roles:
         raise ConfigError(
             Code.CONFIG_INVALID,
             f"role {role!r} does not exist",
@@ -588,6 +591,13 @@ def add_agent(path: Path, agent: str, role: str, *, rotate: bool = False) -> str
             f"agent {agent!r} already has a token",
             hint="Pass --rotate to replace it (the old token stops working), or pick another agent name.",
         )
+    if existing is None and role is None:
+        raise ConfigError(
+            Code.CONFIG_INVALID,
+            f"agent {agent!r} is new: it needs a role",
+            hint=f"Pass a role: one of {', '.join(sorted(current.roles))}.",
+            details={"roles": sorted(current.roles)},
+        )
     token = secrets.token_urlsafe(32)
     digest = hashlib.sha256(token.encode()).hexdigest()
     if existing is None:
@@ -597,7 +607,8 @@ def add_agent(path: Path, agent: str, role: str, *, rotate: bool = False) -> str
         created.add(tomlkit.nl())
         agents[agent] = created
     else:
-        existing["role"] = role
+        if role is not None:
+            existing["role"] = role
         existing["token_sha256"] = digest
     updated = tomlkit.dumps(document)
     from_config(tomllib.loads(updated), path.name)  # never write a file the server would refuse

@@ -299,6 +299,7 @@ def _summary(row: dict[str, Any]) -> ProposalSummary:
         status=row["status"],
         deployed_as=row["deployed_as"],
         dry_run_passed=bool(row["passed"]),
+        dry_run=catalog.dry_run_state(row["passed"], stale=row["status"] == "stale"),
         hazards=hazards,
     )
 

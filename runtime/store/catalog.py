@@ -13,6 +13,7 @@ from typing import Any, Final
 from runtime.errors import NotFound
 from runtime.migrate.ddl import qs
 from runtime.migrate.plan import Plan, Retention
+from runtime.results import DryRunState
 from runtime.schema.spec import AppSpec, canonical_json
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
@@ -237,9 +238,20 @@ def pending_proposals(cursor: Session, current: int) -> list[dict[str, Any]]:
             "created_by": r[2],
             "created_at": r[3],
             "dry_run_passed": bool(r[4]),
+            "dry_run": dry_run_state(r[4], stale=False),
         }
         for r in rows
     ]
+
+
+def dry_run_state(passed: bool | None, *, stale: bool) -> DryRunState:
+    """Where a proposal's dry-run stands, from ``bool_or(passed)`` over its dry-runs on its base version
+    (NULL: none) and whether that base is still current: passed, failed, stale or not_dry_run."""
+    if passed is None:
+        return "not_dry_run"
+    if not passed:
+        return "failed"
+    return "stale" if stale else "passed"
 
 
 def proposal_list(cursor: Session, current: int) -> list[dict[str, Any]]:
@@ -265,6 +277,7 @@ def proposal_list(cursor: Session, current: int) -> list[dict[str, Any]]:
                 "status": status,
                 "deployed_as": deployed,
                 "dry_run_passed": bool(passed),
+                "dry_run": dry_run_state(passed, stale=status == "stale"),
                 "hazards": hazards,
             }
         )

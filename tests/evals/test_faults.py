@@ -11,7 +11,7 @@ import pytest
 from mcp_server.evals import scenario as scenarios
 from mcp_server.evals.faults import FaultPlan
 from mcp_server.evals.runner import AgentChoice, Options, Transport, run
-from mcp_server.evals.scorecard import ScenarioResult
+from mcp_server.evals.scorecard import ScenarioResult, table
 from runtime.errors import ButtressError
 
 SEED = 7
@@ -40,7 +40,7 @@ def test_concurrent_reference_scores_the_same_with_the_server_killed_at_random_s
     assert calm.passed and killed.passed
     assert verdicts(killed) == verdicts(calm)
     run_ = killed.runs[0]
-    assert len(run_.faults) >= 2 and all(f.killed >= 1 for f in run_.faults)
+    assert len(run_.faults) == 3 and all(f.fired and f.killed == 1 and f.recovered for f in run_.faults)
     assert run_.server_starts > calm.runs[0].server_starts and run_.reconnects >= 2
 
 
@@ -56,7 +56,7 @@ def test_a_deploy_whose_answer_is_lost_is_recognised_as_applied() -> None:
     result = scored("rename-field", faults=("kill@deploy:after",))
     run_ = result.runs[0]
     assert result.passed, [c for c in run_.checks if not c.passed]
-    assert [(f.tool, f.when) for f in run_.faults] == [("deploy", "after")]
+    assert [(f.tool, f.when, f.recovered) for f in run_.faults] == [("deploy", "after", True)]
     assert run_.refusals.get("deploy.already_applied") == 1  # the retry, answered after the restart
     assert run_.tool_calls["deploy"] == 2
 
@@ -75,11 +75,45 @@ def test_a_lost_call_without_idempotency_key_is_handed_back_to_the_script(exampl
     assert run_.tool_calls["run_action"] == 1  # it committed once; nobody sent it again
 
 
-def test_faults_are_refused_for_an_external_agent_command() -> None:
-    options = Options(agent=AgentChoice(script=None, command="true"), faults=("kill@1",))
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        ("kill@0", "steps count from 1"),
+        ("kill@deploy#0", "a tool's calls count from 1"),
+        ("kill@frobnicate", "the server has no tool 'frobnicate'"),
+    ],
+)
+@pytest.mark.parametrize(
+    "agent", [AgentChoice(), AgentChoice(script=None, command="true")], ids=["scripted", "command"]
+)
+def test_a_fault_that_can_never_fire_is_refused_before_any_run(
+    fault: str, why: str, agent: AgentChoice
+) -> None:
+    with pytest.raises(ButtressError) as caught:
+        run(scenarios.resolve(["rename-field"]), Options(agent=agent, faults=(fault,)))
+    assert caught.value.code == "config.invalid"
+    assert caught.value.message == f"fault {fault!r} can never fire: {why}"
+
+
+def test_a_kill_the_agent_never_reaches_fails_the_run_and_says_so() -> None:
+    card = run(
+        scenarios.resolve(["rename-field"]),
+        Options(transport="memory", faults=("kill@50", "kill@app_anything")),
+    )
+    run_ = card.scenarios[0].runs[0]
+    assert all(c.passed for c in run_.checks) and not run_.passed and card.exit_code == 1
+    assert [(f.fired, f.message) for f in run_.faults] == [
+        (False, "did not fire: it was due at call 50, and the agent made 5 call(s)"),
+        (False, "did not fire: it was due at call 1 of app_anything, and the agent made 5 call(s)"),
+    ]
+    assert "FAULT NOT FIRED rename-field run 1 kill@50: did not fire" in table(card)
+
+
+def test_the_in_process_transport_is_refused_for_an_agent_command() -> None:
+    options = Options(agent=AgentChoice(script=None, command="true"), transport="memory")
     with pytest.raises(ButtressError) as caught:
         run(scenarios.resolve(["rename-field"]), options)
-    assert caught.value.code == "config.invalid"
+    assert caught.value.code == "config.invalid" and "--transport stdio or http" in caught.value.hint
 
 
 def test_a_malformed_fault_is_refused() -> None:

@@ -126,3 +126,30 @@ async def test_killing_the_owner_fails_the_call_in_flight_with_a_clear_code_and_
 async def _collect(into: list[str], waiting: Any) -> None:
     with anyio.fail_after(20):
         into.append(await waiting)
+
+
+async def test_an_attached_server_whose_owner_went_away_answers_owner_gone_for_an_action_tool(
+    project: Path,
+) -> None:
+    from mcp_server.project import BackgroundRuntime, Project, connect
+    from mcp_server.server import build_server
+
+    loaded = Project.load(project)
+    owner, channel = connect(loaded, listen=True)  # the owner, in this process
+    assert channel is not None
+    attached = BackgroundRuntime(loaded)
+    try:
+        server = build_server(attached, agent="claude_desktop", policy=loaded.policy())
+        proposal = owner.propose([ROOM, PUT])
+        owner.dry_run(proposal.proposal_id)
+        owner.deploy(proposal.proposal_id)
+        attached.start()
+        assert type(attached.get()).__name__ == "RemoteRuntime"
+        channel.close()  # the owner goes away before the attached server has listed app_put
+        owner.close()
+        async with Client(server) as client:
+            with anyio.fail_after(10):  # not `internal`, nor a failed tools/list: a code an agent retries on
+                assert await code_of(client, "app_put", id=1, seats=3) == "engine.owner_gone"
+            await call(client, "app_put", id=1, seats=3)  # the next call opens the project itself
+    finally:
+        attached.close()

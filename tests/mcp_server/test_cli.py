@@ -1,4 +1,6 @@
-"""The ``buttress`` command line, run as a subprocess against real project directories."""
+"""The ``buttress`` command line against real project directories: through ``main([...])`` in this
+process (what the ``buttress`` script calls), and as a subprocess where the process itself matters —
+attaching to a running server, the demo."""
 
 from __future__ import annotations
 
@@ -6,11 +8,14 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
 
+from mcp_server.cli import main
 from tests.daemons import daemons_under
 from tests.mcp_server.helpers import call, serve_command, source_env
 
@@ -18,8 +23,30 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "booking"
 EXAMPLE_FILES = ("entities.json", "room-and-rules.json", "destructive-change.json")  # in the order they apply
 
 
-def buttress(*args: str | Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    """Run ``buttress ARGS``; assert its exit code."""
+@dataclass(frozen=True)
+class Done:
+    """What one command printed."""
+
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def buttress(capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
+    """``buttress(*ARGS, expect=0)``: run ``buttress ARGS`` through ``main``; assert its exit code."""
+
+    def run(*args: str | Path, expect: int = 0) -> Done:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        assert code == expect, out + err
+        return Done(out, err)
+
+    return run
+
+
+def subprocess_buttress(*args: str | Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run ``buttress ARGS`` as its own process; assert its exit code."""
     done = subprocess.run(
         [sys.executable, "-m", "mcp_server", *map(str, args)],
         capture_output=True,
@@ -37,7 +64,7 @@ def proposal_id(output: str) -> str:
     return found.group(1)
 
 
-def ship(project: Path, operations: Path) -> subprocess.CompletedProcess[str]:
+def ship(buttress: Callable[..., Done], project: Path, operations: Path) -> Done:
     """propose, dry-run and deploy one operations file; returns the deploy's result."""
     pid = proposal_id(buttress("propose", "--project", project, operations).stdout)
     dry = buttress("dry-run", "--project", project, pid)
@@ -46,7 +73,7 @@ def ship(project: Path, operations: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(tmp_path: Path, buttress: Callable[..., Done]) -> Path:
     root = tmp_path / "bookings"
     buttress("init", root)
     return root
@@ -65,10 +92,10 @@ def test_every_example_file_is_run_here() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.json")) == sorted(EXAMPLE_FILES)
 
 
-def test_the_change_lifecycle_through_the_cli(project: Path) -> None:
-    deployed = ship(project, EXAMPLES / "entities.json")
+def test_the_change_lifecycle_through_the_cli(project: Path, buttress: Callable[..., Done]) -> None:
+    deployed = ship(buttress, project, EXAMPLES / "entities.json")
     assert "version 0 -> 1" in deployed.stdout
-    assert "version 1 -> 2" in ship(project, EXAMPLES / "room-and-rules.json").stdout
+    assert "version 1 -> 2" in ship(buttress, project, EXAMPLES / "room-and-rules.json").stdout
     proposal = buttress(
         "propose", "--project", project, EXAMPLES / "destructive-change.json", "--note", "tidy"
     )
@@ -95,9 +122,11 @@ def test_the_change_lifecycle_through_the_cli(project: Path) -> None:
     assert len(rollbacks) == 1 and "v3->v4" in rollbacks[0]
 
 
-def test_finalize_discards_retained_data_so_rollback_is_refused(project: Path) -> None:
-    ship(project, EXAMPLES / "entities.json")
-    ship(project, EXAMPLES / "destructive-change.json")
+def test_finalize_discards_retained_data_so_rollback_is_refused(
+    project: Path, buttress: Callable[..., Done]
+) -> None:
+    ship(buttress, project, EXAMPLES / "entities.json")
+    ship(buttress, project, EXAMPLES / "destructive-change.json")
     refused = buttress("finalize", "--project", project, "--before", "3", expect=1)  # asks first
     assert "nothing finalized" in refused.stdout
     finalized = buttress("finalize", "--project", project, "--before", "3", "--yes")
@@ -106,7 +135,9 @@ def test_finalize_discards_retained_data_so_rollback_is_refused(project: Path) -
     assert refused.stderr.startswith("error [rollback.finalized]")
 
 
-def test_errors_print_code_and_hint_and_exit_1(project: Path, tmp_path: Path) -> None:
+def test_errors_print_code_and_hint_and_exit_1(
+    project: Path, tmp_path: Path, buttress: Callable[..., Done]
+) -> None:
     missing = buttress("deploy", "--project", project, "p404", expect=1)
     assert missing.stderr.startswith("error [not_found]: no proposal named 'p404'\n  hint: ")
     not_dry = buttress(
@@ -147,8 +178,15 @@ async def test_commands_against_a_running_server_attach_to_it_and_are_audited(pr
     assert ("operator", "list_versions") in {(e["actor"], e["operation"]) for e in audit["entries"]}
 
 
+def test_the_installed_command_runs_a_command_and_reports_an_error_with_its_code(project: Path) -> None:
+    versions = subprocess_buttress("versions", "--project", project)
+    assert versions.stdout.split()[:2] == ["0", "init"]
+    missing = subprocess_buttress("deploy", "--project", project, "p404", expect=1)
+    assert missing.stderr.startswith("error [not_found]: no proposal named 'p404'\n  hint: ")
+
+
 def test_demo_runs_end_to_end() -> None:
-    demo = buttress("demo")
+    demo = subprocess_buttress("demo")
     assert "hazard data.drop_field" in demo.stdout
     assert "audit chain ok" in demo.stdout and "demo finished" in demo.stdout
     assert "run late-42: waiting (sleep:hold)" in demo.stdout  # asleep when the owner stops

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from tests.conftest import examples
 from tests.runtime.conftest import deploy
 
 ROOM = {
@@ -260,7 +261,7 @@ def _old_project(path: Path) -> Runtime:
     return Runtime.open(path, audit_reads=False)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(writes=st.lists(WRITE, min_size=1, max_size=15))
 def test_the_runtime_refuses_exactly_what_duckdb_check_constraints_refuse(
     writes: list[tuple[str, int, int, str | None]],

@@ -18,6 +18,7 @@ from runtime.runtime import Runtime
 from runtime.schema import changes
 from runtime.schema.spec import AppSpec
 from runtime.store.values import records
+from tests.conftest import examples
 from tests.runtime.conftest import deploy
 
 SCHEMA: list[dict[str, Any]] = [
@@ -176,7 +177,7 @@ CALLS = st.one_of(
 
 
 @pytest.mark.parametrize("sql", [sql for sql, incremental in INVARIANTS if incremental], ids=lambda s: s[:40])
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls=st.lists(CALLS, min_size=STEPS, max_size=STEPS))
 def test_the_restricted_check_finds_every_violation_the_full_one_finds(
     sql: str, calls: list[tuple[str, dict[str, Any]]]

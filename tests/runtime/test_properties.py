@@ -1028,7 +1028,7 @@ class Machine(RuleBasedStateMachine):
             )
 
 
-# About 30 s on two cores with the default (derandomized) profile: the same 20 runs every time, so a
+# About 15 s on two cores with the default (derandomized) profile: the same 10 runs every time, so a
 # landing never fails at random. `pytest --hypothesis-profile=explore tests/runtime/test_properties.py`
 # runs the long exploratory search (random seeds, 500 runs; tests/conftest.py registers both profiles).
 # No shrinking: one step takes ~50 ms and shrinking a long run can take minutes; a failure message

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from tests.conftest import examples
 from tests.runtime.conftest import deploy
 
 
@@ -267,7 +268,7 @@ STEP = st.one_of(
 
 
 @pytest.mark.parametrize("on_delete", ["restrict", "cascade", "set_null"])
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(STEP, min_size=20, max_size=20), picks=st.randoms(use_true_random=False))
 def test_random_mutations_never_leave_a_dangling_reference_nor_refuse_a_valid_one(
     on_delete: str, steps: list[tuple[str, int]], picks: Any

@@ -301,10 +301,22 @@ MALFORMED_OPERATIONS: list[Any] = [
 ]
 
 
+@pytest.fixture(scope="module")
+def hostile_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """One application for every refusal here: each test checks that its attack changed nothing
+    (``refused``), so none of them leaves anything behind for the next."""
+    yield from _hostile_app(tmp_path_factory.mktemp("hostile"))
+
+
 @pytest.fixture
-def hostile_app(tmp_path: Path) -> Iterator[Runtime]:
+def writable_app(tmp_path: Path) -> Iterator[Runtime]:
+    """The same application, of the test's own: for a test whose call is meant to write."""
+    yield from _hostile_app(tmp_path)
+
+
+def _hostile_app(directory: Path) -> Iterator[Runtime]:
     rt = Runtime.open(
-        tmp_path / "app.duckdb", policy=Policy.model_validate({"limits": {"max_operations": 50}})
+        directory / "app.duckdb", policy=Policy.model_validate({"limits": {"max_operations": 50}})
     )
     deploy(
         rt,
@@ -411,10 +423,10 @@ def test_injection_through_action_arguments_is_refused(hostile_app: Runtime, arg
     )
 
 
-def test_sql_in_a_text_argument_is_stored_as_text_never_run(hostile_app: Runtime) -> None:
+def test_sql_in_a_text_argument_is_stored_as_text_never_run(writable_app: Runtime) -> None:
     payload = "x'); drop table memo; --"
-    hostile_app.run_action("add_memo", {"id": 77, "body": payload}, actor="agent")
-    assert hostile_app.query("select body from memo where id = 77").rows == [[payload]]
+    writable_app.run_action("add_memo", {"id": 77, "body": payload}, actor="agent")
+    assert writable_app.query("select body from memo where id = 77").rows == [[payload]]
 
 
 def test_unknown_actions_are_refused(hostile_app: Runtime) -> None:

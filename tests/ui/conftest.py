@@ -1,6 +1,6 @@
 """Fixtures for the control room's end-to-end tests: a project made with `buttress init`, the real
 `buttress ui` as a subprocess, an agent speaking MCP over stdio to `buttress serve`, and a headless
-Chromium driven by Selenium (one of each per module)."""
+Chromium driven by Selenium (one Chromium per session, one of the others per module)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ def buttress(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 
 
 def make_project(folder: Path, agent: str = "claude") -> Path:
-    """A project created by `buttress init`, as an operator creates one."""
-    done = buttress("init", str(folder), "--agent", agent)
-    assert done.returncode == 0, done.stderr
+    """A project created by `buttress init`, as an operator creates one (the command, in this process)."""
+    from mcp_server.cli import main
+
+    assert main(["init", str(folder), "--agent", agent]) == 0
     return folder
 
 
@@ -178,7 +179,7 @@ def screenshot_folder() -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     """One headless Chromium for the module."""
     binary, driver_path = require_browser()

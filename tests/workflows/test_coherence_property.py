@@ -29,6 +29,7 @@ from runtime.errors import ButtressError
 from runtime.runtime import Runtime
 from runtime.schema.spec import AppSpec, TopicSpec, WorkflowSpec
 from runtime.workflows import values
+from tests.conftest import examples
 from tests.workflows.apps import mutation, ref
 
 LOG = {
@@ -182,7 +183,7 @@ def runnable(workflow: WorkflowSpec, done: set[str], spec: AppSpec) -> list[str]
     ]
 )
 @settings(
-    max_examples=max(40, settings.default.max_examples),
+    max_examples=examples(20),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
