@@ -846,12 +846,15 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    """``buttress approve REQUEST``: sign a pending approval request with the operator secret.
+    """``buttress approve REQUEST``: approve a pending approval request, signed with the operator secret.
 
-    It never opens the database: it reads the request the server wrote beside it and files the
-    signed approval there, so it works while the server runs.
+    It reads the request the server wrote beside the database, then decides through the project's
+    runtime (attached to its owner, or opening the file when none runs), exactly as the control room
+    does: a request whose plan can no longer deploy (stale base, failed dry-run) is refused
+    (``approval.stale``) before anything is asked, and the approval is audited.
     """
     from runtime.boundary import approvals
+    from runtime.errors import Code, PolicyError
 
     project = projects.Project.load(args.project)
     request = approvals.pending(project.database, args.request)
@@ -864,16 +867,26 @@ def cmd_approve(args: argparse.Namespace) -> int:
         "expires_at": request["expires_at"],
         "hazards": request.get("hazards", []),
     }
-    if not args.json:
-        print(f"request {request['id']}: {approvals.subject(request)} by {request['requested_by']}")
-        print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
-        for hazard in request.get("hazards", []):
-            print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
-    if not confirm(args, "approve this exact plan?"):
-        if not emit(args, {**answer, "approved": False}):
-            print("not approved (pass --yes to approve non-interactively)")
-        return 1
-    approvals.approve(project.database, request, approved_by=OPERATOR)
+    with opened(args) as runtime:
+        found = next((r for r in runtime.approval_requests(limit=1000) if r.request_id == args.request), None)
+        if found is not None and found.status == "stale":
+            raise PolicyError(
+                Code.APPROVAL_STALE,
+                f"request {args.request} cannot be approved: {found.reason}, so its plan cannot deploy",
+                hint="Nothing to approve: the agent proposes (and dry-runs) the change again on the current "
+                "version, and a deploy of that asks anew.",
+                details={"approval_request": args.request, "status": "stale", "reason": found.reason},
+            )
+        if not args.json:
+            print(f"request {request['id']}: {approvals.subject(request)} by {request['requested_by']}")
+            print(f"  plan {request['plan_hash'][:16]}, expires {request['expires_at']}")
+            for hazard in request.get("hazards", []):
+                print(f"  hazard {hazard['code']} [{hazard['severity']}]: {hazard['message']}")
+        if not confirm(args, "approve this exact plan?"):
+            if not emit(args, {**answer, "approved": False}):
+                print("not approved (pass --yes to approve non-interactively)")
+            return 1
+        runtime.approve_request(args.request)
     if not emit(args, {**answer, "approved": True, "approved_by": OPERATOR}):
         print(
             f"approved: the agent may now retry the {approvals.subject(request)} (once, until {request['expires_at']})"

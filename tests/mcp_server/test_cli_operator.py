@@ -255,6 +255,32 @@ def test_approve_speaks_json_and_an_agent_cannot_be_named_as_the_approver(
     assert filed["approved_by"] == "operator"
 
 
+def test_approve_refuses_a_request_whose_plan_can_no_longer_deploy_before_asking(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = _waiting_request(project, tmp_path, capsys)
+    moved = tmp_path / "moved.json"
+    moved.write_text(
+        json.dumps(
+            [
+                {
+                    "op": "add_entity",
+                    "entity": {
+                        "name": "note",
+                        "primary_key": ["id"],
+                        "fields": [{"name": "id", "type": "integer"}],
+                    },
+                }
+            ]
+        )
+    )
+    _ship(capsys, project, json.loads(moved.read_text()), tmp_path)  # the version moves on under the request
+    _, err = buttress(capsys, "approve", request, "--project", project, "--yes", expect=1)
+    assert err.startswith("error [approval.stale]")
+    assert "approve this exact plan" not in err
+    assert not list((project / ".buttress" / "approvals").glob("*.json"))
+
+
 @pytest.mark.parametrize(
     "command",
     [
