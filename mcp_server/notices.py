@@ -40,6 +40,8 @@ from mcp.types import (
     UnsubscribeRequestParams,
 )
 
+from runtime.api import OPERATOR
+
 if TYPE_CHECKING:
     from mcp_server.server import ButtressServer
 
@@ -72,6 +74,11 @@ class Notices:
         self.server.completion()(self.complete)  # type: ignore[no-untyped-call]
 
     async def on_subscribe(self, ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        """Subscribe the caller's connection to a URI; only callers that may read (a refusal is
+        audited and answered as the tools' errors are)."""
+        await self.server.authorize_read(
+            "resources/subscribe", {"uri": str(params.uri)}, "subscribe to resources"
+        )
         connection = _connection(ctx)
         entry = self._sessions.setdefault(id(connection), (connection, set()))
         entry[1].add(str(params.uri))
@@ -116,19 +123,23 @@ class Notices:
         return bool(listeners)
 
     async def watch_runs(self) -> None:
-        """While anyone may listen, poll for runs that changed and tell their listeners (the first poll
-        only takes the mark to start from; nobody listening, nothing is read)."""
+        """While anyone listens, poll for runs that changed and tell their listeners (the first poll
+        only takes the mark to start from; nobody listening, nothing is read).
+
+        The poll is the server's own, for its subscribers (as the operator: over HTTP there is no one
+        agent to poll as); who may hear of a run was decided when they subscribed, and what a
+        notification carries is the URI alone: reading the run is a call of its own, authorized and
+        audited."""
         while True:
             await anyio.sleep(POLL_S if self._mark is not None else 0.05)
-            if self._mark is not None and not self._listening_to_runs():
+            if not self._listening_to_runs():
                 continue  # the mark stays where it was: a listener that comes later hears what changed since
             runtime = self.server.env.ready()
             if runtime is None:
                 continue
-            caller = self.server.env.agent
             try:
                 changes = await anyio.to_thread.run_sync(
-                    functools.partial(runtime.run_changes, self._mark, actor=caller)
+                    functools.partial(runtime.run_changes, self._mark, actor=OPERATOR)
                 )
             except Exception:
                 logger.debug("run changes not read", exc_info=True)

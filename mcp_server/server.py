@@ -349,23 +349,28 @@ class ButtressServer(MCPServer[ToolEnv]):
         self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
     ) -> GetPromptResult | InputRequiredResult:
         """A prompt, for callers that may read (the policy's ``read`` capability)."""
-        runtime = await self._open_runtime()
-        if runtime is not None:
-            try:
-                from runtime.boundary.policy import Capability
-
-                caller = self.env.caller()
-                await anyio.to_thread.run_sync(
-                    lambda: runtime.authorize(caller, Capability.READ, what="read prompts")
-                )
-            except ButtressError as error:
-                await self._audit_refusal(runtime, f"prompt:{name}", arguments or {}, error)
-                raise MCPError(
-                    code=INTERNAL_ERROR,
-                    message=f"{error.code}: {error.message} — {error.hint}",
-                    data=error.to_dict(),
-                ) from None
+        await self.authorize_read(f"prompt:{name}", arguments or {}, "read prompts")
         return await super().get_prompt(name, arguments, context)
+
+    async def authorize_read(self, operation: str, arguments: dict[str, Any], what: str) -> None:
+        """Refuse a caller without the ``read`` capability a request beyond the tools needs (a
+        prompt, a subscription): the refusal is audited and answered as an MCP error carrying the
+        structured one."""
+        runtime = await self._open_runtime()
+        if runtime is None:
+            return
+        try:
+            from runtime.boundary.policy import Capability
+
+            caller = self.env.caller()
+            await anyio.to_thread.run_sync(lambda: runtime.authorize(caller, Capability.READ, what=what))
+        except ButtressError as error:
+            await self._audit_refusal(runtime, operation, arguments, error)
+            raise MCPError(
+                code=INTERNAL_ERROR,
+                message=f"{error.code}: {error.message} — {error.hint}",
+                data=error.to_dict(),
+            ) from None
 
 
 def _lean(fn: Callable[..., Any], *, fenced: bool = False) -> Callable[..., Any]:

@@ -135,7 +135,7 @@ async def test_an_attached_server_whose_owner_went_away_answers_owner_gone_for_a
     from mcp_server.server import build_server
 
     loaded = Project.load(project)
-    owner, channel = connect(loaded, listen=True)  # the owner, in this process
+    owner, channel = connect(loaded, own="http")  # the owner, in this process
     assert channel is not None
     attached = BackgroundRuntime(loaded)
     try:

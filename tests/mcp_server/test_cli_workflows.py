@@ -1,6 +1,7 @@
-"""``buttress runs`` and ``buttress effects`` through ``main([...])``: what a command that moves a run
-says about when the run acts on it — with no server (nothing advances runs until one starts) and with
-one owning the project (its scheduler acts at once)."""
+"""``buttress runs`` and ``buttress effects`` through ``main([...])``: a command that moves a run acts
+through the process that owns the project — the project daemon, which the command starts when nothing
+owns the project, or a server that does — and says that the run acts on it at once (the owner's
+scheduler runs it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from runtime.runtime import Runtime
 from tests.fakes.provider import State, serve
 from tests.mcp_server.helpers import configure
 
-NOW = "no server owns the project now: it advances when `buttress serve` next runs on it"
 ATTACHED = "the server that owns the project advances it now"
 
 OPERATIONS: list[dict[str, Any]] = [
@@ -110,18 +110,25 @@ def unknown_effect(capsys: pytest.CaptureFixture[str], project: Path) -> str:
     return capsys.readouterr().out.split()[0]
 
 
-def test_resolving_an_effect_with_no_server_says_the_run_waits_for_one(
+def completed(runtime: Any, run_id: str, seconds: float = 30.0) -> str:
+    deadline = time.monotonic() + seconds
+    while runtime.get_run(run_id).status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return str(runtime.get_run(run_id).status)
+
+
+def test_resolving_an_effect_with_no_server_starts_the_daemon_which_advances_the_run(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     effect = unknown_effect(capsys, project)
     args = ["effects", "resolve", effect, "--outcome", "succeeded", "--response", '{"id": "ch_1"}', "--yes"]
     assert main([*args, "--project", str(project)]) == 0
     out = capsys.readouterr().out
-    assert f"effect {effect} is resolved" in out and NOW in out and "its run continues\n" not in out
-    runtime = projects.Project.load(project).open()
+    assert f"effect {effect} is resolved" in out and ATTACHED in out
+    runtime, _ = projects.connect(projects.Project.load(project))  # attached to the daemon
     try:
-        assert runtime.get_run("p1").status == "running"  # due, but nobody ran it: what the message said
-        assert runtime.query("select * from purchase").rows == []
+        assert completed(runtime, "p1") == "completed"  # what the message said
+        assert runtime.query("select * from purchase").rows == [["p1", "ch_1"]]
     finally:
         runtime.close()
 
@@ -130,15 +137,12 @@ def test_resolving_an_effect_while_a_server_owns_the_project_says_it_advances_no
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     effect = unknown_effect(capsys, project)
-    owner, channel = projects.connect(projects.Project.load(project), listen=True)
+    owner, channel = projects.connect(projects.Project.load(project), own="http")
     try:
         args = ["effects", "resolve", effect, "--outcome", "succeeded", "--response", '{"id": "ch_1"}']
         assert main([*args, "--yes", "--project", str(project)]) == 0
         assert ATTACHED in capsys.readouterr().out
-        deadline = time.monotonic() + 30
-        while owner.get_run("p1").status != "completed" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert owner.get_run("p1").status == "completed"
+        assert completed(owner, "p1") == "completed"
         assert main(["runs", "start", "checkout", "--arg", "id=p2", "--project", str(project)]) == 0
         assert ATTACHED in capsys.readouterr().out
     finally:
@@ -147,9 +151,14 @@ def test_resolving_an_effect_while_a_server_owns_the_project_says_it_advances_no
         owner.close()
 
 
-def test_retrying_a_run_with_no_server_says_when_it_moves(
-    project: Path, capsys: pytest.CaptureFixture[str]
+def test_retrying_a_run_with_no_server_starts_the_daemon_which_moves_it(
+    project: Path, provider: State, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    asked = provider.requests
     assert main(["runs", "retry", "p1", "--project", str(project)]) == 0
     out = capsys.readouterr().out
-    assert "retried at its step" in out and NOW in out
+    assert "retried at its step" in out and ATTACHED in out
+    deadline = time.monotonic() + 30  # the daemon charges again; the provider still fails
+    while provider.requests == asked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert provider.requests > asked

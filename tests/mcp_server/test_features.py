@@ -14,7 +14,7 @@ from mcp import Client
 from mcp.types import ResourceTemplateReference
 
 from mcp_server.server import build_server
-from runtime.boundary.policy import ApprovalPolicy, Policy
+from runtime.boundary.policy import AgentPolicy, ApprovalPolicy, Policy
 from runtime.runtime import Runtime
 from tests.mcp_server.helpers import call, error_of, ship
 
@@ -75,6 +75,24 @@ async def test_a_handshake_era_client_hears_the_spec_resource_change_after_a_dep
         )
         await anyio.sleep(0.3)
     assert updates == []
+
+
+@LEGACY
+async def test_a_caller_that_may_not_read_may_not_subscribe_and_the_refusal_is_audited(
+    tmp_path: Path,
+) -> None:
+    policy = Policy(open_to_any_agent=False, agents={"local": AgentPolicy(role="developer")})
+    opened = Runtime.open(tmp_path / "app.duckdb", policy=policy)
+    try:
+        server = build_server(opened, agent="stranger", policy=policy)
+        async with Client(server, mode="legacy") as client:
+            with pytest.raises(Exception, match=r"policy\.denied"):
+                await client.subscribe_resource("buttress://spec/current")
+            await anyio.sleep(0.3)  # nobody listens: the run watcher reads nothing, as nobody
+        refused = [(e.actor, e.operation, e.error_code) for e in opened.read_audit(limit=10)]
+    finally:
+        opened.close()
+    assert refused == [("stranger", "resources/subscribe", "policy.denied")]
 
 
 async def test_a_2026_client_hears_a_deploy_and_a_run_through_subscriptions_listen(runtime: Runtime) -> None:

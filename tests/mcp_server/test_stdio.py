@@ -43,7 +43,12 @@ async def test_the_whole_lifecycle_over_stdio(tmp_path: Path) -> None:
         audit = await call(client, "read_audit", limit=1000)
     assert rolled["version"] == 3
     assert [row[0] for row in notes["rows"]] == ["morning yoga", None, "lunch talk"]
-    assert {e["actor"] for e in audit["entries"]} == {"stdio-agent"}
+    # the agent's calls, and the operator's approval (`buttress approve`) of the drop
+    assert {e["actor"] for e in audit["entries"]} == {"stdio-agent", "operator"}
+    assert {e["operation"] for e in audit["entries"] if e["actor"] == "operator"} == {
+        "list_approvals",
+        "approve",
+    }
     runtime = Project.load(project).open()  # the server exited and released the file
     try:
         assert runtime.verify_audit().ok

@@ -418,7 +418,15 @@ async def test_resources_serve_specs_and_the_audit_log(server: ButtressServer) -
     assert first["version"] == 0 and first["spec"]["entities"] == []
     # resource reads are audited like the tools: the two before the audit read show up in it
     assert [e["operation"] for e in audit][-3:] == ["deploy", "describe_app", "read_version"]
-    assert [t.uri_template for t in templates] == ["buttress://versions/{number}"]
+    assert [t.uri_template for t in templates] == [
+        "buttress://versions/{number}",
+        "buttress://runs/{run_id}",
+        "buttress://proposals/{proposal_id}",
+        "buttress://entities/{entity}",
+        "buttress://actions/{action}",
+        "buttress://workflows/{workflow}",
+        "buttress://topics/{topic}",
+    ]
 
 
 async def test_safe_change_prompt_walks_through_the_lifecycle(server: ButtressServer) -> None:

@@ -1,5 +1,6 @@
-"""The oracle: dry-run the type change to learn which values do not convert, fix each one
-through a temporary action, then change the type (approved) with record_payment following it."""
+"""The oracle: dry-run the type change (with record_payment following it: an action left putting
+text into a decimal is refused at propose) to learn which values do not convert, fix each one through
+a temporary action, then change the type (approved) with record_payment following it."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def corrected(value: str) -> str | None:
 
 
 async def run(agent: Agent) -> None:
-    probe = await agent.propose([RETYPE])
+    probe = await agent.propose([RETYPE, {"op": "replace_action", "action": RECORD_PAYMENT}])
     report = await agent.ok("dry_run", proposal_id=probe["proposal_id"])
     agent.expect(not report["passed"], "some amounts should not convert")
     failing = report["report"]["error"]["details"]["rows"]
