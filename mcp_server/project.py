@@ -86,6 +86,8 @@ role = "developer"
 # medium, high; "none" turns approvals off (for throwaway projects only).
 severity = "high"
 ttl_minutes = 60
+# elicitation = true                # also offer MCP clients that can open URLs the control room's page
+                                    # for the request (the operator still signs in there and decides)
 
 # [protected]
 # entities = ["payment"]            # no agent proposal may create, alter, rename or drop these

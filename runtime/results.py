@@ -587,7 +587,10 @@ class MessageInfo(BaseModel):
     topic: str
     key: str | None = None
     payload: dict[str, Any]
-    version: int = Field(description="The spec version it was published under.")
+    version: int = Field(
+        description="The spec version whose topic its payload fits: the one it was published under, or "
+        "the deploy or rollback that last reshaped it while undelivered."
+    )
     held: str | None = Field(default=None, description="Why it is held back, when it is.")
     lease_owner: str | None = None
     lease_until: str | None = None

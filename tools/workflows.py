@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from runtime.results import AckResult, ClaimResult, PublishResult, RunDetail, RunInfo
+from runtime.results import AckResult, ClaimResult, MessageInfo, PublishResult, RunDetail, RunInfo
 from runtime.workflows.tables import RunFilter
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, reading
 
@@ -27,6 +27,12 @@ class RunList(BaseModel):
     """Runs, newest first."""
 
     runs: list[RunInfo]
+
+
+class MessageList(BaseModel):
+    """Messages, newest first."""
+
+    messages: list[MessageInfo]
 
 
 async def start_workflow(
@@ -197,6 +203,30 @@ async def ack_messages(
     )
 
 
+async def list_messages(
+    ctx: ToolContext,
+    topic: Annotated[
+        str | None, Field(max_length=63, description="Only this topic's messages (describe_app lists topics).")
+    ] = None,
+    undelivered: Annotated[
+        bool, Field(description="Only those some consumer has yet to receive, and held ones.")
+    ] = False,
+    limit: Annotated[int, Field(ge=1, le=1000, description="At most this many, newest first.")] = 100,
+) -> MessageList:
+    """Read messages of any topic, internal or external, without claiming them: nothing about their
+    delivery changes. Each has its payload, key, state ('waiting', 'leased', 'acknowledged',
+    'delivered' or 'held'), deliveries, lease and the version whose topic its payload fits. Use it to
+    see what an action or a step published, and what is still undelivered; consumers use
+    claim_messages.
+    """
+    return await call_runtime(
+        ctx,
+        lambda runtime, actor: MessageList(
+            messages=runtime.list_messages(topic=topic, undelivered=undelivered, limit=limit, actor=actor)
+        ),
+    )
+
+
 TOOLS: tuple[ToolSpec, ...] = (
     changing(  # idempotent only with run_id
         start_workflow, "Start a workflow run", destructive=False, idempotent=False, untrusted=True
@@ -208,4 +238,5 @@ TOOLS: tuple[ToolSpec, ...] = (
     changing(publish, "Publish a message", destructive=False, idempotent=False),
     changing(claim_messages, "Claim messages", destructive=False, idempotent=False, untrusted=True),
     changing(ack_messages, "Acknowledge messages", destructive=False, idempotent=True),
+    reading(list_messages, "List messages", untrusted=True),
 )

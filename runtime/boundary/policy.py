@@ -68,6 +68,7 @@ TOOL_CAPABILITY: Final[dict[str, Capability]] = {
     "cancel_run": Capability.RUN_WORKFLOWS,
     "signal_run": Capability.RUN_WORKFLOWS,
     "publish": Capability.PUBLISH,
+    "list_messages": Capability.READ,
     "claim_messages": Capability.CONSUME,
     "ack_messages": Capability.CONSUME,
 }

@@ -421,8 +421,11 @@ def list_messages(
 ) -> list[MessageInfo]:
     def read() -> list[MessageInfo]:
         with rt.engine.snapshot() as reader:
-            return store.list_messages(
+            found = store.list_messages(
                 reader, topic=topic, undelivered=undelivered, limit=min(limit, MAX_LIST)
             )
+        if topic is not None and not found:
+            _topic(rt, topic)  # a topic dropped keeps its held messages: unknown only when none is left
+        return found
 
     return rt._reading("list_messages", actor, {"topic": topic, "undelivered": undelivered}, read)
