@@ -206,7 +206,8 @@ async def ack_messages(
 async def list_messages(
     ctx: ToolContext,
     topic: Annotated[
-        str | None, Field(max_length=63, description="Only this topic's messages (describe_app lists topics).")
+        str | None,
+        Field(max_length=63, description="Only this topic's messages (describe_app lists topics)."),
     ] = None,
     undelivered: Annotated[
         bool, Field(description="Only those some consumer has yet to receive, and held ones.")
