@@ -68,6 +68,7 @@ class Code(StrEnum):
     AUDIT_BROKEN = "audit.broken"
     CONFIG_INVALID = "config.invalid"
     ENGINE_OWNER_GONE = "engine.owner_gone"
+    ENGINE_NEWER_SCHEMA = "engine.newer_schema"
     INTERNAL = "internal"
     RUN_CONFLICT = "workflow.run_conflict"
     RUN_NOT_ACTIVE = "workflow.not_active"

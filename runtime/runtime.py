@@ -173,7 +173,12 @@ class Runtime:
         from runtime.boundary.secret import ensure_operator_key
 
         ensure_operator_key()
-        return cls(Engine(path, settings=settings), **options)
+        engine = Engine(path, settings=settings)
+        try:
+            return cls(engine, **options)
+        except BaseException:
+            engine.close()  # a database refused at open (a newer schema, a broken file) is let go
+            raise
 
     @property
     def policy(self) -> Policy:

@@ -15,9 +15,9 @@ from runtime.migrate.ddl import qs
 from runtime.migrate.plan import Plan, Retention
 from runtime.results import DryRunState
 from runtime.schema.spec import AppSpec, canonical_json
+from runtime.store import migrations
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
-from runtime.workflows import tables
 
 VERSION_COLUMNS: Final = (
     "number",
@@ -32,52 +32,17 @@ VERSION_COLUMNS: Final = (
 )
 """The columns of ``_buttress.versions`` a version is read with, in order."""
 
-SCHEMA_VERSION = 1
-
-DDL = (
-    "CREATE SCHEMA IF NOT EXISTS _buttress",
-    "CREATE TABLE IF NOT EXISTS _buttress.meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS _buttress.versions (
-        number INTEGER PRIMARY KEY, hash VARCHAR NOT NULL, spec JSON NOT NULL, kind VARCHAR NOT NULL,
-        parent INTEGER, restores INTEGER, proposal_id VARCHAR, plan JSON, note VARCHAR,
-        deployed_at VARCHAR NOT NULL, deployed_by VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS _buttress.proposals (
-        id VARCHAR PRIMARY KEY, seq INTEGER NOT NULL, base_version INTEGER NOT NULL, operations JSON NOT NULL,
-        target_spec JSON NOT NULL, target_hash VARCHAR NOT NULL, plan JSON NOT NULL, plan_hash VARCHAR NOT NULL,
-        note VARCHAR, created_at VARCHAR NOT NULL, created_by VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS _buttress.dry_runs (
-        id INTEGER PRIMARY KEY, proposal_id VARCHAR NOT NULL, base_version INTEGER NOT NULL,
-        plan_hash VARCHAR NOT NULL, passed BOOLEAN NOT NULL, report JSON NOT NULL, created_at VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS _buttress.retained (
-        table_name VARCHAR PRIMARY KEY, version INTEGER NOT NULL, step INTEGER NOT NULL, kind VARCHAR NOT NULL,
-        entity VARCHAR NOT NULL, field VARCHAR, key JSON NOT NULL, origin VARCHAR NOT NULL,
-        spec_hash VARCHAR NOT NULL, status VARCHAR NOT NULL, created_at VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS _buttress.idempotency (
-        action VARCHAR NOT NULL, key VARCHAR NOT NULL, args_hash VARCHAR NOT NULL, result JSON NOT NULL,
-        version INTEGER NOT NULL, created_at VARCHAR NOT NULL, PRIMARY KEY (action, key))""",
-    """CREATE TABLE IF NOT EXISTS _buttress.approvals (
-        id VARCHAR PRIMARY KEY, proposal_id VARCHAR NOT NULL, plan_hash VARCHAR NOT NULL, hazards JSON NOT NULL,
-        requested_by VARCHAR NOT NULL, requested_at VARCHAR NOT NULL, expires_at VARCHAR NOT NULL,
-        approved_by VARCHAR, approved_at VARCHAR, used_at VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS _buttress.audit (
-        seq BIGINT PRIMARY KEY, time VARCHAR NOT NULL, actor VARCHAR NOT NULL, operation VARCHAR NOT NULL,
-        arguments JSON NOT NULL, outcome VARCHAR NOT NULL, error_code VARCHAR, version_before INTEGER,
-        version_after INTEGER, proposal_id VARCHAR, prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
-    *tables.DDL,
-)
-
 
 def install(tx: Tx) -> bool:
-    """Create the system schema if needed and seed version 0. Returns True on a fresh database."""
-    for statement in DDL:
-        tx.execute(statement)
+    """Bring the system schema up to date (``migrations``) and seed version 0. Returns True on a fresh
+    database."""
+    migrations.upgrade(tx)
     if tx.scalar("SELECT count(*) FROM _buttress.versions") == 0:
         empty = AppSpec(checked_by="buttress")  # new projects: references checked by the runtime
         tx.execute(
             "INSERT INTO _buttress.versions (number, hash, spec, kind, deployed_at, deployed_by) VALUES (0, ?, ?, 'init', ?, 'buttress')",
             [empty.hash(), empty.canonical_json(), now_iso()],
         )
-        tx.execute("INSERT INTO _buttress.meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         return True
     return False
 

@@ -66,25 +66,35 @@ class Holder:
         assert self.error is None, self.error
 
 
-def counted(engine: Engine, sql: str, tries: list[int]) -> Callable[[], int]:
+def counted(
+    engine: Engine, sql: str, tries: list[int], failed: threading.Event | None = None
+) -> Callable[[], int]:
+    """The read, counting its tries in ``tries`` and setting ``failed`` when one fails."""
+
     def read() -> int:
         tries.append(1)
-        with engine.snapshot() as reader:
-            return int(reader.scalar(sql))
+        try:
+            with engine.snapshot() as reader:
+                return int(reader.scalar(sql))
+        except BaseException:
+            if failed is not None:
+                failed.set()
+            raise
 
     return read
 
 
-def release_after_first_failure(holder: Holder, tries: list[int]) -> None:
-    """Release the holder only once the victim has failed once (so the retry is what succeeds)."""
+def release_after_first_failure(holder: Holder) -> threading.Event:
+    """Release the holder only once the victim has failed once, however long that takes on a loaded
+    machine (so the retry is what succeeds); the event the victim sets when it fails."""
+    failed = threading.Event()
 
     def watch() -> None:
-        while not tries:
-            threading.Event().wait(0.005)
-        threading.Event().wait(0.2)
+        failed.wait(30)
         holder.release.set()
 
     threading.Thread(target=watch, daemon=True).start()
+    return failed
 
 
 def test_a_read_that_failed_for_memory_another_session_held_runs_again_once_that_work_ends(
@@ -92,8 +102,8 @@ def test_a_read_that_failed_for_memory_another_session_held_runs_again_once_that
 ) -> None:
     tries: list[int] = []
     with Holder(engine) as holder:
-        release_after_first_failure(holder, tries)
-        assert engine.sharing_memory(counted(engine, LIST, tries), budget=30) == 8_000_000
+        failed = release_after_first_failure(holder)
+        assert engine.sharing_memory(counted(engine, LIST, tries, failed), budget=30) == 8_000_000
     assert len(tries) == 2
 
 
