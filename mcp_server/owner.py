@@ -76,9 +76,12 @@ class Owner:
         self, project: Project, runtime: Runtime, kind: OwnerKind, policy: PolicyFile | None = None
     ) -> None:
         from mcp_server.channel import ChannelServer, socket_path
+        from mcp_server.server import check_action_tools
         from runtime.boundary.policyfile import PolicyFile
 
-        self.project = project
+        if check_action_tools not in runtime.spec_checks:  # every dry-run builds each action's tool,
+            runtime.spec_checks.append(check_action_tools)  # whichever process proposed it: before
+        self.project = project  # the socket serves anyone
         self.runtime = runtime
         self.kind: OwnerKind = kind
         self.since = _now()

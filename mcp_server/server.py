@@ -179,7 +179,8 @@ class ButtressServer(MCPServer[ToolEnv]):
             return None
         if runtime not in self._checked_runtimes:
             self._checked_runtimes.add(runtime)
-            runtime.spec_checks.append(check_action_tools)
+            if check_action_tools not in runtime.spec_checks:
+                runtime.spec_checks.append(check_action_tools)
             runtime.on_version_change(_soon_in_this_loop(lambda number: self._publish(runtime, number)))
         return runtime
 

@@ -354,3 +354,16 @@ def test_the_daemon_stops_when_idle_but_not_while_a_timer_falls_within_its_idle_
         assert runtime.get_run("far").status == "waiting"  # an hour away: the next owner will see to it
     finally:
         runtime.close()
+
+
+def test_a_dry_run_through_the_daemon_builds_every_actions_tool_from_the_first_request(project: Path) -> None:
+    """The daemon registers the tool check before its socket serves anyone: a dry-run proposed by any
+    attached process (a CLI, a serve), even the very first, builds each action's tool."""
+    runtime, owner = connect(Project.load(project), spawn=True)
+    try:
+        assert owner is None and isinstance(runtime, RemoteRuntime)
+        proposal = runtime.propose([NOTE, PUT])
+        checks = {c.name: c for c in runtime.dry_run(proposal.proposal_id).checks}
+    finally:
+        runtime.close()
+    assert checks["tools"].passed and checks["tools"].detail == "1 action tools build"
