@@ -15,7 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from runtime.schema.changes import Operation
 from tools.registry import REGISTRY
 
-PROJECTIONS = {"AppOverview", "VersionHistory", "AuditPage", "DryRunOutput", "RunList"}
+PROJECTIONS = {"AppOverview", "VersionHistory", "AuditPage", "DryRunOutput", "RunList", "MessageList"}
 """Tool models that only shape several runtime results into one answer; every other tool returns a
 model of ``runtime.results`` (or the spec diff) as it is: one definition, never a mirrored copy."""
 
