@@ -206,10 +206,6 @@ def _key_join(entity: EntitySpec, left: str, right: str) -> str:
     return " AND ".join(f"{left}.{q(k)} = {right}.{q(k)}" for k in entity.primary_key)
 
 
-def _sample(sql: str) -> str:
-    return f"{sql} LIMIT 5"
-
-
 def _identity_select(entity: EntitySpec) -> dict[str, str | None]:
     return {f.name: f"o.{q(f.name)}" for f in entity.fields}
 
