@@ -6,8 +6,32 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = ("runtime/schema", "runtime/sql", "runtime/boundary/policy.py", "runtime/migrate/hazards.py")
-PURE_MODULES = {"runtime.migrate.hazards"}
+PURE = (
+    "runtime/schema",
+    "runtime/sql",
+    "runtime/boundary/policy.py",
+    "runtime/migrate/hazards.py",
+    "runtime/migrate/ddl.py",
+    "runtime/migrate/steps.py",
+    "runtime/migrate/plan.py",
+    "runtime/migrate/planners",
+    "runtime/workflows/tables.py",
+)
+PURE_MODULES = {
+    "runtime.migrate",
+    "runtime.migrate.hazards",
+    "runtime.migrate.ddl",
+    "runtime.migrate.steps",
+    "runtime.migrate.plan",
+    "runtime.migrate.planners",
+    "runtime.migrate.planners.draft",
+    "runtime.migrate.planners.entities",
+    "runtime.migrate.planners.fields",
+    "runtime.migrate.planners.logic",
+    "runtime.migrate.planners.topics",
+    "runtime.migrate.planners.workflows",
+}
+"""The planner and what it writes SQL with: pure, though they live beside deploy."""
 LOWER = ("runtime.store", "runtime.migrate", "runtime.logic", "runtime.runtime")
 
 
