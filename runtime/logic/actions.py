@@ -29,6 +29,7 @@ from runtime.schema import graph
 from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
 from runtime.schema.types import python_type
 from runtime.sql import sqlcheck
+from runtime.sql.facts import Analysis
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
 from runtime.store.values import fetch, plain, records
@@ -119,7 +120,7 @@ def invariant_checks(spec: AppSpec) -> tuple[invariants.Check, ...]:
 _CHECKS: dict[str, tuple[invariants.Check, ...]] = {}
 
 
-def _key(spec: AppSpec, analysis: sqlcheck.Analysis) -> tuple[str, ...]:
+def _key(spec: AppSpec, analysis: Analysis) -> tuple[str, ...]:
     entity = spec.entity(next(iter(analysis.writes))) if analysis.writes else None
     return entity.primary_key if entity is not None else ()
 

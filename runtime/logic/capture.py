@@ -26,7 +26,7 @@ from sqlglot import exp
 
 from runtime.logic import fieldchecks
 from runtime.logic.fieldchecks import FieldCheck
-from runtime.sql import sqlcheck
+from runtime.sql.facts import Analysis
 
 PREFIX = "__bt_"
 
@@ -35,7 +35,7 @@ PREFIX = "__bt_"
 class Statement:
     """One action statement as the runner executes it."""
 
-    analysis: sqlcheck.Analysis
+    analysis: Analysis
     sql: str
     """What runs: the agent's statement, or the same with the captured columns added to RETURNING."""
     outputs: int
@@ -66,7 +66,7 @@ class Statement:
 
 
 def plan(
-    analysis: sqlcheck.Analysis,
+    analysis: Analysis,
     columns: Collection[str],
     key: Sequence[str],
     checks: Sequence[FieldCheck] = (),

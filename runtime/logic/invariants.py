@@ -33,7 +33,7 @@ import sqlglot
 from sqlglot import exp
 
 from runtime.schema.spec import AppSpec
-from runtime.sql import sqlcheck
+from runtime.sql import parsing
 
 MAX_KEYS: Final = 512
 """More touched keys than this and the full query is cheaper than the restricted one."""
@@ -46,7 +46,7 @@ class Check:
     name: str
     description: str
     sql: str
-    """The invariant as a subquery body (``sqlcheck.embed``): the full check."""
+    """The invariant as a subquery body (``parsing.embed``): the full check."""
     reads: frozenset[str]
     """The entities it reads, views resolved to the entities under them."""
     incremental: bool
@@ -75,9 +75,9 @@ class Check:
 
 def analyze(name: str, description: str, sql: str, spec: AppSpec) -> Check:
     """How to check the invariant ``sql`` of ``spec`` after a mutation: restricted by a key, or in full."""
-    full = sqlcheck.embed(sql)
+    full = parsing.embed(sql)
     try:
-        tree = _inline_views(sqlglot.parse_one(sqlcheck.statement_body(sql), dialect="duckdb"), spec)
+        tree = _inline_views(sqlglot.parse_one(parsing.statement_body(sql), dialect="duckdb"), spec)
     except sqlglot.errors.SqlglotError:
         return Check(name, description, full, frozenset(), False, "the query could not be parsed again")
     reads = frozenset(t.name.lower() for t in tree.find_all(exp.Table) if spec.entity(t.name.lower()))
@@ -111,7 +111,7 @@ def _inline_views(tree: exp.Expr, spec: AppSpec, depth: int = 0) -> exp.Expr:
         if view is None:
             continue
         inner = _inline_views(
-            sqlglot.parse_one(sqlcheck.statement_body(view.sql), dialect="duckdb"), spec, depth + 1
+            sqlglot.parse_one(parsing.statement_body(view.sql), dialect="duckdb"), spec, depth + 1
         )
         alias = table.alias or table.name
         table.replace(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(alias))))

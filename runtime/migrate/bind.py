@@ -21,7 +21,7 @@ from runtime.logic import actions
 from runtime.migrate.hazards import HazardCode
 from runtime.schema.spec import AppSpec
 from runtime.schema.types import duckdb_type
-from runtime.sql import sqlcheck
+from runtime.sql import parsing
 from runtime.store.engine import bind_errors
 
 
@@ -40,7 +40,7 @@ def statements(spec: AppSpec) -> tuple[list[tuple[str, int, str]], list[dict[str
         for index, statement in enumerate(prepared.statements):
             for sql in (statement.before, statement.sql):
                 if sql:
-                    out.append((action.name, index, sqlcheck.substitute_params(sql, typed)))
+                    out.append((action.name, index, parsing.substitute_params(sql, typed)))
     return out, problems
 
 

@@ -19,7 +19,7 @@ import sqlglot.expressions as exp
 
 from runtime.schema.spec import DEFAULT_EXPRESSIONS, AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
 from runtime.schema.types import duckdb_type
-from runtime.sql import sqlcheck
+from runtime.sql import parsing, sqlcheck
 
 SYSTEM_SCHEMA: Final = "_buttress"
 
@@ -130,9 +130,9 @@ def create_index(entity: EntitySpec, index: IndexSpec) -> str:
 
 
 def create_view(view: ViewSpec, *, replace: bool = False) -> str:
-    """The view's SELECT on lines of its own, terminator removed (``sqlcheck.statement_body``)."""
+    """The view's SELECT on lines of its own, terminator removed (``parsing.statement_body``)."""
     verb = "CREATE OR REPLACE VIEW" if replace else "CREATE VIEW"
-    return f"{verb} {q(view.name)} AS\n{sqlcheck.statement_body(view.sql)}\n"
+    return f"{verb} {q(view.name)} AS\n{parsing.statement_body(view.sql)}\n"
 
 
 def sequences(entity: EntitySpec) -> list[str]:

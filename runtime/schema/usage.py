@@ -1,7 +1,7 @@
 """What the parts of a spec use, and whether a statement still means what it meant (pure).
 
 Three questions the planner and the dry-run ask of the SQL a spec stores, answered from sqlglot's
-analysis (``sqlcheck.Analysis``) and the spec's types:
+analysis (``runtime.sql.facts.Analysis``) and the spec's types:
 
 * **Column order.** An INSERT without a column list fills a table by position: its meaning changes
   when a field is dropped and another added. ``explicit_columns`` gives every such statement of
@@ -32,7 +32,7 @@ from runtime.errors import ButtressError, Code, SqlError
 from runtime.schema.spec import ActionSpec, AppSpec
 from runtime.schema.types import is_widening
 from runtime.sql import sqlcheck
-from runtime.sql.sqlcheck import Analysis, Link
+from runtime.sql.facts import Analysis, Link
 
 TEXT_FORMS: Final = frozenset({"uuid", "date", "timestamp", "timestamptz", "json"})
 """Column types a text value is written in (DuckDB parses it, or refuses it when it does not parse)."""

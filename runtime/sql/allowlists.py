@@ -1,9 +1,10 @@
 """The SQL guard's allow-lists, deny-lists and hints (pure data).
 
-``runtime.sql.sqlcheck`` decides with them: node types a query or a write may contain, functions
-refused by class or by name, untyped functions known to be pure, the table functions allowed as
-sources, the statement families refused by their leading keyword, and the smaller lists for column
-CHECK expressions. Unknown means deny: anything not listed here is refused.
+The guard's steps (``runtime.sql.sqlcheck`` draws their flow) decide with them: node types a query
+or a write may contain, functions refused by class or by name, untyped functions known to be pure,
+the table functions allowed as sources, the statement families refused by their leading keyword,
+the size rules, and the smaller lists for column CHECK expressions. Unknown means deny: anything
+not listed here is refused.
 """
 
 from __future__ import annotations

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import doctest
 from collections.abc import Iterator, Sequence
+from types import ModuleType
 
 import duckdb
 import pytest
 
 from runtime.errors import ButtressError, Code
-from runtime.sql import sqlcheck
-from runtime.sql.sqlcheck import (
-    MAX_DEPTH,
-    MAX_SQL_LENGTH,
-    Analysis,
-    analyze_expression,
-    analyze_query,
-    analyze_statement,
-    split_statements,
-)
+from runtime.sql import facts, parsing, sizes, sqlcheck
+from runtime.sql.facts import Analysis
+from runtime.sql.parsing import MAX_DEPTH, MAX_SQL_LENGTH, split_statements
+from runtime.sql.sqlcheck import analyze_expression, analyze_query, analyze_statement
 from runtime.store.engine import connect
 
 SCHEMA = {
@@ -679,27 +674,28 @@ def test_split_statements_agrees_with_duckdb(sql: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_module_doctests_pass() -> None:
-    result = doctest.testmod(sqlcheck, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [sqlcheck, parsing, sizes], ids=lambda m: m.__name__)
+def test_module_doctests_pass(module: ModuleType) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 
 
 def test_public_surface_is_declared() -> None:
     assert set(sqlcheck.__all__) == {
-        "MAX_DEPTH",
-        "MAX_SQL_LENGTH",
         "Analysis",
-        "Link",
-        "OrderDependence",
-        "Schema",
         "analyze_expression",
         "analyze_query",
-        "embed",
         "render_expression",
+        "analyze_statement",
+    }
+    assert set(parsing.__all__) == {
+        "MAX_DEPTH",
+        "MAX_SQL_LENGTH",
+        "embed",
         "statement_body",
         "substitute_params",
-        "analyze_statement",
         "split_statements",
     }
+    assert set(facts.__all__) == {"Analysis", "Link", "OrderDependence", "Schema"}
     assert Analysis.__dataclass_params__.frozen  # type: ignore[attr-defined]
