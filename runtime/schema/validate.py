@@ -19,6 +19,7 @@ from runtime.schema import flows, usage
 from runtime.schema.spec import ActionSpec, AppSpec, EntitySpec, FieldSpec, Ref
 from runtime.schema.types import constant_fits
 from runtime.sql import sqlcheck
+from runtime.sql.facts import Analysis
 
 
 def fail(message: str, hint: str | None = None, **details: Any) -> SpecError:
@@ -245,7 +246,7 @@ def _type_problem_keys(spec: AppSpec) -> frozenset[tuple[Any, ...]]:
     return found
 
 
-def _refuse_positional(action: ActionSpec, index: int, analysis: sqlcheck.Analysis, spec: AppSpec) -> None:
+def _refuse_positional(action: ActionSpec, index: int, analysis: Analysis, spec: AppSpec) -> None:
     """A statement the proposal writes must name the columns it fills (``explicit_operations`` gives
     an INSERT its list; what is left could not be given one)."""
     where = f"action {action.name!r} statement {index}"
@@ -260,9 +261,7 @@ def _refuse_positional(action: ActionSpec, index: int, analysis: sqlcheck.Analys
         )
 
 
-def _refuse_reordered(
-    action: ActionSpec, analyses: Sequence[sqlcheck.Analysis], spec: AppSpec, base: AppSpec
-) -> None:
+def _refuse_reordered(action: ActionSpec, analyses: Sequence[Analysis], spec: AppSpec, base: AppSpec) -> None:
     """An unchanged action stored with an INSERT that fills its table by position breaks when the
     change alters that table's columns: the values would land in other columns."""
     for index, analysis in enumerate(analyses):
@@ -336,7 +335,7 @@ def _objects_misfit(problems: list[tuple[str, str, ButtressError]], changed: fro
 
 def check_action(
     action: ActionSpec, relations: dict[str, tuple[str, ...]], entities: frozenset[str] | None = None
-) -> list[sqlcheck.Analysis]:
+) -> list[Analysis]:
     """Analyse every statement of an action against the relations; raise on the first problem."""
     entities = frozenset(relations) if entities is None else entities
     declared = {p.name for p in action.params}

@@ -1,9 +1,8 @@
 """Static analysis of agent-supplied SQL: one statement in, frozen facts out, or a refusal.
 
 The guard's entry points; the steps live in the modules named below, the frozen facts in
-``runtime.sql.facts`` and the lists they decide with in ``runtime.sql.allowlists``. ``Analysis``,
-the type the entry points return, is re-exported from ``facts`` for ``runtime.schema.changes``,
-which names it ``sqlcheck.Analysis``; other importers take it from ``facts``.
+``runtime.sql.facts`` (``Analysis``, the type the entry points return) and the lists they decide
+with in ``runtime.sql.allowlists``.
 
 Nothing here touches a database. Each call tokenizes and parses once with sqlglot (DuckDB dialect)
 and then walks the tree a few times. Anything it does not positively recognise is refused: unknown
@@ -91,7 +90,6 @@ from runtime.sql.sizes import check_sizes
 from runtime.sql.tables import bind_tables, cte_bindings, write_target
 
 __all__ = [
-    "Analysis",
     "analyze_expression",
     "analyze_query",
     "analyze_statement",

@@ -683,7 +683,6 @@ def test_module_doctests_pass(module: ModuleType) -> None:
 
 def test_public_surface_is_declared() -> None:
     assert set(sqlcheck.__all__) == {
-        "Analysis",
         "analyze_expression",
         "analyze_query",
         "render_expression",
