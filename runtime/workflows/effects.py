@@ -1,6 +1,8 @@
-"""Effects as rows of the system schema: a request to an external provider, recorded before it is sent,
-with its idempotency key (``effect_id``), its state and the provider's answer (``steps.effect`` writes
-them as it sends). Read here for a run's detail and for the operator, unknown outcomes first.
+"""Effects as rows of the system schema, read for a run's detail and for the operator (unknown outcomes
+first). An effect is a request to an external provider, recorded before it is sent, with its
+idempotency key (``effect_id``), its state and the provider's answer: written as it is sent
+(``steps.effect``), when it is given up on (``steps.failure``) and when the operator resolves it
+(``service``).
 """
 
 from __future__ import annotations
