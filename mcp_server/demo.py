@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from runtime.workflows.status import RunStatus
 from tools.base import ToolContext, ToolSpec, call_runtime, changing
 
 if TYPE_CHECKING:
@@ -371,7 +372,7 @@ async def script(client: Client, project: Path) -> None:
     )
     waiting = await call(client, "get_run", {"run_id": run["run_id"]})
     for _ in range(100):  # the server's scheduler takes the run to its sleep step in the background
-        if waiting["status"] != "running":
+        if waiting["status"] != RunStatus.RUNNING:
             break
         await _sleep(0.05)
         waiting = await call(client, "get_run", {"run_id": run["run_id"]})
@@ -383,7 +384,7 @@ async def after_restart(client: Client) -> None:
     run: dict[str, Any] = {}
     for _ in range(200):
         run = await call(client, "get_run", {"run_id": "late-42"})
-        if run["status"] not in {"running", "waiting"}:
+        if run["status"] not in {RunStatus.RUNNING, RunStatus.WAITING}:
             break
         await _sleep(0.1)
     say(
@@ -391,7 +392,7 @@ async def after_restart(client: Client) -> None:
         + ", ".join(s["name"] for s in run["steps"])
     )
     booked = await call(client, "query", {"sql": "select id, slot_id, who from booking where id = 42"})
-    if run["status"] != "completed" or len(booked["rows"]) != 1:
+    if run["status"] != RunStatus.COMPLETED or len(booked["rows"]) != 1:
         raise DemoFailed(f"the workflow did not resume once after the restart: {run['status']}")
     show_rows(booked)
 

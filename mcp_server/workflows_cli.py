@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from mcp_server import cli
+from runtime.workflows.status import StepStatus
 from runtime.workflows.tables import RESOLUTIONS
 
 
@@ -121,7 +122,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     print(_run_line(run))
     print(f"  args: {json.dumps(run.args)}")
     for step in run.steps:
-        outcome = json.dumps(step.output) if step.status == "completed" else json.dumps(step.error)
+        outcome = json.dumps(step.output) if step.status == StepStatus.COMPLETED else json.dumps(step.error)
         print(
             f"  {step.seq:>3} {step.name:<24} {step.kind:<12} {step.status:<9} x{step.attempts}  v{step.version}  {outcome}"
         )

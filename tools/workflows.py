@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from runtime.results import AckResult, ClaimResult, MessageInfo, PublishResult, RunDetail, RunInfo
-from runtime.workflows.tables import RunFilter
+from runtime.workflows.status import RunFilter
 from tools.base import ToolContext, ToolSpec, call_runtime, changing, reading
 
 RunId = Annotated[

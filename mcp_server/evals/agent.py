@@ -41,6 +41,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
 from mcp_server.evals.faults import FaultPlan, Injector, When
+from runtime.workflows.status import TERMINAL, RunStatus
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 MAX_RECONNECTS = 5
 CALL_TIMEOUT_S = 300.0
 RETRY_BY_NAME = frozenset({"propose_change", "define_entity", "deploy"})
-RUN_SETTLED = frozenset({"completed", "compensated", "failed", "cancelled", "blocked"})
+RUN_SETTLED = TERMINAL | {RunStatus.BLOCKED}
 """Workflow run statuses that do not change without someone acting."""
 RUN_POLL_S = 0.1
 RETRY_WITH_KEY = {"start_workflow": "run_id", "publish": "message_id"}

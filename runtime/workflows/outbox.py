@@ -14,7 +14,7 @@ from runtime.errors import NotFound
 from runtime.results import ActionResult
 from runtime.schema.spec import ActionSpec, AppSpec
 from runtime.store.engine import Tx
-from runtime.workflows import store, values
+from runtime.workflows import messages, store, values
 
 
 def emit(
@@ -40,7 +40,9 @@ def emit(
             topic = spec.topic(item.publish)
             if topic is None:
                 raise NotFound("topic", item.publish)
-            store.publish(tx, topic, payload, version=version, actor=f"{actor} via {origin}", acting=acting)
+            messages.publish(
+                tx, topic, payload, version=version, actor=f"{actor} via {origin}", acting=acting
+            )
         elif item.start is not None:
             workflow = spec.workflow(item.start)
             if workflow is None:

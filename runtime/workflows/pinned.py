@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from runtime.schema.flows import argument_problems, typed_params
 from runtime.schema.spec import AppSpec, StepSpec, WorkflowSpec
+from runtime.workflows.status import RunStatus
 
 RUNS_SHOWN: Final = 5
 
@@ -63,7 +64,7 @@ def ahead(
     below its cursor that have not run yet."""
     completed = set(done)
     out: list[tuple[str, StepSpec, bool]] = []
-    if status == "compensating":
+    if status == RunStatus.COMPENSATING:
         for spec in workflow.steps[: max(step, -1) + 1]:
             if (
                 spec.compensation is not None
@@ -154,8 +155,9 @@ def stranded(
     cache: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     found: dict[tuple[str, int, str, str], list[str]] = {}
     for run in runs:
-        done = tuple(sorted(run["outputs"])) if run["status"] == "compensating" else ()
-        key = (run["workflow"], run["version"], run["status"] == "compensating", run["step"], done)
+        compensating = run["status"] == RunStatus.COMPENSATING
+        done = tuple(sorted(run["outputs"])) if compensating else ()
+        key = (run["workflow"], run["version"], compensating, run["step"], done)
         if key not in cache:
             workflow = definition(run["version"], run["workflow"])
             problems: list[tuple[str, str]] = []

@@ -26,8 +26,10 @@ from runtime.schema import graph
 from runtime.schema.spec import TopicSpec, WorkflowSpec
 from runtime.store.audit import now_iso
 from runtime.store.engine import Tx
-from runtime.workflows import store, values
-from runtime.workflows.tables import RESOLUTIONS, TERMINAL
+from runtime.workflows import effects, messages, store, values
+from runtime.workflows.status import RETRYABLE, TERMINAL, RunStatus, StepStatus, literal
+from runtime.workflows.store import RunRow
+from runtime.workflows.tables import RESOLUTIONS
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -62,26 +64,26 @@ def decide(rt: Runtime, actor: str, reach: graph.Reach, what: str) -> None:
         rt.policy.decide(actor, reach, what)
 
 
-def _owner(row: dict[str, Any]) -> str:
-    return str(row.get("acting_for") or row["created_by"])
+def _owner(row: RunRow) -> str:
+    return str(row.acting_for or row.created_by)
 
 
-def _require_owner(rt: Runtime, actor: str, row: dict[str, Any], what: str) -> None:
+def _require_owner(rt: Runtime, actor: str, row: RunRow, what: str) -> None:
     """Runs belong to who started them: another agent needs ``manage_runs``."""
     if actor == OPERATOR or _owner(row) == actor or rt.policy.may(actor, Capability.MANAGE_RUNS):
         return
     raise PolicyError(
         Code.POLICY_DENIED,
-        f"agent {actor!r} may not {what} run {row['run_id']}: it was started by {_owner(row)!r}",
+        f"agent {actor!r} may not {what} run {row.run_id}: it was started by {_owner(row)!r}",
         hint="A run is managed by the agent that started it; ask it, or the operator (manage_runs lets an "
         "agent manage every run).",
-        details={"agent": actor, "run_id": row["run_id"], "started_by": _owner(row)},
+        details={"agent": actor, "run_id": row.run_id, "started_by": _owner(row)},
     )
 
 
-def _info(rt: Runtime, row: dict[str, Any]) -> RunInfo:
+def _info(rt: Runtime, row: RunRow) -> RunInfo:
     try:
-        workflow = rt.scheduler.definition(row["version"], row["workflow"])
+        workflow = rt.scheduler.definition(row.version, row.workflow)
     except ButtressError:
         workflow = None
     return store.run_info(row, workflow)
@@ -155,9 +157,9 @@ def get_run(rt: Runtime, run_id: str, actor: str) -> RunDetail:
         with rt.engine.snapshot() as reader:
             row = store.require_run(reader, run_id)
             steps = store.steps_of(reader, run_id)
-            effects = store.list_effects(reader, state=None, run_id=run_id, limit=MAX_LIST)
+            sent = effects.list_effects(reader, state=None, run_id=run_id, limit=MAX_LIST)
         info = _info(rt, row)
-        return RunDetail(**info.model_dump(), steps=steps, effects=effects)
+        return RunDetail(**info.model_dump(), steps=steps, effects=sent)
 
     return rt._reading("get_run", actor, {"run_id": run_id}, read)
 
@@ -178,12 +180,12 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
     def act(tx: Tx) -> tuple[RunInfo, str]:
         row = store.require_run(tx, run_id)
         _require_owner(rt, actor, row, "cancel")
-        if row["status"] in TERMINAL:
+        if row.status in TERMINAL:
             raise WorkflowError(
                 Code.RUN_NOT_ACTIVE,
-                f"run {run_id} is already {row['status']}",
+                f"run {run_id} is already {row.status}",
                 hint="Only a run that has not finished can be cancelled.",
-                details={"run_id": run_id, "status": row["status"]},
+                details={"run_id": run_id, "status": row.status.value},
             )
         unknown = [
             str(r[0])
@@ -201,11 +203,11 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
                 "the control room's Effects page); then the run continues or compensates, and can be cancelled.",
                 details={"run_id": run_id, "effects": unknown},
             )
-        definition = rt.scheduler.definition(row["version"], row["workflow"])
+        definition = rt.scheduler.definition(row.version, row.workflow)
         done = [
             s
             for s in definition.steps
-            if s.name in row["outputs"] and f"{s.name}.compensation" not in row["outputs"]
+            if s.name in row.outputs and f"{s.name}.compensation" not in row.outputs
         ]
         decide(
             rt,
@@ -214,14 +216,14 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
             f"cancel run {run_id}",
         )
         error = {"code": "workflow.cancelled", "message": reason or f"cancelled by {actor}"}
-        compensating = row["status"] != "compensating"
-        cursor = (row["step"] - 1) if compensating else row["step"]
+        compensating = row.status != RunStatus.COMPENSATING
+        cursor = (row.step - 1) if compensating else row.step
         store.advance(
             tx,
             row,
             step=cursor,
-            status="compensating",
-            outputs=row["outputs"],
+            status=RunStatus.COMPENSATING,
+            outputs=row.outputs,
             error=error,
             attempts=0,
         )
@@ -240,14 +242,12 @@ def signal_run(rt: Runtime, run_id: str, name: str, payload: dict[str, Any], act
     def act(tx: Tx) -> tuple[RunInfo, str]:
         row = store.require_run(tx, run_id)
         _require_owner(rt, actor, row, "signal")
-        if actor not in {OPERATOR, _owner(row)} and row["status"] not in TERMINAL:
-            definition = rt.scheduler.definition(row["version"], row["workflow"])
+        if actor not in {OPERATOR, _owner(row)} and row.status not in TERMINAL:
+            definition = rt.scheduler.definition(row.version, row.workflow)
             decide(
                 rt,
                 actor,
-                graph.of_run(
-                    rt.current[1], definition, steps=definition.steps[row["step"] :], compensations=()
-                ),
+                graph.of_run(rt.current[1], definition, steps=definition.steps[row.step :], compensations=()),
                 f"signal run {run_id}",
             )
         store.send_signal(tx, run_id, name, payload, actor=actor)
@@ -266,14 +266,14 @@ def retry_run(rt: Runtime, run_id: str, actor: str) -> RunInfo:
 
     def act(tx: Tx) -> tuple[RunInfo, str]:
         row = store.require_run(tx, run_id)
-        if row["status"] not in {"failed", "blocked"}:
+        if row.status not in RETRYABLE:
             raise WorkflowError(
                 Code.RUN_NOT_ACTIVE,
-                f"run {run_id} is {row['status']}; only a failed or blocked run is retried",
+                f"run {run_id} is {row.status}; only a failed or blocked run is retried",
                 hint="get_run shows where it stands.",
-                details={"run_id": run_id, "status": row["status"]},
+                details={"run_id": run_id, "status": row.status.value},
             )
-        if row["step"] < 0:
+        if row.step < 0:
             raise WorkflowError(
                 Code.RUN_NOT_ACTIVE,
                 f"run {run_id} failed while compensating; it cannot be retried",
@@ -285,10 +285,10 @@ def retry_run(rt: Runtime, run_id: str, actor: str) -> RunInfo:
             [run_id],
         )
         tx.execute(
-            "DELETE FROM _buttress.steps WHERE run_id = ? AND seq = ? AND status = 'failed'",
-            [run_id, row["step"]],
+            f"DELETE FROM _buttress.steps WHERE run_id = ? AND seq = ? AND status = {literal(StepStatus.FAILED)}",
+            [run_id, row.step],
         )
-        store.advance(tx, row, step=row["step"], status="running", error=None, attempts=0)
+        store.advance(tx, row, step=row.step, status=RunStatus.RUNNING, error=None, attempts=0)
         return _info(rt, store.require_run(tx, run_id)), "ok"
 
     result: RunInfo = _change(
@@ -309,7 +309,7 @@ def resolve_effect(rt: Runtime, effect_id: str, outcome: str, response: Any, act
         )
 
     def act(tx: Tx) -> tuple[EffectInfo, str]:
-        effect = store.effect_row(tx, effect_id)
+        effect = effects.effect_row(tx, effect_id)
         if effect is None:
             raise NotFound("effect", effect_id, hint="buttress effects lists them, the unknown ones first.")
         if effect["state"] not in {"unknown", "pending"}:
@@ -331,11 +331,11 @@ def resolve_effect(rt: Runtime, effect_id: str, outcome: str, response: Any, act
             ],
         )
         run = store.require_run(tx, effect["run_id"])
-        if run["status"] == "blocked":
-            store.advance(tx, run, step=run["step"], status="running", error=None, attempts=0)
-        updated = store.effect_row(tx, effect_id)
+        if run.status == RunStatus.BLOCKED:
+            store.advance(tx, run, step=run.step, status=RunStatus.RUNNING, error=None, attempts=0)
+        updated = effects.effect_row(tx, effect_id)
         assert updated is not None
-        return store.effect_info(updated), "ok"
+        return effects.effect_info(updated), "ok"
 
     result: EffectInfo = _change(
         rt, "resolve_effect", actor, Capability.RESOLVE_EFFECTS, arguments, act, what="resolve effects"
@@ -348,7 +348,7 @@ def list_effects(
 ) -> list[EffectInfo]:
     def read() -> list[EffectInfo]:
         with rt.engine.snapshot() as reader:
-            return store.list_effects(reader, state=state, run_id=run_id, limit=min(limit, MAX_LIST))
+            return effects.list_effects(reader, state=state, run_id=run_id, limit=min(limit, MAX_LIST))
 
     return rt._reading("list_effects", actor, {"state": state, "run_id": run_id}, read)
 
@@ -365,7 +365,7 @@ def publish_message(
         number, current = rt.current
         spec = _topic(rt, topic)
         decide(rt, actor, graph.of_topic(current, topic), f"publish on topic {topic!r}")
-        published = store.publish(
+        published = messages.publish(
             tx, spec, payload, version=number, actor=actor, message_id=message_id, acting=_acting(rt, actor)
         )
         return published, "replayed" if published.replayed else "ok"
@@ -392,7 +392,7 @@ def claim_messages(
                 "declared with external = true (replace_topic).",
                 details={"topic": topic},
             )
-        claimed, until = store.claim(tx, spec, who, limit=max(1, min(limit, 100)), lease_s=lease_s)
+        claimed, until = messages.claim(tx, spec, who, limit=max(1, min(limit, 100)), lease_s=lease_s)
         return ClaimResult(
             consumer=who, messages=claimed, lease_until=until.isoformat() if claimed else None
         ), "ok"
@@ -408,7 +408,7 @@ def ack_messages(rt: Runtime, message_ids: Sequence[str], consumer: str | None, 
     arguments = {"consumer": who, "message_ids": list(message_ids)}
 
     def act(tx: Tx) -> tuple[AckResult, str]:
-        return AckResult(acked=store.ack(tx, who, message_ids)), "ok"
+        return AckResult(acked=messages.ack(tx, who, message_ids)), "ok"
 
     result: AckResult = _change(
         rt, "ack_messages", actor, Capability.CONSUME, arguments, act, what="consume messages"
@@ -421,7 +421,7 @@ def list_messages(
 ) -> list[MessageInfo]:
     def read() -> list[MessageInfo]:
         with rt.engine.snapshot() as reader:
-            found = store.list_messages(
+            found = messages.list_messages(
                 reader, topic=topic, undelivered=undelivered, limit=min(limit, MAX_LIST)
             )
         if topic is not None and not found:

@@ -1,13 +1,16 @@
-"""Runs, steps, messages, signals and effects as rows of the system schema, read and written inside the
-caller's transaction (the writer lane for writes, a snapshot for reads).
+"""Runs and their steps, signals and timers as rows of the system schema, read and written inside the
+caller's transaction (the writer lane for writes, a snapshot for reads). A run travels as a ``RunRow``,
+built from its row in one place (``RunRow.of``).
 
-Whatever starts a run, publishes a message or sends a signal does it in the same transaction as the
-change that caused it: an action's emits, a step's record, a subscription's cursor. So a message or a
-run exists if and only if that change committed (the transactional outbox).
+Whatever starts a run or sends a signal does it in the same transaction as the change that caused it:
+an action's emits, a step's record, a subscription's cursor. So a run exists if and only if that change
+committed (the transactional outbox). Messages and subscription cursors are ``messages``; effects are
+``effects``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import uuid
@@ -15,29 +18,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from runtime.boundary.policy import Acting
-from runtime.errors import ActionError, Code, NotFound, PolicyError, WorkflowError
-from runtime.migrate.ddl import qs
-from runtime.results import EffectInfo, MessageInfo, PublishResult, RunInfo, StepInfo
-from runtime.schema.spec import TopicSpec, WorkflowSpec, canonical_json
+from runtime.errors import Code, NotFound, PolicyError, WorkflowError
+from runtime.results import RunInfo, StepInfo
+from runtime.schema.spec import WorkflowSpec, canonical_json
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
 from runtime.workflows import values
-from runtime.workflows.tables import TERMINAL
-
-ACTIVE: Final = ("running", "waiting", "compensating", "blocked")
-RUN_COLUMNS: Final = (
-    "run_id, workflow, version, args, args_hash, status, step, calls, wake_at, attempts, step_started_at, "
-    "message_cursor, error, outputs, created_by, created_at, updated_at, origin, waiting_on, acting_for, "
-    "grant_json, depth"
-)
-MESSAGE_COLUMNS: Final = (
-    "seq, message_id, topic, key, payload, version, held, lease_owner, lease_until, deliveries, acked_at, "
-    "created_at"
-)
-EFFECT_COLUMNS: Final = (
-    "effect_id, run_id, step, connector, request, request_hash, state, attempts, response, status_code, "
-    "error, version, created_at, sent_at, settled_at, compensates"
-)
+from runtime.workflows.status import ACTIVE, TERMINAL, RunStatus, StepStatus, literal, status_in
 
 
 def utcnow() -> datetime.datetime:
@@ -45,12 +32,67 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
-def _json(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A JSON column's value, parsed (None stays None)."""
     return None if value is None else json.loads(value) if isinstance(value, str) else value
 
 
-def _row(names: str, row: Sequence[Any]) -> dict[str, Any]:
+def parse_json(value: Any) -> dict[str, Any]:
+    """A JSON column holding an object, parsed ({} for anything else)."""
+    parsed = json_value(value)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def record(names: str, row: Sequence[Any]) -> dict[str, Any]:
+    """A row as a dict, by the comma-separated column ``names`` it was selected with."""
     return dict(zip([n.strip() for n in names.split(",")], row, strict=True))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunRow:
+    """A run as ``_buttress.runs`` holds it, its JSON columns parsed. Its fields, in order, are the
+    columns every run is selected with (``RUN_COLUMNS``); ``of`` builds one from such a row."""
+
+    run_id: str
+    workflow: str
+    version: int
+    args: dict[str, Any]
+    args_hash: str
+    status: RunStatus
+    step: int
+    calls: list[str]
+    wake_at: datetime.datetime | None
+    attempts: int
+    step_started_at: str | None
+    message_cursor: int
+    error: dict[str, Any] | None
+    outputs: dict[str, Any]
+    created_by: str
+    created_at: str
+    updated_at: str
+    origin: str | None
+    waiting_on: str | None
+    acting_for: str | None
+    grant_json: str | None
+    depth: int
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> RunRow:
+        """The run a ``SELECT {RUN_COLUMNS}`` row describes."""
+        item = record(RUN_COLUMNS, row)
+        return cls(
+            **{
+                **item,
+                "args": json_value(item["args"]),
+                "status": RunStatus(item["status"]),
+                "error": json_value(item["error"]),
+                "outputs": json_value(item["outputs"]) or {},
+                "depth": int(item["depth"] or 0),
+            }
+        )
+
+
+RUN_COLUMNS: Final = ", ".join(field.name for field in dataclasses.fields(RunRow))
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -77,7 +119,7 @@ def start_run(
     run_id: str | None = None,
     origin: str | None = None,
     acting: Acting | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[RunRow, bool]:
     """Create a run (or return the one with this id and the same arguments). The second value is True
     when it was created now. A run id is an idempotency key: the same id with other arguments is
     ``workflow.run_conflict``. ``acting``: on whose behalf it runs (its grant is checked against the
@@ -87,12 +129,12 @@ def start_run(
     run_id = run_id or str(uuid.uuid4())
     existing = run_row(tx, run_id)
     if existing is not None:
-        if existing["args_hash"] != args_hash:
+        if existing.args_hash != args_hash:
             raise WorkflowError(
                 Code.RUN_CONFLICT,
                 f"run {run_id!r} already exists with other arguments (or another workflow)",
                 hint="Use a new run_id for a new run; reuse one only to get the same run back.",
-                details={"run_id": run_id, "workflow": existing["workflow"]},
+                details={"run_id": run_id, "workflow": existing.workflow},
             )
         return existing, False
     if acting is not None:
@@ -101,8 +143,8 @@ def start_run(
     inserted = tx.fetchone(
         "INSERT INTO _buttress.runs (run_id, workflow, version, args, args_hash, status, step, calls, wake_at, "
         "attempts, step_started_at, message_cursor, error, outputs, created_by, created_at, updated_at, "
-        "origin, waiting_on, acting_for, grant_json, depth) VALUES (?, ?, ?, ?, ?, 'running', 0, ?, NULL, 0, NULL, "
-        "?, NULL, '{}', ?, ?, ?, ?, NULL, ?, ?, ?) "
+        f"origin, waiting_on, acting_for, grant_json, depth) VALUES (?, ?, ?, ?, ?, {literal(RunStatus.RUNNING)}, "
+        "0, ?, NULL, 0, NULL, ?, NULL, '{}', ?, ?, ?, ?, NULL, ?, ?, ?) "
         f"RETURNING {RUN_COLUMNS}",
         [
             run_id,
@@ -117,29 +159,35 @@ def start_run(
             now,
             origin,
             None if acting is None else acting.agent,
-            _grant_json(acting),
+            grant_json(acting),
             0 if acting is None else acting.depth,
         ],
     )
     assert inserted is not None
-    return _run(inserted), True
+    return RunRow.of(inserted), True
 
 
-def _grant_json(acting: Acting | None) -> str | None:
+def grant_json(acting: Acting | None) -> str | None:
+    """What a run or a message records of the grant it works under (None: none to record)."""
     if acting is None or acting.grant is None:
         return None
     return canonical_json(acting.model_dump(mode="json", include={"grant", "runs_per_minute", "max_depth"}))
 
 
-def acting_of(row: Mapping[str, Any]) -> Acting | None:
-    """On whose behalf a run or a message works (None: the operator's, or from before grants)."""
-    agent = row.get("acting_for")
+def acting_of(run: RunRow) -> Acting | None:
+    """On whose behalf a run works (None: the operator's, or from before grants)."""
+    return acting(run.acting_for, run.grant_json, run.depth)
+
+
+def acting(agent: Any, grant: Any, depth: Any) -> Acting | None:
+    """On whose behalf a run or a message works, from its ``acting_for``, ``grant_json`` and ``depth``
+    columns (None: the operator's, or from before grants)."""
     if not agent:
         return None
-    stored = _json(row.get("grant_json"))
+    stored = json_value(grant)
     if not isinstance(stored, dict):
-        return Acting(agent=str(agent), depth=int(row.get("depth") or 0))
-    return Acting.model_validate({**stored, "agent": str(agent), "depth": int(row.get("depth") or 0)})
+        return Acting(agent=str(agent), depth=int(depth or 0))
+    return Acting.model_validate({**stored, "agent": str(agent), "depth": int(depth or 0)})
 
 
 def chain_error(acting: Acting, what: str) -> PolicyError:
@@ -187,62 +235,51 @@ def _admit(tx: Tx, acting: Acting, workflow: str) -> None:
         )
 
 
-def run_row(session: Session, run_id: str) -> dict[str, Any] | None:
+def run_row(session: Session, run_id: str) -> RunRow | None:
     row = session.fetchone(f"SELECT {RUN_COLUMNS} FROM _buttress.runs WHERE run_id = ?", [run_id])
-    return None if row is None else _run(row)
+    return None if row is None else RunRow.of(row)
 
 
-def _run(row: Sequence[Any]) -> dict[str, Any]:
-    out = _row(RUN_COLUMNS, row)
-    out["args"] = _json(out["args"])
-    out["outputs"] = _json(out["outputs"]) or {}
-    out["error"] = _json(out["error"])
-    out["depth"] = int(out["depth"] or 0)
-    return out
-
-
-def require_run(session: Session, run_id: str) -> dict[str, Any]:
+def require_run(session: Session, run_id: str) -> RunRow:
     found = run_row(session, run_id)
     if found is None:
         raise NotFound("run", run_id, hint="list_runs shows the runs that exist.")
     return found
 
 
-def run_info(row: Mapping[str, Any], workflow: WorkflowSpec | None) -> RunInfo:
+def run_info(row: RunRow, workflow: WorkflowSpec | None) -> RunInfo:
     step = None
-    if row["status"] not in TERMINAL and workflow is not None and 0 <= row["step"] < len(workflow.steps):
-        step = workflow.steps[row["step"]].name
-    wake = row["wake_at"]
+    if row.status not in TERMINAL and workflow is not None and 0 <= row.step < len(workflow.steps):
+        step = workflow.steps[row.step].name
+    wake = row.wake_at
     return RunInfo(
-        run_id=row["run_id"],
-        workflow=row["workflow"],
-        version=row["version"],
-        status=row["status"],
+        run_id=row.run_id,
+        workflow=row.workflow,
+        version=row.version,
+        status=row.status.value,
         step=step,
-        attempts=row["attempts"],
+        attempts=row.attempts,
         wake_at=wake.isoformat() if isinstance(wake, datetime.datetime) else wake,
-        waiting_on=row.get("waiting_on"),
-        error=row["error"],
-        args=row["args"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        origin=row["origin"],
-        acting_for=row.get("acting_for"),
-        depth=int(row.get("depth") or 0),
+        waiting_on=row.waiting_on,
+        error=row.error,
+        args=row.args,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        origin=row.origin,
+        acting_for=row.acting_for,
+        depth=row.depth,
     )
 
 
-def list_runs(
-    session: Session, *, workflow: str | None, status: str | None, limit: int
-) -> list[dict[str, Any]]:
+def list_runs(session: Session, *, workflow: str | None, status: str | None, limit: int) -> list[RunRow]:
     where, params = ["TRUE"], []
     if workflow is not None:
         where.append("workflow = ?")
         params.append(workflow)
     if status is not None:
         if status == "active":
-            where.append(f"status IN ({', '.join(repr(s) for s in ACTIVE)})")
+            where.append(status_in(ACTIVE))
         else:
             where.append("status = ?")
             params.append(status)
@@ -251,7 +288,7 @@ def list_runs(
         "ORDER BY created_at DESC, run_id LIMIT ?",
         [*params, limit],
     )
-    return [_run(row) for row in rows]
+    return [RunRow.of(row) for row in rows]
 
 
 def steps_of(session: Session, run_id: str) -> list[StepInfo]:
@@ -267,8 +304,8 @@ def steps_of(session: Session, run_id: str) -> list[StepInfo]:
             kind=r[2],
             status=r[3],
             attempts=r[4],
-            output=_json(r[5]),
-            error=_json(r[6]),
+            output=json_value(r[5]),
+            error=json_value(r[6]),
             version=r[7],
             started_at=r[8],
             finished_at=r[9],
@@ -279,12 +316,12 @@ def steps_of(session: Session, run_id: str) -> list[StepInfo]:
 
 def record_step(
     tx: Tx,
-    run: Mapping[str, Any],
+    run: RunRow,
     *,
     seq: int,
     name: str,
     kind: str,
-    status: str,
+    status: StepStatus,
     attempts: int,
     output: Any,
     error: dict[str, Any] | None,
@@ -304,7 +341,7 @@ def record_step(
     tx.execute(
         "INSERT INTO _buttress.steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + upsert,
         [
-            run["run_id"],
+            run.run_id,
             seq,
             name,
             kind,
@@ -313,7 +350,7 @@ def record_step(
             None if output is None else canonical_json(output),
             None if error is None else canonical_json(error),
             version,
-            run.get("step_started_at") or now,
+            run.step_started_at or now,
             now,
         ],
     )
@@ -321,10 +358,10 @@ def record_step(
 
 def advance(
     tx: Tx,
-    run: Mapping[str, Any],
+    run: RunRow,
     *,
     step: int,
-    status: str,
+    status: RunStatus,
     outputs: Mapping[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     wake_at: datetime.datetime | None = None,
@@ -335,7 +372,7 @@ def advance(
 ) -> None:
     """Move the run on, fenced: only if it is still where ``run`` says (status and step); otherwise
     another worker moved it first and this transaction must not commit (``engine.conflict``)."""
-    started = run.get("step_started_at") if keep_started else (now_iso() if attempts == 0 else None)
+    started = run.step_started_at if keep_started else (now_iso() if attempts == 0 else None)
     updated = tx.fetchone(
         "UPDATE _buttress.runs SET status = ?, step = ?, outputs = ?, error = ?, wake_at = ?, attempts = ?, "
         "waiting_on = ?, step_started_at = coalesce(?, step_started_at), message_cursor = coalesce(?, message_cursor), "
@@ -343,7 +380,7 @@ def advance(
         [
             status,
             step,
-            canonical_json(dict(outputs if outputs is not None else run["outputs"])),
+            canonical_json(dict(outputs if outputs is not None else run.outputs)),
             None if error is None else canonical_json(error),
             wake_at,
             attempts,
@@ -351,10 +388,10 @@ def advance(
             started,
             message_cursor,
             now_iso(),
-            run["run_id"],
-            run["status"],
-            run["step"],
-            run["attempts"],
+            run.run_id,
+            run.status,
+            run.step,
+            run.attempts,
         ],
     )
     if updated is None:
@@ -362,9 +399,9 @@ def advance(
 
         raise EngineError(
             Code.ENGINE_CONFLICT,
-            f"run {run['run_id']} moved while this step ran",
+            f"run {run.run_id} moved while this step ran",
             hint="Nothing was committed; the run continues from where it is.",
-            details={"run_id": run["run_id"]},
+            details={"run_id": run.run_id},
         )
 
 
@@ -374,12 +411,12 @@ def advance(
 def send_signal(tx: Tx, run_id: str, name: str, payload: Mapping[str, Any], *, actor: str) -> int:
     """Record a signal for a run and wake it if it waits for that signal."""
     run = require_run(tx, run_id)
-    if run["status"] in TERMINAL:
+    if run.status in TERMINAL:
         raise WorkflowError(
             Code.RUN_NOT_ACTIVE,
-            f"run {run_id} is {run['status']}; it takes no signal",
+            f"run {run_id} is {run.status}; it takes no signal",
             hint="Signal a run that is still running or waiting (get_run shows its status).",
-            details={"run_id": run_id, "status": run["status"]},
+            details={"run_id": run_id, "status": run.status.value},
         )
     seq = int(tx.scalar("SELECT coalesce(max(seq), 0) + 1 FROM _buttress.signals WHERE run_id = ?", [run_id]))
     tx.execute(
@@ -387,8 +424,8 @@ def send_signal(tx: Tx, run_id: str, name: str, payload: Mapping[str, Any], *, a
         [run_id, seq, name, canonical_json(dict(payload)), now_iso(), actor],
     )
     tx.execute(
-        "UPDATE _buttress.runs SET status = 'running', wake_at = NULL, updated_at = ? "
-        "WHERE run_id = ? AND status = 'waiting' AND waiting_on = ?",
+        f"UPDATE _buttress.runs SET status = {literal(RunStatus.RUNNING)}, wake_at = NULL, updated_at = ? "
+        f"WHERE run_id = ? AND status = {literal(RunStatus.WAITING)} AND waiting_on = ?",
         [now_iso(), run_id, f"signal:{name}"],
     )
     return seq
@@ -404,332 +441,45 @@ def take_signal(tx: Tx, run_id: str, name: str) -> dict[str, Any] | None:
     if row is None:
         return None
     tx.execute("UPDATE _buttress.signals SET consumed = TRUE WHERE run_id = ? AND seq = ?", [run_id, row[0]])
-    payload = _json(row[1])
+    payload = json_value(row[1])
     return payload if isinstance(payload, dict) else {}
-
-
-# ---------------------------------------------------------------------------------------- messages
-
-
-def publish(
-    tx: Tx,
-    topic: TopicSpec,
-    payload: Mapping[str, Any],
-    *,
-    version: int,
-    actor: str,
-    message_id: str | None = None,
-    held: str | None = None,
-    acting: Acting | None = None,
-) -> PublishResult:
-    """Append a message (checked against its topic) in the caller's transaction, and wake the runs that
-    wait for its topic. A ``message_id`` seen before returns that message instead (deduplication).
-    ``held``: why it is held back instead (its topic is not in the current version)."""
-    checked = values.check_payload(topic, payload)
-    if acting is not None and acting.max_depth is not None and acting.depth > acting.max_depth:
-        raise chain_error(acting, f"publish on {topic.name}")
-    if acting is not None and not acting.allows("topics", topic.name):
-        raise PolicyError(
-            Code.POLICY_DENIED,
-            f"agent {acting.agent!r} may not publish on topic {topic.name!r}",
-            hint="This is the operator's decision (buttress.toml: topics = [...]); ask them rather than retrying.",
-            details={"agent": acting.agent, "topic": topic.name},
-        )
-    if message_id is not None:
-        found = tx.fetchone("SELECT seq, topic FROM _buttress.messages WHERE message_id = ?", [message_id])
-        if found is not None:
-            return PublishResult(message_id=message_id, seq=int(found[0]), topic=str(found[1]), replayed=True)
-    message_id = message_id or str(uuid.uuid4())
-    key = checked.get(topic.key) if topic.key else None
-    seq = int(tx.scalar("SELECT nextval('_buttress.message_seq')"))
-    tx.execute(
-        "INSERT INTO _buttress.messages (seq, message_id, topic, key, payload, version, external, held, "
-        "lease_owner, lease_until, deliveries, acked_at, acked_by, created_at, created_by, acting_for, "
-        "grant_json, depth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, NULL, NULL, ?, ?, ?, ?, ?)",
-        [
-            seq,
-            message_id,
-            topic.name,
-            None if key is None else str(key),
-            canonical_json(checked),
-            version,
-            topic.external,
-            held,
-            now_iso(),
-            actor,
-            None if acting is None else acting.agent,
-            _grant_json(acting),
-            0 if acting is None else acting.depth,
-        ],
-    )
-    if held is not None:
-        return PublishResult(message_id=message_id, seq=seq, topic=topic.name)
-    tx.execute(
-        "UPDATE _buttress.runs SET status = 'running', wake_at = NULL, updated_at = ? "
-        "WHERE status = 'waiting' AND waiting_on = ?",
-        [now_iso(), f"topic:{topic.name}"],
-    )
-    return PublishResult(message_id=message_id, seq=seq, topic=topic.name)
-
-
-def retain_payload(tx: Tx, topic: str, seq: int, values: Mapping[str, Any]) -> list[str]:
-    """Keep payload values a message could not carry (fields its topic's current version lacks) where
-    the version that dropped them keeps those of undelivered messages, so that deploying a version
-    with the field again gives them back. Returns the fields retained; a field no retained data of
-    its topic covers (finalized) is not."""
-    kept = []
-    for name, value in values.items():
-        row = tx.fetchone(
-            "SELECT table_name FROM _buttress.retained WHERE kind = 'payload' AND entity = ? AND field = ? "
-            "AND status = 'active' ORDER BY version DESC, step DESC LIMIT 1",
-            [topic, name],
-        )
-        if row is None:
-            continue
-        tx.execute(f"INSERT INTO {qs(str(row[0]))} VALUES (?, ?)", [seq, canonical_json(value)])
-        kept.append(name)
-    return kept
-
-
-def take_message(
-    tx: Tx, run: Mapping[str, Any], topic: str, match: Mapping[str, Any]
-) -> tuple[int, dict[str, Any]] | None:
-    """The first message of ``topic`` published since the run last took one whose payload has the
-    ``match`` values (None if there is none yet)."""
-    conditions = ["topic = ?", "seq > ?", "held IS NULL"]
-    params: list[Any] = [topic, run["message_cursor"]]
-    for name, value in match.items():
-        conditions.append("json_extract(payload, ?) = CAST(? AS JSON)")
-        params += [f"$.{name}", canonical_json(value)]
-    row = tx.fetchone(
-        f"SELECT seq, payload FROM _buttress.messages WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT 1",
-        params,
-    )
-    if row is None:
-        return None
-    payload = _json(row[1])
-    return int(row[0]), payload if isinstance(payload, dict) else {}
-
-
-def message_info(row: Sequence[Any], pending: bool | None = None) -> MessageInfo:
-    """A message row as the agent sees it; ``pending``: a subscription has still to reach it."""
-    item = _row(MESSAGE_COLUMNS, row)
-    lease = item["lease_until"]
-    if item["held"] is not None:
-        state = "held"
-    elif item["acked_at"] is not None:
-        state = "acknowledged"
-    elif isinstance(lease, datetime.datetime) and lease > utcnow():
-        state = "leased"
-    elif pending is False:
-        state = "delivered"
-    else:
-        state = "waiting"
-    return MessageInfo(
-        seq=item["seq"],
-        message_id=item["message_id"],
-        topic=item["topic"],
-        key=item["key"],
-        payload=_json(item["payload"]) or {},
-        version=item["version"],
-        held=item["held"],
-        lease_owner=item["lease_owner"],
-        lease_until=lease.isoformat() if isinstance(lease, datetime.datetime) else lease,
-        deliveries=item["deliveries"],
-        acked_at=item["acked_at"],
-        created_at=item["created_at"],
-        state=state,
-    )
-
-
-def list_messages(session: Session, *, topic: str | None, undelivered: bool, limit: int) -> list[MessageInfo]:
-    where, params = ["TRUE"], []
-    if topic is not None:
-        where.append("m.topic = ?")
-        params.append(topic)
-    if undelivered:
-        where.append(
-            "(m.held IS NOT NULL OR (m.external AND m.acked_at IS NULL) OR EXISTS (SELECT 1 FROM "
-            "_buttress.cursors AS c WHERE c.active AND c.topic = m.topic AND c.last_seq < m.seq))"
-        )
-    pending = (
-        "(m.external AND m.acked_at IS NULL) OR EXISTS (SELECT 1 FROM _buttress.cursors AS c WHERE c.active "
-        "AND c.topic = m.topic AND c.last_seq < m.seq)"
-    )
-    rows = session.fetchall(
-        f"SELECT {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))}, ({pending}) "
-        f"FROM _buttress.messages AS m WHERE {' AND '.join(where)} ORDER BY m.seq DESC LIMIT ?",
-        [*params, limit],
-    )
-    return [message_info(r[:-1], pending=bool(r[-1])) for r in rows]
-
-
-def claim(
-    tx: Tx, topic: TopicSpec, consumer: str, *, limit: int, lease_s: float
-) -> tuple[list[MessageInfo], datetime.datetime]:
-    """Lease up to ``limit`` messages of an external topic to ``consumer``: the oldest not acknowledged
-    and not leased, and, per key, only the oldest unacknowledged one (so a key's messages are handled
-    in order)."""
-    now = utcnow()
-    until = now + datetime.timedelta(seconds=lease_s)
-    rows = tx.fetchall(
-        "UPDATE _buttress.messages SET lease_owner = ?, lease_until = ?, deliveries = deliveries + 1 "
-        "WHERE seq IN (SELECT m.seq FROM _buttress.messages AS m WHERE m.topic = ? AND m.held IS NULL "
-        "AND m.acked_at IS NULL AND (m.lease_until IS NULL OR m.lease_until < ?) AND (m.key IS NULL OR NOT "
-        "EXISTS (SELECT 1 FROM _buttress.messages AS e WHERE e.topic = m.topic AND e.key = m.key "
-        "AND e.seq < m.seq AND e.acked_at IS NULL AND e.held IS NULL)) ORDER BY m.seq LIMIT ?) "
-        f"RETURNING {MESSAGE_COLUMNS}",
-        [consumer, until, topic.name, now, limit],
-    )
-    return sorted((message_info(r) for r in rows), key=lambda m: m.seq), until
-
-
-def ack(tx: Tx, consumer: str, message_ids: Sequence[str]) -> list[str]:
-    """Acknowledge messages this consumer holds; raise ``message.not_leased`` naming the others."""
-    rows = tx.fetchall(
-        "UPDATE _buttress.messages SET acked_at = ?, acked_by = ?, lease_until = NULL "
-        "WHERE message_id IN (SELECT unnest(?)) AND lease_owner = ? AND acked_at IS NULL RETURNING message_id",
-        [now_iso(), consumer, list(message_ids), consumer],
-    )
-    acked = [str(r[0]) for r in rows]
-    missing = [m for m in message_ids if m not in acked]
-    if missing:
-        already = {
-            str(r[0])
-            for r in tx.fetchall(
-                "SELECT message_id FROM _buttress.messages WHERE message_id IN (SELECT unnest(?)) "
-                "AND acked_at IS NOT NULL AND acked_by = ?",
-                [missing, consumer],
-            )
-        }
-        missing = [m for m in missing if m not in already]
-        acked += sorted(already)
-    if missing:
-        raise ActionError(
-            Code.MESSAGE_NOT_LEASED,
-            f"{len(missing)} of the messages are not leased to {consumer!r} (another consumer took them "
-            "after the lease ran out, or the ids are wrong)",
-            hint="Claim again with claim_messages and acknowledge before lease_until; deduplicate by message_id.",
-            details={"message_ids": missing[:20], "consumer": consumer},
-        )
-    return acked
-
-
-# ----------------------------------------------------------------------------------------- effects
-
-
-def effect_row(session: Session, effect_id: str) -> dict[str, Any] | None:
-    row = session.fetchone(f"SELECT {EFFECT_COLUMNS} FROM _buttress.effects WHERE effect_id = ?", [effect_id])
-    if row is None:
-        return None
-    out = _row(EFFECT_COLUMNS, row)
-    for key in ("request", "response", "error"):
-        out[key] = _json(out[key])
-    return out
-
-
-def effect_info(row: Mapping[str, Any]) -> EffectInfo:
-    created = datetime.datetime.fromisoformat(row["created_at"])
-    age = (datetime.datetime.now(datetime.UTC) - created).total_seconds()
-    return EffectInfo(
-        effect_id=row["effect_id"],
-        run_id=row["run_id"],
-        step=row["step"],
-        connector=row["connector"],
-        state=row["state"],
-        attempts=row["attempts"],
-        request=row["request"],
-        response=row["response"],
-        status_code=row["status_code"],
-        error=row["error"],
-        version=row["version"],
-        created_at=row["created_at"],
-        sent_at=row["sent_at"],
-        settled_at=row["settled_at"],
-        age_s=round(age, 3),
-    )
-
-
-def list_effects(session: Session, *, state: str | None, run_id: str | None, limit: int) -> list[EffectInfo]:
-    where, params = ["TRUE"], []
-    if state is not None:
-        where.append("state = ?")
-        params.append(state)
-    if run_id is not None:
-        where.append("run_id = ?")
-        params.append(run_id)
-    rows = session.fetchall(
-        f"SELECT {EFFECT_COLUMNS} FROM _buttress.effects WHERE {' AND '.join(where)} "
-        "ORDER BY CASE state WHEN 'unknown' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, created_at LIMIT ?",
-        [*params, limit],
-    )
-    out = []
-    for row in rows:
-        item = _row(EFFECT_COLUMNS, row)
-        for key in ("request", "response", "error"):
-            item[key] = _json(item[key])
-        out.append(effect_info(item))
-    return out
-
-
-def parse_json(value: Any) -> dict[str, Any]:
-    parsed = _json(value)
-    return parsed if isinstance(parsed, dict) else {}
-
-
-# ---------------------------------------------------------------------------------- subscriptions
-
-
-def move_cursor(tx: Tx, subscription: str, seen: int, to: int) -> bool:
-    """Move a subscription's cursor from ``seen`` to ``to``; False if it moved meanwhile (another
-    delivery got there first: this one must not commit)."""
-    return (
-        tx.fetchone(
-            "UPDATE _buttress.cursors SET last_seq = ? WHERE subscription = ? AND last_seq = ? AND active "
-            "RETURNING subscription",
-            [to, subscription, seen],
-        )
-        is not None
-    )
 
 
 # ------------------------------------------------------------------------------------------ timers
 
 
-def sleeping_runs(tx: Tx, run_ids: Sequence[str], now: datetime.datetime) -> list[dict[str, Any]]:
+def sleeping_runs(tx: Tx, run_ids: Sequence[str], now: datetime.datetime) -> list[RunRow]:
     """The runs among ``run_ids`` whose sleep is (still) due, as ``tx`` sees them."""
     rows = tx.fetchall(
-        f"SELECT {RUN_COLUMNS} FROM _buttress.runs WHERE run_id IN (SELECT unnest(?)) AND status = 'waiting' "
-        "AND waiting_on LIKE 'sleep:%' AND wake_at <= ?",
+        f"SELECT {RUN_COLUMNS} FROM _buttress.runs WHERE run_id IN (SELECT unnest(?)) "
+        f"AND status = {literal(RunStatus.WAITING)} AND waiting_on LIKE 'sleep:%' AND wake_at <= ?",
         [list(run_ids), now],
     )
-    out = []
-    for row in rows:
-        item = _row(RUN_COLUMNS, row)
-        item["outputs"] = _json(item["outputs"]) or {}
-        out.append(item)
-    return out
+    return [RunRow.of(row) for row in rows]
 
 
-def finish_sleeps(tx: Tx, finished: Sequence[tuple[dict[str, Any], str, int, bool]], *, version: int) -> None:
+def finish_sleeps(tx: Tx, finished: Sequence[tuple[RunRow, str, int, bool]], *, version: int) -> None:
     """Complete many due sleeps at once: a step record each, and each run moved on (in bulk)."""
     if not finished:
         return
     now = now_iso()
-    records = [
-        (
-            run["run_id"],
-            run["step"],
-            name,
-            canonical_json({"slept_until": run["wake_at"].isoformat()}),
-            version,
-            run["step_started_at"] or now,
-            following,
-            "completed" if last else "running",
-            canonical_json({**run["outputs"], name: {"slept_until": run["wake_at"].isoformat()}}),
+    records = []
+    for run, name, following, last in finished:
+        assert run.wake_at is not None  # a due sleep has its time
+        slept = {"slept_until": run.wake_at.isoformat()}
+        records.append(
+            (
+                run.run_id,
+                run.step,
+                name,
+                canonical_json(slept),
+                version,
+                run.step_started_at or now,
+                following,
+                RunStatus.COMPLETED if last else RunStatus.RUNNING,
+                canonical_json({**run.outputs, name: slept}),
+            )
         )
-        for run, name, following, last in finished
-    ]
     tx.execute(
         "CREATE TEMP TABLE IF NOT EXISTS woken (run_id VARCHAR, step INTEGER, name VARCHAR, output JSON, "
         "version INTEGER, started_at VARCHAR, following INTEGER, status VARCHAR, outputs JSON)"
@@ -739,11 +489,11 @@ def finish_sleeps(tx: Tx, finished: Sequence[tuple[dict[str, Any], str, int, boo
         chunk = records[start : start + 500]
         tx.execute(
             f"INSERT INTO woken VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(chunk))}",
-            [value for record in chunk for value in record],
+            [value for woken in chunk for value in woken],
         )
     tx.execute(
-        "INSERT INTO _buttress.steps SELECT run_id, step, name, 'sleep', 'completed', 1, output, NULL, version, "
-        "started_at, ? FROM woken",
+        f"INSERT INTO _buttress.steps SELECT run_id, step, name, 'sleep', {literal(StepStatus.COMPLETED)}, 1, "
+        "output, NULL, version, started_at, ? FROM woken",
         [now],
     )
     tx.execute(

@@ -10,25 +10,16 @@ topic was dropped), and ``cursors`` hold each subscription's position in its top
 
 from __future__ import annotations
 
-from typing import Final, Literal, get_args
+from typing import Final
 
 from runtime.migrate.ddl import string
 
-TERMINAL: Final = ("completed", "compensated", "failed", "cancelled")
-"""Run states that never change again."""
-RunFilter = Literal[
-    "active",
-    "running",
-    "waiting",
-    "compensating",
-    "blocked",
-    "completed",
-    "compensated",
-    "failed",
-    "cancelled",
-]
-"""A run's status, or ``active`` for every run not finished: what runs are listed by."""
-RUN_FILTERS: Final[tuple[str, ...]] = get_args(RunFilter)
+# Run statuses are declared in ``status``; these stay importable from here for older importers.
+from runtime.workflows.status import RUN_FILTERS as RUN_FILTERS
+from runtime.workflows.status import TERMINAL as TERMINAL
+from runtime.workflows.status import RunFilter as RunFilter
+from runtime.workflows.status import status_not_in
+
 EFFECT_STATES: Final = ("unknown", "pending", "succeeded", "rejected", "resolved")
 RESOLUTIONS: Final = ("succeeded", "rejected")
 """What the operator may say an effect with an unknown outcome did."""
@@ -46,8 +37,7 @@ def undelivered(topic: str, alias: str = "m") -> str:
 
 def in_flight(condition: str = "TRUE") -> str:
     """SQL: the runs not yet in a terminal state that meet ``condition``."""
-    terminal = ", ".join(string(s) for s in TERMINAL)
     return (
         "SELECT run_id, workflow, version, status, step FROM _buttress.runs "
-        f"WHERE status NOT IN ({terminal}) AND ({condition})"
+        f"WHERE {status_not_in(TERMINAL)} AND ({condition})"
     )
