@@ -44,7 +44,7 @@ from mcp_server.evals.scenario import (
     SqlCheck,
 )
 from runtime.api import OPERATOR, RuntimeAPI
-from runtime.errors import ButtressError
+from runtime.errors import ButtressError, NotFound
 from runtime.results import AppDescription, AuditEntry, MessageInfo, VerifyResult
 
 SUCCEEDED = frozenset({"ok", "passed", "replayed"})
@@ -366,9 +366,12 @@ def _provider(check: ProviderCheck, evidence: Evidence) -> tuple[bool, str]:
 
 
 def _messages(check: MessagesCheck, evidence: Evidence) -> tuple[bool, str]:
-    found = evidence.runtime.list_messages(
-        topic=check.topic, undelivered=check.undelivered, limit=MESSAGES_LIMIT
-    )
+    try:
+        found = evidence.runtime.list_messages(
+            topic=check.topic, undelivered=check.undelivered, limit=MESSAGES_LIMIT
+        )
+    except NotFound:  # a topic gone with none of its messages left: it holds none
+        found = []
     if len(found) >= MESSAGES_LIMIT:
         return False, f"topic {check.topic} holds {MESSAGES_LIMIT} messages or more: too many to judge"
     messages = sorted(found, key=lambda message: message.seq)
