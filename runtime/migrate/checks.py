@@ -24,7 +24,7 @@ from runtime.store import catalog, fingerprint
 from runtime.store.engine import Tx
 from runtime.store.values import records
 from runtime.workflows import pinned
-from runtime.workflows.tables import TERMINAL
+from runtime.workflows.status import TERMINAL, status_not_in
 
 if TYPE_CHECKING:
     from runtime.runtime import Runtime
@@ -148,10 +148,9 @@ def _check_runs(rt: Runtime, tx: Tx, target: AppSpec, version: int) -> int:
     """Every run in flight can carry on under ``target`` (``pinned.stranded``): its next steps and the
     compensations it may still need call what the target has, as its definition calls them. Raises
     ``workflow.stranded`` naming the runs and the steps; returns how many runs are in flight."""
-    terminal = ", ".join(f"'{s}'" for s in TERMINAL)
     rows = tx.fetchall(
         "SELECT run_id, workflow, version, status, step, coalesce(json_keys(outputs), []) "
-        f"FROM _buttress.runs WHERE status NOT IN ({terminal})"
+        f"FROM _buttress.runs WHERE {status_not_in(TERMINAL)}"
     )
     if not rows:
         return 0
