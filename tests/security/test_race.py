@@ -22,7 +22,7 @@ from runtime.errors import ButtressError
 from runtime.runtime import Runtime
 from tests.mcp_server.helpers import ok
 
-ITERATIONS = int(os.environ.get("BUTTRESS_RACE_ITERATIONS", "200"))
+ITERATIONS = int(os.environ.get("BUTTRESS_RACE_ITERATIONS", "100"))
 """Races run (``BUTTRESS_RACE_ITERATIONS=1000``: the long trial CI runs)."""
 
 APP = [
