@@ -42,6 +42,7 @@ from runtime.logic.actions import ActionRunner, invariant_checks
 from runtime.migrate import bind, deploy
 from runtime.migrate.deploy import Progress
 from runtime.results import (
+    REFUSAL_KEY,
     AckResult,
     ActionResult,
     ActionSummary,
@@ -99,6 +100,8 @@ from runtime.workflows.scheduler import Scheduler
 
 T = TypeVar("T")
 
+MAX_REFUSAL_MESSAGE = 500
+"""The longest refusal message an audit row keeps (under ``REFUSAL_KEY``)."""
 
 
 @dataclass(frozen=True)
@@ -340,14 +343,15 @@ class Runtime:
     def record_refusal(
         self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
     ) -> None:
-        """Audit a refused call. It changed nothing, so its row is group-committed shortly after and
-        the caller never waits for the writer lane."""
+        """Audit a refused call, with the error's message beside its arguments (``REFUSAL_KEY``). It
+        changed nothing, so its row is group-committed shortly after and the caller never waits for
+        the writer lane."""
         number, _ = self.current
         proposal_id = arguments.get("proposal_id")
         self.audit.defer(
             actor=actor,
             operation=operation,
-            arguments=arguments,
+            arguments={**arguments, REFUSAL_KEY: error.message[:MAX_REFUSAL_MESSAGE]},
             outcome="refused",
             error_code=str(error.code),
             version=number,
