@@ -377,20 +377,25 @@ def version_page(session: Session, *, before: int | None = None, limit: int = 10
 PROPOSAL_STATUS: Final = ("deployed", "pending", "stale")
 
 _PROPOSALS = """
-    WITH listed AS (
+    WITH runs AS (
+        SELECT d.proposal_id, max(d.id) AS latest_id, bool_or(d.passed) AS passed
+        FROM _buttress.dry_runs d JOIN _buttress.proposals p ON d.proposal_id = p.id
+            AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash
+        GROUP BY d.proposal_id
+    ), deployed AS (
+        SELECT proposal_id, min(number) AS deployed_as FROM _buttress.versions
+        WHERE proposal_id IS NOT NULL GROUP BY proposal_id
+    ), listed AS (
         SELECT p.id, p.seq, p.base_version, p.note, p.created_by, p.created_at, p.plan, p.plan_hash,
-            (SELECT min(number) FROM _buttress.versions v WHERE v.proposal_id = p.id) AS deployed_as,
-            (SELECT bool_or(passed) FROM _buttress.dry_runs d WHERE d.proposal_id = p.id
-                AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash) AS passed,
-            (SELECT arg_max(CASE WHEN d.passed THEN 'passed' ELSE 'failed' END, d.id) FROM _buttress.dry_runs d
-                WHERE d.proposal_id = p.id AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash)
-                AS latest,
-            (SELECT arg_max(json_extract_string(d.report, '$.error.code'), d.id) FROM _buttress.dry_runs d
-                WHERE d.proposal_id = p.id AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash)
-                AS latest_error,
-            (SELECT max(d.created_at) FROM _buttress.dry_runs d WHERE d.proposal_id = p.id
-                AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash) AS latest_at
-        FROM _buttress.proposals p {where}
+            v.deployed_as, r.passed,
+            CASE WHEN l.passed THEN 'passed' WHEN l.id IS NOT NULL THEN 'failed' END AS latest,
+            CASE WHEN NOT l.passed THEN json_extract_string(l.report, '$.error.code') END AS latest_error,
+            l.created_at AS latest_at
+        FROM _buttress.proposals p
+            LEFT JOIN runs r ON r.proposal_id = p.id
+            LEFT JOIN _buttress.dry_runs l ON l.id = r.latest_id
+            LEFT JOIN deployed v ON v.proposal_id = p.id
+        {where}
     )
     SELECT *, CASE WHEN deployed_as IS NOT NULL THEN 'deployed' WHEN base_version = ? THEN 'pending'
         ELSE 'stale' END AS status
