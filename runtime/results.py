@@ -758,6 +758,9 @@ class ColumnInfo(BaseModel):
     key: bool = False
     nullable: bool = True
     references: str | None = Field(default=None, description="'entity.field' this column points to.")
+    references_key: bool = Field(
+        default=False, description="True when the field it points to is that entity's whole primary key."
+    )
     referenced_by: list[str] = Field(default=[], description="'entity.field' of the columns pointing here.")
 
 

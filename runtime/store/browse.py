@@ -146,11 +146,17 @@ def relation(spec: AppSpec, name: str, database_columns: Sequence[tuple[str, str
                 key=field.name in entity.primary_key,
                 nullable=field.nullable,
                 references=field.references,
+                references_key=_is_key(spec, field.reference),
                 referenced_by=pointing.get(field.name, []),
             )
         )
         kinds[field.name] = "decimal" if field.type.startswith("decimal") else _KIND_OF_LOGICAL[field.type]
     return Relation(entity.name, "entity", tuple(infos), tuple(entity.primary_key), kinds)
+
+
+def _is_key(spec: AppSpec, reference: tuple[str, str] | None) -> bool:
+    parent = spec.entity(reference[0]) if reference is not None else None
+    return parent is not None and reference is not None and tuple(parent.primary_key) == (reference[1],)
 
 
 # ------------------------------------------------------------------------------------------ values
