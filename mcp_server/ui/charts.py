@@ -145,8 +145,9 @@ def activity(stats: AuditStats, *, width: int = 640, height: int = 200) -> TimeC
         for value in range(0, top_value + 1, step)
     )
     every = max(1, math.ceil(len(buckets) / 6), math.ceil(MIN_TICK_GAP / slot))
+    edge = width - MIN_TICK_GAP / 2 + 8  # a label centred nearer the edge would be cut off
     ticks = tuple(
-        Tick(x=round(left + i * slot + slot / 2, 2), label=_short(b.start, stats.granularity))
+        Tick(x=round(min(left + i * slot + slot / 2, edge), 2), label=_short(b.start, stats.granularity))
         for i, b in enumerate(buckets)
         if (len(buckets) - 1 - i) % every == 0  # the newest bucket is always labelled
     )
