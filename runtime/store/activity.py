@@ -147,8 +147,8 @@ def audit_filter(
     operator: str = "operator",
 ) -> tuple[str, list[Any]]:
     """The WHERE clause (fixed text) and bound values for the filters that are set: equal columns,
-    a time range (ISO 8601 prefixes, ``until`` inclusive to its precision), text found in the
-    arguments, the proposal or the actor, and the operator's own reads left out."""
+    a time range (ISO 8601 prefixes, ``until`` inclusive to its precision), text found (as written)
+    in the arguments or the actor, or naming the proposal, and the operator's own reads left out."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -166,12 +166,9 @@ def audit_filter(
     if until:
         clauses.append("time < ?")
         params.append(until + "\uffff")  # every time that starts with ``until`` is in
-    if search:
-        clauses.append(
-            "(CAST(arguments AS VARCHAR) ILIKE ? ESCAPE '\\' OR proposal_id = ? OR actor ILIKE ? ESCAPE '\\')"
-        )
-        pattern = like_pattern(search)
-        params += [pattern, search, pattern]
+    if search:  # as written, case and all: an id is found four times faster than by ILIKE
+        clauses.append("(contains(CAST(arguments AS VARCHAR), ?) OR proposal_id = ? OR contains(actor, ?))")
+        params += [search, search, search]
     if hide_operator_reads:
         marks = ", ".join("?" for _ in OPERATOR_READS)
         clauses.append(f"NOT (actor = ? AND outcome = 'ok' AND operation IN ({marks}))")
@@ -745,14 +742,13 @@ def run_filter(
     if code:
         clauses.append("json_extract_string(error, '$.code') = ?")
         params.append(code)
-    if search:
-        pattern = like_pattern(search)
+    if search:  # as written, case and all (like the audit's)
         clauses.append(
-            "(run_id ILIKE ? ESCAPE '\\' OR CAST(args AS VARCHAR) ILIKE ? ESCAPE '\\' "
-            "OR coalesce(CAST(error AS VARCHAR), '') ILIKE ? ESCAPE '\\' OR created_by ILIKE ? ESCAPE '\\' "
-            "OR coalesce(acting_for, '') ILIKE ? ESCAPE '\\' OR coalesce(origin, '') ILIKE ? ESCAPE '\\')"
+            "(contains(run_id, ?) OR contains(CAST(args AS VARCHAR), ?) OR contains(coalesce(CAST(error AS "
+            "VARCHAR), ''), ?) OR contains(created_by, ?) OR contains(coalesce(acting_for, ''), ?) OR "
+            "contains(coalesce(origin, ''), ?))"
         )
-        params += [pattern] * 6
+        params += [search] * 6
     if step:
         positions = _step_positions(session, definitions, workflow, step)
         clauses.append(
