@@ -325,13 +325,6 @@ def _version(row: tuple[Any, ...]) -> VersionInfo:
     return VersionInfo.model_validate(dict(zip(catalog.VERSION_COLUMNS, row, strict=True)))
 
 
-def _version_row(row: tuple[Any, ...]) -> VersionRow:
-    *columns, same_as = row
-    return VersionRow.model_validate(
-        {**dict(zip(catalog.VERSION_COLUMNS, columns, strict=True)), "same_as": same_as}
-    )
-
-
 def latest_version(session: Session) -> tuple[VersionInfo, int]:
     """The newest version and how many versions there are."""
     row = session.fetchone(
@@ -351,17 +344,33 @@ def version_info(session: Session, number: int) -> VersionInfo:
 
 
 def version_page(session: Session, *, before: int | None = None, limit: int = 100) -> VersionPage:
-    """Versions older than ``before`` (all when None), newest first."""
+    """Versions older than ``before`` (all when None), newest first, each with the first earlier
+    version of the same spec hash (looked up for the page's hashes only)."""
     size = _page_size(limit)
-    columns = ", ".join(f"v.{c}" for c in catalog.VERSION_COLUMNS)
     rows = session.fetchall(
-        f"SELECT {columns}, (SELECT min(e.number) FROM _buttress.versions AS e WHERE e.hash = v.hash "
-        "AND e.number < v.number) FROM _buttress.versions AS v "
-        + ("WHERE v.number < ? " if before is not None else "")
-        + "ORDER BY v.number DESC LIMIT ?",
+        f"SELECT {', '.join(catalog.VERSION_COLUMNS)} FROM _buttress.versions "
+        + ("WHERE number < ? " if before is not None else "")
+        + "ORDER BY number DESC LIMIT ?",
         [*([before] if before is not None else []), size + 1],
     )
-    versions = [_version_row(row) for row in rows[:size]]
+    shown = [_version(row) for row in rows[:size]]
+    hashes = sorted({v.hash for v in shown})
+    first: dict[str, int] = {}
+    if hashes:
+        first = {
+            str(h): int(n)
+            for h, n in session.fetchall(
+                f"SELECT hash, min(number) FROM _buttress.versions WHERE hash IN ({', '.join('?' for _ in hashes)}) "
+                "GROUP BY hash",
+                hashes,
+            )
+        }
+    versions = [
+        VersionRow(
+            **v.model_dump(), same_as=first[v.hash] if first.get(v.hash, v.number) < v.number else None
+        )
+        for v in shown
+    ]
     return VersionPage(
         versions=versions,
         total=int(session.scalar("SELECT count(*) FROM _buttress.versions")),
@@ -378,6 +387,7 @@ _PROPOSALS = """
         SELECT d.proposal_id, max(d.id) AS latest_id, bool_or(d.passed) AS passed
         FROM _buttress.dry_runs d JOIN _buttress.proposals p ON d.proposal_id = p.id
             AND d.base_version = p.base_version AND d.plan_hash = p.plan_hash
+        {where}
         GROUP BY d.proposal_id
     ), deployed AS (
         SELECT proposal_id, min(number) AS deployed_as FROM _buttress.versions
@@ -398,7 +408,9 @@ _PROPOSALS = """
         ELSE 'stale' END AS status
     FROM listed
 """
-"""Every proposal with where it stands and its latest dry-run (the one a deploy goes by)."""
+"""Every proposal with where it stands and its latest dry-run (the one a deploy goes by). ``{where}``
+(a condition on ``p``, the proposals) appears twice: its parameters are bound twice, then the current
+version's number."""
 
 
 def _rows(cursor: Any) -> list[dict[str, Any]]:
@@ -437,8 +449,18 @@ def _latest_requests(session: Session, database: str, proposal_ids: list[str]) -
     newest: dict[str, dict[str, Any]] = {}
     for row in rows:  # newest first
         newest.setdefault(str(row["proposal_id"]), row)
-    context = _RequestContext.read(session, list(newest.values()))
-    return {pid: _request(session, row, database, {}, context) for pid, row in newest.items()}
+    bare = _RequestContext({}, {})  # a proposal's row needs the request's status, not its note
+    return {pid: _request(session, row, database, {}, bare) for pid, row in newest.items()}
+
+
+_PROPOSAL_STATUS = """
+    SELECT p.id, p.seq, CASE WHEN v.proposal_id IS NOT NULL THEN 'deployed' WHEN p.base_version = ? THEN 'pending'
+        ELSE 'stale' END AS status
+    FROM _buttress.proposals p
+        LEFT JOIN (SELECT DISTINCT proposal_id FROM _buttress.versions WHERE proposal_id IS NOT NULL) v
+        ON v.proposal_id = p.id
+"""
+"""Every proposal's status alone: what a page of proposals is chosen and counted by."""
 
 
 def proposal_page(
@@ -450,25 +472,34 @@ def proposal_page(
     before_seq: int | None = None,
     limit: int = 50,
 ) -> ProposalPage:
-    """Proposals newest first, optionally only those with ``status`` (deployed, pending, stale)."""
+    """Proposals newest first, optionally only those with ``status`` (deployed, pending, stale): the
+    page is chosen and counted by status alone, then its proposals are read in full."""
     size = _page_size(limit)
     wanted = status if status in PROPOSAL_STATUS else None
-    listed = _PROPOSALS.format(where="")
-    filtered = f"SELECT * FROM ({listed}) WHERE " + ("status = ?" if wanted else "TRUE")
+    chosen = f"SELECT * FROM ({_PROPOSAL_STATUS}) WHERE " + ("status = ?" if wanted else "TRUE")
     params: list[Any] = [current, *([wanted] if wanted else [])]
-    rows = _rows(
-        session.execute(
-            filtered + (" AND seq < ?" if before_seq is not None else "") + " ORDER BY seq DESC LIMIT ?",
-            [*params, *([before_seq] if before_seq is not None else []), size + 1],
-        )
+    page = session.fetchall(
+        f"SELECT id, seq FROM ({chosen})"
+        + (" WHERE seq < ?" if before_seq is not None else "")
+        + " ORDER BY seq DESC LIMIT ?",
+        [*params, *([before_seq] if before_seq is not None else []), size + 1],
     )
-    matching = int(session.scalar(f"SELECT count(*) FROM ({filtered})", params))
-    shown = rows[:size]
-    requests = _latest_requests(session, database, [str(row["id"]) for row in shown])
+    matching = int(session.scalar(f"SELECT count(*) FROM ({chosen})", params))
+    ids = [str(row[0]) for row in page[:size]]
+    rows: list[dict[str, Any]] = []
+    if ids:
+        marks = ", ".join("?" for _ in ids)
+        rows = _rows(
+            session.execute(
+                _PROPOSALS.format(where=f"WHERE p.id IN ({marks})") + " ORDER BY seq DESC",
+                [*ids, *ids, current],
+            )
+        )
+    requests = _latest_requests(session, database, ids)
     return ProposalPage(
-        proposals=[_proposal_row(row, requests.get(str(row["id"]))) for row in shown],
+        proposals=[_proposal_row(row, requests.get(str(row["id"]))) for row in rows],
         matching=matching,
-        next_before=int(rows[size - 1]["seq"]) if len(rows) > size else None,
+        next_before=int(page[size - 1][1]) if len(page) > size else None,
     )
 
 
@@ -478,7 +509,7 @@ def pending_proposals(session: Session, database: str, *, current: int) -> list[
     rows = _rows(
         session.execute(
             _PROPOSALS.format(where="WHERE p.base_version = ?") + " WHERE deployed_as IS NULL ORDER BY seq",
-            [current, current],
+            [current, current, current],
         )
     )
     requests = _latest_requests(session, database, [str(row["id"]) for row in rows])
@@ -488,7 +519,9 @@ def pending_proposals(session: Session, database: str, *, current: int) -> list[
 def proposal_detail(session: Session, database: str, proposal_id: str, *, current: int) -> ProposalDetail:
     """A proposal with its plan, its latest dry-run report and its approval requests."""
     found = catalog.proposal(session, proposal_id)  # not_found when there is none
-    (row,) = _rows(session.execute(_PROPOSALS.format(where="WHERE p.id = ?"), [proposal_id, current]))
+    (row,) = _rows(
+        session.execute(_PROPOSALS.format(where="WHERE p.id = ?"), [proposal_id, proposal_id, current])
+    )
     plan: Plan = found["plan"]
     ran = session.fetchone(
         "SELECT report, created_at FROM _buttress.dry_runs WHERE proposal_id = ? ORDER BY id DESC LIMIT 1",
