@@ -366,15 +366,21 @@ def load_data(view: View) -> dict[str, Any]:
                 table,
                 filters=filters,
                 sort=sort,
-                descending=out["descending"],
+                descending=descending,
                 offset=page * PAGE_SIZE,
                 limit=PAGE_SIZE,
                 facets=facets,
             )
         except ButtressError as error:
+            # Say why, keep what was typed in the filter form, and show the table as it was before
+            # (without the filter being added; or, from a stale address, without its filters).
             out["browse_error"] = present.for_people(error, f"show {table}")
-            if choice(view.query, "add_col"):  # keep what was typed in the filter form
+            adding = choice(view.query, "add_col") is not None
+            if adding:
                 out["draft_filter"] = filters[-1]
+            kept = filters[:-1] if adding else []
+            out.update(filters=kept, filter_pairs=filter_params(kept))
+            out["browse"] = runtime.browse_data(table, filters=kept, limit=PAGE_SIZE)
     elif sql:
         out["result"] = paged_query(runtime, sql, page, PAGE_SIZE)
     elif any(kind == "entity" for _, kind, _ in relations):

@@ -545,6 +545,16 @@ def test_a_select_is_paged_and_exports_follow_the_guard_and_its_limits(http: htt
     assert http.get("/data/export", params={"table": "nope", "format": "csv"}).status_code == 400
 
 
+def test_a_filter_that_does_not_fit_its_column_is_explained_and_the_table_stays(http: httpx2.Client) -> None:
+    page = http.get(
+        "/data", params={"table": "event", "f.kind.eq": "kind_2", "add_col": "level", "add_op": "gt", "add_val": "high"}
+    ).text
+    assert "Could not show event" in page and "is not a whole number" in page and "sql.mismatch" in page
+    assert 'name="add_val" maxlength="200" value="high"' in page  # what was typed is kept
+    assert '<option value="level" selected>' in page and '<option value="gt" selected>' in page
+    assert "14,286</strong> of 100,000 rows match" in page  # the table as it was, with its filter
+
+
 def test_diffs_summarise_and_show_sql_line_by_line_and_versions_mark_rollbacks(
     browser: Any, room: ControlRoomProcess, show: Showcase
 ) -> None:
