@@ -1,16 +1,20 @@
 """How long does each page of the control room take on a project with a long history? Builds a project
-with 1,000 versions (and proposals), 100,000 audit entries and a few hundred workflow runs, then renders every page through the
-real application (the guard, the session, the runtime read, the template) and prints per-page times.
+with 1,000 versions (and proposals), 100,000 audit entries, a 100,000-row table referring to another,
+and 10,000 workflow runs, then renders every page through the real application (the guard, the
+session, the runtime read, the template) and prints per-page times.
 
 The history is written straight into the system schema for speed: the first versions are real
 deploys; the rest repeat the last one's spec, plan and dry-run under new numbers; audit entries are
-generated over the past 30 days by a few agents (about one in ten refused) with a valid hash chain,
-then anchored. A hazardous proposal waits for approval at the end, with rows it would drop.
+generated over the past 30 days by a few agents (about one in ten refused, with the message a refusal
+keeps) with a valid hash chain, then anchored. 300 runs are real (started, advanced, a third
+cancelled); the other 9,700 are written as rows in every state (waiting, completed, failed the same
+way, blocked). ``event`` gets its 100,000 rows from one INSERT ... SELECT over ``range()``. A
+hazardous proposal waits for approval at the end, with rows it would drop.
 
 Two ways in are measured: the control room owning the database ("owner"), and attached to another
 process that owns it through the project's socket ("attached", as when a `buttress serve` runs).
 
-Run: python benchmarks/ui.py [--versions 1000] [--audit 100000] [--repeat 20]
+Run: python benchmarks/ui.py [--versions 1000] [--audit 100000] [--runs 10000] [--rows 100000] [--repeat 20]
 Not a test: it prints figures (p50, p90 and the slowest, in ms) and asserts nothing.
 """
 
@@ -50,6 +54,7 @@ OPERATIONS = ("query", "describe_app", "run_action", "propose_change", "dry_run"
 CODES = ("policy.denied", "sql.forbidden", "invariant.violated", "deploy.needs_approval", "limit.timeout")
 BATCH = 1000
 RUNS = 300
+KINDS = 7
 HOLD = {
     "name": "hold",
     "params": [{"name": "id", "type": "bigint"}, {"name": "label", "type": "text"}],
@@ -97,6 +102,34 @@ def real_history(rt: Runtime) -> None:
         ],
     ]
     steps.append([{"op": "add_workflow", "workflow": HOLD}])
+    steps.append(
+        [
+            {
+                "op": "add_entity",
+                "entity": {
+                    "name": "customer",
+                    "primary_key": ["id"],
+                    "fields": [{"name": "id", "type": "integer"}, {"name": "name", "type": "text"}],
+                },
+            },
+            {
+                "op": "add_entity",
+                "entity": {
+                    "name": "event",
+                    "primary_key": ["id"],
+                    "fields": [
+                        {"name": "id", "type": "bigint"},
+                        {"name": "kind", "type": "text"},
+                        {"name": "level", "type": "integer"},
+                        {"name": "customer", "type": "integer", "references": "customer.id"},
+                        {"name": "happened", "type": "timestamp"},
+                        {"name": "amount", "type": "decimal(12,2)"},
+                        {"name": "flagged", "type": "boolean", "nullable": True},
+                    ],
+                },
+            },
+        ]
+    )
     for ops in steps:
         proposal = rt.propose(ops, actor="claude")
         assert rt.dry_run(proposal.proposal_id, actor="claude").passed
@@ -105,6 +138,44 @@ def real_history(rt: Runtime) -> None:
         tx.execute(
             "INSERT INTO e0 (id, label, note) SELECT range, 'row ' || range, "
             "CASE WHEN range % 3 = 0 THEN NULL ELSE 'note ' || range END FROM range(20000)"
+        )
+
+
+def events(rt: Runtime, rows: int) -> None:
+    """``rows`` events over 10 customers, with low-cardinality kind, level and flag: one INSERT ... SELECT."""
+    with rt.engine.transaction() as tx:
+        tx.execute("INSERT INTO customer SELECT range, 'customer ' || range FROM range(10)")
+        tx.execute(
+            f"INSERT INTO event SELECT range, 'kind_' || (range % {KINDS}), range % 5, range % 10, "
+            "TIMESTAMP '2025-01-01' + to_seconds(range * 30), (range % 1000) / 10.0, "
+            "CASE WHEN range % 3 = 0 THEN NULL ELSE range % 2 = 0 END FROM range(?)",
+            [rows],
+        )
+
+
+def bulk_runs(rt: Runtime, count: int) -> None:
+    """``count`` more runs of ``hold`` written as rows, in every state: most waiting for their signal,
+    a quarter completed, one in twenty failed at its first step with the same error, one in twenty
+    blocked."""
+    version = rt.current[0]
+    with rt.engine.transaction() as tx:
+        tx.execute(
+            "INSERT INTO _buttress.runs (run_id, workflow, version, args, args_hash, status, step, calls, wake_at, "
+            "attempts, step_started_at, message_cursor, error, outputs, created_by, created_at, updated_at, origin, "
+            "waiting_on, acting_for, grant_json, depth) "
+            "SELECT 'bulk-' || range, 'hold', ?, json_object('id', 2000000 + range, 'label', 'bulk ' || range), "
+            "'h' || range, s.status, CASE s.status WHEN 'failed' THEN 0 WHEN 'completed' THEN 2 ELSE 1 END, "
+            "['add_0'], NULL, CASE s.status WHEN 'blocked' THEN 3 ELSE 0 END, NULL, 0, "
+            "CASE s.status WHEN 'failed' THEN json_object('code', 'engine.error', 'message', "
+            "'the database refused the statement') WHEN 'blocked' THEN json_object('code', "
+            "'effect.unavailable', 'message', 'connector payments did not answer') END, '{}', "
+            "CASE WHEN range % 3 = 0 THEN 'ci-bot' ELSE 'claude' END, s.at, s.at, 'agent:claude', "
+            "CASE s.status WHEN 'waiting' THEN 'signal:confirmed' END, 'claude', NULL, 0 "
+            "FROM (SELECT range, CASE WHEN range % 20 = 0 THEN 'failed' WHEN range % 20 = 1 THEN 'blocked' "
+            "WHEN range % 4 = 0 THEN 'completed' ELSE 'waiting' END AS status, "
+            "strftime(TIMESTAMP '2026-01-01' + to_seconds(range * 60), '%Y-%m-%dT%H:%M:%S.000000+00:00') AS at "
+            "FROM range(?)) AS s",
+            [version, count],
         )
 
 
@@ -155,7 +226,8 @@ def bulk_audit(rt: Runtime, count: int) -> None:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime(start + seq * 25.0)),
             "actor": rng.choice(AGENTS),
             "operation": rng.choice(OPERATIONS),
-            "arguments": {"sql": f"select * from e0 where id = {seq}"},
+            "arguments": {"sql": f"select * from e0 where id = {seq}"}
+            | ({"_refused": "'_buttress.audit' is a system object"} if refused else {}),
             "outcome": "refused" if refused else "ok",
             "error_code": rng.choice(CODES) if refused else None,
             "version_before": 0,
@@ -206,24 +278,27 @@ def waiting_approval(rt: Runtime) -> None:
     rt.flush_reads()
 
 
-def build(root: Path, versions: int, audit: int) -> Project:
+def build(root: Path, versions: int, audit: int, run_count: int, rows: int) -> Project:
     project = init(root, agent="claude")
     started = time.perf_counter()
     rt = project.open()
     try:
         bulk_audit(rt, audit)
         real_history(rt)
+        events(rt, rows)
         bulk_versions(rt, versions)
     finally:
         rt.close()
     rt = project.open()
     try:
         runs(rt, RUNS)
+        bulk_runs(rt, max(run_count - RUNS, 0))
         waiting_approval(rt)
     finally:
         rt.close()
     print(
-        f"built {root}: {versions} versions, {audit:,} + a few audit entries in {time.perf_counter() - started:.1f} s"
+        f"built {root}: {versions} versions, {audit:,} + a few audit entries, {rows:,} events, "
+        f"{max(run_count, RUNS):,} runs in {time.perf_counter() - started:.1f} s"
     )
     return project
 
@@ -243,11 +318,21 @@ def pages(versions: int, audit: int) -> list[tuple[str, str]]:
         ("audit, refusals", "/audit?outcome=refused"),
         ("audit, agent+code", "/audit?agent=ci-bot&code=policy.denied"),
         ("audit, deep page", f"/audit?before={audit // 2}"),
+        ("audit, find an id", "/audit?q=id+%3D+4242"),
+        ("audit, time range", "/audit?since=2026-01-01&until=2099-01-01&reads=1"),
         ("data", "/data"),
         ("data, a table page", "/data?table=e0&page=100"),
-        ("workflows", "/workflows"),
+        ("data, 100k rows, facets", "/data?table=event"),
+        ("data, filtered+sorted", "/data?table=event&f.kind.eq=kind_3&f.level.ge=2&sort=amount&desc=1"),
+        ("data, a row + children", "/data/row?table=customer&k.id=3"),
+        ("data, a SELECT's page", "/data?sql=select+*+from+event+order+by+id&page=5"),
+        ("data, CSV export (1,000)", "/data/export?table=event&f.kind.eq=kind_1&format=csv"),
+        ("workflows (10k runs)", "/workflows"),
         ("workflows, waiting", "/workflows?status=waiting"),
-        ("a run", "/workflows/runs/run-7"),
+        ("workflows, search", "/workflows?q=bulk-77"),
+        ("workflows, older page", "/workflows?before=2026-01-04T00:00:00&before_id=a"),
+        ("bulk retry, confirm", "/workflows/bulk?do=retry&workflow=hold&status=failed"),
+        ("a run's history", "/workflows/runs/run-7"),
         ("messages", "/messages?all=1"),
         ("effects", "/effects?state=any"),
         ("live (polled)", "/live"),
@@ -285,10 +370,12 @@ def main() -> None:
     )
     parser.add_argument("--versions", type=int, default=1000)
     parser.add_argument("--audit", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="buttress-ui-bench-") as folder:
-        project = build(Path(folder) / "project", args.versions, args.audit)
+        project = build(Path(folder) / "project", args.versions, args.audit, args.runs, args.rows)
         paths = pages(args.versions, args.audit)
 
         owner = project.open()
@@ -309,7 +396,9 @@ def main() -> None:
                 channel.close()
             print(
                 f"\naudit entries now: {owner.audit_page(limit=1).total:,}; rows of e0: "
-                f"{json.dumps(owner.query('select count(*) from e0').rows[0][0])}"
+                f"{json.dumps(owner.query('select count(*) from e0').rows[0][0])}; of event: "
+                f"{json.dumps(owner.query('select count(*) from event').rows[0][0])}; runs: "
+                f"{owner.search_runs(limit=1, failures=False).matching:,}"
             )
         finally:
             owner.close()

@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +45,8 @@ from runtime.results import (
     AuditEntry,
     AuditPage,
     ClaimResult,
+    DataFilter,
+    DataPage,
     DeployResult,
     DryRunReport,
     EffectInfo,
@@ -58,9 +60,12 @@ from runtime.results import (
     PublishResult,
     QueryResult,
     RollbackResult,
+    RowDetail,
     RunChanges,
     RunDetail,
+    RunHistory,
     RunInfo,
+    RunPage,
     SqlCheckResult,
     VerifyResult,
     VersionComparison,
@@ -131,6 +136,11 @@ RESULTS: dict[str, TypeAdapter[Any]] = {
     "audit_page": TypeAdapter(AuditPage),
     "activity_head": TypeAdapter(ActivityHead),
     "run_changes": TypeAdapter(RunChanges),
+    "search_runs": TypeAdapter(RunPage),
+    "run_history": TypeAdapter(RunHistory),
+    "browse_data": TypeAdapter(DataPage),
+    "read_row": TypeAdapter(RowDetail),
+    "export_data": TypeAdapter(QueryResult),
 }
 """The runtime methods the channel carries, and how each result is read back."""
 
@@ -1004,6 +1014,10 @@ class RemoteRuntime:
         code: str | None = None,
         before_seq: int | None = None,
         limit: int = 50,
+        since: str | None = None,
+        until: str | None = None,
+        search: str | None = None,
+        hide_operator_reads: bool = False,
         actor: str = OPERATOR,
     ) -> AuditPage:
         result: AuditPage = self._call(
@@ -1015,6 +1029,10 @@ class RemoteRuntime:
             code=code,
             before_seq=before_seq,
             limit=limit,
+            since=since,
+            until=until,
+            search=search,
+            hide_operator_reads=hide_operator_reads,
         )
         return result
 
@@ -1024,4 +1042,87 @@ class RemoteRuntime:
 
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
         result: ActivityHead = self._call("activity_head", actor)
+        return result
+
+    def search_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        step: str | None = None,
+        code: str | None = None,
+        runs: Sequence[str] | None = None,
+        before: Sequence[str] | None = None,
+        limit: int = 50,
+        failures: bool = True,
+        actor: str = OPERATOR,
+    ) -> RunPage:
+        result: RunPage = self._call(
+            "search_runs",
+            actor,
+            workflow=workflow,
+            status=status,
+            search=search,
+            step=step,
+            code=code,
+            runs=list(runs) if runs is not None else None,
+            before=list(before) if before else None,
+            limit=limit,
+            failures=failures,
+        )
+        return result
+
+    def run_history(self, run_id: str, *, actor: str = OPERATOR) -> RunHistory:
+        result: RunHistory = self._call("run_history", actor, run_id=run_id)
+        return result
+
+    def browse_data(
+        self,
+        table: str,
+        *,
+        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
+        sort: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+        facets: Sequence[str] = (),
+        suggest: bool = True,
+        actor: str = OPERATOR,
+    ) -> DataPage:
+        result: DataPage = self._call(
+            "browse_data",
+            actor,
+            table=table,
+            filters=[DataFilter.model_validate(f).model_dump() for f in filters],
+            sort=sort,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+            facets=list(facets),
+            suggest=suggest,
+        )
+        return result
+
+    def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail:
+        result: RowDetail = self._call("read_row", actor, table=table, key=dict(key))
+        return result
+
+    def export_data(
+        self,
+        table: str,
+        *,
+        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
+        sort: str | None = None,
+        descending: bool = False,
+        actor: str = OPERATOR,
+    ) -> QueryResult:
+        result: QueryResult = self._call(
+            "export_data",
+            actor,
+            table=table,
+            filters=[DataFilter.model_validate(f).model_dump() for f in filters],
+            sort=sort,
+            descending=descending,
+        )
         return result

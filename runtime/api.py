@@ -7,7 +7,7 @@ Everything above the runtime is typed against this protocol, so it works the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from runtime.boundary.policy import Capability, Limits
@@ -21,6 +21,8 @@ from runtime.results import (
     AuditEntry,
     AuditPage,
     ClaimResult,
+    DataFilter,
+    DataPage,
     DeployResult,
     DryRunReport,
     EffectInfo,
@@ -34,9 +36,12 @@ from runtime.results import (
     PublishResult,
     QueryResult,
     RollbackResult,
+    RowDetail,
     RunChanges,
     RunDetail,
+    RunHistory,
     RunInfo,
+    RunPage,
     SqlCheckResult,
     VerifyResult,
     VersionComparison,
@@ -252,9 +257,56 @@ class RuntimeAPI(Protocol):
         code: str | None = None,
         before_seq: int | None = None,
         limit: int = 50,
+        since: str | None = None,
+        until: str | None = None,
+        search: str | None = None,
+        hide_operator_reads: bool = False,
         actor: str = OPERATOR,
     ) -> AuditPage: ...
 
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead: ...
 
     def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges: ...
+
+    def search_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        step: str | None = None,
+        code: str | None = None,
+        runs: Sequence[str] | None = None,
+        before: Sequence[str] | None = None,
+        limit: int = 50,
+        failures: bool = True,
+        actor: str = OPERATOR,
+    ) -> RunPage: ...
+
+    def run_history(self, run_id: str, *, actor: str = OPERATOR) -> RunHistory: ...
+
+    def browse_data(
+        self,
+        table: str,
+        *,
+        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
+        sort: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+        facets: Sequence[str] = (),
+        suggest: bool = True,
+        actor: str = OPERATOR,
+    ) -> DataPage: ...
+
+    def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail: ...
+
+    def export_data(
+        self,
+        table: str,
+        *,
+        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
+        sort: str | None = None,
+        descending: bool = False,
+        actor: str = OPERATOR,
+    ) -> QueryResult: ...

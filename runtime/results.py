@@ -409,6 +409,12 @@ class ApprovalRequest(BaseModel):
     losses: list[Loss] = Field(
         default=[], description="What the last dry-run of this plan found it would remove, with sample rows."
     )
+    note: str | None = Field(default=None, description="The agent's note on the proposal it asks to deploy.")
+    dry_run: str | None = Field(
+        default=None,
+        description="The latest dry-run of this plan on the current version: 'passed', 'failed' or 'none' "
+        "(None for a rollback, which is dry-run as it runs).",
+    )
 
 
 class WorkflowSummary(BaseModel):
@@ -426,12 +432,19 @@ class Overview(BaseModel):
     version: VersionInfo
     parts: dict[str, int] = Field(description="How many of each part the spec holds (entities, actions...).")
     versions: int
-    pending_proposals: list[PendingProposal]
+    pending_proposals: list[ProposalRow] = Field(
+        description="Proposals on the current version not deployed, with their dry-run and approval state."
+    )
     pending_approvals: int
     drift: list[str]
     audit_problem: str | None = None
     audit_entries: int
-    recent: list[AuditEntry] = Field(description="The agents' latest calls, newest first.")
+    recent: list[AuditEntry] = Field(
+        description="The agents' own latest calls, newest first (not the work runs and subscriptions do for them)."
+    )
+    recent_work: list[AuditEntry] = Field(
+        default=[], description="The latest work done on agents' behalf (workflow steps, subscriptions)."
+    )
     stats: AuditStats
     workflows: WorkflowSummary
 
@@ -439,7 +452,7 @@ class Overview(BaseModel):
 class VersionPage(BaseModel):
     """A page of the version history, newest first."""
 
-    versions: list[VersionInfo]
+    versions: list[VersionRow]
     total: int
     next_before: int | None = None
 
@@ -457,7 +470,7 @@ class VersionComparison(BaseModel):
 class ProposalPage(BaseModel):
     """A page of proposals, newest first."""
 
-    proposals: list[ProposalSummary]
+    proposals: list[ProposalRow]
     matching: int
     next_before: int | None = None
 
@@ -466,7 +479,7 @@ class ProposalDetail(BaseModel):
     """A proposal in full: its operations, the plan's steps (SQL, strategy, hazards), its latest
     dry-run report (values lost, sample rows) and the approval requests made for it."""
 
-    summary: ProposalSummary
+    summary: ProposalRow
     operations: list[dict[str, Any]]
     target_hash: str
     plan_hash: str
@@ -627,4 +640,240 @@ class AckResult(BaseModel):
     acked: list[str] = Field(description="The message ids acknowledged.")
 
 
+# ------------------------------------------------------------------ control room: deciding from it
+
+REFUSAL_KEY = "_refused"
+"""Where a refused call's audit row keeps the error's message, beside the arguments the caller sent."""
+
+
+class ProposalRow(ProposalSummary):
+    """A proposal as the operator decides from it: its latest dry-run and its latest approval request."""
+
+    latest_dry_run: str = Field(
+        default="none",
+        description="The latest dry-run of its plan on its base version: 'passed', 'failed' or 'none'. A "
+        "deploy goes by the latest one.",
+    )
+    dry_run_error: str | None = Field(default=None, description="The code the latest dry-run failed with.")
+    dry_run_at: str | None = None
+    approval: str | None = Field(
+        default=None,
+        description="Its latest approval request's status (as ApprovalRequest.status); None: none.",
+    )
+    approval_id: str | None = None
+    approval_reason: str | None = Field(
+        default=None, description="Why the request was refused, or why it can no longer deploy."
+    )
+
+
+class VersionRow(VersionInfo):
+    """A version in the history, with the earlier version whose spec it repeats (if any)."""
+
+    same_as: int | None = Field(
+        default=None,
+        description="The first earlier version with the same spec hash: the version a rollback restored, "
+        "or one a redeploy repeats.",
+    )
+
+
+class RunRow(RunInfo):
+    """A run in a list: where it is or where it stopped, and for how long it has run."""
+
+    at_step: str | None = Field(
+        default=None, description="The step it is at, or the step where it stopped (failed, blocked)."
+    )
+    step_index: int = Field(
+        description="That step's position in the definition (from 0; -1 below the first)."
+    )
+    steps_total: int = Field(description="How many steps its pinned definition has (0 when it is unknown).")
+    duration_s: float = Field(description="Seconds from its start to its last update.")
+
+
+class FailureGroup(BaseModel):
+    """Failed or blocked runs that stopped the same way: one workflow, one step, one error code."""
+
+    workflow: str
+    status: str = Field(description="'failed' or 'blocked'.")
+    step: str | None
+    code: str | None
+    count: int
+    latest_at: str
+    message: str | None = Field(default=None, description="The error message of the latest of them.")
+
+
+class RunPage(BaseModel):
+    """A page of runs, newest first, with how many match and the ways runs are failing."""
+
+    runs: list[RunRow]
+    matching: int = Field(description="How many runs match the filters (all pages).")
+    next_before: list[str] | None = Field(
+        default=None, description="[created_at, run_id] of the last run shown: pass it for the next page."
+    )
+    failures: list[FailureGroup] = Field(
+        default=[],
+        description="Failed and blocked runs grouped by workflow, step and error code, most first.",
+    )
+
+
+class RunEvent(BaseModel):
+    """One audited moment of a run: its start, a step's attempt, an effect sent or answered, a signal,
+    an operator's retry, cancel or resolution."""
+
+    seq: int
+    time: str
+    actor: str
+    operation: str
+    outcome: str
+    error_code: str | None = None
+    arguments: dict[str, Any]
+    by_operator: bool = False
+
+
+class PlannedStep(BaseModel):
+    """A step of the run's pinned definition, done, at hand or still to come."""
+
+    index: int
+    name: str
+    kind: str
+    does: str = Field(
+        description="What it does, in words (an action, a connector, a signal, a topic, a sleep)."
+    )
+    state: str = Field(
+        description="'completed', 'failed', 'current' (the run is at it), 'to come', 'not run' (the run "
+        "ended before it) or 'compensated'."
+    )
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    compensation: str | None = Field(default=None, description="What undoes it, in words.")
+    compensation_state: str | None = Field(
+        default=None, description="'completed' or 'failed' once its compensation ran."
+    )
+    events: list[RunEvent] = Field(default=[], description="Its attempts, sends and answers, oldest first.")
+
+
+class SignalInfo(BaseModel):
+    """A signal sent to a run."""
+
+    seq: int
+    name: str
+    payload: dict[str, Any]
+    consumed: bool
+    created_at: str
+    created_by: str
+
+
+class RunHistory(BaseModel):
+    """A run's whole history: every step of its pinned definition (past, current, to come), its
+    audited events (attempts with their errors and times, the operator's interventions), its signals
+    and effects."""
+
+    run: RunDetail
+    steps: list[PlannedStep]
+    compensations: list[PlannedStep] = []
+    events: list[RunEvent]
+    events_more: bool = Field(default=False, description="True when older events were left out.")
+    signals: list[SignalInfo] = []
+    waits_for: list[str] = Field(default=[], description="The signals its definition's wait steps expect.")
+    duration_s: float
+
+
+class ColumnInfo(BaseModel):
+    """A column of an entity or a view as the Data page shows it."""
+
+    name: str
+    type: str = Field(description="The spec's type for an entity's field; DuckDB's for a view's column.")
+    key: bool = False
+    nullable: bool = True
+    references: str | None = Field(default=None, description="'entity.field' this column points to.")
+    references_key: bool = Field(
+        default=False, description="True when the field it points to is that entity's whole primary key."
+    )
+    referenced_by: list[str] = Field(default=[], description="'entity.field' of the columns pointing here.")
+
+
+class DataFilter(BaseModel):
+    """One condition on a column: ``op`` one of eq, ne, lt, le, gt, ge, contains, startswith, isnull,
+    notnull (``value`` unused for the last two)."""
+
+    column: str
+    op: str
+    value: str | None = None
+
+
+class FacetValue(BaseModel):
+    value: Any
+    count: int
+
+
+class ColumnFacet(BaseModel):
+    """The values of a low-cardinality column among the matching rows, with their counts."""
+
+    column: str
+    values: list[FacetValue]
+    more: bool = Field(description="True when the column has more distinct values than shown.")
+    chosen: bool = Field(description="True when the operator asked for it; False when suggested.")
+
+
+class DataPage(BaseModel):
+    """A page of an entity's or a view's rows: sorted, filtered, counted, with facets."""
+
+    table: str
+    kind: str = Field(description="'entity' or 'view'.")
+    columns: list[ColumnInfo]
+    key: list[str]
+    rows: Rows
+    total: int = Field(description="Rows in the whole table.")
+    matching: int = Field(description="Rows matching the filters.")
+    offset: int
+    limit: int
+    more: bool
+    sort: str | None = None
+    descending: bool = False
+    filters: list[DataFilter] = []
+    facets: list[ColumnFacet] = []
+
+
+class ParentLink(BaseModel):
+    """A reference from a row to the row it points to."""
+
+    column: str
+    table: str
+    field: str
+    value: Any
+    key: bool = Field(description="True when the field pointed to is the parent's whole primary key.")
+    found: bool
+
+
+class ChildRows(BaseModel):
+    """Rows of another entity pointing to this row, counted, the first few shown."""
+
+    table: str
+    column: str = Field(description="The child's column that points here.")
+    field: str = Field(description="This row's field it points to.")
+    value: Any
+    count: int
+    columns: list[str]
+    key: list[str]
+    rows: Rows
+
+
+class RowDetail(BaseModel):
+    """One row of an entity, by its primary key, with its parents and its children."""
+
+    table: str
+    columns: list[ColumnInfo]
+    key: dict[str, Any]
+    row: list[Any] | None = Field(
+        description="The row's values in column order; None when no row has the key."
+    )
+    parents: list[ParentLink] = []
+    children: list[ChildRows] = []
+
+
 RunDetail.model_rebuild()
+for _model in (ApprovalRequest, Overview, VersionPage, ProposalPage, ProposalDetail):
+    _model.model_rebuild()

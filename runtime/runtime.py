@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from runtime.logic.actions import ActionRunner, invariant_checks
 from runtime.migrate import bind, deploy
 from runtime.migrate.deploy import Progress
 from runtime.results import (
+    REFUSAL_KEY,
     AckResult,
     ActionResult,
     ActionSummary,
@@ -50,15 +51,21 @@ from runtime.results import (
     ApprovalRequest,
     AuditEntry,
     AuditPage,
+    ChildRows,
     ClaimResult,
+    ColumnFacet,
     ConnectorSummary,
+    DataFilter,
+    DataPage,
     DeployResult,
     DryRunReport,
     EffectInfo,
+    FacetValue,
     FinalizeResult,
     InvariantCheck,
     MessageInfo,
     Overview,
+    ParentLink,
     PendingProposal,
     ProposalDetail,
     ProposalPage,
@@ -67,9 +74,12 @@ from runtime.results import (
     PublishResult,
     QueryResult,
     RollbackResult,
+    RowDetail,
     RunChanges,
     RunDetail,
+    RunHistory,
     RunInfo,
+    RunPage,
     SqlCheckResult,
     VerifyResult,
     VersionComparison,
@@ -79,9 +89,9 @@ from runtime.results import (
 )
 from runtime.schema import diff as specdiff
 from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_action
-from runtime.schema.spec import AppSpec
+from runtime.schema.spec import AppSpec, WorkflowSpec
 from runtime.sql import sqlcheck
-from runtime.store import activity, catalog, fingerprint
+from runtime.store import activity, browse, catalog, fingerprint
 from runtime.store import audit as audit_log
 from runtime.store.audit import AnchorFile, Auditor, anchor_path
 from runtime.store.engine import Engine, Settings, Tx
@@ -90,6 +100,9 @@ from runtime.workflows import service as workflow_service
 from runtime.workflows.scheduler import Scheduler
 
 T = TypeVar("T")
+
+MAX_REFUSAL_MESSAGE = 500
+"""The longest refusal message an audit row keeps (under ``REFUSAL_KEY``)."""
 
 
 @dataclass(frozen=True)
@@ -373,14 +386,15 @@ class Runtime:
     def record_refusal(
         self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
     ) -> None:
-        """Audit a refused call. It changed nothing, so its row is group-committed shortly after and
-        the caller never waits for the writer lane."""
+        """Audit a refused call, with the error's message beside its arguments (``REFUSAL_KEY``). It
+        changed nothing, so its row is group-committed shortly after and the caller never waits for
+        the writer lane."""
         number, _ = self.current
         proposal_id = arguments.get("proposal_id")
         self.audit.defer(
             actor=actor,
             operation=operation,
-            arguments=arguments,
+            arguments={**arguments, REFUSAL_KEY: error.message[:MAX_REFUSAL_MESSAGE]},
             outcome="refused",
             error_code=str(error.code),
             version=number,
@@ -940,8 +954,8 @@ class Runtime:
 
     def overview(self, *, actor: str = OPERATOR) -> Overview:
         """The application at a glance: the current version, how many of each part its spec holds,
-        pending proposals and approvals, drift and audit status, the agents' latest calls and their
-        counts over time."""
+        pending proposals (with their dry-run and approval state) and approvals, drift and audit
+        status, the agents' latest calls and the work done on their behalf, and their counts over time."""
 
         def read() -> Overview:
             state = self._current
@@ -956,15 +970,15 @@ class Runtime:
                     version=latest,
                     parts=parts,
                     versions=count,
-                    pending_proposals=[
-                        PendingProposal.model_validate(p)
-                        for p in catalog.pending_proposals(reader, state.number)
-                    ],
+                    pending_proposals=activity.pending_proposals(
+                        reader, self.engine.path, current=state.number
+                    ),
                     pending_approvals=activity.open_requests(reader, self.engine.path),
                     drift=self.drift,
                     audit_problem=self.audit.problem,
                     audit_entries=activity.audit_count(reader),
                     recent=activity.recent(reader, operator=OPERATOR),
+                    recent_work=activity.recent(reader, operator=OPERATOR, limit=5, work=True),
                     stats=activity.audit_stats(reader, operator=OPERATOR),
                     workflows=activity.workflow_summary(reader),
                 )
@@ -1025,7 +1039,12 @@ class Runtime:
         def read() -> ProposalPage:
             with self.engine.snapshot() as reader:
                 return activity.proposal_page(
-                    reader, current=self._current.number, status=status, before_seq=before_seq, limit=limit
+                    reader,
+                    self.engine.path,
+                    current=self._current.number,
+                    status=status,
+                    before_seq=before_seq,
+                    limit=limit,
                 )
 
         return self._reading("proposal_page", actor, args, read)
@@ -1108,9 +1127,15 @@ class Runtime:
         code: str | None = None,
         before_seq: int | None = None,
         limit: int = 50,
+        since: str | None = None,
+        until: str | None = None,
+        search: str | None = None,
+        hide_operator_reads: bool = False,
         actor: str = OPERATOR,
     ) -> AuditPage:
-        """Audit entries newest first, filtered by who (``agent``), operation, outcome and error code,
+        """Audit entries newest first, filtered by who (``agent``), operation, outcome, error code, a
+        time range (``since``/``until``: ISO 8601 prefixes, ``until`` inclusive) and text found in
+        the arguments, proposal or actor (``search``), optionally without the operator's own reads;
         a page at a time, with the values there are to filter on."""
         args = {
             "agent": agent,
@@ -1119,6 +1144,16 @@ class Runtime:
             "code": code,
             "before_seq": before_seq,
             "limit": limit,
+            **{
+                k: v
+                for k, v in (
+                    ("since", since),
+                    ("until", until),
+                    ("search", search),
+                    ("hide_operator_reads", hide_operator_reads or None),
+                )
+                if v
+            },
         }
 
         def read() -> AuditPage:
@@ -1131,6 +1166,10 @@ class Runtime:
                     operation=operation,
                     outcome=outcome,
                     code=code,
+                    since=since,
+                    until=until,
+                    search=search,
+                    hide_operator_reads=hide_operator_reads,
                     before_seq=before_seq,
                     limit=limit,
                 )
@@ -1175,6 +1214,271 @@ class Runtime:
                 [since],
             )
         return RunChanges(mark=mark, runs=[str(r[0]) for r in rows])
+
+    def _pinned(self, version: int, workflow: str) -> WorkflowSpec | None:
+        """The definition a run follows (its workflow at its pinned version), or None if unknown."""
+        try:
+            return self.scheduler.definition(version, workflow)
+        except ButtressError:
+            return None
+
+    def search_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        step: str | None = None,
+        code: str | None = None,
+        runs: Sequence[str] | None = None,
+        before: Sequence[str] | None = None,
+        limit: int = 50,
+        failures: bool = True,
+        actor: str = OPERATOR,
+    ) -> RunPage:
+        """Runs newest first, a page at a time (``before``: the previous page's ``next_before``),
+        filtered by workflow, state (``active``: unfinished), the step they are at or stopped at, their
+        error's code, text found in their id, arguments, error or starter, and among the ids ``runs``;
+        with how many match and the failed and blocked runs grouped by how they stopped."""
+        cursor = (str(before[0]), str(before[1])) if before else None
+        args = {
+            k: v
+            for k, v in (
+                ("workflow", workflow),
+                ("status", status),
+                ("search", search),
+                ("step", step),
+                ("code", code),
+                ("runs", list(runs) if runs is not None else None),
+                ("before", list(cursor) if cursor else None),
+                ("limit", limit),
+            )
+            if v is not None
+        }
+
+        def read() -> RunPage:
+            with self.engine.snapshot() as reader:
+                return activity.search_runs(
+                    reader,
+                    self._pinned,
+                    workflow=workflow,
+                    status=status,
+                    search=search,
+                    step=step,
+                    code=code,
+                    runs=runs,
+                    before=cursor,
+                    limit=limit,
+                    failures=failures,
+                )
+
+        return self._reading("search_runs", actor, args, read)
+
+    def run_history(self, run_id: str, *, actor: str = OPERATOR) -> RunHistory:
+        """A run's whole history: every step of the definition it follows (completed, failed, current,
+        to come) with its attempts, errors and times, its compensations, signals and effects, and
+        every audited event on it, the operator's retries, cancels and resolutions included."""
+
+        def read() -> RunHistory:
+            with self.engine.snapshot() as reader:
+                return activity.run_history(reader, self._pinned, run_id)
+
+        return self._reading("run_history", actor, {"run_id": run_id}, read)
+
+    # The Data page: statements written by runtime.store.browse from names checked against the
+    # current spec, with values bound as parameters, run through ``_query`` (the query tool's guard
+    # and limits), one audit row per page.
+
+    def _relation(self, table: str) -> browse.Relation:
+        with self.engine.snapshot() as reader:
+            columns = reader.fetchall(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+                [table],
+            )
+        return browse.relation(self._current.spec, table, [(str(c), str(t)) for c, t in columns])
+
+    def browse_data(
+        self,
+        table: str,
+        *,
+        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
+        sort: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+        facets: Sequence[str] = (),
+        suggest: bool = True,
+        actor: str = OPERATOR,
+    ) -> DataPage:
+        """A page of an entity's or a view's rows: filtered (``filters``: column, op, value), sorted
+        (``sort``, ``descending``; then by key), counted (the table and the matching rows), with the
+        value counts of the ``facets`` asked for and of the low-cardinality columns (``suggest``).
+        Every statement goes through the query guard and limits; the page is one audited read."""
+        wanted = [DataFilter.model_validate(f) for f in filters]
+        args: dict[str, Any] = {
+            "table": table,
+            "filters": [f.model_dump() for f in wanted],
+            "sort": sort,
+            "descending": descending,
+            "offset": offset,
+            "limit": limit,
+            "facets": list(facets),
+        }
+
+        def read() -> DataPage:
+            rel = self._relation(table)
+            condition, params = browse.where(rel, wanted)
+            ordering = browse.order(rel, sort, descending)
+            chosen = list(dict.fromkeys(facets))
+            for name in chosen:
+                rel.column(name)
+            probed = browse.probe_columns(rel, chosen) if suggest else []
+            probe = self._query(browse.probe_sql(rel, condition, probed), params, 1).rows[0]
+            total, matching, distinct = int(probe[0]), int(probe[1]), probe[2:]
+            size = max(1, min(int(limit), self.limits.max_rows - 1))
+            start = max(0, int(offset))
+            page = self._query(
+                browse.rows_sql(rel, condition, ordering, limit=size + 1, offset=start), params, size + 1
+            )
+            suggested = [
+                c for c, n in zip(probed, distinct, strict=True) if 0 < int(n or 0) <= browse.SUGGEST_BELOW
+            ][: browse.MAX_SUGGESTED]
+            shown = chosen + [c for c in suggested if c not in chosen]
+            found: list[ColumnFacet] = []
+            if shown and matching:
+                counted = self._query(browse.facet_sql(rel, condition, shown), params, None).rows
+                for number, name in enumerate(shown):
+                    values = [FacetValue(value=v, count=int(n)) for f, v, n in counted if int(f) == number]
+                    found.append(
+                        ColumnFacet(
+                            column=name,
+                            values=values[: browse.MAX_FACET_VALUES],
+                            more=len(values) > browse.MAX_FACET_VALUES,
+                            chosen=name in chosen,
+                        )
+                    )
+            return DataPage(
+                table=rel.name,
+                kind=rel.kind,
+                columns=list(rel.columns),
+                key=list(rel.key),
+                rows=page.rows[:size],
+                total=total,
+                matching=matching,
+                offset=start,
+                limit=size,
+                more=page.row_count > size,
+                sort=sort,
+                descending=descending,
+                filters=wanted,
+                facets=found,
+            )
+
+        return self._reading("browse_data", actor, args, read)
+
+    def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail:
+        """One row of an entity by its primary key (each key column's value as text), with the rows
+        its reference fields point to and the rows of other entities pointing to it (counted, the first
+        few shown). Through the query guard and limits; one audited read."""
+        wanted = {str(k): str(v) for k, v in key.items()}
+
+        def read() -> RowDetail:
+            rel = self._relation(table)
+            sql, params = browse.row_sql(rel, wanted)
+            found = self._query(sql, params, 2)
+            row = found.rows[0] if found.rows else None
+            values = dict(zip(found.columns, row, strict=True)) if row is not None else {}
+            parents: list[ParentLink] = []
+            children: list[ChildRows] = []
+            if row is not None:
+                spec = self._current.spec
+                for column in rel.columns:
+                    value = values.get(column.name)
+                    if column.references is None or value is None:
+                        continue
+                    parent_name, parent_field = column.references.split(".", 1)
+                    parent = self._relation(parent_name)
+                    bound = browse.value_of(parent, parent_field, str(value))
+                    n = self._query(browse.count_sql(parent, parent_field), {"v": bound}, 1).rows[0][0]
+                    parents.append(
+                        ParentLink(
+                            column=column.name,
+                            table=parent_name,
+                            field=parent_field,
+                            value=value,
+                            key=parent.key == (parent_field,),
+                            found=bool(n),
+                        )
+                    )
+                for column in rel.columns:
+                    value = values.get(column.name)
+                    if value is None:
+                        continue
+                    for pointer in column.referenced_by:
+                        child_name, child_field = pointer.split(".", 1)
+                        if spec.entity(child_name) is None:
+                            continue
+                        child = self._relation(child_name)
+                        bound = {"v": browse.value_of(child, child_field, str(value))}
+                        n = self._query(browse.count_sql(child, child_field), bound, 1).rows[0][0]
+                        first = self._query(browse.children_sql(child, child_field), bound, browse.CHILD_ROWS)
+                        children.append(
+                            ChildRows(
+                                table=child_name,
+                                column=child_field,
+                                field=column.name,
+                                value=value,
+                                count=int(n),
+                                columns=first.columns,
+                                key=list(child.key),
+                                rows=first.rows,
+                            )
+                        )
+            return RowDetail(
+                table=rel.name,
+                columns=list(rel.columns),
+                key={k: values.get(k, wanted.get(k)) for k in rel.key},
+                row=row,
+                parents=parents,
+                children=children,
+            )
+
+        return self._reading("read_row", actor, {"table": table, "key": wanted}, read)
+
+    def export_data(
+        self,
+        table: str,
+        *,
+        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
+        sort: str | None = None,
+        descending: bool = False,
+        actor: str = OPERATOR,
+    ) -> QueryResult:
+        """The matching rows of an entity or a view, sorted, as many as the query limits allow
+        (``truncated`` says when more matched): what the Data page exports as CSV or JSON. One
+        audited read."""
+        wanted = [DataFilter.model_validate(f) for f in filters]
+        args = {
+            "table": table,
+            "filters": [f.model_dump() for f in wanted],
+            "sort": sort,
+            "descending": descending,
+        }
+
+        def read() -> QueryResult:
+            rel = self._relation(table)
+            condition, params = browse.where(rel, wanted)
+            ordering = browse.order(rel, sort, descending)
+            limit = self.limits.max_rows
+            sql = browse.rows_sql(rel, condition, ordering, limit=limit, offset=0)
+            result = self._query(sql, params, limit)
+            if result.row_count == limit and not result.truncated:  # were there more than the limit?
+                matching = self._query(browse.probe_sql(rel, condition, []), params, 1).rows[0][1]
+                result = result.model_copy(update={"truncated": int(matching) > limit})
+            return result
+
+        return self._reading("export_data", actor, args, read)
 
 
 __all__ = [

@@ -14,15 +14,20 @@ Every request passes ``Guard`` first:
 * every POST is read (at most ``MAX_FORM_BYTES``), its ``Origin`` must be this server, and its
   ``csrf`` field must match the session's token, else 403 — before any route runs.
 
-Pages and acts come from ``pages.PAGES`` and ``pages.ACTS``; runtime calls run in worker threads.
+Pages and acts come from ``pages.PAGES`` and ``pages.ACTS``; ``/data/export`` answers a table's
+matching rows (or a SELECT's) as CSV or JSON. Runtime calls run in worker threads. A page that cannot
+be shown, or an act that fails, is explained for a person (``present.for_people``) with the
+navigation around it; a failed act's typed fields are kept for the page it returns to.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode
@@ -37,11 +42,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server.project import Project
-from mcp_server.ui import pages
+from mcp_server.ui import pages, present
 from mcp_server.ui.auth import LoginTokens, Session, Sessions
 from runtime.api import RuntimeAPI
 from runtime.errors import ButtressError, Code
-from runtime.results import ActivityHead
+from runtime.results import ActivityHead, QueryResult
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +78,9 @@ STATUS: Final = {
     Code.ENGINE_LOCKED: 503,
     Code.ENGINE_OWNER_GONE: 503,
 }
+FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+"""A CSV cell of text starting with one of these is written with a leading ``'``: a spreadsheet
+opening the export reads it as text, never as a formula."""
 
 
 def cookie_name(project: Project) -> str:
@@ -153,13 +161,15 @@ class Guard:
                     return
                 if not message.get("more_body"):
                     break
-            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            form = dict(pairs)
             if not session.csrf_ok(form.get("csrf")):
                 await PlainResponse("missing or wrong CSRF token: reload the page and try again", 403)(
                     scope, receive, secured
                 )
                 return
             scope["buttress.form"] = form
+            scope["buttress.form_all"] = pairs
         await self.app(scope, receive, secured)
 
 
@@ -199,12 +209,21 @@ class ControlRoom:
         )
         self.templates.filters["compact"] = lambda value: json.dumps(value, default=str, sort_keys=True)
         self.templates.filters["when"] = lambda value: str(value or "")[:19].replace("T", " ")
+        self.templates.filters["duration"] = present.duration
+        self.templates.filters["summary"] = present.argument_summary
         self.templates.globals["query"] = lambda **values: urlencode({k: v for k, v in values.items() if v})
+        self.templates.globals["link"] = link
+        self.templates.globals["tone"] = present.tone
+        self.templates.globals["stage"] = present.stage
+        self.templates.globals["refusal_message"] = present.refusal_message
+        self.templates.globals["tone_words"] = present.TONE_WORDS
+        self.templates.globals["filter_params"] = pages.filter_params
         routes: list[Route | Mount] = [
             Route("/login", self.login, methods=["GET"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/live", self.live, methods=["GET"]),
             Route("/act/{name}", self.act, methods=["POST"]),
+            Route("/data/export", self.export, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         routes += [Route(page.path, self._page_endpoint(page), methods=["GET"]) for page in pages.PAGES]
@@ -247,6 +266,7 @@ class ControlRoom:
             "csrf": session.csrf,
             "here": here,
             "flashes": session.take_flashes(),
+            "drafts": session.take_drafts(),
         }
 
     def _page_endpoint(self, page: pages.Page) -> Callable[[Request], Any]:
@@ -260,6 +280,7 @@ class ControlRoom:
                         query=dict(request.query_params),
                         params=dict(request.path_params),
                         room=self.room,
+                        query_all=request.query_params.multi_items(),
                     )
                     loaded, shared = page.load(view), self._context(request, session, runtime, page)
                     if clash := loaded.keys() & shared.keys():  # a page's variable would hide the layout's
@@ -269,11 +290,11 @@ class ControlRoom:
                 try:
                     context = self._with_runtime(load)
                 except pages.BadRequest as error:
-                    return self._problem(request, 400, "This page cannot be shown", str(error))
+                    problem = present.Problem("This page cannot be shown", str(error), "", None)
+                    return self._problem(request, 400, problem, page)
                 except ButtressError as error:
-                    return self._problem(
-                        request, STATUS.get(error.code, 400), error.message, error.hint, error
-                    )
+                    problem = present.for_people(error, f"show this {page.title.lower()}")
+                    return self._problem(request, STATUS.get(error.code, 400), problem, page)
                 return self.render(request, f"{page.name}.html", context)
 
             return await anyio.to_thread.run_sync(build)
@@ -282,19 +303,32 @@ class ControlRoom:
         return endpoint
 
     def _problem(
-        self, request: Request, status: int, title: str, detail: str, error: ButtressError | None = None
+        self, request: Request, status: int, problem: present.Problem, page: pages.Page | None = None
     ) -> Response:
-        return self.render(
-            request,
-            "problem.html",
-            {
-                "nav": [p for p in pages.PAGES if p.nav],
-                "title": title,
-                "detail": detail,
-                "code": str(error.code) if error else None,
-            },
-            status=status,
-        )
+        """A page explaining what could not be shown, for a person, inside the usual header and
+        navigation (when the runtime can still say what the header shows)."""
+        session: Session | None = request.scope.get("buttress.session")
+        context: dict[str, Any] = {
+            "problem": problem,
+            "page": page,
+            "parent": next((p for p in pages.PAGES if page is not None and p.name == page.parent), page),
+            "nav": [p for p in pages.PAGES if p.nav],
+            "head": None,
+            "state": "",
+            "csrf": session.csrf if session else "",
+            "here": "/",
+            "flashes": session.take_flashes() if session else [],
+            "drafts": {},
+            "current": page or pages.PAGES[0],
+            "signed_in": session is not None,
+        }
+        if session is not None:
+            try:
+                head = self._with_runtime(lambda rt: rt.activity_head())
+                context.update(head=head, state=live_state(head))
+            except ButtressError:
+                pass
+        return self.render(request, "problem.html", context, status=status)
 
     def _with_runtime(self, call: Callable[[RuntimeAPI], T]) -> T:
         """Run ``call`` on the runtime; once more if the process that owned the project went away
@@ -309,7 +343,13 @@ class ControlRoom:
     # routes -----------------------------------------------------------------------------------
 
     async def not_found(self, request: Request, _: Exception) -> Response:
-        return self._problem(request, 404, "No such page", "Use the navigation to find what you are after.")
+        problem = present.Problem(
+            "No such page",
+            f"Nothing lives at {route_path(request.scope)[:200]}.",
+            "Use the navigation.",
+            None,
+        )
+        return await anyio.to_thread.run_sync(lambda: self._problem(request, 404, problem))
 
     async def login(self, request: Request) -> Response:
         """Redeem a one-time token for a session cookie, then go to the overview."""
@@ -343,9 +383,11 @@ class ControlRoom:
         return JSONResponse({**head.model_dump(), "state": live_state(head)})
 
     async def act(self, request: Request) -> Response:
-        """Run one operator act from a form, then return to the page it was posted from."""
+        """Run one operator act from a form, then return to the page it was posted from (with what was
+        typed kept, and the error named, when it failed)."""
         session: Session = request.scope["buttress.session"]
         form: dict[str, str] = request.scope["buttress.form"]
+        pairs: list[tuple[str, str]] = request.scope.get("buttress.form_all", [])
         root = str(request.scope.get("root_path", ""))
         back = form.get("next") or "/"
         if not back.startswith("/") or back.startswith("//") or "\\" in back:
@@ -355,17 +397,115 @@ class ControlRoom:
             return PlainResponse("no such act", 404)
         act = found
 
-        def run() -> pages.Flash:
+        def run() -> tuple[pages.Flash, str | None]:
             def call(runtime: RuntimeAPI) -> pages.Flash:
-                return act.run(pages.View(runtime=runtime, query={}, params={}, room=self.room, form=form))
+                view = pages.View(
+                    runtime=runtime, query={}, params={}, room=self.room, form=form, form_all=pairs
+                )
+                return act.run(view)
 
             try:
-                return self._with_runtime(call)
+                return self._with_runtime(call), None
             except pages.BadRequest as error:
-                return pages.Flash("error", str(error))
+                return pages.Flash("error", f"Could not {act.what(form)}: {error}"), str(error)
             except ButtressError as error:
-                return pages.Flash("error", f"{error.code}: {error.message} {error.hint}")
+                problem = present.for_people(error, act.what(form))
+                text = f"{problem.title}: {problem.text}" + (f" {problem.advice}" if problem.advice else "")
+                text += f" ({problem.code})" if problem.code else ""
+                return pages.Flash("error", text), text
 
-        flash = await anyio.to_thread.run_sync(run)
+        flash, failure = await anyio.to_thread.run_sync(run)
         session.flash(flash.kind, flash.text)
+        key = act.draft(form)
+        if failure is not None and key is not None:
+            kept = {k: v for k, v in form.items() if k not in {"csrf", "next"}}
+            session.keep_draft(key, {**kept, "_error": failure})
         return RedirectResponse(f"{root}{back}", status_code=303)
+
+    async def export(self, request: Request) -> Response:
+        """A table's matching rows (the Data page's filters and sort) or a SELECT's rows, as CSV or
+        JSON, as many as the query limits allow (the response says when more matched)."""
+        params = request.query_params
+        fmt = params.get("format") or "csv"
+        if fmt not in {"csv", "json"}:
+            return PlainResponse("format must be csv or json", 400)
+
+        def read(runtime: RuntimeAPI) -> tuple[str, QueryResult]:
+            view = pages.View(
+                runtime=runtime,
+                query=dict(params),
+                params={},
+                room=self.room,
+                query_all=params.multi_items(),
+            )
+            _, spec = runtime.current
+            table = pages.table_name(view.query, spec)
+            if table is not None:
+                exported = runtime.export_data(
+                    table,
+                    filters=pages.data_filters(view),
+                    sort=pages.name_param(view.query, "sort", "column"),
+                    descending=view.query.get("desc") == "1",
+                )
+                return table, exported
+            sql = (params.get("sql") or "").strip()
+            if not sql:
+                raise pages.BadRequest("say what to export: a table, or a SELECT")
+            return "query", runtime.query(sql)
+
+        try:
+            name, result = await anyio.to_thread.run_sync(lambda: self._with_runtime(read))
+        except pages.BadRequest as error:
+            return PlainResponse(str(error), 400)
+        except ButtressError as error:
+            problem = present.for_people(error, "export")
+            return PlainResponse(f"{problem.text} {problem.advice}".strip(), STATUS.get(error.code, 400))
+        headers = {
+            "content-disposition": f'attachment; filename="{name}.{fmt}"',
+            "x-buttress-truncated": "true" if result.truncated else "false",
+        }
+        if fmt == "json":
+            body = json.dumps(
+                {
+                    "table": name,
+                    "columns": result.columns,
+                    "rows": [dict(zip(result.columns, row, strict=True)) for row in result.rows],
+                    "row_count": result.row_count,
+                    "truncated": result.truncated,
+                },
+                default=str,
+            )
+            return Response(body, media_type="application/json", headers=headers)
+        return Response(
+            csv_text(result.columns, result.rows), media_type="text/csv; charset=utf-8", headers=headers
+        )
+
+
+def link(path: str, *pairs: Iterable[tuple[str, Any]] | Mapping[str, Any], **values: Any) -> str:
+    """``path`` with a query string made of ``pairs`` (mappings, or lists of name and value with
+    repeated names kept) and ``values``; empty values (None, "", False) are left out."""
+    items = [
+        (k, v) for group in pairs for k, v in (group.items() if isinstance(group, Mapping) else group)
+    ] + list(values.items())
+    kept = [(k, "1" if v is True else str(v)) for k, v in items if v not in (None, "", False)]
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
+def csv_text(columns: list[str], rows: Iterable[list[Any]]) -> str:
+    """Rows as CSV; JSON values as JSON, NULL as an empty cell, and text a spreadsheet would take for
+    a formula with a leading ``'`` (``FORMULA_START``)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(value) for value in row])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, default=str, sort_keys=True)
+    text = str(value)
+    return "'" + text if isinstance(value, str) and text.startswith(FORMULA_START) else text

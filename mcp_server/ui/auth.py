@@ -95,12 +95,22 @@ class Session:
     seen: float
     flashes: list[tuple[str, str]] = field(default_factory=list)
     """Messages for the next page (kind, text): the outcome of an act, shown after its redirect."""
+    drafts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """What was typed in a form whose act failed, by the form's key, for the next page to show again
+    (with ``_error``: why it failed)."""
 
     def flash(self, kind: str, text: str) -> None:
         self.flashes.append((kind, text))
 
     def take_flashes(self) -> list[tuple[str, str]]:
         taken, self.flashes = self.flashes, []
+        return taken
+
+    def keep_draft(self, key: str, fields: dict[str, str]) -> None:
+        self.drafts[key] = fields
+
+    def take_drafts(self) -> dict[str, dict[str, str]]:
+        taken, self.drafts = self.drafts, {}
         return taken
 
     def csrf_ok(self, offered: str | None) -> bool:

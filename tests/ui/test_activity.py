@@ -29,6 +29,11 @@ CONTROL_ROOM = (
     "refuse_request",
     "audit_page",
     "activity_head",
+    "search_runs",
+    "run_history",
+    "browse_data",
+    "read_row",
+    "export_data",
 )
 NOTE = {
     "op": "add_entity",

@@ -3,6 +3,7 @@ room, and the audit operation of every page."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mcp_server.ui.pages import ACTS, PAGES
@@ -16,9 +17,13 @@ OPERATIONS = (
     "read_proposal",
     "list_approvals",
     "audit_page",
-    "list_runs",
+    "browse_data",
+    "read_row",
+    "export_data",
+    "query",
+    "search_runs",
     "workflow_summary",
-    "get_run",
+    "run_history",
     "list_messages",
     "list_effects",
 )
@@ -34,3 +39,16 @@ def test_the_guide_shows_how_to_open_it_and_what_each_page_writes_in_the_audit_l
     for text in ("buttress ui --project", "--port 0", "buttress ui --login", "buttress serve --http --ui"):
         assert text in DOC, text
     assert [op for op in OPERATIONS if f"`{op}`" not in DOC] == []
+
+
+def test_every_read_a_page_makes_is_one_the_audit_can_hide_as_the_operators_own() -> None:
+    from runtime.store.activity import OPERATOR_READS
+
+    assert [op for op in OPERATIONS if op not in OPERATOR_READS] == []
+
+
+def test_the_guide_shows_each_screenshot_it_names() -> None:
+    folder = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    named = re.findall(r"\(screenshots/([a-z-]+\.png)\)", DOC)
+    assert len(named) >= 10
+    assert [shot for shot in named if not (folder / shot).is_file()] == []

@@ -67,7 +67,9 @@ def runtime(project: Project) -> Iterator[Runtime]:
     rt.dry_run(proposal.proposal_id, actor="claude")
     rt.deploy(proposal.proposal_id, actor="claude")
     rt.run_action("scribble", {"body": HOSTILE}, actor="claude")
-    drop = rt.propose([{"op": "drop_field", "entity": "memo", "field": "body"}], note=HOSTILE, actor="claude")
+    drop = rt.propose(
+        [{"op": "drop_field", "entity": "memo", "field": "author"}], note=HOSTILE, actor="claude"
+    )
     rt.dry_run(drop.proposal_id, actor="claude")
     with pytest.raises(ButtressError):
         rt.deploy(drop.proposal_id, actor="claude", require_approval=True)

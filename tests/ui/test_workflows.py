@@ -92,7 +92,7 @@ async def test_a_blocked_run_shows_its_steps_and_its_unknown_effect_everywhere_i
     overview = (await browser.get("/")).text
     assert "1 effect in an unknown state" in overview and 'href="/workflows?status=blocked"' in overview
     runs = (await browser.get("/workflows")).text
-    assert 'href="/workflows/runs/s1"' in runs and "run-blocked" in runs
+    assert 'href="/workflows/runs/s1"' in runs and 'class="tone-act" id="run-s1"' in runs
     assert (await browser.get("/workflows?status=completed")).text.count("/workflows/runs/s1") == 0
     run = (await browser.get("/workflows/runs/s1")).text
     assert "reserve" in run and effect.effect_id in run and "Retry this run" in run
