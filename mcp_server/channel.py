@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -26,54 +27,18 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
 
-from runtime.api import OPERATOR, Progress, RuntimeAPI, SpecCheck
+from runtime.api import OPERATIONS, OPERATOR, Progress, RuntimeAPI, SpecCheck
 from runtime.boundary.policy import Capability, Limits
 from runtime.errors import ButtressError, Code, EngineError, PolicyError, from_dict
-from runtime.results import (
-    AckResult,
-    ActionResult,
-    ActivityHead,
-    AppDescription,
-    ApprovalRequest,
-    AuditEntry,
-    AuditPage,
-    ClaimResult,
-    DataFilter,
-    DataPage,
-    DeployResult,
-    DryRunReport,
-    EffectInfo,
-    FinalizeResult,
-    MessageInfo,
-    Overview,
-    ProposalDetail,
-    ProposalPage,
-    ProposalResult,
-    ProposalSummary,
-    PublishResult,
-    QueryResult,
-    RollbackResult,
-    RowDetail,
-    RunChanges,
-    RunDetail,
-    RunHistory,
-    RunInfo,
-    RunPage,
-    SqlCheckResult,
-    VerifyResult,
-    VersionComparison,
-    VersionInfo,
-    VersionPage,
-    WorkflowSummary,
-)
-from runtime.schema.diff import SpecDiff
+from runtime.registry import Operation
 from runtime.schema.spec import AppSpec
 
 logger = logging.getLogger(__name__)
@@ -92,59 +57,13 @@ READ_S: Final = 30.0
 WRITE_S: Final = 60.0
 """Longest the owner waits on a client that does not read its answer."""
 
-RESULTS: dict[str, TypeAdapter[Any]] = {
-    "describe": TypeAdapter(AppDescription),
-    "versions": TypeAdapter(list[VersionInfo]),
-    "version_spec": TypeAdapter(AppSpec),
-    "diff_versions": TypeAdapter(SpecDiff),
-    "proposals": TypeAdapter(list[ProposalSummary]),
-    "query": TypeAdapter(QueryResult),
-    "check_sql": TypeAdapter(SqlCheckResult),
-    "read_audit": TypeAdapter(list[AuditEntry]),
-    "verify_audit": TypeAdapter(VerifyResult),
-    "reanchor_audit": TypeAdapter(VerifyResult),
-    "propose": TypeAdapter(ProposalResult),
-    "redeploy": TypeAdapter(ProposalResult),
-    "dry_run": TypeAdapter(DryRunReport),
-    "deploy": TypeAdapter(DeployResult),
-    "rollback": TypeAdapter(RollbackResult),
-    "finalize": TypeAdapter(FinalizeResult),
-    "run_action": TypeAdapter(ActionResult),
-    # workflows and messages
-    "start_workflow": TypeAdapter(RunInfo),
-    "get_run": TypeAdapter(RunDetail),
-    "list_runs": TypeAdapter(list[RunInfo]),
-    "cancel_run": TypeAdapter(RunInfo),
-    "signal_run": TypeAdapter(RunInfo),
-    "retry_run": TypeAdapter(RunInfo),
-    "resolve_effect": TypeAdapter(EffectInfo),
-    "list_effects": TypeAdapter(list[EffectInfo]),
-    "publish_message": TypeAdapter(PublishResult),
-    "claim_messages": TypeAdapter(ClaimResult),
-    "ack_messages": TypeAdapter(AckResult),
-    "list_messages": TypeAdapter(list[MessageInfo]),
-    # control room
-    "overview": TypeAdapter(Overview),
-    "workflow_summary": TypeAdapter(WorkflowSummary),
-    "version_page": TypeAdapter(VersionPage),
-    "compare_versions": TypeAdapter(VersionComparison),
-    "proposal_page": TypeAdapter(ProposalPage),
-    "proposal_detail": TypeAdapter(ProposalDetail),
-    "approval_requests": TypeAdapter(list[ApprovalRequest]),
-    "approve_request": TypeAdapter(ApprovalRequest),
-    "refuse_request": TypeAdapter(ApprovalRequest),
-    "audit_page": TypeAdapter(AuditPage),
-    "activity_head": TypeAdapter(ActivityHead),
-    "run_changes": TypeAdapter(RunChanges),
-    "search_runs": TypeAdapter(RunPage),
-    "run_history": TypeAdapter(RunHistory),
-    "browse_data": TypeAdapter(DataPage),
-    "read_row": TypeAdapter(RowDetail),
-    "export_data": TypeAdapter(QueryResult),
+RESULTS: Final[dict[str, TypeAdapter[Any]]] = {
+    name: TypeAdapter(op.result) for name, op in OPERATIONS.items()
 }
-"""The runtime methods the channel carries, and how each result is read back."""
+"""The runtime methods the channel carries (every operation), and how each result is read back."""
 
-PROGRESSING = frozenset({"dry_run", "deploy", "rollback"})
+PROGRESSING: Final = frozenset(name for name, op in OPERATIONS.items() if op.declaration.progress)
+"""The operations whose progress the owner streams back while they run."""
 
 
 def socket_path(database: str | Path) -> Path:
@@ -539,8 +458,18 @@ def owner_status(path: Path) -> dict[str, Any]:
     return status
 
 
-class RemoteRuntime:
+if TYPE_CHECKING:
+    _Surface: TypeAlias = RuntimeAPI
+else:
+    _Surface = object
+
+
+class RemoteRuntime(_Surface):
     """The runtime of a project another process owns, reached over its socket (a ``RuntimeAPI``).
+
+    Its operations are built from the runtime's declarations when this module loads (``_forwarding``):
+    one method per operation, with the operation's signature. Type checkers see it as the surface it
+    presents; ``tests/test_registry.py`` checks that it has exactly the operations and ``FACADE``.
 
     Attached with a ``ClientInfo`` it also holds a session open, so the owner counts it as attached
     (and lists it in ``buttress status``) and it learns at once when the owner goes away (``broken``:
@@ -729,127 +658,6 @@ class RemoteRuntime:
             timeout=30,
         )
 
-    # the facade -------------------------------------------------------------------------------
-
-    def describe(self, *, actor: str = OPERATOR) -> AppDescription:
-        result: AppDescription = self._call("describe", actor)
-        return result
-
-    def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:
-        result: list[VersionInfo] = self._call("versions", actor)
-        return result
-
-    def version_spec(self, number: int, *, actor: str = OPERATOR) -> AppSpec:
-        result: AppSpec = self._call("version_spec", actor, number=number)
-        return result
-
-    def diff_versions(self, from_version: int, to_version: int, *, actor: str = OPERATOR) -> SpecDiff:
-        result: SpecDiff = self._call(
-            "diff_versions", actor, from_version=from_version, to_version=to_version
-        )
-        return result
-
-    def proposals(self, *, actor: str = OPERATOR, pending: bool = False) -> list[ProposalSummary]:
-        result: list[ProposalSummary] = self._call("proposals", actor, pending=pending)
-        return result
-
-    def query(
-        self,
-        sql: str,
-        params: dict[str, Any] | None = None,
-        *,
-        limit: int | None = None,
-        actor: str = OPERATOR,
-    ) -> QueryResult:
-        result: QueryResult = self._call("query", actor, sql=sql, params=params, limit=limit)
-        return result
-
-    def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR) -> SqlCheckResult:
-        result: SqlCheckResult = self._call("check_sql", actor, sql=sql, proposal_id=proposal_id)
-        return result
-
-    def read_audit(
-        self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None, actor: str = OPERATOR
-    ) -> list[AuditEntry]:
-        result: list[AuditEntry] = self._call(
-            "read_audit", actor, limit=limit, after_seq=after_seq, operation=operation
-        )
-        return result
-
-    def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
-        result: VerifyResult = self._call("verify_audit", actor)
-        return result
-
-    def reanchor_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
-        result: VerifyResult = self._call("reanchor_audit", actor)
-        return result
-
-    def propose(
-        self,
-        operations: Sequence[Any],
-        *,
-        base_version: int | None = None,
-        note: str | None = None,
-        actor: str = OPERATOR,
-    ) -> ProposalResult:
-        result: ProposalResult = self._call(
-            "propose", actor, operations=list(operations), base_version=base_version, note=note
-        )
-        return result
-
-    def redeploy(self, version: int, *, note: str | None = None, actor: str = OPERATOR) -> ProposalResult:
-        result: ProposalResult = self._call("redeploy", actor, version=version, note=note)
-        return result
-
-    def dry_run(
-        self, proposal_id: str, *, actor: str = OPERATOR, progress: Progress | None = None
-    ) -> DryRunReport:
-        result: DryRunReport = self._call("dry_run", actor, progress, proposal_id=proposal_id)
-        return result
-
-    def deploy(
-        self,
-        proposal_id: str,
-        *,
-        actor: str = OPERATOR,
-        progress: Progress | None = None,
-        require_approval: bool = False,
-    ) -> DeployResult:
-        result: DeployResult = self._call(
-            "deploy", actor, progress, proposal_id=proposal_id, require_approval=require_approval
-        )
-        return result
-
-    def rollback(
-        self,
-        *,
-        to_version: int | None = None,
-        actor: str = OPERATOR,
-        progress: Progress | None = None,
-        require_approval: bool = False,
-    ) -> RollbackResult:
-        result: RollbackResult = self._call(
-            "rollback", actor, progress, to_version=to_version, require_approval=require_approval
-        )
-        return result
-
-    def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult:
-        result: FinalizeResult = self._call("finalize", actor, before_version=before_version)
-        return result
-
-    def run_action(
-        self,
-        name: str,
-        args: dict[str, Any] | None = None,
-        *,
-        idempotency_key: str | None = None,
-        actor: str = OPERATOR,
-    ) -> ActionResult:
-        result: ActionResult = self._call(
-            "run_action", actor, name=name, args=args, idempotency_key=idempotency_key
-        )
-        return result
-
     def close(self) -> None:
         """Leave the owner (it keeps the database): the session, if one is held, ends."""
         connection, self._session_socket = self._session_socket, None
@@ -858,271 +666,33 @@ class RemoteRuntime:
                 connection.shutdown(socket.SHUT_RDWR)
             connection.close()
 
-    # workflows and messages
 
-    def start_workflow(
-        self,
-        workflow: str,
-        args: dict[str, Any] | None = None,
-        *,
-        run_id: str | None = None,
-        actor: str = OPERATOR,
-    ) -> RunInfo:
-        result: RunInfo = self._call("start_workflow", actor, workflow=workflow, args=args, run_id=run_id)
-        return result
+def _forwarding(op: Operation) -> Callable[..., Any]:
+    """A ``RemoteRuntime`` method for ``op``: its arguments bound by the operation's signature (so a
+    wrong call fails here, as it would on the owner's ``Runtime``), sent as JSON (models as their
+    JSON form; the owner's ``Runtime`` validates them again), and its answer read back as the
+    operation's result type."""
+    signature = op.signature
+    progressing = op.declaration.progress
 
-    def get_run(self, run_id: str, *, actor: str = OPERATOR) -> RunDetail:
-        result: RunDetail = self._call("get_run", actor, run_id=run_id)
-        return result
+    def forward(self: RemoteRuntime, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        params = dict(bound.arguments)
+        actor = str(params.pop("actor"))
+        progress = params.pop("progress", None) if progressing else None
+        return self._call(op.name, actor, progress, **to_jsonable_python(params))
 
-    def list_runs(
-        self,
-        *,
-        workflow: str | None = None,
-        status: str | None = None,
-        limit: int = 100,
-        actor: str = OPERATOR,
-    ) -> list[RunInfo]:
-        result: list[RunInfo] = self._call("list_runs", actor, workflow=workflow, status=status, limit=limit)
-        return result
+    forward.__name__ = forward.__qualname__ = op.name
+    forward.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *signature.parameters.values(),
+        ]
+    )
+    forward.__doc__ = f"``Runtime.{op.name}``, asked of the process that owns the project."
+    return forward
 
-    def cancel_run(self, run_id: str, *, reason: str | None = None, actor: str = OPERATOR) -> RunInfo:
-        result: RunInfo = self._call("cancel_run", actor, run_id=run_id, reason=reason)
-        return result
 
-    def signal_run(
-        self, run_id: str, name: str, payload: dict[str, Any] | None = None, *, actor: str = OPERATOR
-    ) -> RunInfo:
-        result: RunInfo = self._call("signal_run", actor, run_id=run_id, name=name, payload=payload)
-        return result
-
-    def retry_run(self, run_id: str, *, actor: str = OPERATOR) -> RunInfo:
-        result: RunInfo = self._call("retry_run", actor, run_id=run_id)
-        return result
-
-    def resolve_effect(
-        self, effect_id: str, outcome: str, *, response: Any = None, actor: str = OPERATOR
-    ) -> EffectInfo:
-        result: EffectInfo = self._call(
-            "resolve_effect", actor, effect_id=effect_id, outcome=outcome, response=response
-        )
-        return result
-
-    def list_effects(
-        self, *, state: str | None = None, run_id: str | None = None, limit: int = 100, actor: str = OPERATOR
-    ) -> list[EffectInfo]:
-        result: list[EffectInfo] = self._call("list_effects", actor, state=state, run_id=run_id, limit=limit)
-        return result
-
-    def publish_message(
-        self, topic: str, payload: dict[str, Any], *, message_id: str | None = None, actor: str = OPERATOR
-    ) -> PublishResult:
-        result: PublishResult = self._call(
-            "publish_message", actor, topic=topic, payload=payload, message_id=message_id
-        )
-        return result
-
-    def claim_messages(
-        self,
-        topic: str,
-        *,
-        consumer: str | None = None,
-        limit: int = 10,
-        lease_s: float = 30.0,
-        actor: str = OPERATOR,
-    ) -> ClaimResult:
-        result: ClaimResult = self._call(
-            "claim_messages", actor, topic=topic, consumer=consumer, limit=limit, lease_s=lease_s
-        )
-        return result
-
-    def ack_messages(
-        self, message_ids: Sequence[str], *, consumer: str | None = None, actor: str = OPERATOR
-    ) -> AckResult:
-        result: AckResult = self._call(
-            "ack_messages", actor, message_ids=list(message_ids), consumer=consumer
-        )
-        return result
-
-    def list_messages(
-        self, *, topic: str | None = None, undelivered: bool = False, limit: int = 100, actor: str = OPERATOR
-    ) -> list[MessageInfo]:
-        result: list[MessageInfo] = self._call(
-            "list_messages", actor, topic=topic, undelivered=undelivered, limit=limit
-        )
-        return result
-
-    # control room
-
-    def overview(self, *, actor: str = OPERATOR) -> Overview:
-        result: Overview = self._call("overview", actor)
-        return result
-
-    def workflow_summary(self, *, actor: str = OPERATOR) -> WorkflowSummary:
-        result: WorkflowSummary = self._call("workflow_summary", actor)
-        return result
-
-    def version_page(
-        self, *, before: int | None = None, limit: int = 100, actor: str = OPERATOR
-    ) -> VersionPage:
-        result: VersionPage = self._call("version_page", actor, before=before, limit=limit)
-        return result
-
-    def compare_versions(
-        self, from_version: int, to_version: int, *, actor: str = OPERATOR
-    ) -> VersionComparison:
-        result: VersionComparison = self._call(
-            "compare_versions", actor, from_version=from_version, to_version=to_version
-        )
-        return result
-
-    def proposal_page(
-        self,
-        *,
-        status: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-        actor: str = OPERATOR,
-    ) -> ProposalPage:
-        result: ProposalPage = self._call(
-            "proposal_page", actor, status=status, before_seq=before_seq, limit=limit
-        )
-        return result
-
-    def proposal_detail(self, proposal_id: str, *, actor: str = OPERATOR) -> ProposalDetail:
-        result: ProposalDetail = self._call("proposal_detail", actor, proposal_id=proposal_id)
-        return result
-
-    def approval_requests(self, *, limit: int = 100, actor: str = OPERATOR) -> list[ApprovalRequest]:
-        result: list[ApprovalRequest] = self._call("approval_requests", actor, limit=limit)
-        return result
-
-    def approve_request(self, request_id: str, *, actor: str = OPERATOR) -> ApprovalRequest:
-        result: ApprovalRequest = self._call("approve_request", actor, request_id=request_id)
-        return result
-
-    def refuse_request(self, request_id: str, *, reason: str = "", actor: str = OPERATOR) -> ApprovalRequest:
-        result: ApprovalRequest = self._call("refuse_request", actor, request_id=request_id, reason=reason)
-        return result
-
-    def audit_page(
-        self,
-        *,
-        agent: str | None = None,
-        operation: str | None = None,
-        outcome: str | None = None,
-        code: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-        since: str | None = None,
-        until: str | None = None,
-        search: str | None = None,
-        hide_operator_reads: bool = False,
-        actor: str = OPERATOR,
-    ) -> AuditPage:
-        result: AuditPage = self._call(
-            "audit_page",
-            actor,
-            agent=agent,
-            operation=operation,
-            outcome=outcome,
-            code=code,
-            before_seq=before_seq,
-            limit=limit,
-            since=since,
-            until=until,
-            search=search,
-            hide_operator_reads=hide_operator_reads,
-        )
-        return result
-
-    def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges:
-        result: RunChanges = self._call("run_changes", actor, since=since)
-        return result
-
-    def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
-        result: ActivityHead = self._call("activity_head", actor)
-        return result
-
-    def search_runs(
-        self,
-        *,
-        workflow: str | None = None,
-        status: str | None = None,
-        search: str | None = None,
-        step: str | None = None,
-        code: str | None = None,
-        runs: Sequence[str] | None = None,
-        before: Sequence[str] | None = None,
-        limit: int = 50,
-        failures: bool = True,
-        actor: str = OPERATOR,
-    ) -> RunPage:
-        result: RunPage = self._call(
-            "search_runs",
-            actor,
-            workflow=workflow,
-            status=status,
-            search=search,
-            step=step,
-            code=code,
-            runs=list(runs) if runs is not None else None,
-            before=list(before) if before else None,
-            limit=limit,
-            failures=failures,
-        )
-        return result
-
-    def run_history(self, run_id: str, *, actor: str = OPERATOR) -> RunHistory:
-        result: RunHistory = self._call("run_history", actor, run_id=run_id)
-        return result
-
-    def browse_data(
-        self,
-        table: str,
-        *,
-        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
-        sort: str | None = None,
-        descending: bool = False,
-        offset: int = 0,
-        limit: int = 50,
-        facets: Sequence[str] = (),
-        suggest: bool = True,
-        actor: str = OPERATOR,
-    ) -> DataPage:
-        result: DataPage = self._call(
-            "browse_data",
-            actor,
-            table=table,
-            filters=[DataFilter.model_validate(f).model_dump() for f in filters],
-            sort=sort,
-            descending=descending,
-            offset=offset,
-            limit=limit,
-            facets=list(facets),
-            suggest=suggest,
-        )
-        return result
-
-    def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail:
-        result: RowDetail = self._call("read_row", actor, table=table, key=dict(key))
-        return result
-
-    def export_data(
-        self,
-        table: str,
-        *,
-        filters: Sequence[DataFilter | Mapping[str, Any]] = (),
-        sort: str | None = None,
-        descending: bool = False,
-        actor: str = OPERATOR,
-    ) -> QueryResult:
-        result: QueryResult = self._call(
-            "export_data",
-            actor,
-            table=table,
-            filters=[DataFilter.model_validate(f).model_dump() for f in filters],
-            sort=sort,
-            descending=descending,
-        )
-        return result
+for _operation in OPERATIONS.values():
+    setattr(RemoteRuntime, _operation.name, _forwarding(_operation))

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -314,6 +314,25 @@ class Parents:
     actor: argparse.ArgumentParser
     output: argparse.ArgumentParser
     operator: argparse.ArgumentParser
+
+
+OWN_COMMANDS: Final = frozenset(
+    {"init", "serve", "owner", "status", "demo", "token", "ui", "eval list", "eval run", "eval check"}
+)
+"""The commands that call no runtime operation: they set a project up, serve it, report on its owner,
+or evaluate agents. Every other command calls the operations whose declaration names it
+(``@operation(..., cli=...)``); ``tests/test_registry.py`` checks the two account for every command."""
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+    """Every command ``parser`` runs, as typed (``"runs retry"``): the leaves of its subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:  # argparse keeps its subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                path = f"{prefix} {name}".strip()
+                found |= command_paths(sub, path) or {path}
+    return found
 
 
 FEATURE_COMMANDS: tuple[str, ...] = ("mcp_server.workflows_cli", "mcp_server.ui.cli", "mcp_server.evals.cli")

@@ -46,6 +46,7 @@ from mcp_server import errors
 from mcp_server.notices import SPEC_URI, Notices
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError, SpecError
 from tools.base import LazyRuntime, PolicySource, ToolContext, ToolEnv, ToolSpec
+from tools.registry import TOOL_CAPABILITY
 
 if TYPE_CHECKING:
     from runtime.api import RuntimeAPI
@@ -197,7 +198,7 @@ class ButtressServer(MCPServer[ToolEnv]):
         policy = self.env.policy
         if policy is None:
             return tools
-        allowed = set(policy.tools_for(self.env.caller(), [t.name for t in tools]))
+        allowed = set(policy.tools_for(self.env.caller(), [t.name for t in tools], TOOL_CAPABILITY))
         return [t for t in tools if t.name in allowed or t.name in self._extra_names]
 
     # ------------------------------------------------------------------------------------ calling
@@ -264,15 +265,15 @@ class ButtressServer(MCPServer[ToolEnv]):
         if policy is None or name in self._extra_names:
             return None
         caller = self.env.caller()
-        if policy.tools_for(caller, [name]):
+        if policy.tools_for(caller, [name], TOOL_CAPABILITY):
             return None
-        from runtime.boundary.policy import TOOL_CAPABILITY, denied_hint
+        from runtime.boundary.policy import denied_hint
 
         needed = (
             f"running action {name.removeprefix(ACTION_TOOL_PREFIX)!r}"
             if name.startswith(ACTION_TOOL_PREFIX)
             else f"the {TOOL_CAPABILITY[name]} capability"
-            if name in TOOL_CAPABILITY
+            if TOOL_CAPABILITY.get(name) is not None
             else f"{name}"
         )
         return PolicyError(

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from runtime.api import OPERATOR, SpecCheck
+from runtime import registry
 from runtime.boundary import approvals
 from runtime.boundary.policy import (
     Capability,
@@ -40,7 +40,7 @@ from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyErr
 from runtime.logic import invariants
 from runtime.logic.actions import ActionRunner, invariant_checks
 from runtime.migrate import bind, deploy
-from runtime.migrate.deploy import Progress
+from runtime.registry import OPERATOR, Kind, Progress, SpecCheck, operation
 from runtime.results import (
     REFUSAL_KEY,
     AckResult,
@@ -428,6 +428,7 @@ class Runtime:
 
     # --------------------------------------------------------------------------------- the read side
 
+    @operation(Kind.READ, Capability.READ, audited="describe_app", tools=("describe_app",), cli=("describe",))
     def describe(self, *, actor: str = OPERATOR) -> AppDescription:
         """The application at its current version: spec, actions, pending proposals, drift."""
         return self._reading("describe_app", actor, {}, self._describe)
@@ -491,6 +492,9 @@ class Runtime:
             policy_problem=self.policy.origin.problem if self.policy.origin else None,
         )
 
+    @operation(
+        Kind.READ, Capability.READ, audited="list_versions", tools=("list_versions",), cli=("versions",)
+    )
     def versions(self, *, actor: str = OPERATOR) -> list[VersionInfo]:
         """Every version, oldest first."""
 
@@ -500,6 +504,7 @@ class Runtime:
 
         return self._reading("list_versions", actor, {}, read)
 
+    @operation(Kind.READ, Capability.READ, audited="read_version")
     def version_spec(self, number: int, *, actor: str = OPERATOR) -> AppSpec:
         """The spec deployed as version ``number``."""
 
@@ -509,6 +514,7 @@ class Runtime:
 
         return self._reading("read_version", actor, {"version": number}, read)
 
+    @operation(Kind.READ, Capability.READ, tools=("diff_versions",), cli=("diff",))
     def diff_versions(
         self, from_version: int, to_version: int, *, actor: str = OPERATOR
     ) -> specdiff.SpecDiff:
@@ -523,6 +529,7 @@ class Runtime:
 
         return self._reading("diff_versions", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ, audited="list_proposals", cli=("proposals",))
     def proposals(self, *, actor: str = OPERATOR, pending: bool = False) -> list[ProposalSummary]:
         """Every stored proposal, newest first (``pending``: only those on the current version)."""
 
@@ -534,6 +541,7 @@ class Runtime:
 
         return self._reading("list_proposals", actor, {"pending": pending}, read)
 
+    @operation(Kind.READ, Capability.QUERY, tools=("query",), cli=("query",))
     def query(
         self,
         sql: str,
@@ -589,6 +597,7 @@ class Runtime:
 
         return self.engine.sharing_memory(run, budget=self.limits.query_timeout_s)
 
+    @operation(Kind.READ, Capability.READ, tools=("check_sql",))
     def check_sql(self, sql: str, *, proposal_id: str | None = None, actor: str = OPERATOR) -> SqlCheckResult:
         """Analyse a statement against the current spec, or a proposal's target spec, without running it.
 
@@ -628,6 +637,7 @@ class Runtime:
             as_invariant=invariants.explain(sql, spec) if analysis.kind == "select" else None,
         )
 
+    @operation(Kind.READ, Capability.READ, tools=("read_audit",), cli=("audit show",))
     def read_audit(
         self, *, limit: int = 50, after_seq: int = 0, operation: str | None = None, actor: str = OPERATOR
     ) -> list[AuditEntry]:
@@ -644,6 +654,7 @@ class Runtime:
 
         return self._reading("read_audit", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ, cli=("audit verify",), acts=("verify_audit",))
     def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
         """Recompute the hash chain and check it against the anchor."""
 
@@ -654,6 +665,7 @@ class Runtime:
 
         return self._reading("verify_audit", actor, {}, read)
 
+    @operation(Kind.CHANGE, None, cli=("audit reanchor",))
     def reanchor_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
         """Anchor the audit chain as it is now, after the operator read why the old anchor disagreed.
 
@@ -687,6 +699,7 @@ class Runtime:
 
     # ------------------------------------------------------------------------------- the change side
 
+    @operation(Kind.CHANGE, Capability.PROPOSE, tools=("propose_change", "define_entity"), cli=("propose",))
     def propose(
         self,
         operations: Sequence[Any],
@@ -698,6 +711,7 @@ class Runtime:
         """Validate and plan operations on the current version; store the proposal."""
         return deploy.propose(self, operations, base_version=base_version, note=note, actor=actor)
 
+    @operation(Kind.CHANGE, Capability.PROPOSE, tools=("redeploy",), cli=("redeploy",))
     def redeploy(self, version: int, *, note: str | None = None, actor: str = OPERATOR) -> ProposalResult:
         """Roll forward: a proposal taking the current version to the spec of ``version`` (one whose
         history extends the current one, as after a rollback), made of the operations deployed in
@@ -723,18 +737,27 @@ class Runtime:
         with self.engine.snapshot() as reader:
             return catalog.proposal(reader, proposal_id)
 
+    @operation(Kind.CHANGE, Capability.DRY_RUN, tools=("dry_run",), cli=("dry-run",), progress=True)
     def dry_run(
-        self, proposal_id: str, *, actor: str = OPERATOR, progress: deploy.Progress | None = None
+        self, proposal_id: str, *, actor: str = OPERATOR, progress: Progress | None = None
     ) -> DryRunReport:
         """Execute a proposal's plan on the real data, check it, roll it back; store the report."""
         return deploy.dry_run(self, proposal_id, actor=actor, progress=progress)
 
+    @operation(
+        Kind.DESTRUCTIVE,
+        Capability.DEPLOY,
+        also=(Capability.DEPLOY_HAZARDOUS,),
+        tools=("deploy",),
+        cli=("deploy",),
+        progress=True,
+    )
     def deploy(
         self,
         proposal_id: str,
         *,
         actor: str = OPERATOR,
-        progress: deploy.Progress | None = None,
+        progress: Progress | None = None,
         require_approval: bool = False,
     ) -> DeployResult:
         """Deploy a dry-run proposal. With ``require_approval`` (agents), hazards at the policy's severity
@@ -778,6 +801,14 @@ class Runtime:
             self, proposal_id, actor=actor, progress=progress, approval=self._approval_gate(hazards)
         )
 
+    @operation(
+        Kind.DESTRUCTIVE,
+        Capability.ROLLBACK,
+        also=(Capability.DEPLOY_HAZARDOUS,),
+        tools=("rollback",),
+        cli=("rollback",),
+        progress=True,
+    )
     def rollback(
         self,
         *,
@@ -845,12 +876,14 @@ class Runtime:
 
         return gate
 
+    @operation(Kind.DESTRUCTIVE, Capability.FINALIZE, cli=("finalize",))
     def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult:
         """Discard data retained by versions older than ``before_version`` (irreversible)."""
         return deploy.finalize(self, before_version=before_version, actor=actor)
 
     # ------------------------------------------------------------------------------ application logic
 
+    @operation(Kind.CHANGE, Capability.RUN_ACTIONS, tools=("run_action",), cli=("run",))
     def run_action(
         self,
         name: str,
@@ -867,6 +900,7 @@ class Runtime:
 
     # ------------------------------------------------------------------------ workflows, messages
 
+    @operation(Kind.CHANGE, Capability.RUN_WORKFLOWS, tools=("start_workflow",), cli=("runs start",))
     def start_workflow(
         self,
         workflow: str,
@@ -878,10 +912,12 @@ class Runtime:
         """Start a run of a deployed workflow; ``run_id`` makes it idempotent (the same id returns it)."""
         return workflow_service.start_workflow(self, workflow, args or {}, run_id, actor)
 
+    @operation(Kind.READ, Capability.READ, tools=("get_run",), cli=("runs show",))
     def get_run(self, run_id: str, *, actor: str = OPERATOR) -> RunDetail:
         """A run with every recorded step (output or error, attempts, version) and its effects."""
         return workflow_service.get_run(self, run_id, actor)
 
+    @operation(Kind.READ, Capability.READ, tools=("list_runs",), cli=("runs list",))
     def list_runs(
         self,
         *,
@@ -893,38 +929,59 @@ class Runtime:
         """Runs, newest first (``status="active"``: those not finished)."""
         return workflow_service.list_runs(self, workflow, status, limit, actor)
 
+    @operation(
+        Kind.DESTRUCTIVE,
+        Capability.RUN_WORKFLOWS,
+        also=(Capability.MANAGE_RUNS,),
+        tools=("cancel_run",),
+        cli=("runs cancel",),
+        acts=("cancel_run", "bulk_runs"),
+    )
     def cancel_run(self, run_id: str, *, reason: str | None = None, actor: str = OPERATOR) -> RunInfo:
         """Cancel a run: its completed steps are compensated, newest first, then it is cancelled."""
         return workflow_service.cancel_run(self, run_id, reason, actor)
 
+    @operation(
+        Kind.CHANGE,
+        Capability.RUN_WORKFLOWS,
+        also=(Capability.MANAGE_RUNS,),
+        tools=("signal_run",),
+        cli=("runs signal",),
+        acts=("signal_run",),
+    )
     def signal_run(
         self, run_id: str, name: str, payload: dict[str, Any] | None = None, *, actor: str = OPERATOR
     ) -> RunInfo:
         """Send a run a signal (a wait step consumes it)."""
         return workflow_service.signal_run(self, run_id, name, payload or {}, actor)
 
+    @operation(Kind.CHANGE, Capability.RESOLVE_EFFECTS, cli=("runs retry",), acts=("retry_run", "bulk_runs"))
     def retry_run(self, run_id: str, *, actor: str = OPERATOR) -> RunInfo:
         """Retry a failed or blocked run at its step (the operator's decision)."""
         return workflow_service.retry_run(self, run_id, actor)
 
+    @operation(Kind.CHANGE, Capability.RESOLVE_EFFECTS, cli=("effects resolve",), acts=("resolve_effect",))
     def resolve_effect(
         self, effect_id: str, outcome: str, *, response: Any = None, actor: str = OPERATOR
     ) -> EffectInfo:
         """Record what an effect with an unknown outcome did (the operator checked with the provider)."""
         return workflow_service.resolve_effect(self, effect_id, outcome, response, actor)
 
+    @operation(Kind.READ, Capability.READ, cli=("effects list",))
     def list_effects(
         self, *, state: str | None = None, run_id: str | None = None, limit: int = 100, actor: str = OPERATOR
     ) -> list[EffectInfo]:
         """Effects, the unknown ones first, then those in flight."""
         return workflow_service.list_effects(self, state, run_id, limit, actor)
 
+    @operation(Kind.CHANGE, Capability.PUBLISH, audited="publish", tools=("publish",))
     def publish_message(
         self, topic: str, payload: dict[str, Any], *, message_id: str | None = None, actor: str = OPERATOR
     ) -> PublishResult:
         """Publish a message; ``message_id`` deduplicates (the same id returns the first message)."""
         return workflow_service.publish_message(self, topic, payload, message_id, actor)
 
+    @operation(Kind.CHANGE, Capability.CONSUME, tools=("claim_messages",))
     def claim_messages(
         self,
         topic: str,
@@ -937,12 +994,14 @@ class Runtime:
         """Lease messages of an external topic to a consumer (redelivered if not acknowledged in time)."""
         return workflow_service.claim_messages(self, topic, consumer, limit, lease_s, actor)
 
+    @operation(Kind.CHANGE, Capability.CONSUME, tools=("ack_messages",))
     def ack_messages(
         self, message_ids: Sequence[str], *, consumer: str | None = None, actor: str = OPERATOR
     ) -> AckResult:
         """Acknowledge messages the consumer holds."""
         return workflow_service.ack_messages(self, message_ids, consumer, actor)
 
+    @operation(Kind.READ, Capability.READ, tools=("list_messages",), cli=("messages",))
     def list_messages(
         self, *, topic: str | None = None, undelivered: bool = False, limit: int = 100, actor: str = OPERATOR
     ) -> list[MessageInfo]:
@@ -952,6 +1011,7 @@ class Runtime:
     # ------------------------------------------------------------------------------ control room
     # The reads and the operator's acts behind ``buttress ui``. Each page is one audited read.
 
+    @operation(Kind.READ, Capability.READ)
     def overview(self, *, actor: str = OPERATOR) -> Overview:
         """The application at a glance: the current version, how many of each part its spec holds,
         pending proposals (with their dry-run and approval state) and approvals, drift and audit
@@ -985,6 +1045,7 @@ class Runtime:
 
         return self._reading("overview", actor, {}, read)
 
+    @operation(Kind.READ, Capability.READ)
     def workflow_summary(self, *, actor: str = OPERATOR) -> WorkflowSummary:
         """Runs by state, effects whose outcome is unknown and messages not yet delivered, counted."""
 
@@ -994,6 +1055,7 @@ class Runtime:
 
         return self._reading("workflow_summary", actor, {}, read)
 
+    @operation(Kind.READ, Capability.READ)
     def version_page(
         self, *, before: int | None = None, limit: int = 100, actor: str = OPERATOR
     ) -> VersionPage:
@@ -1005,6 +1067,7 @@ class Runtime:
 
         return self._reading("version_page", actor, {"before": before, "limit": limit}, read)
 
+    @operation(Kind.READ, Capability.READ, audited="diff_versions")
     def compare_versions(
         self, from_version: int, to_version: int, *, actor: str = OPERATOR
     ) -> VersionComparison:
@@ -1025,6 +1088,7 @@ class Runtime:
 
         return self._reading("diff_versions", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ)
     def proposal_page(
         self,
         *,
@@ -1049,6 +1113,7 @@ class Runtime:
 
         return self._reading("proposal_page", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ, audited="read_proposal")
     def proposal_detail(self, proposal_id: str, *, actor: str = OPERATOR) -> ProposalDetail:
         """A proposal in full: operations, the plan's steps (SQL, strategy, hazards), its latest
         dry-run report (values lost, sample rows) and its approval requests."""
@@ -1061,6 +1126,7 @@ class Runtime:
 
         return self._reading("read_proposal", actor, {"proposal_id": proposal_id}, read)
 
+    @operation(Kind.READ, Capability.READ, audited="list_approvals", cli=("approve",))
     def approval_requests(self, *, limit: int = 100, actor: str = OPERATOR) -> list[ApprovalRequest]:
         """Approval requests: every open one, then the latest decided, with hazards and the losses
         the last dry-run of each plan found."""
@@ -1071,11 +1137,13 @@ class Runtime:
 
         return self._reading("list_approvals", actor, {"limit": limit}, read)
 
+    @operation(Kind.CHANGE, None, audited="approve", cli=("approve",), acts=("approve",))
     def approve_request(self, request_id: str, *, actor: str = OPERATOR) -> ApprovalRequest:
         """Approve an agent's pending request as ``buttress approve`` does (``approvals.approve``: signed
         with the operator secret, bound to the plan, single use, until it expires), and audit it."""
         return self._decide(request_id, approve=True, reason="", actor=actor)
 
+    @operation(Kind.CHANGE, None, audited="refuse", acts=("refuse",))
     def refuse_request(self, request_id: str, *, reason: str = "", actor: str = OPERATOR) -> ApprovalRequest:
         """Refuse an agent's request (``approvals.refuse``): the agent's retry of that plan is answered
         with ``policy.denied`` and the reason; an approval not yet used is revoked. Audited."""
@@ -1118,6 +1186,7 @@ class Runtime:
         with self.engine.snapshot() as reader:
             return activity.approval_request(reader, database, request_id)
 
+    @operation(Kind.READ, Capability.READ)
     def audit_page(
         self,
         *,
@@ -1176,6 +1245,7 @@ class Runtime:
 
         return self._reading("audit_page", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ, audited="")
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
         """The current version, the newest agent audit entry and the open approval requests: what a
         watcher polls to know that something happened.
@@ -1195,6 +1265,7 @@ class Runtime:
                 unknown_effects=activity.unknown_effects(reader),
             )
 
+    @operation(Kind.READ, Capability.READ, audited="")
     def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges:
         """Runs whose row changed after ``since`` (an ``updated_at`` from an earlier answer; None: the
         newest mark only): what a server polls to tell subscribed clients that a run moved on.
@@ -1222,6 +1293,7 @@ class Runtime:
         except ButtressError:
             return None
 
+    @operation(Kind.READ, Capability.READ)
     def search_runs(
         self,
         *,
@@ -1274,6 +1346,7 @@ class Runtime:
 
         return self._reading("search_runs", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ)
     def run_history(self, run_id: str, *, actor: str = OPERATOR) -> RunHistory:
         """A run's whole history: every step of the definition it follows (completed, failed, current,
         to come) with its attempts, errors and times, its compensations, signals and effects, and
@@ -1298,6 +1371,7 @@ class Runtime:
             )
         return browse.relation(self._current.spec, table, [(str(c), str(t)) for c, t in columns])
 
+    @operation(Kind.READ, Capability.READ)
     def browse_data(
         self,
         table: str,
@@ -1377,6 +1451,7 @@ class Runtime:
 
         return self._reading("browse_data", actor, args, read)
 
+    @operation(Kind.READ, Capability.READ)
     def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail:
         """One row of an entity by its primary key (each key column's value as text), with the rows
         its reference fields point to and the rows of other entities pointing to it (counted, the first
@@ -1446,6 +1521,7 @@ class Runtime:
 
         return self._reading("read_row", actor, {"table": table, "key": wanted}, read)
 
+    @operation(Kind.READ, Capability.READ)
     def export_data(
         self,
         table: str,
@@ -1492,3 +1568,7 @@ __all__ = [
     "SqlCheckResult",
     "VersionInfo",
 ]
+
+
+OPERATIONS: Final[Mapping[str, registry.Operation]] = registry.collect(Runtime)
+"""Every operation the runtime serves, by name, as its ``@operation`` declares it (``runtime.registry``)."""

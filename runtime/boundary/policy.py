@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -47,31 +47,6 @@ class Capability(StrEnum):
 
 ALL: Final[frozenset[Capability]] = frozenset(Capability)
 
-# Which capability each agent-facing tool needs.
-TOOL_CAPABILITY: Final[dict[str, Capability]] = {
-    "describe_app": Capability.READ,
-    "list_versions": Capability.READ,
-    "diff_versions": Capability.READ,
-    "read_audit": Capability.READ,
-    "check_sql": Capability.READ,
-    "query": Capability.QUERY,
-    "run_action": Capability.RUN_ACTIONS,
-    "define_entity": Capability.PROPOSE,
-    "propose_change": Capability.PROPOSE,
-    "redeploy": Capability.PROPOSE,
-    "dry_run": Capability.DRY_RUN,
-    "deploy": Capability.DEPLOY,
-    "rollback": Capability.ROLLBACK,
-    "start_workflow": Capability.RUN_WORKFLOWS,
-    "get_run": Capability.READ,
-    "list_runs": Capability.READ,
-    "cancel_run": Capability.RUN_WORKFLOWS,
-    "signal_run": Capability.RUN_WORKFLOWS,
-    "publish": Capability.PUBLISH,
-    "list_messages": Capability.READ,
-    "claim_messages": Capability.CONSUME,
-    "ack_messages": Capability.CONSUME,
-}
 
 OPERATOR_ONLY: Final = frozenset({Capability.FINALIZE, Capability.RESOLVE_EFFECTS})
 """Irreversible, or a human's call about the outside world (did that payment go through?)."""
@@ -299,14 +274,18 @@ class Policy(_Strict):
     def may(self, agent: str, capability: Capability) -> bool:
         return capability in self.capabilities(agent)
 
-    def tools_for(self, agent: str, tool_names: Sequence[str]) -> list[str]:
-        """The tools an agent may see: generic tools by capability, ``app_<action>`` tools by action."""
+    def tools_for(
+        self, agent: str, tool_names: Sequence[str], needs: Mapping[str, Capability | None]
+    ) -> list[str]:
+        """The tools an agent may see: generic tools by the capability each ``needs`` (derived from
+        the operation each projects: ``tools.registry.TOOL_CAPABILITY``; a tool it does not name, or
+        that needs no capability an agent can hold, is not shown), ``app_<action>`` tools by action."""
         out = []
         for name in tool_names:
             if name.startswith("app_"):
                 if self.may_run_action(agent, name.removeprefix("app_")):
                     out.append(name)
-            elif name in TOOL_CAPABILITY and self.may(agent, TOOL_CAPABILITY[name]):
+            elif (capability := needs.get(name)) is not None and self.may(agent, capability):
                 out.append(name)
         return out
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from runtime.api import OPERATOR
 from runtime.boundary.policy import Acting
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError
 from runtime.logic import capture, fieldchecks, invariants, references
+from runtime.registry import OPERATOR
 from runtime.results import ActionResult
 from runtime.schema import graph
 from runtime.schema.spec import ActionSpec, AppSpec, canonical_json

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtime.api import OPERATOR
 from runtime.boundary.policy import Acting, Capability
 from runtime.errors import ButtressError, Code, NotFound, PolicyError, WorkflowError
+from runtime.registry import OPERATOR
 from runtime.results import (
     AckResult,
     ClaimResult,

@@ -137,7 +137,11 @@ def test_policy_file_grants_capabilities_by_role(tmp_path: Path) -> None:
     assert not policy.may("stranger", Capability.READ)
     assert policy.agent_for_token("s3cret") == "dev"
     assert policy.agent_for_token("wrong") is None
-    assert policy.tools_for("bot", ["query", "deploy", "describe_app"]) == ["query", "describe_app"]
+    needs = {"query": Capability.QUERY, "deploy": Capability.DEPLOY, "describe_app": Capability.READ}
+    assert policy.tools_for("bot", ["query", "deploy", "describe_app", "unknown"], needs) == [
+        "query",
+        "describe_app",
+    ]
 
 
 def test_a_refusal_says_what_the_file_in_force_gives_the_agent_and_since_when(tmp_path: Path) -> None:
