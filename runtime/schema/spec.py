@@ -15,18 +15,23 @@ import hashlib
 import json
 import keyword
 import re
+import typing
 from collections.abc import Iterator
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from runtime.schema.types import parse_type
 
@@ -505,64 +510,164 @@ class Compensation(_Frozen):
 
 StepKind = Literal["action", "effect", "publish", "wait", "sleep"]
 
+_NAMED: Final = ("action", "connector", "topic", "signal")
 
-class StepSpec(_Frozen):
-    """One step of a workflow.
 
-    ``action``: run a mutation of the app (exactly once: its record commits with its writes).
-    ``effect``: send ``args`` as a JSON request through the operator's ``connector``, with an
-    idempotency key derived from the run and the step. ``publish``: a message on ``topic`` with
-    payload ``args``. ``wait``: for ``signal``, or for a message on ``topic`` whose payload matches
-    ``args``, at most ``timeout_s`` (then ``workflow.timeout``). ``sleep``: ``seconds``, or ``until``
-    a time. A step may declare its ``compensation`` and its ``retry`` policy.
-    """
+class StoredStep(TypedDict):
+    """A step as written (``model_dump``): every key of ``STEP_KEYS``, whatever its kind."""
+
+    name: str
+    kind: StepKind
+    description: str
+    action: str | None
+    connector: str | None
+    topic: str | None
+    signal: str | None
+    args: dict[str, Any]
+    timeout_s: float | None
+    seconds: float | None
+    until: Any
+    retry: dict[str, Any]
+    compensation: dict[str, Any] | None
+
+
+STEP_KEYS: Final = tuple(StoredStep.__annotations__)
+"""Every key of a step as stored, in order. A step is one model per kind, but each is written with
+every key (the ones its kind has not as null), as when all kinds were one model: stored specs keep
+their canonical JSON and hash, and load back."""
+
+
+class _Step(_Frozen):
+    """What every step has: a name, its kind, arguments and a retry policy."""
 
     name: StepName
     kind: StepKind
     description: str = ""
-    action: Name | None = None
-    connector: Name | None = None
-    topic: Name | None = None
-    signal: Name | None = None
     args: dict[str, ArgValue] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, le=366 * 86400)
-    seconds: float | None = Field(default=None, ge=0, le=366 * 86400)
-    until: ArgValue = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    _names: ClassVar[tuple[str, ...]] = ()
+    """The attributes a step of this kind must name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fits_kind(cls, data: Any) -> Any:
+        """Refuse what another kind has, and drop the nulls stored for it (see ``STEP_KEYS``)."""
+        if not isinstance(data, dict):
+            return data
+        kind = typing.get_args(cls.model_fields["kind"].annotation)[0]
+        has = cls.model_fields
+        for attribute in _NAMED:
+            given = data.get(attribute) is not None
+            if attribute in cls._names and not given:
+                raise ValueError(f"a {kind} step names its {attribute}")
+            if given and attribute not in has:
+                raise ValueError(f"a {kind} step has no {attribute}")
+        if kind == "wait":
+            if (data.get("signal") is None) == (data.get("topic") is None):
+                raise ValueError("a wait step waits for exactly one of: signal, topic")
+        elif data.get("timeout_s") is not None:
+            raise ValueError("only a wait step has timeout_s")
+        if kind == "sleep":
+            if (data.get("seconds") is None) == (data.get("until") is None):
+                raise ValueError("a sleep step gives exactly one of: seconds, until")
+        elif data.get("seconds") is not None or data.get("until") is not None:
+            raise ValueError("only a sleep step has seconds or until")
+        if data.get("compensation") is not None and "compensation" not in has:
+            raise ValueError("only action and effect steps have a compensation")
+        return {key: value for key, value in data.items() if key in has or value is not None}
+
+    @model_serializer(mode="wrap")
+    def _every_key(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> StoredStep:
+        data: dict[str, Any] = handler(self)
+        if info.exclude_none or info.exclude_defaults or info.exclude_unset:
+            return typing.cast(StoredStep, data)
+        return typing.cast(StoredStep, {key: data.get(key) for key in STEP_KEYS})
+
+    def target(self) -> str | None:
+        """What the step names: its action, connector, topic or signal (a sleep step names none)."""
+        return None
+
+    def compensated_by(self) -> Compensation | None:
+        """What undoes the step once it completed, if anything (only action and effect steps)."""
+        return None
+
+
+class ActionStep(_Step):
+    """Run a mutation of the app, exactly once: its record commits with its writes."""
+
+    kind: Literal["action"]
+    action: Name
     compensation: Compensation | None = None
 
-    @model_validator(mode="after")
-    def _fits_kind(self) -> StepSpec:
-        wanted = {
-            "action": {"action"},
-            "effect": {"connector"},
-            "publish": {"topic"},
-            "wait": set(),
-            "sleep": set(),
-        }[self.kind]
-        for attribute in ("action", "connector", "topic", "signal"):
-            given = getattr(self, attribute) is not None
-            if attribute in wanted and not given:
-                raise ValueError(f"a {self.kind} step names its {attribute}")
-            if (
-                given
-                and attribute not in wanted
-                and not (self.kind == "wait" and attribute in {"topic", "signal"})
-            ):
-                raise ValueError(f"a {self.kind} step has no {attribute}")
-        if self.kind == "wait":
-            if (self.signal is None) == (self.topic is None):
-                raise ValueError("a wait step waits for exactly one of: signal, topic")
-        elif self.timeout_s is not None:
-            raise ValueError("only a wait step has timeout_s")
-        if self.kind == "sleep":
-            if (self.seconds is None) == (self.until is None):
-                raise ValueError("a sleep step gives exactly one of: seconds, until")
-        elif self.seconds is not None or self.until is not None:
-            raise ValueError("only a sleep step has seconds or until")
-        if self.compensation is not None and self.kind not in {"action", "effect"}:
-            raise ValueError("only action and effect steps have a compensation")
-        return self
+    _names = ("action",)
+
+    def target(self) -> str:
+        return self.action
+
+    def compensated_by(self) -> Compensation | None:
+        return self.compensation
+
+
+class EffectStep(_Step):
+    """Send ``args`` as a JSON request through the operator's ``connector``, with an idempotency key
+    derived from the run and the step."""
+
+    kind: Literal["effect"]
+    connector: Name
+    compensation: Compensation | None = None
+
+    _names = ("connector",)
+
+    def target(self) -> str:
+        return self.connector
+
+    def compensated_by(self) -> Compensation | None:
+        return self.compensation
+
+
+class PublishStep(_Step):
+    """Publish a message on ``topic`` with payload ``args``."""
+
+    kind: Literal["publish"]
+    topic: Name
+
+    _names = ("topic",)
+
+    def target(self) -> str:
+        return self.topic
+
+
+class WaitStep(_Step):
+    """Wait for ``signal``, or for a message on ``topic`` whose payload matches ``args``, at most
+    ``timeout_s`` (then ``workflow.timeout``)."""
+
+    kind: Literal["wait"]
+    topic: Name | None = None
+    signal: Name | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=366 * 86400)
+
+    def target(self) -> str | None:
+        return self.signal if self.signal is not None else self.topic
+
+
+class SleepStep(_Step):
+    """Sleep ``seconds``, or ``until`` a time."""
+
+    kind: Literal["sleep"]
+    seconds: float | None = Field(default=None, ge=0, le=366 * 86400)
+    until: ArgValue = None
+
+
+StepSpec = Annotated[
+    ActionStep | EffectStep | PublishStep | WaitStep | SleepStep, Field(discriminator="kind")
+]
+"""One step of a workflow, one model per kind (``kind`` tells which): ``action``, ``effect``,
+``publish``, ``wait`` or ``sleep``. A step may declare its ``retry`` policy; action and effect steps
+their ``compensation``."""
+
+COMPENSABLE: Final = (ActionStep, EffectStep)
+"""The kinds of step that may declare a compensation."""
 
 
 class WorkflowSpec(_Frozen):
@@ -582,8 +687,9 @@ class WorkflowSpec(_Frozen):
     @property
     def calls(self) -> tuple[str, ...]:
         """Every action its steps and compensations run."""
-        out = [s.action for s in self.steps if s.action]
-        out += [s.compensation.action for s in self.steps if s.compensation and s.compensation.action]
+        out = [s.action for s in self.steps if isinstance(s, ActionStep)]
+        undo = [s.compensated_by() for s in self.steps]
+        out += [c.action for c in undo if c is not None and c.action is not None]
         return tuple(dict.fromkeys(out))
 
 

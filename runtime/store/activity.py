@@ -918,11 +918,12 @@ def _does(step: StepSpec) -> str:
 
 
 def _undoes(step: StepSpec) -> str | None:
-    if step.compensation is None:
+    undo = step.compensated_by()
+    if undo is None:
         return None
-    if step.compensation.action:
-        return f"action {step.compensation.action}"
-    return f"a request through connector {step.compensation.connector}"
+    if undo.action:
+        return f"action {undo.action}"
+    return f"a request through connector {undo.connector}"
 
 
 def run_events(
