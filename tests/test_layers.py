@@ -16,6 +16,7 @@ PURE = (
     "runtime/migrate/plan.py",
     "runtime/migrate/planners",
     "runtime/workflows/tables.py",
+    "runtime/results",
 )
 PURE_MODULES = {
     "runtime.migrate",
