@@ -8,9 +8,12 @@ import typing
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
+    ConfigDict,
     Field,
     SerializationInfo,
     SerializerFunctionWrapHandler,
+    TypeAdapter,
+    WithJsonSchema,
     model_serializer,
     model_validator,
 )
@@ -113,8 +116,18 @@ every key (the ones its kind has not as null), as when all kinds were one model:
 their canonical JSON and hash, and load back."""
 
 
+def _null_elsewhere(schema: dict[str, Any]) -> None:
+    """A kind's schema names the keys of the other kinds as null: what a step is written with (and
+    accepted with) where its kind has no such key, so a written step fits its own kind's schema."""
+    properties = schema.setdefault("properties", {})
+    for key in STEP_KEYS:
+        properties.setdefault(key, {"type": "null"})
+
+
 class _Step(Frozen):
     """What every step has: a name, its kind, arguments and a retry policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_null_elsewhere)
 
     name: StepName
     kind: StepKind
@@ -236,11 +249,14 @@ class SleepStep(_Step):
 
 
 StepSpec = Annotated[
-    ActionStep | EffectStep | PublishStep | WaitStep | SleepStep, Field(discriminator="kind")
+    ActionStep | EffectStep | PublishStep | WaitStep | SleepStep,
+    Field(discriminator="kind"),
+    WithJsonSchema(TypeAdapter(StoredStep).json_schema(mode="serialization"), mode="serialization"),
 ]
 """One step of a workflow, one model per kind (``kind`` tells which): ``action``, ``effect``,
 ``publish``, ``wait`` or ``sleep``. A step may declare its ``retry`` policy; action and effect steps
-their ``compensation``."""
+their ``compensation``. Written, every kind has the same keys (``StoredStep``): output schemas say so
+once, where one alternative per kind would each match every step."""
 
 
 class WorkflowSpec(Frozen):

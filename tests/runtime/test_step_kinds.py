@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
 import pytest
 
 from runtime.errors import ButtressError
 from runtime.schema.operations import parse_operations
-from runtime.schema.spec import AppSpec
+from runtime.schema.spec import AppSpec, WorkflowSpec
 
 SPEC: dict[str, Any] = {
     "topics": [{"name": "paid", "payload": [{"name": "ref", "type": "integer"}], "key": "ref"}],
@@ -195,3 +196,10 @@ def test_a_malformed_step_is_refused_with_the_same_problem(label: str) -> None:
         parse_operations([operation])
     assert caught.value.code == "spec.invalid"
     assert caught.value.details["problems"][0] == PROBLEMS[label]
+
+
+def test_every_kind_of_step_as_written_fits_the_output_schema_exactly_once() -> None:
+    workflow = AppSpec.model_validate(SPEC).workflows[0]
+    jsonschema.validate(
+        workflow.model_dump(mode="json"), WorkflowSpec.model_json_schema(mode="serialization")
+    )
