@@ -10,6 +10,7 @@ PURE = (
     "runtime/schema",
     "runtime/sql",
     "runtime/boundary/policy.py",
+    "runtime/boundary/policyspec.py",
     "runtime/migrate/hazards.py",
     "runtime/migrate/ddl.py",
     "runtime/migrate/steps.py",
