@@ -632,13 +632,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for workflow in app.spec.workflows:
         params = ", ".join(f"{p.name} {p.type}" for p in workflow.params)
         steps = " -> ".join(
-            f"{s.name}:{s.kind}"
-            + (
-                f"[{s.action or s.connector or s.topic or s.signal}]"
-                if (s.action or s.connector or s.topic or s.signal)
-                else ""
-            )
-            for s in workflow.steps
+            f"{s.name}:{s.kind}" + (f"[{s.target()}]" if s.target() else "") for s in workflow.steps
         )
         print(f"  workflow {workflow.name}({params}): {steps}")
     for subscription in app.spec.subscriptions:

@@ -14,7 +14,7 @@
     └── EngineError               engine.* — the database refused (translated DuckDB errors)
 
 Every error crosses the MCP boundary as ``{"error": {"code", "message", "hint", "details"}}``.
-``duckdb.Error`` is translated in exactly one place: ``runtime.engine.translate``.
+``duckdb.Error`` is translated in exactly one place: ``runtime.store.sessions.translate``.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ PURE = (
     "runtime/schema",
     "runtime/sql",
     "runtime/boundary/policy.py",
+    "runtime/boundary/policyspec.py",
     "runtime/migrate/hazards.py",
     "runtime/migrate/ddl.py",
     "runtime/migrate/steps.py",
     "runtime/migrate/plan.py",
     "runtime/migrate/planners",
     "runtime/workflows/tables.py",
+    "runtime/results",
 )
 PURE_MODULES = {
     "runtime.migrate",

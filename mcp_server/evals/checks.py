@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from mcp_server.evals.scenario import (
     ActionCheck,
@@ -174,6 +175,28 @@ def _show(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+Judgement = tuple[bool, str]
+"""Whether a check passed, and why not."""
+C = TypeVar("C", bound=BaseModel)
+
+JUDGES: dict[type[BaseModel], Callable[[Any, Evidence], Judgement]] = {}
+"""Each kind of check (its model in ``scenario``), with the one function that judges it."""
+
+
+def judges(
+    kind: type[C],
+) -> Callable[[Callable[[C, Evidence], Judgement]], Callable[[C, Evidence], Judgement]]:
+    """Register the decorated function as the judge of ``kind``; a kind has exactly one judge."""
+
+    def register(judge: Callable[[C, Evidence], Judgement]) -> Callable[[C, Evidence], Judgement]:
+        if kind in JUDGES:
+            raise ValueError(f"{kind.__name__} is judged already, by {JUDGES[kind].__name__}")
+        JUDGES[kind] = judge
+        return judge
+
+    return register
+
+
 def evaluate(checks: tuple[Check, ...], evidence: Evidence) -> list[Verdict]:
     """Every check's verdict, in order."""
     verdicts = []
@@ -187,21 +210,10 @@ def evaluate(checks: tuple[Check, ...], evidence: Evidence) -> list[Verdict]:
 
 
 def _judge(check: Check, evidence: Evidence) -> tuple[bool, str]:
-    if isinstance(check, SqlCheck):
-        return _sql(check, evidence)
-    if isinstance(check, SpecCheck):
-        return _spec(check, evidence)
-    if isinstance(check, AuditCheck):
-        return _audit(check, evidence)
-    if isinstance(check, CallsCheck):
-        return _calls(check, evidence)
-    if isinstance(check, ProviderCheck):
-        return _provider(check, evidence)
-    if isinstance(check, MessagesCheck):
-        return _messages(check, evidence)
-    return _action(check, evidence)
+    return JUDGES[type(check)](check, evidence)
 
 
+@judges(SqlCheck)
 def _sql(check: SqlCheck, evidence: Evidence) -> tuple[bool, str]:
     result = evidence.runtime.query(check.sql, dict(check.params) or None)
     rows = _normal(result.rows)
@@ -215,6 +227,7 @@ def _sql(check: SqlCheck, evidence: Evidence) -> tuple[bool, str]:
     return False, f"expected {_show(expected)}, got {_show(rows)}"
 
 
+@judges(SpecCheck)
 def _spec(check: SpecCheck, evidence: Evidence) -> tuple[bool, str]:
     spec = evidence.app.spec
     if check.invariant is not None:
@@ -255,6 +268,7 @@ def _presence(kind: str, name: str, present: bool, wanted: bool) -> tuple[bool, 
     return False, f"{kind} {name} {'is missing' if wanted else 'still exists'}"
 
 
+@judges(AuditCheck)
 def _audit(check: AuditCheck, evidence: Evidence) -> tuple[bool, str]:
     if check.rule == "chain_verifies":
         result = evidence.verify
@@ -319,6 +333,7 @@ def _no_invariant_violation(evidence: Evidence) -> tuple[bool, str]:
     return (not problems), "; ".join(problems)
 
 
+@judges(CallsCheck)
 def _calls(check: CallsCheck, evidence: Evidence) -> tuple[bool, str]:
     mine = evidence.agent_entries()
     problems = []
@@ -334,6 +349,7 @@ def _calls(check: CallsCheck, evidence: Evidence) -> tuple[bool, str]:
     return (not problems), "; ".join(problems)
 
 
+@judges(ActionCheck)
 def _action(check: ActionCheck, evidence: Evidence) -> tuple[bool, str]:
     try:
         result = evidence.runtime.run_action(check.action, dict(check.args), actor=OPERATOR)
@@ -348,6 +364,7 @@ def _action(check: ActionCheck, evidence: Evidence) -> tuple[bool, str]:
     return True, ""
 
 
+@judges(ProviderCheck)
 def _provider(check: ProviderCheck, evidence: Evidence) -> tuple[bool, str]:
     path = evidence.providers.get(check.provider)
     if path is None or not path.is_file():
@@ -365,6 +382,7 @@ def _provider(check: ProviderCheck, evidence: Evidence) -> tuple[bool, str]:
     return False, f"provider {check.provider} {check.key}: expected {_show(check.expect)}, got {_show(value)}"
 
 
+@judges(MessagesCheck)
 def _messages(check: MessagesCheck, evidence: Evidence) -> tuple[bool, str]:
     try:
         found = evidence.runtime.list_messages(

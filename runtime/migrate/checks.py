@@ -220,7 +220,8 @@ def _connectors_named(spec: AppSpec) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for workflow in spec.workflows:
         for step in workflow.steps:
-            for name in (step.connector, step.compensation.connector if step.compensation else None):
+            undo = step.compensated_by()
+            for name in (step.connector if step.kind == "effect" else None, undo.connector if undo else None):
                 if name is not None:
                     out.setdefault(name, []).append(f"{workflow.name}.{step.name}")
     return out

@@ -130,9 +130,9 @@ def _workflow(problems: _Problems, spec: AppSpec, workflow: WorkflowSpec) -> Non
         label = f"step {step.name}"
         allowed = {"input": params, "steps": set(earlier), "run": {"id"}}
         _step(problems, spec, workflow, step, label, allowed, typed)
-        if step.compensation is not None:
+        comp = step.compensated_by()
+        if comp is not None:
             comp_allowed = {"input": params, "steps": {*earlier, step.name}, "run": {"id"}}
-            comp = step.compensation
             if comp.action is not None:
                 _call(
                     problems,

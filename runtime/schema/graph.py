@@ -96,12 +96,13 @@ class _Walker:
             self.topic(step.topic)
 
     def compensation(self, step: StepSpec) -> None:
-        if step.compensation is None:
+        undo = step.compensated_by()
+        if undo is None:
             return
-        if step.compensation.action is not None:
-            self.action(step.compensation.action)
-        if step.compensation.connector is not None:
-            self.reach.connectors.add(step.compensation.connector)
+        if undo.action is not None:
+            self.action(undo.action)
+        if undo.connector is not None:
+            self.reach.connectors.add(undo.connector)
 
     def topic(self, name: str) -> None:
         if name in self.reach.topics:
@@ -175,8 +176,9 @@ def _edges(spec: AppSpec) -> dict[str, list[str]]:
                 add(f"workflow:{workflow.name}", f"action:{step.action}")
             if step.kind == "publish" and step.topic is not None:
                 add(f"workflow:{workflow.name}", f"topic:{step.topic}")
-            if step.compensation is not None and step.compensation.action is not None:
-                add(f"workflow:{workflow.name}", f"action:{step.compensation.action}")
+            undo = step.compensated_by()
+            if undo is not None and undo.action is not None:
+                add(f"workflow:{workflow.name}", f"action:{undo.action}")
     for subscription in spec.subscriptions:
         node = f"subscription:{subscription.name}"
         add(f"topic:{subscription.topic}", node)

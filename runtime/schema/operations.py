@@ -29,6 +29,7 @@ from runtime.schema.spec import (
     LogicalType,
     Name,
     OnDelete,
+    StepKind,
     SubscriptionSpec,
     TopicSpec,
     ViewSpec,
@@ -304,8 +305,9 @@ def _problems(error: ValidationError) -> list[dict[str, str]]:
     one of its items failed (a field with a bad type also made its ``fields`` tuple "too short")."""
     found = []
     for e in error.errors(include_url=False):
-        path = "operations" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
-        found.append({"path": path, "problem": str(e["msg"]).removeprefix("Value error, ")})
+        loc, message = _step_kind(e["type"], e["loc"], str(e["msg"]), e.get("ctx", {}))
+        path = "operations" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        found.append({"path": path, "problem": message.removeprefix("Value error, ")})
     paths = [p["path"] for p in found]
     return [
         p
@@ -315,6 +317,26 @@ def _problems(error: ValidationError) -> list[dict[str, str]]:
             for other in paths
         )
     ]
+
+
+def _step_kind(
+    kind: str, loc: tuple[int | str, ...], message: str, context: dict[str, Any]
+) -> tuple[tuple[int | str, ...], str]:
+    """A workflow step's problem told as when every kind of step was one model: without the kind that
+    chose its model in the path, and a missing or unknown ``kind`` as a problem of that key."""
+    at = next((i for i in range(len(loc) - 1) if loc[i] == "steps" and isinstance(loc[i + 1], int)), None)
+    if at is None:
+        return loc, message
+    step = loc[: at + 2]
+    if len(loc) == at + 2 and context.get("discriminator") == "'kind'":
+        if kind == "union_tag_not_found":
+            return (*step, "kind"), "Field required"
+        if kind == "union_tag_invalid":
+            kinds = [repr(k) for k in typing.get_args(StepKind)]
+            return (*step, "kind"), f"Input should be {', '.join(kinds[:-1])} or {kinds[-1]}"
+    if len(loc) > at + 2 and loc[at + 2] in typing.get_args(StepKind):
+        return (*step, *loc[at + 3 :]), message
+    return loc, message
 
 
 def _hint_for(problem: dict[str, str]) -> str:

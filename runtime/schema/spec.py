@@ -2,7 +2,9 @@
 
 Entities (one table each), invariants (queries that must return no rows), views and actions.
 Canonical JSON of the spec hashes to the version hash; DDL, validators and tool schemas are
-derived from it and never written twice.
+derived from it and never written twice. Its building blocks (names, types, ``Ref``) are
+``runtime.schema.base``'s and its flow parts (topics, workflows and their steps, subscriptions)
+``runtime.schema.flowspec``'s; every public name of both is importable from here.
 
 >>> spec = AppSpec()
 >>> spec.hash() == AppSpec().hash()
@@ -13,206 +15,48 @@ from __future__ import annotations
 
 import hashlib
 import json
-import keyword
-import re
 from collections.abc import Iterator
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from runtime.schema.base import (
+    NAME_PATTERN,
+    REF_PATTERN,
+    RESERVED_PARAMS,
+    RESERVED_PREFIXES,
+    RESERVED_WORDS,
+    ArgValue,
+    Frozen,
+    LogicalType,
+    Name,
+    ParamName,
+    ParamSpec,
+    Ref,
+    StepName,
+    check_name,
+    check_param_name,
+    check_step_name,
 )
-
-from runtime.schema.types import parse_type
-
-NAME_PATTERN: Final = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
-"""A name, matched whole: ``\\Z`` is the end of the text (``$`` also matches before a final newline)."""
-
-# DuckDB's reserved keywords (duckdb_keywords(), categories 'reserved' and 'type_function').
-RESERVED_WORDS: Final[frozenset[str]] = frozenset(
-    [
-        "all",
-        "analyse",
-        "analyze",
-        "and",
-        "any",
-        "anti",
-        "array",
-        "as",
-        "asc",
-        "asof",
-        "asymmetric",
-        "at",
-        "authorization",
-        "binary",
-        "both",
-        "by",
-        "case",
-        "cast",
-        "check",
-        "collate",
-        "collation",
-        "column",
-        "columns",
-        "concurrently",
-        "constraint",
-        "create",
-        "cross",
-        "default",
-        "deferrable",
-        "desc",
-        "describe",
-        "distinct",
-        "do",
-        "else",
-        "end",
-        "except",
-        "false",
-        "fetch",
-        "for",
-        "foreign",
-        "freeze",
-        "from",
-        "full",
-        "generated",
-        "glob",
-        "group",
-        "having",
-        "ilike",
-        "in",
-        "initially",
-        "inner",
-        "intersect",
-        "into",
-        "is",
-        "isnull",
-        "join",
-        "lambda",
-        "lateral",
-        "leading",
-        "left",
-        "like",
-        "limit",
-        "map",
-        "natural",
-        "not",
-        "notnull",
-        "null",
-        "offset",
-        "on",
-        "only",
-        "or",
-        "order",
-        "outer",
-        "overlaps",
-        "pivot",
-        "pivot_longer",
-        "pivot_wider",
-        "placing",
-        "positional",
-        "primary",
-        "qualify",
-        "references",
-        "returning",
-        "right",
-        "select",
-        "semi",
-        "show",
-        "similar",
-        "some",
-        "struct",
-        "summarize",
-        "symmetric",
-        "table",
-        "tablesample",
-        "then",
-        "to",
-        "trailing",
-        "true",
-        "try_cast",
-        "tuple",
-        "union",
-        "unique",
-        "unpack",
-        "unpivot",
-        "using",
-        "variadic",
-        "verbose",
-        "when",
-        "where",
-        "window",
-        "with",
-        "rowid",
-        "main",
-        "temp",
-        "system",
-        "information_schema",
-        "pg_catalog",
-    ]
+from runtime.schema.flowspec import (
+    BUSINESS,
+    STEP_KEYS,
+    TRANSIENT,
+    ActionStep,
+    Compensation,
+    EffectStep,
+    PayloadField,
+    PublishStep,
+    RetryPolicy,
+    SleepStep,
+    StepKind,
+    StepSpec,
+    StoredStep,
+    SubscriptionSpec,
+    TopicSpec,
+    WaitStep,
+    WorkflowSpec,
 )
-RESERVED_PREFIXES: Final[tuple[str, ...]] = ("duckdb_", "pg_", "sqlite_", "information_schema", "buttress_")
-
-
-RESERVED_PARAMS: Final[frozenset[str]] = frozenset(
-    {"ctx", "context", "idempotency_key", "self", "cls", "args", "kwargs"}
-    | set(keyword.kwlist)
-    | set(keyword.softkwlist)
-    | {name for name in dir(BaseModel) if not name.startswith("_")}
-)
-"""Names an action parameter may not take: each parameter becomes an argument of the action's own
-tool (``app_<name>``), beside ``ctx`` and ``idempotency_key``, and a field of a pydantic model."""
-
-
-def check_param_name(name: str) -> str:
-    """A valid name that is also free to be an action parameter."""
-    check_name(name)
-    if name in RESERVED_PARAMS or name.startswith("model_"):
-        raise ValueError(
-            f"{name!r} is reserved and cannot name an action parameter (ctx, idempotency_key, Python "
-            "keywords and model_* are taken); choose another name"
-        )
-    return name
-
-
-def check_name(name: str) -> str:
-    """Validate an identifier for an entity, field, view, invariant, index or action."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid name: use 1-63 characters, lowercase ASCII letters, digits and '_', "
-            "starting with a letter"
-        )
-    if name in RESERVED_WORDS:
-        raise ValueError(f"{name!r} is a reserved SQL word; choose another name")
-    if name.startswith(RESERVED_PREFIXES):
-        raise ValueError(f"{name!r} uses a prefix reserved for system objects")
-    return name
-
-
-def check_step_name(name: str) -> str:
-    """A step's name: the name pattern, but SQL words are fine (a step's name never reaches SQL)."""
-    if not NAME_PATTERN.match(name):
-        raise ValueError(
-            f"{name!r} is not a valid step name: use 1-63 characters, lowercase ASCII letters, digits and "
-            "'_', starting with a letter"
-        )
-    return name
-
-
-Name = Annotated[str, AfterValidator(check_name)]
-StepName = Annotated[str, AfterValidator(check_step_name)]
-ParamName = Annotated[str, AfterValidator(check_param_name)]
-
-
-def _check_type(raw: str) -> str:
-    return parse_type(raw)
-
-
-LogicalType = Annotated[str, AfterValidator(_check_type)]
 
 DEFAULT_EXPRESSIONS: Final[dict[str, str]] = {
     "now()": "now()",
@@ -223,11 +67,7 @@ DEFAULT_EXPRESSIONS: Final[dict[str, str]] = {
 }
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DefaultExpr(_Frozen):
+class DefaultExpr(Frozen):
     """A default computed by the database: ``now()``, ``current_date``, ``uuid()`` or ``autoincrement``.
 
     ``autoincrement`` draws from a sequence in the system schema. The runtime names it when the
@@ -269,7 +109,7 @@ DefaultValue = DefaultExpr | JsonScalar | list[Any] | dict[str, Any]
 OnDelete = Literal["restrict", "cascade", "set_null"]
 
 
-class FieldSpec(_Frozen):
+class FieldSpec(Frozen):
     """One column. NOT NULL unless ``nullable``; ``references`` is ``entity.field``, and ``on_delete``
     says what deleting the referenced row does to rows pointing at it: ``restrict`` (refused while
     they exist), ``cascade`` (they are deleted too) or ``set_null`` (the field becomes NULL)."""
@@ -306,14 +146,14 @@ class FieldSpec(_Frozen):
         return entity, field
 
 
-class IndexSpec(_Frozen):
+class IndexSpec(Frozen):
     """A secondary (non-unique) index. Use unique sets for uniqueness."""
 
     name: Name
     columns: tuple[Name, ...] = Field(min_length=1)
 
 
-class EntitySpec(_Frozen):
+class EntitySpec(Frozen):
     """One entity, stored as one table. Every entity has a primary key (row identity makes rollback lossless)."""
 
     name: Name
@@ -331,7 +171,7 @@ class EntitySpec(_Frozen):
         return tuple(f.name for f in self.fields)
 
 
-class InvariantSpec(_Frozen):
+class InvariantSpec(Frozen):
     """A business rule: ``sql`` selects the violating rows and must return none."""
 
     name: Name
@@ -339,7 +179,7 @@ class InvariantSpec(_Frozen):
     sql: str
 
 
-class ViewSpec(_Frozen):
+class ViewSpec(Frozen):
     """A derived view: a name and one SELECT."""
 
     name: Name
@@ -347,59 +187,7 @@ class ViewSpec(_Frozen):
     description: str = ""
 
 
-class ParamSpec(_Frozen):
-    """A typed action parameter, referenced in statements as ``$name``."""
-
-    name: ParamName
-    type: LogicalType
-    nullable: bool = False
-    description: str = ""
-
-
-# ---------------------------------------------------------------- values taken from a run or a call
-
-REF_PATTERN: Final = re.compile(
-    r"\A(input|args|result|message|signal)\.[a-z][a-z0-9_]{0,62}\Z"
-    r"|\Asteps\.[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}\Z"
-    r"|\Arun\.id\Z"
-)
-"""A value path, matched whole (``fullmatch``; ``\\Z`` keeps ``match`` whole too)."""
-
-
-class Ref(_Frozen):
-    """A value taken from where it is used, instead of a constant: ``{"from": "input.customer"}``.
-
-    ``input.<param>`` a workflow's parameter; ``steps.<step>.<field>`` the output of an earlier step
-    (an action's first row, an effect's JSON response, a received message's payload or signal);
-    ``run.id`` the run's id; ``args.<param>`` / ``result.<column>`` an action's argument or the first
-    row it returned (in ``emits``); ``message.<field>`` the payload of the message a subscription
-    delivers.
-    """
-
-    from_: str = Field(alias="from", description="Where the value comes from, e.g. input.customer.")
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
-
-    @field_validator("from_")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not REF_PATTERN.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a value path: use input.<param>, steps.<step>.<field>, run.id, "
-                "args.<param>, result.<column>, message.<field> or signal.<field>"
-            )
-        return value
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        return tuple(self.from_.split("."))
-
-
-ArgValue = Ref | str | int | float | bool | None
-"""A constant (JSON scalar) or a ``Ref``."""
-
-
-class Emit(_Frozen):
+class Emit(Frozen):
     """Something a mutation does in its own transaction besides its writes (the transactional outbox):
     publish a message on a topic, start a workflow run, or signal a run. It exists if and only if the
     action's writes commit."""
@@ -422,7 +210,7 @@ class Emit(_Frozen):
         return self
 
 
-class ActionSpec(_Frozen):
+class ActionSpec(Frozen):
     """Application logic: named, typed, analysed SQL run by the runtime."""
 
     name: Name
@@ -435,187 +223,10 @@ class ActionSpec(_Frozen):
     )
 
 
-# ------------------------------------------------------------------ topics, workflows, subscriptions
-
-
-class PayloadField(_Frozen):
-    """One field of a topic's payload (the same logical types as entity fields)."""
-
-    name: ParamName
-    type: LogicalType
-    nullable: bool = False
-    description: str = ""
-
-
-class TopicSpec(_Frozen):
-    """A named stream of typed messages. ``key`` names the payload field that orders them: messages
-    with the same key are delivered in the order they were published. ``external``: consumers outside
-    Buttress claim its messages with a lease and acknowledge them (``claim_messages``)."""
-
-    name: Name
-    description: str = ""
-    payload: tuple[PayloadField, ...] = Field(min_length=1)
-    key: str | None = None
-    external: bool = False
-
-    def field(self, name: str) -> PayloadField | None:
-        return next((f for f in self.payload if f.name == name), None)
-
-
-TRANSIENT: Final = ("effect.unavailable", "engine.busy", "engine.conflict", "limit.timeout")
-"""Errors a step retries by default: the next attempt may succeed."""
-BUSINESS: Final = (
-    "effect.rejected",
-    "invariant.violated",
-    "action.constraint_violated",
-    "workflow.timeout",
-)
-"""Errors that compensate by default: a permanent answer, not a passing failure."""
-
-
-class RetryPolicy(_Frozen):
-    """How a step retries: ``attempts`` in all, waiting ``backoff_s`` then ``factor`` times longer each
-    time (at most ``max_backoff_s``), on the error codes in ``on``."""
-
-    attempts: int = Field(default=5, ge=1, le=100)
-    backoff_s: float = Field(default=0.5, ge=0, le=3600)
-    factor: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_s: float = Field(default=60.0, ge=0, le=86400)
-    on: tuple[str, ...] = TRANSIENT
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.max_backoff_s, self.backoff_s * self.factor ** (attempt - 1)))
-
-
-class Compensation(_Frozen):
-    """What undoes a completed step when a later one fails with a business error: an action or an
-    effect (through a connector), with arguments that may name the step's own output."""
-
-    action: Name | None = None
-    connector: Name | None = None
-    args: dict[str, ArgValue] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one(self) -> Compensation:
-        if (self.action is None) == (self.connector is None):
-            raise ValueError("a compensation runs exactly one of: action, connector")
-        return self
-
-
-StepKind = Literal["action", "effect", "publish", "wait", "sleep"]
-
-
-class StepSpec(_Frozen):
-    """One step of a workflow.
-
-    ``action``: run a mutation of the app (exactly once: its record commits with its writes).
-    ``effect``: send ``args`` as a JSON request through the operator's ``connector``, with an
-    idempotency key derived from the run and the step. ``publish``: a message on ``topic`` with
-    payload ``args``. ``wait``: for ``signal``, or for a message on ``topic`` whose payload matches
-    ``args``, at most ``timeout_s`` (then ``workflow.timeout``). ``sleep``: ``seconds``, or ``until``
-    a time. A step may declare its ``compensation`` and its ``retry`` policy.
-    """
-
-    name: StepName
-    kind: StepKind
-    description: str = ""
-    action: Name | None = None
-    connector: Name | None = None
-    topic: Name | None = None
-    signal: Name | None = None
-    args: dict[str, ArgValue] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, le=366 * 86400)
-    seconds: float | None = Field(default=None, ge=0, le=366 * 86400)
-    until: ArgValue = None
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    compensation: Compensation | None = None
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> StepSpec:
-        wanted = {
-            "action": {"action"},
-            "effect": {"connector"},
-            "publish": {"topic"},
-            "wait": set(),
-            "sleep": set(),
-        }[self.kind]
-        for attribute in ("action", "connector", "topic", "signal"):
-            given = getattr(self, attribute) is not None
-            if attribute in wanted and not given:
-                raise ValueError(f"a {self.kind} step names its {attribute}")
-            if (
-                given
-                and attribute not in wanted
-                and not (self.kind == "wait" and attribute in {"topic", "signal"})
-            ):
-                raise ValueError(f"a {self.kind} step has no {attribute}")
-        if self.kind == "wait":
-            if (self.signal is None) == (self.topic is None):
-                raise ValueError("a wait step waits for exactly one of: signal, topic")
-        elif self.timeout_s is not None:
-            raise ValueError("only a wait step has timeout_s")
-        if self.kind == "sleep":
-            if (self.seconds is None) == (self.until is None):
-                raise ValueError("a sleep step gives exactly one of: seconds, until")
-        elif self.seconds is not None or self.until is not None:
-            raise ValueError("only a sleep step has seconds or until")
-        if self.compensation is not None and self.kind not in {"action", "effect"}:
-            raise ValueError("only action and effect steps have a compensation")
-        return self
-
-
-class WorkflowSpec(_Frozen):
-    """A durable sequence of steps. A run records each step's outcome; after a crash it resumes at its
-    first unfinished step. When a step fails with one of ``compensate_on`` (after its retries), the
-    compensations of the completed steps run, newest first."""
-
-    name: Name
-    description: str = ""
-    params: tuple[ParamSpec, ...] = ()
-    steps: tuple[StepSpec, ...] = Field(min_length=1)
-    compensate_on: tuple[str, ...] = BUSINESS
-
-    def step(self, name: str) -> StepSpec | None:
-        return next((s for s in self.steps if s.name == name), None)
-
-    @property
-    def calls(self) -> tuple[str, ...]:
-        """Every action its steps and compensations run."""
-        out = [s.action for s in self.steps if s.action]
-        out += [s.compensation.action for s in self.steps if s.compensation and s.compensation.action]
-        return tuple(dict.fromkeys(out))
-
-
-class SubscriptionSpec(_Frozen):
-    """A topic feeding a workflow (one run per message) or an action (one call per message), exactly
-    once in effect; ``args`` maps the target's parameters to ``message.<field>`` values."""
-
-    name: Name
-    topic: Name
-    workflow: Name | None = None
-    action: Name | None = None
-    args: dict[str, ArgValue] = Field(default_factory=dict)
-    description: str = ""
-    max_depth: int | None = Field(
-        default=None,
-        ge=1,
-        le=1000,
-        description="Deliver only messages fewer than this many hops down a chain: what lets a chain that "
-        "comes back to this subscription (a cycle) exist, bounded.",
-    )
-
-    @model_validator(mode="after")
-    def _one(self) -> SubscriptionSpec:
-        if (self.workflow is None) == (self.action is None):
-            raise ValueError("a subscription feeds exactly one of: workflow, action")
-        return self
-
-
 CheckedBy = Literal["duckdb", "buttress"]
 
 
-class AppSpec(_Frozen):
+class AppSpec(Frozen):
     """The whole application. Version 0 is the empty spec.
 
     ``checked_by`` says who enforces ``references`` and field ``check`` expressions: ``buttress``
@@ -710,3 +321,56 @@ def view_columns(view: ViewSpec, relations: dict[str, tuple[str, ...]]) -> tuple
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, UTF-8."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+__all__ = [
+    "BUSINESS",
+    "DEFAULT_EXPRESSIONS",
+    "NAME_PATTERN",
+    "REF_PATTERN",
+    "RESERVED_PARAMS",
+    "RESERVED_PREFIXES",
+    "RESERVED_WORDS",
+    "STEP_KEYS",
+    "TRANSIENT",
+    "ActionSpec",
+    "ActionStep",
+    "AppSpec",
+    "ArgValue",
+    "CheckedBy",
+    "Compensation",
+    "DefaultExpr",
+    "DefaultValue",
+    "EffectStep",
+    "Emit",
+    "EntitySpec",
+    "FieldSpec",
+    "Frozen",
+    "IndexSpec",
+    "InvariantSpec",
+    "JsonScalar",
+    "LogicalType",
+    "Name",
+    "OnDelete",
+    "ParamName",
+    "ParamSpec",
+    "PayloadField",
+    "PublishStep",
+    "Ref",
+    "RetryPolicy",
+    "SleepStep",
+    "StepKind",
+    "StepName",
+    "StepSpec",
+    "StoredStep",
+    "SubscriptionSpec",
+    "TopicSpec",
+    "ViewSpec",
+    "WaitStep",
+    "WorkflowSpec",
+    "canonical_json",
+    "check_name",
+    "check_param_name",
+    "check_step_name",
+    "view_columns",
+]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from runtime.errors import ButtressError, Code, SqlError
-from runtime.schema.spec import ActionSpec, AppSpec
+from runtime.schema.spec import ActionSpec, ActionStep, AppSpec
 from runtime.schema.types import is_widening
 from runtime.sql import sqlcheck
 from runtime.sql.facts import Analysis, Link
@@ -271,9 +271,10 @@ def field_users(spec: AppSpec, entity: str, field: str) -> list[str]:
     out = sorted(name.replace(":", " ", 1) for name in found)
     for workflow in spec.workflows:
         for step in workflow.steps:
-            if step.action in actions:
+            if isinstance(step, ActionStep) and step.action in actions:
                 out.append(f"workflow {workflow.name} step {step.name}")
-            if step.compensation is not None and step.compensation.action in actions:
+            undo = step.compensated_by()
+            if undo is not None and undo.action in actions:
                 out.append(f"workflow {workflow.name} step {step.name} compensation")
     calling = {w.name for w in spec.workflows if set(w.calls) & actions}
     for subscription in spec.subscriptions:

@@ -27,7 +27,7 @@ from runtime.errors import Code, NotFound, SqlError
 from runtime.migrate.ddl import q
 from runtime.results import ColumnInfo, DataFilter
 from runtime.schema.spec import AppSpec
-from runtime.store.activity import like_pattern
+from runtime.store.audit_view import like_pattern
 
 FILTER_OPS: Final = ("eq", "ne", "lt", "le", "gt", "ge", "contains", "startswith", "isnull", "notnull")
 """What a filter may ask of a column: compare with a value, contain or start with a text, be NULL or not."""

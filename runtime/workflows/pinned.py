@@ -67,7 +67,7 @@ def ahead(
     if status == RunStatus.COMPENSATING:
         for spec in workflow.steps[: max(step, -1) + 1]:
             if (
-                spec.compensation is not None
+                spec.compensated_by() is not None
                 and spec.name in completed
                 and f"{spec.name}.compensation" not in completed
             ):
@@ -75,7 +75,9 @@ def ahead(
         return out
     out.extend((spec.name, spec, False) for spec in workflow.steps[step:])
     out.extend(
-        (f"{spec.name}.compensation", spec, True) for spec in workflow.steps if spec.compensation is not None
+        (f"{spec.name}.compensation", spec, True)
+        for spec in workflow.steps
+        if spec.compensated_by() is not None
     )
     return out
 
@@ -91,10 +93,11 @@ def problems_of(
     """Why ``target`` cannot run this step of a run pinned to ``workflow`` (empty when it can)."""
     typed = {**typed_params("input", workflow.params), "run.id": ("text", False)}
     if compensation:
-        assert step.compensation is not None
-        if step.compensation.action is not None:
-            return _call(step.compensation.action, step.compensation.args, target, typed)
-        name = step.compensation.connector
+        undo = step.compensated_by()
+        assert undo is not None
+        if undo.action is not None:
+            return _call(undo.action, undo.args, target, typed)
+        name = undo.connector
         return [] if name in set(connectors) else [f"its connector {name} is not configured"]
     if step.kind == "action":
         assert step.action is not None

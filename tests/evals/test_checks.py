@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from mcp_server import project as projects
 from mcp_server.evals import scenario as scenarios
 from mcp_server.evals import seeding
-from mcp_server.evals.checks import Evidence, evaluate, operation_of, usage
+from mcp_server.evals.checks import JUDGES, Evidence, evaluate, judges, operation_of, usage
 from mcp_server.evals.scenario import AuditCheck, CallsCheck, MessagesCheck, ProviderCheck
 from runtime.results import AuditEntry, VerifyResult
 from runtime.runtime import Runtime
@@ -248,3 +248,13 @@ def test_a_messages_check_holds_undelivered_payloads_to_the_current_topic(users:
         False,
         "topic no_such_topic is not in the final spec",
     )
+
+
+def test_every_check_the_scenario_format_accepts_has_exactly_one_judge() -> None:
+    accepted = get_args(get_args(scenarios.Check)[0])
+    assert len(accepted) == len(set(accepted)) and set(JUDGES) == set(accepted)
+
+
+def test_a_second_judge_for_a_kind_of_check_is_refused() -> None:
+    with pytest.raises(ValueError, match="judged already"):
+        judges(scenarios.SqlCheck)(lambda check, evidence: (True, ""))

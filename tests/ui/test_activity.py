@@ -15,7 +15,7 @@ from mcp_server.channel import RESULTS, ChannelServer, RemoteRuntime, socket_pat
 from runtime.api import RuntimeAPI
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
-from runtime.store import activity
+from runtime.store import audit_view
 
 CONTROL_ROOM = (
     "overview",
@@ -136,7 +136,7 @@ def test_agent_calls_are_counted_over_consecutive_buckets_sized_to_their_span(
         [entry("2020-01-01T00:00:00+00:00", actor="operator", outcome="refused", code="approval.invalid")],
     )  # the operator's own rows do not count
     with served.engine.snapshot() as reader:
-        stats = activity.audit_stats(reader, operator="operator")
+        stats = audit_view.audit_stats(reader, operator="operator")
     assert stats.granularity == granularity
     assert [b.start for b in stats.buckets] == labels
     assert (stats.buckets[0].allowed, stats.buckets[-1].allowed, stats.buckets[-1].refused) == (1, 1, 1)
@@ -147,8 +147,8 @@ def test_agent_calls_are_counted_over_consecutive_buckets_sized_to_their_span(
 def test_a_long_history_is_shown_as_its_newest_sixty_days(served: Runtime) -> None:
     append(served, [entry("2025-01-01T00:00:00+00:00"), entry("2025-12-31T12:00:00+00:00")])
     with served.engine.snapshot() as reader:
-        stats = activity.audit_stats(reader, operator="operator")
-    assert stats.granularity == "day" and len(stats.buckets) == activity.MAX_BUCKETS
+        stats = audit_view.audit_stats(reader, operator="operator")
+    assert stats.granularity == "day" and len(stats.buckets) == audit_view.MAX_BUCKETS
     assert stats.buckets[-1].start == "2025-12-31" and stats.buckets[-1].allowed == 1
 
 

@@ -42,7 +42,7 @@ def test_the_guide_shows_how_to_open_it_and_what_each_page_writes_in_the_audit_l
 
 
 def test_every_read_a_page_makes_is_one_the_audit_can_hide_as_the_operators_own() -> None:
-    from runtime.store.activity import OPERATOR_READS
+    from runtime.store.audit_view import OPERATOR_READS
 
     assert [op for op in OPERATIONS if op not in OPERATOR_READS] == []
 

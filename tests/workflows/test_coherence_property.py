@@ -155,9 +155,10 @@ class Oracle:
 def runnable(workflow: WorkflowSpec, done: set[str], spec: AppSpec) -> list[str]:
     out = []
     for step in workflow.steps:
-        calls = [] if step.name in done else [(step.action, step.args)]
-        if step.compensation is not None and step.compensation.action is not None:
-            calls.append((step.compensation.action, step.compensation.args))
+        calls = [(step.action, step.args)] if step.name not in done and step.kind == "action" else []
+        undo = step.compensated_by()
+        if undo is not None and undo.action is not None:
+            calls.append((undo.action, undo.args))
         for name, args in calls:
             if name is None:
                 continue

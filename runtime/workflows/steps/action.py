@@ -6,7 +6,7 @@ only if it is still where it was read), so two workers can never both advance on
 from __future__ import annotations
 
 from runtime.errors import ButtressError
-from runtime.schema.spec import StepSpec, WorkflowSpec
+from runtime.schema.spec import ActionStep, StepSpec, WorkflowSpec
 from runtime.workflows import faults, store, values
 from runtime.workflows.steps import failure
 from runtime.workflows.steps.runner import Runner, actor, context, first_row
@@ -14,7 +14,7 @@ from runtime.workflows.store import RunRow
 
 
 def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec) -> bool:
-    assert step.action is not None
+    assert isinstance(step, ActionStep)
     try:
         args = values.resolve_all(step.args, context(run))
         with runner.transaction() as tx:

@@ -56,14 +56,14 @@ def compensate(runner: Runner, run: RunRow, workflow: WorkflowSpec) -> bool:
         return False
     step = workflow.steps[index]
     done = step.name in run.outputs
-    if step.compensation is None or not done:
+    compensation = step.compensated_by()
+    if compensation is None or not done:
         with runner.transaction() as tx:
             current = runner.fence(tx, run)
             if current is None:
                 return False
             store.advance(tx, current, step=index - 1, status=RunStatus.COMPENSATING, error=run.error)
         return True
-    compensation = step.compensation
     seq = len(workflow.steps) + (len(workflow.steps) - 1 - index)
     name = f"{step.name}.compensation"
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import ButtressError, Code, PolicyError, WorkflowError
-from runtime.schema.spec import StepSpec, WorkflowSpec
+from runtime.schema.spec import EffectStep, StepSpec, WorkflowSpec
 from runtime.store.audit import now_iso
 from runtime.workflows import connectors, effects, faults, store, values
 from runtime.workflows.steps import failure
@@ -22,7 +22,7 @@ from runtime.workflows.store import RunRow
 
 
 def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec) -> bool:
-    assert step.connector is not None
+    assert isinstance(step, EffectStep)
     try:
         request = values.resolve_all(step.args, context(run))
         answer = send(runner, run, step.name, step.connector, request)

@@ -134,5 +134,5 @@ def _unsettled(run: RunRow, workflow: WorkflowSpec) -> list[str]:
     return [
         step.name
         for step in workflow.steps[: run.step]
-        if step.name in outputs and (step.kind == "effect" or step.compensation is not None)
+        if step.name in outputs and (step.kind == "effect" or step.compensated_by() is not None)
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import ButtressError
-from runtime.schema.spec import StepSpec, WorkflowSpec
+from runtime.schema.spec import PublishStep, StepSpec, WorkflowSpec
 from runtime.workflows import faults, messages, store, values
 from runtime.workflows.steps import failure
 from runtime.workflows.steps.runner import Runner, actor, context
@@ -19,7 +19,7 @@ from runtime.workflows.store import RunRow
 
 
 def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec) -> bool:
-    assert step.topic is not None
+    assert isinstance(step, PublishStep)
     try:
         payload = values.resolve_all(step.args, context(run))
         with runner.transaction() as tx:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 
 from runtime.errors import Code, WorkflowError
-from runtime.schema.spec import StepSpec, WorkflowSpec
+from runtime.schema.spec import SleepStep, StepSpec, WorkflowSpec
 from runtime.workflows import store, values
 from runtime.workflows.status import RunStatus, literal
 from runtime.workflows.steps import failure
@@ -22,6 +22,7 @@ DUE_AT_ONCE = 20000
 
 
 def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec) -> bool:
+    assert isinstance(step, SleepStep)
     if step.seconds is not None:
         until = store.utcnow() + datetime.timedelta(seconds=step.seconds)
     else:

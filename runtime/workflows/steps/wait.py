@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 
 from runtime.errors import ButtressError, Code, WorkflowError
-from runtime.schema.spec import StepSpec, WorkflowSpec
+from runtime.schema.spec import StepSpec, WaitStep, WorkflowSpec
 from runtime.workflows import messages, store, values
 from runtime.workflows.status import RunStatus
 from runtime.workflows.steps import failure
@@ -17,6 +17,7 @@ from runtime.workflows.store import RunRow
 
 
 def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec) -> bool:
+    assert isinstance(step, WaitStep)
     waiting_on = f"signal:{step.signal}" if step.signal is not None else f"topic:{step.topic}"
     try:
         match = values.resolve_all(step.args, context(run))
