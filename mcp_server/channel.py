@@ -813,11 +813,8 @@ class RemoteRuntime:
         *,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> DeployResult:
-        result: DeployResult = self._call(
-            "deploy", actor, progress, proposal_id=proposal_id, require_approval=require_approval
-        )
+        result: DeployResult = self._call("deploy", actor, progress, proposal_id=proposal_id)
         return result
 
     def rollback(
@@ -826,11 +823,8 @@ class RemoteRuntime:
         to_version: int | None = None,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> RollbackResult:
-        result: RollbackResult = self._call(
-            "rollback", actor, progress, to_version=to_version, require_approval=require_approval
-        )
+        result: RollbackResult = self._call("rollback", actor, progress, to_version=to_version)
         return result
 
     def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult:

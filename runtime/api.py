@@ -130,7 +130,6 @@ class RuntimeAPI(Protocol):
         *,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> DeployResult: ...
 
     def rollback(
@@ -139,7 +138,6 @@ class RuntimeAPI(Protocol):
         to_version: int | None = None,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> RollbackResult: ...
 
     def finalize(self, *, before_version: int, actor: str = OPERATOR) -> FinalizeResult: ...

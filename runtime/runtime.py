@@ -735,12 +735,11 @@ class Runtime:
         *,
         actor: str = OPERATOR,
         progress: deploy.Progress | None = None,
-        require_approval: bool = False,
     ) -> DeployResult:
-        """Deploy a dry-run proposal. With ``require_approval`` (agents), hazards at the policy's severity
-        need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
+        """Deploy a dry-run proposal. For an agent (anyone but the operator), hazards at the policy's
+        severity need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
         args = {"proposal_id": proposal_id}
-        if not require_approval:
+        if actor == OPERATOR:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
         try:
             self.authorize(actor, Capability.DEPLOY, what="deploy")
@@ -784,15 +783,14 @@ class Runtime:
         to_version: int | None = None,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> RollbackResult:
         """Roll back to the previous (or a named) version, losslessly.
 
-        With ``require_approval`` (agents), a rollback that would drop data present now (an entity
-        holding rows, a field holding values) at the policy's severity needs an operator approval
-        bound to its plan, like a hazardous deploy.
+        For an agent (anyone but the operator), a rollback that would drop data present now (an
+        entity holding rows, a field holding values) at the policy's severity needs an operator
+        approval bound to its plan, like a hazardous deploy.
         """
-        if not require_approval:
+        if actor == OPERATOR:
             return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
         args = {"to_version": to_version}
         try:
