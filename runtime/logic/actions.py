@@ -160,7 +160,7 @@ class ActionRunner:
         self, name: str, args: dict[str, Any] | None, *, idempotency_key: str | None, actor: str
     ) -> ActionResult:
         audit_args = {"action": name, "args": _jsonable(args or {}), "idempotency_key": idempotency_key}
-        try:
+        with self.rt.refusing("run_action", actor, audit_args):
             self.rt.authorize_action(actor, name)
             number, prepared = self.prepared(name)
             if prepared.spec.emits and actor != OPERATOR:  # what its emits set running is decided now
@@ -184,9 +184,6 @@ class ActionRunner:
             return self.rt.engine.sharing_memory(
                 lambda: self._mutate(name, args or {}, idempotency_key, actor, audit_args), budget=budget
             )
-        except ButtressError as error:
-            self.rt.record_refusal("run_action", actor, audit_args, error)
-            raise
 
     def _query(self, number: int, prepared: Prepared, values: dict[str, Any]) -> ActionResult:
         with self.rt.engine.snapshot(timeout=self.rt.limits.action_timeout_s) as reader:

@@ -228,7 +228,7 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
         except ButtressError as error:
             outcome["error"] = error
 
-    rt.run_refusable("dry_run", actor, args, run)
+    rt.audited("dry_run", actor, args, run)
     prop, plan = outcome["prop"], outcome["prop"]["plan"]
     error: ButtressError | None = outcome.get("error")
     report = DryRunReport(

@@ -101,7 +101,7 @@ def _change(
 ) -> Any:
     """Authorize, run ``act(tx)`` on the writer lane with an audit row, wake the scheduler after
     commit; a refusal is audited."""
-    try:
+    with rt.refusing(operation, actor, arguments):
         rt.authorize(actor, capability, what=what)
         with rt.engine.transaction(timeout=rt.limits.action_timeout_s, wait=rt.limits.lane_wait_s) as tx:
             result, outcome = act(tx)
@@ -117,9 +117,6 @@ def _change(
             )
             tx.on_commit(rt.scheduler.wake)
         return result
-    except ButtressError as error:
-        rt.record_refusal(operation, actor, arguments, error)
-        raise
 
 
 # -------------------------------------------------------------------------------------------- runs
@@ -161,7 +158,7 @@ def get_run(rt: Runtime, run_id: str, actor: str) -> RunDetail:
         info = _info(rt, row)
         return RunDetail(**info.model_dump(), steps=steps, effects=sent)
 
-    return rt._reading("get_run", actor, {"run_id": run_id}, read)
+    return rt.reading("get_run", actor, {"run_id": run_id}, read)
 
 
 def list_runs(rt: Runtime, workflow: str | None, status: str | None, limit: int, actor: str) -> list[RunInfo]:
@@ -170,7 +167,7 @@ def list_runs(rt: Runtime, workflow: str | None, status: str | None, limit: int,
             rows = store.list_runs(reader, workflow=workflow, status=status, limit=min(limit, MAX_LIST))
         return [_info(rt, row) for row in rows]
 
-    return rt._reading("list_runs", actor, {"workflow": workflow, "status": status, "limit": limit}, read)
+    return rt.reading("list_runs", actor, {"workflow": workflow, "status": status, "limit": limit}, read)
 
 
 def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunInfo:
@@ -350,7 +347,7 @@ def list_effects(
         with rt.engine.snapshot() as reader:
             return effects.list_effects(reader, state=state, run_id=run_id, limit=min(limit, MAX_LIST))
 
-    return rt._reading("list_effects", actor, {"state": state, "run_id": run_id}, read)
+    return rt.reading("list_effects", actor, {"state": state, "run_id": run_id}, read)
 
 
 # ---------------------------------------------------------------------------------------- messages
@@ -428,4 +425,4 @@ def list_messages(
             _topic(rt, topic)  # a topic dropped keeps its held messages: unknown only when none is left
         return found
 
-    return rt._reading("list_messages", actor, {"topic": topic, "undelivered": undelivered}, read)
+    return rt.reading("list_messages", actor, {"topic": topic, "undelivered": undelivered}, read)
