@@ -36,9 +36,11 @@ from runtime.boundary.policy import (
     check_protected,
     require,
 )
+from runtime.context import Current
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
 from runtime.logic import invariants
-from runtime.logic.actions import ActionRunner, invariant_checks
+from runtime.logic.actions import ActionRunner
+from runtime.logic.prepared import invariant_checks
 from runtime.migrate import bind, deploy
 from runtime.migrate.deploy import Progress
 from runtime.results import (
@@ -113,20 +115,6 @@ class InForce:
     limits: Limits
 
 
-@dataclass(frozen=True)
-class Current:
-    """The committed version as the writer lane last left it, with what is derived from its spec."""
-
-    number: int
-    spec: AppSpec
-    relations: dict[str, tuple[str, ...]]
-    hash: str
-
-    @classmethod
-    def of(cls, number: int, spec: AppSpec) -> Current:
-        return cls(number, spec, spec.relations(), spec.hash())
-
-
 class Runtime:
     """One application in one DuckDB file, owned by this process."""
 
@@ -155,7 +143,7 @@ class Runtime:
         self._expected: dict[str, tuple[fingerprint.Fingerprint, bind.Bound]] = {}
         """Derived from a spec alone, under its hash: the catalog it builds and its statements bound."""
         self._listeners: list[Callable[[int], None]] = []
-        self._actions = ActionRunner(self)
+        self.actions = ActionRunner(self)
         self.scheduler = Scheduler(self)
         """Advances workflow runs and delivers messages; ``start_scheduler`` runs it on its own thread
         (``buttress serve`` does, in the process that owns the database)."""
@@ -834,7 +822,7 @@ class Runtime:
         actor: str = OPERATOR,
     ) -> ActionResult:
         """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
-        result = self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
+        result = self.actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
         if self.current[1].topics or self.current[1].workflows:
             self.scheduler.wake()  # its emits may have made work
         return result
