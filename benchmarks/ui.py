@@ -272,7 +272,7 @@ def waiting_approval(rt: Runtime) -> None:
     proposal = rt.propose([{"op": "drop_field", "entity": "e0", "field": "note"}], actor="claude")
     assert rt.dry_run(proposal.proposal_id, actor="claude").passed
     try:
-        rt.deploy(proposal.proposal_id, actor="claude", require_approval=True)
+        rt.deploy(proposal.proposal_id, actor="claude")
     except ButtressError as error:
         assert error.code == "deploy.needs_approval"
     rt.flush_reads()

@@ -821,7 +821,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """``buttress deploy ID`` (``deploy``; the operator needs no approval)."""
+    """``buttress deploy ID`` (``deploy``; the operator needs no approval, an ``--actor`` agent may)."""
     with opened(args) as runtime:
         result = runtime.deploy(args.proposal_id, actor=args.actor, progress=progress)
     if emit(args, result):

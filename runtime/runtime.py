@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -36,9 +36,11 @@ from runtime.boundary.policy import (
     check_protected,
     require,
 )
+from runtime.context import Current
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
 from runtime.logic import invariants
-from runtime.logic.actions import ActionRunner, invariant_checks
+from runtime.logic.actions import ActionRunner
+from runtime.logic.prepared import invariant_checks
 from runtime.migrate import bind, deploy
 from runtime.registry import OPERATOR, Kind, Progress, SpecCheck, operation
 from runtime.results import (
@@ -113,20 +115,6 @@ class InForce:
     limits: Limits
 
 
-@dataclass(frozen=True)
-class Current:
-    """The committed version as the writer lane last left it, with what is derived from its spec."""
-
-    number: int
-    spec: AppSpec
-    relations: dict[str, tuple[str, ...]]
-    hash: str
-
-    @classmethod
-    def of(cls, number: int, spec: AppSpec) -> Current:
-        return cls(number, spec, spec.relations(), spec.hash())
-
-
 class Runtime:
     """One application in one DuckDB file, owned by this process."""
 
@@ -155,7 +143,7 @@ class Runtime:
         self._expected: dict[str, tuple[fingerprint.Fingerprint, bind.Bound]] = {}
         """Derived from a spec alone, under its hash: the catalog it builds and its statements bound."""
         self._listeners: list[Callable[[int], None]] = []
-        self._actions = ActionRunner(self)
+        self.actions = ActionRunner(self)
         self.scheduler = Scheduler(self)
         """Advances workflow runs and delivers messages; ``start_scheduler`` runs it on its own thread
         (``buttress serve`` does, in the process that owns the database)."""
@@ -359,12 +347,24 @@ class Runtime:
         *,
         timeout: float | None = None,
     ) -> T:
-        """Run ``act`` in one writer transaction with the change deadline; audit a refusal."""
-        try:
-            with self.engine.transaction(
+        """Run ``act`` in one writer transaction with the change deadline; a failure is audited as a
+        refusal (``refusing``) after the transaction rolled back."""
+        with (
+            self.refusing(operation, actor, arguments),
+            self.engine.transaction(
                 timeout=timeout or self.limits.change_timeout_s, wait=self.limits.lane_wait_s
-            ) as tx:
-                return act(tx)
+            ) as tx,
+        ):
+            return act(tx)
+
+    @contextlib.contextmanager
+    def refusing(self, operation: str, actor: str, arguments: dict[str, Any]) -> Iterator[None]:
+        """The one place a failed call becomes a refusal row: a ``ButtressError`` raised inside is
+        audited and raised again; any other exception is audited and raised as ``engine.error``
+        (``EngineError``, its type in ``details.kind``) from the original. Whatever ran inside must
+        not have committed: a change's transaction ends inside this block."""
+        try:
+            yield
         except ButtressError as error:
             self.record_refusal(operation, actor, arguments, error)
             raise
@@ -377,11 +377,6 @@ class Runtime:
             )
             self.record_refusal(operation, actor, arguments, wrapped)
             raise wrapped from error
-
-    def run_refusable(
-        self, operation: str, actor: str, arguments: dict[str, Any], act: Callable[[Tx], None]
-    ) -> None:
-        self.audited(operation, actor, arguments, act)
 
     def record_refusal(
         self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
@@ -415,14 +410,11 @@ class Runtime:
         """Write the queued read and refusal rows now (waiting at most ``lane_wait_s``)."""
         self.audit.flush(wait=self.limits.lane_wait_s)
 
-    def _reading(self, operation: str, actor: str, arguments: dict[str, Any], call: Callable[[], T]) -> T:
-        """A read: authorized, run, audited (refusals included)."""
-        try:
+    def reading(self, operation: str, actor: str, arguments: dict[str, Any], call: Callable[[], T]) -> T:
+        """A read: authorized, run, audited (a failure as a refusal, through ``refusing``)."""
+        with self.refusing(operation, actor, arguments):
             self.authorize(actor, Capability.READ, what=operation.replace("_", " "))
             result = self.engine.sharing_memory(call, budget=self.limits.query_timeout_s)
-        except ButtressError as error:
-            self.record_refusal(operation, actor, arguments, error)
-            raise
         self.record_read(operation, actor, arguments)
         return result
 
@@ -431,7 +423,7 @@ class Runtime:
     @operation(Kind.READ, Capability.READ, audited="describe_app", tools=("describe_app",), cli=("describe",))
     def describe(self, *, actor: str = OPERATOR) -> AppDescription:
         """The application at its current version: spec, actions, pending proposals, drift."""
-        return self._reading("describe_app", actor, {}, self._describe)
+        return self.reading("describe_app", actor, {}, self._describe)
 
     def _describe(self) -> AppDescription:
         number, spec = self.current
@@ -502,7 +494,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return [VersionInfo.model_validate(v) for v in catalog.versions(reader)]
 
-        return self._reading("list_versions", actor, {}, read)
+        return self.reading("list_versions", actor, {}, read)
 
     @operation(Kind.READ, Capability.READ, audited="read_version")
     def version_spec(self, number: int, *, actor: str = OPERATOR) -> AppSpec:
@@ -512,7 +504,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return AppSpec.model_validate(catalog.version_row(reader, number)["spec"])
 
-        return self._reading("read_version", actor, {"version": number}, read)
+        return self.reading("read_version", actor, {"version": number}, read)
 
     @operation(Kind.READ, Capability.READ, tools=("diff_versions",), cli=("diff",))
     def diff_versions(
@@ -527,7 +519,7 @@ class Runtime:
                 new = AppSpec.model_validate(catalog.version_row(reader, to_version)["spec"])
             return specdiff.diff(old, new, from_version, to_version)
 
-        return self._reading("diff_versions", actor, args, read)
+        return self.reading("diff_versions", actor, args, read)
 
     @operation(Kind.READ, Capability.READ, audited="list_proposals", cli=("proposals",))
     def proposals(self, *, actor: str = OPERATOR, pending: bool = False) -> list[ProposalSummary]:
@@ -539,7 +531,7 @@ class Runtime:
                 found = [ProposalSummary.model_validate(p) for p in catalog.proposal_list(reader, number)]
             return [p for p in found if p.status == "pending"] if pending else found
 
-        return self._reading("list_proposals", actor, {"pending": pending}, read)
+        return self.reading("list_proposals", actor, {"pending": pending}, read)
 
     @operation(Kind.READ, Capability.QUERY, tools=("query",), cli=("query",))
     def query(
@@ -552,12 +544,9 @@ class Runtime:
     ) -> QueryResult:
         """One read-only SELECT, allow-listed, on a snapshot, within the row, byte and time limits."""
         args = {"sql": sql, "params": sorted((params or {}).keys()), "limit": limit}
-        try:
+        with self.refusing("query", actor, args):
             self.authorize(actor, Capability.QUERY, what="query data")
             result = self._query(sql, params or {}, limit)
-        except ButtressError as error:
-            self.record_refusal("query", actor, args, error)
-            raise
         self.record_read("query", actor, args)
         return result
 
@@ -605,23 +594,20 @@ class Runtime:
         """
         args = {"sql": sql, "proposal_id": proposal_id}
         number, spec = self.current
-        try:
+        with self.refusing("check_sql", actor, args):
             self.authorize(actor, Capability.READ, what="check SQL")
             if proposal_id is not None:
                 with self.engine.snapshot() as reader:
                     spec = catalog.proposal(reader, proposal_id)["target"]
-        except ButtressError as error:
-            self.record_refusal("check_sql", actor, args, error)
-            raise
-        try:
-            analysis = sqlcheck.analyze_statement(
-                sql, spec.relations(), allow_writes=True, max_length=self.limits.max_sql_length
-            )
-        except ButtressError as error:
-            self.record_refusal("check_sql", actor, args, error)
-            return SqlCheckResult(
-                ok=False, against_version=number, proposal_id=proposal_id, error=error.to_dict()
-            )
+            try:
+                analysis = sqlcheck.analyze_statement(
+                    sql, spec.relations(), allow_writes=True, max_length=self.limits.max_sql_length
+                )
+            except ButtressError as error:  # the guard's refusal is this read's answer, audited as one
+                self.record_refusal("check_sql", actor, args, error)
+                return SqlCheckResult(
+                    ok=False, against_version=number, proposal_id=proposal_id, error=error.to_dict()
+                )
         self.record_read("check_sql", actor, args)
         return SqlCheckResult(
             ok=True,
@@ -652,7 +638,7 @@ class Runtime:
                     reader, limit=min(max(limit, 1), 1000), after_seq=after_seq, operation=operation
                 )
 
-        return self._reading("read_audit", actor, args, read)
+        return self.reading("read_audit", actor, args, read)
 
     @operation(Kind.READ, Capability.READ, cli=("audit verify",), acts=("verify_audit",))
     def verify_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
@@ -663,7 +649,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return audit_log.verify(reader, self.audit.anchor)
 
-        return self._reading("verify_audit", actor, {}, read)
+        return self.reading("verify_audit", actor, {}, read)
 
     @operation(Kind.CHANGE, None, cli=("audit reanchor",))
     def reanchor_audit(self, *, actor: str = OPERATOR) -> VerifyResult:
@@ -717,13 +703,10 @@ class Runtime:
         history extends the current one, as after a rollback), made of the operations deployed in
         between and restoring the data rollbacks retained from them. Dry-run and deploy it like any."""
         args = {"version": version}
-        try:
+        with self.refusing("redeploy", actor, args):
             self.authorize(actor, Capability.PROPOSE, what="propose changes")
             with self.engine.snapshot() as reader:
                 operations = deploy.redeploy_operations(reader, version)
-        except ButtressError as error:
-            self.record_refusal("redeploy", actor, args, error)
-            raise
         return deploy.propose(
             self,
             operations,
@@ -758,14 +741,13 @@ class Runtime:
         *,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> DeployResult:
-        """Deploy a dry-run proposal. With ``require_approval`` (agents), hazards at the policy's severity
-        need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
+        """Deploy a dry-run proposal. For an agent (anyone but the operator), hazards at the policy's
+        severity need an operator approval bound to this plan (``deploy.needs_approval`` otherwise)."""
         args = {"proposal_id": proposal_id}
-        if not require_approval:
+        if actor == OPERATOR:
             return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
-        try:
+        with self.refusing("deploy", actor, args):
             self.authorize(actor, Capability.DEPLOY, what="deploy")
             with self.engine.snapshot() as reader:
                 prop = catalog.proposal(reader, proposal_id)
@@ -781,25 +763,13 @@ class Runtime:
                     hint="Ask the operator to deploy it, or to grant deploy_hazardous.",
                     details={"hazards": [str(h.code) for h in planned if h.severity == "high"]},
                 )
-        except ButtressError as error:
-            self.record_refusal("deploy", actor, args, error)
-            raise
-        hazards = self.policy.needs_approval(planned)
-        if not hazards:
-            return deploy.deploy(self, proposal_id, actor=actor, progress=progress)
-
-        try:
-            request = self._approval_request(proposal_id, prop["plan_hash"], hazards, actor)
-        except ButtressError as error:
-            self.record_refusal("deploy", actor, args, error)
-            raise
-        if request is not None:
-            waiting = approvals.needs_approval_error(request, hazards)
-            self.record_refusal("deploy", actor, args, waiting)
-            raise waiting
-        return deploy.deploy(
-            self, proposal_id, actor=actor, progress=progress, approval=self._approval_gate(hazards)
-        )
+            hazards = self.policy.needs_approval(planned)
+            if hazards:
+                request = self._approval_request(proposal_id, prop["plan_hash"], hazards, actor)
+                if request is not None:
+                    raise approvals.needs_approval_error(request, hazards)
+        gate = self._approval_gate(hazards) if hazards else None
+        return deploy.deploy(self, proposal_id, actor=actor, progress=progress, approval=gate)
 
     @operation(
         Kind.DESTRUCTIVE,
@@ -815,36 +785,28 @@ class Runtime:
         to_version: int | None = None,
         actor: str = OPERATOR,
         progress: Progress | None = None,
-        require_approval: bool = False,
     ) -> RollbackResult:
         """Roll back to the previous (or a named) version, losslessly.
 
-        With ``require_approval`` (agents), a rollback that would drop data present now (an entity
-        holding rows, a field holding values) at the policy's severity needs an operator approval
-        bound to its plan, like a hazardous deploy.
+        For an agent (anyone but the operator), a rollback that would drop data present now (an
+        entity holding rows, a field holding values) at the policy's severity needs an operator
+        approval bound to its plan, like a hazardous deploy.
         """
-        if not require_approval:
+        if actor == OPERATOR:
             return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
         args = {"to_version": to_version}
-        try:
+        with self.refusing("rollback", actor, args):
             self.authorize(actor, Capability.ROLLBACK, what="roll back")
             with self.engine.snapshot() as reader:
                 current, target, plan, at_risk = deploy.preview_rollback(reader, to_version)
             hazards = self.policy.needs_approval(at_risk)
-            if not hazards:
-                return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress)
-            request_id = deploy.rollback_request_id(current, target)
-            request = self._approval_request(request_id, plan.hash(), hazards, actor)
-        except ButtressError as error:
-            self.record_refusal("rollback", actor, args, error)
-            raise
-        if request is not None:
-            waiting = approvals.needs_approval_error(request, hazards, what="rollback")
-            self.record_refusal("rollback", actor, args, waiting)
-            raise waiting
-        return deploy.rollback(
-            self, to_version=to_version, actor=actor, progress=progress, approval=self._approval_gate(hazards)
-        )
+            if hazards:
+                request_id = deploy.rollback_request_id(current, target)
+                request = self._approval_request(request_id, plan.hash(), hazards, actor)
+                if request is not None:
+                    raise approvals.needs_approval_error(request, hazards, what="rollback")
+        gate = self._approval_gate(hazards) if hazards else None
+        return deploy.rollback(self, to_version=to_version, actor=actor, progress=progress, approval=gate)
 
     def _approval_request(
         self, subject: str, plan_hash: str, hazards: list[Any], actor: str
@@ -893,7 +855,7 @@ class Runtime:
         actor: str = OPERATOR,
     ) -> ActionResult:
         """Run a deployed action: validated arguments, serialized writes, invariants, idempotency."""
-        result = self._actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
+        result = self.actions.run(name, args, idempotency_key=idempotency_key, actor=actor)
         if self.current[1].topics or self.current[1].workflows:
             self.scheduler.wake()  # its emits may have made work
         return result
@@ -1043,7 +1005,7 @@ class Runtime:
                     workflows=activity.workflow_summary(reader),
                 )
 
-        return self._reading("overview", actor, {}, read)
+        return self.reading("overview", actor, {}, read)
 
     @operation(Kind.READ, Capability.READ)
     def workflow_summary(self, *, actor: str = OPERATOR) -> WorkflowSummary:
@@ -1053,7 +1015,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return activity.workflow_summary(reader)
 
-        return self._reading("workflow_summary", actor, {}, read)
+        return self.reading("workflow_summary", actor, {}, read)
 
     @operation(Kind.READ, Capability.READ)
     def version_page(
@@ -1065,7 +1027,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return activity.version_page(reader, before=before, limit=limit)
 
-        return self._reading("version_page", actor, {"before": before, "limit": limit}, read)
+        return self.reading("version_page", actor, {"before": before, "limit": limit}, read)
 
     @operation(Kind.READ, Capability.READ, audited="diff_versions")
     def compare_versions(
@@ -1086,7 +1048,7 @@ class Runtime:
                     diff=specdiff.diff(old, new, from_version, to_version),
                 )
 
-        return self._reading("diff_versions", actor, args, read)
+        return self.reading("diff_versions", actor, args, read)
 
     @operation(Kind.READ, Capability.READ)
     def proposal_page(
@@ -1111,7 +1073,7 @@ class Runtime:
                     limit=limit,
                 )
 
-        return self._reading("proposal_page", actor, args, read)
+        return self.reading("proposal_page", actor, args, read)
 
     @operation(Kind.READ, Capability.READ, audited="read_proposal")
     def proposal_detail(self, proposal_id: str, *, actor: str = OPERATOR) -> ProposalDetail:
@@ -1124,7 +1086,7 @@ class Runtime:
                     reader, self.engine.path, proposal_id, current=self._current.number
                 )
 
-        return self._reading("read_proposal", actor, {"proposal_id": proposal_id}, read)
+        return self.reading("read_proposal", actor, {"proposal_id": proposal_id}, read)
 
     @operation(Kind.READ, Capability.READ, audited="list_approvals", cli=("approve",))
     def approval_requests(self, *, limit: int = 100, actor: str = OPERATOR) -> list[ApprovalRequest]:
@@ -1135,7 +1097,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return activity.approval_requests(reader, self.engine.path, limit=limit)
 
-        return self._reading("list_approvals", actor, {"limit": limit}, read)
+        return self.reading("list_approvals", actor, {"limit": limit}, read)
 
     @operation(Kind.CHANGE, None, audited="approve", cli=("approve",), acts=("approve",))
     def approve_request(self, request_id: str, *, actor: str = OPERATOR) -> ApprovalRequest:
@@ -1243,7 +1205,7 @@ class Runtime:
                     limit=limit,
                 )
 
-        return self._reading("audit_page", actor, args, read)
+        return self.reading("audit_page", actor, args, read)
 
     @operation(Kind.READ, Capability.READ, audited="")
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
@@ -1252,11 +1214,8 @@ class Runtime:
 
         Authorized like any read but not audited: it is polled every few seconds, and a row per poll
         would itself be new activity (refusals are audited)."""
-        try:
+        with self.refusing("activity_head", actor, {}):
             self.authorize(actor, Capability.READ, what="watch activity")
-        except ButtressError as error:
-            self.record_refusal("activity_head", actor, {}, error)
-            raise
         with self.engine.snapshot() as reader:
             return ActivityHead(
                 version=self._current.number,
@@ -1271,11 +1230,8 @@ class Runtime:
         newest mark only): what a server polls to tell subscribed clients that a run moved on.
 
         Authorized like any read but not audited (it is polled; refusals are audited)."""
-        try:
+        with self.refusing("run_changes", actor, {}):
             self.authorize(actor, Capability.READ, what="watch runs")
-        except ButtressError as error:
-            self.record_refusal("run_changes", actor, {}, error)
-            raise
         with self.engine.snapshot() as reader:
             mark = str(reader.scalar("SELECT coalesce(max(updated_at), '') FROM _buttress.runs"))
             if since is None:
@@ -1344,7 +1300,7 @@ class Runtime:
                     failures=failures,
                 )
 
-        return self._reading("search_runs", actor, args, read)
+        return self.reading("search_runs", actor, args, read)
 
     @operation(Kind.READ, Capability.READ)
     def run_history(self, run_id: str, *, actor: str = OPERATOR) -> RunHistory:
@@ -1356,7 +1312,7 @@ class Runtime:
             with self.engine.snapshot() as reader:
                 return activity.run_history(reader, self._pinned, run_id)
 
-        return self._reading("run_history", actor, {"run_id": run_id}, read)
+        return self.reading("run_history", actor, {"run_id": run_id}, read)
 
     # The Data page: statements written by runtime.store.browse from names checked against the
     # current spec, with values bound as parameters, run through ``_query`` (the query tool's guard
@@ -1449,7 +1405,7 @@ class Runtime:
                 facets=found,
             )
 
-        return self._reading("browse_data", actor, args, read)
+        return self.reading("browse_data", actor, args, read)
 
     @operation(Kind.READ, Capability.READ)
     def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail:
@@ -1519,7 +1475,7 @@ class Runtime:
                 children=children,
             )
 
-        return self._reading("read_row", actor, {"table": table, "key": wanted}, read)
+        return self.reading("read_row", actor, {"table": table, "key": wanted}, read)
 
     @operation(Kind.READ, Capability.READ)
     def export_data(
@@ -1554,7 +1510,7 @@ class Runtime:
                 result = result.model_copy(update={"truncated": int(matching) > limit})
             return result
 
-        return self._reading("export_data", actor, args, read)
+        return self.reading("export_data", actor, args, read)
 
 
 __all__ = [

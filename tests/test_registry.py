@@ -44,6 +44,8 @@ def test_every_public_runtime_method_that_takes_an_actor_is_a_declared_operation
         "authorize_action",
         "record_refusal",
         "record_read",
+        "reading",
+        "refusing",
         "audited",
         "run_refusable",
         "policy_check_proposal",

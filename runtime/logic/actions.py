@@ -15,114 +15,28 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import ValidationError
 
 from runtime.boundary.policy import Acting
 from runtime.errors import ActionError, ButtressError, Code, NotFound, PolicyError
 from runtime.logic import capture, fieldchecks, invariants, references
+from runtime.logic.prepared import Prepared, prepare
 from runtime.registry import OPERATOR
 from runtime.results import ActionResult
 from runtime.schema import graph
-from runtime.schema.spec import ActionSpec, AppSpec, canonical_json
-from runtime.schema.types import python_type
-from runtime.sql import sqlcheck
-from runtime.sql.facts import Analysis
+from runtime.schema.spec import canonical_json
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
 from runtime.store.values import fetch, plain, records
 from runtime.workflows import outbox
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import ActionContext
 
 MAX_ATTEMPTS = 3
 SAMPLE = 5
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """An action analysed against one spec: its argument model, its statements as they run, and the
-    checks its writes need (invariants, references)."""
-
-    spec: ActionSpec
-    args_model: type[BaseModel]
-    statements: tuple[capture.Statement, ...]
-    reads: frozenset[str]
-    writes: frozenset[str]
-    checks: tuple[invariants.Check, ...]
-    """Every invariant reading a table the action can write (directly or by cascade)."""
-    references: tuple[references.Reference, ...]
-    capture: dict[str, set[str]]
-    """Per table: the columns whose values the checks need from touched rows."""
-    field_checks: dict[str, tuple[fieldchecks.FieldCheck, ...]]
-    """Per table: the field checks the runtime enforces (also on rows ``on_delete set_null`` changes)."""
-    app: AppSpec
-    """The spec the action belongs to (its emits name its topics and workflows)."""
-
-
-def args_model(action: ActionSpec) -> type[BaseModel]:
-    """A pydantic model of the action's parameters (nullable ones may be omitted)."""
-    fields: dict[str, Any] = {}
-    for param in action.params:
-        base = python_type(param.type)
-        annotation: Any = base | None if param.nullable else base
-        fields[param.name] = (annotation, None if param.nullable else ...)
-    return create_model(f"{action.name}_args", __config__=ConfigDict(extra="forbid"), **fields)
-
-
-def prepare(spec: AppSpec, action: ActionSpec) -> Prepared:
-    relations = spec.relations()
-    analyses = tuple(
-        sqlcheck.analyze_statement(s, relations, allow_writes=action.kind == "mutation")
-        for s in action.statements
-    )
-    reads = frozenset().union(*(a.reads for a in analyses))
-    writes = frozenset().union(*(a.writes for a in analyses))
-    refs = references.references_of(spec)
-    reachable = references.reachable(refs, writes)
-    checks = tuple(
-        check
-        for check in (invariant_checks(spec) if writes else ())
-        if check.reads & reachable or not check.reads
-    )
-    needed = references.columns_needed(refs)
-    for check in checks:
-        if check.incremental:
-            for table, columns in check.keys.items():
-                needed.setdefault(table, set()).update(columns)
-    checked = fieldchecks.of(spec)
-    statements = tuple(
-        capture.plan(a, needed.get(written, set()), _key(spec, a), checked.get(written, ()))
-        if (written := next(iter(a.writes), None)) is not None
-        else capture.plan(a, set(), ())
-        for a in analyses
-    )
-    return Prepared(
-        action, args_model(action), statements, reads, writes, checks, refs, needed, checked, spec
-    )
-
-
-def invariant_checks(spec: AppSpec) -> tuple[invariants.Check, ...]:
-    """How each invariant of ``spec`` is checked after a mutation (cached per spec)."""
-    key = spec.hash()
-    found = _CHECKS.get(key)
-    if found is None:
-        found = tuple(invariants.analyze(i.name, i.description, i.sql, spec) for i in spec.invariants)
-        if len(_CHECKS) > 64:
-            _CHECKS.clear()
-        _CHECKS[key] = found
-    return found
-
-
-_CHECKS: dict[str, tuple[invariants.Check, ...]] = {}
-
-
-def _key(spec: AppSpec, analysis: Analysis) -> tuple[str, ...]:
-    entity = spec.entity(next(iter(analysis.writes))) if analysis.writes else None
-    return entity.primary_key if entity is not None else ()
 
 
 class ActionRunner:
@@ -133,7 +47,7 @@ class ActionRunner:
     action) is what it runs against, and the version in its result is that version.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: ActionContext) -> None:
         self.rt = rt
         self._prepared: dict[tuple[str, str], Prepared] = {}
         self._lock = threading.Lock()
@@ -160,7 +74,7 @@ class ActionRunner:
         self, name: str, args: dict[str, Any] | None, *, idempotency_key: str | None, actor: str
     ) -> ActionResult:
         audit_args = {"action": name, "args": _jsonable(args or {}), "idempotency_key": idempotency_key}
-        try:
+        with self.rt.refusing("run_action", actor, audit_args):
             self.rt.authorize_action(actor, name)
             number, prepared = self.prepared(name)
             if prepared.spec.emits and actor != OPERATOR:  # what its emits set running is decided now
@@ -184,9 +98,6 @@ class ActionRunner:
             return self.rt.engine.sharing_memory(
                 lambda: self._mutate(name, args or {}, idempotency_key, actor, audit_args), budget=budget
             )
-        except ButtressError as error:
-            self.rt.record_refusal("run_action", actor, audit_args, error)
-            raise
 
     def _query(self, number: int, prepared: Prepared, values: dict[str, Any]) -> ActionResult:
         with self.rt.engine.snapshot(timeout=self.rt.limits.action_timeout_s) as reader:

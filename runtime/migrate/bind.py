@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from runtime.errors import ButtressError, Code, DeployError
-from runtime.logic import actions
+from runtime.logic.prepared import prepare
 from runtime.migrate.hazards import HazardCode
 from runtime.schema.spec import AppSpec
 from runtime.schema.types import duckdb_type
@@ -32,7 +32,7 @@ def statements(spec: AppSpec) -> tuple[list[tuple[str, int, str]], list[dict[str
     problems: list[dict[str, Any]] = []
     for action in spec.actions:
         try:
-            prepared = actions.prepare(spec, action)
+            prepared = prepare(spec, action)
         except ButtressError as error:
             problems.append({"action": action.name, "statement": None, "problem": error.message})
             continue

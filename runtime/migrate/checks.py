@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.errors import ActionError, ButtressError, Code, DeployError, NotFound, WorkflowError
 from runtime.logic import fieldchecks, invariants, references
-from runtime.logic.actions import invariant_checks
+from runtime.logic.prepared import invariant_checks
 from runtime.migrate import bind
 from runtime.migrate.ddl import q
 from runtime.migrate.execution import PROBE_HINTS, SAMPLE
@@ -27,10 +27,10 @@ from runtime.workflows import pinned
 from runtime.workflows.status import TERMINAL, status_not_in
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import CheckContext
 
 
-def check_drift(rt: Runtime, tx: Tx, spec: AppSpec) -> None:
+def check_drift(rt: CheckContext, tx: Tx, spec: AppSpec) -> None:
     problems = fingerprint.diff(rt.expected_catalog(spec), fingerprint.read(tx))
     if problems:
         raise DeployError(
@@ -41,7 +41,7 @@ def check_drift(rt: Runtime, tx: Tx, spec: AppSpec) -> None:
         )
 
 
-def run_checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
+def run_checks(rt: CheckContext, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     """Catalog equals the target's, every view binds, every invariant holds, no action broke."""
     checks: list[Check] = []
     problems = fingerprint.diff(rt.expected_catalog(target), fingerprint.read(tx))
@@ -144,7 +144,7 @@ def run_checks(rt: Runtime, tx: Tx, plan: Plan, target: AppSpec) -> list[Check]:
     return checks
 
 
-def _check_runs(rt: Runtime, tx: Tx, target: AppSpec, version: int) -> int:
+def _check_runs(rt: CheckContext, tx: Tx, target: AppSpec, version: int) -> int:
     """Every run in flight can carry on under ``target`` (``pinned.stranded``): its next steps and the
     compensations it may still need call what the target has, as its definition calls them. Raises
     ``workflow.stranded`` naming the runs and the steps; returns how many runs are in flight."""

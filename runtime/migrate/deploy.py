@@ -38,14 +38,14 @@ from runtime.store import catalog
 from runtime.store.engine import Session, Tx
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import DeployContext
 
 
 # ------------------------------------------------------------------------------------------ propose
 
 
 def propose(
-    rt: Runtime,
+    rt: DeployContext,
     raw_ops: Sequence[Any],
     *,
     base_version: int | None,
@@ -198,7 +198,9 @@ def _stale(prop: dict[str, Any], current: int) -> PlanError:
     )
 
 
-def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | None = None) -> DryRunReport:
+def dry_run(
+    rt: DeployContext, proposal_id: str, *, actor: str, progress: Progress | None = None
+) -> DryRunReport:
     """Execute the stored plan on the real data inside a transaction, check it, roll it back, store the report."""
     args = {"proposal_id": proposal_id}
     started = time.perf_counter()
@@ -228,7 +230,7 @@ def dry_run(rt: Runtime, proposal_id: str, *, actor: str, progress: Progress | N
         except ButtressError as error:
             outcome["error"] = error
 
-    rt.run_refusable("dry_run", actor, args, run)
+    rt.audited("dry_run", actor, args, run)
     prop, plan = outcome["prop"], outcome["prop"]["plan"]
     error: ButtressError | None = outcome.get("error")
     report = DryRunReport(
@@ -303,7 +305,7 @@ def require_deployable(session: Session, prop: dict[str, Any], current: int) -> 
 
 
 def deploy(
-    rt: Runtime,
+    rt: DeployContext,
     proposal_id: str,
     *,
     actor: str,
@@ -374,7 +376,7 @@ def deploy(
 # ----------------------------------------------------------------------------------------- finalize
 
 
-def finalize(rt: Runtime, *, before_version: int, actor: str) -> FinalizeResult:
+def finalize(rt: DeployContext, *, before_version: int, actor: str) -> FinalizeResult:
     """Discard data retained by versions older than ``before_version`` (an operator act)."""
     args = {"before_version": before_version}
 

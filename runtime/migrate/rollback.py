@@ -26,7 +26,7 @@ from runtime.store import catalog
 from runtime.store.engine import Session, Tx
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import RollbackContext
 
 
 def deploy_history(tx: Session, number: int) -> list[int]:
@@ -193,7 +193,7 @@ def preview_rollback(session: Session, to_version: int | None) -> tuple[int, int
 
 
 def rollback(
-    rt: Runtime,
+    rt: RollbackContext,
     *,
     to_version: int | None,
     actor: str,

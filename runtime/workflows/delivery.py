@@ -93,7 +93,7 @@ class Delivery:
                     )
                 else:
                     assert subscription.action is not None
-                    self.rt._actions.run_in(tx, subscription.action, args, actor=actor, acting=acting)
+                    self.rt.actions.run_in(tx, subscription.action, args, actor=actor, acting=acting)
                 self.rt.audit.append(
                     tx,
                     actor=actor,

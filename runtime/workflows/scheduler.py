@@ -31,7 +31,7 @@ from runtime.workflows.steps.runner import BATCH, Runner, Step, error_of
 from runtime.workflows.store import RunRow
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import SchedulerContext
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Scheduler:
     """Advances runs and delivers messages on a thread of its own (``start``), or in the caller's
     thread until nothing is due (``drain``, for tests and tools)."""
 
-    def __init__(self, rt: Runtime, *, workers: int = 4, poll_s: float = 0.2) -> None:
+    def __init__(self, rt: SchedulerContext, *, workers: int = 4, poll_s: float = 0.2) -> None:
         self.rt = rt
         self.poll_s = poll_s
         self.runner = Runner(rt, wake=self.wake)

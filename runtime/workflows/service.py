@@ -1,5 +1,6 @@
-"""The workflow and message operations behind the ``Runtime`` facade: authorized, audited, each one
-transaction on the writer lane (or one snapshot for reads).
+"""The workflow and message operations behind the ``Runtime`` facade (which they see as
+``context.WorkflowContext``): authorized, audited, each one transaction on the writer lane (or one
+snapshot for reads).
 
 Agents start, signal and cancel runs, publish, claim and acknowledge messages (by their policy's
 capabilities); only the operator retries a failed run or resolves an effect whose outcome is unknown.
@@ -32,12 +33,12 @@ from runtime.workflows.store import RunRow
 from runtime.workflows.tables import RESOLUTIONS
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import WorkflowContext
 
 MAX_LIST = 1000
 
 
-def _workflow(rt: Runtime, name: str) -> WorkflowSpec:
+def _workflow(rt: WorkflowContext, name: str) -> WorkflowSpec:
     found = rt.current[1].workflow(name)
     if found is None:
         known = ", ".join(w.name for w in rt.current[1].workflows) or "none"
@@ -45,7 +46,7 @@ def _workflow(rt: Runtime, name: str) -> WorkflowSpec:
     return found
 
 
-def _topic(rt: Runtime, name: str) -> TopicSpec:
+def _topic(rt: WorkflowContext, name: str) -> TopicSpec:
     found = rt.current[1].topic(name)
     if found is None:
         known = ", ".join(t.name for t in rt.current[1].topics) or "none"
@@ -53,12 +54,12 @@ def _topic(rt: Runtime, name: str) -> TopicSpec:
     return found
 
 
-def _acting(rt: Runtime, actor: str) -> Acting:
+def _acting(rt: WorkflowContext, actor: str) -> Acting:
     """The context of the work a call sets running: the caller's grant as the policy says now."""
     return rt.policy.acting(actor, operator=actor == OPERATOR)
 
 
-def decide(rt: Runtime, actor: str, reach: graph.Reach, what: str) -> None:
+def decide(rt: WorkflowContext, actor: str, reach: graph.Reach, what: str) -> None:
     """The policy's one decision on everything a call sets in motion (``Policy.decide``)."""
     if actor != OPERATOR:
         rt.policy.decide(actor, reach, what)
@@ -68,7 +69,7 @@ def _owner(row: RunRow) -> str:
     return str(row.acting_for or row.created_by)
 
 
-def _require_owner(rt: Runtime, actor: str, row: RunRow, what: str) -> None:
+def _require_owner(rt: WorkflowContext, actor: str, row: RunRow, what: str) -> None:
     """Runs belong to who started them: another agent needs ``manage_runs``."""
     if actor == OPERATOR or _owner(row) == actor or rt.policy.may(actor, Capability.MANAGE_RUNS):
         return
@@ -81,7 +82,7 @@ def _require_owner(rt: Runtime, actor: str, row: RunRow, what: str) -> None:
     )
 
 
-def _info(rt: Runtime, row: RunRow) -> RunInfo:
+def _info(rt: WorkflowContext, row: RunRow) -> RunInfo:
     try:
         workflow = rt.scheduler.definition(row.version, row.workflow)
     except ButtressError:
@@ -90,7 +91,7 @@ def _info(rt: Runtime, row: RunRow) -> RunInfo:
 
 
 def _change(
-    rt: Runtime,
+    rt: WorkflowContext,
     operation: str,
     actor: str,
     capability: Capability,
@@ -101,7 +102,7 @@ def _change(
 ) -> Any:
     """Authorize, run ``act(tx)`` on the writer lane with an audit row, wake the scheduler after
     commit; a refusal is audited."""
-    try:
+    with rt.refusing(operation, actor, arguments):
         rt.authorize(actor, capability, what=what)
         with rt.engine.transaction(timeout=rt.limits.action_timeout_s, wait=rt.limits.lane_wait_s) as tx:
             result, outcome = act(tx)
@@ -117,16 +118,13 @@ def _change(
             )
             tx.on_commit(rt.scheduler.wake)
         return result
-    except ButtressError as error:
-        rt.record_refusal(operation, actor, arguments, error)
-        raise
 
 
 # -------------------------------------------------------------------------------------------- runs
 
 
 def start_workflow(
-    rt: Runtime, workflow: str, args: dict[str, Any], run_id: str | None, actor: str
+    rt: WorkflowContext, workflow: str, args: dict[str, Any], run_id: str | None, actor: str
 ) -> RunInfo:
     arguments = {"workflow": workflow, "args": args, "run_id": run_id}
 
@@ -152,7 +150,7 @@ def start_workflow(
     return result
 
 
-def get_run(rt: Runtime, run_id: str, actor: str) -> RunDetail:
+def get_run(rt: WorkflowContext, run_id: str, actor: str) -> RunDetail:
     def read() -> RunDetail:
         with rt.engine.snapshot() as reader:
             row = store.require_run(reader, run_id)
@@ -161,19 +159,21 @@ def get_run(rt: Runtime, run_id: str, actor: str) -> RunDetail:
         info = _info(rt, row)
         return RunDetail(**info.model_dump(), steps=steps, effects=sent)
 
-    return rt._reading("get_run", actor, {"run_id": run_id}, read)
+    return rt.reading("get_run", actor, {"run_id": run_id}, read)
 
 
-def list_runs(rt: Runtime, workflow: str | None, status: str | None, limit: int, actor: str) -> list[RunInfo]:
+def list_runs(
+    rt: WorkflowContext, workflow: str | None, status: str | None, limit: int, actor: str
+) -> list[RunInfo]:
     def read() -> list[RunInfo]:
         with rt.engine.snapshot() as reader:
             rows = store.list_runs(reader, workflow=workflow, status=status, limit=min(limit, MAX_LIST))
         return [_info(rt, row) for row in rows]
 
-    return rt._reading("list_runs", actor, {"workflow": workflow, "status": status, "limit": limit}, read)
+    return rt.reading("list_runs", actor, {"workflow": workflow, "status": status, "limit": limit}, read)
 
 
-def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunInfo:
+def cancel_run(rt: WorkflowContext, run_id: str, reason: str | None, actor: str) -> RunInfo:
     """Stop a run: the completed steps' compensations run (newest first), then it is ``cancelled``."""
     arguments = {"run_id": run_id, "reason": reason}
 
@@ -236,7 +236,7 @@ def cancel_run(rt: Runtime, run_id: str, reason: str | None, actor: str) -> RunI
     return result
 
 
-def signal_run(rt: Runtime, run_id: str, name: str, payload: dict[str, Any], actor: str) -> RunInfo:
+def signal_run(rt: WorkflowContext, run_id: str, name: str, payload: dict[str, Any], actor: str) -> RunInfo:
     arguments = {"run_id": run_id, "signal": name, "payload": payload}
 
     def act(tx: Tx) -> tuple[RunInfo, str]:
@@ -259,7 +259,7 @@ def signal_run(rt: Runtime, run_id: str, name: str, payload: dict[str, Any], act
     return result
 
 
-def retry_run(rt: Runtime, run_id: str, actor: str) -> RunInfo:
+def retry_run(rt: WorkflowContext, run_id: str, actor: str) -> RunInfo:
     """The operator's retry: a failed run tries its failed step again; a blocked run sends its
     effect again (same key)."""
     arguments = {"run_id": run_id}
@@ -297,7 +297,9 @@ def retry_run(rt: Runtime, run_id: str, actor: str) -> RunInfo:
     return result
 
 
-def resolve_effect(rt: Runtime, effect_id: str, outcome: str, response: Any, actor: str) -> EffectInfo:
+def resolve_effect(
+    rt: WorkflowContext, effect_id: str, outcome: str, response: Any, actor: str
+) -> EffectInfo:
     """The operator's answer for an effect whose outcome is unknown (they checked with the provider):
     ``succeeded`` (with the provider's response) continues the run; ``rejected`` compensates it."""
     arguments = {"effect_id": effect_id, "outcome": outcome}
@@ -344,20 +346,20 @@ def resolve_effect(rt: Runtime, effect_id: str, outcome: str, response: Any, act
 
 
 def list_effects(
-    rt: Runtime, state: str | None, run_id: str | None, limit: int, actor: str
+    rt: WorkflowContext, state: str | None, run_id: str | None, limit: int, actor: str
 ) -> list[EffectInfo]:
     def read() -> list[EffectInfo]:
         with rt.engine.snapshot() as reader:
             return effects.list_effects(reader, state=state, run_id=run_id, limit=min(limit, MAX_LIST))
 
-    return rt._reading("list_effects", actor, {"state": state, "run_id": run_id}, read)
+    return rt.reading("list_effects", actor, {"state": state, "run_id": run_id}, read)
 
 
 # ---------------------------------------------------------------------------------------- messages
 
 
 def publish_message(
-    rt: Runtime, topic: str, payload: dict[str, Any], message_id: str | None, actor: str
+    rt: WorkflowContext, topic: str, payload: dict[str, Any], message_id: str | None, actor: str
 ) -> PublishResult:
     arguments = {"topic": topic, "payload": payload, "message_id": message_id}
 
@@ -377,7 +379,7 @@ def publish_message(
 
 
 def claim_messages(
-    rt: Runtime, topic: str, consumer: str | None, limit: int, lease_s: float, actor: str
+    rt: WorkflowContext, topic: str, consumer: str | None, limit: int, lease_s: float, actor: str
 ) -> ClaimResult:
     who = consumer or actor
     arguments = {"topic": topic, "consumer": who, "limit": limit, "lease_s": lease_s}
@@ -403,7 +405,9 @@ def claim_messages(
     return result
 
 
-def ack_messages(rt: Runtime, message_ids: Sequence[str], consumer: str | None, actor: str) -> AckResult:
+def ack_messages(
+    rt: WorkflowContext, message_ids: Sequence[str], consumer: str | None, actor: str
+) -> AckResult:
     who = consumer or actor
     arguments = {"consumer": who, "message_ids": list(message_ids)}
 
@@ -417,7 +421,7 @@ def ack_messages(rt: Runtime, message_ids: Sequence[str], consumer: str | None, 
 
 
 def list_messages(
-    rt: Runtime, topic: str | None, undelivered: bool, limit: int, actor: str
+    rt: WorkflowContext, topic: str | None, undelivered: bool, limit: int, actor: str
 ) -> list[MessageInfo]:
     def read() -> list[MessageInfo]:
         with rt.engine.snapshot() as reader:
@@ -428,4 +432,4 @@ def list_messages(
             _topic(rt, topic)  # a topic dropped keeps its held messages: unknown only when none is left
         return found
 
-    return rt._reading("list_messages", actor, {"topic": topic, "undelivered": undelivered}, read)
+    return rt.reading("list_messages", actor, {"topic": topic, "undelivered": undelivered}, read)

@@ -233,7 +233,7 @@ def _waiting_request(project: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
         drop = runtime.propose(json.loads((EXAMPLES / "destructive-change.json").read_text()), actor="agent")
         assert runtime.dry_run(drop.proposal_id, actor="agent").passed
         with pytest.raises(ButtressError) as caught:
-            runtime.deploy(drop.proposal_id, actor="agent", require_approval=True)
+            runtime.deploy(drop.proposal_id, actor="agent")
     finally:
         runtime.close()
     assert caught.value.code == "deploy.needs_approval"

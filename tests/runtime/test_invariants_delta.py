@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime.logic import invariants, references
-from runtime.logic.actions import prepare
+from runtime.logic.prepared import prepare
 from runtime.runtime import Runtime
 from runtime.schema import changes
 from runtime.schema.spec import AppSpec
@@ -198,7 +198,7 @@ def test_the_restricted_check_finds_every_violation_the_full_one_finds(
                 with rt.engine.transaction() as tx:
                     before = rows_of(tx, check.sql, None)
                     touched = references.Touched()
-                    rt._actions._statements(tx, rt.current[0], prepared, args, touched)
+                    rt.actions._statements(tx, rt.current[0], prepared, args, touched)
                     after = rows_of(tx, check.sql, None)
                     keys: list[Any] = []
                     for table in check.reads & touched.tables:
@@ -216,7 +216,7 @@ def rows_of(tx: Any, sql: str, params: dict[str, Any] | None) -> set[tuple[Any, 
 
 
 def invariants_of(spec: AppSpec) -> list[invariants.Check]:
-    from runtime.logic.actions import invariant_checks
+    from runtime.logic.prepared import invariant_checks
 
     return list(invariant_checks(spec))
 

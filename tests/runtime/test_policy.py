@@ -85,18 +85,18 @@ def test_a_hazardous_deploy_waits_for_an_operator_approval_bound_to_its_plan(gua
     first = guarded.propose(DROP_AUTHOR, actor="agent")
     guarded.dry_run(first.proposal_id, actor="agent")
     with pytest.raises(ButtressError) as caught:
-        guarded.deploy(first.proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(first.proposal_id, actor="agent")
     assert caught.value.code == "deploy.needs_approval"
     request_id = caught.value.details["approval_request"]
     approve(guarded, request_id)
-    result = guarded.deploy(first.proposal_id, actor="agent", require_approval=True)
+    result = guarded.deploy(first.proposal_id, actor="agent")
     assert result.version == 2
 
     guarded.rollback()
     second = guarded.propose(DROP_AUTHOR, actor="agent")
     guarded.dry_run(second.proposal_id, actor="agent")
     with pytest.raises(ButtressError) as caught:  # the old approval is used and bound to another plan
-        guarded.deploy(second.proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(second.proposal_id, actor="agent")
     assert caught.value.code == "deploy.needs_approval"
     assert caught.value.details["approval_request"] != request_id
 
@@ -105,14 +105,14 @@ def test_a_forged_approval_is_ignored(guarded: Runtime) -> None:
     proposal = guarded.propose(DROP_AUTHOR, actor="agent")
     guarded.dry_run(proposal.proposal_id, actor="agent")
     with pytest.raises(ButtressError) as caught:
-        guarded.deploy(proposal.proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(proposal.proposal_id, actor="agent")
     request_id = caught.value.details["approval_request"]
     folder = approvals.folder(guarded.engine.path)
     (folder / "approvals").mkdir(exist_ok=True)
     forged = {"id": request_id, "approved_by": "agent", "signature": "0" * 64}
     (folder / "approvals" / f"{request_id}.json").write_text(json.dumps(forged))
     with pytest.raises(ButtressError) as caught:
-        guarded.deploy(proposal.proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(proposal.proposal_id, actor="agent")
     assert caught.value.code == "deploy.needs_approval"
 
 
@@ -121,7 +121,7 @@ def test_low_hazard_deploys_need_no_approval(guarded: Runtime) -> None:
         [{"op": "alter_field", "entity": "memo", "field": "priority", "default": 4}], actor="agent"
     )
     guarded.dry_run(proposal.proposal_id, actor="agent")
-    assert guarded.deploy(proposal.proposal_id, actor="agent", require_approval=True).version == 2
+    assert guarded.deploy(proposal.proposal_id, actor="agent").version == 2
 
 
 def test_policy_file_grants_capabilities_by_role(tmp_path: Path) -> None:

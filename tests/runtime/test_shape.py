@@ -482,7 +482,7 @@ def test_a_deploy_whose_dry_run_failed_is_refused_for_that_before_any_approval_i
         actor="local",
     )
     assert not rt.dry_run(proposal.proposal_id, actor="local").passed
-    error = refused(lambda: rt.deploy(proposal.proposal_id, actor="local", require_approval=True))
+    error = refused(lambda: rt.deploy(proposal.proposal_id, actor="local"))
     assert error.code == "deploy.dry_run_failed"
     assert not list((Path(rt.engine.path).parent / ".buttress" / "requests").glob("*.json"))
 
@@ -504,7 +504,7 @@ def test_a_request_whose_plan_can_no_longer_deploy_is_stale_and_cannot_be_approv
     )
     proposal = rt.propose([{"op": "drop_entity", "entity": "tag"}], actor="local")
     assert rt.dry_run(proposal.proposal_id, actor="local").passed
-    waiting = refused(lambda: rt.deploy(proposal.proposal_id, actor="local", require_approval=True))
+    waiting = refused(lambda: rt.deploy(proposal.proposal_id, actor="local"))
     assert waiting.code == "deploy.needs_approval"
     request_id = waiting.details["approval_request"]
     assert rt.approval_requests()[0].status == "pending"

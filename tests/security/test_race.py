@@ -82,7 +82,7 @@ def race_once(runtime: Runtime, delay: float) -> dict[str, object]:
         start.wait()
         time.sleep(max(-delay, 0))
         try:
-            results["deploy"] = runtime.deploy(proposal.proposal_id, actor="agent").version
+            results["deploy"] = runtime.deploy(proposal.proposal_id).version  # the operator: no approval step
         except ButtressError as error:
             results["deploy"] = error.code
 
@@ -118,7 +118,7 @@ def test_mutations_racing_the_deploy_of_an_invariant_they_violate_commit_no_viol
             assert results["put"] == "invariant.violated", results
             assert violations(runtime) == 0
             outcomes["deploy_first"] += 1
-            runtime.rollback(actor="agent")
+            runtime.rollback()
         else:
             assert results["deploy"] == "invariant.violated", results
             outcomes["mutation_first"] += 1

@@ -283,7 +283,7 @@ def _ship(rt: Runtime, operations: list[dict[str, Any]], note: str | None = None
     proposal = rt.propose(operations, note=note, actor=actor)
     report = rt.dry_run(proposal.proposal_id, actor=actor)
     assert report.passed, report.error
-    return rt.deploy(proposal.proposal_id, actor=actor, require_approval=actor != "operator").version
+    return rt.deploy(proposal.proposal_id, actor=actor).version
 
 
 def _waiting(rt: Runtime, operations: list[dict[str, Any]], note: str) -> tuple[str, str]:
@@ -291,7 +291,7 @@ def _waiting(rt: Runtime, operations: list[dict[str, Any]], note: str) -> tuple[
     proposal = rt.propose(operations, note=note, actor=AGENT)
     assert rt.dry_run(proposal.proposal_id, actor=AGENT).passed
     try:
-        rt.deploy(proposal.proposal_id, actor=AGENT, require_approval=True)
+        rt.deploy(proposal.proposal_id, actor=AGENT)
     except ButtressError as error:
         assert error.code == "deploy.needs_approval", error
         return proposal.proposal_id, str(error.details["approval_request"])
@@ -403,7 +403,7 @@ def _approvals(rt: Runtime, names: dict[str, str]) -> None:
         rt, [{"op": "drop_field", "entity": "order_line", "field": "qty"}], "quantities move to sale"
     )
     rt.approve_request(names["used_request"])
-    rt.deploy(names["used_proposal"], actor=AGENT, require_approval=True)
+    rt.deploy(names["used_proposal"], actor=AGENT)
     # On the final version: one of each.
     names["pending_proposal"], names["pending_request"] = _waiting(
         rt, [{"op": "drop_field", "entity": "customer", "field": "note"}], "notes are unused"

@@ -56,7 +56,7 @@ def waiting(rt: Runtime, operations: list[dict[str, Any]]) -> tuple[str, str]:
     proposal = rt.propose(operations, actor="agent")
     assert rt.dry_run(proposal.proposal_id, actor="agent").passed
     with pytest.raises(ButtressError) as caught:
-        rt.deploy(proposal.proposal_id, actor="agent", require_approval=True)
+        rt.deploy(proposal.proposal_id, actor="agent")
     assert caught.value.code == "deploy.needs_approval"
     return proposal.proposal_id, str(caught.value.details["approval_request"])
 
@@ -77,7 +77,7 @@ def test_an_approval_lets_the_agents_retry_through_once_and_is_audited_as_the_op
 
     decided = guarded.approve_request(request_id)
     assert (decided.status, decided.decided_by) == ("approved", "operator")
-    assert guarded.deploy(proposal_id, actor="agent", require_approval=True).version == 2
+    assert guarded.deploy(proposal_id, actor="agent").version == 2
     assert guarded.approval_requests()[0].status == "used"
     assert audit_rows(guarded, "approve") == [("operator", "ok", None)]
 
@@ -88,7 +88,7 @@ def test_a_refusal_is_what_the_agents_retry_hears_and_a_new_plan_asks_again(guar
     assert (refused.status, refused.reason) == ("refused", "memos are still read by the export job")
 
     with pytest.raises(ButtressError) as caught:
-        guarded.deploy(proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(proposal_id, actor="agent")
     assert caught.value.code == "policy.denied"
     assert "memos are still read by the export job" in caught.value.message
     assert caught.value.details["approval_request"] == request_id
@@ -105,7 +105,7 @@ def test_refusing_an_approved_request_revokes_the_approval(guarded: Runtime) -> 
     guarded.approve_request(request_id)
     guarded.refuse_request(request_id, reason="changed my mind")
     with pytest.raises(ButtressError) as caught:
-        guarded.deploy(proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(proposal_id, actor="agent")
     assert caught.value.code == "policy.denied"
     assert guarded.current[0] == 1
 
@@ -115,7 +115,7 @@ def test_a_used_refused_or_expired_request_can_no_longer_be_decided(guarded: Run
     proposal_id, request_id = waiting(guarded, DROP_AUTHOR)
     if state == "used":
         guarded.approve_request(request_id)
-        guarded.deploy(proposal_id, actor="agent", require_approval=True)
+        guarded.deploy(proposal_id, actor="agent")
     elif state == "refused":
         guarded.refuse_request(request_id)
     else:
@@ -152,7 +152,7 @@ def test_an_unsigned_refusal_file_is_ignored(guarded: Runtime) -> None:
     )
     assert guarded.approval_requests()[0].status == "pending"
     guarded.approve_request(request_id)
-    assert guarded.deploy(proposal_id, actor="agent", require_approval=True).version == 2
+    assert guarded.deploy(proposal_id, actor="agent").version == 2
 
 
 def test_decisions_travel_over_the_projects_socket(guarded: Runtime) -> None:
@@ -163,6 +163,6 @@ def test_decisions_travel_over_the_projects_socket(guarded: Runtime) -> None:
         assert [r.status for r in remote.approval_requests()] == ["pending"]
         assert remote.approve_request(request_id).status == "approved"
         assert remote.activity_head().pending_approvals == 0
-        assert guarded.deploy(proposal_id, actor="agent", require_approval=True).version == 2
+        assert guarded.deploy(proposal_id, actor="agent").version == 2
     finally:
         channel.close()

@@ -72,7 +72,7 @@ def runtime(project: Project) -> Iterator[Runtime]:
     )
     rt.dry_run(drop.proposal_id, actor="claude")
     with pytest.raises(ButtressError):
-        rt.deploy(drop.proposal_id, actor="claude", require_approval=True)
+        rt.deploy(drop.proposal_id, actor="claude")
     try:
         yield rt
     finally:

@@ -21,7 +21,7 @@ def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec)
             current = runner.fence(tx, run)
             if current is None:
                 return False
-            result = runner.rt._actions.run_in(
+            result = runner.rt.actions.run_in(
                 tx, step.action, args, actor=actor(run), acting=store.acting_of(current)
             )
             output = {**first_row(result.columns, result.rows), "rows_affected": result.rows_affected}

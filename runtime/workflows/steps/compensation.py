@@ -154,7 +154,7 @@ def _run(runner: Runner, run: RunRow, name: str, compensation: Compensation) -> 
             current = runner.fence(tx, run)
             if current is None:
                 return None
-            result = runner.rt._actions.run_in(
+            result = runner.rt.actions.run_in(
                 tx, compensation.action, args, actor=actor(run), acting=store.acting_of(current)
             )
             output = {**first_row(result.columns, result.rows), "rows_affected": result.rows_affected}

@@ -20,7 +20,7 @@ from runtime.workflows.status import RunStatus, StepStatus
 from runtime.workflows.store import RunRow
 
 if TYPE_CHECKING:
-    from runtime.runtime import Runtime
+    from runtime.context import StepContext
 
 BATCH: Final = 256
 """How many due runs one pass takes, and how many messages one subscription gets in a pass."""
@@ -29,7 +29,7 @@ BATCH: Final = 256
 class Runner:
     """The runtime as the steps of runs see it; ``wake`` tells the scheduler something became due."""
 
-    def __init__(self, rt: Runtime, wake: Callable[[], None]) -> None:
+    def __init__(self, rt: StepContext, wake: Callable[[], None]) -> None:
         self.rt = rt
         self.wake = wake
         self._specs: dict[int, AppSpec] = {}
