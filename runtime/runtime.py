@@ -53,21 +53,17 @@ from runtime.results import (
     ApprovalRequest,
     AuditEntry,
     AuditPage,
-    ChildRows,
     ClaimResult,
-    ColumnFacet,
     ConnectorSummary,
     DataFilter,
     DataPage,
     DeployResult,
     DryRunReport,
     EffectInfo,
-    FacetValue,
     FinalizeResult,
     InvariantCheck,
     MessageInfo,
     Overview,
-    ParentLink,
     PendingProposal,
     ProposalDetail,
     ProposalPage,
@@ -93,7 +89,7 @@ from runtime.schema import diff as specdiff
 from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.schema.spec import AppSpec, WorkflowSpec
 from runtime.sql import sqlcheck
-from runtime.store import activity, browse, catalog, fingerprint
+from runtime.store import activity, catalog, data_pages, fingerprint
 from runtime.store import audit as audit_log
 from runtime.store.audit import AnchorFile, Auditor, anchor_path
 from runtime.store.engine import Engine, Settings, Tx
@@ -1316,16 +1312,21 @@ class Runtime:
 
     # The Data page: statements written by runtime.store.browse from names checked against the
     # current spec, with values bound as parameters, run through ``_query`` (the query tool's guard
-    # and limits), one audit row per page.
+    # and limits) by runtime.store.data_pages, one audit row per page.
 
-    def _relation(self, table: str) -> browse.Relation:
-        with self.engine.snapshot() as reader:
-            columns = reader.fetchall(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-                "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
-                [table],
-            )
-        return browse.relation(self._current.spec, table, [(str(c), str(t)) for c, t in columns])
+    def _data_source(self) -> data_pages.DataSource:
+        def columns(table: str) -> list[tuple[str, str]]:
+            with self.engine.snapshot() as reader:
+                found = reader.fetchall(
+                    "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+                    "current_database() AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+                    [table],
+                )
+            return [(str(c), str(t)) for c, t in found]
+
+        return data_pages.DataSource(
+            spec=self._current.spec, columns=columns, query=self._query, max_rows=self.limits.max_rows
+        )
 
     @operation(Kind.READ, Capability.READ)
     def browse_data(
@@ -1356,56 +1357,22 @@ class Runtime:
             "facets": list(facets),
         }
 
-        def read() -> DataPage:
-            rel = self._relation(table)
-            condition, params = browse.where(rel, wanted)
-            ordering = browse.order(rel, sort, descending)
-            chosen = list(dict.fromkeys(facets))
-            for name in chosen:
-                rel.column(name)
-            probed = browse.probe_columns(rel, chosen) if suggest else []
-            probe = self._query(browse.probe_sql(rel, condition, probed), params, 1).rows[0]
-            total, matching, distinct = int(probe[0]), int(probe[1]), probe[2:]
-            size = max(1, min(int(limit), self.limits.max_rows - 1))
-            start = max(0, int(offset))
-            page = self._query(
-                browse.rows_sql(rel, condition, ordering, limit=size + 1, offset=start), params, size + 1
-            )
-            suggested = [
-                c for c, n in zip(probed, distinct, strict=True) if 0 < int(n or 0) <= browse.SUGGEST_BELOW
-            ][: browse.MAX_SUGGESTED]
-            shown = chosen + [c for c in suggested if c not in chosen]
-            found: list[ColumnFacet] = []
-            if shown and matching:
-                counted = self._query(browse.facet_sql(rel, condition, shown), params, None).rows
-                for number, name in enumerate(shown):
-                    values = [FacetValue(value=v, count=int(n)) for f, v, n in counted if int(f) == number]
-                    found.append(
-                        ColumnFacet(
-                            column=name,
-                            values=values[: browse.MAX_FACET_VALUES],
-                            more=len(values) > browse.MAX_FACET_VALUES,
-                            chosen=name in chosen,
-                        )
-                    )
-            return DataPage(
-                table=rel.name,
-                kind=rel.kind,
-                columns=list(rel.columns),
-                key=list(rel.key),
-                rows=page.rows[:size],
-                total=total,
-                matching=matching,
-                offset=start,
-                limit=size,
-                more=page.row_count > size,
+        return self.reading(
+            "browse_data",
+            actor,
+            args,
+            lambda: data_pages.browse_data(
+                self._data_source(),
+                table,
+                wanted,
                 sort=sort,
                 descending=descending,
-                filters=wanted,
-                facets=found,
-            )
-
-        return self.reading("browse_data", actor, args, read)
+                offset=offset,
+                limit=limit,
+                facets=facets,
+                suggest=suggest,
+            ),
+        )
 
     @operation(Kind.READ, Capability.READ)
     def read_row(self, table: str, key: Mapping[str, str], *, actor: str = OPERATOR) -> RowDetail:
@@ -1414,68 +1381,12 @@ class Runtime:
         few shown). Through the query guard and limits; one audited read."""
         wanted = {str(k): str(v) for k, v in key.items()}
 
-        def read() -> RowDetail:
-            rel = self._relation(table)
-            sql, params = browse.row_sql(rel, wanted)
-            found = self._query(sql, params, 2)
-            row = found.rows[0] if found.rows else None
-            values = dict(zip(found.columns, row, strict=True)) if row is not None else {}
-            parents: list[ParentLink] = []
-            children: list[ChildRows] = []
-            if row is not None:
-                spec = self._current.spec
-                for column in rel.columns:
-                    value = values.get(column.name)
-                    if column.references is None or value is None:
-                        continue
-                    parent_name, parent_field = column.references.split(".", 1)
-                    parent = self._relation(parent_name)
-                    bound = browse.value_of(parent, parent_field, str(value))
-                    n = self._query(browse.count_sql(parent, parent_field), {"v": bound}, 1).rows[0][0]
-                    parents.append(
-                        ParentLink(
-                            column=column.name,
-                            table=parent_name,
-                            field=parent_field,
-                            value=value,
-                            key=parent.key == (parent_field,),
-                            found=bool(n),
-                        )
-                    )
-                for column in rel.columns:
-                    value = values.get(column.name)
-                    if value is None:
-                        continue
-                    for pointer in column.referenced_by:
-                        child_name, child_field = pointer.split(".", 1)
-                        if spec.entity(child_name) is None:
-                            continue
-                        child = self._relation(child_name)
-                        bound = {"v": browse.value_of(child, child_field, str(value))}
-                        n = self._query(browse.count_sql(child, child_field), bound, 1).rows[0][0]
-                        first = self._query(browse.children_sql(child, child_field), bound, browse.CHILD_ROWS)
-                        children.append(
-                            ChildRows(
-                                table=child_name,
-                                column=child_field,
-                                field=column.name,
-                                value=value,
-                                count=int(n),
-                                columns=first.columns,
-                                key=list(child.key),
-                                rows=first.rows,
-                            )
-                        )
-            return RowDetail(
-                table=rel.name,
-                columns=list(rel.columns),
-                key={k: values.get(k, wanted.get(k)) for k in rel.key},
-                row=row,
-                parents=parents,
-                children=children,
-            )
-
-        return self.reading("read_row", actor, {"table": table, "key": wanted}, read)
+        return self.reading(
+            "read_row",
+            actor,
+            {"table": table, "key": wanted},
+            lambda: data_pages.read_row(self._data_source(), table, wanted),
+        )
 
     @operation(Kind.READ, Capability.READ)
     def export_data(
@@ -1498,19 +1409,14 @@ class Runtime:
             "descending": descending,
         }
 
-        def read() -> QueryResult:
-            rel = self._relation(table)
-            condition, params = browse.where(rel, wanted)
-            ordering = browse.order(rel, sort, descending)
-            limit = self.limits.max_rows
-            sql = browse.rows_sql(rel, condition, ordering, limit=limit, offset=0)
-            result = self._query(sql, params, limit)
-            if result.row_count == limit and not result.truncated:  # were there more than the limit?
-                matching = self._query(browse.probe_sql(rel, condition, []), params, 1).rows[0][1]
-                result = result.model_copy(update={"truncated": int(matching) > limit})
-            return result
-
-        return self.reading("export_data", actor, args, read)
+        return self.reading(
+            "export_data",
+            actor,
+            args,
+            lambda: data_pages.export_data(
+                self._data_source(), table, wanted, sort=sort, descending=descending
+            ),
+        )
 
 
 __all__ = [
