@@ -38,7 +38,7 @@ from runtime.boundary.policy import (
 )
 from runtime.context import Current
 from runtime.errors import ButtressError, Code, EngineError, NotFound, PolicyError, SqlError
-from runtime.logic import invariants
+from runtime.logic import invariants, summary
 from runtime.logic.actions import ActionRunner
 from runtime.logic.prepared import invariant_checks
 from runtime.migrate import bind, deploy
@@ -47,7 +47,6 @@ from runtime.results import (
     REFUSAL_KEY,
     AckResult,
     ActionResult,
-    ActionSummary,
     ActivityHead,
     AppDescription,
     ApprovalRequest,
@@ -426,38 +425,6 @@ class Runtime:
         with self.engine.snapshot() as reader:
             pending = catalog.pending_proposals(reader, number)
             work = activity.workflow_summary(reader) if spec.workflows or spec.topics else None
-        relations = spec.relations()
-        actions = []
-        for action in spec.actions:
-            reads: set[str] = set()
-            writes: set[str] = set()
-            fields_read: set[tuple[str, str]] = set()
-            fields_written: set[tuple[str, str]] = set()
-            for statement in action.statements:
-                try:
-                    analysis = sqlcheck.analyze_statement(
-                        statement, relations, allow_writes=action.kind == "mutation"
-                    )
-                except ButtressError:
-                    continue
-                reads |= analysis.reads
-                writes |= analysis.writes
-                fields_read |= analysis.columns_read
-                fields_written |= analysis.columns_written
-            actions.append(
-                ActionSummary(
-                    name=action.name,
-                    kind=action.kind,
-                    description=action.description,
-                    params=list(action.params),
-                    reads=sorted(reads),
-                    writes=sorted(writes),
-                    fields_read=sorted(".".join(f) for f in fields_read),
-                    fields_written=sorted(".".join(f) for f in fields_written),
-                    emits=list(action.emits),
-                    tool=f"app_{action.name}",
-                )
-            )
         checks = [
             InvariantCheck(name=c.name, incremental=c.incremental, reason=c.reason)
             for c in invariant_checks(spec)
@@ -466,7 +433,7 @@ class Runtime:
             version=number,
             hash=spec.hash(),
             spec=spec,
-            actions=actions,
+            actions=summary.action_summaries(spec),
             invariant_checks=checks,
             pending_proposals=[PendingProposal.model_validate(p) for p in pending],
             drift=self.drift,

@@ -32,6 +32,7 @@ PURE_MODULES = {
     "runtime.migrate.planners.logic",
     "runtime.migrate.planners.topics",
     "runtime.migrate.planners.workflows",
+    "runtime.logic.summary",
 }
 """The planner and what it writes SQL with: pure, though they live beside deploy."""
 LOWER = ("runtime.store", "runtime.migrate", "runtime.logic", "runtime.context", "runtime.runtime")
