@@ -62,7 +62,9 @@ class Declaration:
     also: tuple[Capability, ...] = ()
     """Further capabilities it may check (a hazardous deploy, a cancel of another agent's run)."""
     audited: str | None = None
-    """The operation name its audit rows carry (None: its own name; ``""``: polled, not audited)."""
+    """The operation name its audit rows carry (None: its own name)."""
+    polled: bool = False
+    """Clients poll it: its answers are not audited, its refusals are."""
     tools: tuple[str, ...] = ()
     cli: tuple[str, ...] = ()
     """CLI commands that call it, as typed (``"runs retry"``)."""
@@ -98,6 +100,7 @@ def operation(
     *,
     also: tuple[Capability, ...] = (),
     audited: str | None = None,
+    polled: bool = False,
     tools: tuple[str, ...] = (),
     cli: tuple[str, ...] = (),
     acts: tuple[str, ...] = (),
@@ -109,6 +112,7 @@ def operation(
         capability=capability,
         also=also,
         audited=audited,
+        polled=polled,
         tools=tools,
         cli=cli,
         acts=acts,

@@ -1170,7 +1170,7 @@ class Runtime:
 
         return self.reading("audit_page", actor, args, read)
 
-    @operation(Kind.READ, Capability.READ, audited="")
+    @operation(Kind.READ, Capability.READ, polled=True)
     def activity_head(self, *, actor: str = OPERATOR) -> ActivityHead:
         """The current version, the newest agent audit entry and the open approval requests: what a
         watcher polls to know that something happened.
@@ -1187,7 +1187,7 @@ class Runtime:
                 unknown_effects=activity.unknown_effects(reader),
             )
 
-    @operation(Kind.READ, Capability.READ, audited="")
+    @operation(Kind.READ, Capability.READ, polled=True)
     def run_changes(self, since: str | None = None, *, actor: str = OPERATOR) -> RunChanges:
         """Runs whose row changed after ``since`` (an ``updated_at`` from an earlier answer; None: the
         newest mark only): what a server polls to tell subscribed clients that a run moved on.

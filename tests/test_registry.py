@@ -128,3 +128,34 @@ def test_reads_are_not_offered_as_changes_and_changes_not_as_reads() -> None:
             assert annotations.read_only_hint == (op.declaration.kind is Kind.READ), tool
             if op.declaration.kind is Kind.DESTRUCTIVE:
                 assert annotations.destructive_hint, tool
+
+
+def test_an_operation_is_audited_under_the_name_it_declares(tmp_path: Path) -> None:
+    """Every operation callable with no argument but its actor is refused to an agent the policy does
+    not name; its refusal row carries the declared audit name (polled reads too: only their answers
+    go unaudited)."""
+    from runtime.boundary.policy import AgentPolicy, Policy
+
+    policy = Policy(open_to_any_agent=False, agents={"local": AgentPolicy(role="developer")})
+    rt = Runtime.open(tmp_path / "app.duckdb", policy=policy)
+    try:
+        called: dict[str, str] = {}
+        for name, op in OPERATIONS.items():
+            required = [
+                p
+                for p in op.signature.parameters.values()
+                if p.default is inspect.Parameter.empty and p.name != "actor"
+            ]
+            if required or op.declaration.capability is None:
+                continue
+            with pytest.raises(Exception) as caught:
+                getattr(rt, name)(actor="stranger")
+            assert getattr(caught.value, "code", None) == "policy.denied", name
+            called[name] = op.audited_as
+        rt.flush_reads()
+        audited = [(e.operation, e.error_code) for e in rt.read_audit(limit=200)]
+    finally:
+        rt.close()
+    assert len(called) >= 15
+    assert sorted(operation for operation, _ in audited) == sorted(called.values())
+    assert {code for _, code in audited} == {"policy.denied"}
