@@ -1232,35 +1232,20 @@ class Runtime:
         error's code, text found in their id, arguments, error or starter, and among the ids ``runs``;
         with how many match and the failed and blocked runs grouped by how they stopped."""
         cursor = (str(before[0]), str(before[1])) if before else None
-        args = {
-            k: v
-            for k, v in (
-                ("workflow", workflow),
-                ("status", status),
-                ("search", search),
-                ("step", step),
-                ("code", code),
-                ("runs", list(runs) if runs is not None else None),
-                ("before", list(cursor) if cursor else None),
-                ("limit", limit),
-            )
-            if v is not None
-        }
+        wanted = activity.RunSearch(
+            workflow=workflow,
+            status=status,
+            search=search,
+            step=step,
+            code=code,
+            runs=tuple(runs) if runs is not None else None,
+        )
+        args = wanted.arguments() | {"limit": limit} | ({"before": list(cursor)} if cursor else {})
 
         def read() -> RunPage:
             with self.engine.snapshot() as reader:
                 return activity.search_runs(
-                    reader,
-                    self._pinned,
-                    workflow=workflow,
-                    status=status,
-                    search=search,
-                    step=step,
-                    code=code,
-                    runs=runs,
-                    before=cursor,
-                    limit=limit,
-                    failures=failures,
+                    reader, self._pinned, wanted, before=cursor, limit=limit, failures=failures
                 )
 
         return self.reading("search_runs", actor, args, read)

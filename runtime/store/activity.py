@@ -32,6 +32,7 @@ from runtime.store.proposals_view import proposal_detail as proposal_detail
 from runtime.store.proposals_view import proposal_page as proposal_page
 from runtime.store.proposals_view import version_info as version_info
 from runtime.store.proposals_view import version_page as version_page
+from runtime.store.runs_view import RunSearch as RunSearch
 from runtime.store.runs_view import run_history as run_history
 from runtime.store.runs_view import search_runs as search_runs
 

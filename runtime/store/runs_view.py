@@ -5,7 +5,8 @@ whole history: its steps against its pinned definition, its events from the audi
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from runtime.results import (
@@ -72,20 +73,39 @@ def _step_positions(
     return found
 
 
-def run_filter(
-    session: Session,
-    definitions: Definitions,
-    *,
-    workflow: str | None = None,
-    status: str | None = None,
-    search: str | None = None,
-    step: str | None = None,
-    code: str | None = None,
-    runs: Sequence[str] | None = None,
-) -> tuple[str, list[Any]]:
+@dataclass(frozen=True)
+class RunSearch:
+    """Which runs: by workflow, state (``active`` for every unfinished one), the step they are at or
+    stopped at, their error's code, text found in their id, arguments, error, starter or origin, and
+    among the ids ``runs``. Unset filters select everything."""
+
+    workflow: str | None = None
+    status: str | None = None
+    search: str | None = None
+    step: str | None = None
+    code: str | None = None
+    runs: tuple[str, ...] | None = None
+
+    def arguments(self) -> dict[str, Any]:
+        """The filters that are set, as the audit records them."""
+        found = {name: getattr(self, name) for name in ("workflow", "status", "search", "step", "code")}
+        return {k: v for k, v in found.items() if v is not None} | (
+            {"runs": list(self.runs)} if self.runs is not None else {}
+        )
+
+
+def run_filter(session: Session, definitions: Definitions, wanted: RunSearch) -> tuple[str, list[Any]]:
     """The WHERE clause (fixed text) and bound values selecting runs: by workflow, state (``active``
     for every unfinished one), the step it is at or stopped at, its error's code, text found in its
     id, arguments, error, starter or origin, and among the ids ``runs``."""
+    workflow, status, search, step, code, runs = (
+        wanted.workflow,
+        wanted.status,
+        wanted.search,
+        wanted.step,
+        wanted.code,
+        wanted.runs,
+    )
     clauses: list[str] = []
     params: list[Any] = []
     if runs is not None:
@@ -193,13 +213,8 @@ def failure_groups(
 def search_runs(
     session: Session,
     definitions: Definitions,
+    wanted: RunSearch,
     *,
-    workflow: str | None = None,
-    status: str | None = None,
-    search: str | None = None,
-    step: str | None = None,
-    code: str | None = None,
-    runs: Sequence[str] | None = None,
     before: tuple[str, str] | None = None,
     limit: int = 50,
     failures: bool = True,
@@ -208,9 +223,7 @@ def search_runs(
     ``before`` ([created_at, run_id] of the last run of the previous page); how many match; and
     the failure groups (``failures``)."""
     size = page_size(limit)
-    where, params = run_filter(
-        session, definitions, workflow=workflow, status=status, search=search, step=step, code=code, runs=runs
-    )
+    where, params = run_filter(session, definitions, wanted)
     paged = where + (" AND (created_at < ? OR (created_at = ? AND run_id > ?))" if before else "")
     after = [before[0], before[0], before[1]] if before else []
     rows = session.fetchall(
@@ -223,7 +236,7 @@ def search_runs(
         runs=shown,
         matching=matching,
         next_before=[shown[-1].created_at, shown[-1].run_id] if len(rows) > size else None,
-        failures=failure_groups(session, definitions, workflow=workflow) if failures else [],
+        failures=failure_groups(session, definitions, workflow=wanted.workflow) if failures else [],
     )
 
 
