@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
@@ -43,6 +43,9 @@ from tests.workflows.harness import Provider, provider
 
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 WAIT_S = 30
+
+
+READ_TEXT = "const found = document.getElementById(arguments[0]); return found ? found.innerText : '';"
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +101,17 @@ def shoot(driver: Any, name: str) -> None:
 
 
 def wait_for_text(driver: Any, text: str, *, element: str = "main") -> None:
+    """Wait until ``element`` shows ``text``. The text is read in the page in one script call (no
+    element handle a navigation could detach); a call that meets the page mid-navigation is read again."""
+
     def shows(d: Any) -> bool:
         try:
-            return text in d.find_element(By.ID, element).text
-        except StaleElementReferenceException:
+            return text in str(d.execute_script(READ_TEXT, element))
+        except WebDriverException:  # the page is being replaced: read the new one
             return False
 
     try:
-        WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(shows)
+        WebDriverWait(driver, WAIT_S).until(shows)
     except TimeoutException:
         shown = driver.find_element(By.TAG_NAME, "body").text[:2000]
         raise AssertionError(f"{text!r} did not show; the page shows: {shown}") from None

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx2
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -38,6 +38,9 @@ WAIT_S = 30
 
 
 # ------------------------------------------------------------------------------------------ fixtures
+
+
+READ_TEXT = "const found = document.getElementById(arguments[0]); return found ? found.innerText : '';"
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +98,17 @@ def main_text(driver: Any) -> str:
 
 
 def wait_for_text(driver: Any, text: str) -> None:
+    """Wait until the page's main part shows ``text``, read in one script call (no element handle a
+    navigation could detach); a call that meets the page mid-navigation is read again."""
+
     def shows(d: Any) -> bool:
         try:
-            return text in d.find_element(By.ID, "main").text
-        except StaleElementReferenceException:
+            return text in str(d.execute_script(READ_TEXT, "main"))
+        except WebDriverException:  # the page is being replaced: read the new one
             return False
 
     try:
-        WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(shows)
+        WebDriverWait(driver, WAIT_S).until(shows)
     except TimeoutException:
         raise AssertionError(f"{text!r} did not show; the page shows: {main_text(driver)[:2000]}") from None
 
