@@ -330,6 +330,14 @@ def _daemon_failed(project: Project, log: Path, offset: int, returncode: int | N
                 hint=hint.group(1) if hint else f"Read {log}.",
                 details={"log": str(log)},
             )
+    if returncode is not None and returncode < 0:  # killed by a signal (a crash, the OOM killer, kill -9)
+        return EngineError(
+            Code.ENGINE_OWNER_GONE,
+            f"the project daemon was killed (signal {-returncode}) before it listened",
+            hint="Call again: the next call starts a new owner, which recovers where this one stopped. If "
+            f"it keeps happening, read {log}.",
+            details={"log": str(log), "signal": -returncode},
+        )
     return EngineError(
         Code.ENGINE_ERROR,
         f"the project daemon exited with {returncode} before it listened",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.errors import Code, ConfigError, NotFound
+from runtime.errors import ButtressError, Code, ConfigError, NotFound
 
 if TYPE_CHECKING:
     from mcp_server.channel import ClientInfo
@@ -352,8 +352,13 @@ class BackgroundRuntime:
 
     def get(self) -> RuntimeAPI:
         """The runtime, once resolved; re-raises the error if it could not be; resolves again when the
-        owner it was attached to has gone."""
+        owner it was attached to has gone, or when the owner it started died before it listened (the
+        error was ``engine.owner_gone``: the next call starts another)."""
         self.start()
+        with self._lock:
+            if self._future.done() and _owner_died(self._future.exception()):
+                self._future = Future()
+                self._open(self._future)
         runtime = self._future.result()
         if getattr(runtime, "broken", False):
             with self._lock:
@@ -378,3 +383,7 @@ class BackgroundRuntime:
         if self._owner is not None:
             self._owner.close()
         self._future.result().close()
+
+
+def _owner_died(error: BaseException | None) -> bool:
+    return isinstance(error, ButtressError) and error.code == Code.ENGINE_OWNER_GONE

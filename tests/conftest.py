@@ -28,6 +28,8 @@ os.environ["BUTTRESS_OPERATOR_KEY"] = str(
 #     BUTTRESS_SOAK_S=180 pytest tests/soak -s      clients over HTTP and stdio, the owner killed again and again
 #     BUTTRESS_RACE_ITERATIONS=1000 pytest tests/security/test_race.py
 #     BUTTRESS_EVAL_FULL=1 pytest tests/evals/test_hygiene.py   every scenario over real processes
+#     BUTTRESS_CENSUS_FULL=1 pytest tests/security/test_function_census.py   every call of the census
+#     BUTTRESS_FUZZ_FULL=1 pytest tests/security/test_boundary.py   every injection payload deployed too
 #     pytest --hypothesis-profile=explore                  the long exploratory property search
 
 # The suite is deterministic: every property test runs the same derandomized examples on every machine

@@ -41,6 +41,7 @@ def test_ci_runs_the_readme_command_then_checks_then_the_long_trials() -> None:
         "BUTTRESS_EVAL_FULL=1 run_pytest tests/evals/test_hygiene.py",
         "BUTTRESS_RACE_ITERATIONS=1000 run_pytest tests/security/test_race.py",
         "BUTTRESS_CENSUS_FULL=1 run_pytest tests/security/test_function_census.py",
+        "BUTTRESS_FUZZ_FULL=1 run_pytest tests/security/test_boundary.py",
     ]
     positions = [script.index(step) for step in steps]
     assert positions == sorted(positions)

@@ -367,3 +367,53 @@ def test_a_dry_run_through_the_daemon_builds_every_actions_tool_from_the_first_r
     finally:
         runtime.close()
     assert checks["tools"].passed and checks["tools"].detail == "1 action tools build"
+
+
+def test_a_daemon_killed_before_it_listened_is_an_owner_gone_and_one_that_exited_an_error(
+    tmp_path: Path,
+) -> None:
+    """A daemon killed while it started (a crash, the OOM killer) is like an owner that died: the caller
+    is told to call again (``engine.owner_gone``); one that exited on its own without saying why is an
+    ``engine.error`` pointing at its log."""
+    from mcp_server.owner import _daemon_failed
+
+    project = init(tmp_path / "proj", agent="claude")
+    log = tmp_path / "owner.log"
+    log.write_text("starting\n")
+    killed = _daemon_failed(project, log, 0, -signal.SIGKILL)
+    assert (killed.code, killed.details["signal"]) == ("engine.owner_gone", 9)
+    assert "Call again" in (killed.hint or "")
+    exited = _daemon_failed(project, log, 0, 1)
+    assert exited.code == "engine.error" and str(log) in (exited.hint or "")
+
+
+def test_a_session_whose_daemon_died_starting_starts_another_on_its_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's ``serve`` answers the call that met the dead daemon with ``engine.owner_gone``; its
+    next call resolves the project again instead of repeating that error for the rest of the session."""
+    from mcp_server import project as project_module
+    from runtime.errors import Code, EngineError
+
+    project = init(tmp_path / "proj", agent="claude")
+    real = project_module.connect
+    tries: list[int] = []
+
+    def dies_once(*args: Any, **kwargs: Any) -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise EngineError(
+                Code.ENGINE_OWNER_GONE, "the project daemon was killed (signal 9) before it listened"
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(project_module, "connect", dies_once)
+    background = project_module.BackgroundRuntime(project, own="http")
+    try:
+        background.start()
+        first = background._future.exception(timeout=30)  # what the call that met the dead daemon got
+        assert isinstance(first, EngineError) and first.code == "engine.owner_gone"
+        assert background.get().describe().version == 0
+        assert len(tries) == 2
+    finally:
+        background.close()
