@@ -11,8 +11,8 @@ The shared pieces: ``Store`` (the engine and the audit log), ``Policed`` (the po
 force), ``Current`` (the committed version as the writer lane last left it), ``ActionRunning`` (an
 action run inside a caller's transaction) and ``Scheduling`` (what the workflow operations ask the
 scheduler). The consumers: ``CheckContext``, ``RollbackContext``, ``DeployContext``,
-``ActionContext``, ``StepContext`` (also the scheduler's, ``SchedulerContext``) and
-``WorkflowContext``.
+``ActionContext``, ``StepContext`` (also the scheduler's, ``SchedulerContext``),
+``WorkflowContext``, ``ControlRoomContext`` and ``ReadContext``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from runtime.boundary.policy import Acting, Capability, Limits, Policy
+from runtime.errors import ButtressError
 from runtime.migrate.bind import Bound
 from runtime.registry import SpecCheck
-from runtime.results import ActionResult
+from runtime.results import ActionResult, QueryResult, VerifyResult
 from runtime.schema.changes import Operation
 from runtime.schema.spec import AppSpec, WorkflowSpec
 from runtime.store.audit import Auditor
@@ -178,3 +179,44 @@ class WorkflowContext(Store, Policed, Protocol):
     ) -> AbstractContextManager[None]: ...
 
     def reading(self, operation: str, actor: str, arguments: dict[str, Any], call: Callable[[], T]) -> T: ...
+
+
+class ControlRoomContext(Store, Policed, Protocol):
+    """``runtime.control_room``: the control room's reads and the operator's acts."""
+
+    @property
+    def state(self) -> Current: ...
+    @property
+    def drift(self) -> list[str]: ...
+    @property
+    def scheduler(self) -> Scheduling: ...
+    def authorize(self, actor: str, capability: Capability, *, what: str) -> None: ...
+    def refusing(
+        self, operation: str, actor: str, arguments: dict[str, Any]
+    ) -> AbstractContextManager[None]: ...
+    def reading(self, operation: str, actor: str, arguments: dict[str, Any], call: Callable[[], T]) -> T: ...
+    def audited(
+        self,
+        operation: str,
+        actor: str,
+        arguments: dict[str, Any],
+        act: Callable[[Tx], T],
+        *,
+        timeout: float | None = None,
+    ) -> T: ...
+    def flush_reads(self) -> None: ...
+    def _query(self, sql: str, params: dict[str, Any], limit: int | None) -> QueryResult:
+        """The ``query`` tool's guarded read (its analysis, limits and conversion), unaudited."""
+        ...
+
+
+class ReadContext(ControlRoomContext, Protocol):
+    """``runtime.reads``: describe, versions, proposals, the guarded query, check_sql, the audit log."""
+
+    @property
+    def current(self) -> tuple[int, AppSpec]: ...
+    def record_read(self, operation: str, actor: str, arguments: dict[str, Any]) -> None: ...
+    def record_refusal(
+        self, operation: str, actor: str, arguments: dict[str, Any], error: ButtressError
+    ) -> None: ...
+    def verify_audit(self, *, actor: str = ...) -> VerifyResult: ...

@@ -127,9 +127,11 @@ def operation(
 
 
 def collect(cls: type) -> Mapping[str, Operation]:
-    """The operations ``cls`` declares, in the order it defines them, with their resolved types."""
+    """The operations ``cls`` declares (its own and its bases', the bases' first), with their resolved
+    types."""
     found: dict[str, Operation] = {}
-    for name, fn in vars(cls).items():
+    members = {name: fn for base in reversed(cls.__mro__) for name, fn in vars(base).items()}
+    for name, fn in members.items():
         declaration = getattr(fn, MARK, None)
         if not isinstance(declaration, Declaration):
             continue
