@@ -121,8 +121,9 @@ class Tally:
     replayed: int = 0
     owners: Counter[str] = field(default_factory=Counter)
     kills: Counter[str] = field(default_factory=Counter)
-    stdio_pids: set[int] = field(default_factory=set)
-    owner_pids: set[int] = field(default_factory=set)
+    stdio_pids: set[tuple[int, int]] = field(default_factory=set)
+    owner_pids: set[tuple[int, int]] = field(default_factory=set)
+    """Processes as (pid, start time): a pid the system reuses later is another process."""
 
 
 DEFINITIVE = {"invariant.violated", "action.constraint_violated"}
@@ -215,7 +216,9 @@ async def watch_and_kill(project: Path, http: Http, tally: Tally, deadline: floa
         except ButtressError:
             continue  # between owners
         tally.owners[owner["kind"]] += 1
-        tally.owner_pids.add(int(owner["pid"]))
+        identity = process_identity(int(owner["pid"]))
+        if identity is not None:
+            tally.owner_pids.add(identity)
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(owner["pid"]), signal.SIGKILL)
         tally.kills[owner["kind"]] += 1
@@ -333,6 +336,17 @@ async def test_transfers_over_http_and_stdio_survive_owner_kills_with_nothing_lo
     )
 
 
+def process_identity(pid: int) -> tuple[int, int] | None:
+    """``pid`` with its start time (clock ticks since boot, ``/proc/PID/stat`` field 22), which tells a
+    process from a later one the system gave the same pid; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            after_name = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return pid, int(after_name[19])
+
+
 def kind_of_owner(root: Path) -> str | None:
     try:
         return str(owner_status(socket_path(root / "app.duckdb"))["owner"]["kind"])
@@ -347,6 +361,7 @@ async def note_stdio_serves(root: Path, tally: Tally, deadline: float) -> None:
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker in handle.read().replace(b"\0", b" ") and alive(int(entry)):
-                        tally.stdio_pids.add(int(entry))
+                    identity = process_identity(int(entry))
+                    if marker in handle.read().replace(b"\0", b" ") and alive(int(entry)) and identity:
+                        tally.stdio_pids.add(identity)
         await anyio.sleep(1.0)
