@@ -90,3 +90,40 @@ def _no_daemon_outlives_its_test(tmp_path_factory: pytest.TempPathFactory) -> It
     from tests.daemons import stop_daemons_under
 
     stop_daemons_under(tmp_path_factory.getbasetemp())
+
+
+# --------------------------------------------------------------------------------------- PostgreSQL
+# Tests that need PostgreSQL use `pg_dsn` (a new database on a cluster) or the `engine` fixture
+# parametrised over both engines. The cluster is the one CI started (BUTTRESS_POSTGRES_DSN) or a
+# private one this worker starts from Debian's server binaries. Without the binaries those tests are
+# skipped with the reason shown, unless BUTTRESS_REQUIRE_POSTGRES is set (CI), where they fail.
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests import pg
+
+    cluster = pg.shared()
+    if cluster is not None:
+        yield cluster
+        return
+    if pg.binaries() is None:
+        if os.environ.get("BUTTRESS_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL's server binaries were not found (BUTTRESS_REQUIRE_POSTGRES is set)")
+        pytest.skip("engine-specific: PostgreSQL's server binaries were not found (apt install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="buttress-pg-"))
+    started = pg.start(root)
+    try:
+        yield started
+    finally:
+        pg.stop(root)
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: Any) -> Iterator[str]:
+    """A new, empty database on the test cluster, dropped after the test."""
+    name = pg_cluster.create_database()
+    try:
+        yield pg_cluster.dsn(name)
+    finally:
+        pg_cluster.drop_database(name)

@@ -342,7 +342,8 @@ class Auditor:
             self._write_anchor()
             if not anchored:
                 with contextlib.suppress(ButtressError), self._engine.transaction(wait=self._lane_wait) as tx:
-                    tx.execute("INSERT OR REPLACE INTO _buttress.meta VALUES ('audit_anchored', 'yes')")
+                    upsert = tx.dialect.upsert("_buttress.meta", ("key", "value"), ("key",))
+                    tx.execute(upsert, ["audit_anchored", "yes"])
         else:
             self.problem = result.problem
             self._anchoring = False

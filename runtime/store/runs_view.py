@@ -120,7 +120,7 @@ def run_filter(session: Session, definitions: Definitions, wanted: RunSearch) ->
         clauses.append("status = ?")
         params.append(status)
     if code:
-        clauses.append("json_extract_string(error, '$.code') = ?")
+        clauses.append(f"{session.dialect.json_text('error', 'code')} = ?")
         params.append(code)
     if search:  # as written, case and all (like the audit's)
         clauses.append(
@@ -174,9 +174,10 @@ def failure_groups(
     """Failed and blocked runs grouped by workflow, the step they stopped at and their error's code,
     largest group first."""
     where, params = ("AND workflow = ?", [workflow]) if workflow else ("", [])
+    code, message = (session.dialect.json_text("error", key) for key in ("code", "message"))
     rows = session.fetchall(
-        "SELECT workflow, version, status, step, json_extract_string(error, '$.code') AS code, count(*), "
-        "max(updated_at), arg_max(json_extract_string(error, '$.message'), updated_at) FROM _buttress.runs "
+        f"SELECT workflow, version, status, step, {code} AS code, count(*), "
+        f"max(updated_at), arg_max({message}, updated_at) FROM _buttress.runs "
         f"WHERE status IN ('failed', 'blocked') {where} GROUP BY ALL",
         params,
     )
@@ -272,12 +273,10 @@ def run_events(
     its start, each step's attempts, effects sent and answered, signals, and the operator's acts on
     it. Reads (anyone's ``get_run``) are left out. The second value: older events were left out."""
     marks = ", ".join("?" for _ in OPERATOR_READS)
-    matches = "json_extract_string(arguments, '$.run_id') = ?"
+    matches = f"{session.dialect.json_text('arguments', 'run_id')} = ?"
     params: list[Any] = [run.created_at[:19], *OPERATOR_READS, run.run_id]
     if effect_ids:
-        matches += (
-            f" OR json_extract_string(arguments, '$.effect_id') IN ({', '.join('?' for _ in effect_ids)})"
-        )
+        matches += f" OR {session.dialect.json_text('arguments', 'effect_id')} IN ({', '.join('?' for _ in effect_ids)})"
         params += effect_ids
     rows = session.fetchall(
         f"SELECT {', '.join(AUDIT_COLUMNS)} FROM _buttress.audit WHERE time >= ? "

@@ -20,13 +20,33 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import duckdb
 
 from runtime.errors import ButtressError, Code, EngineError, SqlError
+from runtime.sql.dialect import DUCKDB, Dialect
 
 Params = dict[str, Any] | list[Any] | tuple[Any, ...] | None
+
+
+class Rows(Protocol):
+    """What a statement answers on either engine: a DB-API cursor's reading side."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ...) -> list[Any]: ...
+
+
+class Interruptible(Protocol):
+    """What the watchdog stops: a DuckDB cursor, or a PostgreSQL connection's cancel."""
+
+    def interrupt(self) -> None: ...
 
 
 def bind_errors(
@@ -50,13 +70,13 @@ class Watchdog:
     """One thread that interrupts statements past their deadline (no thread per query)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, duckdb.DuckDBPyConnection]] = []
+        self._heap: list[tuple[float, int, Interruptible]] = []
         self._live: set[int] = set()
         self._ids = itertools.count()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def arm(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> int | None:
+    def arm(self, cursor: Interruptible, timeout: float | None) -> int | None:
         if timeout is None:
             return None
         token = next(self._ids)
@@ -199,11 +219,16 @@ def single_statement(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 class Session:
-    """Statements on one cursor: each checked to be one statement, DuckDB errors translated."""
+    """Statements on one cursor: each checked to be one statement, DuckDB errors translated.
+
+    ``dialect`` is the engine's spelling of what differs (``runtime.sql.dialect``); code that writes
+    such SQL asks the session it runs on. A PostgreSQL session overrides ``_run``."""
+
+    dialect: ClassVar[Dialect] = DUCKDB
 
     def __init__(
         self,
-        cursor: duckdb.DuckDBPyConnection,
+        cursor: Any,
         deadline: float | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -212,19 +237,22 @@ class Session:
         self._watchdog = watchdog
         self.memo: dict[str, Any] = {}  # bookkeeping that lives and dies with this session
 
-    def execute(
-        self, sql: str, params: Params = None, *, timeout: float | None = None
-    ) -> duckdb.DuckDBPyConnection:
+    def execute(self, sql: str, params: Params = None, *, timeout: float | None = None) -> Rows:
         """Run one statement. ``timeout``: interrupt this statement after so many seconds (on top of
         the session's own deadline)."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise timeout_error({"sql": sql[:2000]})
+        return self._run(sql, params, timeout)
+
+    def _run(self, sql: str, params: Params, timeout: float | None) -> Rows:
+        """Run one statement on DuckDB: one statement only, interrupted after ``timeout``."""
         single_statement(self._cursor, sql)
         token = None
         if timeout is not None and self._watchdog is not None:
             token = self._watchdog.arm(self._cursor, timeout)
         try:
-            return self._cursor.execute(sql, params) if params else self._cursor.execute(sql)
+            cursor: Rows = self._cursor.execute(sql, params) if params else self._cursor.execute(sql)
+            return cursor
         except duckdb.Error as error:
             raise translate(error, sql=sql) from None
         finally:
@@ -235,14 +263,15 @@ class Session:
         return self.execute(sql, params).fetchall()
 
     def fetchone(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
-        return self.execute(sql, params).fetchone()
+        row: tuple[Any, ...] | None = self.execute(sql, params).fetchone()
+        return row
 
     def scalar(self, sql: str, params: Params = None) -> Any:
         row = self.fetchone(sql, params)
         return None if row is None else row[0]
 
     @property
-    def cursor(self) -> duckdb.DuckDBPyConnection:
+    def cursor(self) -> Any:
         return self._cursor
 
     def remaining(self) -> float | None:
@@ -256,9 +285,7 @@ class Reader(Session):
     unread: bool = False
     """A result may be left partly read on the cursor; the caller clears it once it read to the end."""
 
-    def execute(
-        self, sql: str, params: Params = None, *, timeout: float | None = None
-    ) -> duckdb.DuckDBPyConnection:
+    def execute(self, sql: str, params: Params = None, *, timeout: float | None = None) -> Rows:
         self.unread = True
         return super().execute(sql, params, timeout=timeout)
 
@@ -277,7 +304,7 @@ class Tx(Session):
 
     def __init__(
         self,
-        cursor: duckdb.DuckDBPyConnection,
+        cursor: Any,
         deadline: float | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -288,9 +315,7 @@ class Tx(Session):
         self.statements = 0
         self.rollback_only = False  # set by dry-runs: roll back at the end instead of committing
 
-    def execute(
-        self, sql: str, params: Params = None, *, timeout: float | None = None
-    ) -> duckdb.DuckDBPyConnection:
+    def execute(self, sql: str, params: Params = None, *, timeout: float | None = None) -> Rows:
         """Run one statement; a failure aborts the whole transaction (it will not commit)."""
         if self.failed is not None:
             raise EngineError(

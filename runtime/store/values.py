@@ -17,9 +17,8 @@ from functools import partial
 from operator import is_not, itemgetter
 from typing import Any, Final
 
-import duckdb
-
 from runtime.errors import Code, EngineError
+from runtime.store.sessions import Rows
 
 CHUNK: Final = 256
 
@@ -60,7 +59,7 @@ def size(value: Any) -> int:
     return 8
 
 
-def records(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+def records(result: Rows) -> list[dict[str, Any]]:
     """The remaining rows of an executed statement as column-named, JSON-ready dicts."""
     names = [d[0] for d in result.description or []]
     return [dict(zip(names, (plain(v) for v in row), strict=True)) for row in result.fetchall()]
@@ -121,7 +120,7 @@ class _Shape:
 
 
 def fetch(
-    result: duckdb.DuckDBPyConnection,
+    result: Rows,
     *,
     max_rows: int,
     max_bytes: int,

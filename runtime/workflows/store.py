@@ -101,12 +101,7 @@ RUN_COLUMNS: Final = ", ".join(field.name for field in dataclasses.fields(RunRow
 def max_message_seq(session: Session) -> int:
     """The newest message's seq (or above it): the message sequence's last value, read from the
     catalog in constant time (a count or max over the messages would grow with them)."""
-    return int(
-        session.scalar(
-            "SELECT coalesce((SELECT last_value FROM duckdb_sequences() WHERE schema_name = '_buttress' "
-            "AND sequence_name = 'message_seq'), 0)"
-        )
-    )
+    return int(session.scalar(session.dialect.sequence_last_value("_buttress", "message_seq")))
 
 
 def start_run(

@@ -307,14 +307,15 @@ def test_quote_breaking_payloads_in_any_string_of_any_operation_never_execute(
 PROBE = "SELECT * FROM read_text('/etc/hostname')"
 
 
-def test_duckdb_is_connected_only_in_the_engine() -> None:
+def test_each_engine_is_connected_only_in_its_engine_module() -> None:
+    doors = {"duckdb.connect": "engine.py", "psycopg.connect": "postgres.py", "psycopg.Connection(": "-"}
     offenders = []
     for package in ("runtime", "tools", "mcp_server"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "runtime" / "store" / "engine.py":
-                continue
-            if "duckdb.connect" in path.read_text(encoding="utf-8"):
-                offenders.append(str(path.relative_to(ROOT)))
+            text = path.read_text(encoding="utf-8")
+            for call, door in doors.items():
+                if call in text and path != ROOT / "runtime" / "store" / door:
+                    offenders.append(f"{path.relative_to(ROOT)}: {call}")
     assert offenders == []
 
 

@@ -1,0 +1,346 @@
+"""PostgreSQL behind the same door as DuckDB: the writer lane across servers, snapshot readers, errors.
+
+``PgEngine`` answers what ``Engine`` answers — ``transaction()``, ``snapshot()``, ``in_transaction()``,
+``sharing_memory()``, ``close()`` — with sessions that speak the same ``Session`` interface and the
+``POSTGRES`` dialect. Several processes, on several hosts, may hold a ``PgEngine`` on one database.
+
+**The writer lane across servers (phase A).** A change takes the process's lane, then a session-level
+advisory lock on the writer connection, *before* ``BEGIN ISOLATION LEVEL SERIALIZABLE``: every
+server's writer transactions commit one after another, and each starts its snapshot after the
+previous one committed. (An advisory lock taken inside a SERIALIZABLE or REPEATABLE READ transaction
+leaves the snapshot older than the wait: stale reads. ``notes/postgres-facts``.) The lock is released
+after COMMIT or ROLLBACK, and PostgreSQL frees it by itself when a server dies. Waiting is bounded by
+``lock_timeout`` (``engine.busy``).
+
+**Statements** always use the extended protocol, which refuses a text holding several statements.
+DuckDB's parameters (``?``, ``$name``) are numbered (``Dialect.numbered``), so the runtime's SQL is
+written once. A statement past its deadline is cancelled by the watchdog (``limit.timeout``).
+
+**Reads** run in ``REPEATABLE READ READ ONLY`` transactions on pooled connections, concurrently with
+any server's writer.
+
+``translate_pg`` maps SQLSTATEs to the error tree: serialization failures and deadlocks are
+``engine.conflict`` (safe to retry), unique and check violations ``engine.constraint``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeVar
+
+import psycopg
+
+from runtime.errors import ButtressError, Code, EngineError, SqlError
+from runtime.sql.dialect import POSTGRES, Dialect
+from runtime.store.sessions import Params, Reader, Rows, Tx, Watchdog, timeout_error
+
+T = TypeVar("T")
+
+LANE_KEY: Final = 0x42755454
+"""The advisory lock key of the writer lane (one per database; ``Buttress`` in ASCII, shortened)."""
+READER_POOL: Final = 16
+RETRYABLE: Final = frozenset({"40001", "40P01"})
+"""Serialization failure and deadlock: the transaction did nothing and may run again."""
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Limits every connection is opened with (from the operator's ``[limits]``)."""
+
+    work_mem_mb: int = 64
+    idle_in_transaction_s: float = 60.0
+    application_name: str = "buttress"
+
+
+def connect_pg(dsn: str, settings: PgSettings | None = None) -> psycopg.Connection[Any]:
+    """Open a PostgreSQL connection: the only ``psycopg.connect`` in the runtime.
+
+    Autocommit (the engine issues BEGIN itself), a pinned ``search_path``, bounded ``work_mem`` and
+    idle-in-transaction time, and the server's time zone fixed to UTC."""
+    settings = settings or PgSettings()
+    options = " ".join(
+        (
+            "-c search_path=public",
+            f"-c work_mem={settings.work_mem_mb}MB",
+            f"-c idle_in_transaction_session_timeout={int(settings.idle_in_transaction_s * 1000)}",
+            "-c TimeZone=UTC",
+        )
+    )
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, options=options, application_name=settings.application_name
+        )
+    except psycopg.Error as error:
+        raise translate_pg(error) from None
+
+
+def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressError:
+    """Map a PostgreSQL error to the error tree (the only place this happens for this engine)."""
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    state = getattr(error, "sqlstate", None) or ""
+    details: dict[str, Any] = {"reason": reason, "kind": type(error).__name__, "sqlstate": state}
+    if sql is not None:
+        details["sql"] = sql[:2000]
+    if state == "57014":  # query_canceled: the watchdog or statement_timeout
+        return timeout_error(details)
+    if state in RETRYABLE:
+        return EngineError(
+            Code.ENGINE_CONFLICT,
+            "a concurrent transaction changed the same data",
+            hint="Retry the call; it is safe to retry. Nothing was committed.",
+            details={**details, "retryable": True},
+        )
+    if state == "55P03":  # lock_not_available
+        return EngineError(
+            Code.ENGINE_BUSY,
+            "the writer lane stayed busy (another server's change is running)",
+            hint="Retry the call in a moment; it is safe to retry. Nothing was done.",
+            details=details,
+        )
+    if state.startswith("23"):
+        return EngineError(
+            Code.ENGINE_CONSTRAINT,
+            f"a constraint refused the write: {reason}",
+            hint="Read details.reason: a key, NOT NULL or CHECK constraint was violated.",
+            details=details,
+        )
+    if state == "42501":  # insufficient_privilege
+        return SqlError(
+            Code.SQL_FORBIDDEN,
+            "the statement tried to reach something outside the application's tables",
+            hint="Only application tables are reachable.",
+            details=details,
+        )
+    if state in ("53200", "53100", "54000"):  # out of memory, disk full, program limit exceeded
+        return EngineError(
+            Code.LIMIT_MEMORY,
+            "the statement needed more memory than the operator's limit allows",
+            hint="Narrow the query (filters, LIMIT, fewer or smaller columns) or ask the operator to raise "
+            "work_mem_mb.",
+            details=details,
+        )
+    if state == "42601" and "multiple commands" in text:
+        return SqlError(
+            Code.SQL_FORBIDDEN,
+            "refused to run a text holding several statements: every statement runs alone",
+            hint="Send exactly one statement.",
+            details=details,
+        )
+    if isinstance(error, psycopg.OperationalError):
+        return EngineError(
+            Code.ENGINE_ERROR,
+            f"the connection to PostgreSQL failed: {reason}",
+            hint="Retry the call once the database is reachable; nothing of this call was committed.",
+            details={**details, "retryable": True},
+        )
+    return EngineError(Code.ENGINE_ERROR, f"the database refused the statement: {reason}", details=details)
+
+
+class _Cancel:
+    """The watchdog's handle on a PostgreSQL connection: interrupting it cancels what runs on it."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._connection.cancel_safe(timeout=5.0)
+
+
+class _PgStatements:
+    """Runs a session's statements on PostgreSQL: numbered parameters, the extended protocol only."""
+
+    dialect: ClassVar[Dialect] = POSTGRES
+    _cursor: Any
+    _watchdog: Watchdog | None
+
+    def _run(self, sql: str, params: Params, timeout: float | None) -> Rows:
+        text, values = POSTGRES.numbered(sql, params)
+        cursor = psycopg.RawCursor(self._cursor)
+        token = None
+        if timeout is not None and self._watchdog is not None:
+            token = self._watchdog.arm(_Cancel(self._cursor), timeout)
+        try:
+            # binary results force the extended protocol even without parameters: never two statements
+            cursor.execute(text, values, binary=True)
+        except psycopg.Error as error:
+            raise translate_pg(error, sql=sql) from None
+        finally:
+            if token is not None and self._watchdog is not None:
+                self._watchdog.disarm(token)
+        return cursor
+
+
+class PgTx(_PgStatements, Tx):
+    """A writer-lane transaction on PostgreSQL (SERIALIZABLE, under the lane lock)."""
+
+
+class PgReader(_PgStatements, Reader):
+    """A REPEATABLE READ READ ONLY snapshot on PostgreSQL."""
+
+
+class PgEngine:
+    """A server's handle on a PostgreSQL database that other servers may share."""
+
+    dialect: ClassVar[Dialect] = POSTGRES
+
+    def __init__(self, dsn: str, *, settings: PgSettings | None = None, lane_key: int = LANE_KEY) -> None:
+        self.dsn = dsn
+        self.settings = settings or PgSettings()
+        self.lane_key = lane_key
+        self._writer = connect_pg(dsn, self.settings)
+        self._readers: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+        self._watchdog = Watchdog()
+        self._lane = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------ writer lane
+
+    @contextmanager
+    def transaction(self, *, timeout: float | None = None, wait: float | None = None) -> Iterator[Tx]:
+        """The writer lane across every server on the database: one transaction at a time.
+
+        ``wait`` bounds the wait for this process's lane and then for the other servers' (the
+        advisory lock, under ``lock_timeout``); ``timeout`` is the transaction's deadline."""
+        current: Tx | None = getattr(self._local, "tx", None)
+        if current is not None:  # the same thread's outer transaction: join it
+            yield current
+            return
+        bound = wait if wait is not None else timeout
+        started = time.monotonic()
+        if not self._lane.acquire(timeout=-1 if bound is None else bound):
+            raise EngineError(
+                Code.ENGINE_BUSY,
+                f"the writer lane stayed busy for {bound:g} s (another change is running)",
+                hint="Retry the call in a moment; it is safe to retry. Nothing was done.",
+                details={"waited_s": bound},
+            )
+        committed = False
+        tx: PgTx | None = None
+        try:
+            self._ensure_writer()
+            left = None if bound is None else max(0.001, bound - (time.monotonic() - started))
+            self._take_lane_lock(left)
+            try:
+                tx = PgTx(
+                    self._writer, None if timeout is None else time.monotonic() + timeout, self._watchdog
+                )
+                self._local.tx = tx
+                try:
+                    self._plain(POSTGRES.begin_write)
+                    token = self._watchdog.arm(_Cancel(self._writer), timeout)
+                    try:
+                        yield tx
+                    finally:
+                        if token is not None:
+                            self._watchdog.disarm(token)
+                    if tx.rollback_only:
+                        self._rollback_quietly()
+                        return
+                    if tx.failed is not None:
+                        raise tx.failed
+                    self._plain("COMMIT")
+                    committed = True
+                except BaseException:
+                    self._rollback_quietly()
+                    raise
+                finally:
+                    self._local.tx = None
+                for callback in tx._on_commit_locked:
+                    callback()
+            finally:
+                self._release_lane_lock()
+        finally:
+            self._lane.release()
+        if committed and tx is not None:
+            for callback in tx._on_commit:
+                callback()
+
+    def in_transaction(self) -> bool:
+        return getattr(self._local, "tx", None) is not None
+
+    def _plain(self, sql: str) -> None:
+        try:
+            self._writer.execute(sql, prepare=False)
+        except psycopg.Error as error:
+            raise translate_pg(error, sql=sql) from None
+
+    def _take_lane_lock(self, wait: float | None) -> None:
+        """The session-level advisory lock, before BEGIN: the snapshot then starts after the wait."""
+        milliseconds = 0 if wait is None else max(1, int(wait * 1000))
+        self._plain(f"SET lock_timeout = {milliseconds}")
+        try:
+            self._plain(f"SELECT pg_advisory_lock({self.lane_key})")
+        finally:
+            with contextlib.suppress(ButtressError):
+                self._plain("SET lock_timeout = 0")
+
+    def _release_lane_lock(self) -> None:
+        with contextlib.suppress(ButtressError):
+            self._plain(f"SELECT pg_advisory_unlock({self.lane_key})")
+
+    def _rollback_quietly(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._writer.execute("ROLLBACK")
+
+    def _ensure_writer(self) -> None:
+        """Reopen the writer connection after it broke (its lock and transaction went with it)."""
+        if self._writer.closed or self._writer.broken:
+            with contextlib.suppress(psycopg.Error):
+                self._writer.close()
+            self._writer = connect_pg(self.dsn, self.settings)
+
+    # -------------------------------------------------------------------------------- snapshots
+
+    @contextmanager
+    def snapshot(self, *, timeout: float | None = None, single: bool = False) -> Iterator[Reader]:
+        """A read-only snapshot on a pooled connection; runs concurrently with every server's writer."""
+        del single  # one statement or many: PostgreSQL needs the transaction for the read-only mode
+        try:
+            connection = self._readers.get_nowait()
+        except queue.Empty:
+            connection = connect_pg(self.dsn, self.settings)
+        healthy = True
+        reader = PgReader(connection, None if timeout is None else time.monotonic() + timeout, self._watchdog)
+        token = None
+        try:
+            connection.execute(POSTGRES.begin_read)
+            token = self._watchdog.arm(_Cancel(connection), timeout)
+            yield reader
+        except psycopg.Error as error:
+            raise translate_pg(error) from None
+        finally:
+            if token is not None:
+                self._watchdog.disarm(token)
+            try:
+                connection.execute("ROLLBACK")
+            except psycopg.Error:
+                healthy = False
+            if healthy and not connection.broken and self._readers.qsize() < READER_POOL:
+                self._readers.put(connection)
+            else:
+                connection.close()
+
+    def sharing_memory(self, work: Callable[[], T], *, budget: float | None) -> T:
+        """PostgreSQL bounds memory per operation (``work_mem``), not in one shared pool: no victims
+        of other sessions' work to run again."""
+        del budget
+        return work()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lane:
+            self._watchdog.clear()
+            self._writer.close()
+            while not self._readers.empty():
+                self._readers.get_nowait().close()
