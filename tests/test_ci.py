@@ -42,7 +42,16 @@ def test_ci_runs_the_readme_command_then_checks_then_the_long_trials() -> None:
         "BUTTRESS_RACE_ITERATIONS=1000 run_pytest tests/security/test_race.py",
         "BUTTRESS_CENSUS_FULL=1 run_pytest tests/security/test_function_census.py",
         "BUTTRESS_FUZZ_FULL=1 run_pytest tests/security/test_boundary.py",
+        "BUTTRESS_PG_BOOKINGS=10000 run_pytest tests/store/test_pg_servers.py",
     ]
     positions = [script.index(step) for step in steps]
     assert positions == sorted(positions)
     assert script.rstrip().endswith('exit "$failed"')
+
+
+def test_ci_starts_postgresql_and_requires_it() -> None:
+    """The PostgreSQL tests may skip on a machine without the server; never in CI."""
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python -m tests.pg start" in script
+    assert "BUTTRESS_REQUIRE_POSTGRES=1" in script
+    assert script.index("BUTTRESS_REQUIRE_POSTGRES=1") < script.index("run_pytest || failed=1")

@@ -19,6 +19,14 @@ written once. A statement past its deadline is cancelled by the watchdog (``limi
 **Reads** run in ``REPEATABLE READ READ ONLY`` transactions on pooled connections, concurrently with
 any server's writer.
 
+**Agent SQL** reads as its own login role (``snapshot(agent=True)``), which ``provision_agent_role``
+creates: no superuser, no role or database creation, no inheritance, no access to the system schema,
+``SELECT`` on the application's tables only, and per-role ``statement_timeout``, ``work_mem``,
+``idle_in_transaction_session_timeout`` and a pinned ``search_path``. Because the role is the session
+user, a ``set_config('role', ...)`` cannot climb back to the owner; what an agent's statement sets
+with ``set_config`` ends with the snapshot's rollback, and session-level advisory locks it took are
+released before its connection goes back to the pool (one could otherwise hold every server's lane).
+
 ``translate_pg`` maps SQLSTATEs to the error tree: serialization failures and deadlocks are
 ``engine.conflict`` (safe to retry), unique and check violations ``engine.constraint``.
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runtime.errors import ButtressError, Code, EngineError, SqlError
 from runtime.sql.dialect import POSTGRES, Dialect
@@ -45,6 +55,7 @@ T = TypeVar("T")
 LANE_KEY: Final = 0x42755454
 """The advisory lock key of the writer lane (one per database; ``Buttress`` in ASCII, shortened)."""
 READER_POOL: Final = 16
+AGENT_ROLE: Final = "buttress_agent"
 RETRYABLE: Final = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction did nothing and may run again."""
 
@@ -56,6 +67,8 @@ class PgSettings:
     work_mem_mb: int = 64
     idle_in_transaction_s: float = 60.0
     application_name: str = "buttress"
+    agent_statement_timeout_s: float = 30.0
+    """The agent role's ``statement_timeout``: the bound on any one statement of agent SQL."""
 
 
 def connect_pg(dsn: str, settings: PgSettings | None = None) -> psycopg.Connection[Any]:
@@ -111,7 +124,7 @@ def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressErr
             hint="Read details.reason: a key, NOT NULL or CHECK constraint was violated.",
             details=details,
         )
-    if state == "42501":  # insufficient_privilege
+    if state in ("42501", "25006"):  # insufficient_privilege, read_only_sql_transaction
         return SqlError(
             Code.SQL_FORBIDDEN,
             "the statement tried to reach something outside the application's tables",
@@ -191,12 +204,23 @@ class PgEngine:
 
     dialect: ClassVar[Dialect] = POSTGRES
 
-    def __init__(self, dsn: str, *, settings: PgSettings | None = None, lane_key: int = LANE_KEY) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        settings: PgSettings | None = None,
+        lane_key: int = LANE_KEY,
+        agent_dsn: str | None = None,
+    ) -> None:
+        """``agent_dsn``: how the agent role logs in (default: ``dsn`` as ``buttress_agent``, without
+        the owner's password, which suits peer and trust authentication)."""
         self.dsn = dsn
+        self.agent_dsn = agent_dsn or agent_conninfo(dsn)
         self.settings = settings or PgSettings()
         self.lane_key = lane_key
         self._writer = connect_pg(dsn, self.settings)
         self._readers: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+        self._agent_readers: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
         self._watchdog = Watchdog()
         self._lane = threading.Lock()
         self._local = threading.local()
@@ -301,13 +325,18 @@ class PgEngine:
     # -------------------------------------------------------------------------------- snapshots
 
     @contextmanager
-    def snapshot(self, *, timeout: float | None = None, single: bool = False) -> Iterator[Reader]:
-        """A read-only snapshot on a pooled connection; runs concurrently with every server's writer."""
+    def snapshot(
+        self, *, timeout: float | None = None, single: bool = False, agent: bool = False
+    ) -> Iterator[Reader]:
+        """A read-only snapshot on a pooled connection; runs concurrently with every server's writer.
+
+        ``agent``: as the agent role (``provision_agent_role``), for SQL an agent wrote."""
         del single  # one statement or many: PostgreSQL needs the transaction for the read-only mode
+        pool = self._agent_readers if agent else self._readers
         try:
-            connection = self._readers.get_nowait()
+            connection = pool.get_nowait()
         except queue.Empty:
-            connection = connect_pg(self.dsn, self.settings)
+            connection = connect_pg(self.agent_dsn if agent else self.dsn, self.settings)
         healthy = True
         reader = PgReader(connection, None if timeout is None else time.monotonic() + timeout, self._watchdog)
         token = None
@@ -321,11 +350,13 @@ class PgEngine:
             if token is not None:
                 self._watchdog.disarm(token)
             try:
-                connection.execute("ROLLBACK")
+                connection.execute("ROLLBACK")  # also undoes what set_config changed in it
+                if agent:
+                    connection.execute("SELECT pg_advisory_unlock_all()")
             except psycopg.Error:
                 healthy = False
-            if healthy and not connection.broken and self._readers.qsize() < READER_POOL:
-                self._readers.put(connection)
+            if healthy and not connection.broken and pool.qsize() < READER_POOL:
+                pool.put(connection)
             else:
                 connection.close()
 
@@ -342,5 +373,47 @@ class PgEngine:
         with self._lane:
             self._watchdog.clear()
             self._writer.close()
-            while not self._readers.empty():
-                self._readers.get_nowait().close()
+            for pool in (self._readers, self._agent_readers):
+                while not pool.empty():
+                    pool.get_nowait().close()
+
+
+def agent_conninfo(dsn: str, role: str = AGENT_ROLE) -> str:
+    """``dsn`` logging in as ``role``, without the owner's password."""
+    params = {k: v for k, v in conninfo_to_dict(dsn).items() if k != "password"}
+    params["user"] = role
+    return make_conninfo("", **{k: str(v) for k, v in params.items() if v is not None})
+
+
+def provision_agent_role(engine: PgEngine, role: str = AGENT_ROLE) -> None:
+    """Create or refresh the role agent SQL reads as, with its limits and grants (idempotent).
+
+    Needs an owner that may create roles. The role reads the application's tables (``public``,
+    present and future) and nothing of the system schema; ``CREATE`` on ``public`` is revoked from
+    everyone but the owner."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise ValueError(f"not a plain role name: {role!r}")
+    limits = engine.settings
+    with engine.transaction() as tx:
+        exists = tx.scalar("SELECT count(*) FROM pg_roles WHERE rolname = ?", [role])
+        if not exists:
+            tx.execute(
+                f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION "
+                "NOBYPASSRLS CONNECTION LIMIT 64"
+            )
+        for statement in (
+            f"ALTER ROLE {role} SET statement_timeout = {int(limits.agent_statement_timeout_s * 1000)}",
+            f"ALTER ROLE {role} SET work_mem = '{limits.work_mem_mb}MB'",
+            f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = "
+            f"{int(limits.idle_in_transaction_s * 1000)}",
+            f"ALTER ROLE {role} SET search_path = public",
+            f"ALTER ROLE {role} SET default_transaction_read_only = on",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "CREATE SCHEMA IF NOT EXISTS _buttress",
+            "REVOKE ALL ON SCHEMA _buttress FROM PUBLIC",
+            f"REVOKE ALL ON SCHEMA _buttress FROM {role}",
+            f"GRANT USAGE ON SCHEMA public TO {role}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}",
+        ):
+            tx.execute(statement)

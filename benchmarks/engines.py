@@ -1,0 +1,370 @@
+"""DuckDB against PostgreSQL on one booking-style mutation (read a balance, insert a ledger row, update
+the balance, then the invariant check), each engine against its own floor: raw DuckDB in its own
+BEGIN/COMMIT, ``Engine``; raw psycopg in SERIALIZABLE, ``PgEngine`` in one server, ``PgEngine`` in
+four server processes sharing one database (their writers take turns on the lane). Calls,
+throughput, p50/p99 latencies, ratios, and a line on when to choose which. Same run, same machine.
+
+PostgreSQL is the cluster named in ``BUTTRESS_POSTGRES_DSN``, or else a private throwaway one
+(``tests/pg.py``: no fsync, socket only), with a fresh database per row. Without either, only the
+DuckDB rows are printed.
+
+Run: python benchmarks/engines.py [--calls N]
+Not a test: it prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runtime.store.engine import Engine
+from runtime.store.postgres import PgEngine
+
+ACCOUNTS = 100
+OPENING = 1000
+WARMUP = 50
+SERVERS = 4
+DDL = [
+    "CREATE TABLE account (id INTEGER PRIMARY KEY, balance BIGINT NOT NULL)",
+    "CREATE SEQUENCE ledger_seq",
+    "CREATE TABLE ledger (id BIGINT PRIMARY KEY DEFAULT nextval('ledger_seq'), account INTEGER NOT NULL, "
+    "amount BIGINT NOT NULL)",
+    "CREATE INDEX ledger_account ON ledger (account)",
+    f"INSERT INTO account SELECT i, {OPENING} FROM generate_series(0, {ACCOUNTS - 1}) AS t(i)",
+]
+READ = "select balance from account where id = ?"
+INSERT = "insert into ledger (account, amount) values (?, ?)"
+UPDATE = "update account set balance = balance + ? where id = ?"
+CHECK = "select id from account where id = ? and balance < 0"
+CREDITED = f"select sum(balance) - {OPENING} * count(*), (select count(*) from ledger) from account"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def measure(call: Callable[[int], object], calls: int) -> list[float]:
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        call(i)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+@dataclass
+class Row:
+    path: str
+    calls: int
+    wall_s: float
+    samples: list[float]
+    credited: tuple[int, int]
+    """What the database holds afterwards: credits summed over the balances, ledger rows."""
+
+    @property
+    def throughput(self) -> float:
+        return self.calls / self.wall_s
+
+    @property
+    def p50(self) -> float:
+        return percentiles(self.samples)[0]
+
+    @property
+    def p99(self) -> float:
+        return percentiles(self.samples)[1]
+
+
+def timed(path: str, call: Callable[[int], object], calls: int, credited: Callable[[], Any]) -> Row:
+    """Warm up, then ``calls`` sequential calls; the wall time covers the timed calls only."""
+    for i in range(WARMUP):
+        call(i)
+    started = time.perf_counter()
+    samples = measure(call, calls)
+    wall = time.perf_counter() - started
+    total, entries = credited()
+    return Row(path, calls, wall, samples, (int(total), int(entries)))
+
+
+# ------------------------------------------------------------------------------------------ DuckDB
+
+
+def raw_duckdb(path: Path, calls: int) -> Row:
+    db = duckdb.connect(str(path))
+    for sql in DDL:
+        db.execute(sql)
+
+    def call(i: int) -> None:
+        account = i % ACCOUNTS
+        db.execute("BEGIN")
+        db.execute(READ, [account]).fetchall()
+        db.execute(INSERT, [account, 1])
+        db.execute(UPDATE, [1, account])
+        if db.execute(CHECK, [account]).fetchall():
+            db.execute("ROLLBACK")
+            return
+        db.execute("COMMIT")
+
+    try:
+        return timed("raw DuckDB", call, calls, lambda: db.execute(CREDITED).fetchone())
+    finally:
+        db.close()
+
+
+def engine_call(engine: Engine | PgEngine, i: int) -> None:
+    account = i % ACCOUNTS
+    with engine.transaction(wait=60) as tx:
+        tx.scalar(READ, [account])
+        tx.execute(INSERT, [account, 1])
+        tx.execute(UPDATE, [1, account])
+        if tx.fetchall(CHECK, [account]):
+            raise RuntimeError(f"account {account} overdrawn")
+
+
+def setup(engine: Engine | PgEngine) -> None:
+    with engine.transaction(wait=60) as tx:
+        for sql in DDL:
+            tx.execute(sql)
+
+
+def credited(engine: Engine | PgEngine) -> Any:
+    with engine.transaction(wait=60) as tx:
+        return tx.fetchall(CREDITED)[0]
+
+
+def engine_duckdb(path: Path, calls: int) -> Row:
+    engine = Engine(path)
+    try:
+        setup(engine)
+        return timed("DuckDB Engine", lambda i: engine_call(engine, i), calls, lambda: credited(engine))
+    finally:
+        engine.close()
+
+
+# -------------------------------------------------------------------------------------- PostgreSQL
+
+
+def raw_postgres(dsn: str, calls: int) -> Row:
+    import psycopg
+
+    connection = psycopg.connect(dsn, autocommit=True)
+    with connection.transaction():
+        for sql in DDL:
+            connection.execute(sql)
+
+    def call(i: int) -> None:
+        account = i % ACCOUNTS
+        connection.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        connection.execute(READ.replace("?", "%s"), [account]).fetchall()
+        connection.execute(INSERT.replace("?", "%s"), [account, 1])
+        connection.execute(UPDATE.replace("?", "%s"), [1, account])
+        if connection.execute(CHECK.replace("?", "%s"), [account]).fetchall():
+            connection.execute("ROLLBACK")
+            return
+        connection.execute("COMMIT")
+
+    try:
+        return timed("raw PostgreSQL", call, calls, lambda: connection.execute(CREDITED).fetchone() or (0, 0))
+    finally:
+        connection.close()
+
+
+def pg_one_server(dsn: str, calls: int) -> Row:
+    engine = PgEngine(dsn)
+    try:
+        setup(engine)
+        return timed("PgEngine, 1 server", lambda i: engine_call(engine, i), calls, lambda: credited(engine))
+    finally:
+        engine.close()
+
+
+def serve(dsn: str, calls: int) -> None:
+    """One server process of the shared-database row: warm up, say ``ready``, wait for ``go`` on
+    stdin, run the calls, print the latency samples and the wall-clock end as JSON."""
+    engine = PgEngine(dsn)
+    try:
+        for i in range(WARMUP):
+            engine_call(engine, i)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        samples = measure(lambda i: engine_call(engine, i), calls)
+        ended = time.time()
+    finally:
+        engine.close()
+    print(json.dumps({"samples": samples, "ended": ended}), flush=True)
+
+
+def pg_servers(dsn: str, calls: int, servers: int) -> Row:
+    """``servers`` processes, each with its own PgEngine on one database. All connect and warm up
+    first; the clock starts when they are all told to go and stops when the last one ends its last
+    call, so interpreter start-up is not counted."""
+    engine = PgEngine(dsn)
+    try:
+        setup(engine)
+    finally:
+        engine.close()
+    each = calls // servers
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", dsn, str(each)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(servers)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError(f"a server did not start (it said {line!r})")
+        started = time.time()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        reports = []
+        for proc in procs:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"a server failed (exit {proc.returncode})")
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    wall = max(report["ended"] for report in reports) - started
+    samples = [sample for report in reports for sample in report["samples"]]
+    engine = PgEngine(dsn)
+    try:
+        total, entries = credited(engine)
+    finally:
+        engine.close()
+    return Row(f"PgEngine, {servers} servers", each * servers, wall, samples, (int(total), int(entries)))
+
+
+@contextmanager
+def postgres() -> Iterator[tuple[Any, str | None]]:
+    """The cluster to measure on (shared or private; stopped afterwards), or None and why not."""
+    from tests import pg
+
+    shared = pg.shared()
+    if shared is not None:
+        yield shared, None
+        return
+    if pg.binaries() is None:
+        yield None, "PostgreSQL's server binaries were not found and BUTTRESS_POSTGRES_DSN is not set"
+        return
+    with tempfile.TemporaryDirectory(prefix="buttress-bench-pg-") as tmp:
+        root = Path(tmp)
+        try:
+            cluster = pg.start(root)
+        except (OSError, subprocess.CalledProcessError) as error:
+            pg.stop(root)
+            yield None, f"the private PostgreSQL cluster did not start ({error})"
+            return
+        try:
+            yield cluster, None
+        finally:
+            pg.stop(root)
+
+
+def on_fresh_database(cluster: Any, run: Callable[[str], Row]) -> Row:
+    name = cluster.create_database()
+    try:
+        return run(cluster.dsn(name))
+    finally:
+        cluster.drop_database(name)
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def report(rows: list[Row], calls: int, skipped: str | None) -> None:
+    print(f"booking mutation (read, insert, update + invariant check), {calls} calls a row, warm-up {WARMUP}")
+    print(f"{'path':<22}{'calls':>7}{'mutations/s':>13}{'p50 ms':>9}{'p99 ms':>9}")
+    for row in rows:
+        print(f"{row.path:<22}{row.calls:>7}{row.throughput:>13,.0f}{row.p50:>9.3f}{row.p99:>9.3f}")
+    for row in rows:
+        want = row.calls + WARMUP * (SERVERS if "servers" in row.path else 1)
+        if row.credited != (want, want):
+            print(f"  note: {row.path} left {row.credited} (credits, ledger rows), expected {want} each")
+    if skipped:
+        print(f"PostgreSQL rows skipped: {skipped}")
+    by = {row.path: row for row in rows}
+    raw_duck, engine = by["raw DuckDB"], by["DuckDB Engine"]
+    print()
+    print(f"Engine / raw DuckDB (p50):                {engine.p50 / raw_duck.p50:.2f}")
+    one = by.get("PgEngine, 1 server")
+    many = by.get(f"PgEngine, {SERVERS} servers")
+    raw_pg = by.get("raw PostgreSQL")
+    if one and raw_pg:
+        print(f"PgEngine 1 server / raw PostgreSQL (p50): {one.p50 / raw_pg.p50:.2f}")
+    if one and many:
+        print(f"{SERVERS} servers / 1 server (throughput):     {many.throughput / one.throughput:.2f}")
+    print()
+    if one is None:
+        print(
+            f"When to choose which: one DuckDB process commits {engine.throughput:,.0f} mutations/s at "
+            f"{engine.p50:.3f} ms (p50); PostgreSQL was not measured here."
+        )
+        return
+    faster = one.p50 / engine.p50
+    shared = many.throughput if many else one.throughput
+    servers = SERVERS if many else 1
+    scaling = ""
+    if many:
+        ratio = many.throughput / one.throughput
+        scaling = (
+            f" ({ratio:.2f} x one server's rate: more servers add availability, not write speed)"
+            if ratio < 1.2
+            else f" ({ratio:.2f} x one server's rate)"
+        )
+    print(
+        f"When to choose which: one DuckDB process is {faster:.1f} x faster per mutation "
+        f"({engine.p50:.3f} ms against {one.p50:.3f} ms p50; {engine.throughput:,.0f} against "
+        f"{one.throughput:,.0f} mutations/s), so choose DuckDB when one process can own the data; "
+        f"choose PostgreSQL when several servers must share one database: {servers} servers shared it "
+        f"at {shared:,.0f} mutations/s{scaling}."
+    )
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per row (split among servers)")
+    args = parser.parse_args()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="buttress-bench-") as tmp:
+        rows.append(raw_duckdb(Path(tmp) / "raw.duckdb", args.calls))
+        rows.append(engine_duckdb(Path(tmp) / "engine.duckdb", args.calls))
+    with postgres() as (cluster, skipped):
+        if cluster is not None:
+            rows.append(on_fresh_database(cluster, lambda dsn: raw_postgres(dsn, args.calls)))
+            rows.append(on_fresh_database(cluster, lambda dsn: pg_one_server(dsn, args.calls)))
+            rows.append(on_fresh_database(cluster, lambda dsn: pg_servers(dsn, args.calls, SERVERS)))
+    report(rows, args.calls, skipped)
+
+
+if __name__ == "__main__":
+    main()
