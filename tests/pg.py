@@ -27,7 +27,7 @@ def binaries() -> Path | None:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[3]))
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
     return Path(versions[-1]).parent if versions else None
 
 
@@ -58,8 +58,10 @@ class Cluster:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start(root: Path) -> Cluster:
-    """initdb and start a cluster in ``root`` (its socket there too); raise if the binaries are missing."""
+def start(root: Path, *, durable: bool = False) -> Cluster:
+    """initdb and start a cluster in ``root`` (its socket there too); raise if the binaries are missing.
+
+    ``durable``: fsync on, as a production server runs (benchmarks); tests run without it."""
     bin_dir = binaries()
     if bin_dir is None:
         raise FileNotFoundError("PostgreSQL's server binaries (initdb, pg_ctl) were not found")
@@ -72,7 +74,9 @@ def start(root: Path) -> Cluster:
                    "-E", "UTF8", "--locale=C"]),
         check=True, capture_output=True, cwd=root,
     )  # fmt: skip
-    options = f"-k {root} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=300"
+    options = f"-k {root} -c listen_addresses='' -c max_connections=300"
+    if not durable:
+        options += " -c fsync=off -c full_page_writes=off"
     subprocess.run(
         _as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w",
                    "start"]),

@@ -178,10 +178,19 @@ def support_functions(dialect: Dialect, logicals: Sequence[str] | None = None) -
     ]
     for logical in logicals if logicals is not None else tuple(SIMPLE_TYPES):
         target = dialect.column_type(logical)
+        body = f"RETURN CAST(value AS {target});"
+        if logical in ("integer", "bigint"):
+            # DuckDB reads '3.5' and '1e2' as integers too, rounding half away from zero, as numeric does
+            body = (
+                f"BEGIN RETURN CAST(value AS {target}); EXCEPTION WHEN OTHERS THEN "
+                f"RETURN CAST(round(CAST(value AS NUMERIC)) AS {target}); END;"
+            )
+        elif logical in ("date", "timestamp", "timestamptz"):
+            body = f"DECLARE v {target} := CAST(value AS {target}); BEGIN IF isfinite(v) THEN RETURN v; END IF; RETURN NULL; END;"
         out.append(
             f"CREATE OR REPLACE FUNCTION _buttress.{try_cast_function(logical)}(value TEXT) "
             f"RETURNS {target} LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$ "
-            f"BEGIN RETURN CAST(value AS {target}); EXCEPTION WHEN OTHERS THEN RETURN NULL; END $$"
+            f"BEGIN {body} EXCEPTION WHEN OTHERS THEN RETURN NULL; END $$"
         )
     return out
 

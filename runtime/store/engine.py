@@ -40,11 +40,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import duckdb
 
 from runtime.errors import ButtressError, Code, EngineError
+from runtime.sql.dialect import DUCKDB, Dialect
 from runtime.store.sessions import Reader, Watchdog, Work, contended, translate
 from runtime.store.sessions import Session as Session  # importable from here, as before the split
 from runtime.store.sessions import Tx as Tx
@@ -114,6 +115,8 @@ def connect(path: str, settings: Settings | None = None) -> duckdb.DuckDBPyConne
 
 class Engine:
     """The process's only handle on the database file."""
+
+    dialect: ClassVar[Dialect] = DUCKDB
 
     def __init__(self, path: str | Path, *, settings: Settings | None = None) -> None:
         self.path = str(path)

@@ -298,7 +298,15 @@ class PgEngine:
             raise translate_pg(error, sql=sql) from None
 
     def _take_lane_lock(self, wait: float | None) -> None:
-        """The session-level advisory lock, before BEGIN: the snapshot then starts after the wait."""
+        """The session-level advisory lock, before BEGIN: the snapshot then starts after the wait.
+
+        One round trip when the lane is free (``pg_try_advisory_lock``); a bounded wait otherwise."""
+        try:
+            free = self._writer.execute(f"SELECT pg_try_advisory_lock({self.lane_key})").fetchone()
+        except psycopg.Error as error:
+            raise translate_pg(error) from None
+        if free and free[0]:
+            return
         milliseconds = 0 if wait is None else max(1, int(wait * 1000))
         self._plain(f"SET lock_timeout = {milliseconds}")
         try:
