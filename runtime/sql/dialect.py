@@ -141,6 +141,15 @@ class Dialect:
             f"'{schema}' AND sequencename = '{sequence}'), 0)"
         )
 
+    def table_exists(self, schema: str, table: str) -> str:
+        """A query counting the tables named ``schema.table`` (0 or 1) in the engine's catalog."""
+        if self.name == "duckdb":
+            return f"SELECT count(*) FROM duckdb_tables() WHERE schema_name = '{schema}' AND table_name = '{table}'"
+        return (
+            "SELECT count(*) FROM pg_catalog.pg_tables "
+            f"WHERE schemaname = '{schema}' AND tablename = '{table}'"
+        )
+
     def needs_rebuild(self, change: Alter) -> bool:
         return change in self.rebuilds
 

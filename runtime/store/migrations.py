@@ -5,6 +5,9 @@ Opening one applies, in one transaction, every migration after that number, in o
 new number; a database already at the last number is left alone (no statement runs). A database
 written by a newer release (a number this one does not know) is refused rather than guessed at.
 
+The statements are written once for both engines (DuckDB and PostgreSQL read each of them the
+same); what differs is asked of the session's dialect.
+
 Migration 1 is the system schema of the first release, as it wrote it; each later one changes it the
 way an application's migration would (``ALTER``, never a rewrite). Add a migration at the end; never
 edit one that has shipped: databases in the field have run it.
@@ -123,9 +126,7 @@ LATEST: Final = MIGRATIONS[-1].number
 def schema_version(session: Session) -> int:
     """The last migration applied to this database: 0 for one without the system schema (the first
     release recorded 1 when it created one)."""
-    present = session.scalar(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_buttress' AND table_name = 'versions'"
-    )
+    present = session.scalar(session.dialect.table_exists("_buttress", "versions"))
     if not present:
         return 0
     found = session.execute("SELECT value FROM _buttress.meta WHERE key = 'schema_version'").fetchone()
