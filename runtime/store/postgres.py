@@ -56,6 +56,8 @@ LANE_KEY: Final = 0x42755454
 """The advisory lock key of the writer lane (one per database; ``Buttress`` in ASCII, shortened)."""
 READER_POOL: Final = 16
 AGENT_ROLE: Final = "buttress_agent"
+WATCH_SLICE: Final = 0.25
+"""How long a watch waits for a notification at a time (its stop is noticed this soon)."""
 RETRYABLE: Final = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction did nothing and may run again."""
 
@@ -368,6 +370,19 @@ class PgEngine:
             else:
                 connection.close()
 
+    # ------------------------------------------------------------------------------ change feed
+
+    def notify(self, tx: Tx, channel: str, payload: str) -> None:
+        """Tell every server watching ``channel`` that ``tx`` changed something, when (and only if)
+        it commits. The payload is a hint; watchers read the database for what changed."""
+        tx.execute("SELECT pg_notify(?, ?)", [channel, payload])
+
+    def watch(self, channel: str, changed: Callable[[str | None], None], *, poll: float = 5.0) -> Watch:
+        """Call ``changed(payload)`` on a thread whenever a server's transaction notified ``channel``,
+        and ``changed(None)`` at least every ``poll`` seconds: polling is the source of truth (a
+        notification is lost while the connection is down, and then the next poll catches up)."""
+        return Watch(self.dsn, self.settings, channel, changed, poll)
+
     def sharing_memory(self, work: Callable[[], T], *, budget: float | None) -> T:
         """PostgreSQL bounds memory per operation (``work_mem``), not in one shared pool: no victims
         of other sessions' work to run again."""
@@ -384,6 +399,64 @@ class PgEngine:
             for pool in (self._readers, self._agent_readers):
                 while not pool.empty():
                     pool.get_nowait().close()
+
+
+class Watch:
+    """A thread listening on one channel with a connection of its own; reconnects when it breaks."""
+
+    def __init__(
+        self,
+        dsn: str,
+        settings: PgSettings,
+        channel: str,
+        changed: Callable[[str | None], None],
+        poll: float,
+    ) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", channel):
+            raise ValueError(f"not a plain channel name: {channel!r}")
+        self._dsn, self._settings, self.channel = dsn, settings, channel
+        self._changed, self._poll = changed, poll
+        self._stop = threading.Event()
+        self.listening = threading.Event()
+        """Set while the listening connection is up (tests wait for it)."""
+        self.reconnects = 0
+        self._connection: psycopg.Connection[Any] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"buttress-watch-{channel}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._connection = connect_pg(self._dsn, self._settings)
+                self._connection.execute(f"LISTEN {self.channel}")
+                self.listening.set()
+                self._changed(None)  # caught up: anything missed while down is read now
+                ticked = time.monotonic()
+                while not self._stop.is_set():
+                    for note in self._connection.notifies(timeout=WATCH_SLICE, stop_after=1):
+                        self._changed(note.payload)
+                        ticked = time.monotonic()
+                    if time.monotonic() - ticked >= self._poll:
+                        self._changed(None)
+                        ticked = time.monotonic()
+            except (psycopg.Error, ButtressError):
+                self.listening.clear()
+                if self._stop.is_set():
+                    return
+                self.reconnects += 1
+                self._stop.wait(min(5.0, 0.1 * 2 ** min(self.reconnects, 6)))
+            finally:
+                if self._connection is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        self._connection.close()
+
+    def backend_pid(self) -> int | None:
+        connection = self._connection
+        return None if connection is None or connection.closed else connection.info.backend_pid
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=WATCH_SLICE + 5)
 
 
 def agent_conninfo(dsn: str, role: str = AGENT_ROLE) -> str:
