@@ -4,8 +4,7 @@ every violation the full query finds, the check restricted to the touched keys f
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -176,39 +175,50 @@ CALLS = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """One runtime with the schema and the actions (no invariant: every mutation runs), shared by the
+    examples: each example runs in one transaction that rolls back, so each starts from empty tables."""
+    rt = Runtime.open(tmp_path_factory.mktemp("delta") / "app.duckdb", audit_reads=False)
+    deploy(rt, [*SCHEMA, *ACTIONS])
+    yield rt
+    rt.close()
+
+
 @pytest.mark.parametrize("sql", [sql for sql, incremental in INVARIANTS if incremental], ids=lambda s: s[:40])
-@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=examples(6),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(calls=st.lists(CALLS, min_size=STEPS, max_size=STEPS))
 def test_the_restricted_check_finds_every_violation_the_full_one_finds(
-    sql: str, calls: list[tuple[str, dict[str, Any]]]
+    deployed: Runtime, sql: str, calls: list[tuple[str, dict[str, Any]]]
 ) -> None:
     """Every mutation commits, so violations pile up; what must hold is that every violation a
     mutation *adds* (in the full query after it, not before it) is in the restricted check's answer."""
     spec = spec_with(sql)
     (check,) = invariants_of(spec)
     assert check.incremental
-    with tempfile.TemporaryDirectory() as directory:
-        rt = Runtime.open(Path(directory) / "app.duckdb", audit_reads=False)
-        try:
-            deploy(rt, [*SCHEMA, *ACTIONS])  # deployed without the invariant: every mutation runs
-            for name, args in calls:
-                action = spec.action(name)
-                assert action is not None
-                prepared = prepare(spec, action)
-                with rt.engine.transaction() as tx:
-                    before = rows_of(tx, check.sql, None)
-                    touched = references.Touched()
-                    rt.actions._statements(tx, rt.current[0], prepared, args, touched)
-                    after = rows_of(tx, check.sql, None)
-                    keys: list[Any] = []
-                    for table in check.reads & touched.tables:
-                        keys.extend(touched.values(table, check.keys.get(table, ())))
-                    restricted = check.restricted(keys) if not (check.reads & touched.inexact) else None
-                    delta = after if restricted is None else rows_of(tx, restricted[0], restricted[1] or None)
-                    added = after - before
-                    assert added <= delta, (name, args, sorted(added - delta), restricted)
-        finally:
-            rt.close()
+    rt = deployed
+    with rt.engine.transaction() as example:  # each call's transaction joins it; it rolls back
+        example.rollback_only = True
+        for name, args in calls:
+            action = spec.action(name)
+            assert action is not None
+            prepared = prepare(spec, action)
+            with rt.engine.transaction() as tx:
+                before = rows_of(tx, check.sql, None)
+                touched = references.Touched()
+                rt.actions._statements(tx, rt.current[0], prepared, args, touched)
+                after = rows_of(tx, check.sql, None)
+                keys: list[Any] = []
+                for table in check.reads & touched.tables:
+                    keys.extend(touched.values(table, check.keys.get(table, ())))
+                restricted = check.restricted(keys) if not (check.reads & touched.inexact) else None
+                delta = after if restricted is None else rows_of(tx, restricted[0], restricted[1] or None)
+                added = after - before
+                assert added <= delta, (name, args, sorted(added - delta), restricted)
 
 
 def rows_of(tx: Any, sql: str, params: dict[str, Any] | None) -> set[tuple[Any, ...]]:
