@@ -1,4 +1,9 @@
-"""Spec → DuckDB DDL (pure). The only module that spells DuckDB's CREATE statements.
+"""Spec → DDL (pure). The only module that spells the CREATE statements of the application's schema.
+
+DuckDB's by default; the functions that build a fresh schema take a ``dialect`` (``runtime.sql.dialect``)
+and spell PostgreSQL's too: its column types, the engine's expressions for the spec's logical
+defaults, CHECKs and views regenerated for it (``runtime.sql.render``). The rebuild strategy is still
+DuckDB's (PostgreSQL alters in place: ``Dialect.needs_rebuild``).
 
 Application tables live in ``main``; runtime objects (sequences, retained data, catalog) in ``_buttress``.
 
@@ -17,9 +22,11 @@ from typing import Any, Final
 
 import sqlglot.expressions as exp
 
+from runtime.errors import Code, SpecError
 from runtime.schema.spec import DEFAULT_EXPRESSIONS, AppSpec, EntitySpec, FieldSpec, IndexSpec, ViewSpec
-from runtime.schema.types import duckdb_type
 from runtime.sql import parsing, sqlcheck
+from runtime.sql.dialect import DUCKDB, Alter, Dialect
+from runtime.sql.render import render, render_condition
 
 SYSTEM_SCHEMA: Final = "_buttress"
 
@@ -38,18 +45,18 @@ def cols(names: Iterable[str]) -> str:
     return ", ".join(q(n) for n in names)
 
 
-def literal(value: Any, logical: str) -> str:
+def literal(value: Any, logical: str, dialect: Dialect = DUCKDB) -> str:
     """A constant as a typed SQL literal, built by sqlglot so quoting is never hand-rolled."""
     if logical == "json":
-        text = exp.Literal.string(json.dumps(value, separators=(",", ":"))).sql(dialect="duckdb")
-        return f"CAST({text} AS JSON)"
+        text = exp.Literal.string(json.dumps(value, separators=(",", ":"))).sql(dialect=dialect.sqlglot)
+        return f"CAST({text} AS {dialect.column_type('json')})"
     if isinstance(value, bool):
         node: exp.Expression = exp.Boolean(this=value)
     elif isinstance(value, int | float):
         node = exp.Literal.number(value)
     else:
         node = exp.Literal.string(str(value))
-    return f"CAST({node.sql(dialect='duckdb')} AS {duckdb_type(logical)})"
+    return f"CAST({node.sql(dialect=dialect.sqlglot)} AS {dialect.column_type(logical)})"
 
 
 def string(text: str) -> str:
@@ -57,40 +64,46 @@ def string(text: str) -> str:
     return str(exp.Literal.string(text).sql(dialect="duckdb"))
 
 
-def check(expression: str) -> str:
+def check(expression: str, dialect: Dialect = DUCKDB) -> str:
     """A CHECK expression as generated SQL: the agent's text parsed and regenerated (never pasted)."""
-    return sqlcheck.render_expression(expression)
+    rendered = sqlcheck.render_expression(expression)
+    return rendered if dialect is DUCKDB else render_condition(rendered, dialect)
 
 
-def default_sql(field: FieldSpec) -> str | None:
+def default_sql(field: FieldSpec, dialect: Dialect = DUCKDB) -> str | None:
+    """The column default: the engine's expression for the spec's logical one, a sequence, a literal."""
     expr = field.default_expr
     if expr is not None:
         if expr.expr == "autoincrement":
             assert expr.sequence is not None
             return f"nextval({string(f'{SYSTEM_SCHEMA}.{expr.sequence}')})"
-        return DEFAULT_EXPRESSIONS[expr.expr]
+        return dialect.default(DEFAULT_EXPRESSIONS[expr.expr])
     if field.default is None:
         return None
-    return literal(field.default, field.type)
+    return literal(field.default, field.type, dialect)
 
 
-def column_def(field: FieldSpec, *, with_check: bool = True, force_nullable: bool = False) -> str:
+def column_def(
+    field: FieldSpec, *, with_check: bool = True, force_nullable: bool = False, dialect: Dialect = DUCKDB
+) -> str:
     """One column's definition; its CHECK only when DuckDB enforces checks (``with_check``)."""
-    parts = [q(field.name), duckdb_type(field.type)]
+    parts = [q(field.name), dialect.column_type(field.type)]
     if not field.nullable and not force_nullable:
         parts.append("NOT NULL")
-    default = default_sql(field)
+    default = default_sql(field, dialect)
     if default is not None:
         parts.append(f"DEFAULT {default}")
     if with_check and field.check:
-        parts.append(f"CHECK ({check(field.check)})")
+        parts.append(f"CHECK ({check(field.check, dialect)})")
     return " ".join(parts)
 
 
-def create_table(entity: EntitySpec, name: str | None = None, *, duckdb_checks: bool = True) -> str:
+def create_table(
+    entity: EntitySpec, name: str | None = None, *, duckdb_checks: bool = True, dialect: Dialect = DUCKDB
+) -> str:
     """The full table definition: columns, NOT NULL, defaults, keys, unique sets, and, when DuckDB
     enforces them (``duckdb_checks``: a spec ``checked_by`` duckdb), CHECKs and foreign keys."""
-    parts = [column_def(f, with_check=duckdb_checks) for f in entity.fields]
+    parts = [column_def(f, with_check=duckdb_checks, dialect=dialect) for f in entity.fields]
     parts.append(f"PRIMARY KEY ({cols(entity.primary_key)})")
     parts.extend(f"UNIQUE ({cols(u)})" for u in entity.unique)
     for f in entity.fields:
@@ -129,10 +142,12 @@ def create_index(entity: EntitySpec, index: IndexSpec) -> str:
     return f"CREATE INDEX {q(index.name)} ON {q(entity.name)} ({cols(index.columns)})"
 
 
-def create_view(view: ViewSpec, *, replace: bool = False) -> str:
-    """The view's SELECT on lines of its own, terminator removed (``parsing.statement_body``)."""
+def create_view(view: ViewSpec, *, replace: bool = False, dialect: Dialect = DUCKDB) -> str:
+    """The view's SELECT on lines of its own, terminator removed (``parsing.statement_body``); on
+    PostgreSQL, regenerated from the analysed tree (``render``)."""
     verb = "CREATE OR REPLACE VIEW" if replace else "CREATE VIEW"
-    return f"{verb} {q(view.name)} AS\n{parsing.statement_body(view.sql)}\n"
+    body = parsing.statement_body(view.sql) if dialect is DUCKDB else render(view.sql, dialect).text
+    return f"{verb} {q(view.name)} AS\n{body}\n"
 
 
 def sequences(entity: EntitySpec) -> list[str]:
@@ -163,20 +178,29 @@ def entity_order(spec: AppSpec) -> list[EntitySpec]:
     return done
 
 
-def create_entity(entity: EntitySpec, spec: AppSpec) -> list[str]:
+def create_entity(entity: EntitySpec, spec: AppSpec, dialect: Dialect = DUCKDB) -> list[str]:
     return [
         *sequences(entity),
-        create_table(entity, duckdb_checks=spec.checked_by == "duckdb"),
+        create_table(entity, duckdb_checks=spec.checked_by == "duckdb", dialect=dialect),
         *(create_index(entity, i) for i in indexes_of(spec, entity)),
     ]
 
 
-def spec_ddl(spec: AppSpec) -> list[str]:
+def spec_ddl(spec: AppSpec, dialect: Dialect = DUCKDB) -> list[str]:
     """Every statement that builds the spec's schema from nothing, in dependency order."""
+    if dialect is not DUCKDB and spec.checked_by == "duckdb":
+        raise SpecError(
+            Code.SPEC_INVALID,
+            f"this spec has DuckDB enforce its references and checks (checked_by = duckdb); "
+            f"{dialect.name} needs the runtime to",
+            hint='Propose {"op": "set_checked_by", "checked_by": "buttress"} on DuckDB first, then move the '
+            "application.",
+            details={"checked_by": spec.checked_by, "engine": dialect.name},
+        )
     statements = [f"CREATE SCHEMA IF NOT EXISTS {SYSTEM_SCHEMA}"]
     for entity in entity_order(spec):
-        statements.extend(create_entity(entity, spec))
-    statements.extend(create_view(v) for v in spec.views)
+        statements.extend(create_entity(entity, spec, dialect))
+    statements.extend(create_view(v, dialect=dialect) for v in spec.views)
     return statements
 
 
@@ -256,8 +280,10 @@ def rebuild(
     return out
 
 
-def is_frozen(spec: AppSpec, entity: EntitySpec) -> bool:
+def is_frozen(spec: AppSpec, entity: EntitySpec, dialect: Dialect = DUCKDB) -> bool:
     """DuckDB refuses most ALTERs on a table with a secondary index (reference indexes included) or
-    that a DuckDB foreign key references."""
+    that a DuckDB foreign key references; PostgreSQL alters such a table in place."""
+    if not dialect.needs_rebuild(Alter.ALTER_INDEXED_TABLE):
+        return False
     referenced = spec.checked_by == "duckdb" and any(True for _ in spec.referencing(entity.name))
     return bool(indexes_of(spec, entity)) or referenced

@@ -29,7 +29,7 @@ from sqlglot import exp
 from runtime.errors import Code, SqlError
 from runtime.schema.types import parse_type
 from runtime.sql.dialect import POSTGRES, Dialect
-from runtime.sql.parsing import MAX_DEPTH, parse, tokenize
+from runtime.sql.parsing import MAX_DEPTH, parse, parse_condition, tokenize
 
 PORTABLE_FUNCTIONS: Final[frozenset[type[exp.Expr]]] = frozenset(
     {
@@ -149,6 +149,16 @@ def _render(sql: str, engine: str) -> Rendered:
 
     text = tree.transform(rewrite).sql(dialect="postgres")
     return Rendered(text, tuple(names))
+
+
+def render_condition(sql: str, dialect: Dialect) -> str:
+    """A scalar expression (a column CHECK the guard accepted) in ``dialect``'s spelling."""
+    if dialect.name == "duckdb":
+        return sql
+    tree = parse_condition(sql, tokenize(sql), MAX_DEPTH)
+    _check_portable(tree)
+    rewritten = tree.transform(lambda n: _try_cast(n) if isinstance(n, exp.TryCast) else n)
+    return str(rewritten.sql(dialect="postgres"))
 
 
 def _check_portable(tree: exp.Expr) -> None:

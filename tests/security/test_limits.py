@@ -186,7 +186,9 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc")
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the server is another process: one client loop is enough
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio"]
+)  # the server is another process: one client loop is enough
 async def test_hostile_queries_answer_in_time_with_codes_within_memory_while_another_session_is_served(
     tmp_path: Path,
 ) -> None:
