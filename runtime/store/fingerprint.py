@@ -1,7 +1,10 @@
 """The live catalog as data, and its comparison with the catalog a spec implies.
 
 The expected catalog is not hand-derived: the spec's DDL is executed in a private in-memory
-database and read back through the same catalog functions, so both sides are spelled by DuckDB.
+database and read back through the same catalog functions, so both sides are spelled by DuckDB. On
+PostgreSQL both sides are read from ``pg_catalog``: the live schema ``public``, and the spec's DDL run
+in a scratch schema of a transaction that rolls back (``PgEngine.scratch_schema``); names that carry
+the schema are read without it, so the two compare.
 """
 
 from __future__ import annotations
@@ -39,8 +42,42 @@ WHERE database_name = current_database() AND schema_name = 'main' AND NOT intern
 """
 
 
-def read(cursor: duckdb.DuckDBPyConnection | Session) -> Fingerprint:
-    """Tables (columns in order, constraints, indexes) and views of the application schema."""
+_PG_TABLES = "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = $schema"
+_PG_COLUMNS = """
+SELECT c.relname, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+    pg_get_expr(d.adbin, d.adrelid)
+FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = $schema AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+"""
+_PG_CONSTRAINTS = """
+SELECT c.relname, k.contype, pg_get_constraintdef(k.oid),
+    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey))
+FROM pg_catalog.pg_constraint k
+    JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $schema
+"""
+_PG_INDEXES = """
+SELECT i.tablename, i.indexname, i.indexdef FROM pg_catalog.pg_indexes i
+WHERE i.schemaname = $schema AND NOT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_namespace n ON n.oid = k.connamespace
+    WHERE n.nspname = $schema AND k.conname = i.indexname)
+"""
+_PG_VIEWS = """
+SELECT viewname, pg_get_viewdef(format('%I.%I', schemaname, viewname)::regclass)
+FROM pg_catalog.pg_views WHERE schemaname = $schema
+"""
+
+
+def read(cursor: duckdb.DuckDBPyConnection | Session, schema: str = "public") -> Fingerprint:
+    """Tables (columns in order, constraints, indexes) and views of the application schema
+    (``schema``: PostgreSQL's, a scratch schema when deriving the expected catalog)."""
+    if isinstance(cursor, Session) and cursor.dialect.name == "postgres":
+        return _read_postgres(cursor, schema)
     tables: dict[str, dict[str, Any]] = {
         name: {"columns": [], "constraints": [], "indexes": []}
         for (name,) in cursor.execute(_TABLES).fetchall()
@@ -59,6 +96,30 @@ def read(cursor: duckdb.DuckDBPyConnection | Session) -> Fingerprint:
         table["constraints"].sort()
         table["indexes"].sort()
     views = {name: sql for name, sql in cursor.execute(_VIEWS).fetchall()}
+    return {"tables": tables, "views": views}
+
+
+def _read_postgres(session: Session, schema: str) -> Fingerprint:
+    where = {"schema": schema}
+    prefix = f"{schema}."
+    tables: dict[str, dict[str, Any]] = {
+        name: {"columns": [], "constraints": [], "indexes": []}
+        for (name,) in session.fetchall(_PG_TABLES, where)
+    }
+    for table, column, index, data_type, nullable, default in session.fetchall(_PG_COLUMNS, where):
+        if table in tables:
+            tables[table]["columns"].append((index, column, data_type, nullable, default))
+    for table, kind, text, columns in session.fetchall(_PG_CONSTRAINTS, where):
+        if table in tables:
+            tables[table]["constraints"].append(f"{kind} {text} {sorted(columns)}")
+    for table, name, sql in session.fetchall(_PG_INDEXES, where):
+        if table in tables:
+            tables[table]["indexes"].append(f"{name}: {sql.replace(' ' + prefix, ' ')}")
+    for table in tables.values():
+        table["columns"] = [list(c[1:]) for c in sorted(table["columns"])]
+        table["constraints"].sort()
+        table["indexes"].sort()
+    views = {name: sql.replace(prefix, "") for name, sql in session.fetchall(_PG_VIEWS, where)}
     return {"tables": tables, "views": views}
 
 

@@ -38,6 +38,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -292,6 +293,18 @@ class PgEngine:
 
     def in_transaction(self) -> bool:
         return getattr(self._local, "tx", None) is not None
+
+    @contextmanager
+    def scratch_schema(self) -> Iterator[tuple[Tx, str]]:
+        """A writer transaction that always rolls back, with a fresh schema first on its
+        ``search_path``: DDL run in it builds nothing that lasts (PostgreSQL's DDL is transactional).
+        PostgreSQL's counterpart of DuckDB's scratch database, for deriving an expected catalog."""
+        name = f"_scratch_{uuid.uuid4().hex[:12]}"
+        with self.transaction() as tx:
+            tx.rollback_only = True
+            tx.execute(f"CREATE SCHEMA {name}")
+            tx.execute(f"SET LOCAL search_path = {name}, public")
+            yield tx, name
 
     def _plain(self, sql: str) -> None:
         try:

@@ -154,3 +154,33 @@ def test_a_spec_duckdb_still_checks_is_refused_on_postgresql_with_a_hint() -> No
         ddl.spec_ddl(legacy, POSTGRES)
     assert caught.value.code == Code.SPEC_INVALID
     assert "set_checked_by" in (caught.value.hint or "")
+
+
+def test_postgresql_reads_its_catalog_and_finds_drift(pg_dsn: str) -> None:
+    """The expected catalog is derived in a scratch schema that rolls back; the live one agrees with it
+    after the spec's DDL, and a change made behind the runtime's back is named."""
+    from runtime.store import fingerprint
+    from runtime.store.postgres import PgEngine
+
+    engine = PgEngine(pg_dsn)
+    with engine.scratch_schema() as (tx, schema):
+        for statement in ddl.spec_ddl(spec(), tx.dialect):
+            tx.execute(statement)
+        wanted = fingerprint.read(tx, schema)
+    with engine.snapshot() as reader:
+        assert fingerprint.read(reader)["tables"] == {}  # the scratch schema left nothing behind
+    with engine.transaction() as tx:
+        for statement in ddl.spec_ddl(spec(), tx.dialect):
+            tx.execute(statement)
+    with engine.snapshot() as reader:
+        live = fingerprint.read(reader)
+    assert set(live["tables"]) == {"item", "part"} and set(live["views"]) == {"item_parts"}
+    assert live["tables"]["item"]["indexes"] and live["tables"]["item"]["constraints"]
+    assert fingerprint.diff(wanted, live) == []
+    with engine.transaction() as tx:
+        tx.execute("ALTER TABLE item ADD COLUMN sneaky INTEGER")
+        tx.execute("DROP INDEX item_by_day")
+    with engine.snapshot() as reader:
+        problems = fingerprint.diff(wanted, fingerprint.read(reader))
+    assert any("sneaky" in p for p in problems) and any("item_by_day" in p for p in problems), problems
+    engine.close()
