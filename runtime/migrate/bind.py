@@ -7,12 +7,16 @@ type the spec declares, in a scratch database built from the target's DDL (the d
 that the live catalog equals it). A statement that does not bind, or binds only with types that do
 not fit, fails the dry-run naming the action, the statement and DuckDB's reason; nothing runs on
 the real data, and every broken statement is listed at once.
+
+On PostgreSQL (``bind_on_postgres``) each statement is the text ``runtime.sql.render`` generates for it
+(a construct that has no equal there is a problem of its own), bound by ``EXPLAIN`` in a scratch
+schema of a transaction that rolls back, one savepoint per statement.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -22,12 +26,20 @@ from runtime.migrate.hazards import HazardCode
 from runtime.schema.spec import AppSpec
 from runtime.schema.types import duckdb_type
 from runtime.sql import parsing
+from runtime.sql.dialect import DUCKDB, Dialect
+from runtime.sql.render import render
 from runtime.store.engine import bind_errors
 
+if TYPE_CHECKING:
+    from runtime.store.postgres import PgEngine
 
-def statements(spec: AppSpec) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
+
+def statements(
+    spec: AppSpec, dialect: Dialect = DUCKDB
+) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
     """(action, statement index, SQL with typed NULL parameters) for every statement the runner would
-    execute, and the problems of actions that cannot even be prepared against ``spec``."""
+    execute, and the problems of actions that cannot even be prepared against ``spec`` (or, on
+    another engine than DuckDB, whose statements have no equal there)."""
     out: list[tuple[str, int, str]] = []
     problems: list[dict[str, Any]] = []
     for action in spec.actions:
@@ -39,8 +51,16 @@ def statements(spec: AppSpec) -> tuple[list[tuple[str, int, str]], list[dict[str
         typed = {p.name: f"CAST(NULL AS {duckdb_type(p.type)})" for p in action.params}
         for index, statement in enumerate(prepared.statements):
             for sql in (statement.before, statement.sql):
-                if sql:
-                    out.append((action.name, index, parsing.substitute_params(sql, typed)))
+                if not sql:
+                    continue
+                text = parsing.substitute_params(sql, typed)
+                if dialect is not DUCKDB:
+                    try:
+                        text = render(text, dialect).text
+                    except ButtressError as error:
+                        problems.append({"action": action.name, "statement": index, "problem": error.message})
+                        continue
+                out.append((action.name, index, text))
     return out, problems
 
 
@@ -56,6 +76,23 @@ def bind_in(spec: AppSpec, scratch: duckdb.DuckDBPyConnection) -> Bound:
     """Bind every action statement of ``spec`` in ``scratch``, which holds ``spec``'s schema."""
     found, problems = statements(spec)
     errors = bind_errors(scratch, [sql for _, _, sql in found])
+    for (action, index, _), error in zip(found, errors, strict=True):
+        if error is not None:
+            reason = str(error.details.get("reason") or error.message)
+            problems.append({"action": action, "statement": index, "problem": reason})
+    return Bound(len(found), tuple(problems))
+
+
+def bind_on_postgres(spec: AppSpec, engine: PgEngine) -> Bound:
+    """Bind every action statement of ``spec`` on PostgreSQL, in a scratch schema holding its DDL."""
+    from runtime.migrate import ddl
+    from runtime.store.postgres import bind_errors as pg_bind_errors
+
+    found, problems = statements(spec, engine.dialect)
+    with engine.scratch_schema() as (tx, _):
+        for statement in ddl.spec_ddl(spec, engine.dialect):
+            tx.execute(statement)
+        errors = pg_bind_errors(tx, [sql for _, _, sql in found])
     for (action, index, _), error in zip(found, errors, strict=True):
         if error is not None:
             reason = str(error.details.get("reason") or error.message)

@@ -414,6 +414,28 @@ class PgEngine:
                     pool.get_nowait().close()
 
 
+def bind_errors(tx: Tx, statements: list[str]) -> list[ButtressError | None]:
+    """Have PostgreSQL bind each statement in ``tx`` (``EXPLAIN``: planned, never run), each under a
+    savepoint of its own so that one that does not bind leaves the others to be tried; the translated
+    error of each that does not bind, None for those that do. ``tx`` is a scratch transaction
+    (``PgEngine.scratch_schema``); its statements are the generated text (numbered parameters)."""
+    connection: psycopg.Connection[Any] = tx.cursor
+    out: list[ButtressError | None] = []
+    for statement in statements:
+        text, values = POSTGRES.numbered(statement, [])
+        cursor = psycopg.RawCursor(connection)
+        try:
+            connection.execute("SAVEPOINT buttress_bind")
+            cursor.execute(f"EXPLAIN {text}", values, binary=True)
+        except psycopg.Error as error:
+            out.append(translate_pg(error, sql=statement))
+            connection.execute("ROLLBACK TO SAVEPOINT buttress_bind")
+        else:
+            out.append(None)
+            connection.execute("RELEASE SAVEPOINT buttress_bind")
+    return out
+
+
 class Watch:
     """A thread listening on one channel with a connection of its own; reconnects when it breaks."""
 

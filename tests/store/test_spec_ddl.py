@@ -184,3 +184,70 @@ def test_postgresql_reads_its_catalog_and_finds_drift(pg_dsn: str) -> None:
         problems = fingerprint.diff(wanted, fingerprint.read(reader))
     assert any("sneaky" in p for p in problems) and any("item_by_day" in p for p in problems), problems
     engine.close()
+
+
+ACTIONS: list[dict[str, Any]] = [
+    {
+        "op": "add_action",
+        "action": {
+            "name": "add_item",
+            "kind": "mutation",
+            "params": [{"name": "code", "type": "text"}, {"name": "label", "type": "text"}],
+            "statements": ["insert into item (code, label) values ($code, $label)"],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "by_code",
+            "kind": "query",
+            "params": [{"name": "code", "type": "text"}],
+            "statements": ["select id, label from item where code = $code and count >= 0"],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "ids",
+            "kind": "query",
+            "params": [],
+            "statements": ["select list(id) as ids from item"],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "loose",
+            "kind": "query",
+            "params": [{"name": "n", "type": "integer"}],
+            "statements": ["select id from item where label = $n + 1"],
+        },
+    },
+]
+
+
+def test_the_dry_run_binds_every_action_statement_on_postgresql_too(pg_dsn: str, tmp_path: Path) -> None:
+    """DuckDB binds the four; PostgreSQL finds a DuckDB-only function and a comparison of text with a
+    number that DuckDB's binder lets through, and names each action."""
+    from runtime.migrate import bind
+    from runtime.store.postgres import PgEngine
+
+    target = changes.apply(spec(), changes.parse_operations(ACTIONS))
+    duck = Engine(tmp_path / "unused.duckdb")
+    scratch = duck.scratch()
+    try:
+        for statement in ddl.spec_ddl(target):
+            scratch.execute(statement)
+        on_duckdb = bind.bind_in(target, scratch)
+    finally:
+        scratch.close()
+        duck.close()
+    assert on_duckdb.problems == () and on_duckdb.statements >= 4
+    engine = PgEngine(pg_dsn)
+    on_postgres = bind.bind_on_postgres(target, engine)
+    named = {p["action"]: p["problem"] for p in on_postgres.problems}
+    assert set(named) == {"ids", "loose"}, on_postgres.problems
+    assert "PostgreSQL" in named["ids"] and "operator does not exist" in named["loose"]
+    with engine.snapshot() as reader:  # the scratch schema rolled back
+        assert reader.scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '_scratch_%'") == 0
+    engine.close()
