@@ -136,7 +136,7 @@ class Reads:
 
         def run() -> QueryResult:
             with self.engine.snapshot(timeout=max(0.0, deadline - time.monotonic()), single=True) as reader:
-                result = reader.execute(analysis.sql, params or None)
+                result = reader.execute_agent(analysis.sql, params or None)
                 columns = [d[0] for d in result.description or []]
                 rows, truncated = fetch(
                     result, max_rows=limit, max_bytes=self.limits.max_result_bytes, deadline=reader.deadline

@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from runtime import registry
 from runtime.boundary import approvals
@@ -215,7 +215,10 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         key = spec.hash()
         found = self._expected.get(key)
         if found is None:
-            found = fingerprint.expected_and(spec, self.engine.scratch, lambda db: bind.bind_in(spec, db))
+            if self.engine.dialect.name == "duckdb":
+                found = fingerprint.expected_and(spec, self.engine.scratch, lambda db: bind.bind_in(spec, db))
+            else:
+                found = bind.derive_on_postgres(spec, cast(Any, self.engine))
             self._expected[key] = found
         return found
 

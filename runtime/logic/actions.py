@@ -302,9 +302,9 @@ class ActionRunner:
                 touched.inexact.add(statement.table or "")
             if statement.before is not None:
                 before = {p: values.get(p) for p in statement.before_params} or None
-                old = session.fetchall(statement.before, before)
+                old = session.execute_agent(statement.before, before).fetchall()
                 touched.add(statement.table or "", _images(statement.captured, old), old=True)
-            result = session.execute(statement.sql, params)
+            result = session.execute_agent(statement.sql, params)
             raw = result.fetchall()
             width = len(result.description or [])
             own = width - statement.tail
@@ -324,7 +324,7 @@ class ActionRunner:
             columns = [d[0] for d in (result.description or [])[:own]]
             converted = [[plain(v) for v in r[:own]] for r in raw[: limits.max_rows]]
             return len(raw), (columns, converted, len(raw) > limits.max_rows)
-        result = session.execute(statement.sql, params)
+        result = session.execute_agent(statement.sql, params)
         if touched is not None:
             for table in analysis.writes:  # written; no check needs its rows' values
                 touched.new.setdefault(table, [])

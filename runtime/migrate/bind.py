@@ -85,19 +85,27 @@ def bind_in(spec: AppSpec, scratch: duckdb.DuckDBPyConnection) -> Bound:
 
 def bind_on_postgres(spec: AppSpec, engine: PgEngine) -> Bound:
     """Bind every action statement of ``spec`` on PostgreSQL, in a scratch schema holding its DDL."""
+    return derive_on_postgres(spec, engine)[1]
+
+
+def derive_on_postgres(spec: AppSpec, engine: PgEngine) -> tuple[dict[str, Any], Bound]:
+    """The catalog ``spec`` builds on PostgreSQL and its statements bound there: one scratch schema
+    holds its DDL for both, in a transaction that rolls back."""
     from runtime.migrate import ddl
+    from runtime.store import fingerprint
     from runtime.store.postgres import bind_errors as pg_bind_errors
 
     found, problems = statements(spec, engine.dialect)
-    with engine.scratch_schema() as (tx, _):
+    with engine.scratch_schema() as (tx, schema):
         for statement in ddl.spec_ddl(spec, engine.dialect):
             tx.execute(statement)
+        catalog = fingerprint.read(tx, schema)
         errors = pg_bind_errors(tx, [sql for _, _, sql in found])
     for (action, index, _), error in zip(found, errors, strict=True):
         if error is not None:
             reason = str(error.details.get("reason") or error.message)
             problems.append({"action": action, "statement": index, "problem": reason})
-    return Bound(len(found), tuple(problems))
+    return catalog, Bound(len(found), tuple(problems))
 
 
 def check(bound: Bound, version: int) -> int:

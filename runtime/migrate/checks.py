@@ -149,7 +149,7 @@ def _check_runs(rt: CheckContext, tx: Tx, target: AppSpec, version: int) -> int:
     compensations it may still need call what the target has, as its definition calls them. Raises
     ``workflow.stranded`` naming the runs and the steps; returns how many runs are in flight."""
     rows = tx.fetchall(
-        "SELECT run_id, workflow, version, status, step, coalesce(json_keys(outputs), []) "
+        f"SELECT run_id, workflow, version, status, step, {tx.dialect.json_keys('outputs')} "
         f"FROM _buttress.runs WHERE {status_not_in(TERMINAL)}"
     )
     if not rows:

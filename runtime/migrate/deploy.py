@@ -89,7 +89,7 @@ def propose(
         if redeploy is not None:
             hashes = [str(catalog.version_row(tx, n)["hash"]) for n in _replayed(tx, current, redeploy)]
         restores = _redeploy_restores(tx, *hashes)
-        target, plan = planner.plan(spec, ops, base_version=current, restores=restores)
+        target, plan = planner.plan(spec, ops, base_version=current, restores=restores, dialect=tx.dialect)
         proposal_id, seq = catalog.next_proposal_id(tx)
         catalog.insert_proposal(
             tx,

@@ -27,6 +27,7 @@ from runtime.migrate.steps import Strategy as Strategy
 from runtime.schema import changes
 from runtime.schema.changes import Operation
 from runtime.schema.spec import AppSpec
+from runtime.sql.dialect import DUCKDB, Dialect
 
 
 def plan(
@@ -37,17 +38,20 @@ def plan(
     restores: Mapping[RestoreKey, Retention] | None = None,
     step_offset: int = 0,
     frozen: frozenset[str] = frozenset(),
+    dialect: Dialect = DUCKDB,
 ) -> tuple[AppSpec, Plan]:
     """Validate ``ops`` against ``base`` and plan them. Returns the target spec and the plan.
 
     ``step_offset`` numbers the steps after those of an earlier plan they will be joined to;
-    ``frozen`` names tables indexed earlier in the same transaction (DuckDB still refuses their ALTERs).
+    ``frozen`` names tables indexed earlier in the same transaction (DuckDB still refuses their ALTERs);
+    ``dialect``: the engine the SQL is spelled for.
     """
     target = changes.apply(base, ops)
     ctx = Context(
         base=base,
         target_version=base_version + 1,
         restores=restores or {},
+        dialect=dialect,
         indexed=set(frozen) | {e.name for e in base.entities if ddl.indexes_of(base, e)},
     )
     steps: list[Step] = []
@@ -71,7 +75,7 @@ def plan(
             )
         )
         current = after
-    views = _sync_views(base, target, ops)
+    views = _sync_views(base, target, ops, dialect)
     if views:
         index = step_offset + len(ops)
         steps.append(
@@ -93,7 +97,9 @@ def plan(
     )
 
 
-def _sync_views(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> list[str]:
+def _sync_views(
+    base: AppSpec, target: AppSpec, ops: Sequence[Operation], dialect: Dialect = DUCKDB
+) -> list[str]:
     """DuckDB binds a view when it is created, so the views a proposal touches are (re)created once,
     after every table change, in the target spec's order; removed ones are dropped."""
     touched = {
@@ -104,7 +110,9 @@ def _sync_views(base: AppSpec, target: AppSpec, ops: Sequence[Operation]) -> lis
     if not touched:
         return []
     out = [f"DROP VIEW IF EXISTS {q(name)}" for name in sorted(touched) if target.view(name) is None]
-    out += [ddl.create_view(view, replace=True) for view in target.views if view.name in touched]
+    out += [
+        ddl.create_view(view, replace=True, dialect=dialect) for view in target.views if view.name in touched
+    ]
     return out
 
 

@@ -117,6 +117,12 @@ class Dialect:
             return f"json_extract_string({expression}, '$.{key}')"
         return f"(CAST({expression} AS JSONB) ->> '{key}')"
 
+    def json_keys(self, expression: str) -> str:
+        """The top-level keys of a JSON object as a list of text (empty for NULL)."""
+        if self.name == "duckdb":
+            return f"coalesce(json_keys({expression}), [])"
+        return f"ARRAY(SELECT jsonb_object_keys(CAST({expression} AS JSONB)))"
+
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         """Insert one row (positional parameters) or replace the row with the same ``key``."""
         marks = ", ".join("?" for _ in columns)

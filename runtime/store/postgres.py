@@ -42,10 +42,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import set_json_loads
 
 from runtime.errors import ButtressError, Code, EngineError, SqlError
 from runtime.sql.dialect import POSTGRES, Dialect
@@ -89,11 +91,17 @@ def connect_pg(dsn: str, settings: PgSettings | None = None) -> psycopg.Connecti
         )
     )
     try:
-        return psycopg.connect(
+        connection = psycopg.connect(
             dsn, autocommit=True, options=options, application_name=settings.application_name
         )
     except psycopg.Error as error:
         raise translate_pg(error) from None
+    set_json_loads(_json_text, connection)  # JSON reads as its text, as DuckDB's client gives it
+    return connection
+
+
+def _json_text(data: bytes | bytearray | memoryview | str) -> str:
+    return data if isinstance(data, str) else bytes(data).decode("utf-8")
 
 
 def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressError:
@@ -191,7 +199,29 @@ class _PgStatements:
         finally:
             if token is not None and self._watchdog is not None:
                 self._watchdog.disarm(token)
+        if cursor.description is None:  # no rows of its own: answer as DuckDB does
+            return _Count(cursor.rowcount)
         return cursor
+
+
+class _Count:
+    """What a write without RETURNING answers, as DuckDB's client does: one row, the rows it changed
+    (DDL and other statements that count nothing answer no rows)."""
+
+    def __init__(self, count: int) -> None:
+        self._rows: list[tuple[int]] = [(count,)] if count >= 0 else []
+        self.description: Any = [("Count",)] if count >= 0 else None
+
+    def fetchone(self) -> tuple[int] | None:
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchall(self) -> list[tuple[int]]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def fetchmany(self, size: int = 1) -> list[tuple[int]]:
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
 
 
 class PgTx(_PgStatements, Tx):
@@ -214,10 +244,14 @@ class PgEngine:
         settings: PgSettings | None = None,
         lane_key: int = LANE_KEY,
         agent_dsn: str | None = None,
+        path: str | None = None,
     ) -> None:
         """``agent_dsn``: how the agent role logs in (default: ``dsn`` as ``buttress_agent``, without
-        the owner's password, which suits peer and trust authentication)."""
+        the owner's password, which suits peer and trust authentication). ``path``: a file name in the
+        directory where this server keeps what still lives beside a database (the audit anchor,
+        approval requests; a project's ``app.postgres``), until those move into the database."""
         self.dsn = dsn
+        self.path = path or str(Path.cwd() / "app.postgres")
         self.agent_dsn = agent_dsn or agent_conninfo(dsn)
         self.settings = settings or PgSettings()
         self.lane_key = lane_key

@@ -259,6 +259,19 @@ class Session:
             if token is not None and self._watchdog is not None:
                 self._watchdog.disarm(token)
 
+    def execute_agent(
+        self, sql: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Rows:
+        """Run a statement an agent wrote, which the SQL guard accepted (DuckDB's dialect, ``$name``
+        parameters). DuckDB runs the text as written; another engine runs the text generated for it
+        from the analysed tree (``runtime.sql.render``), never the agent's text re-read."""
+        if self.dialect is DUCKDB:
+            return self.execute(sql, params, timeout=timeout)
+        from runtime.sql.render import render
+
+        rendered = render(sql, self.dialect)
+        return self.execute(rendered.text, rendered.values(params or {}), timeout=timeout)
+
     def fetchall(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         return self.execute(sql, params).fetchall()
 

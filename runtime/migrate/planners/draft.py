@@ -13,6 +13,7 @@ from runtime.migrate.ddl import q
 from runtime.migrate.hazards import Hazard, HazardCode, hazard
 from runtime.migrate.steps import Probe, RestoreKey, Retention, Strategy
 from runtime.schema.spec import AppSpec, EntitySpec, FieldSpec
+from runtime.sql.dialect import DUCKDB, Alter, Dialect
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Context:
     created_fields: set[tuple[str, str]] = field(default_factory=set)
     created_other: set[str] = field(default_factory=set)  # "view:x", "invariant:x", "action:x"
     indexed: set[str] = field(default_factory=set)  # tables holding a secondary index at any point so far
+    dialect: Dialect = DUCKDB
+    """The engine the plan's SQL is spelled for."""
 
     def new_entity(self, name: str) -> bool:
         return name in self.created
@@ -70,7 +73,9 @@ def field_of(entity: EntitySpec, name: str) -> FieldSpec:
 def frozen_in(ctx: Context, old: AppSpec, entity: EntitySpec) -> bool:
     """Frozen now, or indexed at any earlier point of the transaction: DuckDB keeps a dropped index's
     hold on its table's columns until the DROP INDEX commits."""
-    return ddl.is_frozen(old, entity) or entity.name in ctx.indexed
+    return ddl.is_frozen(old, entity, ctx.dialect) or (
+        ctx.dialect.needs_rebuild(Alter.ALTER_INDEXED_TABLE) and entity.name in ctx.indexed
+    )
 
 
 def rebuild_hazard(ctx: Context, old: AppSpec, name: str) -> list[Hazard]:

@@ -32,7 +32,7 @@ def add_entity(old: AppSpec, new: AppSpec, op: changes.AddEntity, ctx: Context) 
     ctx.created.add(entity.name)
     if ddl.indexes_of(new, entity):
         ctx.indexed.add(entity.name)
-    sql = ddl.create_entity(entity, new)
+    sql = ddl.create_entity(entity, new, ctx.dialect)
     restores: list[str] = []
     retained = ctx.restores.get(("entity", entity.name))
     if retained is not None:
@@ -216,14 +216,14 @@ def set_checked_by(old: AppSpec, new: AppSpec, op: changes.SetCheckedBy, ctx: Co
             sql += [
                 f"CREATE TEMP TABLE {stash} AS SELECT * FROM {q(name)}",
                 f"DROP TABLE {q(name)}",
-                ddl.create_table(entity, duckdb_checks=True),
+                ddl.create_table(entity, duckdb_checks=True, dialect=ctx.dialect),
                 f"INSERT INTO {q(name)} ({columns}) SELECT {columns} FROM {stash}",
                 f"DROP TABLE {stash}",
             ]
         else:
             temp = q(f"{name}__rebuild")
             sql += [
-                ddl.create_table(entity, f"{name}__rebuild", duckdb_checks=False),
+                ddl.create_table(entity, f"{name}__rebuild", duckdb_checks=False, dialect=ctx.dialect),
                 f"INSERT INTO {temp} ({columns}) SELECT {columns} FROM {q(name)}",
                 f"DROP TABLE {q(name)}",
                 f"ALTER TABLE {temp} RENAME TO {q(name)}",

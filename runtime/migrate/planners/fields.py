@@ -88,7 +88,9 @@ def add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: Context) ->
     simple = last and not duckdb_constraint and retained is None and not (frozen and not f.nullable)
     restores = [retained.table] if retained is not None else []
     if simple:
-        sql = [f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f, with_check=duckdb_checks)}"]
+        sql = [
+            f"ALTER TABLE {q(entity.name)} ADD COLUMN {ddl.column_def(f, with_check=duckdb_checks, dialect=ctx.dialect)}"
+        ]
         sql += [
             ddl.create_index(entity, i)
             for i in ddl.indexes_of(new, entity)
@@ -101,7 +103,7 @@ def add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: Context) ->
         select = identity_select(before)
         source = None
         if retained is not None:
-            fallback = ddl.default_sql(f) or "NULL"
+            fallback = ddl.default_sql(f, ctx.dialect) or "NULL"
             # Retained rows keep their value (NULL included); rows written since get the default.
             select[f.name] = (
                 f"CASE WHEN r.{q(entity.primary_key[0])} IS NOT NULL THEN r.{q(f.name)} ELSE {fallback} END"
@@ -326,7 +328,7 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
     if before.nullable and not after.nullable:
         if op.backfill is not None:
             needs_rebuild = True
-            expr = f"COALESCE({expr}, {ddl.literal(op.backfill, after.type)})"
+            expr = f"COALESCE({expr}, {ddl.literal(op.backfill, after.type, ctx.dialect)})"
         else:
             alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} SET NOT NULL")
             probes.append(
@@ -340,7 +342,9 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
         if not fresh:
             hazards.append(hazard(HazardCode.SET_NOT_NULL, f"makes {label} NOT NULL", label))
     if after.default != before.default or (type_changed and after.default is not None):
-        default = ddl.default_sql(after)  # a constant default is typed, so a type change re-states it
+        default = ddl.default_sql(
+            after, ctx.dialect
+        )  # a constant default is typed, so a type change re-states it
         alters.append(
             f"ALTER TABLE {table_q} ALTER COLUMN {col} "
             + (f"SET DEFAULT {default}" if default else "DROP DEFAULT")
@@ -356,7 +360,7 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
                     kind="fail",
                     code=HazardCode.ADD_CHECK,
                     message=f"rows violating the new check on {label}",
-                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({ddl.check(after.check)})",
+                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE NOT ({ddl.check(after.check, ctx.dialect)})",
                 )
             )
             if not fresh:
