@@ -69,6 +69,12 @@ MAX_REFUSAL_MESSAGE = 500
 """The longest refusal message an audit row keeps (under ``REFUSAL_KEY``)."""
 
 
+VERSIONS_CHANNEL: Final = "buttress_versions"
+"""Where a shared database's servers hear of each other's deploys and rollbacks."""
+VERSIONS_POLL_S: Final = 2.0
+"""How often a server on a shared database reads the current version when it heard nothing."""
+
+
 @dataclass(frozen=True)
 class InForce:
     """The operator's policy and the limits in force, replaced together (``Runtime.use_policy``)."""
@@ -113,6 +119,11 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
             catalog.install(tx)
             number, spec = catalog.current_version(tx)
         self._current = Current.of(number, spec)
+        self._watch: Any = None
+        if engine.dialect.shared:  # other servers deploy too: see their versions
+            shared = cast(Any, engine)
+            shared.on_begin(self._refresh_current)
+            self._watch = shared.watch(VERSIONS_CHANNEL, self._remote_change, poll=VERSIONS_POLL_S)
         with engine.snapshot() as reader:
             self.audit.check_anchor(reader)
         self.drift = self.check_drift()
@@ -177,6 +188,8 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         self.scheduler.start()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         self.scheduler.stop()
         self.audit.close()
         self.engine.close()
@@ -202,6 +215,27 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
             self._current = state
 
         tx.on_commit(apply, in_lane=True)
+        if tx.dialect.shared:
+            cast(Any, self.engine).notify(tx, VERSIONS_CHANNEL, str(number))
+
+    def _refresh_current(self, tx: Tx) -> None:
+        """At the start of a writer transaction on a shared database: the version it runs against is
+        the one committed, whichever server deployed it."""
+        if catalog.current_number(tx) != self._current.number:
+            number, spec = catalog.current_version(tx)
+            self._current = Current.of(number, spec)
+
+    def _remote_change(self, payload: str | None) -> None:
+        """Another server committed a version (``payload``), or the watch's poll came round (None): read
+        the current version and, when it moved, take it and tell the listeners."""
+        with contextlib.suppress(ButtressError), self.engine.snapshot() as reader:
+            number = catalog.current_number(reader)
+            if number == self._current.number:
+                return
+            number, spec = catalog.current_version(reader)
+        if number != self._current.number:
+            self._current = Current.of(number, spec)
+            self.after_version_change(number)
 
     def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
         """The catalog ``spec`` builds from nothing (derived in a scratch database, cached by its hash)."""

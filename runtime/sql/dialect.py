@@ -56,6 +56,9 @@ class Dialect:
     """The sqlglot dialect that parses and generates this engine's SQL."""
     transactional_ddl: bool
     """DDL commits or rolls back with its transaction (both engines: dry-runs roll back DDL)."""
+    shared: bool
+    """Other servers may write the database: state read from it (the current version, the audit
+    chain's head) is read again inside each writer transaction instead of kept from the last one."""
     rebuilds: frozenset[Alter]
     """The table changes this engine can only make by rebuilding the table."""
     types: Mapping[str, str]
@@ -272,6 +275,7 @@ DUCKDB: Final = Dialect(
     name="duckdb",
     sqlglot="duckdb",
     transactional_ddl=True,
+    shared=False,  # one process owns the file
     rebuilds=_DUCKDB_REBUILDS,
     types=SIMPLE_TYPES,
     defaults={"now()": "now()", "current_date": "current_date", "uuid()": "uuid()"},
@@ -283,6 +287,7 @@ POSTGRES: Final = Dialect(
     name="postgres",
     sqlglot="postgres",
     transactional_ddl=True,
+    shared=True,
     rebuilds=frozenset(),  # every one is an ALTER TABLE (under lock_timeout, ACCESS EXCLUSIVE)
     types={
         **SIMPLE_TYPES,

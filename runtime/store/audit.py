@@ -103,7 +103,7 @@ class Auditor:
     # appending ----------------------------------------------------------------------------
 
     def _load_head(self, tx: Tx) -> tuple[int, str]:
-        if self._head is None:
+        if self._head is None or tx.dialect.shared:  # another server may have appended since
             row = tx.fetchone("SELECT seq, hash FROM _buttress.audit ORDER BY seq DESC LIMIT 1")
             self._head = (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
         return self._head

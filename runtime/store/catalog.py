@@ -50,6 +50,11 @@ def install(tx: Tx) -> bool:
 # ----------------------------------------------------------------------------------------- versions
 
 
+def current_number(cursor: Session) -> int:
+    """The current version's number alone (one indexed read)."""
+    return int(cursor.scalar("SELECT max(number) FROM _buttress.versions"))
+
+
 def current_version(cursor: Session) -> tuple[int, AppSpec]:
     row = cursor.execute(
         "SELECT number, spec FROM _buttress.versions ORDER BY number DESC LIMIT 1"

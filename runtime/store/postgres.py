@@ -262,6 +262,12 @@ class PgEngine:
         self._lane = threading.Lock()
         self._local = threading.local()
         self._closed = False
+        self._on_begin: list[Callable[[Tx], None]] = []
+
+    def on_begin(self, callback: Callable[[Tx], None]) -> None:
+        """Run ``callback(tx)`` at the start of every writer transaction, on its snapshot: where state
+        other servers may have changed is read again (the current version)."""
+        self._on_begin.append(callback)
 
     # ------------------------------------------------------------------------------ writer lane
 
@@ -299,6 +305,8 @@ class PgEngine:
                     self._plain(POSTGRES.begin_write)
                     token = self._watchdog.arm(_Cancel(self._writer), timeout)
                     try:
+                        for begun in self._on_begin:
+                            begun(tx)
                         yield tx
                     finally:
                         if token is not None:

@@ -112,3 +112,36 @@ def test_an_application_is_deployed_and_run_on_postgresql(rt: Runtime, pg_dsn: s
         assert again.verify_audit().ok
     finally:
         again.close()
+
+
+def test_two_servers_on_one_database_see_each_others_versions_and_keep_one_audit_chain(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Server B, open before server A deploys, writes against A's version at once (read inside its
+    transaction) and answers queries on it once the change feed told it; their audit rows form one
+    chain; a rollback on B reaches A the same way."""
+    import time
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = open_runtime(pg_dsn, tmp_path / "a")
+    b = open_runtime(pg_dsn, tmp_path / "b")
+    try:
+        proposal = a.propose(OPS)
+        assert a.dry_run(proposal.proposal_id).passed
+        a.deploy(proposal.proposal_id)
+        assert b.run_action("add_slot", {"id": 1, "capacity": 5}).version == 1  # no wait: read in its tx
+        for i in range(6):
+            (a if i % 2 else b).run_action("add_slot", {"id": 10 + i, "capacity": 1})
+        deadline = time.monotonic() + 10
+        while b.current[0] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b.query("select count(*) as n from slot").rows == [[7]]
+        assert a.verify_audit().ok and b.verify_audit().ok
+        b.rollback()
+        while a.current[0] == 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert a.current[0] == 2 and a.state.spec.entity("slot") is None
+    finally:
+        a.close()
+        b.close()
