@@ -55,10 +55,27 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * cores
 
 
+ENGINE = os.environ.get("BUTTRESS_TEST_ENGINE", "duckdb")
+"""The engine the ``rt`` fixture opens: ``duckdb`` (a file in ``tmp_path``), or ``postgres`` (a new
+database on the test cluster) to run the runtime's tests on PostgreSQL."""
+
+
+def open_runtime(tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Runtime:
+    """A runtime on a new database of the engine the suite runs on (``ENGINE``)."""
+    if ENGINE == "postgres":
+        from runtime.boundary.secret import ensure_operator_key
+        from runtime.store.postgres import PgEngine
+
+        ensure_operator_key()
+        dsn = request.getfixturevalue("pg_dsn")
+        return Runtime(PgEngine(dsn, path=str(tmp_path / "app.postgres")), **options)
+    return Runtime.open(tmp_path / "app.duckdb", **options)
+
+
 @pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    """A runtime on a new database file in ``tmp_path``, closed after the test."""
-    runtime = Runtime.open(tmp_path / "app.duckdb")
+def rt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """A runtime on a new database (``ENGINE``), closed after the test."""
+    runtime = open_runtime(tmp_path, request)
     try:
         yield runtime
     finally:

@@ -27,7 +27,7 @@ from runtime.migrate.steps import Strategy as Strategy
 from runtime.schema import changes
 from runtime.schema.changes import Operation
 from runtime.schema.spec import AppSpec
-from runtime.sql.dialect import DUCKDB, Dialect
+from runtime.sql.dialect import DUCKDB, Alter, Dialect
 
 
 def plan(
@@ -76,6 +76,12 @@ def plan(
         )
         current = after
     views = _sync_views(base, target, ops, dialect)
+    if not dialect.needs_rebuild(Alter.ALTER_INDEXED_TABLE) and steps and base.views:
+        # PostgreSQL tracks what a view depends on and refuses to drop or change it under the view, and
+        # to replace a view with other columns: its views are dropped first and created again at the end
+        drops = tuple(f"DROP VIEW IF EXISTS {q(v.name)} CASCADE" for v in reversed(base.views))
+        steps[0] = steps[0].model_copy(update={"sql": drops + steps[0].sql})
+        views = [ddl.create_view(view, dialect=dialect) for view in target.views]
     if views:
         index = step_offset + len(ops)
         steps.append(

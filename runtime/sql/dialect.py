@@ -126,6 +126,12 @@ class Dialect:
             return f"coalesce(json_keys({expression}), [])"
         return f"ARRAY(SELECT jsonb_object_keys(CAST({expression} AS JSONB)))"
 
+    def arg_max(self, value: str, by: str) -> str:
+        """The aggregate: ``value`` of the row with the largest ``by``."""
+        if self.name == "duckdb":
+            return f"arg_max({value}, {by})"
+        return f"(array_agg({value} ORDER BY {by} DESC))[1]"
+
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         """Insert one row (positional parameters) or replace the row with the same ``key``."""
         marks = ", ".join("?" for _ in columns)

@@ -290,7 +290,7 @@ class _RequestContext:
             )
         }
         ran = session.fetchall(
-            "SELECT proposal_id, plan_hash, arg_max(passed, id) FROM _buttress.dry_runs "
+            f"SELECT proposal_id, plan_hash, {session.dialect.arg_max('passed', 'id')} FROM _buttress.dry_runs "
             f"WHERE base_version = (SELECT max(number) FROM _buttress.versions) AND proposal_id IN ({marks}) "
             "GROUP BY proposal_id, plan_hash",
             proposals,

@@ -177,8 +177,8 @@ def failure_groups(
     code, message = (session.dialect.json_text("error", key) for key in ("code", "message"))
     rows = session.fetchall(
         f"SELECT workflow, version, status, step, {code} AS code, count(*), "
-        f"max(updated_at), arg_max({message}, updated_at) FROM _buttress.runs "
-        f"WHERE status IN ('failed', 'blocked') {where} GROUP BY ALL",
+        f"max(updated_at), {session.dialect.arg_max(message, 'updated_at')} FROM _buttress.runs "
+        f"WHERE status IN ('failed', 'blocked') {where} GROUP BY workflow, version, status, step, code",
         params,
     )
     merged: dict[tuple[str, str, str | None, str | None], FailureGroup] = {}

@@ -10,6 +10,7 @@ import pytest
 
 from runtime.runtime import Runtime
 from runtime.store import fingerprint
+from tests.conftest import open_runtime
 
 BASE_OPERATIONS: list[dict[str, Any]] = [
     {
@@ -122,8 +123,8 @@ def state(rt: Runtime) -> dict[str, Any]:
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = Runtime.open(tmp_path / "app.duckdb")
+def rt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    runtime = open_runtime(tmp_path, request)
     yield runtime
     runtime.close()
 

@@ -130,7 +130,7 @@ def add_unique(old: AppSpec, new: AppSpec, op: changes.AddUnique, ctx: Context) 
         )
     dupes = (
         f"SELECT {cols(op.columns)}, count(*) AS copies FROM {q(entity.name)} "
-        f"WHERE {' AND '.join(q(c) + ' IS NOT NULL' for c in op.columns)} GROUP BY ALL HAVING count(*) > 1"
+        f"WHERE {' AND '.join(q(c) + ' IS NOT NULL' for c in op.columns)} GROUP BY {cols(op.columns)} HAVING count(*) > 1"
     )
     return Draft(
         summary=f"add unique ({', '.join(op.columns)}) on {entity.name}",
