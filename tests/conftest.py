@@ -144,3 +144,28 @@ def pg_dsn(pg_cluster: Any) -> Iterator[str]:
         yield pg_cluster.dsn(name)
     finally:
         pg_cluster.drop_database(name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, the runtime's tests the port has not reached are expected to fail, each with its
+    reason (``tests/engine_gaps.py``), strictly: one that starts passing must come off the list."""
+    del config
+    if ENGINE != "postgres":
+        return
+    from tests.engine_gaps import POSTGRES_GAPS
+
+    for item in items:
+        why = POSTGRES_GAPS.get(item.nodeid)
+        if why is not None:
+            item.add_marker(pytest.mark.xfail(reason=f"not yet on PostgreSQL: {why}", strict=True))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    del config
+    if ENGINE == "postgres":
+        from tests.engine_gaps import POSTGRES_GAPS
+
+        return (
+            f"engine: postgres ({len(POSTGRES_GAPS)} tests listed in tests/engine_gaps.py expected to fail)"
+        )
+    return None
