@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Final
 
 PLANNER: Final = "the planner's change paths (add, drop, rename and retype fields, unique sets, rebuilds, retained data, their probes) still spell DuckDB's strategy"
-TOPICS: Final = "topic payload checks and message conversions still spell DuckDB's JSON functions"
-WORKFLOWS: Final = "the workflow store passes a list parameter PostgreSQL cannot type"
 CAPTURE: Final = "the columns the runtime adds to a statement for its checks do not render for PostgreSQL yet"
 ERRORS: Final = "PostgreSQL's error texts are not yet translated into the agent's terms (constraint names, interval limits)"
 TEST_DUCKDB: Final = "the test itself runs DuckDB SQL or reads DuckDB's catalog"
@@ -20,7 +18,6 @@ POSTGRES_GAPS: Final[dict[str, str]] = {
     "tests/runtime/test_agent_errors.py::test_a_type_change_an_invariant_cannot_take_fails_the_dry_run_naming_the_invariant": PLANNER,
     "tests/runtime/test_fieldchecks.py::test_a_new_field_s_default_meets_its_check_at_deploy": PLANNER,
     "tests/runtime/test_properties.py::test_parent_droppable_after_child_rename": PLANNER,
-    "tests/runtime/test_properties.py::test_rollback_of_view_replaced_where_added": PLANNER,
     "tests/runtime/test_references.py::test_a_deploy_that_leaves_rows_pointing_nowhere_fails_its_dry_run": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[add_field_checked]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[add_field_default]": PLANNER,
@@ -32,30 +29,16 @@ POSTGRES_GAPS: Final[dict[str, str]] = {
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[alter_type_narrowing]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[alter_type_to_text]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[alter_type_widening]": PLANNER,
-    "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[drop_entity]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[drop_field_middle_required]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[drop_field_parent]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[drop_field_plain]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[drop_unique_parent]": PLANNER,
-    "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[rename_entity_indexed]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[rename_field_fk]": PLANNER,
-    "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[rename_field_parent]": PLANNER,
-    "tests/runtime/test_roundtrip.py::test_deploy_then_rollback_restores_schema_and_data_exactly[replace_view]": PLANNER,
     "tests/runtime/test_roundtrip.py::test_repeated_rollbacks_walk_back_through_history": PLANNER,
     "tests/runtime/test_roundtrip.py::test_rollback_to_a_named_earlier_version_reverses_every_deploy_in_between": PLANNER,
     "tests/runtime/test_roundtrip.py::test_rows_written_under_the_new_version_are_retained_and_come_back_on_redeploy": PLANNER,
     "tests/runtime/test_shape.py::test_a_retype_that_only_the_engine_sees_fails_the_dry_run": PLANNER,
     "tests/runtime/test_shape.py::test_redeploy_rolls_forward_to_a_version_rolled_back_from_restoring_its_data": PLANNER,
-    "tests/runtime/test_agent_errors.py::test_claiming_an_internal_topic_names_why_and_points_at_reading_it": TOPICS,
-    "tests/runtime/test_agent_errors.py::test_describe_app_is_the_complete_map_and_has_a_compact_form": TOPICS,
-    "tests/runtime/test_shape.py::test_a_drop_hazard_names_every_action_view_workflow_step_and_subscription_that_uses_the_field": TOPICS,
-    "tests/runtime/test_shape.py::test_a_run_pinned_before_a_rollback_publishes_in_the_current_shape_and_a_redeploy_restores_it": TOPICS,
-    "tests/runtime/test_workflows.py::test_a_connector_the_operator_did_not_declare_fails_the_dry_run": TOPICS,
-    "tests/runtime/test_workflows.py::test_a_payload_change_undelivered_messages_cannot_take_is_refused": TOPICS,
-    "tests/runtime/test_workflows.py::test_a_subscription_feeds_an_action_exactly_once_and_dead_letters_refusals": TOPICS,
-    "tests/runtime/test_workflows.py::test_a_wait_times_out_into_its_workflow_s_failure_handling": TOPICS,
-    "tests/runtime/test_workflows.py::test_rollback_converts_undelivered_messages_and_a_redeploy_restores_them": TOPICS,
-    "tests/runtime/test_shape.py::test_step_names_may_be_sql_words": WORKFLOWS,
     "tests/runtime/test_invariants_delta.py::test_a_mutation_through_the_runtime_is_refused_by_a_restricted_check": CAPTURE,
     "tests/runtime/test_agent_errors.py::test_a_duplicate_key_names_the_entity_and_the_values_it_collides_on_as_written": ERRORS,
     "tests/runtime/test_values.py::test_a_value_beyond_what_a_result_can_carry_is_a_coded_error": ERRORS,

@@ -118,6 +118,7 @@ def plan_rollback(tx: Session, current: int, target_version: int) -> tuple[AppSp
             restores=restores,
             step_offset=len(steps),
             frozen=frozenset(frozen),
+            dialect=tx.dialect,
         )
         steps.extend(part.steps)
         owners.update({step.index: str(row["hash"]) for step in part.steps})

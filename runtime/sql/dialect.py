@@ -120,6 +120,58 @@ class Dialect:
             return f"json_extract_string({expression}, '$.{key}')"
         return f"(CAST({expression} AS JSONB) ->> '{key}')"
 
+    # JSON payloads (messages): ``key`` is a member of the top level, a plain name (``_key``)
+
+    def json_value(self, expression: str, key: str) -> str:
+        """Member ``key`` as JSON (NULL when absent)."""
+        if self.name == "duckdb":
+            return f"json_extract({expression}, '$.{_key(key)}')"
+        return f"(CAST({expression} AS JSONB) -> '{_key(key)}')"
+
+    def json_kind(self, expression: str, key: str) -> str:
+        """The JSON type of member ``key`` in capitals (``'NULL'`` for a JSON null; NULL when absent)."""
+        if self.name == "duckdb":
+            return f"json_type(json_extract({expression}, '$.{_key(key)}'))"
+        return f"upper(jsonb_typeof(CAST({expression} AS JSONB) -> '{_key(key)}'))"
+
+    def json_has(self, expression: str, key: str) -> str:
+        """Whether the object has member ``key`` (a JSON null counts)."""
+        if self.name == "duckdb":
+            return f"json_exists({expression}, '$.{_key(key)}')"
+        return f"jsonb_exists(CAST({expression} AS JSONB), '{_key(key)}')"
+
+    def json_keys_within(self, expression: str, keys: Sequence[str]) -> str:
+        """Whether every top-level key of the object is one of ``keys``."""
+        listed = ", ".join(f"'{_key(k)}'" for k in keys)
+        if self.name == "duckdb":
+            return f"list_has_all([{listed}], json_keys({expression}))"
+        return (
+            f"ARRAY(SELECT jsonb_object_keys(CAST({expression} AS JSONB))) <@ CAST(ARRAY[{listed}] AS TEXT[])"
+        )
+
+    def json_build(self, members: Sequence[tuple[str, str]]) -> str:
+        """A JSON object of ``(key, SQL value)`` pairs, in order."""
+        parts = ", ".join(f"'{_key(k)}', {v}" for k, v in members)
+        if self.name == "duckdb":
+            return f"json_object({parts})"
+        return f"CAST(jsonb_build_object({parts}) AS JSON)"
+
+    def json_merge(self, expression: str, patch: str) -> str:
+        """``expression`` with the members of the object ``patch`` set (RFC 7396 on DuckDB; on
+        PostgreSQL a null member is set to null rather than removed, which the conversions that use it
+        rebuild afterwards)."""
+        if self.name == "duckdb":
+            return f"json_merge_patch({expression}, {patch})"
+        return f"CAST(CAST({expression} AS JSONB) || CAST({patch} AS JSONB) AS JSON)"
+
+    def json_param(self) -> str:
+        """A parameter holding JSON text, as a value ``json_value`` compares equal to."""
+        return "CAST(? AS JSON)" if self.name == "duckdb" else "CAST(? AS JSONB)"
+
+    def text_list_param(self) -> str:
+        """A parameter holding a list of text, as a set to select from (``x IN (SELECT ...)``)."""
+        return "unnest(?)" if self.name == "duckdb" else "unnest(CAST(? AS TEXT[]))"
+
     def json_keys(self, expression: str) -> str:
         """The top-level keys of a JSON object as a list of text (empty for NULL)."""
         if self.name == "duckdb":
@@ -131,6 +183,12 @@ class Dialect:
         if self.name == "duckdb":
             return f"arg_max({value}, {by})"
         return f"(array_agg({value} ORDER BY {by} DESC))[1]"
+
+    def json_path_text(self, expression: str, *keys: str) -> str:
+        """The text at a path of nested members (``error``, ``code``) of a JSON value."""
+        if self.name == "duckdb":
+            return f"json_extract_string({expression}, '$.{'.'.join(_key(k) for k in keys)}')"
+        return f"(CAST({expression} AS JSONB) #>> '{{{','.join(_key(k) for k in keys)}}}')"
 
     def upsert(self, table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         """Insert one row (positional parameters) or replace the row with the same ``key``."""
@@ -179,6 +237,12 @@ class Dialect:
         if self.name == "duckdb":
             return sql, list(params.values()) if isinstance(params, Mapping) else list(params or [])
         return _number(sql, params)
+
+
+def _key(key: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        raise ValueError(f"not a plain JSON key: {key!r}")
+    return key
 
 
 def try_cast_function(logical: str) -> str:

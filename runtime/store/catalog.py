@@ -15,6 +15,7 @@ from runtime.migrate.ddl import qs
 from runtime.migrate.plan import Plan, Retention
 from runtime.results import DryRunState
 from runtime.schema.spec import AppSpec, canonical_json
+from runtime.sql.dialect import support_functions
 from runtime.store import migrations
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
@@ -36,7 +37,9 @@ VERSION_COLUMNS: Final = (
 def install(tx: Tx) -> bool:
     """Bring the system schema up to date (``migrations``) and seed version 0. Returns True on a fresh
     database."""
-    migrations.upgrade(tx)
+    if migrations.upgrade(tx):
+        for statement in support_functions(tx.dialect):  # PostgreSQL's try-casts; none on DuckDB
+            tx.execute(statement)
     if tx.scalar("SELECT count(*) FROM _buttress.versions") == 0:
         empty = AppSpec(checked_by="buttress")  # new projects: references checked by the runtime
         tx.execute(

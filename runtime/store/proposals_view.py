@@ -88,6 +88,11 @@ def version_page(session: Session, *, before: int | None = None, limit: int = 10
 
 PROPOSAL_STATUS: Final = ("deployed", "pending", "stale")
 
+
+def _latest_error(session: Session) -> str:
+    return session.dialect.json_path_text("l.report", "error", "code")
+
+
 _PROPOSALS = """
     WITH runs AS (
         SELECT d.proposal_id, max(d.id) AS latest_id, bool_or(d.passed) AS passed
@@ -102,7 +107,7 @@ _PROPOSALS = """
         SELECT p.id, p.seq, p.base_version, p.note, p.created_by, p.created_at, p.plan, p.plan_hash,
             v.deployed_as, r.passed,
             CASE WHEN l.passed THEN 'passed' WHEN l.id IS NOT NULL THEN 'failed' END AS latest,
-            CASE WHEN NOT l.passed THEN json_extract_string(l.report, '$.error.code') END AS latest_error,
+            CASE WHEN NOT l.passed THEN {latest_error} END AS latest_error,
             l.created_at AS latest_at
         FROM _buttress.proposals p
             LEFT JOIN runs r ON r.proposal_id = p.id
@@ -198,7 +203,8 @@ def proposal_page(
         marks = ", ".join("?" for _ in ids)
         rows = _rows(
             session.execute(
-                _PROPOSALS.format(where=f"WHERE p.id IN ({marks})") + " ORDER BY seq DESC",
+                _PROPOSALS.format(where=f"WHERE p.id IN ({marks})", latest_error=_latest_error(session))
+                + " ORDER BY seq DESC",
                 [*ids, *ids, current],
             )
         )
@@ -215,7 +221,8 @@ def pending_proposals(session: Session, database: str, *, current: int) -> list[
     dry-run and approval request."""
     rows = _rows(
         session.execute(
-            _PROPOSALS.format(where="WHERE p.base_version = ?") + " WHERE deployed_as IS NULL ORDER BY seq",
+            _PROPOSALS.format(where="WHERE p.base_version = ?", latest_error=_latest_error(session))
+            + " WHERE deployed_as IS NULL ORDER BY seq",
             [current, current, current],
         )
     )
@@ -227,7 +234,10 @@ def proposal_detail(session: Session, database: str, proposal_id: str, *, curren
     """A proposal with its plan, its latest dry-run report and its approval requests."""
     found = catalog.proposal(session, proposal_id)  # not_found when there is none
     (row,) = _rows(
-        session.execute(_PROPOSALS.format(where="WHERE p.id = ?"), [proposal_id, proposal_id, current])
+        session.execute(
+            _PROPOSALS.format(where="WHERE p.id = ?", latest_error=_latest_error(session)),
+            [proposal_id, proposal_id, current],
+        )
     )
     plan: Plan = found["plan"]
     ran = session.fetchone(

@@ -118,8 +118,8 @@ def take_message(
     conditions = ["topic = ?", "seq > ?", "held IS NULL"]
     params: list[Any] = [topic, run.message_cursor]
     for name, value in match.items():
-        conditions.append("json_extract(payload, ?) = CAST(? AS JSON)")
-        params += [f"$.{name}", canonical_json(value)]
+        conditions.append(f"{tx.dialect.json_value('payload', name)} = {tx.dialect.json_param()}")
+        params.append(canonical_json(value))
     row = tx.fetchone(
         f"SELECT seq, payload FROM _buttress.messages WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT 1",
         params,
@@ -207,7 +207,8 @@ def ack(tx: Tx, consumer: str, message_ids: Sequence[str]) -> list[str]:
     """Acknowledge messages this consumer holds; raise ``message.not_leased`` naming the others."""
     rows = tx.fetchall(
         "UPDATE _buttress.messages SET acked_at = ?, acked_by = ?, lease_until = NULL "
-        "WHERE message_id IN (SELECT unnest(?)) AND lease_owner = ? AND acked_at IS NULL RETURNING message_id",
+        f"WHERE message_id IN (SELECT {tx.dialect.text_list_param()}) AND lease_owner = ? AND acked_at IS NULL "
+        "RETURNING message_id",
         [now_iso(), consumer, list(message_ids), consumer],
     )
     acked = [str(r[0]) for r in rows]
@@ -216,7 +217,7 @@ def ack(tx: Tx, consumer: str, message_ids: Sequence[str]) -> list[str]:
         already = {
             str(r[0])
             for r in tx.fetchall(
-                "SELECT message_id FROM _buttress.messages WHERE message_id IN (SELECT unnest(?)) "
+                f"SELECT message_id FROM _buttress.messages WHERE message_id IN (SELECT {tx.dialect.text_list_param()}) "
                 "AND acked_at IS NOT NULL AND acked_by = ?",
                 [missing, consumer],
             )

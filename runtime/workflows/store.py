@@ -446,7 +446,7 @@ def take_signal(tx: Tx, run_id: str, name: str) -> dict[str, Any] | None:
 def sleeping_runs(tx: Tx, run_ids: Sequence[str], now: datetime.datetime) -> list[RunRow]:
     """The runs among ``run_ids`` whose sleep is (still) due, as ``tx`` sees them."""
     rows = tx.fetchall(
-        f"SELECT {RUN_COLUMNS} FROM _buttress.runs WHERE run_id IN (SELECT unnest(?)) "
+        f"SELECT {RUN_COLUMNS} FROM _buttress.runs WHERE run_id IN (SELECT {tx.dialect.text_list_param()}) "
         f"AND status = {literal(RunStatus.WAITING)} AND waiting_on LIKE 'sleep:%' AND wake_at <= ?",
         [list(run_ids), now],
     )

@@ -15,52 +15,49 @@ from runtime.migrate.planners.draft import Context, Draft
 from runtime.migrate.steps import Probe, Retention
 from runtime.schema import changes
 from runtime.schema.spec import AppSpec, PayloadField, TopicSpec, canonical_json
-from runtime.schema.types import duckdb_type
+from runtime.sql.dialect import DUCKDB, Dialect
 from runtime.workflows import tables
 
 
-def _fits(topic: TopicSpec, alias: str = "") -> str:
+def _fits(topic: TopicSpec, alias: str = "", d: Dialect = DUCKDB) -> str:
     """SQL: a message's payload has every required field of ``topic``, no other, and values that convert
     to the fields' types."""
-    prefix = f"{alias}." if alias else ""
-    names = ", ".join(ddl.string(f.name) for f in topic.payload)
-    conditions = [f"list_has_all([{names}], json_keys({prefix}payload))"]
+    payload = f"{alias}.payload" if alias else "payload"
+    conditions = [d.json_keys_within(payload, [f.name for f in topic.payload])]
     for f in topic.payload:
-        path = ddl.string("$." + f.name)
         if not f.nullable:
-            conditions.append(f"json_type(json_extract({prefix}payload, {path})) IS DISTINCT FROM 'NULL'")
+            conditions.append(f"{d.json_kind(payload, f.name)} IS DISTINCT FROM 'NULL'")
         if f.type not in {"text", "json"}:
-            raw = f"json_extract_string({prefix}payload, {path})"
-            conditions.append(f"({raw} IS NULL OR TRY_CAST({raw} AS {duckdb_type(f.type)}) IS NOT NULL)")
+            raw = d.json_text(payload, f.name)
+            conditions.append(f"({raw} IS NULL OR {d.try_cast(raw, f.type)} IS NOT NULL)")
     return " AND ".join(conditions)
 
 
-def _shaped(topic: TopicSpec) -> str:
+def _shaped(topic: TopicSpec, d: Dialect = DUCKDB) -> str:
     """SQL: a fitting payload rebuilt with exactly the fields of ``topic``, in order, typed."""
-    parts = []
+    members = []
     for f in topic.payload:
-        path = ddl.string("$." + f.name)
         if f.type == "json":
-            value = f"json_extract(payload, {path})"
+            value = d.json_value("payload", f.name)
         else:
-            value = _typed_json(f"TRY_CAST(json_extract_string(payload, {path}) AS {duckdb_type(f.type)})", f)
-        parts.append(f"{ddl.string(f.name)}, {value}")
-    return f"json_object({', '.join(parts)})"
+            value = _typed_json(d.try_cast(d.json_text("payload", f.name), f.type), f, d)
+        members.append((f.name, value))
+    return d.json_build(members)
 
 
-def _typed_json(value: str, field_: PayloadField) -> str:
+def _typed_json(value: str, field_: PayloadField, d: Dialect = DUCKDB) -> str:
     """A converted value as the JSON the payload holds: numbers and booleans as such, the rest text."""
     if field_.type in {"integer", "bigint", "double", "boolean"}:
         return value
-    return f"CAST({value} AS VARCHAR)"
+    return f"CAST({value} AS {'VARCHAR' if d is DUCKDB else 'TEXT'})"
 
 
-def _release_held(topic: TopicSpec) -> list[str]:
+def _release_held(topic: TopicSpec, d: Dialect = DUCKDB) -> list[str]:
     """Messages held back when ``topic`` was dropped, released when it comes back with a payload they
     fit: first given exactly its fields (typed, null where absent), then let go."""
-    held = f"topic = {ddl.string(topic.name)} AND held IS NOT NULL AND {_fits(topic)}"
+    held = f"topic = {ddl.string(topic.name)} AND held IS NOT NULL AND {_fits(topic, d=d)}"
     return [
-        f"UPDATE _buttress.messages SET payload = {_shaped(topic)} WHERE {held}",
+        f"UPDATE _buttress.messages SET payload = {_shaped(topic, d)} WHERE {held}",
         f"UPDATE _buttress.messages SET held = NULL WHERE {held}",
     ]
 
@@ -80,7 +77,7 @@ def add_topic(old: AppSpec, new: AppSpec, op: changes.AddTopic, ctx: Context) ->
     return Draft(
         f"add topic {op.topic.name}",
         "catalog",
-        _release_held(op.topic),
+        _release_held(op.topic, ctx.dialect),
         [{"op": "drop_topic", "name": op.topic.name}],
         probes=[
             Probe(
@@ -89,7 +86,7 @@ def add_topic(old: AppSpec, new: AppSpec, op: changes.AddTopic, ctx: Context) ->
                 message=f"held messages of {op.topic.name} that the new payload does not fit (still held)",
                 sql=(
                     f"SELECT seq, message_id, payload FROM _buttress.messages WHERE topic = {name} "
-                    f"AND held IS NOT NULL AND NOT ({_fits(op.topic)})"
+                    f"AND held IS NOT NULL AND NOT ({_fits(op.topic, d=ctx.dialect)})"
                 ),
             )
         ],
@@ -137,18 +134,19 @@ def replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: Con
     retains: list[Retention] = []
     restores: list[str] = []
     hazards: list[Hazard] = []
+    d = ctx.dialect
     old_fields = {f.name: f for f in before.payload}
     new_fields = {f.name: f for f in after.payload}
     for n, field_ in enumerate(f for f in before.payload if f.name not in new_fields):
-        path = ddl.string("$." + field_.name)
+        value_of, has = d.json_value("m.payload", field_.name), d.json_has("m.payload", field_.name)
         table = ctx.retention_table(n)
         sql.append(
-            f"CREATE TABLE {qs(table)} AS SELECT m.seq, json_extract(m.payload, {path}) AS value "
-            f"FROM _buttress.messages AS m WHERE {pending} AND json_exists(m.payload, {path})"
+            f"CREATE TABLE {qs(table)} AS SELECT m.seq, {value_of} AS value "
+            f"FROM _buttress.messages AS m WHERE {pending} AND {has}"
         )
         patch = ddl.string(canonical_json({field_.name: None}))
         sql.append(
-            f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, {patch}) "
+            f"UPDATE _buttress.messages AS m SET payload = {d.json_merge('m.payload', patch)} "
             f"WHERE m.seq IN (SELECT seq FROM {qs(table)})"
         )
         retains.append(Retention(table=table, kind="payload", entity=name, field=field_.name, key=("seq",)))
@@ -158,8 +156,8 @@ def replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: Con
                 code=HazardCode.MESSAGES_CONVERTED,
                 message=f"undelivered messages of {name} losing payload field {field_.name} (retained)",
                 sql=(
-                    f"SELECT m.seq, m.message_id, json_extract(m.payload, {path}) AS value "
-                    f"FROM _buttress.messages AS m WHERE {pending} AND json_exists(m.payload, {path})"
+                    f"SELECT m.seq, m.message_id, {value_of} AS value "
+                    f"FROM _buttress.messages AS m WHERE {pending} AND {has}"
                 ),
             )
         )
@@ -178,55 +176,54 @@ def replace_topic(old: AppSpec, new: AppSpec, op: changes.ReplaceTopic, ctx: Con
         if retained is not None:
             restores.append(retained.table)
             restored.add(field_.name)
+            restored_value = d.json_merge("m.payload", d.json_build([(field_.name, "r.value")]))
             sql.append(
-                f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, "
-                f"json_object({ddl.string(field_.name)}, r.value)) FROM {qs(retained.table)} AS r "
+                f"UPDATE _buttress.messages AS m SET payload = {restored_value} FROM {qs(retained.table)} AS r "
                 f"WHERE m.seq = r.seq AND {pending}"  # a message delivered meanwhile keeps what it was
             )
         if not field_.nullable:
-            path = ddl.string("$." + field_.name)
             unless = f" AND m.seq NOT IN (SELECT seq FROM {qs(retained.table)})" if retained else ""
             probes.append(
                 _stranded(
                     name,
                     f"have no value for the new required field {field_.name}",
-                    f"{pending} AND NOT json_exists(m.payload, {path}){unless}",
+                    f"{pending} AND NOT {d.json_has('m.payload', field_.name)}{unless}",
                 )
             )
     for field_ in after.payload:
         previous = old_fields.get(field_.name)
         if previous is None:
             continue
-        path = ddl.string("$." + field_.name)
         if previous.type != field_.type:
-            value = f"json_extract_string(m.payload, {path})"
-            converted = f"TRY_CAST({value} AS {duckdb_type(field_.type)})"
-            back = f"CAST({converted} AS {duckdb_type(previous.type)})"
+            value = d.json_text("m.payload", field_.name)
+            converted = d.try_cast(value, field_.type)
+            back = f"CAST({converted} AS {d.column_type(previous.type)})"
             probes.append(
                 _stranded(
                     name,
                     f"hold a {field_.name} that does not convert from {previous.type} to {field_.type} and back",
                     f"{pending} AND {value} IS NOT NULL AND ({converted} IS NULL OR {back} IS DISTINCT FROM "
-                    f"TRY_CAST({value} AS {duckdb_type(previous.type)}))",
+                    f"{d.try_cast(value, previous.type)})",
                 )
             )
+            patched = d.json_merge(
+                "m.payload", d.json_build([(field_.name, _typed_json(converted, field_, d))])
+            )
             sql.append(
-                f"UPDATE _buttress.messages AS m SET payload = json_merge_patch(m.payload, "
-                f"json_object({ddl.string(field_.name)}, {_typed_json(converted, field_)})) "
-                f"WHERE {pending} AND {value} IS NOT NULL"
+                f"UPDATE _buttress.messages AS m SET payload = {patched} WHERE {pending} AND {value} IS NOT NULL"
             )
         if previous.nullable and not field_.nullable:
             probes.append(
                 _stranded(
                     name,
                     f"have no value for {field_.name}, which becomes required",
-                    f"{pending} AND json_type(json_extract(m.payload, {path})) IS NOT DISTINCT FROM 'NULL'",
+                    f"{pending} AND {d.json_kind('m.payload', field_.name)} IS NOT DISTINCT FROM 'NULL'",
                 )
             )
     # last: each undelivered message gets exactly the new payload's fields, in order (null where absent),
     # and says which version's shape it now has
     sql.append(
-        f"UPDATE _buttress.messages AS m SET payload = {_shaped(after)}, version = {ctx.target_version} "
+        f"UPDATE _buttress.messages AS m SET payload = {_shaped(after, d)}, version = {ctx.target_version} "
         f"WHERE {pending}"
     )
     if any(p.kind == "fail" for p in probes):
