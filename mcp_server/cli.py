@@ -165,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--agent", help=f"the agent `serve` speaks for over stdio (default: {projects.DEFAULT_AGENT})"
     )
+    init.add_argument(
+        "--engine",
+        choices=projects.ENGINES,
+        default="duckdb",
+        help="duckdb (a file in DIR, the default) or postgres (a database several servers share; its "
+        "connection string is read from --url-env)",
+    )
+    init.add_argument(
+        "--url-env",
+        default=projects.DEFAULT_URL_ENV,
+        help=f"with --engine postgres: the environment variable holding the connection string "
+        f"(default: {projects.DEFAULT_URL_ENV})",
+    )
 
     serve = add(
         "serve", cmd_serve, "serve the MCP tools (stdio by default); attaches if a server runs", project
@@ -439,7 +452,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"{project.root} is already a project: nothing changed")
         print(f"  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}")
         return 0
-    project = projects.init(root, agent=args.agent or projects.DEFAULT_AGENT)
+    project = projects.init(
+        root, agent=args.agent or projects.DEFAULT_AGENT, engine=args.engine, url_env=args.url_env
+    )
     print(
         f"initialised {project.root}\n  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}"
     )

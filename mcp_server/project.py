@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import tomllib
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "buttress.toml"
 DEFAULT_AGENT = "agent"
 DEFAULT_IDLE_STOP_S = 300.0
+DEFAULT_URL_ENV = "BUTTRESS_DATABASE_URL"
+ENGINES = ("duckdb", "postgres")
 
 CONFIG_TEMPLATE = """\
 # Buttress project configuration. Every `buttress` command run with --project {root} reads it, and the
@@ -48,6 +51,9 @@ CONFIG_TEMPLATE = """\
 # `buttress ui`, when they start first); every other serve and command attaches to it over
 # .buttress/app.duckdb.sock, readable by this OS user only. `buttress status` shows who owns it.
 path = "app.duckdb"
+# engine = "postgres"               # instead: a PostgreSQL database that several servers share
+# url_env = "BUTTRESS_DATABASE_URL" # the environment variable holding its connection string (kept out
+                                    # of this directory, where agents may read)
 
 [server]
 # The agent named in the audit log when `buttress serve` runs over stdio without --agent.
@@ -131,6 +137,10 @@ class Project:
     agent: str = DEFAULT_AGENT
     idle_stop_s: float = DEFAULT_IDLE_STOP_S
     """How long the project daemon stays with nothing to do (``[server] idle_stop_s``)."""
+    engine: str = "duckdb"
+    """``[database] engine``: ``duckdb`` (the file, one owner) or ``postgres`` (a shared database)."""
+    url_env: str = DEFAULT_URL_ENV
+    """``[database] url_env``: the environment variable holding PostgreSQL's connection string."""
 
     @property
     def cache_dir(self) -> Path:
@@ -162,7 +172,19 @@ class Project:
                 hint=f"Fix {CONFIG_NAME}; `buttress init` in an empty directory shows the expected shape.",
                 details={"path": str(config_path)},
             ) from None
-        database = Path(str(config.get("database", {}).get("path", "app.duckdb")))
+        section = config.get("database", {})
+        engine = str(section.get("engine", "duckdb"))
+        url_env = str(section.get("url_env", DEFAULT_URL_ENV))
+        if engine not in ENGINES or not url_env.isidentifier():
+            raise ConfigError(
+                Code.CONFIG_INVALID,
+                f"{CONFIG_NAME}: database.engine must be one of {', '.join(ENGINES)} and database.url_env an "
+                f"environment variable's name, not {engine!r} and {url_env!r}",
+                hint=f"Fix [database] in {CONFIG_NAME}.",
+                details={"key": "database.engine"},
+            )
+        default_path = "app.duckdb" if engine == "duckdb" else "app.postgres"
+        database = Path(str(section.get("path", default_path)))
         server = config.get("server", {})
         idle = server.get("idle_stop_s", DEFAULT_IDLE_STOP_S)
         if isinstance(idle, bool) or not isinstance(idle, int | float) or not 0 < idle <= 7 * 86400:
@@ -178,6 +200,8 @@ class Project:
             database=database if database.is_absolute() else root / database,
             agent=str(server.get("agent", DEFAULT_AGENT)),
             idle_stop_s=float(idle),
+            engine=engine,
+            url_env=url_env,
         )
 
     def open(self, policy: Policy | None = None) -> Runtime:
@@ -185,7 +209,28 @@ class Project:
         from runtime.runtime import Runtime
 
         policy = policy or self.policy()
+        if self.engine == "postgres":
+            return Runtime.open_postgres(
+                self.database_url(),
+                self.database,
+                limits=policy.limits,
+                policy=policy,
+                audit_operator_reads=True,
+            )
         return Runtime.open(self.database, limits=policy.limits, policy=policy, audit_operator_reads=True)
+
+    def database_url(self) -> str:
+        """PostgreSQL's connection string, from the environment (never from the project directory)."""
+        url = os.environ.get(self.url_env)
+        if not url:
+            raise ConfigError(
+                Code.CONFIG_INVALID,
+                f"this project's database is PostgreSQL and {self.url_env} is not set",
+                hint=f"Set {self.url_env} to its connection string (postgresql://user@host/db) in the "
+                "environment of every buttress command and server; it is never read from the project.",
+                details={"url_env": self.url_env},
+            )
+        return url
 
     def policy(self) -> Policy:
         """The operator's policy from ``buttress.toml`` (agents, roles, protected entities, approvals)."""
@@ -194,7 +239,9 @@ class Project:
         return load(self.root / CONFIG_NAME)
 
 
-def init(root: str | Path, *, agent: str = DEFAULT_AGENT) -> Project:
+def init(
+    root: str | Path, *, agent: str = DEFAULT_AGENT, engine: str = "duckdb", url_env: str = DEFAULT_URL_ENV
+) -> Project:
     """Create ``root`` with a commented ``buttress.toml``, an empty application database and the
     operator secret (if this machine has none). On an existing project it changes nothing."""
     from runtime.boundary.secret import ensure_operator_key
@@ -216,7 +263,11 @@ def init(root: str | Path, *, agent: str = DEFAULT_AGENT) -> Project:
     root.mkdir(parents=True, exist_ok=True)
     config_path = root / CONFIG_NAME
     if not config_path.exists():
-        config_path.write_text(CONFIG_TEMPLATE.format(root=root, agent=agent), encoding="utf-8")
+        text = CONFIG_TEMPLATE.format(root=root, agent=agent)
+        if engine != "duckdb":
+            text = text.replace('path = "app.duckdb"\n# engine = "postgres" ', f'engine = "{engine}"   ', 1)
+            text = text.replace('# url_env = "BUTTRESS_DATABASE_URL"', f'url_env = "{url_env}"  ', 1)
+        config_path.write_text(text, encoding="utf-8")
     ensure_operator_key()
     project = Project.load(root)
     project.policy()  # a configuration the server would refuse is reported now, not at serve
@@ -245,6 +296,8 @@ def connect(
     from mcp_server.owner import Owner, start_daemon
     from runtime.errors import ButtressError, EngineError
 
+    if project.engine == "postgres":
+        return _open_shared(project, serving=own is not None or spawn, policy=policy)
     path = socket_path(project.database)
     deadline = time.monotonic() + ATTACH_PATIENCE_S
     while True:
@@ -285,6 +338,21 @@ def connect(
         except BaseException:
             runtime.close()
             raise
+
+
+def _open_shared(
+    project: Project, *, serving: bool, policy: PolicyFile | None
+) -> tuple[RuntimeAPI, Owner | None]:
+    """A PostgreSQL project: every process opens the runtime itself (the database is shared; there is
+    no daemon and no socket). A serving process runs the scheduler while it leads: one server's
+    scheduler at a time, the others ready to take over when it goes."""
+    from mcp_server.server import check_action_tools
+
+    runtime = project.open(policy.current() if policy is not None else None)
+    runtime.spec_checks.append(check_action_tools)
+    if serving:
+        runtime.lead_scheduler()
+    return runtime, None
 
 
 class BackgroundRuntime:

@@ -20,6 +20,8 @@ most ``lane_wait_s``: a stuck change is interrupted (``limit.timeout``), a block
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ from runtime.workflow_operations import WorkflowOperations
 from runtime.workflows.scheduler import Scheduler
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 MAX_REFUSAL_MESSAGE = 500
 """The longest refusal message an audit row keeps (under ``REFUSAL_KEY``)."""
@@ -71,6 +74,10 @@ MAX_REFUSAL_MESSAGE = 500
 
 VERSIONS_CHANNEL: Final = "buttress_versions"
 """Where a shared database's servers hear of each other's deploys and rollbacks."""
+SCHEDULER_LEAD_KEY: Final = 0x42755455
+"""The advisory lock a server holds while its scheduler runs on a shared database."""
+SCHEDULER_CAMPAIGN_S: Final = 3.0
+"""How often a server that does not lead tries to take over the scheduler."""
 VERSIONS_POLL_S: Final = 2.0
 """How often a server on a shared database reads the current version when it heard nothing."""
 
@@ -120,6 +127,7 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
             number, spec = catalog.current_version(tx)
         self._current = Current.of(number, spec)
         self._watch: Any = None
+        self._closing = threading.Event()
         if engine.dialect.shared:  # other servers deploy too: see their versions
             shared = cast(Any, engine)
             shared.on_begin(self._refresh_current)
@@ -153,6 +161,43 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         except BaseException:
             engine.close()  # a database refused at open (a newer schema, a broken file) is let go
             raise
+
+    @classmethod
+    def open_postgres(cls, url: str, path: str | Path, **options: Any) -> Runtime:
+        """Open the application in a PostgreSQL database that other servers may share (``url``: its
+        connection string; ``path``: a file name in this server's project directory, where the audit
+        anchor and approval requests live beside it)."""
+        from runtime.boundary.secret import ensure_operator_key
+        from runtime.store.postgres import PgEngine
+
+        ensure_operator_key()
+        engine = PgEngine(url, path=str(Path(path).resolve()))
+        try:
+            return cls(cast(Any, engine), **options)
+        except BaseException:
+            engine.close()
+            raise
+
+    def lead_scheduler(self) -> None:
+        """Advance runs and deliver messages here: at once on a database this process owns; on a shared
+        one while this server leads (one scheduler per database: a run's steps and effects are never
+        taken by two servers), trying again every few seconds to take over from a leader that went."""
+        if not self.engine.dialect.shared:
+            self.start_scheduler()
+            return
+        shared = cast(Any, self.engine)
+
+        def campaign() -> None:
+            while not self._closing.is_set():
+                try:
+                    if shared.try_lead(SCHEDULER_LEAD_KEY):
+                        self.start_scheduler()
+                        return
+                except ButtressError:
+                    logger.warning("cannot reach the database to lead the scheduler; trying again")
+                self._closing.wait(SCHEDULER_CAMPAIGN_S)
+
+        threading.Thread(target=campaign, name="buttress-lead", daemon=True).start()
 
     @property
     def policy(self) -> Policy:
@@ -188,6 +233,7 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         self.scheduler.start()
 
     def close(self) -> None:
+        self._closing.set()
         if self._watch is not None:
             self._watch.stop()
         self.scheduler.stop()

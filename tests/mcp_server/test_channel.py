@@ -255,7 +255,8 @@ def test_a_daemon_refuses_three_200_mb_lines_and_more_connections_than_its_cap_a
         for connection in held:
             connection.close()
     for connection_closed_early in range(3):  # and clients gone mid-answer
-        with connect(path) as connection:
+        # (a daemon still counting the held connections may close this one first: a broken pipe here)
+        with connect(path) as connection, contextlib.suppress(BrokenPipeError, ConnectionResetError):
             connection.sendall(request("describe"))
         del connection_closed_early
     deadline = time.monotonic() + 30
