@@ -145,3 +145,30 @@ def test_two_servers_on_one_database_see_each_others_versions_and_keep_one_audit
     finally:
         a.close()
         b.close()
+
+
+def test_one_server_runs_the_scheduler_and_another_takes_over_when_it_goes(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Runs and messages are advanced by one server at a time on a shared database."""
+    import time
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = open_runtime(pg_dsn, tmp_path / "a")
+    b = open_runtime(pg_dsn, tmp_path / "b")
+    try:
+        a.lead_scheduler()
+        deadline = time.monotonic() + 10
+        while a.scheduler._thread is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b.lead_scheduler()
+        time.sleep(0.5)
+        assert a.scheduler._thread is not None and b.scheduler._thread is None
+        a.close()  # the leader goes; its session lock goes with its connection
+        while b.scheduler._thread is None and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        assert b.scheduler._thread is not None
+    finally:
+        a.close()
+        b.close()
