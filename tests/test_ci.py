@@ -43,6 +43,7 @@ def test_ci_runs_the_readme_command_then_checks_then_the_long_trials() -> None:
         "BUTTRESS_CENSUS_FULL=1 run_pytest tests/security/test_function_census.py",
         "BUTTRESS_FUZZ_FULL=1 run_pytest tests/security/test_boundary.py",
         "BUTTRESS_PG_BOOKINGS=10000 run_pytest tests/store/test_pg_servers.py",
+        "BUTTRESS_PG_SERVE_BOOKINGS=10000 run_pytest tests/store/test_pg_four_servers.py",
         "BUTTRESS_TEST_ENGINE=postgres run_pytest -rx tests/runtime",
     ]
     positions = [script.index(step) for step in steps]

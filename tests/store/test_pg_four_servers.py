@@ -1,0 +1,111 @@
+"""Four `buttress serve --http` processes on one PostgreSQL database (engine-specific: PostgreSQL), each
+with its own project directory, as four hosts would run them: agents book slots through all four at
+once and no slot is ever overbooked; the audit log is one verified chain afterwards.
+
+``BUTTRESS_PG_SERVE_BOOKINGS`` sets how many bookings are attempted (CI's long trial: 10,000).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+
+from mcp_server.project import Project, init
+from tests.mcp_server.helpers import call, serve_command, ship, source_env
+from tests.mcp_server.test_http import client_for, free_port, wait_for_port, with_agents
+from tests.runtime.test_actions import BOOKING
+
+pytestmark = pytest.mark.anyio
+
+URL_ENV = "BUTTRESS_TEST_DATABASE_URL"
+SERVERS = 4
+SLOTS = 50
+BOOKINGS = int(os.environ.get("BUTTRESS_PG_SERVE_BOOKINGS", "256"))
+CALLERS = 4
+"""Concurrent callers per server."""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def serving(project: Path, env: dict[str, str]) -> AsyncIterator[str]:
+    port = free_port()
+    process = await anyio.open_process(
+        serve_command(project, "--http", "--port", str(port)),
+        env={**os.environ, **source_env(), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        with anyio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_four_servers_on_one_database_never_overbook(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(URL_ENV, pg_dsn)
+    projects = [init(tmp_path / f"host{n}", engine="postgres", url_env=URL_ENV).root for n in range(SERVERS)]
+    tokens = [with_agents(project)["dev-agent"] for project in projects]
+    capacity = max(1, BOOKINGS // (2 * SLOTS))  # half the attempts find a seat
+    outcomes: Counter[str] = Counter()
+    async with AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(serving(p, {URL_ENV: pg_dsn})) for p in projects]
+        clients = []
+        for url, token in zip(urls, tokens, strict=True):
+            http = await stack.enter_async_context(
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120)
+            )
+            clients.append(await stack.enter_async_context(client_for(url, http)))
+        assert await ship(clients[0], BOOKING) == 1
+        for slot in range(SLOTS):
+            await call(clients[1], "app_add_slot", id=slot, capacity=capacity)
+        with anyio.fail_after(60):  # every server hears of the version
+            for client in clients:
+                while "app_book" not in {t.name for t in (await client.list_tools()).tools}:
+                    await anyio.sleep(0.2)
+        per_caller = BOOKINGS // (SERVERS * CALLERS)
+
+        async def caller(client: object, n: int) -> None:
+            for k in range(per_caller):
+                result = await client.call_tool(  # type: ignore[attr-defined]
+                    "app_book", {"slot_id": (n * 7 + k) % SLOTS, "who": f"c{n}-{k}"}
+                )
+                outcomes["ok" if not result.is_error else result.structured_content["error"]["code"]] += 1
+
+        with anyio.fail_after(1800):
+            async with anyio.create_task_group() as group:
+                for s, client in enumerate(clients):
+                    for c in range(CALLERS):
+                        group.start_soon(caller, client, s * CALLERS + c)
+        counts = (
+            await call(clients[2], "query", sql="select slot_id, count(*) as n from booking group by slot_id")
+        )["rows"]
+    attempted = per_caller * SERVERS * CALLERS
+    assert sum(outcomes.values()) == attempted
+    assert set(outcomes) <= {"ok", "invariant.violated"}, outcomes
+    assert max(n for _, n in counts) <= capacity
+    assert sum(n for _, n in counts) == outcomes["ok"]  # every acknowledged booking, and only those
+    runtime = Project.load(projects[3]).open()
+    try:
+        assert runtime.verify_audit().ok
+    finally:
+        runtime.close()
