@@ -122,7 +122,17 @@ class Reads:
                 f"limit must be between 1 and {max_rows}",
                 hint=f"Ask for at most {max_rows} rows and page with WHERE/OFFSET.",
             )
-        analysis = sqlcheck.analyze_query(sql, self.state.relations, max_length=self.limits.max_sql_length)
+        try:
+            analysis = sqlcheck.analyze_query(
+                sql, self.state.relations, max_length=self.limits.max_sql_length
+            )
+        except SqlError as error:  # a table another server's version added: catch up once
+            unknown = error.code in (Code.SQL_UNKNOWN_TABLE, Code.SQL_UNKNOWN_COLUMN)
+            if not (unknown and self.catch_up()):
+                raise
+            analysis = sqlcheck.analyze_query(
+                sql, self.state.relations, max_length=self.limits.max_sql_length
+            )
         missing = [p for p in analysis.params if p not in params]
         extra = [p for p in params if p not in analysis.params]
         if missing or extra:

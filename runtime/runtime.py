@@ -272,16 +272,28 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
             self._current = Current.of(number, spec)
 
     def _remote_change(self, payload: str | None) -> None:
-        """Another server committed a version (``payload``), or the watch's poll came round (None): read
-        the current version and, when it moved, take it and tell the listeners."""
-        with contextlib.suppress(ButtressError), self.engine.snapshot() as reader:
+        """Another server committed a version (``payload``), or the watch's poll came round (None)."""
+        del payload
+        with contextlib.suppress(ButtressError):
+            self.catch_up()
+
+    def catch_up(self) -> bool:
+        """On a shared database: read the current version and, when another server moved it, take it
+        and tell the listeners; True when it moved. A call naming something this server has not heard
+        of yet (an action, a table) catches up once before it is refused. Nothing to do on a database
+        this process owns."""
+        if not self.engine.dialect.shared:
+            return False
+        with self.engine.snapshot() as reader:
             number = catalog.current_number(reader)
             if number == self._current.number:
-                return
+                return False
             number, spec = catalog.current_version(reader)
-        if number != self._current.number:
-            self._current = Current.of(number, spec)
-            self.after_version_change(number)
+        if number == self._current.number:
+            return False
+        self._current = Current.of(number, spec)
+        self.after_version_change(number)
+        return True
 
     def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
         """The catalog ``spec`` builds from nothing (derived in a scratch database, cached by its hash)."""

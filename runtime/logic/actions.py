@@ -55,8 +55,11 @@ class ActionRunner:
     def prepared(self, name: str) -> tuple[int, Prepared]:
         """The action as the committed version defines it (cached by spec hash)."""
         state = self.rt.state
+        action = state.spec.action(name)
+        if action is None and self.rt.catch_up():  # another server's version may define it
+            state = self.rt.state
+            action = state.spec.action(name)
         number, spec = state.number, state.spec
-        action = spec.action(name)
         if action is None:
             raise NotFound("action", name, hint="describe_app lists the deployed actions.")
         key = (state.hash, name)

@@ -104,13 +104,29 @@ def create_table(
     """The full table definition: columns, NOT NULL, defaults, keys, unique sets, and, when DuckDB
     enforces them (``duckdb_checks``: a spec ``checked_by`` duckdb), CHECKs and foreign keys."""
     parts = [column_def(f, with_check=duckdb_checks, dialect=dialect) for f in entity.fields]
-    parts.append(f"PRIMARY KEY ({cols(entity.primary_key)})")
-    parts.extend(f"UNIQUE ({cols(u)})" for u in entity.unique)
+    if dialect is DUCKDB:
+        parts.append(f"PRIMARY KEY ({cols(entity.primary_key)})")
+        parts.extend(f"UNIQUE ({cols(u)})" for u in entity.unique)
+    else:  # named, so that a rebuilt table can be given its constraints' names back
+        named = constraint_names(entity, name or entity.name)
+        parts.append(f"CONSTRAINT {q(named[0])} PRIMARY KEY ({cols(entity.primary_key)})")
+        parts.extend(
+            f"CONSTRAINT {q(n)} UNIQUE ({cols(u)})" for n, u in zip(named[1:], entity.unique, strict=True)
+        )
     for f in entity.fields:
         ref = f.reference
         if ref is not None and duckdb_checks:
             parts.append(f"FOREIGN KEY ({q(f.name)}) REFERENCES {q(ref[0])} ({q(ref[1])})")
     return f"CREATE TABLE {q(name or entity.name)} ({', '.join(parts)})"
+
+
+def constraint_names(entity: EntitySpec, table: str) -> list[str]:
+    """PostgreSQL's names of ``table``'s key constraints: the primary key's, then each unique set's, as
+    PostgreSQL would choose them (``t_pkey``, ``t_a_b_key``), hashed when longer than it allows."""
+    names = [f"{table}_pkey", *(f"{table}_{'_'.join(u)}_key" for u in entity.unique)]
+    return [
+        n if len(n) <= 63 else f"{table[:40]}_{hashlib.sha256(n.encode()).hexdigest()[:16]}" for n in names
+    ]
 
 
 REFERENCE_INDEX = "buttress_ref_"
@@ -228,6 +244,7 @@ def rebuild(
     new_entity: EntitySpec,
     select: Mapping[str, str | None],
     source: str | None = None,
+    dialect: Dialect = DUCKDB,
 ) -> list[str]:
     """A single-transaction table rebuild that spells out the full new definition.
 
@@ -244,7 +261,7 @@ def rebuild(
         out.append(f"CREATE TEMP TABLE {q(child.name + '__stash')} AS SELECT * FROM {q(child.name)}")
     for child in reversed(children):
         out.append(f"DROP TABLE {q(child.name)}")
-    out.append(create_table(new_entity, temp, duckdb_checks=fks))
+    out.append(create_table(new_entity, temp, duckdb_checks=fks, dialect=dialect))
     filled = [(name, expr) for name, expr in select.items() if expr is not None]
     columns, values = cols(n for n, _ in filled), ", ".join(e for _, e in filled)
 
@@ -267,6 +284,11 @@ def rebuild(
         out.append(insert(q(temp)) + source)
         out.append(f"DROP TABLE {q(old_name)}")
         out.append(f"ALTER TABLE {q(temp)} RENAME TO {q(new_entity.name)}")
+        if dialect is not DUCKDB:  # the constraints keep the temporary table's names: give theirs back
+            for was, final in zip(
+                constraint_names(new_entity, temp), constraint_names(new_entity, new_entity.name), strict=True
+            ):
+                out.append(f"ALTER TABLE {q(new_entity.name)} RENAME CONSTRAINT {q(was)} TO {q(final)}")
     out.extend(create_index(new_entity, i) for i in indexes_of(new, new_entity))
     for child in children:
         current = new.entity(child.name) or child

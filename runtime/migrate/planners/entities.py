@@ -94,7 +94,7 @@ def rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: Con
         else [hazard(HazardCode.RENAME_ENTITY, f"renames entity {op.entity} to {op.new_name}", op.entity)]
     )
     if was_frozen or (old.checked_by == "duckdb" and any(f.references for f in entity.fields)):
-        sql = ddl.rebuild(old, new, op.entity, renamed, identity_select(entity))
+        sql = ddl.rebuild(old, new, op.entity, renamed, identity_select(entity), dialect=ctx.dialect)
         strategy: Strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, op.entity)
     else:
@@ -114,7 +114,7 @@ def add_unique(old: AppSpec, new: AppSpec, op: changes.AddUnique, ctx: Context) 
     after = entity_of(new, op.entity)
     hazards: list[Hazard] = []
     if frozen_in(ctx, old, entity):
-        sql = ddl.rebuild(old, new, entity.name, after, identity_select(after))
+        sql = ddl.rebuild(old, new, entity.name, after, identity_select(after), dialect=ctx.dialect)
         strategy: Strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, entity.name)
     else:
@@ -166,7 +166,7 @@ def drop_unique(old: AppSpec, new: AppSpec, op: changes.DropUnique, ctx: Context
     return Draft(
         summary=f"drop unique ({', '.join(op.columns)}) on {entity.name}",
         strategy="rebuild",
-        sql=ddl.rebuild(old, new, entity.name, after, identity_select(after)),
+        sql=ddl.rebuild(old, new, entity.name, after, identity_select(after), dialect=ctx.dialect),
         reverse=[{"op": "add_unique", "entity": entity.name, "columns": list(op.columns)}],
         hazards=hazards + rebuild_hazard(ctx, old, entity.name),
     )

@@ -25,7 +25,8 @@ from runtime.migrate.planners.draft import (
 from runtime.migrate.steps import Probe, Retention, Strategy
 from runtime.schema import changes, usage
 from runtime.schema.spec import AppSpec, EntitySpec
-from runtime.schema.types import duckdb_type, is_widening
+from runtime.schema.types import is_widening
+from runtime.sql.dialect import DUCKDB
 
 
 def _checks_mention(spec: AppSpec, entity: EntitySpec, column: str) -> bool:
@@ -126,7 +127,7 @@ def add_field(old: AppSpec, new: AppSpec, op: changes.AddField, ctx: Context) ->
         else:
             select[f.name] = None
         ordered = {name: select.get(name) for name in entity.field_names}
-        sql = ddl.rebuild(old, new, entity.name, entity, ordered, source)
+        sql = ddl.rebuild(old, new, entity.name, entity, ordered, source, dialect=ctx.dialect)
         strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, entity.name)
     return Draft(
@@ -163,7 +164,7 @@ def drop_field(old: AppSpec, new: AppSpec, op: changes.DropField, ctx: Context) 
         hazards: list[Hazard] = []
     else:
         select = {n: f"o.{q(n)}" for n in after.field_names}
-        sql = [retain_sql, *ddl.rebuild(old, new, entity.name, after, dict(select))]
+        sql = [retain_sql, *ddl.rebuild(old, new, entity.name, after, dict(select), dialect=ctx.dialect)]
         strategy = "rebuild"
         hazards = rebuild_hazard(ctx, old, entity.name)
     if not ctx.new_field(entity.name, f.name):
@@ -227,7 +228,7 @@ def rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: Conte
     )
     if frozen_in(ctx, old, entity) or linked:
         select = {n: f"o.{q(op.field if n == op.new_name else n)}" for n in after.field_names}
-        sql = ddl.rebuild(old, new, entity.name, after, dict(select))
+        sql = ddl.rebuild(old, new, entity.name, after, dict(select), dialect=ctx.dialect)
         strategy: Strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, entity.name)
     else:
@@ -262,11 +263,12 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
 
     type_changed = after.type != before.type
     if type_changed:
-        new_type, old_type = duckdb_type(after.type), duckdb_type(before.type)
+        new_type, old_type = ctx.dialect.column_type(after.type), ctx.dialect.column_type(before.type)
         widening = is_widening(before.type, after.type)
         if not widening or in_key or (duckdb_checks and (before.check or after.check)):
             needs_rebuild = True
-        alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} TYPE {new_type}")
+        using = "" if ctx.dialect is DUCKDB else f" USING CAST({col} AS {new_type})"
+        alters.append(f"ALTER TABLE {table_q} ALTER COLUMN {col} TYPE {new_type}{using}")
         expr = f"CAST(o.{col} AS {new_type})"
         if not widening:
             if not fresh:
@@ -283,7 +285,7 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
                     kind="fail",
                     code=HazardCode.LOSSY_TYPE_CHANGE,
                     message=f"values of {label} that do not convert to {after.type}",
-                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND TRY_CAST({col} AS {new_type}) IS NULL",
+                    sql=f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND {ctx.dialect.try_cast(col, after.type)} IS NULL",
                 )
             )
             probes.append(
@@ -293,7 +295,7 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
                     message=f"values of {label} changed by the conversion (retained)",
                     sql=(
                         f"SELECT {keys}, {col} FROM {table_q} WHERE {col} IS NOT NULL AND "
-                        f"CAST(TRY_CAST({col} AS {new_type}) AS {old_type}) IS DISTINCT FROM {col}"
+                        f"CAST({ctx.dialect.try_cast(col, after.type)} AS {old_type}) IS DISTINCT FROM {col}"
                     ),
                 )
             )
@@ -371,7 +373,7 @@ def alter_field(old: AppSpec, new: AppSpec, op: changes.AlterField, ctx: Context
     if needs_rebuild:
         select = identity_select(after_entity)
         select[before.name] = expr
-        sql += ddl.rebuild(old, new, name, after_entity, select, source)
+        sql += ddl.rebuild(old, new, name, after_entity, select, source, dialect=ctx.dialect)
         strategy: Strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, name)
     else:
