@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
-PLANNER: Final = "the planner's change paths (add, drop, rename and retype fields, unique sets, rebuilds, retained data, their probes) still spell DuckDB's strategy"
+PLANNER: Final = (
+    "the planner's probes (a new default against its check, rows left pointing nowhere) and renames under "
+    "references still spell DuckDB"
+)
 CAPTURE: Final = "the columns the runtime adds to a statement for its checks do not render for PostgreSQL yet"
 ERRORS: Final = "PostgreSQL's error texts are not yet translated into the agent's terms (constraint names, interval limits)"
 TEST_DUCKDB: Final = "the test itself runs DuckDB SQL or reads DuckDB's catalog"
