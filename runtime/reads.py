@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from typing import Any
+from typing import Any, cast
 
 from runtime.boundary.policy import Capability
 from runtime.context import ReadContext
@@ -145,7 +145,9 @@ class Reads:
         deadline = time.monotonic() + self.limits.query_timeout_s
 
         def run() -> QueryResult:
-            with self.engine.snapshot(timeout=max(0.0, deadline - time.monotonic()), single=True) as reader:
+            left = max(0.0, deadline - time.monotonic())
+            as_agent: dict[str, bool] = {"agent": True} if self.agent_role else {}
+            with cast(Any, self.engine).snapshot(timeout=left, single=True, **as_agent) as reader:
                 result = reader.execute_agent(analysis.sql, params or None)
                 columns = [d[0] for d in result.description or []]
                 rows, truncated = fetch(

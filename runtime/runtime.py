@@ -128,6 +128,8 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         self._current = Current.of(number, spec)
         self._watch: Any = None
         self._closing = threading.Event()
+        self.agent_role = False
+        """Agent SQL reads as the database's agent role (``provision_agent_role``)."""
         if engine.dialect.shared:  # other servers deploy too: see their versions
             shared = cast(Any, engine)
             shared.on_begin(self._refresh_current)
@@ -173,10 +175,25 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         ensure_operator_key()
         engine = PgEngine(url, path=str(Path(path).resolve()))
         try:
-            return cls(cast(Any, engine), **options)
+            runtime = cls(cast(Any, engine), **options)
         except BaseException:
             engine.close()
             raise
+        runtime.provision_agent_role()
+        return runtime
+
+    def provision_agent_role(self) -> None:
+        """On a shared database: agent SQL reads as its own role from now on (no system schema,
+        SELECT on the application's tables, its own time and memory limits). An owner that may not
+        create roles keeps reading agent SQL as itself, behind the SQL guard alone, and says so."""
+        from runtime.store.postgres import provision_agent_role
+
+        try:
+            provision_agent_role(cast(Any, self.engine))
+        except ButtressError as error:
+            logger.warning("agent SQL reads as the owner: the agent role could not be set up (%s)", error)
+            return
+        self.agent_role = True
 
     def lead_scheduler(self) -> None:
         """Advance runs and deliver messages here: at once on a database this process owns; on a shared

@@ -63,12 +63,8 @@ database on the test cluster) to run the runtime's tests on PostgreSQL."""
 def open_runtime(tmp_path: Path, request: pytest.FixtureRequest, **options: Any) -> Runtime:
     """A runtime on a new database of the engine the suite runs on (``ENGINE``)."""
     if ENGINE == "postgres":
-        from runtime.boundary.secret import ensure_operator_key
-        from runtime.store.postgres import PgEngine
-
-        ensure_operator_key()
         dsn = request.getfixturevalue("pg_dsn")
-        return Runtime(PgEngine(dsn, path=str(tmp_path / "app.postgres")), **options)
+        return Runtime.open_postgres(dsn, tmp_path / "app.postgres", **options)
     return Runtime.open(tmp_path / "app.duckdb", **options)
 
 

@@ -252,7 +252,12 @@ class PgEngine:
         approval requests; a project's ``app.postgres``), until those move into the database."""
         self.dsn = dsn
         self.path = path or str(Path.cwd() / "app.postgres")
+        self.agent_login = agent_dsn is not None
+        """Agent reads log in as the agent role (``agent_dsn`` given); else they take the role on the
+        owner's connection for their transaction (``set_config('role', ..., true)``), which works
+        whatever the authentication, while the SQL guard refuses any function that could set it back."""
         self.agent_dsn = agent_dsn or agent_conninfo(dsn)
+        self.agent_role = AGENT_ROLE
         self.settings = settings or PgSettings()
         self.lane_key = lane_key
         self._writer = connect_pg(dsn, self.settings)
@@ -415,16 +420,27 @@ class PgEngine:
 
         ``agent``: as the agent role (``provision_agent_role``), for SQL an agent wrote."""
         del single  # one statement or many: PostgreSQL needs the transaction for the read-only mode
-        pool = self._agent_readers if agent else self._readers
+        login = agent and self.agent_login
+        pool = self._agent_readers if login else self._readers
         try:
             connection = pool.get_nowait()
         except queue.Empty:
-            connection = connect_pg(self.agent_dsn if agent else self.dsn, self.settings)
+            connection = connect_pg(self.agent_dsn if login else self.dsn, self.settings)
         healthy = True
         reader = PgReader(connection, None if timeout is None else time.monotonic() + timeout, self._watchdog)
         token = None
         try:
             connection.execute(POSTGRES.begin_read)
+            if agent and not login:  # the role and its limits, for this transaction only
+                connection.execute(
+                    "SELECT set_config('role', %s, true), set_config('statement_timeout', %s, true), "
+                    "set_config('work_mem', %s, true)",
+                    [
+                        self.agent_role,
+                        str(int(self.settings.agent_statement_timeout_s * 1000)),
+                        f"{self.settings.work_mem_mb}MB",
+                    ],
+                )
             token = self._watchdog.arm(_Cancel(connection), timeout)
             yield reader
         except psycopg.Error as error:
@@ -573,19 +589,25 @@ def provision_agent_role(engine: PgEngine, role: str = AGENT_ROLE) -> None:
         raise ValueError(f"not a plain role name: {role!r}")
     limits = engine.settings
     with engine.transaction() as tx:
-        exists = tx.scalar("SELECT count(*) FROM pg_roles WHERE rolname = ?", [role])
-        if not exists:
+        created = not tx.scalar("SELECT count(*) FROM pg_roles WHERE rolname = ?", [role])
+        if created:  # a role is the cluster's: another database's server may be creating it right now
             tx.execute(
+                "DO $$ BEGIN "
                 f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION "
-                "NOBYPASSRLS CONNECTION LIMIT 64"
+                "NOBYPASSRLS CONNECTION LIMIT 64; "
+                "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
             )
-        for statement in (
+        limits_sql = (  # set by whoever creates the role: they apply when it logs in
             f"ALTER ROLE {role} SET statement_timeout = {int(limits.agent_statement_timeout_s * 1000)}",
             f"ALTER ROLE {role} SET work_mem = '{limits.work_mem_mb}MB'",
             f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = "
             f"{int(limits.idle_in_transaction_s * 1000)}",
             f"ALTER ROLE {role} SET search_path = public",
             f"ALTER ROLE {role} SET default_transaction_read_only = on",
+        )
+        for statement in (
+            *(limits_sql if created else ()),
+            f"GRANT {role} TO CURRENT_USER",  # the owner takes the role for an agent's reads
             "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
             "CREATE SCHEMA IF NOT EXISTS _buttress",
             "REVOKE ALL ON SCHEMA _buttress FROM PUBLIC",
