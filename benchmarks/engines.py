@@ -33,6 +33,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from runtime.runtime import Runtime
 from runtime.store.engine import Engine
 from runtime.store.postgres import PgEngine
 
@@ -53,6 +54,50 @@ INSERT = "insert into ledger (account, amount) values (?, ?)"
 UPDATE = "update account set balance = balance + ? where id = ?"
 CHECK = "select id from account where id = ? and balance < 0"
 CREDITED = f"select sum(balance) - {OPENING} * count(*), (select count(*) from ledger) from account"
+ACTION: list[dict[str, Any]] = [  # the same mutation as an application action, its check an invariant
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "account",
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, {"name": "balance", "type": "bigint"}],
+        },
+    },
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "ledger",
+            "primary_key": ["id"],
+            "fields": [
+                {"name": "id", "type": "bigint", "default": {"expr": "autoincrement"}},
+                {"name": "account", "type": "integer"},
+                {"name": "amount", "type": "bigint"},
+            ],
+            "indexes": [{"name": "ledger_account", "columns": ["account"]}],
+        },
+    },
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "no_overdraft",
+            "description": "balances stay >= 0",
+            "sql": "select id from account where balance < 0",
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "credit",
+            "kind": "mutation",
+            "params": [{"name": "account", "type": "integer"}, {"name": "amount", "type": "bigint"}],
+            "statements": [
+                "select balance from account where id = $account",
+                "insert into ledger (account, amount) values ($account, $amount)",
+                "update account set balance = balance + $amount where id = $account",
+            ],
+        },
+    },
+]
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -157,6 +202,43 @@ def engine_duckdb(path: Path, calls: int) -> Row:
         engine.close()
 
 
+# ------------------------------------------------------------------- the runtime: run_action on both
+
+
+def open_runtime(where: str, scratch: Path) -> Runtime:
+    """``where``: a DuckDB file's path, or a PostgreSQL connection string (``host=`` / ``postgresql:``)."""
+    if "=" in where or where.startswith("postgres"):
+        return Runtime.open_postgres(where, scratch / "app.postgres", audit_reads=False)
+    return Runtime.open(where, audit_reads=False)
+
+
+def runtime_setup(rt: Runtime) -> None:
+    proposal = rt.propose(ACTION)
+    assert rt.dry_run(proposal.proposal_id).passed
+    rt.deploy(proposal.proposal_id)
+    with rt.engine.transaction() as tx:
+        tx.execute(DDL[-1])
+
+
+def runtime_call(rt: Runtime, i: int) -> None:
+    rt.run_action("credit", {"account": i % ACCOUNTS, "amount": 1})
+
+
+def runtime_credited(rt: Runtime) -> Any:
+    with rt.engine.transaction(wait=60) as tx:
+        return tx.fetchall(CREDITED)[0]
+
+
+def runtime_row(path: str, where: str, calls: int) -> Row:
+    with tempfile.TemporaryDirectory(prefix="buttress-bench-") as tmp:
+        rt = open_runtime(where, Path(tmp))
+        try:
+            runtime_setup(rt)
+            return timed(path, lambda i: runtime_call(rt, i), calls, lambda: runtime_credited(rt))
+        finally:
+            rt.close()
+
+
 # -------------------------------------------------------------------------------------- PostgreSQL
 
 
@@ -194,35 +276,51 @@ def pg_one_server(dsn: str, calls: int) -> Row:
         engine.close()
 
 
-def serve(dsn: str, calls: int) -> None:
-    """One server process of the shared-database row: warm up, say ``ready``, wait for ``go`` on
-    stdin, run the calls, print the latency samples and the wall-clock end as JSON."""
-    engine = PgEngine(dsn)
-    try:
-        for i in range(WARMUP):
-            engine_call(engine, i)
-        print("ready", flush=True)
-        sys.stdin.readline()
-        samples = measure(lambda i: engine_call(engine, i), calls)
-        ended = time.time()
-    finally:
-        engine.close()
+def serve(dsn: str, calls: int, level: str = "engine") -> None:
+    """One server process of the shared-database rows (``level``: ``engine`` or ``runtime``): warm up,
+    say ``ready``, wait for ``go`` on stdin, run the calls, print the latency samples and the
+    wall-clock end as JSON."""
+    with tempfile.TemporaryDirectory(prefix="buttress-bench-") as tmp:
+        if level == "runtime":
+            rt = open_runtime(dsn, Path(tmp))
+            call: Callable[[int], object] = lambda i: runtime_call(rt, i)  # noqa: E731
+            close: Callable[[], None] = rt.close
+        else:
+            engine = PgEngine(dsn)
+            call, close = (lambda i: engine_call(engine, i)), engine.close
+        try:
+            for i in range(WARMUP):
+                call(i)
+            print("ready", flush=True)
+            sys.stdin.readline()
+            samples = measure(call, calls)
+            ended = time.time()
+        finally:
+            close()
     print(json.dumps({"samples": samples, "ended": ended}), flush=True)
 
 
-def pg_servers(dsn: str, calls: int, servers: int) -> Row:
-    """``servers`` processes, each with its own PgEngine on one database. All connect and warm up
-    first; the clock starts when they are all told to go and stops when the last one ends its last
-    call, so interpreter start-up is not counted."""
-    engine = PgEngine(dsn)
-    try:
-        setup(engine)
-    finally:
-        engine.close()
+def pg_servers(dsn: str, calls: int, servers: int, level: str = "engine") -> Row:
+    """``servers`` processes, each with its own PgEngine (or Runtime) on one database. All connect and
+    warm up first; the clock starts when they are all told to go and stops when the last one ends its
+    last call, so interpreter start-up is not counted."""
+    if level == "runtime":
+        with tempfile.TemporaryDirectory(prefix="buttress-bench-") as tmp:
+            rt = open_runtime(dsn, Path(tmp))
+            try:
+                runtime_setup(rt)
+            finally:
+                rt.close()
+    else:
+        engine = PgEngine(dsn)
+        try:
+            setup(engine)
+        finally:
+            engine.close()
     each = calls // servers
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--serve", dsn, str(each)],
+            [sys.executable, __file__, "--serve", dsn, str(each), level],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -258,7 +356,8 @@ def pg_servers(dsn: str, calls: int, servers: int) -> Row:
         total, entries = credited(engine)
     finally:
         engine.close()
-    return Row(f"PgEngine, {servers} servers", each * servers, wall, samples, (int(total), int(entries)))
+    name = f"PgEngine, {servers} servers" if level == "engine" else f"Runtime PG, {servers} servers"
+    return Row(name, each * servers, wall, samples, (int(total), int(entries)))
 
 
 @contextmanager
@@ -313,9 +412,9 @@ def durability(cluster: Any) -> str:
 
 def report(rows: list[Row], calls: int, skipped: str | None, settings: str | None) -> None:
     print(f"booking mutation (read, insert, update + invariant check), {calls} calls a row, warm-up {WARMUP}")
-    print(f"{'path':<22}{'calls':>7}{'mutations/s':>13}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'path':<24}{'calls':>7}{'mutations/s':>13}{'p50 ms':>9}{'p99 ms':>9}")
     for row in rows:
-        print(f"{row.path:<22}{row.calls:>7}{row.throughput:>13,.0f}{row.p50:>9.3f}{row.p99:>9.3f}")
+        print(f"{row.path:<24}{row.calls:>7}{row.throughput:>13,.0f}{row.p50:>9.3f}{row.p99:>9.3f}")
     for row in rows:
         want = row.calls + WARMUP * (SERVERS if "servers" in row.path else 1)
         if row.credited != (want, want):
@@ -328,6 +427,18 @@ def report(rows: list[Row], calls: int, skipped: str | None, settings: str | Non
     raw_duck, engine = by["raw DuckDB"], by["DuckDB Engine"]
     print()
     print(f"Engine / raw DuckDB (p50):                {engine.p50 / raw_duck.p50:.2f}")
+    for label, runtime_path, floor in (
+        ("Runtime DuckDB / raw DuckDB (p50):        ", "Runtime DuckDB", raw_duck),
+        ("Runtime PG 1 server / raw PostgreSQL (p50):", "Runtime PG, 1 server", by.get("raw PostgreSQL")),
+    ):
+        measured = by.get(runtime_path)
+        if measured is not None and floor is not None:
+            print(f"{label} {measured.p50 / floor.p50:.2f}")
+    runtime_one, runtime_many = by.get("Runtime PG, 1 server"), by.get(f"Runtime PG, {SERVERS} servers")
+    if runtime_one and runtime_many:
+        print(
+            f"Runtime PG {SERVERS} servers / 1 server (throughput): {runtime_many.throughput / runtime_one.throughput:.2f}"
+        )
     one = by.get("PgEngine, 1 server")
     many = by.get(f"PgEngine, {SERVERS} servers")
     raw_pg = by.get("raw PostgreSQL")
@@ -375,8 +486,8 @@ def report(rows: list[Row], calls: int, skipped: str | None, settings: str | Non
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -387,6 +498,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="buttress-bench-") as tmp:
         rows.append(raw_duckdb(Path(tmp) / "raw.duckdb", args.calls))
         rows.append(engine_duckdb(Path(tmp) / "engine.duckdb", args.calls))
+        rows.append(runtime_row("Runtime DuckDB", str(Path(tmp) / "runtime.duckdb"), args.calls))
     settings = None
     with postgres() as (cluster, skipped):
         if cluster is not None:
@@ -394,6 +506,12 @@ def main() -> None:
             rows.append(on_fresh_database(cluster, lambda dsn: raw_postgres(dsn, args.calls)))
             rows.append(on_fresh_database(cluster, lambda dsn: pg_one_server(dsn, args.calls)))
             rows.append(on_fresh_database(cluster, lambda dsn: pg_servers(dsn, args.calls, SERVERS)))
+            rows.append(
+                on_fresh_database(cluster, lambda dsn: runtime_row("Runtime PG, 1 server", dsn, args.calls))
+            )
+            rows.append(
+                on_fresh_database(cluster, lambda dsn: pg_servers(dsn, args.calls, SERVERS, "runtime"))
+            )
     report(rows, args.calls, skipped, settings)
 
 
