@@ -278,3 +278,153 @@ def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
     finally:
         for rt in runtimes:
             rt.close()
+
+
+MONEY: list[dict[str, Any]] = [
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "account",
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, {"name": "balance", "type": "bigint"}],
+        },
+    },
+    {
+        "op": "add_invariant",
+        "invariant": {
+            "name": "no_overdraft",
+            "description": "balances stay >= 0",
+            "sql": "select id from account where balance < 0",
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "open_account",
+            "kind": "mutation",
+            "params": [{"name": "id", "type": "integer"}, {"name": "balance", "type": "bigint"}],
+            "statements": ["insert into account (id, balance) values ($id, $balance)"],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "transfer",
+            "kind": "mutation",
+            "params": [
+                {"name": "source", "type": "integer"},
+                {"name": "target", "type": "integer"},
+                {"name": "amount", "type": "bigint"},
+            ],
+            "statements": [
+                "update account set balance = balance - $amount where id = $source",
+                "update account set balance = balance + $amount where id = $target",
+            ],
+        },
+    },
+]
+
+
+def test_money_is_conserved_and_never_overdrawn_across_four_servers(pg_dsn: str, tmp_path: Path) -> None:
+    """Transfers from four servers at once, many of which would overdraw: each commits whole or not at
+    all (write skew included), so the total never changes and no balance goes below zero."""
+    import random
+    import threading
+
+    runtimes = []
+    for n in range(4):
+        (tmp_path / f"s{n}").mkdir()
+        runtimes.append(open_runtime(pg_dsn, tmp_path / f"s{n}"))
+    try:
+        proposal = runtimes[0].propose(MONEY)
+        assert runtimes[0].dry_run(proposal.proposal_id).passed
+        runtimes[0].deploy(proposal.proposal_id)
+        for account in range(6):
+            runtimes[1].run_action("open_account", {"id": account, "balance": 100})
+        outcomes: list[str] = []
+
+        def move(n: int, rt: Runtime) -> None:
+            rng = random.Random(n)
+            for _ in range(60):
+                source, target = rng.sample(range(6), 2)
+                try:
+                    rt.run_action(
+                        "transfer", {"source": source, "target": target, "amount": rng.randint(1, 80)}
+                    )
+                    outcomes.append("ok")
+                except ButtressError as error:
+                    outcomes.append(error.code)
+
+        threads = [threading.Thread(target=move, args=(n, rt)) for n, rt in enumerate(runtimes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        balances = runtimes[2].query("select id, balance from account order by id").rows
+        assert sum(b for _, b in balances) == 600
+        assert min(b for _, b in balances) >= 0
+        assert set(outcomes) == {"ok", "invariant.violated"}, outcomes  # both happened
+    finally:
+        for rt in runtimes:
+            rt.close()
+
+
+def test_mutations_racing_a_deploy_on_another_server_commit_no_violation(pg_dsn: str, tmp_path: Path) -> None:
+    """Three servers book while a fourth deploys the invariant those bookings go on to break: none that
+    commits after the deploy violates it (each writer reads the version inside its transaction)."""
+    import threading
+    import time
+
+    ops = [op for op in OPS if op["op"] != "add_invariant"]
+    rule = next(op for op in OPS if op["op"] == "add_invariant")
+    runtimes = []
+    for n in range(4):
+        (tmp_path / f"s{n}").mkdir()
+        runtimes.append(open_runtime(pg_dsn, tmp_path / f"s{n}"))
+    try:
+        proposal = runtimes[0].propose(ops)
+        assert runtimes[0].dry_run(proposal.proposal_id).passed
+        runtimes[0].deploy(proposal.proposal_id)
+        for slot in range(5):
+            runtimes[0].run_action("add_slot", {"id": slot, "capacity": 60})
+        for rt in runtimes[1:]:  # the change feed is down on the bookers: what holds is the version
+            rt._watch.stop()  # each of their transactions reads
+        stop = threading.Event()
+        refused: list[str] = []
+
+        def book(n: int, rt: Runtime) -> None:
+            k = 0
+            while not stop.is_set():
+                try:
+                    rt.run_action("book", {"slot_id": k % 5, "who": f"s{n}-{k}"})
+                except ButtressError as error:
+                    refused.append(error.code)
+                k += 1
+
+        threads = [threading.Thread(target=book, args=(n, rt)) for n, rt in enumerate(runtimes[1:])]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)  # bookings are under way, far from the capacity
+        invariant = runtimes[0].propose([rule])
+        report = runtimes[0].dry_run(invariant.proposal_id)
+        assert report.passed, report.error
+        assert runtimes[0].deploy(invariant.proposal_id).version == 2
+        deadline = time.monotonic() + 30
+        while "invariant.violated" not in refused and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the slots are full and the bookers are being refused
+        stop.set()
+        for thread in threads:
+            thread.join()
+        over = (
+            runtimes[0]
+            .query(
+                "select b.slot_id, count(*) as n from booking b join slot s on s.id = b.slot_id "
+                "group by b.slot_id, s.capacity having count(*) > s.capacity"
+            )
+            .rows
+        )
+        assert over == [], over
+        assert "invariant.violated" in refused
+    finally:
+        for rt in runtimes:
+            rt.close()
