@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 URL_ENV = "BUTTRESS_TEST_DATABASE_URL"
 SERVERS = 4
 SLOTS = 50
-BOOKINGS = int(os.environ.get("BUTTRESS_PG_SERVE_BOOKINGS", "256"))
+BOOKINGS = int(os.environ.get("BUTTRESS_PG_SERVE_BOOKINGS", "96"))
 CALLERS = 4
 """Concurrent callers per server."""
 
