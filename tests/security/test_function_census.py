@@ -20,9 +20,10 @@ pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="measures peak memory through /proc"
 )
 
-SHARE = 1 if os.environ.get("BUTTRESS_CENSUS_FULL") else 3
-"""The default run calls every function, with a third of the argument shapes (the same third each
-time); ``BUTTRESS_CENSUS_FULL=1`` (the long trial CI runs) makes every call."""
+SHARE = 1 if os.environ.get("BUTTRESS_CENSUS_FULL") else 5
+"""The default run calls every function, with a fifth of the argument shapes (the same fifth each
+time, and always each function's first); ``BUTTRESS_CENSUS_FULL=1`` (the long trial CI runs) makes
+every call."""
 
 
 def test_no_function_the_guard_allows_escapes_the_time_or_memory_limits(
@@ -37,7 +38,7 @@ def test_no_function_the_guard_allows_escapes_the_time_or_memory_limits(
     ran = [o for o in report.outcomes if o.outcome != "refused"]
     # the census really exercised the catalogue: most functions ran, with every kind of argument
     assert report.functions > 1000 and len({o.call.function for o in ran}) > 500, summary
-    assert len(report.outcomes) > (20_000 if SHARE == 1 else 6_000), summary
+    assert len(report.outcomes) > (20_000 if SHARE == 1 else 4_000), summary
     assert any("2000000000" in o.call.sql for o in ran) and any("(s," in o.call.sql for o in ran), summary
 
 
