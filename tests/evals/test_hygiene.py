@@ -19,9 +19,10 @@ from mcp_server.evals.runner import Transport, hygiene
 
 BUILTIN = scenarios.builtin()
 FULL = os.environ.get("BUTTRESS_EVAL_FULL") == "1"
-END_TO_END = "payment-with-crashes"
-"""The scenario run over real processes by default: kills of the real owner, restarts, a provider,
-workflows resumed by the restarted server's scheduler."""
+END_TO_END = "onboarding-resumes"
+"""The scenario run over real processes by default: kills of the real owner, restarts, workflows
+resumed by the restarted server's scheduler (the payment story, with its provider, runs so in the long
+trial, and its crash points in tests/workflows/test_payment.py)."""
 
 
 def transport_for(scenario: scenarios.Scenario) -> Transport:

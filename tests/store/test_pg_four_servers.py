@@ -99,7 +99,9 @@ async def test_servers_on_one_database_never_overbook(
                     for c in range(CALLERS):
                         group.start_soon(caller, client, s * CALLERS + c)
         counts = (
-            await call(clients[-1], "query", sql="select slot_id, count(*) as n from booking group by slot_id")
+            await call(
+                clients[-1], "query", sql="select slot_id, count(*) as n from booking group by slot_id"
+            )
         )["rows"]
     attempted = per_caller * SERVERS * CALLERS
     assert sum(outcomes.values()) == attempted

@@ -193,14 +193,18 @@ def test_one_idempotency_key_sent_to_four_servers_at_once_gives_one_effect_and_t
 
         def book(rt: Runtime) -> None:
             start.wait()
-            results.append(rt.run_action("book", {"slot_id": 1, "who": "ada"}, idempotency_key="k-1"))
+            try:
+                results.append(rt.run_action("book", {"slot_id": 1, "who": "ada"}, idempotency_key="k-1"))
+            except ButtressError as error:  # reported by the assertion below, with its details
+                results.append(error.to_dict())
 
         threads = [threading.Thread(target=book, args=(rt,)) for rt in runtimes]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert sorted(r.replayed for r in results) == [False, True, True, True]
+        assert all(not isinstance(r, dict) for r in results), results
+        assert sorted(r.replayed for r in results) == [False, True, True, True], results
         assert len({str(r.rows) for r in results}) == 1  # the replays answer what the first did
         assert runtimes[2].query("select count(*) as n from booking").rows == [[1]]
     finally:
@@ -253,7 +257,7 @@ def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
         for rt in runtimes:
             rt.lead_scheduler()  # one of them leads
         start = threading.Barrier(4)
-        per = 40
+        per = 25
 
         def produce(n: int, rt: Runtime) -> None:
             start.wait()
@@ -345,7 +349,7 @@ def test_money_is_conserved_and_never_overdrawn_across_four_servers(pg_dsn: str,
 
         def move(n: int, rt: Runtime) -> None:
             rng = random.Random(n)
-            for _ in range(60):
+            for _ in range(30):
                 source, target = rng.sample(range(6), 2)
                 try:
                     rt.run_action(
