@@ -455,8 +455,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     project = projects.init(
         root, agent=args.agent or projects.DEFAULT_AGENT, engine=args.engine, url_env=args.url_env
     )
+    where = (
+        project.database
+        if project.engine == "duckdb"
+        else f"PostgreSQL (connection string in ${project.url_env})"
+    )
     print(
-        f"initialised {project.root}\n  config:   {project.root / projects.CONFIG_NAME}\n  database: {project.database}"
+        f"initialised {project.root}\n  config:   {project.root / projects.CONFIG_NAME}\n  database: {where}"
     )
     print(f"next: buttress serve --project {project.root}")
     return 0
@@ -563,6 +568,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     from mcp_server.channel import owner_status, socket_path
 
     project = projects.Project.load(args.project)
+    if project.engine == "postgres":
+        shared: dict[str, Any] = {
+            "engine": "postgres",
+            "url_env": project.url_env,
+            "owner": None,
+            "sessions": [],
+        }
+        if emit(args, shared):
+            return 0
+        print(f"project {project.root} (database: PostgreSQL, its connection string in ${project.url_env})")
+        print(
+            "owner: none (the database is shared: every serve and command opens it itself, and one serve "
+            "at a time runs the scheduler)"
+        )
+        return 0
     try:
         status: dict[str, Any] = owner_status(socket_path(project.database))
     except ButtressError as error:

@@ -53,7 +53,10 @@ async def test_two_servers_serve_one_application_in_one_postgresql_database(
     env = {URL_ENV: pg_dsn}
     done = buttress("init", str(tmp_path / "a"), "--engine", "postgres", "--url-env", URL_ENV, env=env)
     assert done.returncode == 0, done.stderr
+    assert f"PostgreSQL (connection string in ${URL_ENV})" in done.stdout
     assert pg_dsn not in (tmp_path / "a" / "buttress.toml").read_text()  # never in the project
+    status = buttress("status", "--project", str(tmp_path / "a"), env=env)
+    assert status.returncode == 0 and "the database is shared" in status.stdout, status.stdout
     assert Project.load(tmp_path / "a").engine == "postgres"
     done = buttress("init", str(tmp_path / "b"), "--engine", "postgres", "--url-env", URL_ENV, env=env)
     assert done.returncode == 0, done.stderr
