@@ -59,6 +59,7 @@ from runtime.results import (
 )
 from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_action
 from runtime.schema.spec import AppSpec
+from runtime.shared_database import SharedDatabase
 from runtime.store import catalog, fingerprint
 from runtime.store.audit import AnchorFile, Auditor, anchor_path
 from runtime.store.engine import Engine, Settings, Tx
@@ -74,10 +75,6 @@ MAX_REFUSAL_MESSAGE = 500
 
 VERSIONS_CHANNEL: Final = "buttress_versions"
 """Where a shared database's servers hear of each other's deploys and rollbacks."""
-SCHEDULER_LEAD_KEY: Final = 0x42755455
-"""The advisory lock a server holds while its scheduler runs on a shared database."""
-SCHEDULER_CAMPAIGN_S: Final = 3.0
-"""How often a server that does not lead tries to take over the scheduler."""
 VERSIONS_POLL_S: Final = 2.0
 """How often a server on a shared database reads the current version when it heard nothing."""
 
@@ -90,7 +87,7 @@ class InForce:
     limits: Limits
 
 
-class Runtime(Reads, WorkflowOperations, ControlRoom):
+class Runtime(Reads, WorkflowOperations, ControlRoom, SharedDatabase):
     """One application in one DuckDB file, owned by this process."""
 
     def __init__(
@@ -182,40 +179,6 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         runtime.provision_agent_role()
         return runtime
 
-    def provision_agent_role(self) -> None:
-        """On a shared database: agent SQL reads as its own role from now on (no system schema,
-        SELECT on the application's tables, its own time and memory limits). An owner that may not
-        create roles keeps reading agent SQL as itself, behind the SQL guard alone, and says so."""
-        from runtime.store.postgres import provision_agent_role
-
-        try:
-            provision_agent_role(cast(Any, self.engine))
-        except ButtressError as error:
-            logger.warning("agent SQL reads as the owner: the agent role could not be set up (%s)", error)
-            return
-        self.agent_role = True
-
-    def lead_scheduler(self) -> None:
-        """Advance runs and deliver messages here: at once on a database this process owns; on a shared
-        one while this server leads (one scheduler per database: a run's steps and effects are never
-        taken by two servers), trying again every few seconds to take over from a leader that went."""
-        if not self.engine.dialect.shared:
-            self.start_scheduler()
-            return
-        shared = cast(Any, self.engine)
-
-        def campaign() -> None:
-            while not self._closing.is_set():
-                try:
-                    if shared.try_lead(SCHEDULER_LEAD_KEY):
-                        self.start_scheduler()
-                        return
-                except ButtressError:
-                    logger.warning("cannot reach the database to lead the scheduler; trying again")
-                self._closing.wait(SCHEDULER_CAMPAIGN_S)
-
-        threading.Thread(target=campaign, name="buttress-lead", daemon=True).start()
-
     @property
     def policy(self) -> Policy:
         """The operator's policy in force (each operation reads it once it starts)."""
@@ -280,37 +243,6 @@ class Runtime(Reads, WorkflowOperations, ControlRoom):
         tx.on_commit(apply, in_lane=True)
         if tx.dialect.shared:
             cast(Any, self.engine).notify(tx, VERSIONS_CHANNEL, str(number))
-
-    def _refresh_current(self, tx: Tx) -> None:
-        """At the start of a writer transaction on a shared database: the version it runs against is
-        the one committed, whichever server deployed it."""
-        if catalog.current_number(tx) != self._current.number:
-            number, spec = catalog.current_version(tx)
-            self._current = Current.of(number, spec)
-
-    def _remote_change(self, payload: str | None) -> None:
-        """Another server committed a version (``payload``), or the watch's poll came round (None)."""
-        del payload
-        with contextlib.suppress(ButtressError):
-            self.catch_up()
-
-    def catch_up(self) -> bool:
-        """On a shared database: read the current version and, when another server moved it, take it
-        and tell the listeners; True when it moved. A call naming something this server has not heard
-        of yet (an action, a table) catches up once before it is refused. Nothing to do on a database
-        this process owns."""
-        if not self.engine.dialect.shared:
-            return False
-        with self.engine.snapshot() as reader:
-            number = catalog.current_number(reader)
-            if number == self._current.number:
-                return False
-            number, spec = catalog.current_version(reader)
-        if number == self._current.number:
-            return False
-        self._current = Current.of(number, spec)
-        self.after_version_change(number)
-        return True
 
     def expected_catalog(self, spec: AppSpec) -> fingerprint.Fingerprint:
         """The catalog ``spec`` builds from nothing (derived in a scratch database, cached by its hash)."""
