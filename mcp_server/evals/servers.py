@@ -117,10 +117,11 @@ def owner_pid(database: Path) -> int | None:
 async def kill_owner(database: Path, started: Iterable[anyio.abc.Process]) -> int:
     """SIGKILL the process that owns ``database`` and wait until it is gone: the one place a fault
     kills. ``started`` are the server processes the runner started (reaped here); while none of
-    them owns the database yet (it is still opening), every one of them is killed. Returns how
-    many processes died."""
+    them owns the database yet (one is still opening after an earlier kill), the kill waits a
+    bounded time for one to, and only then kills every one of them. Returns how many processes
+    died."""
     live = [process for process in started if process.returncode is None]
-    pid = await anyio.to_thread.run_sync(owner_pid, database)
+    pid = await anyio.to_thread.run_sync(_wait_owner, database, live)
     if pid is None:
         victims = live
     else:
@@ -133,6 +134,16 @@ async def kill_owner(database: Path, started: Iterable[anyio.abc.Process]) -> in
     for process in victims:
         await _sigkill(process)
     return len(victims)
+
+
+def _wait_owner(database: Path, live: list[anyio.abc.Process]) -> int | None:
+    """The owner's pid, waiting (a bounded time) while a started server is still opening."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    while (pid := owner_pid(database)) is None and live and time.monotonic() < deadline:
+        if all(process.returncode is not None for process in live):
+            return None
+        time.sleep(0.02)
+    return pid
 
 
 def _wait_closed(database: Path) -> None:
