@@ -147,7 +147,14 @@ class Engine:
         """
         current: Tx | None = getattr(self._local, "tx", None)
         if current is not None:  # no savepoints in DuckDB: join the outer transaction
+            asked = current.rollback_only
             yield current
+            if current.rollback_only and not asked:  # never roll back the outer work in silence
+                raise EngineError(
+                    Code.ENGINE_ERROR,
+                    "a transaction nested in another asked to roll back, which would undo the outer one",
+                    hint="This is a fault of the runtime; nothing was committed.",
+                )
             return
         bound = wait if wait is not None else timeout
         if not self._lane.acquire(timeout=-1 if bound is None else bound):

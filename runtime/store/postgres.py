@@ -302,7 +302,14 @@ class PgEngine:
         advisory lock, under ``lock_timeout``); ``timeout`` is the transaction's deadline."""
         current: Tx | None = getattr(self._local, "tx", None)
         if current is not None:  # the same thread's outer transaction: join it
+            asked = current.rollback_only
             yield current
+            if current.rollback_only and not asked:  # never roll back the outer work in silence
+                raise EngineError(
+                    Code.ENGINE_ERROR,
+                    "a transaction nested in another asked to roll back, which would undo the outer one",
+                    hint="This is a fault of the runtime; nothing was committed.",
+                )
             return
         bound = wait if wait is not None else timeout
         started = time.monotonic()
@@ -339,7 +346,7 @@ class PgEngine:
                         return
                     if tx.failed is not None:
                         raise tx.failed
-                    self._plain("COMMIT")
+                    self._commit()
                     committed = True
                 except BaseException:
                     self._rollback_quietly()
@@ -363,13 +370,41 @@ class PgEngine:
     def scratch_schema(self) -> Iterator[tuple[Tx, str]]:
         """A writer transaction that always rolls back, with a fresh schema first on its
         ``search_path``: DDL run in it builds nothing that lasts (PostgreSQL's DDL is transactional).
-        PostgreSQL's counterpart of DuckDB's scratch database, for deriving an expected catalog."""
+        PostgreSQL's counterpart of DuckDB's scratch database, for deriving an expected catalog.
+        Inside this thread's writer transaction it is a savepoint of that transaction, rolled back
+        (with its ``search_path``) at the end: the outer work goes on and commits."""
         name = f"_scratch_{uuid.uuid4().hex[:12]}"
+        outer: Tx | None = getattr(self._local, "tx", None)
+        if outer is not None:  # inside this thread's writer transaction: a savepoint rolled back
+            outer.execute(f"SAVEPOINT {name}")
+            try:
+                outer.execute(f"CREATE SCHEMA {name}")
+                outer.execute(f"SET LOCAL search_path = {name}, public")  # undone with the savepoint
+                yield outer, name
+            finally:
+                outer.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                outer.execute(f"RELEASE SAVEPOINT {name}")
+            return
         with self.transaction() as tx:
             tx.rollback_only = True
             tx.execute(f"CREATE SCHEMA {name}")
             tx.execute(f"SET LOCAL search_path = {name}, public")
             yield tx, name
+
+    def _commit(self) -> None:
+        """COMMIT, and make sure it did: PostgreSQL answers COMMIT in a transaction one of whose
+        statements failed with a ROLLBACK, and no error."""
+        try:
+            cursor = self._writer.execute("COMMIT", prepare=False)
+        except psycopg.Error as error:
+            raise translate_pg(error, sql="COMMIT") from None
+        if cursor.statusmessage != "COMMIT":
+            raise EngineError(
+                Code.ENGINE_ERROR,
+                "the transaction was rolled back instead of committed: a statement in it had failed",
+                hint="Nothing was changed. This is a fault of the runtime; the call may be retried.",
+                details={"status": cursor.statusmessage},
+            )
 
     def _plain(self, sql: str) -> None:
         try:
