@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -905,17 +905,19 @@ def cmd_approve(args: argparse.Namespace) -> int:
     from runtime.errors import Code, PolicyError
 
     project = projects.Project.load(args.project)
-    request = approvals.pending(project.database, args.request)
-    answer = {
-        "request": request["id"],
-        "subject": approvals.subject(request),
-        "proposal_id": request["proposal_id"],
-        "requested_by": request["requested_by"],
-        "plan_hash": request["plan_hash"],
-        "expires_at": request["expires_at"],
-        "hazards": request.get("hazards", []),
-    }
     with opened(args) as runtime:
+        # filed beside the database file, or in the database several servers share
+        filed = cast(Any, runtime).filing if project.engine == "postgres" else project.database
+        request = approvals.pending(filed, args.request)
+        answer = {
+            "request": request["id"],
+            "subject": approvals.subject(request),
+            "proposal_id": request["proposal_id"],
+            "requested_by": request["requested_by"],
+            "plan_hash": request["plan_hash"],
+            "expires_at": request["expires_at"],
+            "hazards": request.get("hazards", []),
+        }
         found = next((r for r in runtime.approval_requests(limit=1000) if r.request_id == args.request), None)
         if found is not None and found.status == "stale":
             raise PolicyError(

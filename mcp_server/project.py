@@ -116,6 +116,7 @@ max_spill_mb = 10240                # most disk DuckDB may spill to
 max_chain_depth = 16                # most hops a chain of messages and runs may take
 max_fanout = 32                     # most subscriptions on one topic, and emits of one action
 max_runs_per_minute = 600           # most runs the calls of one agent may start in a minute
+run_lease_s = 30.0                  # shared database: how long a server holds a run it advances
 
 # Endpoints workflow effects may call. Agents name a connector in an effect step; they never see its
 # URL or credentials. Each request carries an idempotency key (the same on every retry).
@@ -344,14 +345,14 @@ def _open_shared(
     project: Project, *, serving: bool, policy: PolicyFile | None
 ) -> tuple[RuntimeAPI, Owner | None]:
     """A PostgreSQL project: every process opens the runtime itself (the database is shared; there is
-    no daemon and no socket). A serving process runs the scheduler while it leads: one server's
-    scheduler at a time, the others ready to take over when it goes."""
+    no daemon and no socket). Every serving process runs the scheduler: the runs' leases share the
+    work among the servers, and take over the runs of one that went."""
     from mcp_server.server import check_action_tools
 
     runtime = project.open(policy.current() if policy is not None else None)
     runtime.spec_checks.append(check_action_tools)
     if serving:
-        runtime.lead_scheduler()
+        runtime.start_scheduler()
     return runtime, None
 
 

@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+from runtime.boundary.approvals import Filing
 from runtime.boundary.policy import Acting, Capability, Limits, Policy
 from runtime.errors import ButtressError
 from runtime.migrate.bind import Bound
@@ -192,6 +193,8 @@ class ControlRoomContext(Store, Policed, Protocol):
     def drift(self) -> list[str]: ...
     @property
     def scheduler(self) -> Scheduling: ...
+    @property
+    def filing(self) -> Filing: ...
     def authorize(self, actor: str, capability: Capability, *, what: str) -> None: ...
     def refusing(
         self, operation: str, actor: str, arguments: dict[str, Any]

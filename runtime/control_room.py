@@ -63,10 +63,8 @@ class ControlRoom:
                     version=latest,
                     parts=parts,
                     versions=count,
-                    pending_proposals=activity.pending_proposals(
-                        reader, self.engine.path, current=state.number
-                    ),
-                    pending_approvals=activity.open_requests(reader, self.engine.path),
+                    pending_proposals=activity.pending_proposals(reader, self.filing, current=state.number),
+                    pending_approvals=activity.open_requests(reader, self.filing),
                     drift=self.drift,
                     audit_problem=self.audit.problem,
                     audit_entries=activity.audit_count(reader),
@@ -137,7 +135,7 @@ class ControlRoom:
             with self.engine.snapshot() as reader:
                 return activity.proposal_page(
                     reader,
-                    self.engine.path,
+                    self.filing,
                     current=self.state.number,
                     status=status,
                     before_seq=before_seq,
@@ -155,9 +153,7 @@ class ControlRoom:
 
         def read() -> ProposalDetail:
             with self.engine.snapshot() as reader:
-                return activity.proposal_detail(
-                    reader, self.engine.path, proposal_id, current=self.state.number
-                )
+                return activity.proposal_detail(reader, self.filing, proposal_id, current=self.state.number)
 
         return self.reading("read_proposal", actor, {"proposal_id": proposal_id}, read)
 
@@ -170,7 +166,7 @@ class ControlRoom:
 
         def read() -> list[ApprovalRequest]:
             with self.engine.snapshot() as reader:
-                return activity.approval_requests(reader, self.engine.path, limit=limit)
+                return activity.approval_requests(reader, self.filing, limit=limit)
 
         return self.reading("list_approvals", actor, {"limit": limit}, read)
 
@@ -262,7 +258,7 @@ class ControlRoom:
             return ActivityHead(
                 version=self.state.number,
                 agent_seq=activity.agent_head(reader, operator=OPERATOR),
-                pending_approvals=activity.open_requests(reader, self.engine.path),
+                pending_approvals=activity.open_requests(reader, self.filing),
                 unknown_effects=activity.unknown_effects(reader),
             )
 
@@ -443,7 +439,7 @@ def _decide(
 ) -> ApprovalRequest:
     operation = "approve" if approve else "refuse"
     args: dict[str, Any] = {"request_id": request_id, **({} if approve else {"reason": reason})}
-    database = rt.engine.path
+    database = rt.filing
 
     def act(tx: Tx) -> None:
         if actor != OPERATOR:
@@ -465,13 +461,12 @@ def _decide(
             proposal_id=None if str(row["proposal_id"]).startswith("rollback:") else row["proposal_id"],
         )
 
-        def file() -> None:  # once the audit row has committed, before the next writer runs
-            if approve:
-                approvals.approve(database, row, approved_by=actor)
-            else:
-                approvals.refuse(database, row, refused_by=actor, reason=reason)
-
-        tx.on_commit(file, in_lane=True)
+        # filed with its audit row: a row of the shared database in this transaction, or a file beside
+        # the database once it commits (before the next writer runs)
+        if approve:
+            approvals.approve(database, row, approved_by=actor, tx=tx)
+        else:
+            approvals.refuse(database, row, refused_by=actor, reason=reason, tx=tx)
 
     rt.audited(operation, actor, args, act)
     with rt.engine.snapshot() as reader:

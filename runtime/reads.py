@@ -122,13 +122,14 @@ class Reads:
                 f"limit must be between 1 and {max_rows}",
                 hint=f"Ask for at most {max_rows} rows and page with WHERE/OFFSET.",
             )
+        state = self.state
         try:
-            analysis = sqlcheck.analyze_query(
-                sql, self.state.relations, max_length=self.limits.max_sql_length
-            )
+            analysis = sqlcheck.analyze_query(sql, state.relations, max_length=self.limits.max_sql_length)
         except SqlError as error:  # a table another server's version added: catch up once
-            unknown = error.code in (Code.SQL_UNKNOWN_TABLE, Code.SQL_UNKNOWN_COLUMN)
-            if not (unknown and self.catch_up()):
+            if error.code not in (Code.SQL_UNKNOWN_TABLE, Code.SQL_UNKNOWN_COLUMN):
+                raise
+            self.catch_up()  # (or this server's change feed took it meanwhile)
+            if self.state is state:
                 raise
             analysis = sqlcheck.analyze_query(
                 sql, self.state.relations, max_length=self.limits.max_sql_length

@@ -61,7 +61,7 @@ from runtime.schema.changes import AddAction, Operation, ReplaceAction, check_ac
 from runtime.schema.spec import AppSpec
 from runtime.shared_database import SharedDatabase
 from runtime.store import catalog, fingerprint
-from runtime.store.audit import AnchorFile, Auditor, anchor_path
+from runtime.store.audit import AnchorFile, AnchorRow, Auditor, anchor_path
 from runtime.store.engine import Engine, Settings, Tx
 from runtime.workflow_operations import WorkflowOperations
 from runtime.workflows.scheduler import Scheduler
@@ -104,7 +104,11 @@ class Runtime(Reads, WorkflowOperations, ControlRoom, SharedDatabase):
         self._in_force = InForce(policy, limits or policy.limits)
         self.audit = Auditor(
             engine,
-            anchor=AnchorFile(anchor_path(engine.path), Path(engine.path).name),
+            anchor=(
+                AnchorRow(engine, Path(engine.path).name)
+                if engine.dialect.shared
+                else AnchorFile(anchor_path(engine.path), Path(engine.path).name)
+            ),
             lane_wait=self.limits.lane_wait_s,
         )
         self.audit_reads = audit_reads
@@ -207,6 +211,14 @@ class Runtime(Reads, WorkflowOperations, ControlRoom, SharedDatabase):
             error_code=str(error.code) if error is not None else None,
             version=self.current[0],
         )
+
+    @property
+    def filing(self) -> approvals.Filing:
+        """Where approval requests and the operator's decisions are filed: beside the database file,
+        or in a database several servers share (``approvals``)."""
+        if self.engine.dialect.shared:
+            return approvals.Table(cast(Any, self.engine))
+        return approvals.Folder(approvals.folder(self.engine.path))
 
     def start_scheduler(self) -> None:
         """Advance runs and deliver messages from now on, on a thread of their own."""
@@ -554,11 +566,11 @@ class Runtime(Reads, WorkflowOperations, ControlRoom, SharedDatabase):
     ) -> dict[str, Any] | None:
         """None when an approval for exactly this plan is on file; else the pending request (new or open)."""
         with self.engine.transaction(wait=self.limits.lane_wait_s) as tx:
-            if approvals.find_valid(tx, self.engine.path, proposal_id=subject, plan_hash=plan_hash):
+            if approvals.find_valid(tx, self.filing, proposal_id=subject, plan_hash=plan_hash):
                 return None
             return approvals.open_request(
                 tx,
-                self.engine.path,
+                self.filing,
                 proposal_id=subject,
                 plan_hash=plan_hash,
                 hazards=hazards,
@@ -571,7 +583,7 @@ class Runtime(Reads, WorkflowOperations, ControlRoom, SharedDatabase):
 
         def gate(tx: Tx, found: dict[str, Any]) -> None:
             request_id = approvals.find_valid(
-                tx, self.engine.path, proposal_id=found["id"], plan_hash=found["plan_hash"]
+                tx, self.filing, proposal_id=found["id"], plan_hash=found["plan_hash"]
             )
             if request_id is None:
                 raise approvals.needs_approval_error({"id": "pending", "expires_at": ""}, hazards)

@@ -2,9 +2,9 @@
 
 Each writer transaction reads the current version (``_refresh_current``, run at its start); another
 server's deploy or rollback reaches this one through the change feed (``_remote_change``) or, for a
-name it has not heard of yet, ``catch_up``; one server at a time leads the scheduler
-(``lead_scheduler``); agent SQL reads as its own role (``provision_agent_role``). On a database this
-process owns (DuckDB) each of these does what it did before: nothing, or start the scheduler.
+name it has not heard of yet, ``catch_up``; agent SQL reads as its own role
+(``provision_agent_role``). Every server runs a scheduler; the runs' leases decide which advances
+what (``workflows.leases``). On a database this process owns (DuckDB) each of these does nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Any, Final, Protocol, cast
+from typing import Any, Protocol, cast
 
 from runtime.context import Current
 from runtime.errors import ButtressError
@@ -20,11 +20,6 @@ from runtime.store import catalog
 from runtime.store.engine import Engine, Tx
 
 logger = logging.getLogger(__name__)
-
-SCHEDULER_LEAD_KEY: Final = 0x42755455
-"""The advisory lock a server holds while its scheduler runs on a shared database."""
-SCHEDULER_CAMPAIGN_S: Final = 3.0
-"""How often a server that does not lead tries to take over the scheduler."""
 
 
 class _Host(Protocol):
@@ -34,8 +29,6 @@ class _Host(Protocol):
     _current: Current
     _closing: threading.Event
     agent_role: bool
-
-    def start_scheduler(self) -> None: ...
 
     def after_version_change(self, version: int) -> None: ...
 
@@ -57,27 +50,6 @@ class SharedDatabase:
             logger.warning("agent SQL reads as the owner: the agent role could not be set up (%s)", error)
             return
         self.agent_role = True
-
-    def lead_scheduler(self: _Host) -> None:
-        """Advance runs and deliver messages here: at once on a database this process owns; on a shared
-        one while this server leads (one scheduler per database: a run's steps and effects are never
-        taken by two servers), trying again every few seconds to take over from a leader that went."""
-        if not self.engine.dialect.shared:
-            self.start_scheduler()
-            return
-        shared = cast(Any, self.engine)
-
-        def campaign() -> None:
-            while not self._closing.is_set():
-                try:
-                    if shared.try_lead(SCHEDULER_LEAD_KEY):
-                        self.start_scheduler()
-                        return
-                except ButtressError:
-                    logger.warning("cannot reach the database to lead the scheduler; trying again")
-                self._closing.wait(SCHEDULER_CAMPAIGN_S)
-
-        threading.Thread(target=campaign, name="buttress-lead", daemon=True).start()
 
     def _refresh_current(self: _Host, tx: Tx) -> None:
         """At the start of a writer transaction on a shared database: the version it runs against is

@@ -14,6 +14,12 @@ deployed on that request's behalf (``find_valid`` skips it, so refusing an appro
 revokes the approval), and the agent's retry of the same plan is answered with ``policy.denied``
 carrying the operator's reason, instead of a new request. A different plan (a new proposal) asks
 again.
+
+Where the requests and the signed decisions are filed is a ``Filing``: a ``Folder`` beside the
+database (``.buttress/``), or, when several servers share the database, the database's own
+``_buttress.filed`` table (``Table``), so that a request one server made is decided once and honoured
+by every server. Each server checks the signatures with the operator key, so servers sharing a
+database share that key (``BUTTRESS_OPERATOR_KEY``).
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ import hashlib
 import hmac
 import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from runtime.boundary.secret import ensure_operator_key, operator_key, operator_key_path
 from runtime.errors import Code, DeployError, NotFound, PolicyError
 from runtime.migrate.hazards import Hazard
 from runtime.store.audit import now_iso
 from runtime.store.engine import Session, Tx
+
+if TYPE_CHECKING:
+    from runtime.store.protocol import Database
 
 
 def _key(path: Path | None = None) -> bytes:
@@ -56,13 +66,102 @@ def folder(database: str | Path) -> Path:
     return Path(database).resolve().parent / ".buttress"
 
 
+class Filing(Protocol):
+    """Where requests (``requests``) and the operator's signed decisions (``approvals``,
+    ``refusals``) are filed, each a JSON record under its request id."""
+
+    def read(self, drawer: str, name: str, session: Session | None = None) -> dict[str, Any] | None: ...
+
+    def names(self, drawer: str) -> list[str]: ...
+
+    def write(self, drawer: str, name: str, record: dict[str, Any], tx: Tx | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Folder:
+    """Files beside the database (``.buttress/<drawer>/<id>.json``); one written in a transaction
+    appears once it commits."""
+
+    root: Path
+
+    def read(self, drawer: str, name: str, session: Session | None = None) -> dict[str, Any] | None:
+        path = self.root / drawer / f"{name}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def names(self, drawer: str) -> list[str]:
+        folder = self.root / drawer
+        return sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+
+    def write(self, drawer: str, name: str, record: dict[str, Any], tx: Tx | None = None) -> None:
+        def file() -> None:
+            target = self.root / drawer
+            target.mkdir(parents=True, exist_ok=True)
+            (target / f"{name}.json").write_text(json.dumps(record, indent=2))
+
+        if tx is None:
+            file()
+        else:
+            tx.on_commit(file, in_lane=True)
+
+
+@dataclass(frozen=True)
+class Table:
+    """The shared database's ``_buttress.filed``: every server reads what any of them filed."""
+
+    engine: Database
+
+    def read(self, drawer: str, name: str, session: Session | None = None) -> dict[str, Any] | None:
+        sql = "SELECT record FROM _buttress.filed WHERE drawer = ? AND name = ?"
+        if session is not None:
+            row = session.fetchone(sql, [drawer, name])
+        else:
+            with self.engine.snapshot() as reader:
+                row = reader.fetchone(sql, [drawer, name])
+        if row is None:
+            return None
+        record = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+        return record if isinstance(record, dict) else None
+
+    def names(self, drawer: str) -> list[str]:
+        with self.engine.snapshot() as reader:
+            rows = reader.fetchall(
+                "SELECT name FROM _buttress.filed WHERE drawer = ? ORDER BY name", [drawer]
+            )
+        return [str(r[0]) for r in rows]
+
+    def write(self, drawer: str, name: str, record: dict[str, Any], tx: Tx | None = None) -> None:
+        if tx is None:
+            with self.engine.transaction() as own:
+                self.write(drawer, name, record, own)
+            return
+        tx.execute(
+            tx.dialect.upsert(
+                "_buttress.filed", ("drawer", "name", "record", "filed_at"), ("drawer", "name")
+            ),
+            [drawer, name, json.dumps(record), now_iso()],
+        )
+
+
+Where: TypeAlias = "Filing | str | Path"
+"""A filing, or the database's path (its folder)."""
+
+
+def filing(where: Where) -> Filing:
+    """The filing ``where`` names: itself, or the folder beside a database file."""
+    return Folder(folder(where)) if isinstance(where, str | Path) else where
+
+
 def _expired(expires_at: str) -> bool:
     return datetime.datetime.fromisoformat(expires_at) < datetime.datetime.now(datetime.UTC)
 
 
 def open_request(
     tx: Tx,
-    database: str,
+    database: Where,
     *,
     proposal_id: str,
     plan_hash: str,
@@ -70,7 +169,8 @@ def open_request(
     actor: str,
     ttl_minutes: int,
 ) -> dict[str, Any]:
-    """The pending, unexpired request for this plan, or a new one (recorded and written to disk).
+    """The pending, unexpired request for this plan, or a new one (recorded, and filed once ``tx``
+    commits).
 
     ``policy.denied`` when the operator refused a request for exactly this plan.
     """
@@ -100,24 +200,21 @@ def open_request(
         "requested_by": actor,
         "hazards": hazards_json,
     }
-    target = folder(database) / "requests"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / f"{request_id}.json").write_text(json.dumps(request, indent=2))
+    filing(database).write("requests", request_id, request, tx)
     return request
 
 
-def find_valid(tx: Tx, database: str, *, proposal_id: str, plan_hash: str) -> str | None:
+def find_valid(tx: Tx, database: Where, *, proposal_id: str, plan_hash: str) -> str | None:
     """An approval for exactly this plan, signed by the operator, unexpired and unused: its request id."""
     rows = tx.fetchall(
         "SELECT id, expires_at FROM _buttress.approvals WHERE proposal_id = ? AND plan_hash = ? AND used_at IS NULL",
         [proposal_id, plan_hash],
     )
     for request_id, expires_at in rows:
-        path = folder(database) / "approvals" / f"{request_id}.json"
-        if not path.exists() or _expired(expires_at):
+        approval = filing(database).read("approvals", request_id, tx)
+        if approval is None or _expired(expires_at):
             continue
         try:
-            approval = json.loads(path.read_text())
             expected = sign(
                 {
                     "id": request_id,
@@ -132,6 +229,7 @@ def find_valid(tx: Tx, database: str, *, proposal_id: str, plan_hash: str) -> st
         if hmac.compare_digest(expected, str(approval.get("signature", ""))) and not refusal(
             database,
             {"id": request_id, "proposal_id": proposal_id, "plan_hash": plan_hash, "expires_at": expires_at},
+            tx,
         ):
             return str(request_id)
     return None
@@ -171,10 +269,15 @@ def needs_approval_error(
 
 __all__ = [
     "HANDSHAKE",
+    "Filing",
+    "Folder",
+    "Table",
+    "Where",
     "approve",
     "consume",
     "decidable",
     "ensure_operator_key",
+    "filing",
     "find_valid",
     "folder",
     "needs_approval_error",
@@ -192,29 +295,28 @@ __all__ = [
 ]
 
 
-def pending(database: str | Path, request_id: str) -> dict[str, Any]:
-    """The request an agent's ``deploy.needs_approval`` named, as the server wrote it beside the database."""
-    path = folder(database) / "requests" / f"{request_id}.json"
-    if not path.is_file():
+def pending(database: Where, request_id: str) -> dict[str, Any]:
+    """The request an agent's ``deploy.needs_approval`` named, as the server filed it."""
+    request = filing(database).read("requests", request_id)
+    if request is None:
+        where = f" in {folder(database) / 'requests'}" if isinstance(database, str | Path) else ""
         raise PolicyError(
             Code.NOT_FOUND,
-            f"no approval request {request_id!r} in {path.parent}",
+            f"no approval request {request_id!r}{where}",
             hint="The agent's deploy.needs_approval error names the request id (details.approval_request).",
         )
-    request: dict[str, Any] = json.loads(path.read_text())
     return request
 
 
-def approve(database: str | Path, request: dict[str, Any], *, approved_by: str) -> dict[str, Any]:
-    """Sign ``request`` with the operator secret and file the approval where the server looks for it.
-
-    Never opens the database, so it works while a server owns it.
-    """
+def approve(
+    database: Where, request: dict[str, Any], *, approved_by: str, tx: Tx | None = None
+) -> dict[str, Any]:
+    """Sign ``request`` with the operator secret and file the approval where the servers look for it
+    (in ``tx`` when given). Filed beside a database file, it never opens the database, so it works
+    while a server owns it."""
     ensure_operator_key()
-    target = folder(database) / "approvals"
-    target.mkdir(parents=True, exist_ok=True)
     signed = sign(request, approved_by=approved_by)
-    (target / f"{request['id']}.json").write_text(json.dumps(signed, indent=2))
+    filing(database).write("approvals", str(request["id"]), signed, tx)
     return signed
 
 
@@ -250,7 +352,9 @@ def _refusal_payload(request: dict[str, Any], refused_by: str, reason: str) -> b
     ).encode()
 
 
-def refuse(database: str | Path, request: dict[str, Any], *, refused_by: str, reason: str) -> dict[str, Any]:
+def refuse(
+    database: Where, request: dict[str, Any], *, refused_by: str, reason: str, tx: Tx | None = None
+) -> dict[str, Any]:
     """Sign a refusal of ``request`` with the operator secret and file it beside the database.
 
     The agent's retry of this exact plan is answered with ``policy.denied`` and ``reason``; an
@@ -258,8 +362,6 @@ def refuse(database: str | Path, request: dict[str, Any], *, refused_by: str, re
     the database.
     """
     ensure_operator_key()
-    target = folder(database) / "refusals"
-    target.mkdir(parents=True, exist_ok=True)
     record = {
         **{k: request[k] for k in ("id", "proposal_id", "plan_hash", "expires_at")},
         "refused_by": refused_by,
@@ -269,17 +371,18 @@ def refuse(database: str | Path, request: dict[str, Any], *, refused_by: str, re
             _key(), _refusal_payload(request, refused_by, reason), hashlib.sha256
         ).hexdigest(),
     }
-    (target / f"{request['id']}.json").write_text(json.dumps(record, indent=2))
+    filing(database).write("refusals", str(request["id"]), record, tx)
     return record
 
 
-def refusal(database: str | Path, request: dict[str, Any]) -> dict[str, Any] | None:
+def refusal(
+    database: Where, request: dict[str, Any], session: Session | None = None
+) -> dict[str, Any] | None:
     """The operator's signed refusal of ``request`` (bound to its plan), or None."""
-    path = folder(database) / "refusals" / f"{request['id']}.json"
-    if not path.is_file():
+    record = filing(database).read("refusals", str(request["id"]), session)
+    if record is None:
         return None
     try:
-        record = json.loads(path.read_text())
         expected = hmac.new(
             _key(),
             _refusal_payload(request, str(record.get("refused_by", "")), str(record.get("reason", ""))),
@@ -287,27 +390,28 @@ def refusal(database: str | Path, request: dict[str, Any]) -> dict[str, Any] | N
         ).hexdigest()
     except (ValueError, OSError, PolicyError):
         return None
-    if not isinstance(record, dict) or not hmac.compare_digest(expected, str(record.get("signature", ""))):
+    if not hmac.compare_digest(expected, str(record.get("signature", ""))):
         return None
     return record
 
 
-def _approval(database: str | Path, request: dict[str, Any]) -> dict[str, Any] | None:
+def _approval(
+    database: Where, request: dict[str, Any], session: Session | None = None
+) -> dict[str, Any] | None:
     """The operator's signed approval of ``request``, or None."""
-    path = folder(database) / "approvals" / f"{request['id']}.json"
-    if not path.is_file():
+    record = filing(database).read("approvals", str(request["id"]), session)
+    if record is None:
         return None
     try:
-        record = json.loads(path.read_text())
         expected = sign(request, str(record.get("approved_by", "")))["signature"]
     except (ValueError, OSError, PolicyError):
         return None
-    if not isinstance(record, dict) or not hmac.compare_digest(expected, str(record.get("signature", ""))):
+    if not hmac.compare_digest(expected, str(record.get("signature", ""))):
         return None
     return record
 
 
-def refused_plan(tx: Session, database: str, *, proposal_id: str, plan_hash: str) -> dict[str, Any] | None:
+def refused_plan(tx: Session, database: Where, *, proposal_id: str, plan_hash: str) -> dict[str, Any] | None:
     """The refusal of any request made for exactly this plan, or None."""
     rows = tx.fetchall(
         "SELECT id, expires_at FROM _buttress.approvals WHERE proposal_id = ? AND plan_hash = ? "
@@ -318,6 +422,7 @@ def refused_plan(tx: Session, database: str, *, proposal_id: str, plan_hash: str
         record = refusal(
             database,
             {"id": request_id, "proposal_id": proposal_id, "plan_hash": plan_hash, "expires_at": expires_at},
+            tx,
         )
         if record is not None:
             return record
@@ -343,21 +448,23 @@ def refused_error(record: dict[str, Any]) -> PolicyError:
     )
 
 
-def request_status(database: str | Path, row: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+def request_status(
+    database: Where, row: dict[str, Any], session: Session | None = None
+) -> tuple[str, dict[str, Any] | None]:
     """Where a recorded request stands, and the decision on file (approval or refusal record):
     ``used`` (a deploy consumed its approval), ``refused``, ``expired``, ``approved`` (the agent may
     retry) or ``pending`` (waiting for the operator)."""
     if row.get("used_at"):
-        return "used", _approval(database, row) or {
+        return "used", _approval(database, row, session) or {
             "approved_by": row.get("approved_by"),
             "approved_at": row.get("approved_at"),
         }
-    refused = refusal(database, row)
+    refused = refusal(database, row, session)
     if refused is not None:
         return "refused", refused
     if _expired(str(row["expires_at"])):
         return "expired", None
-    approved = _approval(database, row)
+    approved = _approval(database, row, session)
     if approved is not None:
         return "approved", approved
     return "pending", None
@@ -418,7 +525,7 @@ def stale_reason(session: Session, row: dict[str, Any]) -> str | None:
 
 
 def decidable(
-    session: Session, database: str | Path, request_id: str, *, approving: bool = True
+    session: Session, database: Where, request_id: str, *, approving: bool = True
 ) -> dict[str, Any]:
     """The recorded request ``request_id`` if the operator can still decide it: not used by a
     deploy, not refused, not expired (``approval.invalid`` otherwise; ``not_found`` if unknown). An
@@ -431,7 +538,7 @@ def decidable(
             hint="The agent's deploy.needs_approval error names the request id (details.approval_request).",
         )
     row = found[0]
-    status, _ = request_status(database, row)
+    status, _ = request_status(database, row, session)
     if status in {"used", "refused", "expired"}:
         why = {
             "used": "its approval was already used by the deploy it allowed",

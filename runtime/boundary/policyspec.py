@@ -155,6 +155,13 @@ class Limits(_Strict):
     lane_wait_s: float = Field(
         default=10.0, gt=0, le=3600, description="longest wait for the writer lane before engine.busy"
     )
+    run_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="on a shared database: how long a server holds a run it advances before another may "
+        "take it over (an effect's request adds its connector's timeout)",
+    )
     invariant_budget_ms: float = Field(
         default=1000.0, gt=0, description="most time one invariant check may take per mutation"
     )
@@ -203,7 +210,9 @@ class Connector(_Strict):
     headers_from_env: dict[str, str] = Field(
         default_factory=dict, description="header name -> environment variable holding its value"
     )
-    timeout_s: float = Field(default=10.0, gt=0, le=300, description="seconds to wait for an answer")
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="seconds the whole exchange may take (then the answer is lost)"
+    )
     idempotency_header: str = Field(
         default="Idempotency-Key", description="the header carrying the effect's idempotency key"
     )

@@ -56,7 +56,8 @@ class ActionRunner:
         """The action as the committed version defines it (cached by spec hash)."""
         state = self.rt.state
         action = state.spec.action(name)
-        if action is None and self.rt.catch_up():  # another server's version may define it
+        if action is None:  # another server's version may define it (this server may be taking it now)
+            self.rt.catch_up()
             state = self.rt.state
             action = state.spec.action(name)
         number, spec = state.number, state.spec

@@ -172,6 +172,17 @@ class Dialect:
         """A parameter holding a list of text, as a set to select from (``x IN (SELECT ...)``)."""
         return "unnest(?)" if self.name == "duckdb" else "unnest(CAST(? AS TEXT[]))"
 
+    @property
+    def utc_now(self) -> str:
+        """The database's clock as a naive UTC timestamp (what the TIMESTAMP columns hold)."""
+        return "timezone('UTC', now())"
+
+    def seconds(self, expression: str) -> str:
+        """An interval of ``expression`` seconds (a number, or a parameter)."""
+        if self.name == "duckdb":
+            return f"to_microseconds(CAST(CAST({expression} AS DOUBLE) * 1000000 AS BIGINT))"
+        return f"make_interval(secs => CAST({expression} AS DOUBLE PRECISION))"
+
     def json_keys(self, expression: str) -> str:
         """The top-level keys of a JSON object as a list of text (empty for NULL)."""
         if self.name == "duckdb":

@@ -166,6 +166,13 @@ def _check_portable(tree: exp.Expr) -> None:
         for kind, what in NOT_PORTABLE_NODES.items():
             if isinstance(node, kind):
                 _refuse(what)
+        if isinstance(node, exp.Insert) and node.args.get("alternative"):
+            verb = str(node.args["alternative"]).upper()
+            _refuse(
+                f"INSERT OR {verb} (write INSERT ... ON CONFLICT (key) "
+                + ("DO NOTHING" if verb == "IGNORE" else "DO UPDATE SET column = excluded.column")
+                + ", which both engines run)"
+            )
         if isinstance(node, exp.Group) and node.args.get("all"):
             _refuse("GROUP BY ALL (name the grouped columns)")
         if isinstance(node, exp.Anonymous):

@@ -42,6 +42,7 @@ from runtime.store.auditchain import (
     GENESIS,
     Anchor,
     AnchorFile,
+    AnchorRow,
     anchor_path,
     cap,
     now_iso,
@@ -76,7 +77,9 @@ class Auditor:
     The chain head is remembered only once a commit succeeds.
     """
 
-    def __init__(self, engine: Engine, *, anchor: AnchorFile | None = None, lane_wait: float = 10.0) -> None:
+    def __init__(
+        self, engine: Engine, *, anchor: AnchorFile | AnchorRow | None = None, lane_wait: float = 10.0
+    ) -> None:
         self._engine = engine
         self._anchor = anchor
         self._lane_wait = lane_wait
@@ -97,7 +100,7 @@ class Auditor:
         """Why the anchor disagrees with the database (set at open); the anchor is then left as is."""
 
     @property
-    def anchor(self) -> AnchorFile | None:
+    def anchor(self) -> AnchorFile | AnchorRow | None:
         return self._anchor
 
     # appending ----------------------------------------------------------------------------
@@ -358,7 +361,7 @@ class Auditor:
             Anchor(0, GENESIS, now_iso()) if row is None else Anchor(int(row[0]), str(row[1]), str(row[2]))
         )
         with self._anchor_lock:
-            self._anchor.write(anchor)
+            self._anchor.replace(anchor)
             self._head, self._anchored = (anchor.seq, anchor.hash), (anchor.seq, anchor.hash)
         self.problem = None
         self._anchoring = True
@@ -391,6 +394,7 @@ __all__ = [
     "GENESIS",
     "Anchor",
     "AnchorFile",
+    "AnchorRow",
     "Auditor",
     "anchor_path",
     "cap",

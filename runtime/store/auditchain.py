@@ -133,6 +133,64 @@ class AnchorFile:
         temporary.write_text(json.dumps(record, indent=2), encoding="utf-8")
         temporary.replace(self.path)
 
+    def replace(self, anchor: Anchor) -> None:
+        """Re-anchor (the operator's decision): the same as ``write``."""
+        self.write(anchor)
+
+
+class AnchorRow:
+    """The anchor of a database several servers share: a signed row of its system schema
+    (``_buttress.anchors``), so that every server, a new one included, checks the same head. It only
+    moves forward: a server whose view of the head is older than the row leaves the row as it is.
+
+    Kept in the database it guards, it still catches a log cut short by anyone without the operator
+    secret (who cannot sign a row for an older head); someone holding an older signed row as well as
+    write access to the database could put both back together, which the file anchor of a database
+    one process owns does not allow."""
+
+    path = "_buttress.anchors"
+
+    def __init__(self, engine: Any, database: str, key_path: Path | None = None) -> None:
+        self.engine = engine
+        self.database = database
+        self.key_path = key_path
+
+    def read(self) -> tuple[Anchor | None, str | None]:
+        """The anchor and None, or None and why it cannot be trusted (None, None when absent)."""
+        with self.engine.snapshot() as reader:
+            row = reader.fetchone("SELECT seq, hash, time, mac FROM _buttress.anchors WHERE name = 'audit'")
+        if row is None:
+            return None, None
+        anchor = Anchor(seq=int(row[0]), hash=str(row[1]), time=str(row[2]))
+        try:
+            expected = secret.mac(anchor.payload(), self.key_path)
+        except PolicyError:
+            return None, "the operator secret that signs the audit anchor is missing on this machine"
+        if not hmac.compare_digest(expected, str(row[3])):
+            return (
+                None,
+                "the audit anchor in _buttress.anchors is not signed by this machine's operator secret",
+            )
+        return anchor, None
+
+    def write(self, anchor: Anchor) -> None:
+        """Move the anchor forward to ``anchor`` (left as it is when it already anchors a later row)."""
+        self._put(anchor, "WHERE _buttress.anchors.seq < excluded.seq")
+
+    def replace(self, anchor: Anchor) -> None:
+        """Re-anchor (the operator's decision), backwards too."""
+        self._put(anchor, "")
+
+    def _put(self, anchor: Anchor, only: str) -> None:
+        mac = secret.mac(anchor.payload(), self.key_path)
+        with self.engine.transaction() as tx:
+            tx.execute(
+                "INSERT INTO _buttress.anchors (name, seq, hash, time, mac) VALUES ('audit', ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, time = excluded.time, "
+                f"mac = excluded.mac {only}",
+                [anchor.seq, anchor.hash, anchor.time, mac],
+            )
+
 
 def anchor_path(database: str | Path) -> Path:
     """Where the anchor of ``database`` lives: ``.buttress/<name>.audit-anchor.json`` beside it."""
@@ -179,7 +237,7 @@ VERIFY_BATCH: Final = 2000
 when it opens the database)."""
 
 
-def verify(cursor: Session, anchor_file: AnchorFile | None = None) -> VerifyResult:
+def verify(cursor: Session, anchor_file: AnchorFile | AnchorRow | None = None) -> VerifyResult:
     """Recompute the chain in storage order of ``seq``; report the first row that does not fit, and
     (with an anchor) rows that the anchor proves were committed but are gone. Reads the log a batch at
     a time, so its memory does not grow with the log."""

@@ -118,6 +118,29 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE _buttress.messages ADD COLUMN IF NOT EXISTS depth INTEGER DEFAULT 0",
         ),
     ),
+    Migration(
+        3,
+        "runs carry a lease: the server advancing them, until when, and an epoch that grows when it "
+        "changes hands",
+        (
+            "ALTER TABLE _buttress.runs ADD COLUMN IF NOT EXISTS lease_owner VARCHAR",
+            "ALTER TABLE _buttress.runs ADD COLUMN IF NOT EXISTS lease_until TIMESTAMP",
+            "ALTER TABLE _buttress.runs ADD COLUMN IF NOT EXISTS lease_epoch BIGINT DEFAULT 0",
+        ),
+    ),
+    Migration(
+        4,
+        "approval requests and the operator's signed decisions, and the audit anchor, can be kept in the "
+        "database, where every server sharing it sees them",
+        (
+            """CREATE TABLE IF NOT EXISTS _buttress.filed (
+            drawer VARCHAR NOT NULL, name VARCHAR NOT NULL, record JSON NOT NULL, filed_at VARCHAR NOT NULL,
+            PRIMARY KEY (drawer, name))""",
+            """CREATE TABLE IF NOT EXISTS _buttress.anchors (
+            name VARCHAR PRIMARY KEY, seq BIGINT NOT NULL, hash VARCHAR NOT NULL, time VARCHAR NOT NULL,
+            mac VARCHAR NOT NULL)""",
+        ),
+    ),
 )
 
 LATEST: Final = MIGRATIONS[-1].number

@@ -268,24 +268,6 @@ class PgEngine:
         self._local = threading.local()
         self._closed = False
         self._on_begin: list[Callable[[Tx], None]] = []
-        self._leader: psycopg.Connection[Any] | None = None
-
-    def try_lead(self, key: int) -> bool:
-        """Hold the session lock ``key`` on a connection of its own, if no other server holds it: True
-        while this server leads (PostgreSQL frees the lock when the server or its connection dies)."""
-        if self._leader is not None and not self._leader.closed:
-            return True
-        connection = connect_pg(self.dsn, self.settings)
-        try:
-            row = connection.execute(f"SELECT pg_try_advisory_lock({int(key)})").fetchone()
-        except psycopg.Error as error:
-            connection.close()
-            raise translate_pg(error) from None
-        if row and row[0]:
-            self._leader = connection
-            return True
-        connection.close()
-        return False
 
     def on_begin(self, callback: Callable[[Tx], None]) -> None:
         """Run ``callback(tx)`` at the start of every writer transaction, on its snapshot: where state
@@ -519,8 +501,6 @@ class PgEngine:
         self._closed = True
         with self._lane:
             self._watchdog.clear()
-            if self._leader is not None:
-                self._leader.close()
             self._writer.close()
             for pool in (self._readers, self._agent_readers):
                 while not pool.empty():

@@ -152,7 +152,9 @@ def _proposal_row(row: dict[str, Any], approval: ApprovalRequest | None) -> Prop
     )
 
 
-def _latest_requests(session: Session, database: str, proposal_ids: list[str]) -> dict[str, ApprovalRequest]:
+def _latest_requests(
+    session: Session, database: approvals.Where, proposal_ids: list[str]
+) -> dict[str, ApprovalRequest]:
     """The newest approval request of each proposal that has one, where it stands."""
     if not proposal_ids:
         return {}
@@ -177,7 +179,7 @@ _PROPOSAL_STATUS = """
 
 def proposal_page(
     session: Session,
-    database: str,
+    database: approvals.Where,
     *,
     current: int,
     status: str | None = None,
@@ -216,7 +218,7 @@ def proposal_page(
     )
 
 
-def pending_proposals(session: Session, database: str, *, current: int) -> list[ProposalRow]:
+def pending_proposals(session: Session, database: approvals.Where, *, current: int) -> list[ProposalRow]:
     """Proposals made on the current version and not deployed, oldest first, each with its latest
     dry-run and approval request."""
     rows = _rows(
@@ -230,7 +232,9 @@ def pending_proposals(session: Session, database: str, *, current: int) -> list[
     return [_proposal_row(row, requests.get(str(row["id"]))) for row in rows]
 
 
-def proposal_detail(session: Session, database: str, proposal_id: str, *, current: int) -> ProposalDetail:
+def proposal_detail(
+    session: Session, database: approvals.Where, proposal_id: str, *, current: int
+) -> ProposalDetail:
     """A proposal with its plan, its latest dry-run report and its approval requests."""
     found = catalog.proposal(session, proposal_id)  # not_found when there is none
     (row,) = _rows(
@@ -312,11 +316,11 @@ class _RequestContext:
 def _request(
     session: Session,
     row: dict[str, Any],
-    database: str,
+    database: approvals.Where,
     losses: dict[tuple[str, str], list[Loss]],
     context: _RequestContext | None = None,
 ) -> ApprovalRequest:
-    status, decision = approvals.request_status(database, row)
+    status, decision = approvals.request_status(database, row, session)
     stale = approvals.stale_reason(session, row) if status in {"pending", "approved"} else None
     if stale is not None:
         status = "stale"
@@ -345,7 +349,7 @@ def _request(
 
 
 def approval_requests(
-    session: Session, database: str, *, proposal_id: str | None = None, limit: int = 100
+    session: Session, database: approvals.Where, *, proposal_id: str | None = None, limit: int = 100
 ) -> list[ApprovalRequest]:
     """Requests newest first: every open one (not used, not expired), then the latest decided ones
     up to ``limit`` in all; or every request made for ``proposal_id``."""
@@ -363,19 +367,19 @@ def approval_requests(
     return [_request(session, row, database, losses, context) for row in rows]
 
 
-def open_requests(session: Session, database: str) -> int:
+def open_requests(session: Session, database: approvals.Where) -> int:
     """How many requests wait for the operator's decision."""
     now = datetime.datetime.now(datetime.UTC).isoformat()
     rows = approvals.request_rows(session, "WHERE used_at IS NULL AND expires_at > ?", [now])
     return sum(
         1
         for row in rows
-        if approvals.request_status(database, row)[0] == "pending"
+        if approvals.request_status(database, row, session)[0] == "pending"
         and approvals.stale_reason(session, row) is None
     )
 
 
-def approval_request(session: Session, database: str, request_id: str) -> ApprovalRequest:
+def approval_request(session: Session, database: approvals.Where, request_id: str) -> ApprovalRequest:
     """One request and where it stands (``not_found`` when there is none)."""
     rows = approvals.request_rows(session, "WHERE id = ?", [request_id])
     if not rows:

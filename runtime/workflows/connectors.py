@@ -20,11 +20,14 @@ URL-encoded form, and the credential after an auth scheme (``Bearer <token>``).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import socket
 import ssl
+import threading
 import urllib.parse
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -85,6 +88,11 @@ def _exchange(connector: Connector, request: Any, headers: dict[str, str]) -> An
         )
     else:
         connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=connector.timeout_s)
+    # the socket's timeout bounds each wait; this bounds the whole exchange (a provider answering a
+    # byte at a time would otherwise hold it for as long as it likes), which a run's lease relies on
+    deadline = threading.Timer(connector.timeout_s, _cut, args=(connection,))
+    deadline.daemon = True
+    deadline.start()
     try:
         connection.request(connector.method, path, body=json.dumps(request).encode(), headers=headers)
         response = connection.getresponse()
@@ -93,6 +101,7 @@ def _exchange(connector: Connector, request: Any, headers: dict[str, str]) -> An
     except (OSError, http.client.HTTPException) as error:
         return Answer("unavailable", None, None, f"{type(error).__name__}: {error}"[:500])
     finally:
+        deadline.cancel()
         connection.close()
     try:
         body: Any = json.loads(raw) if raw else None
@@ -103,6 +112,14 @@ def _exchange(connector: Connector, request: Any, headers: dict[str, str]) -> An
     if code >= 500 or code in RETRYABLE_STATUS:
         return Answer("unavailable", code, body, f"HTTP {code}")
     return Answer("rejected", code, body, f"HTTP {code}")
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """End an exchange that outlived its connector's timeout: a blocked read returns at once."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def secrets(headers: dict[str, str], *, from_env: Collection[str], keep: str) -> list[str]:

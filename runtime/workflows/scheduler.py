@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from runtime.errors import ButtressError, Code, WorkflowError
 from runtime.schema.spec import StepKind, WorkflowSpec
-from runtime.workflows import store
+from runtime.workflows import leases, store
 from runtime.workflows.delivery import Delivery
 from runtime.workflows.status import READY, SCHEDULABLE, RunStatus, literal, status_in
 from runtime.workflows.steps import action, compensation, effect, publish, sleep, wait
@@ -141,6 +141,9 @@ class Scheduler:
         worked = self.delivery.deliver_all() or worked
         now = time.monotonic()
         due = [r for r in self._due_runs() if self._cooldown.get(r, 0.0) <= now]
+        with self._busy_lock:
+            due = [r for r in due if r not in self._busy]
+        due = self._claim(due)
         futures: list[Future[None]] = []
         for run_id in due:
             with self._busy_lock:
@@ -158,15 +161,31 @@ class Scheduler:
 
     def _due_runs(self) -> list[str]:
         now = store.utcnow()
+        owner = self.runner.lease_owner
         with self.rt.engine.snapshot() as reader:
+            held = "" if owner is None else f"AND {leases.free(reader.dialect.utc_now)} "
             rows = reader.fetchall(
-                f"SELECT run_id FROM _buttress.runs WHERE ({status_in(READY)} "
+                f"SELECT run_id FROM _buttress.runs WHERE (({status_in(READY)} "
                 f"AND (wake_at IS NULL OR wake_at <= ?)) OR (status = {literal(RunStatus.WAITING)} "
-                "AND wake_at <= ? AND waiting_on NOT LIKE 'sleep:%') "
+                f"AND wake_at <= ? AND waiting_on NOT LIKE 'sleep:%')) {held}"
                 "ORDER BY coalesce(wake_at, TIMESTAMP '1970-01-01'), created_at LIMIT ?",
-                [now, now, BATCH],
+                [now, now, *([] if owner is None else [owner]), BATCH],
             )
         return [str(r[0]) for r in rows]
+
+    def _claim(self, due: list[str]) -> list[str]:
+        """On a shared database: the leases of the due runs this server could take (``leases``), in one
+        writer transaction; the runs taken. Runs nobody else may advance need none."""
+        owner = self.runner.lease_owner
+        if owner is None or not due:
+            return due
+        try:
+            with self.runner.transaction() as tx:
+                return leases.claim(tx, due, owner=owner, seconds=self.rt.limits.run_lease_s)
+        except ButtressError as error:
+            if error.code not in {Code.ENGINE_CONFLICT, Code.ENGINE_BUSY}:
+                raise
+            return []
 
     def _advance_guarded(self, run_id: str) -> None:
         try:

@@ -75,6 +75,10 @@ class RunRow:
     acting_for: str | None
     grant_json: str | None
     depth: int
+    lease_owner: str | None
+    """On a database several servers share: the server advancing the run (``leases``)."""
+    lease_epoch: int
+    """How many times the run's lease changed hands; a step's fence compares it."""
 
     @classmethod
     def of(cls, row: Sequence[Any]) -> RunRow:
@@ -88,6 +92,7 @@ class RunRow:
                 "error": json_value(item["error"]),
                 "outputs": json_value(item["outputs"]) or {},
                 "depth": int(item["depth"] or 0),
+                "lease_epoch": int(item["lease_epoch"] or 0),
             }
         )
 
@@ -365,13 +370,15 @@ def advance(
     keep_started: bool = False,
     message_cursor: int | None = None,
 ) -> None:
-    """Move the run on, fenced: only if it is still where ``run`` says (status and step); otherwise
-    another worker moved it first and this transaction must not commit (``engine.conflict``)."""
+    """Move the run on, fenced: only if it is still where ``run`` says (status, step, attempts and
+    lease epoch); otherwise another worker moved it first, or another server took its lease, and this
+    transaction must not commit (``engine.conflict``)."""
     started = run.step_started_at if keep_started else (now_iso() if attempts == 0 else None)
     updated = tx.fetchone(
         "UPDATE _buttress.runs SET status = ?, step = ?, outputs = ?, error = ?, wake_at = ?, attempts = ?, "
         "waiting_on = ?, step_started_at = coalesce(?, step_started_at), message_cursor = coalesce(?, message_cursor), "
-        "updated_at = ? WHERE run_id = ? AND status = ? AND step = ? AND attempts = ? RETURNING run_id",
+        "updated_at = ? WHERE run_id = ? AND status = ? AND step = ? AND attempts = ? AND lease_epoch = ? "
+        "RETURNING run_id",
         [
             status,
             step,
@@ -387,6 +394,7 @@ def advance(
             run.status,
             run.step,
             run.attempts,
+            run.lease_epoch,
         ],
     )
     if updated is None:

@@ -12,6 +12,7 @@ effect's outcome unknown).
     POST /refunds  {"charge"}                         -> {"id", "charge"}
     POST /mail     {"to", "stage"}                    -> {"id"}
     GET  /state                                        -> everything recorded, for the test's checks
+                                                          ("reused": keys sent with another body)
 
 Run: python -m tests.fakes.provider [--port 0] [--seed 1] [--fail-rate 0.1] [--drop-rate 0.1]
 It prints "listening on http://127.0.0.1:PORT" once ready.
@@ -44,6 +45,7 @@ class State:
         self.replays = 0
         self.dropped = 0
         self.failed = 0
+        self.reused = 0
 
     def handle(self, path: str, key: str | None, body: str) -> tuple[int, dict[str, Any], bool]:
         """Status, response, and whether to drop the connection instead of answering."""
@@ -57,6 +59,7 @@ class State:
             saved = self.saved.get(f"{path} {key}")
             if saved is not None:
                 if saved[0] != body:
+                    self.reused += 1
                     return 422, {"error": "idempotency_key_reused"}, False
                 self.replays += 1
                 return saved[1], saved[2], False
@@ -100,6 +103,7 @@ class State:
                 "replays": self.replays,
                 "dropped": self.dropped,
                 "failed": self.failed,
+                "reused": self.reused,
             }
 
 

@@ -90,6 +90,9 @@ def test_the_previous_releases_database_is_upgraded_and_its_waiting_run_complete
         ("acting_for", "VARCHAR"),
         ("grant_json", "JSON"),
         ("depth", "INTEGER"),
+        ("lease_owner", "VARCHAR"),
+        ("lease_until", "TIMESTAMP"),
+        ("lease_epoch", "BIGINT"),
     ]
 
     fresh = tmp_path / "fresh" / "app.duckdb"

@@ -64,12 +64,12 @@ OPS: list[dict[str, Any]] = [
 ]
 
 
-def open_runtime(dsn: str, project: Path) -> Runtime:
+def open_runtime(dsn: str, project: Path, **options: Any) -> Runtime:
     from runtime.boundary.secret import ensure_operator_key
     from runtime.store.postgres import PgEngine
 
     ensure_operator_key()
-    return Runtime(PgEngine(dsn, path=str(project / "app.postgres")))
+    return Runtime(PgEngine(dsn, path=str(project / "app.postgres")), **options)
 
 
 @pytest.fixture
@@ -147,31 +147,131 @@ def test_two_servers_on_one_database_see_each_others_versions_and_keep_one_audit
         b.close()
 
 
-def test_one_server_runs_the_scheduler_and_another_takes_over_when_it_goes(
+LEASED: list[dict[str, Any]] = [
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "mark",
+            "primary_key": ["run", "step"],
+            "fields": [{"name": "run", "type": "text"}, {"name": "step", "type": "text"}],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "note",
+            "kind": "mutation",
+            "params": [{"name": "run", "type": "text"}, {"name": "step", "type": "text"}],
+            "statements": ["insert into mark (run, step) values ($run, $step)"],  # twice would collide
+        },
+    },
+    {
+        "op": "add_workflow",
+        "workflow": {
+            "name": "two_marks",
+            "params": [{"name": "id", "type": "text"}],
+            "steps": [
+                {
+                    "name": "first",
+                    "kind": "action",
+                    "action": "note",
+                    "args": {"run": {"from": "input.id"}, "step": "first"},
+                },
+                {"name": "hear", "kind": "wait", "signal": "go", "timeout_s": 600},
+                {
+                    "name": "second",
+                    "kind": "action",
+                    "action": "note",
+                    "args": {"run": {"from": "input.id"}, "step": "second"},
+                },
+            ],
+        },
+    },
+]
+
+
+def leases_of(rt: Runtime) -> dict[str, tuple[str | None, int]]:
+    with rt.engine.snapshot() as reader:
+        rows = reader.fetchall("SELECT run_id, lease_owner, lease_epoch FROM _buttress.runs")
+    return {str(r[0]): (r[1], int(r[2])) for r in rows}
+
+
+def test_a_run_is_advanced_by_the_server_holding_its_lease_and_taken_over_when_that_lease_runs_out(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    """Runs and messages are advanced by one server at a time on a shared database."""
+    """Every server runs the scheduler. Server a advances ten runs to their wait and holds their leases;
+    it goes (closed, so its leases are no longer renewed); b takes the runs over once the leases run out,
+    in the next epoch, and finishes them, each step once."""
     import time
+
+    from runtime.boundary.policy import Limits
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = open_runtime(pg_dsn, tmp_path / "a")
-    b = open_runtime(pg_dsn, tmp_path / "b")
+    a = open_runtime(pg_dsn, tmp_path / "a", limits=Limits(run_lease_s=2.0))
+    b = open_runtime(pg_dsn, tmp_path / "b", limits=Limits(run_lease_s=2.0))
     try:
-        a.lead_scheduler()
-        deadline = time.monotonic() + 10
-        while a.scheduler._thread is None and time.monotonic() < deadline:
+        proposal = a.propose(LEASED)
+        assert a.dry_run(proposal.proposal_id).passed
+        a.deploy(proposal.proposal_id)
+        for n in range(10):
+            a.start_workflow("two_marks", {"id": f"r{n}"}, run_id=f"r{n}")
+        a.scheduler.drain()
+        held = leases_of(a)
+        assert {owner for owner, _ in held.values()} == {a.scheduler.runner.lease_owner}
+        assert {epoch for _, epoch in held.values()} == {1}
+        a.close()  # a goes: nobody renews its leases
+        for n in range(10):
+            b.signal_run(f"r{n}", "go", {})
+        signalled = time.monotonic()
+        b.scheduler.drain()  # the runs are due, but a's leases have not run out yet
+        assert {r.status for r in b.list_runs(workflow="two_marks", status=None, limit=100)} == {"running"}
+        b.start_scheduler()
+        deadline = signalled + 30
+        while time.monotonic() < deadline:
+            if {r.status for r in b.list_runs(workflow="two_marks", status=None, limit=100)} == {"completed"}:
+                break
             time.sleep(0.05)
-        b.lead_scheduler()
-        time.sleep(0.5)
-        assert a.scheduler._thread is not None and b.scheduler._thread is None
-        a.close()  # the leader goes; its session lock goes with its connection
-        while b.scheduler._thread is None and time.monotonic() < deadline + 10:
-            time.sleep(0.05)
-        assert b.scheduler._thread is not None
+        taken = time.monotonic() - signalled
+        assert {r.status for r in b.list_runs(workflow="two_marks", status=None, limit=100)} == {"completed"}
+        assert taken < 2.0 + 3.0  # within the lease, and a pass or two
+        after = leases_of(b)
+        assert {owner for owner, _ in after.values()} == {b.scheduler.runner.lease_owner}
+        assert {epoch for _, epoch in after.values()} == {2}
+        assert b.query("select count(*) as n from mark").rows == [[20]]
+        assert b.verify_audit().ok
     finally:
         a.close()
         b.close()
+
+
+def test_a_step_of_a_server_whose_lease_was_taken_over_commits_nothing(pg_dsn: str, tmp_path: Path) -> None:
+    """The fence compares the lease's epoch: a server that read a run before another took its lease
+    over can neither move the run nor renew the lease for an effect's request."""
+    from runtime.errors import Code
+    from runtime.workflows import leases, store
+
+    rt = open_runtime(pg_dsn, tmp_path)
+    try:
+        proposal = rt.propose(LEASED)
+        assert rt.dry_run(proposal.proposal_id).passed
+        rt.deploy(proposal.proposal_id)
+        rt.start_workflow("two_marks", {"id": "r"}, run_id="r")
+        with rt.engine.transaction() as tx:
+            assert leases.claim(tx, ["r"], owner="old", seconds=0.0) == ["r"]
+            stale = store.run_row(tx, "r")
+        assert stale is not None and stale.lease_epoch == 1
+        with rt.engine.transaction() as tx:  # old's lease ran out at once: new takes the run over
+            assert leases.claim(tx, ["r"], owner="new", seconds=60.0) == ["r"]
+        with rt.engine.transaction() as tx:
+            assert leases.claim(tx, ["r"], owner="old", seconds=60.0) == []  # new holds it now
+            assert leases.hold(tx, stale, owner="old", seconds=60.0, request_s=1.0) is None
+        with pytest.raises(ButtressError) as caught, rt.engine.transaction() as tx:
+            store.advance(tx, stale, step=1, status=store.RunStatus.RUNNING)
+        assert caught.value.code == Code.ENGINE_CONFLICT
+        assert rt.get_run("r").step == "first" and not rt.get_run("r").steps
+    finally:
+        rt.close()
 
 
 def test_one_idempotency_key_sent_to_four_servers_at_once_gives_one_effect_and_three_replays(
@@ -215,8 +315,8 @@ def test_one_idempotency_key_sent_to_four_servers_at_once_gives_one_effect_and_t
 def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    """Four servers publish at once; the server that leads the scheduler delivers every message to a
-    subscribed action exactly once (a sequence number another transaction took earlier is never
+    """Four servers publish at once; their schedulers deliver every message to a subscribed action
+    exactly once (a sequence number another transaction took earlier is never
     committed after a later one: the lane orders the commits)."""
     import threading
     import time
@@ -255,7 +355,7 @@ def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
         assert runtimes[0].dry_run(proposal.proposal_id).passed
         runtimes[0].deploy(proposal.proposal_id)
         for rt in runtimes:
-            rt.lead_scheduler()  # one of them leads
+            rt.start_scheduler()  # every one of them delivers; each message once
         start = threading.Barrier(4)
         per = 25
 
@@ -432,3 +532,108 @@ def test_mutations_racing_a_deploy_on_another_server_commit_no_violation(pg_dsn:
     finally:
         for rt in runtimes:
             rt.close()
+
+
+MEMO: list[dict[str, Any]] = [
+    {
+        "op": "add_entity",
+        "entity": {
+            "name": "memo",
+            "primary_key": ["id"],
+            "fields": [{"name": "id", "type": "integer"}, {"name": "note", "type": "text"}],
+        },
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "add_memo",
+            "kind": "mutation",
+            "params": [{"name": "id", "type": "integer"}, {"name": "note", "type": "text"}],
+            "statements": ["insert into memo (id, note) values ($id, $note)"],
+        },
+    },
+]
+
+
+def test_an_approval_asked_on_one_server_is_given_on_another_and_honoured_on_a_third(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Requests and the operator's signed decisions are filed in the shared database: an agent's
+    hazardous deploy refused on server a is approved on b (the operator's host) and goes through once
+    on c; a refusal given on c answers the next plan's retry on a with the operator's reason."""
+    from runtime.boundary.policy import Policy
+
+    policy = Policy.model_validate({"approvals": {"severity": "high"}})
+    servers = []
+    for name in "abc":
+        (tmp_path / name).mkdir()
+        servers.append(open_runtime(pg_dsn, tmp_path / name, policy=policy))
+    a, b, c = servers
+    try:
+        proposal = a.propose(MEMO)
+        assert a.dry_run(proposal.proposal_id).passed
+        a.deploy(proposal.proposal_id)
+        a.run_action("add_memo", {"id": 1, "note": "keep me"})
+        drop = a.propose(
+            [
+                {"op": "drop_action", "name": "add_memo"},
+                {"op": "drop_field", "entity": "memo", "field": "note"},
+            ],
+            actor="local",
+        )
+        assert a.dry_run(drop.proposal_id, actor="local").passed
+        with pytest.raises(ButtressError) as caught:
+            a.deploy(drop.proposal_id, actor="local")
+        assert caught.value.code == "deploy.needs_approval"
+        request = caught.value.details["approval_request"]
+        assert [r.status for r in b.approval_requests() if r.request_id == request] == ["pending"]
+        b.approve_request(request)
+        assert c.deploy(drop.proposal_id, actor="local").version == 2  # c had not derived its catalog yet
+        a.catch_up()
+        assert a.current[0] == 2  # committed, whichever server deployed it
+        assert [r.status for r in a.approval_requests() if r.request_id == request] == ["used"]
+
+        again = c.propose([{"op": "drop_entity", "entity": "memo"}], actor="local")
+        assert c.dry_run(again.proposal_id, actor="local").passed
+        with pytest.raises(ButtressError) as caught:
+            c.deploy(again.proposal_id, actor="local")
+        c.refuse_request(caught.value.details["approval_request"], reason="memos stay")
+        with pytest.raises(ButtressError) as caught:
+            a.deploy(again.proposal_id, actor="local")
+        assert caught.value.code == "policy.denied" and "memos stay" in caught.value.message
+        assert not list((tmp_path / "a").glob(".buttress/*/*.json"))  # nothing filed beside a server
+    finally:
+        for rt in servers:
+            rt.close()
+
+
+def test_the_audit_anchor_is_shared_so_a_new_server_trusts_it_and_a_cut_log_is_caught(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The anchor is a signed row of the shared database: a server opening the database for the first
+    time checks the chain against it (nothing is missing), and a log whose newest rows were deleted
+    by someone without the operator secret fails verification on any server."""
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    a = open_runtime(pg_dsn, tmp_path / "a")
+    proposal = a.propose(MEMO)
+    assert a.dry_run(proposal.proposal_id).passed
+    a.deploy(proposal.proposal_id)
+    for n in range(3):
+        a.run_action("add_memo", {"id": n, "note": "x"})
+    a.close()  # the anchor follows the head
+    b = open_runtime(pg_dsn, tmp_path / "b")
+    try:
+        assert b.audit.problem is None
+        assert b.verify_audit().ok
+        with b.engine.transaction() as tx:  # the newest rows go, with the database's own access
+            tx.execute("DELETE FROM _buttress.audit WHERE seq > (SELECT max(seq) - 2 FROM _buttress.audit)")
+    finally:
+        b.close()
+    c = open_runtime(pg_dsn, tmp_path / "c")
+    try:
+        verified = c.verify_audit()
+        assert not verified.ok and "anchor" in str(verified.problem)
+        assert c.audit.problem is not None  # said at open, and the anchor is left as evidence
+    finally:
+        c.close()

@@ -41,7 +41,9 @@ PAYMENT: list[dict[str, Any]] = [
     entity("stock", "sku", sku="text", qty="integer>=0"),
     entity("purchase", "id", id="text", customer="text", sku="text", charge="text"),
     mutation(
-        "restock", {"sku": "text", "qty": "integer"}, "insert or replace into stock values ($sku, $qty)"
+        "restock",
+        {"sku": "text", "qty": "integer"},
+        "insert into stock (sku, qty) values ($sku, $qty) on conflict (sku) do update set qty = excluded.qty",
     ),
     mutation("reserve", {"sku": "text"}, "update stock set qty = qty - 1 where sku = $sku returning qty"),
     mutation("release", {"sku": "text"}, "update stock set qty = qty + 1 where sku = $sku"),

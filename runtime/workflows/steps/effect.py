@@ -10,7 +10,7 @@ operator retries or resolves it (``failure``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from runtime.errors import ButtressError, Code, PolicyError, WorkflowError
 from runtime.schema.spec import EffectStep, StepSpec, WorkflowSpec
@@ -19,6 +19,10 @@ from runtime.workflows import connectors, effects, faults, store, values
 from runtime.workflows.steps import failure
 from runtime.workflows.steps.runner import Runner, context
 from runtime.workflows.store import RunRow
+
+SLACK_S: Final = 1.0
+"""Added to a connector's timeout in the lease an effect's request holds: closing the connection that
+timed out, and the step around the request."""
 
 
 def execute(runner: Runner, run: RunRow, workflow: WorkflowSpec, step: StepSpec) -> bool:
@@ -95,12 +99,17 @@ def send(
             return "rejected", effect["response"], _rejected(connector_name, effect)
         if effect["state"] == "unknown":
             return None
+        holding = runner.hold(tx, run, connector.timeout_s + SLACK_S)
+        if holding is None:  # another server took the run over: it sends, not this one
+            return None
         tx.execute(
             "UPDATE _buttress.effects SET attempts = attempts + 1, sent_at = ? WHERE effect_id = ?",
             [now_iso(), key],
         )
         runner.audit(tx, run, "effect_send", {"effect_id": key, "connector": connector_name, "step": name})
     faults.hit("effect.before_send")
+    if not holding.fresh():  # stalled past the lease since renewing it: another server may have the run
+        return None
     answer = connectors.send(connector_name, connector, request, key)
     faults.hit("effect.after_send")
     with runner.transaction() as tx:

@@ -15,7 +15,7 @@ from runtime.errors import ButtressError, Code, WorkflowError
 from runtime.schema.spec import AppSpec, StepSpec, TopicSpec, WorkflowSpec
 from runtime.store import catalog
 from runtime.store.engine import Tx
-from runtime.workflows import store, values
+from runtime.workflows import leases, store, values
 from runtime.workflows.status import RunStatus, StepStatus
 from runtime.workflows.store import RunRow
 
@@ -33,6 +33,9 @@ class Runner:
         self.rt = rt
         self.wake = wake
         self._specs: dict[int, AppSpec] = {}
+        self.lease_owner = leases.server_identity() if rt.engine.dialect.shared else None
+        """This server's name in the leases of the runs it advances; None on a database this process
+        owns, where runs need no lease."""
 
     def definition(self, version: int, workflow: str) -> WorkflowSpec:
         """The workflow as ``version`` defined it (``workflow.history_mismatch`` when it did not)."""
@@ -67,13 +70,23 @@ class Runner:
         limits = self.rt.limits
         return self.rt.engine.transaction(timeout=limits.action_timeout_s, wait=limits.lane_wait_s)
 
+    def hold(self, tx: Tx, run: RunRow, request_s: float) -> leases.Holding | None:
+        """Before a request leaves for a provider: renew this server's lease of ``run`` for the
+        request's ``request_s`` plus the lease (``leases.hold``); None when another server took the run
+        over. On a database this process owns, always held."""
+        if self.lease_owner is None:
+            return leases.Holding(float("inf"))
+        seconds = self.rt.limits.run_lease_s
+        return leases.hold(tx, run, owner=self.lease_owner, seconds=seconds, request_s=request_s)
+
     def fence(self, tx: Tx, run: RunRow) -> RunRow | None:
         """The run as it is now in ``tx``, if it is still where ``run`` saw it."""
         current = store.run_row(tx, run.run_id)
-        if current is None or (current.status, current.step, current.attempts) != (
+        if current is None or (current.status, current.step, current.attempts, current.lease_epoch) != (
             run.status,
             run.step,
             run.attempts,
+            run.lease_epoch,
         ):
             return None
         return current
