@@ -68,6 +68,32 @@ def open_runtime(tmp_path: Path, request: pytest.FixtureRequest, **options: Any)
     return Runtime.open(tmp_path / "app.duckdb", **options)
 
 
+def constraint_kinds(runtime: Runtime, table: str) -> set[str]:
+    """The kinds of constraint the engine's catalog holds on ``table`` (``CHECK``, ``FOREIGN KEY``,
+    ``PRIMARY KEY``, ``UNIQUE``; PostgreSQL's NOT NULL columns are not counted as checks)."""
+    with runtime.engine.snapshot() as reader:
+        if reader.dialect.name == "duckdb":
+            rows = reader.fetchall(
+                "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = ?", [table]
+            )
+            return {str(r[0]) for r in rows}
+        rows = reader.fetchall(
+            "SELECT contype FROM pg_catalog.pg_constraint WHERE conrelid = CAST(? AS regclass)", [table]
+        )
+    names = {"c": "CHECK", "f": "FOREIGN KEY", "p": "PRIMARY KEY", "u": "UNIQUE"}
+    return {names.get(str(r[0]), str(r[0])) for r in rows}
+
+
+def index_names(runtime: Runtime, table: str) -> set[str]:
+    """The names of the indexes on ``table`` in the engine's catalog."""
+    with runtime.engine.snapshot() as reader:
+        if reader.dialect.name == "duckdb":
+            rows = reader.fetchall("SELECT index_name FROM duckdb_indexes() WHERE table_name = ?", [table])
+        else:
+            rows = reader.fetchall("SELECT indexname FROM pg_catalog.pg_indexes WHERE tablename = ?", [table])
+    return {str(r[0]) for r in rows}
+
+
 @pytest.fixture
 def rt(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
     """A runtime on a new database (``ENGINE``), closed after the test."""

@@ -211,7 +211,10 @@ class Connector(_Strict):
         default_factory=dict, description="header name -> environment variable holding its value"
     )
     timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="seconds the whole exchange may take (then the answer is lost)"
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds the whole exchange may take (then the answer is lost)",
     )
     idempotency_header: str = Field(
         default="Idempotency-Key", description="the header carrying the effect's idempotency key"

@@ -370,12 +370,18 @@ def _constraint(name: str, error: ButtressError) -> ButtressError:
     details = dict(error.details)
     message = f"action {name!r}: {error.message}"
     found = _DUPLICATE.search(str(details.get("reason", "")))
+    duplicate = details.pop("duplicate", None)  # PostgreSQL's, from its diagnostics
     if found is not None:
         pairs = [part.split(": ", 1) for part in found.group("key").split(", ")]
-        values = {k: v for k, v in (p for p in pairs if len(p) == 2)}
+        duplicate = {
+            "kind": found.group("kind"),
+            "values": {k: v for k, v in (p for p in pairs if len(p) == 2)},
+        }
+    if duplicate is not None:
+        values = duplicate["values"]
         entity = details.get("entity")
         key = ", ".join(f"{k} = {v!r}" for k, v in values.items())
-        kind = "primary key" if found.group("kind") == "primary key" else "unique key"
+        kind = "primary key" if duplicate["kind"] == "primary key" else "unique key"
         message = (
             f"action {name!r}: a row of {entity} with {key} already exists ({kind} {', '.join(values)})"
             if entity

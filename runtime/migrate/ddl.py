@@ -154,6 +154,20 @@ def reference_index(entity: str, field: str) -> str:
     return name
 
 
+def rename_reference_indexes(old: AppSpec, before: EntitySpec, new: AppSpec, after: EntitySpec) -> list[str]:
+    """``ALTER INDEX ... RENAME`` for the runtime's reference indexes whose names a rename of the
+    entity or of one of its fields changes, when the table is altered in place (PostgreSQL keeps an
+    index's name through a rename; a rebuild creates the indexes under their new names). The
+    implicit indexes follow the reference fields in order, and a rename keeps that order."""
+    prior = [i for i in indexes_of(old, before) if i.name.startswith(REFERENCE_INDEX)]
+    later = [i for i in indexes_of(new, after) if i.name.startswith(REFERENCE_INDEX)]
+    return [
+        f"ALTER INDEX {q(a.name)} RENAME TO {q(b.name)}"
+        for a, b in zip(prior, later, strict=False)
+        if a.name != b.name
+    ]
+
+
 def create_index(entity: EntitySpec, index: IndexSpec) -> str:
     return f"CREATE INDEX {q(index.name)} ON {q(entity.name)} ({cols(index.columns)})"
 

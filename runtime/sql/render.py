@@ -145,6 +145,11 @@ def _render(sql: str, engine: str) -> Rendered:
             return exp.Parameter(this=exp.Literal.number(names[str(node.this)]))
         if isinstance(node, exp.TryCast):
             return _try_cast(node)
+        averaged = isinstance(node, exp.Avg) and not isinstance(node.parent, exp.Window)
+        if (averaged or (isinstance(node, exp.Window) and isinstance(node.this, exp.Avg))) and not isinstance(
+            node.parent, exp.Cast
+        ):  # DuckDB's avg is a DOUBLE whatever it averages; PostgreSQL's is numeric for integers
+            return exp.Cast(this=node.copy(), to=exp.DataType.build("DOUBLE PRECISION", dialect="postgres"))
         return node
 
     text = tree.transform(rewrite).sql(dialect="postgres")

@@ -51,6 +51,7 @@ from psycopg.types.json import set_json_loads
 
 from runtime.errors import ButtressError, Code, EngineError, SqlError
 from runtime.sql.dialect import POSTGRES, Dialect
+from runtime.store import values
 from runtime.store.sessions import Params, Reader, Rows, Tx, Watchdog, timeout_error
 
 T = TypeVar("T")
@@ -104,6 +105,26 @@ def _json_text(data: bytes | bytearray | memoryview | str) -> str:
     return data if isinstance(data, str) else bytes(data).decode("utf-8")
 
 
+_KEY_DETAIL = re.compile(r"^Key \((?P<columns>.*)\)=\((?P<values>.*)\) already exists\.$")
+
+
+def _duplicate(diag: Any) -> dict[str, Any] | None:
+    """A unique violation's key and values from PostgreSQL's diagnostics (``Key (a, b)=(1, x) already
+    exists.``), with whether it is the primary key (the ``_pkey`` constraint); None when the values
+    cannot be told apart (a value holding ", ")."""
+    found = _KEY_DETAIL.match(str(getattr(diag, "message_detail", None) or ""))
+    if found is None:
+        return None
+    columns, values = found.group("columns").split(", "), found.group("values").split(", ")
+    if len(columns) != len(values):
+        return None
+    constraint = str(getattr(diag, "constraint_name", None) or "")
+    return {
+        "kind": "primary key" if constraint.endswith("_pkey") else "unique",
+        "values": dict(zip(columns, values, strict=True)),
+    }
+
+
 def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressError:
     """Map a PostgreSQL error to the error tree (the only place this happens for this engine)."""
     text = str(error).strip()
@@ -112,6 +133,8 @@ def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressErr
     details: dict[str, Any] = {"reason": reason, "kind": type(error).__name__, "sqlstate": state}
     if sql is not None:
         details["sql"] = sql[:2000]
+    if not state and isinstance(error, psycopg.DataError):  # the client could not load a value
+        return values.unrepresentable(reason)
     if state == "57014":  # query_canceled: the watchdog or statement_timeout
         return timeout_error(details)
     if state in RETRYABLE:
@@ -129,6 +152,10 @@ def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressErr
             details=details,
         )
     if state.startswith("23"):
+        if state == "23505":  # unique_violation: the key and the values it collides on, as DuckDB says them
+            duplicate = _duplicate(getattr(error, "diag", None))
+            if duplicate is not None:
+                details["duplicate"] = duplicate
         return EngineError(
             Code.ENGINE_CONSTRAINT,
             f"a constraint refused the write: {reason}",

@@ -26,8 +26,14 @@ CHUNK: Final = 256
 def plain(value: Any) -> Any:
     """A database value as JSON: numbers and strings as they are, the rest as ISO or plain text.
 
-    >>> plain(decimal.Decimal("1.50")), plain(datetime.date(2026, 1, 2)), plain(float("-inf"))
-    ('1.50', '2026-01-02', '-Infinity')
+    A decimal keeps its digits as text (``1.50``), except one without fractional digits, which is a
+    number, as an integer is: a ``decimal(p, 0)`` value, a rounded decimal, and PostgreSQL's ``numeric``
+    sums and averages of integers answer as DuckDB's HUGEINT and BIGINT do.
+
+    >>> plain(decimal.Decimal("1.50")), plain(decimal.Decimal("128")), plain(datetime.date(2026, 1, 2))
+    ('1.50', 128, '2026-01-02')
+    >>> plain(float("-inf"))
+    '-Infinity'
     """
     if value is None or isinstance(value, bool | int | str):
         return value
@@ -35,6 +41,8 @@ def plain(value: Any) -> Any:
         if math.isfinite(value):
             return value
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, decimal.Decimal) and value.is_finite() and value.as_tuple().exponent == 0:
+        return int(value)
     if isinstance(value, decimal.Decimal | uuid.UUID):
         return str(value)
     if isinstance(value, datetime.datetime | datetime.date | datetime.time):
@@ -146,13 +154,7 @@ def fetch(
         try:
             chunk = result.fetchmany(min(CHUNK, max_rows + 1 - len(rows)))
         except OverflowError:
-            raise EngineError(
-                Code.ENGINE_ERROR,
-                "a value in the result is outside what a result can carry (an interval or a time beyond "
-                "the representable range)",
-                hint="Cast the column to text in the query (e.g. CAST(x AS VARCHAR)), or narrow the value.",
-                details={"reason": "overflow converting a value"},
-            ) from None
+            raise unrepresentable("overflow converting a value") from None
         if not chunk:
             return rows, False
         converted, total = shape.rows(chunk)
@@ -177,3 +179,15 @@ def fetch(
                 rows.pop()
                 return rows, True
     return rows, True
+
+
+def unrepresentable(reason: str) -> EngineError:
+    """A value the engine computed that no result can carry (an interval or a time beyond Python's
+    range), whichever engine's client met it."""
+    return EngineError(
+        Code.ENGINE_ERROR,
+        "a value in the result is outside what a result can carry (an interval or a time beyond "
+        "the representable range)",
+        hint="Cast the column to text in the query (e.g. CAST(x AS VARCHAR)), or narrow the value.",
+        details={"reason": reason},
+    )

@@ -11,6 +11,7 @@ import pytest
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from tests.conftest import open_runtime
 from tests.runtime.conftest import deploy
 
 BOOKING: list[dict[str, Any]] = [
@@ -231,7 +232,7 @@ ACCOUNTS: list[dict[str, Any]] = [
 def test_money_is_conserved_under_concurrent_transfers(rt: Runtime) -> None:
     deploy(rt, ACCOUNTS)
     with rt.engine.transaction() as tx:
-        tx.execute("INSERT INTO account SELECT range, 100 FROM range(6)")
+        tx.execute("INSERT INTO account VALUES (0, 100), (1, 100), (2, 100), (3, 100), (4, 100), (5, 100)")
 
     def transfer(n: int, k: int) -> None:
         source, target = (n + k) % 6, (n * 7 + k * 3 + 1) % 6
@@ -275,14 +276,14 @@ ORDERS: list[dict[str, Any]] = [
 
 
 def test_a_retried_order_with_the_same_key_is_recorded_once_even_after_a_restart(
-    rt: Runtime, tmp_path: Any
+    rt: Runtime, tmp_path: Any, request: pytest.FixtureRequest
 ) -> None:
     deploy(rt, ORDERS)
     first = rt.run_action("place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1")
     again = rt.run_action("place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1")
     assert again.replayed and again.rows == first.rows == [[1, "19.90"]]
     rt.close()
-    reopened = Runtime.open(tmp_path / "app.duckdb")
+    reopened = open_runtime(tmp_path, request)  # the same database, opened again
     try:
         after_restart = reopened.run_action(
             "place_order", {"item": "lamp", "amount": "19.90"}, idempotency_key="order-1"
@@ -295,7 +296,6 @@ def test_a_retried_order_with_the_same_key_is_recorded_once_even_after_a_restart
         assert reopened.query("select count(*) from orders").rows == [[1]]
     finally:
         reopened.close()
-        rt.engine._closed = True  # already closed above; the fixture's close is a no-op
 
 
 def test_concurrent_retries_with_one_key_create_exactly_one_order(rt: Runtime) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from tests.conftest import open_runtime
 from tests.runtime.conftest import deploy, state
 
 DROP_AUTHOR = [{"op": "drop_field", "entity": "memo", "field": "author"}]
@@ -71,11 +72,13 @@ def test_deploy_rechecks_invariants_on_data_that_moved_since_the_dry_run(app: Ru
     assert code_of(lambda: app.deploy(proposal.proposal_id)) == "invariant.violated"
 
 
-def test_drift_is_reported_on_open_and_blocks_deploys(app: Runtime, tmp_path: Path) -> None:
+def test_drift_is_reported_on_open_and_blocks_deploys(
+    app: Runtime, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     with app.engine.transaction() as tx:
         tx.execute("ALTER TABLE memo ADD COLUMN sneaky INTEGER")
     app.close()
-    reopened = Runtime.open(tmp_path / "app.duckdb")
+    reopened = open_runtime(tmp_path, request)  # the same database, opened again
     try:
         assert any("sneaky" in line for line in reopened.drift)
         assert any("sneaky" in line for line in reopened.describe().drift)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
-from tests.conftest import examples
+from tests.conftest import constraint_kinds, examples
 from tests.runtime.conftest import deploy
 
 ROOM = {
@@ -81,9 +81,7 @@ def rooms(rt: Runtime) -> Runtime:
 
 
 def test_new_projects_carry_no_duckdb_check_constraints(rooms: Runtime) -> None:
-    with rooms.engine.snapshot() as reader:
-        kinds = reader.fetchall("SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'room'")
-    assert "CHECK" not in {k[0] for k in kinds}
+    assert "CHECK" not in constraint_kinds(rooms, "room")
     assert rooms.current[1].checked_by == "buttress"
 
 
@@ -297,11 +295,7 @@ def test_an_existing_project_moves_its_checks_to_the_runtime_and_back(tmp_path: 
         rt.run_action("add_room", {"id": 1, "seats": 10, "label": "a"})
 
         def constraints() -> set[str]:
-            with rt.engine.snapshot() as reader:
-                found = reader.fetchall(
-                    "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'room'"
-                )
-            return {row[0] for row in found}
+            return constraint_kinds(rt, "room")
 
         assert "CHECK" in constraints()
         moved = rt.propose([{"op": "set_checked_by", "by": "buttress"}])

@@ -68,11 +68,19 @@ def mutation(name: str, params: list[str], *statements: str) -> dict[str, Any]:
 
 
 ACTIONS = [
-    mutation("book", ["id", "slot", "seats"], "insert or ignore into booking values ($id, $slot, $seats)"),
+    mutation(
+        "book",
+        ["id", "slot", "seats"],
+        "insert into booking values ($id, $slot, $seats) on conflict do nothing",
+    ),
     mutation("cancel", ["id"], "delete from booking where id = $id"),
     mutation("move", ["id", "slot"], "update booking set slot_id = $slot where id = $id"),
     mutation("resize", ["id", "seats"], "update booking set seats = $seats where id = $id"),
-    mutation("open_slot", ["id", "capacity"], "insert or ignore into slot values ($id, $capacity, null)"),
+    mutation(
+        "open_slot",
+        ["id", "capacity"],
+        "insert into slot values ($id, $capacity, null) on conflict do nothing",
+    ),
     mutation("close_slot", ["id"], "delete from slot where id = $id"),
     mutation("set_capacity", ["id", "capacity"], "update slot set capacity = $capacity where id = $id"),
     mutation("set_room", ["id", "room"], "update slot set room = cast($room as varchar) where id = $id"),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
-from tests.conftest import examples
+from tests.conftest import constraint_kinds, examples, index_names
 from tests.runtime.conftest import deploy
 
 
@@ -106,19 +106,8 @@ def code(call: Any) -> str:
 def test_new_projects_check_references_in_the_runtime_without_duckdb_foreign_keys(rt: Runtime) -> None:
     seeded(rt)
     assert rt.current[1].checked_by == "buttress"
-    with rt.engine.snapshot() as reader:
-        kinds = {
-            row[0]
-            for row in reader.fetchall(
-                "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'share'"
-            )
-        }
-        indexes = {
-            row[0]
-            for row in reader.fetchall("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'share'")
-        }
-    assert "FOREIGN KEY" not in kinds
-    assert "buttress_ref_share_expense_id" in indexes
+    assert "FOREIGN KEY" not in constraint_kinds(rt, "share")
+    assert "buttress_ref_share_expense_id" in index_names(rt, "share")
 
 
 def test_children_then_parent_are_deleted_in_one_action(rt: Runtime) -> None:
@@ -237,14 +226,7 @@ def test_an_existing_project_moves_to_runtime_checks_by_a_deploy_and_back_by_a_r
         assert count(rt, "select count(*) from share") == 1
         rt.rollback()
         assert rt.current[1].checked_by == "duckdb" and rt.check_drift() == []
-        with rt.engine.snapshot() as reader:
-            kinds = {
-                row[0]
-                for row in reader.fetchall(
-                    "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'share'"
-                )
-            }
-        assert "FOREIGN KEY" in kinds
+        assert "FOREIGN KEY" in constraint_kinds(rt, "share")
         assert count(rt, "select count(*) from share") == 1  # the data is what it was
     finally:
         rt.close()

@@ -24,6 +24,7 @@ from runtime.sql.dialect import Dialect, support_functions
 from runtime.sql.parsing import MAX_DEPTH, parse, tokenize
 from runtime.sql.render import PORTABLE_ANONYMOUS, PORTABLE_FUNCTIONS, render
 from runtime.sql.sqlcheck import analyze_statement
+from runtime.store import values
 from runtime.store.engine import Engine
 
 TABLES = {
@@ -160,9 +161,18 @@ def engines(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Any) -> Iterat
     pg_cluster.drop_database(name)
 
 
+def shape(value: Any) -> str:
+    """What kind of JSON value an agent receives for ``value`` (the runtime's conversion): a number
+    and a string holding one are not the same answer."""
+    converted = values.plain(value)
+    if isinstance(converted, bool) or converted is None:
+        return type(converted).__name__
+    return "number" if isinstance(converted, int | float) else type(converted).__name__
+
+
 def plain(value: Any) -> Any:
-    """One engine-neutral form: numbers as floats to 9 digits (DuckDB's BIGINT extract and PostgreSQL's
-    numeric extract are the same number), the rest as is."""
+    """One engine-neutral form: numbers as floats to 9 digits (an int and a float of the same value are
+    the same number to an agent), the rest as is; ``shape`` tells a number from a string holding one."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float | decimal.Decimal):
@@ -177,7 +187,11 @@ def run(engine: Any, sql: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
             result = tx.execute(sql, {k: args[k] for k in rendered.params} or None)
         else:
             result = tx.execute(rendered.text, rendered.values(args))
-        out = [tuple(plain(v) for v in row) for row in result.fetchall()] if result.description else []
+        out = (
+            [tuple((plain(v), shape(v)) for v in row) for row in result.fetchall()]
+            if result.description
+            else []
+        )
         tx.rollback_only = True  # queries leave nothing behind; actions commit below
     return out
 

@@ -98,7 +98,10 @@ def rename_entity(old: AppSpec, new: AppSpec, op: changes.RenameEntity, ctx: Con
         strategy: Strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, op.entity)
     else:
-        sql = [f"ALTER TABLE {q(op.entity)} RENAME TO {q(op.new_name)}"]
+        sql = [
+            f"ALTER TABLE {q(op.entity)} RENAME TO {q(op.new_name)}",
+            *ddl.rename_reference_indexes(old, entity, new, renamed),
+        ]
         strategy = "alter"
     return Draft(
         summary=f"rename entity {op.entity} to {op.new_name}",

@@ -232,7 +232,10 @@ def rename_field(old: AppSpec, new: AppSpec, op: changes.RenameField, ctx: Conte
         strategy: Strategy = "rebuild"
         hazards += rebuild_hazard(ctx, old, entity.name)
     else:
-        sql = [f"ALTER TABLE {q(entity.name)} RENAME COLUMN {q(f.name)} TO {q(op.new_name)}"]
+        sql = [
+            f"ALTER TABLE {q(entity.name)} RENAME COLUMN {q(f.name)} TO {q(op.new_name)}",
+            *ddl.rename_reference_indexes(old, entity, new, after),
+        ]
         strategy = "alter"
     return Draft(
         summary=f"rename field {entity.name}.{f.name} to {op.new_name}",
