@@ -225,7 +225,7 @@ def dry_run(
         steps: list[StepReport] = []
         outcome["steps"] = steps
         try:
-            steps.extend(execute(tx, plan, probes=True, progress=progress))
+            steps.extend(execute(tx, plan, probes=True, progress=progress, lock_wait_s=rt.limits.lane_wait_s))
             outcome["checks"] = run_checks(rt, tx, plan, prop["target"])
         except ButtressError as error:
             outcome["error"] = error
@@ -325,7 +325,7 @@ def deploy(
         plan: Plan = prop["plan"]
         if approval is not None:
             approval(tx, prop)
-        steps = execute(tx, plan, probes=False, progress=progress)
+        steps = execute(tx, plan, probes=False, progress=progress, lock_wait_s=rt.limits.lane_wait_s)
         run_checks(rt, tx, plan, prop["target"])
         version = current + 1
         for step in plan.steps:

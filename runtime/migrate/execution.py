@@ -22,12 +22,22 @@ SAMPLE = 5
 
 
 def execute(
-    tx: Tx, plan: Plan, *, probes: bool, progress: Progress | None, not_lossless: bool = False
+    tx: Tx,
+    plan: Plan,
+    *,
+    probes: bool,
+    progress: Progress | None,
+    not_lossless: bool = False,
+    lock_wait_s: float | None = None,
 ) -> list[StepReport]:
     """Execute ``plan``'s steps in ``tx``, each after its probes (``probes``), and report each step.
 
     ``not_lossless``: a failing probe says the rollback cannot be lossless (``rollback.not_lossless``)
-    rather than that the step would fail."""
+    rather than that the step would fail. ``lock_wait_s``: on PostgreSQL, the longest a statement waits
+    for a table's lock (a long read on another server holds one; ``engine.busy`` after that): queued
+    behind such a read, the change would make every later reader of the table wait too."""
+    if lock_wait_s is not None and tx.dialect.name == "postgres":
+        tx.execute(f"SET LOCAL lock_timeout = {max(1, int(lock_wait_s * 1000))}")
     reports = []
     total = len(plan.steps)
     for step in plan.steps:

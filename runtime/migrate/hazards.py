@@ -36,6 +36,7 @@ class HazardCode(StrEnum):
     ACTION_BROKEN = "action.broken"
     TABLE_REBUILD = "rebuild.table_copy"  # H37, H43
     INDEX_FREEZES = "index.freezes_alters"  # H48
+    TABLE_LOCK = "lock.table_exclusive"
     INVARIANT_TOO_SLOW = "invariant.too_slow"
     RUNS_IN_FLIGHT = "workflow.in_flight"
     RUNS_STRANDED = "workflow.stranded"
@@ -128,6 +129,12 @@ ADVICE: Final[dict[HazardCode, tuple[Severity, str]]] = {
     HazardCode.INDEX_FREEZES: (
         "info",
         "DuckDB refuses most ALTERs on an indexed table; later changes to it rebuild it.",
+    ),
+    HazardCode.TABLE_LOCK: (
+        "low",
+        "On PostgreSQL the change holds an ACCESS EXCLUSIVE lock on these tables until it commits: every "
+        "server's reads and writes of them wait behind it. It waits at most [limits] lane_wait_s for the "
+        "lock (then engine.busy, nothing changed); deploy while the tables are quiet.",
     ),
 }
 

@@ -14,11 +14,13 @@ passes the retained tables that apply, so the SQL in a stored plan is always con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from runtime.migrate import ddl
 from runtime.migrate.ddl import q
+from runtime.migrate.hazards import HazardCode, hazard
 from runtime.migrate.planners import entities, fields, logic, topics, workflows
 from runtime.migrate.planners.draft import Context, Draft
 from runtime.migrate.steps import Plan, Probe, Retention, Step
@@ -75,6 +77,8 @@ def plan(
             )
         )
         current = after
+    if dialect.name == "postgres":
+        steps = [_with_locks(step, base) for step in steps]
     views = _sync_views(base, target, ops, dialect)
     if not dialect.needs_rebuild(Alter.ALTER_INDEXED_TABLE) and steps and base.views:
         # PostgreSQL tracks what a view depends on and refuses to drop or change it under the view, and
@@ -101,6 +105,34 @@ def plan(
         target_hash=target.hash(),
         steps=tuple(steps),
     )
+
+
+_LOCKING = re.compile(r'^(?:ALTER TABLE|DROP TABLE|CREATE (?:UNIQUE )?INDEX \S+ ON)\s+"((?:[^"]|"")+)"')
+"""A statement that takes an ACCESS EXCLUSIVE (or, for an index, SHARE) lock on the table it names."""
+
+
+def _with_locks(step: Step, base: AppSpec) -> Step:
+    """``step`` with the ``lock.table_exclusive`` hazard when it locks tables that exist before the plan
+    (PostgreSQL holds the lock until the deploy commits; a new table has no readers to block)."""
+    existing = {e.name for e in base.entities}
+    locked = sorted(
+        {
+            name.replace('""', '"')
+            for statement in step.sql
+            if (found := _LOCKING.match(statement)) is not None
+            for name in [found.group(1)]
+            if name.replace('""', '"') in existing
+        }
+    )
+    if not locked:
+        return step
+    lock = hazard(
+        HazardCode.TABLE_LOCK,
+        f"locks {', '.join(locked)} until the change commits: reads and writes of "
+        f"{'it' if len(locked) == 1 else 'them'} wait on every server",
+        *locked,
+    )
+    return step.model_copy(update={"hazards": (*step.hazards, lock)})
 
 
 def _sync_views(

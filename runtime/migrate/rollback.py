@@ -213,7 +213,9 @@ def rollback(
         target, plan, owners = plan_rollback(tx, current, target_version)
         if approval is not None:
             approval(tx, {"id": rollback_request_id(current, target_version), "plan_hash": plan.hash()})
-        steps = execute(tx, plan, probes=True, progress=progress, not_lossless=True)
+        steps = execute(
+            tx, plan, probes=True, progress=progress, not_lossless=True, lock_wait_s=rt.limits.lane_wait_s
+        )
         run_checks(rt, tx, plan, target)
         version = current + 1
         for step in plan.steps:

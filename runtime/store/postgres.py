@@ -144,10 +144,11 @@ def translate_pg(error: psycopg.Error, *, sql: str | None = None) -> ButtressErr
             hint="Retry the call; it is safe to retry. Nothing was committed.",
             details={**details, "retryable": True},
         )
-    if state == "55P03":  # lock_not_available
+    if state == "55P03":  # lock_not_available: the lane, or a table a change must lock
         return EngineError(
             Code.ENGINE_BUSY,
-            "the writer lane stayed busy (another server's change is running)",
+            "a lock stayed held for longer than the wait allows (the writer lane, or a table a change "
+            "must lock while another server reads it)",
             hint="Retry the call in a moment; it is safe to retry. Nothing was done.",
             details=details,
         )

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from typing import TYPE_CHECKING, Final
 
 from runtime.errors import ButtressError, Code, WorkflowError
@@ -155,8 +156,10 @@ class Scheduler:
                 self._advance_guarded(run_id)
             else:
                 futures.append(self._pool.submit(self._advance_guarded, run_id))
-        for future in futures:
-            future.result()
+        # wait for this pass's steps, but not past a poll: a run whose step waits on a provider must
+        # not hold up the next pass (the runs it claims, another server's runs whose leases ran out);
+        # runs still stepping stay busy and are not handed out again meanwhile
+        wait_for(futures, timeout=self.poll_s)
         return worked
 
     def _due_runs(self) -> list[str]:

@@ -10,6 +10,7 @@ from runtime.migrate import plan
 from runtime.migrate.hazards import MEASURED, HazardCode
 from runtime.schema import changes
 from runtime.schema.spec import AppSpec
+from runtime.sql.dialect import DUCKDB, POSTGRES, Dialect
 from tests.runtime.conftest import BASE_OPERATIONS
 
 BASE = changes.apply(AppSpec(), changes.parse_operations(BASE_OPERATIONS))
@@ -237,13 +238,30 @@ CASES: dict[HazardCode, tuple[Ops, Ops]] = {
 }
 
 
-def hazard_codes(ops: Ops) -> set[str]:
-    _, planned = plan.plan(BASE_WITH_ACTION, changes.parse_operations(ops), base_version=2)
+POSTGRES_CASES: dict[HazardCode, tuple[Ops, Ops]] = {
+    HazardCode.TABLE_LOCK: (
+        [{"op": "add_field", "entity": "memo", "field": {"name": "pinned", "type": "boolean"}}],
+        [NEW_ENTITY, {"op": "add_field", "entity": "fresh", "field": {"name": "n", "type": "integer"}}],
+    ),
+}
+"""Hazards only a plan for PostgreSQL carries (planned in its dialect)."""
+
+
+def hazard_codes(ops: Ops, dialect: Dialect = DUCKDB) -> set[str]:
+    _, planned = plan.plan(BASE_WITH_ACTION, changes.parse_operations(ops), base_version=2, dialect=dialect)
     return {str(h.code) for h in planned.all_hazards()}
 
 
 def test_every_hazard_code_has_a_case() -> None:
-    assert set(CASES) == set(HazardCode) - MEASURED
+    assert set(CASES) | set(POSTGRES_CASES) == set(HazardCode) - MEASURED
+
+
+@pytest.mark.parametrize("code", sorted(POSTGRES_CASES, key=str))
+def test_a_postgresql_hazard_is_raised_there_and_not_by_a_near_miss_nor_on_duckdb(code: HazardCode) -> None:
+    hit, miss = POSTGRES_CASES[code]
+    assert str(code) in hazard_codes(hit, POSTGRES)
+    assert str(code) not in hazard_codes(miss, POSTGRES)
+    assert str(code) not in hazard_codes(hit, DUCKDB)
 
 
 @pytest.mark.parametrize("code", sorted(CASES, key=str))

@@ -1,8 +1,9 @@
-"""The payment story across servers (engine-specific: PostgreSQL): four server processes share one
-database and advance the same checkouts (reserve, charge through a fake provider that honours
-idempotency keys, record), and are killed with SIGKILL at every named crash point — inside a step's
-transaction, after its commit, before an effect's request, after the provider answered — each one
-restarted after it dies.
+"""The payment story across servers (engine-specific: PostgreSQL): four `buttress serve --http`
+processes, each with its own project directory as four hosts would run them, share one database and
+advance the same checkouts (reserve, charge through a fake provider that honours idempotency keys,
+record). Each is killed with SIGKILL at a named crash point (`BUTTRESS_FAULTS`: inside a step's
+transaction, after its commit, before an effect's request, after the provider answered) and started
+again after it dies.
 
 What must hold: the runs a killed server held are taken over by another within their lease; every run
 ends completed or compensated; no step is recorded twice and no order charged twice; the provider
@@ -10,7 +11,7 @@ never sees a key with two different requests; every request is answered before i
 except where a kill took the sender in between (so no two servers sent one effect at once); the stock
 adds up; the audit chain verifies.
 
-The default run kills at each point once; ``BUTTRESS_PG_CRASH_KILLS=40`` runs the long trial.
+The default run kills at each point at least once; ``BUTTRESS_PG_CRASH_KILLS=40`` runs the long trial.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,10 +29,12 @@ from typing import Any
 
 import pytest
 
+from mcp_server.project import init
+from runtime.boundary.policy import Policy
 from runtime.runtime import Runtime
 from runtime.workflows.steps.effect import SLACK_S
-from tests.mcp_server.helpers import source_env
-from tests.store.pg_run_worker import CONNECTOR_TIMEOUT_S, policy
+from tests.mcp_server.helpers import configure, serve_command, source_env
+from tests.mcp_server.test_http import free_port
 from tests.store.test_pg_runtime import open_runtime
 from tests.workflows.apps import PAYMENT
 from tests.workflows.harness import STEP_AND_EFFECT_POINTS, provider
@@ -42,6 +45,8 @@ SERVERS = 4
 LEASE_S = 2.0
 KILLS = int(os.environ.get("BUTTRESS_PG_CRASH_KILLS") or len(STEP_AND_EFFECT_POINTS))
 STOCK = 10_000
+URL_ENV = "BUTTRESS_TEST_DATABASE_URL"
+CONNECTOR_TIMEOUT_S = 2.0
 ACTIVE = ("running", "waiting", "compensating")
 TAKEOVER_S = LEASE_S + CONNECTOR_TIMEOUT_S + SLACK_S + 3.0
 """The longest a killed server's runs may wait for another: its lease (an effect's request holds it
@@ -52,9 +57,11 @@ for the connector's timeout on top) and a few scheduler passes."""
 class Server:
     """One worker process (tests/store/pg_run_worker.py) and what it was told to die of."""
 
-    process: subprocess.Popen[str]
+    """One `buttress serve --http` process and what it was told to die of."""
+    process: subprocess.Popen[bytes]
     fault: str | None
     owner: str
+    """``LIKE`` pattern of its name in the runs' leases (``host:pid:random``)."""
 
 
 @dataclass
@@ -72,7 +79,6 @@ class Orphans:
 class Trial:
     dsn: str
     root: Path
-    provider: str
     kills: Counter[str] = field(default_factory=Counter)
     orphans: list[Orphans] = field(default_factory=list)
     rotation: int = 0
@@ -85,35 +91,19 @@ class Trial:
         fault = None
         if self.wanting():
             unfired = [p for p in STEP_AND_EFFECT_POINTS if p not in self.kills]
-            point = (unfired or STEP_AND_EFFECT_POINTS)[
-                self.rotation % len(unfired or STEP_AND_EFFECT_POINTS)
-            ]
-            fault = f"{point}:{1 + self.rotation % 3}"  # a few passes into its work
+            points = unfired or list(STEP_AND_EFFECT_POINTS)
+            fault = f"{points[self.rotation % len(points)]}:{1 + self.rotation % 3}"  # a few steps in
             self.rotation += 1
-        env = {**os.environ, **source_env(), "BUTTRESS_FAULTS": fault or ""}
+        port = free_port()
+        env = {**os.environ, **source_env(), URL_ENV: self.dsn, "BUTTRESS_FAULTS": fault or ""}
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.store.pg_run_worker",
-                self.dsn,
-                str(self.root / f"s{n}"),
-                self.provider,
-                str(LEASE_S),
-            ],
-            stdout=subprocess.PIPE,
+            serve_command(self.root / f"host{n}", "--http", "--port", str(port)),
             stdin=subprocess.DEVNULL,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env=env,
         )
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("serving "):  # it died of its fault while opening: start it again
-            process.wait(timeout=10)
-            process.stdout.close()
-            self.kills[fault.partition(":")[0] if fault else "opening"] += 1
-            return self.start(n)
-        return Server(process, fault, line.split()[1])
+        return Server(process, fault, f"%:{process.pid}:%")
 
 
 def orders(first: int, count: int) -> list[dict[str, Any]]:
@@ -132,7 +122,7 @@ def orders(first: int, count: int) -> list[dict[str, Any]]:
 def held_runs(rt: Runtime, owner: str) -> set[str]:
     with rt.engine.snapshot() as reader:
         rows = reader.fetchall(
-            "SELECT run_id FROM _buttress.runs WHERE lease_owner = ? AND status IN (?, ?, ?)",
+            "SELECT run_id FROM _buttress.runs WHERE lease_owner LIKE ? AND status IN (?, ?, ?)",
             [owner, *ACTIVE],
         )
     return {str(r[0]) for r in rows}
@@ -142,12 +132,31 @@ def still_orphaned(rt: Runtime, orphans: Orphans) -> set[str]:
     return held_runs(rt, orphans.owner) & orphans.runs
 
 
+def settings(provider_url: str) -> dict[str, Any]:
+    """The operator's settings on every host: the provider's connectors, short leases, no approvals."""
+    return {
+        "connectors": {
+            "payments": {"url": f"{provider_url}/charges", "timeout_s": CONNECTOR_TIMEOUT_S},
+            "refunds": {"url": f"{provider_url}/refunds", "timeout_s": CONNECTOR_TIMEOUT_S},
+        },
+        "limits": {"run_lease_s": LEASE_S, "action_timeout_s": 5.0},
+        "approvals": {"severity": "none"},
+    }
+
+
 def test_servers_killed_at_every_crash_point_leave_each_step_once_and_each_charge_once(
-    pg_dsn: str, tmp_path: Path
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(URL_ENV, pg_dsn)
     with provider(seed=5, fail_rate=0.05, decline_over=500) as fake:
-        operator = open_runtime(pg_dsn, tmp_path / "operator", policy=policy(fake.url, LEASE_S))
-        trial = Trial(pg_dsn, tmp_path, fake.url)
+        for n in range(SERVERS):  # four hosts' projects, one database, the same operator's settings
+            host = init(tmp_path / f"host{n}", engine="postgres", url_env=URL_ENV).root
+            configure(host, **settings(fake.url))
+        (tmp_path / "operator").mkdir()
+        operator = open_runtime(
+            pg_dsn, tmp_path / "operator", policy=Policy.model_validate(settings(fake.url))
+        )
+        trial = Trial(pg_dsn, tmp_path)
         servers: list[Server] = []
         try:
             proposal = operator.propose(PAYMENT)
@@ -164,13 +173,12 @@ def test_servers_killed_at_every_crash_point_leave_each_step_once_and_each_charg
                     if server.process.poll() is None:
                         continue
                     died = time.monotonic()
-                    point = server.fault.partition(":")[0] if server.fault else None
+                    killed = server.process.returncode == -signal.SIGKILL  # by its fault, not by an error
+                    point = server.fault.partition(":")[0] if server.fault and killed else None
                     trial.kills[point or "unplanned"] += 1
                     trial.orphans.append(
                         Orphans(server.owner, point, died, held_runs(operator, server.owner))
                     )
-                    if server.process.stdout is not None:
-                        server.process.stdout.close()
                     servers[n] = trial.start(n)
                 for orphans in trial.orphans:
                     if orphans.taken_after is None and not still_orphaned(operator, orphans):
@@ -194,8 +202,6 @@ def test_servers_killed_at_every_crash_point_leave_each_step_once_and_each_charg
                 except subprocess.TimeoutExpired:
                     server.process.kill()
                     server.process.wait()
-                if server.process.stdout is not None:
-                    server.process.stdout.close()
         try:
             runs = operator.list_runs(workflow="checkout", limit=10_000)
             purchases = operator.query("select id, customer, charge from purchase").rows

@@ -637,3 +637,40 @@ def test_the_audit_anchor_is_shared_so_a_new_server_trusts_it_and_a_cut_log_is_c
         assert c.audit.problem is not None  # said at open, and the anchor is left as evidence
     finally:
         c.close()
+
+
+def test_a_change_that_locks_a_table_says_so_and_waits_for_a_reader_only_as_long_as_allowed(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL an ALTER holds its table's lock until the deploy commits: the plan names that as a
+    hazard, and a deploy queued behind a long read on another server gives up after lane_wait_s
+    (engine.busy, nothing changed) instead of making every later reader wait behind it."""
+    import time
+
+    import psycopg
+
+    from runtime.boundary.policy import Limits
+
+    rt = open_runtime(pg_dsn, tmp_path, limits=Limits(lane_wait_s=0.5))
+    try:
+        proposal = rt.propose(MEMO)
+        assert rt.dry_run(proposal.proposal_id).passed
+        rt.deploy(proposal.proposal_id)
+        assert not [h for s in proposal.steps for h in s.hazards if h.code == "lock.table_exclusive"]  # new
+        change = rt.propose(
+            [{"op": "add_field", "entity": "memo", "field": {"name": "pinned", "type": "boolean"}}]
+        )
+        locks = [h for s in change.steps for h in s.hazards if h.code == "lock.table_exclusive"]
+        assert [h.objects for h in locks] == [("memo",)] and locks[0].severity == "low"
+        assert rt.dry_run(change.proposal_id).passed
+        with psycopg.connect(pg_dsn) as reader:  # another server's long read holds the table
+            reader.execute("SELECT count(*) FROM memo").fetchone()
+            started = time.monotonic()
+            with pytest.raises(ButtressError) as caught:
+                rt.deploy(change.proposal_id)
+            waited = time.monotonic() - started
+        assert caught.value.code == "engine.busy" and waited < 5, waited
+        assert rt.current[0] == 1  # nothing changed
+        assert rt.deploy(change.proposal_id).version == 2  # the reader is gone
+    finally:
+        rt.close()
