@@ -12,6 +12,7 @@ import pytest
 from runtime.boundary.policy import Policy
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from tests.conftest import ENGINE
 from tests.runtime.conftest import BASE_OPERATIONS, deploy, seed, state
 
 FORBIDDEN = {"sql.forbidden"}
@@ -192,6 +193,45 @@ OVERSIZED = [
     "select " + "coalesce(" * 200 + "1" + ")" * 200,
 ]
 
+POSTGRES = [
+    "select query_to_xml('select * from _buttress.audit', true, true, '')",
+    "select table_to_xml('memo', true, true, '')",
+    "select database_to_xml(true, true, '')",
+    "select ts_stat('select body::tsvector from memo')",
+    "select set_config('role', 'postgres', false)",
+    "select current_setting('data_directory')",
+    "select dblink('dbname=postgres', 'select 1')",
+    "select lo_import('/etc/passwd')",
+    "select lo_export(1, '/tmp/buttress-leak.csv')",
+    "select pg_read_file('/etc/passwd')",
+    "select pg_ls_dir('.')",
+    "select pg_advisory_lock(1114985556)",
+    "select pg_try_advisory_lock(1)",
+    "select pg_notify('buttress_versions', '99')",
+    "select pg_sleep(30)",
+    "select pg_terminate_backend(pg_backend_pid())",
+    "select pg_cancel_backend(1)",
+    "select * from pg_stat_activity",
+    "select * from pg_catalog.pg_authid",
+    "select * from pg_shadow",
+    "select txid_current()",
+    "copy memo to program 'touch /tmp/buttress-leak.csv'",
+    "copy (select 1) to '/tmp/buttress-leak.csv'",
+    "select * from memo for update",
+    "lock table memo in access exclusive mode",
+    "set role postgres",
+    "set session authorization postgres",
+    "listen buttress_versions",
+    "notify buttress_versions",
+    "do $$ begin perform pg_sleep(30); end $$",
+    "create extension dblink",
+    "select inet_server_addr()",
+]
+"""PostgreSQL's ways out: its XML and text-search functions that run SQL given as text, settings and
+roles, another database, large objects and files, the runtime's own advisory locks and channel, sleeps,
+other sessions, COPY to a program, row locks. Refused by the guard on both engines; on PostgreSQL the
+agent role would refuse what got through."""
+
 SQL_CASES = (
     [("system_schema", s, UNKNOWN) for s in SYSTEM_SCHEMA]
     + [("files", s, PARSE_OR_FORBIDDEN | {"sql.unknown_table"}) for s in FILES]
@@ -201,6 +241,7 @@ SQL_CASES = (
     + [("unicode", s, PARSE_OR_FORBIDDEN | {"sql.unknown_table", "sql.unknown_column"}) for s in UNICODE]
     + [("oversized", s, {"limit.exceeded"}) for s in OVERSIZED]
     + [("size_building", s, FORBIDDEN) for s in SIZE_BUILDING]
+    + [("postgres", s, PARSE_OR_FORBIDDEN | UNKNOWN) for s in POSTGRES]
 )
 
 BAD_NAMES = [
@@ -302,22 +343,37 @@ MALFORMED_OPERATIONS: list[Any] = [
 
 
 @pytest.fixture(scope="module")
-def hostile_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+def hostile_app(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Runtime]:
     """One application for every refusal here: each test checks that its attack changed nothing
-    (``refused``), so none of them leaves anything behind for the next."""
-    yield from _hostile_app(tmp_path_factory.mktemp("hostile"))
+    (``refused``), so none of them leaves anything behind for the next. On the engine the suite runs
+    on (``BUTTRESS_TEST_ENGINE``: CI runs this file on PostgreSQL too)."""
+    yield from _hostile_app(tmp_path_factory.mktemp("hostile"), request)
 
 
 @pytest.fixture
-def writable_app(tmp_path: Path) -> Iterator[Runtime]:
+def writable_app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
     """The same application, of the test's own: for a test whose call is meant to write."""
-    yield from _hostile_app(tmp_path)
+    yield from _hostile_app(tmp_path, request)
 
 
-def _hostile_app(directory: Path) -> Iterator[Runtime]:
-    rt = Runtime.open(
-        directory / "app.duckdb", policy=Policy.model_validate({"limits": {"max_operations": 50}})
-    )
+def _hostile_app(directory: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    policy = Policy.model_validate({"limits": {"max_operations": 50}})
+    if ENGINE != "postgres":
+        yield from _deployed(Runtime.open(directory / "app.duckdb", policy=policy))
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    try:
+        yield from _deployed(
+            Runtime.open_postgres(cluster.dsn(name), directory / "app.postgres", policy=policy)
+        )
+    finally:
+        cluster.drop_database(name)
+
+
+def _deployed(rt: Runtime) -> Iterator[Runtime]:
     deploy(
         rt,
         [

@@ -1,6 +1,6 @@
 """The payment story across servers (engine-specific: PostgreSQL): four `buttress serve --http`
-processes, each with its own project directory as four hosts would run them, share one database and
-advance the same checkouts (reserve, charge through a fake provider that honours idempotency keys,
+processes (two in the default run), each with its own project directory as four hosts would run them,
+share one database and advance the same checkouts (reserve, charge through a fake provider that honours idempotency keys,
 record). Each is killed with SIGKILL at a named crash point (`BUTTRESS_FAULTS`: inside a step's
 transaction, after its commit, before an effect's request, after the provider answered) and started
 again after it dies.
@@ -11,7 +11,8 @@ never sees a key with two different requests; every request is answered before i
 except where a kill took the sender in between (so no two servers sent one effect at once); the stock
 adds up; the audit chain verifies.
 
-The default run kills at each point at least once; ``BUTTRESS_PG_CRASH_KILLS=40`` runs the long trial.
+The default run (two servers) kills at each point at least once; ``BUTTRESS_PG_CRASH_KILLS=40`` runs
+the long trial with four.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from tests.workflows.harness import STEP_AND_EFFECT_POINTS, provider
 
 pytestmark = pytest.mark.timeout(900)
 
-SERVERS = 4
+LONG = "BUTTRESS_PG_CRASH_KILLS" in os.environ
+SERVERS = 4 if LONG else 2
+"""Four servers in the long trial; two by default (each start is a process)."""
 LEASE_S = 2.0
 KILLS = int(os.environ.get("BUTTRESS_PG_CRASH_KILLS") or len(STEP_AND_EFFECT_POINTS))
 STOCK = 10_000
