@@ -68,6 +68,35 @@ def lock_path(project: Project) -> Path:
 # ------------------------------------------------------------------------------------------- owner
 
 
+class PolicyWatch:
+    """Follows the operator's ``buttress.toml`` for a runtime: read again every second, a valid change is
+    put in force for the operations that start from then, a refused one is audited and the old policy
+    kept (``Runtime.use_policy``). Run by the process that owns a DuckDB project, and by every serving
+    process of a shared (PostgreSQL) one, each from its own project directory."""
+
+    def __init__(
+        self, project: Project, runtime: Runtime, policy: PolicyFile | None, stop: threading.Event
+    ) -> None:
+        from runtime.boundary.policyfile import PolicyFile
+
+        self.runtime = runtime
+        self.policy = policy or PolicyFile(project.config_path, poll_s=POLICY_POLL_S)
+        self.policy.on_change(self._reloaded)
+        self._stop = stop
+        self._thread = threading.Thread(target=self._watch, name="buttress-policy", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLICY_POLL_S):
+            try:
+                self.policy.refresh()
+            except Exception:
+                logger.exception("reading %s failed", self.policy.path)
+
+    def _reloaded(self, change: PolicyChange) -> None:
+        self.runtime.use_policy(change.policy, digest=change.digest, error=change.error)
+
+
 class Owner:
     """What a process that owns the project runs beside its runtime: the socket, the scheduler and the
     policy watcher (and, for the daemon, what it needs to know when it may stop)."""
@@ -77,7 +106,6 @@ class Owner:
     ) -> None:
         from mcp_server.channel import ChannelServer, socket_path
         from mcp_server.server import check_action_tools
-        from runtime.boundary.policyfile import PolicyFile
 
         if check_action_tools not in runtime.spec_checks:  # every dry-run builds each action's tool,
             runtime.spec_checks.append(check_action_tools)  # whichever process proposed it: before
@@ -85,26 +113,13 @@ class Owner:
         self.runtime = runtime
         self.kind: OwnerKind = kind
         self.since = _now()
-        self.policy = policy or PolicyFile(project.config_path, poll_s=POLICY_POLL_S)
-        self.policy.on_change(self._reloaded)
         self._stop = threading.Event()
         self.channel: ChannelServer = ChannelServer(
             runtime, socket_path(project.database), describe=self.describe
         )
         runtime.start_scheduler()
-        self._watcher = threading.Thread(target=self._watch_policy, name="buttress-policy", daemon=True)
-        self._watcher.start()
+        self.policy = PolicyWatch(project, runtime, policy, self._stop).policy
         logger.info("pid %d owns %s (%s)", os.getpid(), project.database, kind)
-
-    def _watch_policy(self) -> None:
-        while not self._stop.wait(POLICY_POLL_S):
-            try:
-                self.policy.refresh()
-            except Exception:
-                logger.exception("reading %s failed", self.policy.path)
-
-    def _reloaded(self, change: PolicyChange) -> None:
-        self.runtime.use_policy(change.policy, digest=change.digest, error=change.error)
 
     def due(self, window_s: float) -> str | None:
         """Why the owner must keep running for ``window_s`` (work due within it), or None."""

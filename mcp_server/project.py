@@ -345,14 +345,17 @@ def _open_shared(
     project: Project, *, serving: bool, policy: PolicyFile | None
 ) -> tuple[RuntimeAPI, Owner | None]:
     """A PostgreSQL project: every process opens the runtime itself (the database is shared; there is
-    no daemon and no socket). Every serving process runs the scheduler: the runs' leases share the
-    work among the servers, and take over the runs of one that went."""
+    no daemon and no socket). Every serving process runs the scheduler (the runs' leases share the
+    work among the servers, and take over the runs of one that went) and follows its own project's
+    ``buttress.toml`` as the owner of a DuckDB project does."""
+    from mcp_server.owner import PolicyWatch
     from mcp_server.server import check_action_tools
 
     runtime = project.open(policy.current() if policy is not None else None)
     runtime.spec_checks.append(check_action_tools)
     if serving:
         runtime.start_scheduler()
+        PolicyWatch(project, runtime, policy, runtime.closing)  # this host's buttress.toml, followed
     return runtime, None
 
 

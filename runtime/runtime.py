@@ -220,6 +220,11 @@ class Runtime(Reads, WorkflowOperations, ControlRoom, SharedDatabase):
             return approvals.Table(cast(Any, self.engine))
         return approvals.Folder(approvals.folder(self.engine.path))
 
+    @property
+    def closing(self) -> threading.Event:
+        """Set once ``close`` begins: the threads serving this runtime stop on it."""
+        return self._closing
+
     def start_scheduler(self) -> None:
         """Advance runs and deliver messages from now on, on a thread of their own."""
         self.scheduler.start()

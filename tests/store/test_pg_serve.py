@@ -101,3 +101,27 @@ async def test_two_servers_serve_one_application_in_one_postgresql_database(
         del os.environ[URL_ENV]
     with pytest.raises(ButtressError):
         Project.load(tmp_path / "a").open()  # without the connection string: a clear refusal
+
+
+def test_a_serving_process_follows_its_own_buttress_toml(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each serve of a shared database follows the operator's file in its own project directory, as the
+    owner of a DuckDB project does: an edit is in force within a poll, without a restart."""
+    from mcp_server.project import connect, init
+    from tests.mcp_server.helpers import configure
+
+    monkeypatch.setenv(URL_ENV, pg_dsn)
+    root = init(tmp_path / "host", engine="postgres", url_env=URL_ENV).root
+    runtime, _ = connect(Project.load(root), spawn=True)  # as an agent's serve opens it
+    try:
+        assert runtime.limits.max_rows == 1000
+        configure(root, limits={"max_rows": 7})
+        deadline = time.monotonic() + 10
+        while runtime.limits.max_rows != 7 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runtime.limits.max_rows == 7
+        entries = runtime.read_audit(limit=5)
+        assert any(e.operation == "policy_reload" and e.outcome == "ok" for e in entries), entries
+    finally:
+        runtime.close()
