@@ -99,7 +99,7 @@ class Dialect:
     def try_cast(self, expression: str, logical: str) -> str:
         """``expression`` converted to ``logical``, NULL where it does not convert.
 
-        PostgreSQL has no such cast: it calls ``_buttress.try_cast_<type>(text)``, which the system
+        PostgreSQL has no such cast: it calls ``_buttress_fn.try_cast_<type>(text)``, which the system
         schema defines (``support_functions``)."""
         if self.name == "duckdb":
             return f"TRY_CAST({expression} AS {self.column_type(logical)})"
@@ -107,10 +107,10 @@ class Dialect:
         if decimal:
             precision, scale = decimal.groups()
             return (
-                f"CAST(_buttress.try_cast_decimal(CAST({expression} AS TEXT), {precision}, {scale}) "
+                f"CAST({SUPPORT_SCHEMA}.try_cast_decimal(CAST({expression} AS TEXT), {precision}, {scale}) "
                 f"AS {self.column_type(logical)})"
             )
-        return f"_buttress.{try_cast_function(logical)}(CAST({expression} AS TEXT))"
+        return f"{SUPPORT_SCHEMA}.{try_cast_function(logical)}(CAST({expression} AS TEXT))"
 
     def json_text(self, expression: str, key: str) -> str:
         """The text of top-level member ``key`` of a JSON value (NULL when absent)."""
@@ -256,6 +256,11 @@ def _key(key: str) -> str:
     return key
 
 
+SUPPORT_SCHEMA: Final = "_buttress_fn"
+"""PostgreSQL's schema of the helpers agent SQL may call (the try-casts), apart from the system schema:
+the agent role uses this one and has no access to ``_buttress``."""
+
+
 def try_cast_function(logical: str) -> str:
     """The name of PostgreSQL's try-cast helper for ``logical`` (``try_cast_decimal_12_2``)."""
     return "try_cast_" + re.sub(r"[^a-z0-9]+", "_", logical).strip("_")
@@ -269,7 +274,9 @@ def support_functions(dialect: Dialect, logicals: Sequence[str] | None = None) -
     if dialect.name == "duckdb":
         return []
     out = [
-        "CREATE OR REPLACE FUNCTION _buttress.try_cast_decimal(value TEXT, p INTEGER, s INTEGER) "
+        f"CREATE SCHEMA IF NOT EXISTS {SUPPORT_SCHEMA}",
+        f"REVOKE CREATE ON SCHEMA {SUPPORT_SCHEMA} FROM PUBLIC",
+        f"CREATE OR REPLACE FUNCTION {SUPPORT_SCHEMA}.try_cast_decimal(value TEXT, p INTEGER, s INTEGER) "
         "RETURNS NUMERIC LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$ "
         "DECLARE v NUMERIC; BEGIN v := round(CAST(value AS NUMERIC), s); "
         "IF abs(v) >= power(10::numeric, p - s) THEN RETURN NULL; END IF; RETURN v; "
@@ -287,7 +294,7 @@ def support_functions(dialect: Dialect, logicals: Sequence[str] | None = None) -
         elif logical in ("date", "timestamp", "timestamptz"):
             body = f"DECLARE v {target} := CAST(value AS {target}); BEGIN IF isfinite(v) THEN RETURN v; END IF; RETURN NULL; END;"
         out.append(
-            f"CREATE OR REPLACE FUNCTION _buttress.{try_cast_function(logical)}(value TEXT) "
+            f"CREATE OR REPLACE FUNCTION {SUPPORT_SCHEMA}.{try_cast_function(logical)}(value TEXT) "
             f"RETURNS {target} LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$ "
             f"BEGIN {body} EXCEPTION WHEN OTHERS THEN RETURN NULL; END $$"
         )

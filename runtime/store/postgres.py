@@ -50,7 +50,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_loads
 
 from runtime.errors import ButtressError, Code, EngineError, SqlError
-from runtime.sql.dialect import POSTGRES, Dialect
+from runtime.sql.dialect import POSTGRES, SUPPORT_SCHEMA, Dialect
 from runtime.store import values
 from runtime.store.sessions import Params, Reader, Rows, Tx, Watchdog, timeout_error
 
@@ -656,6 +656,9 @@ def provision_agent_role(engine: PgEngine, role: str = AGENT_ROLE) -> None:
             "REVOKE ALL ON SCHEMA _buttress FROM PUBLIC",
             f"REVOKE ALL ON SCHEMA _buttress FROM {role}",
             f"GRANT USAGE ON SCHEMA public TO {role}",
+            f"CREATE SCHEMA IF NOT EXISTS {SUPPORT_SCHEMA}",  # the try-casts agent SQL calls
+            f"REVOKE CREATE ON SCHEMA {SUPPORT_SCHEMA} FROM PUBLIC",
+            f"GRANT USAGE ON SCHEMA {SUPPORT_SCHEMA} TO {role}",
             f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}",
         ):

@@ -674,3 +674,25 @@ def test_a_change_that_locks_a_table_says_so_and_waits_for_a_reader_only_as_long
         assert rt.deploy(change.proposal_id).version == 2  # the reader is gone
     finally:
         rt.close()
+
+
+def test_an_agent_query_reads_as_its_role_and_may_call_the_try_casts_but_not_reach_the_system_schema(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The try-cast helpers live in a schema of their own that the agent role may use; the system
+    schema stays out of its reach."""
+    rt = Runtime.open_postgres(pg_dsn, tmp_path / "app.postgres")
+    try:
+        assert rt.agent_role
+        proposal = rt.propose(MEMO)
+        assert rt.dry_run(proposal.proposal_id).passed
+        rt.deploy(proposal.proposal_id)
+        rt.run_action("add_memo", {"id": 1, "note": "12"})
+        rt.run_action("add_memo", {"id": 2, "note": "twelve"})
+        answer = rt.query("select id, try_cast(note as integer) as n from memo order by id", actor="local")
+        assert answer.rows == [[1, 12], [2, None]]
+        with rt.engine.snapshot(agent=True) as reader, pytest.raises(ButtressError) as caught:
+            reader.fetchall("SELECT count(*) FROM _buttress.audit")
+        assert caught.value.code == "sql.forbidden"
+    finally:
+        rt.close()
