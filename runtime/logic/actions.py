@@ -272,12 +272,13 @@ class ActionRunner:
         affected = 0
         truncated = False
         limits = self.rt.limits
-        for index, statement in enumerate(prepared.statements):
-            with _as_written(index, statement):
-                count, produced = self._statement(session, statement, values, touched, limits)
-            affected += count
-            if produced is not None:
-                columns, rows, truncated = produced
+        with session.as_agent():  # the agent's statements as its role; the checks after as the owner
+            for index, statement in enumerate(prepared.statements):
+                with _as_written(index, statement):
+                    count, produced = self._statement(session, statement, values, touched, limits)
+                affected += count
+                if produced is not None:
+                    columns, rows, truncated = produced
         return ActionResult(
             action=prepared.spec.name,
             kind=prepared.spec.kind,

@@ -76,7 +76,7 @@ def default_sql(field: FieldSpec, dialect: Dialect = DUCKDB) -> str | None:
     if expr is not None:
         if expr.expr == "autoincrement":
             assert expr.sequence is not None
-            return f"nextval({string(f'{SYSTEM_SCHEMA}.{expr.sequence}')})"
+            return f"nextval({string(f'{dialect.agent_schema}.{expr.sequence}')})"
         return dialect.default(DEFAULT_EXPRESSIONS[expr.expr])
     if field.default is None:
         return None
@@ -180,12 +180,16 @@ def create_view(view: ViewSpec, *, replace: bool = False, dialect: Dialect = DUC
     return f"{verb} {q(view.name)} AS\n{body}\n"
 
 
-def sequences(entity: EntitySpec) -> list[str]:
-    return [
-        f"CREATE SEQUENCE IF NOT EXISTS {qs(f.default_expr.sequence)}"
+def sequences(entity: EntitySpec, dialect: Dialect = DUCKDB) -> list[str]:
+    """The sequences behind the entity's autoincrement fields (where agent statements may use them)."""
+    made = [
+        f"CREATE SEQUENCE IF NOT EXISTS {dialect.agent_schema}.{q(f.default_expr.sequence)}"
         for f in entity.fields
         if f.autoincrement and f.default_expr is not None and f.default_expr.sequence
     ]
+    if made and dialect is not DUCKDB:  # its own schema, which opening the database also creates
+        made.insert(0, f"CREATE SCHEMA IF NOT EXISTS {dialect.agent_schema}")
+    return made
 
 
 def entity_order(spec: AppSpec) -> list[EntitySpec]:
@@ -210,7 +214,7 @@ def entity_order(spec: AppSpec) -> list[EntitySpec]:
 
 def create_entity(entity: EntitySpec, spec: AppSpec, dialect: Dialect = DUCKDB) -> list[str]:
     return [
-        *sequences(entity),
+        *sequences(entity, dialect),
         create_table(entity, duckdb_checks=spec.checked_by == "duckdb", dialect=dialect),
         *(create_index(entity, i) for i in indexes_of(spec, entity)),
     ]

@@ -99,7 +99,7 @@ class Dialect:
     def try_cast(self, expression: str, logical: str) -> str:
         """``expression`` converted to ``logical``, NULL where it does not convert.
 
-        PostgreSQL has no such cast: it calls ``_buttress_fn.try_cast_<type>(text)``, which the system
+        PostgreSQL has no such cast: it calls ``_buttress_agent.try_cast_<type>(text)``, which the system
         schema defines (``support_functions``)."""
         if self.name == "duckdb":
             return f"TRY_CAST({expression} AS {self.column_type(logical)})"
@@ -171,6 +171,12 @@ class Dialect:
     def text_list_param(self) -> str:
         """A parameter holding a list of text, as a set to select from (``x IN (SELECT ...)``)."""
         return "unnest(?)" if self.name == "duckdb" else "unnest(CAST(? AS TEXT[]))"
+
+    @property
+    def agent_schema(self) -> str:
+        """Where the runtime keeps what agent statements use while they run (the autoincrement
+        sequences): DuckDB's system schema; on PostgreSQL a schema the agent role may use."""
+        return "_buttress" if self.name == "duckdb" else SUPPORT_SCHEMA
 
     @property
     def utc_now(self) -> str:
@@ -256,9 +262,10 @@ def _key(key: str) -> str:
     return key
 
 
-SUPPORT_SCHEMA: Final = "_buttress_fn"
-"""PostgreSQL's schema of the helpers agent SQL may call (the try-casts), apart from the system schema:
-the agent role uses this one and has no access to ``_buttress``."""
+SUPPORT_SCHEMA: Final = "_buttress_agent"
+"""PostgreSQL's schema of what agent SQL uses while it runs (the try-cast helpers, the autoincrement
+sequences behind column defaults), apart from the system schema: the agent role may use this one and
+has no access to ``_buttress``."""
 
 
 def try_cast_function(logical: str) -> str:
@@ -280,7 +287,7 @@ def support_functions(dialect: Dialect, logicals: Sequence[str] | None = None) -
         "RETURNS NUMERIC LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$ "
         "DECLARE v NUMERIC; BEGIN v := round(CAST(value AS NUMERIC), s); "
         "IF abs(v) >= power(10::numeric, p - s) THEN RETURN NULL; END IF; RETURN v; "
-        "EXCEPTION WHEN OTHERS THEN RETURN NULL; END $$"
+        "EXCEPTION WHEN OTHERS THEN RETURN NULL; END $$",
     ]
     for logical in logicals if logicals is not None else tuple(SIMPLE_TYPES):
         target = dialect.column_type(logical)

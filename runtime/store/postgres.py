@@ -212,6 +212,23 @@ class _PgStatements:
     dialect: ClassVar[Dialect] = POSTGRES
     _cursor: Any
     _watchdog: Watchdog | None
+    agent_role: str | None = None
+    """The role agent statements take in this session (``as_agent``); None until it is provisioned."""
+
+    @contextlib.contextmanager
+    def as_agent(self) -> Iterator[None]:
+        """The agent's statements as the agent role, for this stretch of the transaction; the runtime's
+        own statements after it run as the owner again. A statement that failed leaves the transaction
+        aborted (it rolls back, and the role with it), so nothing is reset then."""
+        if self.agent_role is None:
+            yield
+            return
+        self._run("SELECT set_config('role', ?, true)", [self.agent_role], None)
+        try:
+            yield
+        finally:
+            if self._cursor.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+                self._run("SELECT set_config('role', 'none', true)", None, None)
 
     def _run(self, sql: str, params: Params, timeout: float | None) -> Rows:
         text, values = POSTGRES.numbered(sql, params)
@@ -286,6 +303,8 @@ class PgEngine:
         whatever the authentication, while the SQL guard refuses any function that could set it back."""
         self.agent_dsn = agent_dsn or agent_conninfo(dsn)
         self.agent_role = AGENT_ROLE
+        self.agent_writes = False
+        """Actions' statements run as the agent role (set once ``provision_agent_role`` granted it)."""
         self.settings = settings or PgSettings()
         self.lane_key = lane_key
         self._writer = connect_pg(dsn, self.settings)
@@ -340,6 +359,7 @@ class PgEngine:
                 tx = PgTx(
                     self._writer, None if timeout is None else time.monotonic() + timeout, self._watchdog
                 )
+                tx.agent_role = self.agent_role if self.agent_writes else None
                 self._local.tx = tx
                 try:
                     self._plain(POSTGRES.begin_write)
@@ -661,5 +681,11 @@ def provision_agent_role(engine: PgEngine, role: str = AGENT_ROLE) -> None:
             f"GRANT USAGE ON SCHEMA {SUPPORT_SCHEMA} TO {role}",
             f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}",
+            # actions' statements write as the role too (reads stay read-only transactions)
+            f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT INSERT, UPDATE, DELETE ON TABLES TO {role}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {SUPPORT_SCHEMA} TO {role}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {SUPPORT_SCHEMA} GRANT USAGE, SELECT ON SEQUENCES TO {role}",
         ):
             tx.execute(statement)
+    engine.agent_writes = True

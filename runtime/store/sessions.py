@@ -14,11 +14,12 @@ of a multi-statement string, each autocommitted).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -258,6 +259,13 @@ class Session:
         finally:
             if token is not None and self._watchdog is not None:
                 self._watchdog.disarm(token)
+
+    @contextlib.contextmanager
+    def as_agent(self) -> Iterator[None]:
+        """Statements an agent wrote, run as the engine's agent role where it has one (PostgreSQL: the
+        database then refuses what the role may not do, whatever got past the SQL guard). DuckDB has no
+        roles: the guard alone stands, and nothing changes here."""
+        yield
 
     def execute_agent(
         self, sql: str, params: dict[str, Any] | None = None, *, timeout: float | None = None

@@ -696,3 +696,29 @@ def test_an_agent_query_reads_as_its_role_and_may_call_the_try_casts_but_not_rea
         assert caught.value.code == "sql.forbidden"
     finally:
         rt.close()
+
+
+def test_an_actions_statements_write_as_the_agent_role_and_the_runtime_writes_its_rows_as_the_owner(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """An action's statements take the agent role for their stretch of the writer transaction: what
+    the role may not do, the database refuses (here a write the operator revoked), whatever the guard
+    let through; the audit rows and checks after them are the owner's again."""
+    rt = Runtime.open_postgres(pg_dsn, tmp_path / "app.postgres")
+    try:
+        proposal = rt.propose(MEMO)
+        assert rt.dry_run(proposal.proposal_id).passed
+        rt.deploy(proposal.proposal_id)
+        rt.run_action("add_memo", {"id": 1, "note": "as the role"})
+        with rt.engine.transaction() as tx:
+            tx.execute("REVOKE INSERT ON memo FROM buttress_agent")
+        with pytest.raises(ButtressError) as caught:
+            rt.run_action("add_memo", {"id": 2, "note": "refused by the database"})
+        assert caught.value.code == "sql.forbidden"
+        with rt.engine.transaction() as tx:
+            tx.execute("GRANT INSERT ON memo TO buttress_agent")
+        rt.run_action("add_memo", {"id": 3, "note": "granted again"})
+        assert rt.query("select id from memo order by id").rows == [[1], [3]]
+        assert rt.verify_audit().ok
+    finally:
+        rt.close()
