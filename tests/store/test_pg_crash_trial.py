@@ -45,7 +45,8 @@ pytestmark = pytest.mark.timeout(900)
 LONG = "BUTTRESS_PG_CRASH_KILLS" in os.environ
 SERVERS = 4 if LONG else 2
 """Four servers in the long trial; two by default (each start is a process)."""
-LEASE_S = 2.0
+LEASE_S = 2.0 if LONG else 1.0
+"""How long a server holds a run it advances (a shorter lease keeps the default run short)."""
 KILLS = int(os.environ.get("BUTTRESS_PG_CRASH_KILLS") or len(STEP_AND_EFFECT_POINTS))
 STOCK = 10_000
 URL_ENV = "BUTTRESS_TEST_DATABASE_URL"
