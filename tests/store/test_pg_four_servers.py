@@ -1,6 +1,9 @@
-"""Four `buttress serve --http` processes (two by default) on one PostgreSQL database (engine-specific: PostgreSQL), each
-with its own project directory, as four hosts would run them: agents book slots through all four at
-once and no slot is ever overbooked; the audit log is one verified chain afterwards.
+"""Four `buttress serve --http` processes (two by default) on one PostgreSQL database
+(engine-specific: PostgreSQL), each with its own project directory, as four hosts would run them.
+Agents book slots through all of them at once and no slot is ever overbooked; one idempotency key
+sent to every server at once books once and replays the rest; transfers through every server conserve
+the total and never overdraw; messages published on every server are each delivered once, none
+skipped; the audit log is one verified chain afterwards.
 
 ``BUTTRESS_PG_SERVE_BOOKINGS`` sets how many bookings are attempted (CI's long trial: 10,000).
 """
@@ -8,11 +11,13 @@ once and no slot is ever overbooked; the audit log is one verified chain afterwa
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -22,6 +27,7 @@ from mcp_server.project import Project, init
 from tests.mcp_server.helpers import call, serve_command, ship, source_env
 from tests.mcp_server.test_http import client_for, free_port, wait_for_port, with_agents
 from tests.runtime.test_actions import BOOKING
+from tests.store.test_pg_runtime import MONEY, NOTED
 
 pytestmark = pytest.mark.anyio
 
@@ -103,6 +109,9 @@ async def test_servers_on_one_database_never_overbook(
                 clients[-1], "query", sql="select slot_id, count(*) as n from booking group by slot_id"
             )
         )["rows"]
+        await one_key_on_every_server(clients)
+        await money_moved_through_every_server(clients)
+        await messages_published_on_every_server(clients)
     attempted = per_caller * SERVERS * CALLERS
     assert sum(outcomes.values()) == attempted
     assert set(outcomes) <= {"ok", "invariant.violated"}, outcomes
@@ -113,3 +122,80 @@ async def test_servers_on_one_database_never_overbook(
         assert runtime.verify_audit().ok
     finally:
         runtime.close()
+
+
+async def tools_everywhere(clients: list[Any], tool: str) -> None:
+    """Until every server has heard of the version that adds ``tool``."""
+    with anyio.fail_after(60):
+        for client in clients:
+            while tool not in {t.name for t in (await client.list_tools()).tools}:
+                await anyio.sleep(0.2)
+
+
+async def one_key_on_every_server(clients: list[Any]) -> None:
+    """The same booking with one idempotency key, sent to every server at once: one effect, the rest
+    replays of it."""
+    await call(clients[0], "app_add_slot", id=SLOTS, capacity=SERVERS)
+    answers: list[dict[str, Any]] = []
+
+    async def book(client: Any) -> None:
+        answers.append(await call(client, "app_book", slot_id=SLOTS, who="once", idempotency_key="k-once"))
+
+    async with anyio.create_task_group() as group:
+        for client in clients:
+            group.start_soon(book, client)
+    assert sorted(a["replayed"] for a in answers) == [False] + [True] * (len(clients) - 1), answers
+    counted = await call(
+        clients[-1], "query", sql=f"select count(*) as n from booking where slot_id = {SLOTS}"
+    )
+    assert counted["rows"] == [[1]]
+
+
+async def money_moved_through_every_server(clients: list[Any]) -> None:
+    """Transfers through every server at once, many of which would overdraw: the total never changes
+    and no balance goes below zero (each commits whole or not at all, write skew included)."""
+    await ship(clients[0], MONEY)
+    await tools_everywhere(clients, "app_transfer")
+    for account in range(6):
+        await call(clients[0], "app_open_account", id=account, balance=100)
+    outcomes: Counter[str] = Counter()
+
+    async def move(n: int, client: Any) -> None:
+        rng = random.Random(n)
+        for _ in range(20):
+            source, target = rng.sample(range(6), 2)
+            result = await client.call_tool(
+                "app_transfer", {"source": source, "target": target, "amount": rng.randint(1, 80)}
+            )
+            outcomes["ok" if not result.is_error else result.structured_content["error"]["code"]] += 1
+
+    async with anyio.create_task_group() as group:
+        for n, client in enumerate(clients):
+            group.start_soon(move, n, client)
+    balances = (await call(clients[-1], "query", sql="select balance from account"))["rows"]
+    assert sum(b for (b,) in balances) == 600 and min(b for (b,) in balances) >= 0
+    assert set(outcomes) <= {"ok", "invariant.violated"} and outcomes["ok"], outcomes
+
+
+async def messages_published_on_every_server(clients: list[Any]) -> None:
+    """Every server publishes at once; the servers' schedulers, sharing the work through their leases,
+    deliver each message to the subscribed action exactly once and skip none."""
+    await ship(clients[0], NOTED)
+    await tools_everywhere(clients, "app_note")
+    per = 10
+
+    async def produce(n: int, client: Any) -> None:
+        for k in range(per):
+            await call(client, "publish", topic="tags", payload={"tag": f"p{n}-{k}"})
+
+    async with anyio.create_task_group() as group:
+        for n, client in enumerate(clients):
+            group.start_soon(produce, n, client)
+    expected = per * len(clients)
+    with anyio.fail_after(60):
+        while (await call(clients[-1], "query", sql="select count(*) as n from seen"))["rows"] != [
+            [expected]
+        ]:
+            await anyio.sleep(0.2)
+    distinct = await call(clients[-1], "query", sql="select count(distinct tag) as n from seen")
+    assert distinct["rows"] == [[expected]]

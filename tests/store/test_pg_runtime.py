@@ -312,6 +312,34 @@ def test_one_idempotency_key_sent_to_four_servers_at_once_gives_one_effect_and_t
             rt.close()
 
 
+NOTED: list[dict[str, Any]] = [
+    {
+        "op": "add_entity",
+        "entity": {"name": "seen", "primary_key": ["tag"], "fields": [{"name": "tag", "type": "text"}]},
+    },
+    {
+        "op": "add_action",
+        "action": {
+            "name": "note",
+            "kind": "mutation",
+            "params": [{"name": "tag", "type": "text"}],
+            "statements": ["insert into seen (tag) values ($tag)"],  # a second delivery would collide
+        },
+    },
+    {"op": "add_topic", "topic": {"name": "tags", "payload": [{"name": "tag", "type": "text"}]}},
+    {
+        "op": "add_subscription",
+        "subscription": {
+            "name": "noter",
+            "topic": "tags",
+            "action": "note",
+            "args": {"tag": {"from": "message.tag"}},
+        },
+    },
+]
+"""A topic of tags and a subscribed action that records each (a second delivery would collide)."""
+
+
 def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
     pg_dsn: str, tmp_path: Path
 ) -> None:
@@ -321,31 +349,7 @@ def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
     import threading
     import time
 
-    ops: list[dict[str, Any]] = [
-        {
-            "op": "add_entity",
-            "entity": {"name": "seen", "primary_key": ["tag"], "fields": [{"name": "tag", "type": "text"}]},
-        },
-        {
-            "op": "add_action",
-            "action": {
-                "name": "note",
-                "kind": "mutation",
-                "params": [{"name": "tag", "type": "text"}],
-                "statements": ["insert into seen (tag) values ($tag)"],  # a second delivery would collide
-            },
-        },
-        {"op": "add_topic", "topic": {"name": "tags", "payload": [{"name": "tag", "type": "text"}]}},
-        {
-            "op": "add_subscription",
-            "subscription": {
-                "name": "noter",
-                "topic": "tags",
-                "action": "note",
-                "args": {"tag": {"from": "message.tag"}},
-            },
-        },
-    ]
+    ops = NOTED
     runtimes = []
     for n in range(4):
         (tmp_path / f"s{n}").mkdir()
