@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from runtime.errors import ButtressError, Code
-from runtime.store.postgres import PgEngine, translate_pg
+from runtime.store.pg_errors import translate_pg
+from runtime.store.postgres import PgEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOKINGS = int(os.environ.get("BUTTRESS_PG_BOOKINGS", "1000"))
