@@ -12,6 +12,8 @@ import pytest
 
 from runtime.errors import ButtressError
 from runtime.runtime import Runtime
+from tests.conftest import deploy_ops
+from tests.runtime.test_actions import ACCOUNTS
 
 OPS: list[dict[str, Any]] = [
     {
@@ -62,6 +64,15 @@ OPS: list[dict[str, Any]] = [
         },
     },
 ]
+
+
+def servers(dsn: str, root: Path, count: int = 4) -> list[Runtime]:
+    """``count`` servers of one database, each with a project directory of its own (``root/s0``...)."""
+    runtimes = []
+    for n in range(count):
+        (root / f"s{n}").mkdir()
+        runtimes.append(open_runtime(dsn, root / f"s{n}"))
+    return runtimes
 
 
 def open_runtime(dsn: str, project: Path, **options: Any) -> Runtime:
@@ -127,9 +138,7 @@ def test_two_servers_on_one_database_see_each_others_versions_and_keep_one_audit
     a = open_runtime(pg_dsn, tmp_path / "a")
     b = open_runtime(pg_dsn, tmp_path / "b")
     try:
-        proposal = a.propose(OPS)
-        assert a.dry_run(proposal.proposal_id).passed
-        a.deploy(proposal.proposal_id)
+        deploy_ops(a, OPS)
         assert b.run_action("add_slot", {"id": 1, "capacity": 5}).version == 1  # no wait: read in its tx
         for i in range(6):
             (a if i % 2 else b).run_action("add_slot", {"id": 10 + i, "capacity": 1})
@@ -211,9 +220,7 @@ def test_a_run_is_advanced_by_the_server_holding_its_lease_and_taken_over_when_t
     a = open_runtime(pg_dsn, tmp_path / "a", limits=Limits(run_lease_s=2.0))
     b = open_runtime(pg_dsn, tmp_path / "b", limits=Limits(run_lease_s=2.0))
     try:
-        proposal = a.propose(LEASED)
-        assert a.dry_run(proposal.proposal_id).passed
-        a.deploy(proposal.proposal_id)
+        deploy_ops(a, LEASED)
         for n in range(10):
             a.start_workflow("two_marks", {"id": f"r{n}"}, run_id=f"r{n}")
         a.scheduler.drain()
@@ -253,9 +260,7 @@ def test_a_step_of_a_server_whose_lease_was_taken_over_commits_nothing(pg_dsn: s
 
     rt = open_runtime(pg_dsn, tmp_path)
     try:
-        proposal = rt.propose(LEASED)
-        assert rt.dry_run(proposal.proposal_id).passed
-        rt.deploy(proposal.proposal_id)
+        deploy_ops(rt, LEASED)
         rt.start_workflow("two_marks", {"id": "r"}, run_id="r")
         with rt.engine.transaction() as tx:
             assert leases.claim(tx, ["r"], owner="old", seconds=0.0) == ["r"]
@@ -279,14 +284,9 @@ def test_one_idempotency_key_sent_to_four_servers_at_once_gives_one_effect_and_t
 ) -> None:
     import threading
 
-    runtimes = []
-    for n in range(4):
-        (tmp_path / f"s{n}").mkdir()
-        runtimes.append(open_runtime(pg_dsn, tmp_path / f"s{n}"))
+    runtimes = servers(pg_dsn, tmp_path)
     try:
-        proposal = runtimes[0].propose(OPS)
-        assert runtimes[0].dry_run(proposal.proposal_id).passed
-        runtimes[0].deploy(proposal.proposal_id)
+        deploy_ops(runtimes[0], OPS)
         runtimes[1].run_action("add_slot", {"id": 1, "capacity": 10})
         start = threading.Barrier(4)
         results: list[Any] = []
@@ -350,14 +350,9 @@ def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
     import time
 
     ops = NOTED
-    runtimes = []
-    for n in range(4):
-        (tmp_path / f"s{n}").mkdir()
-        runtimes.append(open_runtime(pg_dsn, tmp_path / f"s{n}"))
+    runtimes = servers(pg_dsn, tmp_path)
     try:
-        proposal = runtimes[0].propose(ops)
-        assert runtimes[0].dry_run(proposal.proposal_id).passed
-        runtimes[0].deploy(proposal.proposal_id)
+        deploy_ops(runtimes[0], ops)
         for rt in runtimes:
             rt.start_scheduler()  # every one of them delivers; each message once
         start = threading.Barrier(4)
@@ -389,22 +384,7 @@ def test_four_producers_messages_are_each_delivered_once_and_none_is_skipped(
 
 
 MONEY: list[dict[str, Any]] = [
-    {
-        "op": "add_entity",
-        "entity": {
-            "name": "account",
-            "primary_key": ["id"],
-            "fields": [{"name": "id", "type": "integer"}, {"name": "balance", "type": "bigint"}],
-        },
-    },
-    {
-        "op": "add_invariant",
-        "invariant": {
-            "name": "no_overdraft",
-            "description": "balances stay >= 0",
-            "sql": "select id from account where balance < 0",
-        },
-    },
+    *ACCOUNTS,
     {
         "op": "add_action",
         "action": {
@@ -414,23 +394,8 @@ MONEY: list[dict[str, Any]] = [
             "statements": ["insert into account (id, balance) values ($id, $balance)"],
         },
     },
-    {
-        "op": "add_action",
-        "action": {
-            "name": "transfer",
-            "kind": "mutation",
-            "params": [
-                {"name": "source", "type": "integer"},
-                {"name": "target", "type": "integer"},
-                {"name": "amount", "type": "bigint"},
-            ],
-            "statements": [
-                "update account set balance = balance - $amount where id = $source",
-                "update account set balance = balance + $amount where id = $target",
-            ],
-        },
-    },
 ]
+"""The accounts of the runtime's transfer test, and an action that opens one."""
 
 
 def test_money_is_conserved_and_never_overdrawn_across_four_servers(pg_dsn: str, tmp_path: Path) -> None:
@@ -439,14 +404,9 @@ def test_money_is_conserved_and_never_overdrawn_across_four_servers(pg_dsn: str,
     import random
     import threading
 
-    runtimes = []
-    for n in range(4):
-        (tmp_path / f"s{n}").mkdir()
-        runtimes.append(open_runtime(pg_dsn, tmp_path / f"s{n}"))
+    runtimes = servers(pg_dsn, tmp_path)
     try:
-        proposal = runtimes[0].propose(MONEY)
-        assert runtimes[0].dry_run(proposal.proposal_id).passed
-        runtimes[0].deploy(proposal.proposal_id)
+        deploy_ops(runtimes[0], MONEY)
         for account in range(6):
             runtimes[1].run_action("open_account", {"id": account, "balance": 100})
         outcomes: list[str] = []
@@ -485,14 +445,9 @@ def test_mutations_racing_a_deploy_on_another_server_commit_no_violation(pg_dsn:
 
     ops = [op for op in OPS if op["op"] != "add_invariant"]
     rule = next(op for op in OPS if op["op"] == "add_invariant")
-    runtimes = []
-    for n in range(4):
-        (tmp_path / f"s{n}").mkdir()
-        runtimes.append(open_runtime(pg_dsn, tmp_path / f"s{n}"))
+    runtimes = servers(pg_dsn, tmp_path)
     try:
-        proposal = runtimes[0].propose(ops)
-        assert runtimes[0].dry_run(proposal.proposal_id).passed
-        runtimes[0].deploy(proposal.proposal_id)
+        deploy_ops(runtimes[0], ops)
         for slot in range(5):
             runtimes[0].run_action("add_slot", {"id": slot, "capacity": 60})
         for rt in runtimes[1:]:  # the change feed is down on the bookers: what holds is the version
@@ -574,9 +529,7 @@ def test_an_approval_asked_on_one_server_is_given_on_another_and_honoured_on_a_t
         servers.append(open_runtime(pg_dsn, tmp_path / name, policy=policy))
     a, b, c = servers
     try:
-        proposal = a.propose(MEMO)
-        assert a.dry_run(proposal.proposal_id).passed
-        a.deploy(proposal.proposal_id)
+        deploy_ops(a, MEMO)
         a.run_action("add_memo", {"id": 1, "note": "keep me"})
         drop = a.propose(
             [
@@ -620,9 +573,7 @@ def test_the_audit_anchor_is_shared_so_a_new_server_trusts_it_and_a_cut_log_is_c
     for name in "abc":
         (tmp_path / name).mkdir()
     a = open_runtime(pg_dsn, tmp_path / "a")
-    proposal = a.propose(MEMO)
-    assert a.dry_run(proposal.proposal_id).passed
-    a.deploy(proposal.proposal_id)
+    deploy_ops(a, MEMO)
     for n in range(3):
         a.run_action("add_memo", {"id": n, "note": "x"})
     a.close()  # the anchor follows the head
@@ -688,9 +639,7 @@ def test_an_agent_query_reads_as_its_role_and_may_call_the_try_casts_but_not_rea
     rt = Runtime.open_postgres(pg_dsn, tmp_path / "app.postgres")
     try:
         assert rt.agent_role
-        proposal = rt.propose(MEMO)
-        assert rt.dry_run(proposal.proposal_id).passed
-        rt.deploy(proposal.proposal_id)
+        deploy_ops(rt, MEMO)
         rt.run_action("add_memo", {"id": 1, "note": "12"})
         rt.run_action("add_memo", {"id": 2, "note": "twelve"})
         answer = rt.query("select id, try_cast(note as integer) as n from memo order by id", actor="local")
@@ -710,9 +659,7 @@ def test_an_actions_statements_write_as_the_agent_role_and_the_runtime_writes_it
     let through; the audit rows and checks after them are the owner's again."""
     rt = Runtime.open_postgres(pg_dsn, tmp_path / "app.postgres")
     try:
-        proposal = rt.propose(MEMO)
-        assert rt.dry_run(proposal.proposal_id).passed
-        rt.deploy(proposal.proposal_id)
+        deploy_ops(rt, MEMO)
         rt.run_action("add_memo", {"id": 1, "note": "as the role"})
         with rt.engine.transaction() as tx:
             tx.execute("REVOKE INSERT ON memo FROM buttress_agent")
