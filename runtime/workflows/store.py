@@ -75,10 +75,9 @@ class RunRow:
     acting_for: str | None
     grant_json: str | None
     depth: int
-    lease_owner: str | None
-    """On a database several servers share: the server advancing the run (``leases``)."""
     lease_epoch: int
-    """How many times the run's lease changed hands; a step's fence compares it."""
+    """How many times the run's lease changed hands on a shared database (``leases``); a step's fence
+    compares it."""
 
     @classmethod
     def of(cls, row: Sequence[Any]) -> RunRow:
